@@ -1,0 +1,47 @@
+# svpl: `make run` starts everything on loopback; `make test` runs the whole suite.
+# Both set up what they need (virtual environment, generated code, system packages for tests).
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find protos -name '*.proto' | sort)
+# Generated code is produced at install time from protos/ and never committed (see README).
+GEN_STAMP := gen/.generated
+GRPC_TOOLS := $(PYTHON) -m grpc_tools.protoc
+
+.PHONY: install gen run test test-fast system-deps chart-test images bench bench-identity bench-booking bench-media bench-load openapi clean
+
+install: $(STAMP) $(GEN_STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check '.[dev]'
+	# The code runs from this tree: put it and gen/ on the venv's path.
+	printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" > "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/svpl-src.pth"
+	touch $@
+
+gen: $(GEN_STAMP)
+
+$(GEN_STAMP): $(PROTOS) $(STAMP)
+	rm -rf gen && mkdir -p gen
+	$(GRPC_TOOLS) -Iprotos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
+	touch $@
+
+run: install
+	$(PYTHON) -m devstack.run
+
+# System packages the tests use (OpenLDAP slapd, Chromium + ChromeDriver); installed when missing.
+system-deps:
+	./scripts/system-deps.sh
+
+test: install system-deps
+	$(PYTHON) -m pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow"
+
+clean:
+	rm -rf gen .run .pytest_cache

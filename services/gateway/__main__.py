@@ -1,0 +1,10 @@
+import uvicorn
+
+from services.gateway.app import create_app
+from services.gateway.config import GatewaySettings
+from services.runtime.config import load_settings
+from services.runtime.logs import setup_logging
+
+settings = load_settings(GatewaySettings)
+setup_logging(settings.service_name, settings.log_level)
+uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)

@@ -1,0 +1,62 @@
+"""The access log (patient data law): who read or changed which patient's data, when, why.
+
+Every service appends here through this one class; records go to the audit
+database with a journaled write before the read is answered. Identity serves a
+patient's extract (ListAccessRecords). Personnummer are stored (the log must name
+the patient) but never reach application logs: this module logs nothing about them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pymongo import ASCENDING, AsyncMongoClient
+
+from services.runtime import auth
+from services.runtime.mongo import DURABLE
+
+AUDIT_DATABASE = "svpl_audit"
+COLLECTION = "access_records"
+
+
+class AccessLog:
+    def __init__(self, client: AsyncMongoClient, service: str, database: str = AUDIT_DATABASE) -> None:
+        self._records = client[database].get_collection(COLLECTION, write_concern=DURABLE)
+        self._service = service
+
+    @property
+    def collection(self):
+        return self._records
+
+    async def ensure_indexes(self) -> None:
+        await self._records.create_index([("patient", ASCENDING), ("at", ASCENDING)])
+
+    async def record(
+        self,
+        action: str,
+        patients: str | list[str],
+        *,
+        care_unit: str = "",
+        resource: str = "",
+        purpose: str = "",
+        actor: str | None = None,
+    ) -> None:
+        """Append one record per patient concerned (an empty patient is skipped)."""
+        who = actor or auth.caller().actor()
+        now = dt.datetime.now(dt.timezone.utc)
+        docs = [
+            {
+                "at": now,
+                "actor": who,
+                "action": action,
+                "patient": patient,
+                "care_unit": care_unit,
+                "service": self._service,
+                "resource": resource,
+                "purpose": purpose,
+            }
+            for patient in ([patients] if isinstance(patients, str) else patients)
+            if patient
+        ]
+        if docs:
+            await self._records.insert_many(docs)

@@ -1,0 +1,66 @@
+"""Channels to other svpl services, through their contracts only.
+
+Calls carry a bearer token: the person's own (relayed) or this service's, and the
+request id. Transient UNAVAILABLE is retried by gRPC's own retry policy.
+"""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+
+from services.runtime import auth, logs
+
+_RETRY_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+
+def channel(address: str, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        address,
+        options=[
+            ("grpc.service_config", _RETRY_CONFIG),
+            ("grpc.enable_retries", 1),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ],
+    )
+
+
+def metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """Bearer token and the current request id, for an outgoing call."""
+    rid = logs.request_id_var.get()
+    return auth.bearer(token) + ((("x-request-id", rid),) if rid else ())
+
+
+def as_caller() -> tuple[tuple[str, str], ...]:
+    """Relay the current caller's own token (a person acting through this service)."""
+    return metadata(auth.caller().token)
+
+
+def identity_keyset(identity_channel: grpc.aio.Channel) -> auth.KeySet:
+    """Identity's public keys, fetched over its contract."""
+    from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
+
+    stub = identity_pb2_grpc.IdentityServiceStub(identity_channel)
+
+    async def fetch() -> str:
+        response = await stub.GetSigningKeys(identity_pb2.GetSigningKeysRequest(), timeout=5)
+        return response.jwks_json
+
+    return auth.KeySet(fetch)

@@ -1,0 +1,294 @@
+"""The grpc.aio server bootstrap every service uses.
+
+`start_server` binds (port 0 in tests), registers the service's servicers with the
+library health service and reflection, and installs the one interceptor that
+authenticates the caller, applies the service's ACCESS rules, maps domain
+exceptions to status codes (never leaking internals) and records RPC metrics.
+`main` adds logging, the metrics port, and SIGTERM handling: readiness
+(the service's own health name) turns NOT_SERVING, the service drains, the server
+stops with a grace period, and then overall health turns NOT_SERVING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import grpc
+from google.protobuf import descriptor as _descriptor
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from services.runtime import auth, logs, metrics
+from services.runtime.config import ServiceSettings, load_settings
+from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, PermissionDenied
+
+log = logging.getLogger("svpl.server")
+
+# Liveness probes ask the overall health (""); readiness probes ask the service's own name.
+LIVENESS = ""
+
+
+@dataclass
+class Binding:
+    """One gRPC service a process serves: its descriptor, servicer, and who may call each method."""
+
+    descriptor: _descriptor.ServiceDescriptor
+    servicer: object
+    add_to_server: Callable[[object, grpc.aio.Server], None]
+    access: dict[str, auth.Rule]
+
+    def check_access_complete(self) -> None:
+        methods = {m.name for m in self.descriptor.methods}
+        missing, extra = methods - set(self.access), set(self.access) - methods
+        if missing or extra:
+            raise RuntimeError(
+                f"{self.descriptor.full_name}: ACCESS must declare exactly the contract's methods"
+                f" (missing: {sorted(missing)}, unknown: {sorted(extra)})"
+            )
+
+
+@dataclass
+class Component:
+    """What a service hands the runtime: its bindings and lifecycle hooks."""
+
+    bindings: list[Binding]
+    start: Callable[[], Awaitable[None]] | None = None
+    # Called on SIGTERM after readiness turns NOT_SERVING, with the grace in seconds.
+    drain: Callable[[float], Awaitable[None]] | None = None
+    close: Callable[[], Awaitable[None]] | None = None
+    # Extra health names (readiness of a sub-part).
+    health_names: list[str] = field(default_factory=list)
+    # The service's database: readiness follows whether it answers.
+    mongo: object | None = None
+
+
+def _status_for(exc: DomainError) -> status_pb2.Status:
+    status = status_pb2.Status(code=exc.code.value[0], message=exc.message)
+    if isinstance(exc, InvalidArgument):
+        detail = error_details_pb2.BadRequest(
+            field_violations=[error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.description)]
+        )
+        status.details.add().Pack(detail)
+    elif isinstance(exc, (FailedPrecondition, PermissionDenied)) and exc.reason:
+        status.details.add().Pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain="svpl"))
+    return status
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Authentication, access rules, exception → status mapping and metrics, in one place."""
+
+    def __init__(self, keys: auth.KeySet | None, access: dict[str, auth.Rule]) -> None:
+        self._keys = keys
+        self._access = access  # by full method name "/pkg.Service/Method"
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        full = handler_call_details.method
+        service, _, method = full.lstrip("/").rpartition("/")
+        rule = self._access.get(full)
+        if rule is None:  # health, reflection: open, but counted
+            rule = auth.ANYONE
+
+        @contextlib.asynccontextmanager
+        async def guarded(context):
+            """Request id, caller, access rule; then every outcome mapped to a status and counted."""
+            started, outcome = time.perf_counter(), None
+            md = context.invocation_metadata() or ()
+            rid = next((v for k, v in md if k == "x-request-id"), "") or uuid.uuid4().hex
+            logs.request_id_var.set(rid[:64])
+            try:
+                who = await auth.authenticate(self._keys, md)
+                auth.current_caller.set(who)
+                rule.check(who, method)
+                yield
+            except asyncio.CancelledError:
+                outcome = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                raise
+            except NotImplementedError:  # the generated base servicer's answer
+                outcome = grpc.StatusCode.UNIMPLEMENTED
+                await context.abort(outcome, f"{method} is not implemented yet")
+            except DomainError as exc:
+                outcome = exc.code
+                st = rpc_status.to_status(_status_for(exc))
+                await context.abort(st.code, st.details, st.trailing_metadata)
+            except Exception:  # noqa: BLE001 - logged here, never leaked to the client
+                outcome = grpc.StatusCode.INTERNAL
+                log.exception("unhandled error in %s", full)
+                await context.abort(outcome, f"internal error (request id {logs.request_id_var.get()})")
+            finally:
+                code = outcome or context.code() or grpc.StatusCode.OK
+                name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+                metrics.RPC_HANDLED.labels(service, method, name).inc()
+                metrics.RPC_LATENCY.labels(service, method).observe(time.perf_counter() - started)
+
+        def rebuild(factory, wrapped):
+            return factory(wrapped, request_deserializer=handler.request_deserializer,
+                           response_serializer=handler.response_serializer)
+
+        if handler.unary_unary:
+            behavior = handler.unary_unary
+
+            async def unary(request, context):
+                async with guarded(context):
+                    return await behavior(request, context)
+
+            return rebuild(grpc.unary_unary_rpc_method_handler, unary)
+        if handler.unary_stream:
+            behavior = handler.unary_stream
+            if inspect.isasyncgenfunction(behavior):
+
+                async def stream(request, context):
+                    async with guarded(context):
+                        async for item in behavior(request, context):
+                            yield item
+
+            else:  # a coroutine that writes with context.write (e.g. the library health Watch)
+
+                async def stream(request, context):
+                    async with guarded(context):
+                        await behavior(request, context)
+
+            return rebuild(grpc.unary_stream_rpc_method_handler, stream)
+        return handler  # client-streaming RPCs: none in svpl contracts
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    component: Component
+    db_check_seconds: float = 2.0
+    _ready: bool = True
+    _db_ok: bool = True
+    _watch: asyncio.Task | None = None
+
+    @property
+    def readiness_names(self) -> list[str]:
+        return [b.descriptor.full_name for b in self.component.bindings] + self.component.health_names
+
+    async def set_ready(self, ready: bool) -> None:
+        self._ready = ready
+        await self._publish()
+
+    async def _publish(self) -> None:
+        serving = self._ready and self._db_ok
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in self.readiness_names:
+            await self.health.set(name, status)
+
+    def watch_database(self) -> None:
+        if self.component.mongo is not None:
+            self._watch = asyncio.create_task(self._database_watch(), name="svpl-db-watch")
+
+    async def _database_watch(self) -> None:
+        """Readiness follows the database: not ready while it is unreachable, ready when it is back.
+        The client reconnects by itself; the process never exits for a database outage."""
+        while True:
+            try:
+                await asyncio.wait_for(self.component.mongo.admin.command("ping"), self.db_check_seconds + 3)
+                ok = True
+            except Exception:  # noqa: BLE001 - any failure means not reachable
+                ok = False
+            if ok != self._db_ok:
+                self._db_ok = ok
+                log.warning("database %s", "reachable again" if ok else "unreachable: not ready")
+                await self._publish()
+            await asyncio.sleep(self.db_check_seconds)
+
+    async def stop(self, grace: float) -> None:
+        if self._watch:
+            self._watch.cancel()
+        await self.set_ready(False)
+        if self.component.drain:
+            await self.component.drain(grace)
+        await self.server.stop(grace)
+        await self.health.enter_graceful_shutdown()
+        if self.component.close:
+            await self.component.close()
+        if self.component.mongo is not None:
+            await self.component.mongo.close()
+
+
+async def start_server(
+    component: Component,
+    keys: auth.KeySet | None,
+    address: str = "127.0.0.1:0",
+    max_message_bytes: int = 4 * 1024 * 1024,
+    db_check_seconds: float = 2.0,
+) -> RunningServer:
+    """Bind, register, start. Tests pass port 0 and read the bound port back."""
+    access: dict[str, auth.Rule] = {}
+    for b in component.bindings:
+        b.check_access_complete()
+        access.update({f"/{b.descriptor.full_name}/{m}": r for m, r in b.access.items()})
+    server = grpc.aio.server(
+        interceptors=[ServiceInterceptor(keys, access)],
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    for b in component.bindings:
+        b.add_to_server(b.servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [b.descriptor.full_name for b in component.bindings]
+    reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"could not bind {address}")
+    if component.start:
+        await component.start()
+    await server.start()
+    running = RunningServer(server, port, health_servicer, component, db_check_seconds)
+    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+    await running.set_ready(True)
+    running.watch_database()
+    return running
+
+
+Build = Callable[[ServiceSettings], Awaitable[tuple[Component, auth.KeySet | None]]]
+
+
+async def serve(settings: ServiceSettings, build: Build) -> None:
+    metrics_port = metrics.start_metrics_server(settings.metrics_host, settings.metrics_port)
+    component, keys = await build(settings)
+    running = await start_server(
+        component, keys, f"{settings.grpc_host}:{settings.grpc_port}", settings.max_message_bytes,
+        settings.db_check_seconds,
+    )
+    log.info(
+        "%s serving", settings.service_name,
+        extra={"svpl_grpc_port": running.port, "svpl_metrics_port": metrics_port},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("%s stopping: not ready, draining (grace %.0fs)", settings.service_name, settings.shutdown_grace_seconds)
+    await running.stop(settings.shutdown_grace_seconds)
+    log.info("%s stopped", settings.service_name)
+
+
+def main(settings_cls: type[ServiceSettings], build: Build) -> None:
+    """Entry point of every service: `python -m services.<name>`."""
+    settings = load_settings(settings_cls)
+    logs.setup_logging(settings.service_name, settings.log_level)
+    asyncio.run(serve(settings, build))

@@ -1,0 +1,83 @@
+"""Fixtures every test shares: the real database server, identity's keys, tokens for
+each kind of caller, and in-process gRPC servers on port 0."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from devstack.embedded_db import EmbeddedMongo
+from services.identity.tokens import KeyRing
+from services.runtime import auth
+from services.runtime.server import start_server
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def mongo(tmp_path_factory):
+    """One real MongoDB-wire server (SecantusDB) for the session; each test uses its own database names."""
+    db = EmbeddedMongo(tmp_path_factory.mktemp("db") / "data").start()
+    yield db
+    db.stop()
+
+
+@pytest.fixture(scope="session")
+def keyring() -> KeyRing:
+    return KeyRing.generate()
+
+
+@pytest.fixture(scope="session")
+def service_token(keyring):
+    def mint(name: str) -> str:
+        return keyring.issue_service_token(name)
+
+    return mint
+
+
+# Staff and citizens the tests log in as. Skatteverket's published test personnummer only.
+PEOPLE = {
+    "coordinator": dict(person_id="SE2321000057-1001", id_kind="hsa_id", name="Vera Samordnare", method="siths",
+                        roles=[auth.ROLE_STAFF, auth.ROLE_REGION_STAFF, auth.ROLE_COORDINATOR]),
+    "other_coordinator": dict(person_id="SE2321000057-1002", id_kind="hsa_id", name="Olle Annan", method="siths",
+                              roles=[auth.ROLE_STAFF, auth.ROLE_REGION_STAFF, auth.ROLE_COORDINATOR]),
+    "region_staff": dict(person_id="SE2321000057-2001", id_kind="hsa_id", name="Rita Region", method="siths",
+                         roles=[auth.ROLE_STAFF, auth.ROLE_REGION_STAFF]),
+    "municipality_staff": dict(person_id="SE2120000829-3001", id_kind="hsa_id", name="Mona Kommun", method="siths",
+                               roles=[auth.ROLE_STAFF, auth.ROLE_MUNICIPALITY_STAFF]),
+    "support_desk": dict(person_id="SE2321000057-4001", id_kind="hsa_id", name="Sam Support", method="siths",
+                         roles=[auth.ROLE_STAFF, auth.ROLE_REGION_STAFF, auth.ROLE_SUPPORT_DESK]),
+    "patient": dict(person_id="191212121212", id_kind="personnummer", name="Tolvan Tolvansson", method="bankid",
+                    roles=[auth.ROLE_CITIZEN]),
+    "next_of_kin": dict(person_id="198112289874", id_kind="personnummer", name="Nils Närstående",
+                        method="e_services_1177", roles=[auth.ROLE_CITIZEN]),
+}
+
+
+@pytest.fixture(scope="session")
+def person_token(keyring):
+    """person_token("coordinator") or person_token(person_id=..., roles=[...], ...)."""
+
+    def mint(who: str | None = None, ttl: dt.timedelta = dt.timedelta(hours=1), **fields) -> str:
+        spec = {**(PEOPLE[who] if who else {}), **fields}
+        spec.setdefault("assurance", "high")
+        return keyring.issue_session_token(ttl=ttl, **spec)[0]
+
+    return mint
+
+
+@pytest.fixture
+async def serve():
+    """Start Components in-process on port 0; everything started is stopped at the end."""
+    running = []
+
+    async def start(component, keys):
+        server = await start_server(component, keys, "127.0.0.1:0")
+        running.append(server)
+        return server
+
+    yield start
+    for server in reversed(running):
+        await server.stop(0)

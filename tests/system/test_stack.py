@@ -1,0 +1,93 @@
+"""Every service as its own process, as `make run` starts them."""
+
+import signal
+import time
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
+
+from devstack.stack import GRPC_SERVICES, Stack
+
+SERVICE_NAMES = {
+    "identity": "svpl.identity.v1.IdentityService",
+    "booking": "svpl.booking.v1.BookingService",
+    "roster": "svpl.roster.v1.RosterService",
+    "media": "svpl.media.v1.MediaService",
+    "support": "svpl.support.v1.SupportService",
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = Stack(tmp_path_factory.mktemp("stack"), extra_env={"SVPL_DB_CHECK_SECONDS": "0.2"})
+    started = time.monotonic()
+    s.start(timeout=30)
+    s.startup_seconds = time.monotonic() - started
+    yield s
+    s.stop()
+
+
+def health_status(address: str, service: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
+
+
+def wait_for_status(address: str, service: str, wanted: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = health_status(address, service)
+            if last == wanted:
+                return
+        except grpc.RpcError as exc:
+            last = exc.code()
+        time.sleep(0.1)
+    raise AssertionError(f"{address} {service}: status {last}, wanted {wanted}")
+
+
+@pytest.mark.parametrize("name", GRPC_SERVICES)
+def test_every_service_reports_serving(stack, name):
+    address = stack.procs[name].address
+    assert health_status(address, "") == health_pb2.HealthCheckResponse.SERVING
+    assert health_status(address, SERVICE_NAMES[name]) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_gateway_answers(stack):
+    assert httpx.get(f"http://{stack.procs['gateway'].address}/healthz").status_code == 200
+
+
+def test_metrics_show_per_method_rpc_counters(stack):
+    with grpc.insecure_channel(stack.procs["identity"].address) as channel:
+        identity_pb2_grpc.IdentityServiceStub(channel).GetSigningKeys(identity_pb2.GetSigningKeysRequest())
+    text = httpx.get(f"http://127.0.0.1:{stack.procs['identity'].metrics_port}/metrics").text
+    assert ('svpl_grpc_server_handled_total{grpc_code="OK",grpc_method="GetSigningKeys",'
+            'grpc_service="svpl.identity.v1.IdentityService"}') in text
+    assert "svpl_grpc_server_handling_seconds_bucket" in text
+
+
+def test_service_survives_the_database_restarting_under_it(stack):
+    booking = stack.procs["booking"]
+    name = SERVICE_NAMES["booking"]
+    stack.db.kill()
+    wait_for_status(booking.address, name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    assert health_status(booking.address, "") == health_pb2.HealthCheckResponse.SERVING  # alive, not ready
+    stack.db.start()
+    wait_for_status(booking.address, name, health_pb2.HealthCheckResponse.SERVING)
+    assert booking.process.poll() is None
+
+
+@pytest.mark.parametrize("name", GRPC_SERVICES)
+def test_sigterm_turns_the_service_not_serving_then_stops(stack, name):
+    proc = stack.procs[name]
+    channel = grpc.insecure_channel(proc.address)
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAMES[name]))
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    proc.process.send_signal(signal.SIGTERM)
+    assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    watch.cancel()
+    channel.close()
+    assert stack.stop_process(name, timeout=20) == 0
