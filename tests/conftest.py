@@ -81,3 +81,28 @@ async def serve():
     yield start
     for server in reversed(running):
         await server.stop(0)
+
+
+@pytest.fixture(scope="session")
+def keys_dir(keyring, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("keys")
+    keyring.save_current(directory)
+    return directory
+
+
+@pytest.fixture
+async def system_factory(mongo, keys_dir, service_token):
+    """Build a whole in-process system: `sys = await system_factory(["identity", "roster"])`."""
+    from tests.harness import ORDER, System
+
+    systems = []
+
+    async def make(names=None, overrides=None):
+        tokens = {name: service_token(name) for name in ORDER + ["gateway"]}
+        system = System(mongo.uri, keys_dir, tokens, overrides=overrides or {})
+        systems.append(system)
+        return await system.start(names)
+
+    yield make
+    for system in systems:
+        await system.stop()

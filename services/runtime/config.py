@@ -28,7 +28,13 @@ class ServiceSettings(BaseSettings):
     mongodb_database: str = ""
     # Where access records (patient data law) are appended; defaults to mongodb_uri.
     audit_mongodb_uri: str = ""
+    audit_database: str = "svpl_audit"
+    # Where the other services are (each service reads the ones it calls).
     identity_address: str = "127.0.0.1:50051"
+    booking_address: str = "127.0.0.1:50052"
+    roster_address: str = "127.0.0.1:50053"
+    media_address: str = "127.0.0.1:50054"
+    support_address: str = "127.0.0.1:50055"
     # This service's own token (minted by identity: `python -m services.identity mint-service-token`).
     service_token: str = ""
     region: str = "rjl"
