@@ -90,4 +90,5 @@ def test_sigterm_turns_the_service_not_serving_then_stops(stack, name):
     assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
     watch.cancel()
     channel.close()
-    assert stack.stop_process(name, timeout=20) == 0
+    assert proc.process.wait(20) == 0  # a clean exit after the graceful stop
+    proc.process = None
