@@ -1,3 +1,5 @@
+from typing import Literal
+
 from pydantic import Field
 
 from services.runtime.config import ServiceSettings
@@ -8,3 +10,46 @@ class IdentitySettings(ServiceSettings):
     grpc_port: int = Field(50051, ge=0, le=65535)
     # Directory of Ed25519 signing keys (<kid>.pem); the newest signs. A mounted Secret in Kubernetes.
     signing_keys_dir: str
+    # Lifetime of a session token issued at login.
+    session_ttl_seconds: int = Field(3600, ge=60, le=12 * 3600)
+    # Join tokens: default and longest lifetime (roster asks for its own within this bound).
+    join_token_default_ttl_seconds: int = Field(300, ge=10, le=86400)
+    join_token_max_ttl_seconds: int = Field(4 * 3600, ge=10, le=86400)
+
+    # Development identity provider (`make run` only): off unless explicitly turned on.
+    development_login: bool = False
+
+    # The HSA directory: "local" (a copy in identity's own database, loaded from an export
+    # file) or "ldap" (an HSA LDAP server).
+    directory_backend: Literal["local", "ldap"] = "local"
+    # JSON-lines export (HSA attribute names) loaded into the local copy at start when it
+    # changed. Empty: with development_login on, the bundled demo export; otherwise none.
+    directory_export_file: str = ""
+    ldap_url: str = ""  # ldap://host:389 or ldaps://host:636
+    ldap_base_dn: str = ""
+    ldap_bind_dn: str = ""
+    ldap_bind_password: str = ""
+    ldap_ca_file: str = ""  # CA bundle for ldaps:// (empty: the system store)
+    ldap_timeout_seconds: float = Field(5.0, gt=0)
+    # Demo citizens (personnummer + name) the development login may use; empty: the bundled demo file.
+    demo_citizens_file: str = ""
+
+    # SITHS: PEM file(s) with the trusted SITHS CA certificates (comma-separated paths).
+    siths_ca_files: str = ""
+
+    # BankID Relying Party API v6.
+    bankid_url: str = ""  # e.g. https://appapi2.bankid.com/rp/v6.0
+    bankid_client_cert_file: str = ""  # RP certificate (PEM), with its key below
+    bankid_client_key_file: str = ""
+    bankid_ca_file: str = ""  # the CA that signs the BankID server certificate
+    bankid_timeout_seconds: float = Field(10.0, gt=0)
+
+    # 1177 e-services login (OpenID Connect relying party).
+    oidc_1177_issuer: str = ""  # discovery at <issuer>/.well-known/openid-configuration
+    oidc_1177_client_id: str = ""
+    oidc_1177_client_secret: str = ""
+    oidc_1177_ca_file: str = ""
+    oidc_1177_scope: str = "openid"
+    # The ID-token claim that carries the personnummer.
+    oidc_1177_personnummer_claim: str = "personnummer"
+    login_state_ttl_seconds: int = Field(600, ge=30, le=3600)

@@ -2,23 +2,64 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+
 from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from services.identity.config import IdentitySettings
+from services.identity.development import DEMO_DIRECTORY, DevelopmentLogin, load_citizens
+from services.identity.directory import Directory, LdapDirectory, LocalDirectory
 from services.identity.servicer import ACCESS, IdentityServicer
+from services.identity.token_service import TokenService
 from services.identity.tokens import KeyRing
 from services.runtime import auth, mongo
+from services.runtime.access_log import AccessLog
 from services.runtime.server import Binding, Component
+
+log = logging.getLogger("svpl.identity")
+
+
+def make_directory(settings: IdentitySettings, db) -> Directory:
+    if settings.directory_backend == "ldap":
+        return LdapDirectory(settings.ldap_url, settings.ldap_base_dn, settings.ldap_bind_dn,
+                             settings.ldap_bind_password, settings.ldap_ca_file, settings.ldap_timeout_seconds)
+    export = settings.directory_export_file or (str(DEMO_DIRECTORY) if settings.development_login else "")
+    return LocalDirectory(db, export)
 
 
 async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
     keys = KeyRing.load(settings.signing_keys_dir)
-    db = mongo.connect(settings.mongodb_uri, settings.service_name)
-    servicer = IdentityServicer(keys)
+    client = mongo.connect(settings.mongodb_uri, settings.service_name)
+    db = client[settings.database_name]
+    audit_client = mongo.connect(settings.audit_mongodb_uri, "identity-audit") if settings.audit_mongodb_uri else client
+    access_log = AccessLog(audit_client, settings.service_name, settings.audit_database)
+    tokens = TokenService(
+        keys, db,
+        session_ttl=dt.timedelta(seconds=settings.session_ttl_seconds),
+        join_default_ttl=dt.timedelta(seconds=settings.join_token_default_ttl_seconds),
+        join_max_ttl=dt.timedelta(seconds=settings.join_token_max_ttl_seconds),
+    )
+    directory = make_directory(settings, db)
+    citizens = load_citizens(settings.demo_citizens_file) if settings.development_login else {}
+    development = DevelopmentLogin(settings.development_login, directory, tokens, citizens)
+    servicer = IdentityServicer(keys, tokens, directory, development, access_log)
+
+    async def start() -> None:
+        if settings.development_login:
+            log.warning("development login is ON: anyone can log in as a demo person (never in production)")
+        await access_log.ensure_indexes()
+        await directory.start()
+
+    async def close() -> None:
+        await directory.close()
+        if audit_client is not client:
+            await audit_client.close()
+
     binding = Binding(
         identity_pb2.DESCRIPTOR.services_by_name["IdentityService"],
         servicer,
         identity_pb2_grpc.add_IdentityServiceServicer_to_server,
         ACCESS,
     )
-    return Component([binding], mongo=db), keys.keyset()
+    return Component([binding], start=start, close=close, mongo=client), keys.keyset()

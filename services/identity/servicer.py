@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+from google.protobuf import timestamp_pb2
+from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
 
+from services.identity import hsa_id as hsa
+from services.identity import paging
+from services.identity import personnummer as pnr
+from services.identity.development import DevelopmentLogin
+from services.identity.directory import MUNICIPALITY, REGION, Directory, DirectoryPerson, Query
+from services.identity.token_service import (BANKID, DEVELOPMENT, E_SERVICES_1177, HSA_ID, PERSONNUMMER, SITHS,
+                                             Principal, Session, TokenService)
 from services.identity.tokens import KeyRing
 from services.runtime import auth
+from services.runtime.access_log import AccessLog
 from services.runtime.auth import ANYONE, LOGGED_IN, persons_with, services
+from services.runtime.errors import NotFound
 
 STAFF = persons_with(auth.ROLE_STAFF)
 
@@ -30,10 +43,121 @@ ACCESS = {
     "ListAccessRecords": persons_with(auth.ROLE_ACCESS_LOG),
 }
 
+_METHODS = {
+    SITHS: common_pb2.LOGIN_METHOD_SITHS,
+    BANKID: common_pb2.LOGIN_METHOD_BANKID,
+    E_SERVICES_1177: common_pb2.LOGIN_METHOD_E_SERVICES_1177,
+    DEVELOPMENT: common_pb2.LOGIN_METHOD_DEVELOPMENT,
+}
+_METHOD_NAMES = {v: k for k, v in _METHODS.items()}
+_ID_KINDS = {HSA_ID: common_pb2.ID_KIND_HSA_ID, PERSONNUMMER: common_pb2.ID_KIND_PERSONNUMMER}
+_STAFF_KINDS = {REGION: identity_pb2.STAFF_KIND_REGION, MUNICIPALITY: identity_pb2.STAFF_KIND_MUNICIPALITY}
+_TOKEN_KINDS = {auth.SESSION: identity_pb2.TOKEN_KIND_SESSION, auth.JOIN: identity_pb2.TOKEN_KIND_JOIN,
+                auth.SERVICE: identity_pb2.TOKEN_KIND_SERVICE}
+_TOKEN_KIND_NAMES = {v: k for k, v in _TOKEN_KINDS.items()}
+
+
+def timestamp(when: dt.datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+def principal_pb(p: Principal) -> identity_pb2.Principal:
+    return identity_pb2.Principal(
+        person=common_pb2.PersonRef(id_kind=_ID_KINDS.get(p.id_kind, common_pb2.ID_KIND_UNSPECIFIED),
+                                    id=p.person_id, display_name=p.name),
+        method=_METHODS.get(p.method, common_pb2.LOGIN_METHOD_UNSPECIFIED),
+        assurance=p.assurance, roles=list(p.roles), organization=p.organization, unit=p.unit,
+    )
+
+
+def session_pb(s: Session) -> identity_pb2.Session:
+    return identity_pb2.Session(token=s.token, expires_at=timestamp(s.expires_at), principal=principal_pb(s.principal))
+
+
+def person_pb(p: DirectoryPerson) -> identity_pb2.DirectoryPerson:
+    return identity_pb2.DirectoryPerson(
+        hsa_id=p.hsa_id, given_name=p.given_name, surname=p.surname, title=p.title, organization=p.organization,
+        unit=p.unit, staff_kind=_STAFF_KINDS.get(p.organization_kind, identity_pb2.STAFF_KIND_UNSPECIFIED),
+    )
+
 
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
-    def __init__(self, keys: KeyRing) -> None:
+    def __init__(self, keys: KeyRing, tokens: TokenService, directory: Directory, development: DevelopmentLogin,
+                 access_log: AccessLog, logins=None, audit=None) -> None:
         self._keys = keys
+        self._tokens = tokens
+        self._directory = directory
+        self._development = development
+        self._access_log = access_log
+        self._logins = logins
+        self._audit = audit
+
+    # ------------------------------------------------------------ identifiers
+
+    async def ValidatePersonnummer(self, request, context):
+        p = pnr.parse(request.personnummer)
+        kind = (identity_pb2.PERSONNUMMER_KIND_SAMORDNINGSNUMMER if p.kind == pnr.SAMORDNINGSNUMMER
+                else identity_pb2.PERSONNUMMER_KIND_PERSONNUMMER)
+        return identity_pb2.ValidatePersonnummerResponse(
+            normalized=p.normalized, birth_date=p.birth_date.isoformat(), kind=kind, masked=p.masked)
+
+    async def ValidateHsaId(self, request, context):
+        h = hsa.parse(request.hsa_id)
+        return identity_pb2.ValidateHsaIdResponse(normalized=h.normalized, organization_number=h.organization_number)
+
+    # ------------------------------------------------------------ directory
+
+    async def LookupPerson(self, request, context):
+        hsa_id = hsa.parse(request.hsa_id).normalized
+        person = await self._directory.lookup(hsa_id)
+        if person is None:
+            raise NotFound(f"{hsa_id} is not in the HSA directory")
+        await self._access_log.record("identity.lookup_person", hsa_id, resource=f"directory/{hsa_id}",
+                                      purpose=request.purpose.strip()[:500])
+        return identity_pb2.LookupPersonResponse(person=person_pb(person))
+
+    async def SearchDirectory(self, request, context):
+        query = Query.parse(request.name, request.organization, request.unit)
+        size = paging.page_size(request.page.page_size)
+        offset = paging.decode(request.page.page_token, query)
+        people, more = await self._directory.search(query, offset, size)
+        await self._access_log.record("identity.search_directory", [p.hsa_id for p in people],
+                                      resource="directory/search", purpose=request.purpose.strip()[:500])
+        token = paging.encode(offset + size, query) if more else ""
+        return identity_pb2.SearchDirectoryResponse(people=[person_pb(p) for p in people],
+                                                    page=common_pb2.PageResponse(next_page_token=token))
+
+    # ------------------------------------------------------------ logins
+
+    async def DevelopmentLogin(self, request, context):
+        session = await self._development.login(request.person_id, _METHOD_NAMES.get(request.method, ""))
+        return identity_pb2.DevelopmentLoginResponse(session=session_pb(session))
+
+    # ------------------------------------------------------------ tokens
+
+    async def IssueJoinToken(self, request, context):
+        token, jti, expires = await self._tokens.issue_join(
+            meeting_id=request.meeting_id, participant_id=request.participant_id,
+            media_instance=request.media_instance, ttl_seconds=request.ttl_seconds)
+        return identity_pb2.IssueJoinTokenResponse(token=token, token_id=jti, expires_at=timestamp(expires))
+
+    async def VerifyToken(self, request, context):
+        v = await self._tokens.verify(request.token, _TOKEN_KIND_NAMES.get(request.expected_kind))
+        response = identity_pb2.VerifyTokenResponse(
+            kind=_TOKEN_KINDS[v.kind], token_id=v.token_id, expires_at=timestamp(v.expires_at),
+            meeting_id=v.meeting_id, participant_id=v.participant_id, media_instance=v.media_instance,
+            service=v.service)
+        if v.principal is not None:
+            response.principal.CopyFrom(principal_pb(v.principal))
+        return response
+
+    async def RevokeTokens(self, request, context):
+        await self._tokens.revoke(token_id=request.token_id, meeting_id=request.meeting_id,
+                                  participant_id=request.participant_id, reason=request.reason,
+                                  actor=auth.caller().actor())
+        return identity_pb2.RevokeTokensResponse()
 
     async def GetSigningKeys(self, request, context):
         return identity_pb2.GetSigningKeysResponse(jwks_json=self._keys.jwks_json())

@@ -1,0 +1,90 @@
+"""Generate the demo HSA export and demo citizens (deterministic; `python -m services.identity.demo.generate`).
+
+The people of tests/conftest.py (PEOPLE) are included with the same HSA-ids, names and
+roles, so a development login and the tests speak of the same people. Everyone else is
+generated. Citizens use personnummer in Skatteverket's test-number style (serials 98x).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from services.identity.personnummer import luhn_check_digit
+
+HERE = Path(__file__).resolve().parent
+DIRECTORY_FILE = HERE / "directory.jsonl"
+CITIZENS_FILE = HERE / "citizens.json"
+
+ORGANIZATIONS = [
+    # (organisation number, name, kind, units)
+    ("2321000057", "Region Jönköpings län", "region",
+     ["Vårdcentralen Centrum", "Psykiatriska kliniken", "Medicinkliniken", "Barn- och ungdomskliniken",
+      "Svpl support"]),
+    ("2120000829", "Jönköpings kommun", "municipality",
+     ["Hemtjänst Öster", "Socialtjänsten", "Elevhälsan", "LSS-boende Väster"]),
+    ("2120000597", "Värnamo kommun", "municipality", ["Hemsjukvården", "Socialtjänsten"]),
+]
+GIVEN = ["Anna", "Erik", "Maria", "Lars", "Karin", "Johan", "Sara", "Per", "Eva", "Anders", "Lena", "Mikael",
+         "Elin", "Ahmed", "Fatima", "Jonas", "Ingrid", "Oskar", "Sofia", "Mohammed", "Emma", "Björn", "Åsa", "Linnea"]
+SURNAMES = ["Andersson", "Johansson", "Karlsson", "Nilsson", "Eriksson", "Larsson", "Olsson", "Persson",
+            "Svensson", "Gustafsson", "Pettersson", "Jonsson", "Hassan", "Lindberg", "Åberg", "Öberg", "Holm",
+            "Berg", "Lund", "Ström", "Ali", "Wikström", "Sandberg", "Forsberg"]
+TITLES = {"region": ["Sjuksköterska", "Läkare", "Kurator", "Psykolog", "Arbetsterapeut", "Fysioterapeut"],
+          "municipality": ["Biståndshandläggare", "Socialsekreterare", "Undersköterska", "Skolsköterska",
+                           "Enhetschef"]}
+
+# Named demo people (same as tests/conftest.py PEOPLE), then the access-log officer.
+NAMED = [
+    ("SE2321000057-1001", "Vera", "Samordnare", "Samordnare SIP", 0, "Vårdcentralen Centrum", ["coordinator"]),
+    ("SE2321000057-1002", "Olle", "Annan", "Samordnare SIP", 0, "Psykiatriska kliniken", ["coordinator"]),
+    ("SE2321000057-2001", "Rita", "Region", "Sjuksköterska", 0, "Medicinkliniken", []),
+    ("SE2120000829-3001", "Mona", "Kommun", "Biståndshandläggare", 1, "Hemtjänst Öster", []),
+    ("SE2120000829-3002", "Kent", "Kommunsamordnare", "Samordnare SIP", 1, "Socialtjänsten", ["coordinator"]),
+    ("SE2321000057-4001", "Sam", "Support", "Supporttekniker", 0, "Svpl support", ["support_desk"]),
+    ("SE2321000057-5001", "Lotta", "Logg", "Informationssäkerhetssamordnare", 0, "Svpl support", ["access_log"]),
+]
+
+CITIZENS = [("191212121212", "Tolvan Tolvansson"), ("198112289874", "Nils Närstående")]
+
+
+def entry(hsa_id, given, surname, title, org_index, unit, roles):
+    _, org, kind, _ = ORGANIZATIONS[org_index]
+    return {"hsaIdentity": hsa_id, "givenName": given, "sn": surname, "cn": f"{given} {surname}", "title": title,
+            "o": org, "ou": unit, "hsaSvplOrganizationKind": kind, "hsaSvplRole": roles}
+
+
+def directory(count: int = 240, seed: int = 2026) -> list[dict]:
+    rnd = random.Random(seed)
+    people = [entry(*n) for n in NAMED]
+    for i in range(count - len(people)):
+        org_index = rnd.choices(range(len(ORGANIZATIONS)), weights=[6, 3, 1])[0]
+        number, _, kind, units = ORGANIZATIONS[org_index]
+        roles = ["coordinator"] if rnd.random() < 0.12 else []
+        if kind == "region" and rnd.random() < 0.03:
+            roles.append("support_desk")
+        people.append(entry(f"SE{number}-{7000 + i}", rnd.choice(GIVEN), rnd.choice(SURNAMES),
+                            rnd.choice(TITLES[kind]), org_index, rnd.choice(units), roles))
+    return people
+
+
+def citizens(count: int = 20, seed: int = 2026) -> list[dict]:
+    rnd = random.Random(seed)
+    result = [{"personnummer": p, "name": n} for p, n in CITIZENS]
+    while len(result) < count:
+        year, month, day = rnd.randint(1930, 2015), rnd.randint(1, 12), rnd.randint(1, 28)
+        serial = f"98{rnd.randint(0, 9)}"
+        nine = f"{year % 100:02d}{month:02d}{day:02d}{serial}"
+        result.append({"personnummer": f"{year}{month:02d}{day:02d}{serial}{luhn_check_digit(nine)}",
+                       "name": f"{rnd.choice(GIVEN)} {rnd.choice(SURNAMES)}"})
+    return result
+
+
+def main() -> None:
+    DIRECTORY_FILE.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in directory()), "utf-8")
+    CITIZENS_FILE.write_text(json.dumps(citizens(), ensure_ascii=False, indent=1) + "\n", "utf-8")
+
+
+if __name__ == "__main__":
+    main()
