@@ -2,21 +2,62 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from svpl.media.v1 import media_pb2, media_pb2_grpc
 
 from services.media.config import MediaSettings
+from services.media.quality import Thresholds
+from services.media.reporter import ConnectionReporter
+from services.media.rooms import MediaRooms
 from services.media.servicer import ACCESS, MediaServicer
+from services.media.storage import ClosedRooms
+from services.media.tokens import TokenVerifier
 from services.runtime import auth, clients, mongo
 from services.runtime.server import Binding, Component
 
 
 async def build(settings: MediaSettings) -> tuple[Component, auth.KeySet]:
     identity = clients.channel(settings.identity_address)
-    db = mongo.connect(settings.mongodb_uri, settings.service_name)
+    roster = clients.channel(settings.roster_address)
+    client = mongo.connect(settings.mongodb_uri, settings.service_name)
+    reporter = ConnectionReporter(roster, settings.service_token, settings.instance_id)
+    rooms = MediaRooms(
+        instance_id=settings.instance_id,
+        capacity=settings.capacity_participants,
+        closed=ClosedRooms(client[settings.database_name]),
+        verifier=TokenVerifier(identity, settings.service_token),
+        reporter=reporter,
+        thresholds=Thresholds(settings.poor_round_trip_ms, settings.poor_packet_loss, settings.poor_jitter_ms),
+        keyframe_interval=settings.keyframe_interval_seconds,
+        test_room_seconds=settings.test_room_seconds,
+    )
     binding = Binding(
         media_pb2.DESCRIPTOR.services_by_name["MediaService"],
-        MediaServicer(),
+        MediaServicer(rooms, settings.address),
         media_pb2_grpc.add_MediaServiceServicer_to_server,
         ACCESS,
     )
-    return Component([binding], close=identity.close, mongo=db), clients.identity_keyset(identity)
+
+    tasks: list[asyncio.Task] = []
+
+    async def start() -> None:
+        reporter.start()
+        if settings.pod_name:  # in Kubernetes: keep the pod-deletion-cost annotation equal to the load
+            from services.media.pod_deletion_cost import from_environment
+
+            updater = from_environment(lambda: rooms.participant_count)
+            if updater is not None:
+                tasks.append(asyncio.create_task(updater.run(), name="svpl-pod-deletion-cost"))
+
+    async def close() -> None:
+        for task in tasks:
+            task.cancel()
+        await rooms.shutdown()
+        await reporter.close()
+        await roster.close()
+        await identity.close()
+
+    component = Component([binding], start=start, drain=rooms.drain, close=close, mongo=client)
+    component.rooms = rooms  # for in-process tests and the benchmark
+    return component, clients.identity_keyset(identity)

@@ -1,0 +1,90 @@
+"""Connection quality per participant from aiortc's getStats: RTT, loss, jitter (ms), bitrate.
+
+Jitter in RTP statistics is in RTP clock ticks; it is converted with the codec's clock rate.
+Bitrates are byte-count deltas of the (bundled) transport between two samples."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+
+POOR_CONNECTION = "Din anslutning är svag: använd nätverkskabel om du kan"
+HIGH_DELAY = "Lång fördröjning i anslutningen"
+PACKET_LOSS = "Ljud och bild tappas på vägen"
+UNEVEN = "Ojämn anslutning: ljud och bild kan hacka"
+
+
+@dataclass
+class Thresholds:
+    round_trip_ms: float = 300.0
+    packet_loss: float = 0.05
+    jitter_ms: float = 50.0
+
+
+@dataclass
+class Quality:
+    round_trip_ms: float = 0.0
+    packet_loss: float = 0.0
+    jitter_ms: float = 0.0
+    inbound_kbps: float = 0.0
+    outbound_kbps: float = 0.0
+    measured_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def poor(self) -> bool:
+        return bool(self.warnings)
+
+
+def assess(q: Quality, limits: Thresholds) -> Quality:
+    problems = []
+    if q.round_trip_ms > limits.round_trip_ms:
+        problems.append(HIGH_DELAY)
+    if q.packet_loss > limits.packet_loss:
+        problems.append(PACKET_LOSS)
+    if q.jitter_ms > limits.jitter_ms:
+        problems.append(UNEVEN)
+    q.warnings = [POOR_CONNECTION, *problems] if problems else []
+    return q
+
+
+class QualitySampler:
+    """Samples one peer connection; bitrates come from the byte counts since the previous sample."""
+
+    def __init__(self, limits: Thresholds) -> None:
+        self._limits = limits
+        # The peer connection is new: no bytes yet.
+        self._last: tuple[float, int, int] | None = (time.monotonic(), 0, 0)
+
+    async def sample(self, pc) -> Quality:
+        rtts, losses, jitters = [], [], []
+        received = sent = 0
+        for t in pc.getTransceivers():
+            clock = t._codecs[0].clockRate if t._codecs else (48000 if t.kind == "audio" else 90000)
+            reports = list((await t.receiver.getStats()).values()) + list((await t.sender.getStats()).values())
+            for s in reports:
+                if s.type == "inbound-rtp":  # what the participant sends us
+                    total = s.packetsReceived + max(s.packetsLost, 0)
+                    if total:
+                        losses.append(max(s.packetsLost, 0) / total)
+                    jitters.append(s.jitter / clock * 1000.0)
+                elif s.type == "remote-inbound-rtp":  # what the participant reports receiving from us
+                    if s.roundTripTime is not None:
+                        rtts.append(s.roundTripTime * 1000.0)
+                    losses.append(s.fractionLost / 256.0)
+                    jitters.append(s.jitter / clock * 1000.0)
+                elif s.type == "transport":
+                    received, sent = max(received, s.bytesReceived), max(sent, s.bytesSent)
+        now = time.monotonic()
+        q = Quality(
+            round_trip_ms=max(rtts, default=0.0),
+            packet_loss=max(losses, default=0.0),
+            jitter_ms=max(jitters, default=0.0),
+        )
+        if self._last is not None and now > self._last[0]:
+            span = now - self._last[0]
+            q.inbound_kbps = max(received - self._last[1], 0) * 8 / span / 1000
+            q.outbound_kbps = max(sent - self._last[2], 0) * 8 / span / 1000
+        self._last = (now, received, sent)
+        return assess(q, self._limits)

@@ -1,0 +1,372 @@
+"""Rooms on this media instance: who is connected, what is forwarded to whom, load and draining.
+
+A participant's offer carries its own audio/video as sendrecv (or sendonly) m-lines and one
+recvonly audio + video pair per other participant it can see ("slots"); each other
+participant's publications are bound to a free slot pair, and unbound when they leave.
+Everything here is memory: nothing about media is written anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.sdp import SessionDescription
+
+from services.media.forwarding import ForwardTrack, Publication, restrict_codecs
+from services.media.quality import Quality, QualitySampler, Thresholds
+from services.media.reporter import ConnectionReporter, Report
+from services.media.storage import ClosedRooms
+from services.media.tokens import TokenVerifier
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+
+log = logging.getLogger("svpl.media.rooms")
+
+
+class PeerCounter:
+    """Every RTCPeerConnection this process creates goes through `new`; tests read the counts."""
+
+    created = 0
+    live: set = set()
+
+    @classmethod
+    def new(cls) -> RTCPeerConnection:
+        # max-bundle: with the default policy a second audio track never reaches subscribers (aiortc #1414).
+        # No ICE servers: media instances have reachable addresses; never a public STUN server.
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        cls.created += 1
+        cls.live.add(pc)
+        return pc
+
+    @classmethod
+    async def close(cls, pc: RTCPeerConnection) -> None:
+        cls.live.discard(pc)
+        await pc.close()
+
+
+def parse_offer(sdp: str) -> None:
+    """Reject what is not an SDP offer with audio/video before any peer connection exists."""
+    if not sdp.strip():
+        raise InvalidArgument("sdp_offer", "is empty")
+    try:
+        desc = SessionDescription.parse(sdp)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the client's input
+        raise InvalidArgument("sdp_offer", f"is not a valid SDP offer ({exc.__class__.__name__})") from None
+    media = [m for m in desc.media if m.kind in ("audio", "video")]
+    if not media:
+        raise InvalidArgument("sdp_offer", "offers no audio or video")
+    for m in media:
+        if m.ice is None or not m.ice.usernameFragment or m.dtls is None or not m.dtls.fingerprints:
+            raise InvalidArgument("sdp_offer", "lacks ICE credentials or a DTLS fingerprint")
+
+
+@dataclass
+class Participant:
+    meeting_id: str
+    participant_id: str
+    connection_id: str
+    pc: RTCPeerConnection
+    sampler: QualitySampler
+    publications: list[Publication] = field(default_factory=list)
+    slots: dict[str, list[ForwardTrack]] = field(default_factory=lambda: {"audio": [], "video": []})
+    # publisher participant id -> the slot tracks showing them to this participant
+    assigned: dict[str, list[ForwardTrack]] = field(default_factory=dict)
+    state: str = "new"
+    connected_at: dt.datetime | None = None
+    gone: bool = False
+
+    def free_slot(self, kind: str) -> ForwardTrack | None:
+        used = {id(t) for tracks in self.assigned.values() for t in tracks}
+        return next((t for t in self.slots[kind] if id(t) not in used), None)
+
+
+@dataclass
+class Room:
+    meeting_id: str
+    participants: dict[str, Participant] = field(default_factory=dict)
+    opened_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Load:
+    rooms: int
+    participants: int
+    forwarded_streams: int
+    cpu: float
+    accepting: bool
+
+
+class MediaRooms:
+    def __init__(self, *, instance_id: str, capacity: int, closed: ClosedRooms, verifier: TokenVerifier,
+                 reporter: ConnectionReporter, thresholds: Thresholds, keyframe_interval: float = 0.3,
+                 test_room_seconds: float = 300.0) -> None:
+        self.instance_id = instance_id
+        self.capacity = capacity
+        self._closed = closed
+        self._verifier = verifier
+        self._reporter = reporter
+        self._thresholds = thresholds
+        self._keyframe_interval = keyframe_interval
+        self._test_room_seconds = test_room_seconds
+        self.rooms: dict[str, Room] = {}
+        self.test_peers: set[RTCPeerConnection] = set()
+        self.draining = False
+        self._cpu_last = (time.monotonic(), self._cpu_seconds())
+        self._cpu_share = 0.0
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ rooms
+
+    async def open_room(self, meeting_id: str) -> None:
+        if not meeting_id:
+            raise InvalidArgument("meeting_id", "is required")
+        if meeting_id in self.rooms:
+            return
+        if await self._closed.is_closed(meeting_id):
+            raise FailedPrecondition("this room has been closed and cannot be opened again", reason="ROOM_CLOSED")
+        if self.draining:
+            raise FailedPrecondition("this media instance is draining: open the room elsewhere", reason="DRAINING")
+        if not self.accepting:
+            raise FailedPrecondition("this media instance is at capacity", reason="AT_CAPACITY")
+        self.rooms.setdefault(meeting_id, Room(meeting_id))
+
+    async def close_room(self, meeting_id: str) -> int:
+        if not meeting_id:
+            raise InvalidArgument("meeting_id", "is required")
+        await self._closed.mark_closed(meeting_id)
+        room = self.rooms.pop(meeting_id, None)
+        if room is None:
+            return 0
+        people = list(room.participants.values())
+        room.participants.clear()
+        await asyncio.gather(*(self._leave(p, room=None) for p in people))
+        return len(people)
+
+    async def disconnect(self, meeting_id: str, participant_id: str) -> int:
+        if not meeting_id:
+            raise InvalidArgument("meeting_id", "is required")
+        if not participant_id:
+            raise InvalidArgument("participant_id", "is required")
+        room = self.rooms.get(meeting_id)
+        p = room.participants.get(participant_id) if room else None
+        if p is None:
+            return 0
+        await self._leave(p, room)
+        return 1
+
+    async def status(self, meeting_id: str) -> tuple[str, list[Participant]]:
+        if not meeting_id:
+            raise InvalidArgument("meeting_id", "is required")
+        room = self.rooms.get(meeting_id)
+        if room is not None:
+            return "open", list(room.participants.values())
+        if await self._closed.is_closed(meeting_id):
+            return "closed", []
+        return "unknown", []
+
+    # ------------------------------------------------------------------ load
+
+    @staticmethod
+    def _cpu_seconds() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def cpu_share(self) -> float:
+        """Share of one core used by this process since the previous reading (at least 0.5 s apart)."""
+        now, cpu = time.monotonic(), self._cpu_seconds()
+        last_at, last_cpu = self._cpu_last
+        if now - last_at >= 0.5:
+            self._cpu_share = (cpu - last_cpu) / (now - last_at)
+            self._cpu_last = (now, cpu)
+        return self._cpu_share
+
+    @property
+    def participant_count(self) -> int:
+        return sum(len(r.participants) for r in self.rooms.values())
+
+    @property
+    def accepting(self) -> bool:
+        return not self.draining and self.participant_count < self.capacity
+
+    def load(self) -> Load:
+        streams = sum(len(p.assigned) for r in self.rooms.values() for p in r.participants.values())
+        return Load(len(self.rooms), self.participant_count, streams, self.cpu_share(), self.accepting)
+
+    # ------------------------------------------------------------------ signalling
+
+    async def negotiate(self, join_token: str, sdp_offer: str, meeting_id: str = "") -> tuple[str, str]:
+        """Verify the join token, then (only then) create the peer connection and answer."""
+        grant = await self._verifier.join(join_token)
+        if meeting_id and meeting_id != grant.meeting_id:
+            raise PermissionDenied("the join token is for another meeting", reason="WRONG_MEETING")
+        if grant.media_instance != self.instance_id:
+            raise PermissionDenied("the join token is for another media instance", reason="WRONG_INSTANCE")
+        room = self.rooms.get(grant.meeting_id)
+        if room is None:
+            if await self._closed.is_closed(grant.meeting_id):
+                raise FailedPrecondition("the meeting's room is closed", reason="ROOM_CLOSED")
+            raise FailedPrecondition("the meeting's room is not open on this instance", reason="ROOM_NOT_OPEN")
+        parse_offer(sdp_offer)
+
+        pc = PeerCounter.new()
+        p = Participant(grant.meeting_id, grant.participant_id, uuid.uuid4().hex, pc, QualitySampler(self._thresholds))
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp_offer, type="offer"))
+            for t in pc.getTransceivers():
+                restrict_codecs(t)
+                if t._offerDirection in ("recvonly", "sendrecv") and t.receiver.track is not None:
+                    p.publications.append(Publication(p.participant_id, t.kind, t.receiver, self._keyframe_interval))
+                    t.direction = "recvonly"
+                elif t._offerDirection == "sendonly":
+                    track = ForwardTrack(t.kind)
+                    t.sender.replaceTrack(track)
+                    track.attach_sender(t.sender)
+                    t.direction = "sendonly"
+                    p.slots[t.kind].append(track)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # noqa: BLE001 - a bad offer never leaves a peer connection behind
+            await PeerCounter.close(pc)
+            if isinstance(exc, (InvalidArgument, asyncio.CancelledError)):
+                raise
+            raise InvalidArgument("sdp_offer", f"cannot be answered ({exc})") from None
+        if self.rooms.get(grant.meeting_id) is not room:  # closed while we negotiated
+            await PeerCounter.close(pc)
+            raise FailedPrecondition("the meeting's room is closed", reason="ROOM_CLOSED")
+
+        previous = room.participants.get(p.participant_id)
+        if previous is not None:  # a reconnect replaces the old connection
+            await self._leave(previous, room)
+        room.participants[p.participant_id] = p
+        self._wire(p, room)
+        for other in room.participants.values():
+            if other is not p:
+                self._show(publisher=other, subscriber=p)
+                self._show(publisher=p, subscriber=other)
+        return pc.localDescription.sdp, p.connection_id
+
+    def _show(self, publisher: Participant, subscriber: Participant) -> None:
+        if publisher.participant_id in subscriber.assigned:
+            return
+        tracks = []
+        for pub in publisher.publications:
+            slot = subscriber.free_slot(pub.kind)
+            if slot is not None:
+                slot.bind(pub)
+                tracks.append(slot)
+                subscriber.assigned[publisher.participant_id] = tracks
+        if not tracks:
+            log.warning("participant has no free slot to see another; offer more recvonly transceivers")
+
+    def _wire(self, p: Participant, room: Room) -> None:
+        @p.pc.on("connectionstatechange")
+        async def changed() -> None:
+            state = p.pc.connectionState
+            p.state = state
+            if state == "connected" and p.connected_at is None:
+                p.connected_at = dt.datetime.now(dt.timezone.utc)
+                self._reporter.report(Report(p.meeting_id, p.connection_id, p.participant_id, True,
+                                             on_denied=lambda: self._leave(p, room)))
+            elif state in ("failed", "closed"):
+                await self._leave(p, room)
+
+    async def _leave(self, p: Participant, room: Room | None) -> None:
+        if p.gone:
+            return
+        p.gone = True
+        if room is not None and room.participants.get(p.participant_id) is p:
+            del room.participants[p.participant_id]
+        for other in (room.participants.values() if room else ()):
+            other.assigned.pop(p.participant_id, None)
+        for pub in p.publications:
+            pub.close()
+        for tracks in p.assigned.values():
+            for t in tracks:
+                t.unbind()
+        p.assigned.clear()
+        if p.connected_at is not None:
+            self._reporter.report(Report(p.meeting_id, p.connection_id, p.participant_id, False))
+        await PeerCounter.close(p.pc)
+
+    # ------------------------------------------------------------------ test room
+
+    async def negotiate_test_room(self, session_token: str, sdp_offer: str) -> str:
+        """The echo room: the person's own audio and video come straight back."""
+        await self._verifier.session(session_token)
+        if self.draining:
+            raise FailedPrecondition("this media instance is draining: try again", reason="DRAINING")
+        parse_offer(sdp_offer)
+        pc = PeerCounter.new()
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp_offer, type="offer"))
+            for t in pc.getTransceivers():
+                restrict_codecs(t)
+                if t._offerDirection == "sendrecv" and t.receiver.track is not None:
+                    pub = Publication("echo", t.kind, t.receiver, self._keyframe_interval)
+                    track = ForwardTrack(t.kind)
+                    t.sender.replaceTrack(track)
+                    track.attach_sender(t.sender)
+                    track.bind(pub)
+                    t.direction = "sendrecv"
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # noqa: BLE001
+            await PeerCounter.close(pc)
+            if isinstance(exc, (InvalidArgument, asyncio.CancelledError)):
+                raise
+            raise InvalidArgument("sdp_offer", f"cannot be answered ({exc})") from None
+        self.test_peers.add(pc)
+
+        async def end() -> None:
+            self.test_peers.discard(pc)
+            await PeerCounter.close(pc)
+
+        timer = asyncio.get_running_loop().call_later(self._test_room_seconds, lambda: asyncio.ensure_future(end()))
+
+        @pc.on("connectionstatechange")
+        async def changed() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                timer.cancel()
+                await end()
+
+        return pc.localDescription.sdp
+
+    # ------------------------------------------------------------------ quality
+
+    async def quality(self, meeting_id: str, participant_id: str = "") -> list[tuple[str, Quality]]:
+        if not meeting_id:
+            raise InvalidArgument("meeting_id", "is required")
+        room = self.rooms.get(meeting_id)
+        if room is None:
+            raise NotFound("no open room for this meeting on this instance")
+        people = list(room.participants.values())
+        if participant_id:
+            people = [p for p in people if p.participant_id == participant_id]
+            if not people:
+                raise NotFound("the participant is not connected to this room")
+        return [(p.participant_id, await p.sampler.sample(p.pc)) for p in people]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def drain(self, grace: float) -> None:
+        """Take no new rooms; keep live rooms until they end or the grace passes, then close them."""
+        self.draining = True
+        deadline = time.monotonic() + grace
+        while self.rooms and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Disconnect everyone (rooms stay open-able elsewhere: they were not closed by roster)."""
+        for room in list(self.rooms.values()):
+            people = list(room.participants.values())
+            await asyncio.gather(*(self._leave(p, room) for p in people))
+        self.rooms.clear()
+        for pc in list(self.test_peers):
+            self.test_peers.discard(pc)
+            await PeerCounter.close(pc)

@@ -1,0 +1,59 @@
+"""Join and session tokens, verified by identity (signature, expiry, revocation) before any peer connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
+
+from services.runtime import clients
+from services.runtime.errors import Unauthenticated, Unavailable
+
+_REFUSED = {
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+}
+
+
+@dataclass(frozen=True)
+class JoinGrant:
+    meeting_id: str
+    participant_id: str
+    media_instance: str
+    token_id: str
+
+
+class TokenVerifier:
+    def __init__(self, channel: grpc.aio.Channel, service_token: str) -> None:
+        self._stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        self._token = service_token
+
+    async def _verify(self, token: str, kind: int, what: str) -> identity_pb2.VerifyTokenResponse:
+        if not token:
+            raise Unauthenticated(f"a {what} token is required")
+        try:
+            return await self._stub.VerifyToken(
+                identity_pb2.VerifyTokenRequest(token=token, expected_kind=kind),
+                metadata=clients.metadata(self._token), timeout=5,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _REFUSED:
+                raise Unauthenticated(f"{what} token refused: {exc.details()}") from None
+            raise Unavailable(f"cannot verify the {what} token now (identity: {exc.code().name}); try again") from None
+
+    async def join(self, token: str) -> JoinGrant:
+        r = await self._verify(token, identity_pb2.TOKEN_KIND_JOIN, "join")
+        if r.kind != identity_pb2.TOKEN_KIND_JOIN or not r.meeting_id or not r.participant_id:
+            raise Unauthenticated("not a join token")
+        return JoinGrant(r.meeting_id, r.participant_id, r.media_instance, r.token_id)
+
+    async def session(self, token: str) -> str:
+        """The person id of a valid session token."""
+        r = await self._verify(token, identity_pb2.TOKEN_KIND_SESSION, "session")
+        if r.kind != identity_pb2.TOKEN_KIND_SESSION:
+            raise Unauthenticated("not a session token")
+        return r.token_id

@@ -1,0 +1,57 @@
+"""Media test set-up: loopback-only ICE (aioice skips 127.0.0.1 when gathering host candidates,
+so its host address list is patched here, in tests only), identity + media in-process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import aioice.ice
+import pytest
+from svpl.media.v1 import media_pb2
+
+from tests.harness import as_token
+
+INSTANCE = "media-test-1"
+
+
+@pytest.fixture(autouse=True)
+def loopback_ice(monkeypatch):
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+class MediaWorld:
+    """identity + media in-process, and helpers to call media the way roster and gateway do."""
+
+    def __init__(self, system, keyring, service_token) -> None:
+        self.system = system
+        self.keyring = keyring
+        self.media = system.stub("media")
+        self.rooms = system.running["media"].component.rooms
+        self.roster_md = as_token(service_token("roster"))
+        self.gateway_md = as_token(service_token("gateway"))
+
+    def join_token(self, meeting_id: str, participant_id: str, instance: str = INSTANCE,
+                   ttl: dt.timedelta = dt.timedelta(minutes=10)) -> tuple[str, str]:
+        token, token_id, _ = self.keyring.issue_join_token(
+            meeting_id=meeting_id, participant_id=participant_id, media_instance=instance, ttl=ttl)
+        return token, token_id
+
+    async def open_room(self, meeting_id: str | None = None) -> str:
+        meeting_id = meeting_id or "m-" + uuid.uuid4().hex[:8]
+        await self.media.OpenRoom(media_pb2.OpenRoomRequest(meeting_id=meeting_id), metadata=self.roster_md)
+        return meeting_id
+
+    async def join(self, peer, meeting_id: str, participant_id: str, token: str | None = None):
+        token = token or self.join_token(meeting_id, participant_id)[0]
+        sdp = await peer.offer()
+        response = await self.media.Negotiate(
+            media_pb2.NegotiateRequest(join_token=token, sdp_offer=sdp), metadata=self.gateway_md)
+        await peer.answer(response.sdp_answer)
+        return response
+
+
+@pytest.fixture
+async def world(system_factory, keyring, service_token):
+    system = await system_factory(["identity", "media"], overrides={"media": {"instance_id": INSTANCE}})
+    yield MediaWorld(system, keyring, service_token)
