@@ -103,9 +103,11 @@ def parse(value: str, field: str = "personnummer", today: dt.date | None = None)
         # that is at least 100 years ago ('+').
         latest = today if sep != "+" else _add_years(today, -100)
         birth = None
-        for year in range(latest.year - latest.year % 100 + yy, latest.year - 400, -100):
+        start = latest.year - latest.year % 100 + yy
+        for year in (start, start - 100):
             candidate = _date(year, mm, real_day)
-            if candidate is not None and candidate <= latest:
+            # Within the 100 years the separator stands for: under 100 ('-'), 100 to 199 ('+').
+            if candidate is not None and candidate <= latest and _add_years(candidate, 100) > latest:
                 birth = candidate
                 break
         if birth is None:
