@@ -1,22 +1,77 @@
-"""Support service assembly: settings → storage → domain → servicer → Component."""
+"""Support service assembly: settings → routing table → storage → domain → servicer → Component.
+
+The routing table is loaded and validated first: a bad table stops start-up with a
+message naming the rule, before anything else is opened.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+
 from svpl.support.v1 import support_pb2, support_pb2_grpc
 
-from services.support.config import SupportSettings
-from services.support.servicer import ACCESS, SupportServicer
 from services.runtime import auth, clients, mongo
+from services.runtime.access_log import AccessLog
 from services.runtime.server import Binding, Component
+from services.support import routing_table
+from services.support.config import SupportSettings
+from services.support.peers import Peers
+from services.support.servicer import ACCESS, SupportServicer
+from services.support.tickets import Tickets
+
+log = logging.getLogger("svpl.support")
 
 
 async def build(settings: SupportSettings) -> tuple[Component, auth.KeySet]:
+    routing = routing_table.load(routing_table.path_for(settings.region, settings.support_routing_file))
+    if routing.region != settings.region:
+        raise routing_table.RoutingTableError(
+            f"svpl: routing table is for region {routing.region!r} but SVPL_REGION is {settings.region!r}")
     identity = clients.channel(settings.identity_address)
     db = mongo.connect(settings.mongodb_uri, settings.service_name)
+    audit = mongo.connect(settings.audit_mongodb_uri, "support-audit") if settings.audit_mongodb_uri else db
+    peers = Peers(settings.roster_address, settings.booking_address, settings.media_address,
+                  settings.service_token, settings.support_evidence_timeout_seconds)
+    tickets = Tickets(db[settings.database_name], routing,
+                      peers, AccessLog(audit, settings.service_name, settings.audit_database),
+                      settings.support_description_max_chars)
+    # A follow-up younger than this may still be running in a live request.
+    settled = dt.timedelta(seconds=3 * settings.support_evidence_timeout_seconds + 5)
+    background: list[asyncio.Task] = []
+
+    async def housekeeping() -> None:
+        """Refresh the open-tickets gauge and finish follow-ups a restart cut short."""
+        while True:
+            try:
+                await tickets.refresh_gauge()
+                await tickets.sweep(settled)
+            except Exception:  # noqa: BLE001 - the database may be away; readiness says so
+                log.warning("support housekeeping failed; retrying", exc_info=True)
+            await asyncio.sleep(settings.support_sweep_seconds)
+
+    async def start() -> None:
+        await tickets.ensure_indexes()
+        background.append(asyncio.create_task(housekeeping(), name="svpl-support-housekeeping"))
+
+    async def close() -> None:
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await peers.close()
+        await identity.close()
+        if audit is not db:
+            await audit.close()
+
     binding = Binding(
         support_pb2.DESCRIPTOR.services_by_name["SupportService"],
-        SupportServicer(),
+        SupportServicer(tickets),
         support_pb2_grpc.add_SupportServiceServicer_to_server,
         ACCESS,
     )
-    return Component([binding], close=identity.close, mongo=db), clients.identity_keyset(identity)
+    log.info("support routing: region %s, %d queues, %d rules, default %s",
+             routing.region, len(routing.queues), len(routing.rules), routing.default_queue)
+    return Component([binding], start=start, close=close, mongo=db), clients.identity_keyset(identity)

@@ -1,14 +1,20 @@
 """SupportService: thin gRPC layer (decode, call the domain, encode).
 
-Methods not yet implemented answer UNIMPLEMENTED (the generated base class).
+Who may call what is declared in ACCESS (enforced by the shared interceptor); the
+domain checks what only it can (the reporter's own ticket, filing on behalf).
+The support desk is the role "support_desk"; its queue scope is open (any queue).
 """
 
 from __future__ import annotations
 
-from svpl.support.v1 import support_pb2_grpc
+from svpl.common.v1 import common_pb2
+from svpl.support.v1 import support_pb2, support_pb2_grpc
 
 from services.runtime import auth
-from services.runtime.auth import ANYONE, LOGGED_IN, persons_with, services
+from services.runtime.timestamps import to_timestamp as _ts
+from services.runtime.auth import LOGGED_IN, persons_with
+from services.support.routing_table import QueueSpec, RoutingTable
+from services.support.tickets import Report, Tickets
 
 DESK = persons_with(auth.ROLE_SUPPORT_DESK)
 
@@ -23,6 +29,148 @@ ACCESS = {
     "GetRoutingTable": LOGGED_IN,
 }
 
+_ID_KIND = {common_pb2.ID_KIND_HSA_ID: "hsa_id", common_pb2.ID_KIND_PERSONNUMMER: "personnummer"}
+_ID_KIND_PB = {v: k for k, v in _ID_KIND.items()}
+
+
+def _enum_in(enum, prefix: str, value: int) -> str:
+    """REPORTER_KIND_REGION_STAFF -> "region_staff"; UNSPECIFIED or unknown -> ""."""
+    if value == 0 or value not in enum.values():
+        return "" if value == 0 else f"unknown-{value}"
+    return enum.Name(value).removeprefix(prefix).lower()
+
+
+def _enum_out(enum, prefix: str, value: str) -> int:
+    return enum.Value(prefix + value.upper()) if value else 0
+
+
+def _reporter_kind(value: str) -> int:
+    return _enum_out(support_pb2.ReporterKind, "REPORTER_KIND_", value)
+
+
+def _problem(value: str) -> int:
+    return _enum_out(support_pb2.ProblemKind, "PROBLEM_KIND_", value)
+
+
+def _state(value: str) -> int:
+    return _enum_out(support_pb2.TicketState, "TICKET_STATE_", value)
+
+
+def queue_pb(q: QueueSpec) -> support_pb2.Queue:
+    return support_pb2.Queue(queue_id=q.id, name=q.name, email=q.email or "", phone=q.phone or "",
+                             phone_option=q.phone_option or "", own_workplace=q.own_workplace,
+                             contact_text=q.text())
+
+
+def ticket_pb(doc: dict, routing: RoutingTable) -> support_pb2.Ticket:
+    r = doc["reporter"]
+    queue = routing.queue(doc["queue_id"])
+    ev = doc.get("evidence")
+    evidence = None
+    if ev:
+        evidence = support_pb2.MeetingEvidence(
+            meeting_id=ev["meeting_id"], meeting_state=ev["meeting_state"],
+            registered_count=ev["registered_count"], connected_count=ev["connected_count"],
+            captured_at=_ts(ev.get("captured_at")), note=ev.get("note", ""),
+            quality=[support_pb2.QualityEvidence(
+                participant_id=s["participant_id"], round_trip_ms=s["round_trip_ms"], packet_loss=s["packet_loss"],
+                jitter_ms=s["jitter_ms"], inbound_bitrate_kbps=s["inbound_bitrate_kbps"],
+                outbound_bitrate_kbps=s["outbound_bitrate_kbps"], warnings=s["warnings"],
+                measured_at=_ts(s.get("measured_at"))) for s in ev["quality"]],
+        )
+    elif doc.get("evidence_status") == "pending":
+        evidence = support_pb2.MeetingEvidence(meeting_id=doc["meeting_id"], note="Underlaget hämtas")
+    if doc.get("rebook_note"):
+        evidence = evidence or support_pb2.MeetingEvidence(meeting_id=doc["meeting_id"])
+        evidence.note = "; ".join(filter(None, [evidence.note, doc["rebook_note"]]))
+    return support_pb2.Ticket(
+        ticket_id=doc["_id"],
+        reporter=support_pb2.Reporter(
+            name=r["name"], kind=_reporter_kind(r["kind"]), organization=r["organization"], contact=r["contact"],
+            person=common_pb2.PersonRef(id=r["id"], id_kind=_ID_KIND_PB.get(r["id_kind"], 0), display_name=r["name"]),
+        ),
+        problem=_problem(doc["problem"]),
+        description=doc["description"],
+        meeting_id=doc["meeting_id"],
+        participant_id=doc["participant_id"],
+        state=_state(doc["state"]),
+        routing=support_pb2.Routing(queue=queue_pb(queue) if queue else support_pb2.Queue(queue_id=doc["queue_id"]),
+                                    rule_id=doc["rule_id"]),
+        assignee=doc["assignee"],
+        evidence=evidence,
+        history=[support_pb2.HistoryEntry(
+            at=_ts(h["at"]), actor=h["actor"], action=h["action"], from_queue=h["from_queue"],
+            to_queue=h["to_queue"], from_state=_state(h["from_state"]), to_state=_state(h["to_state"]),
+            text=h["text"]) for h in doc["history"]],
+        created_at=_ts(doc["created_at"]),
+        first_response_at=_ts(doc.get("first_response_at")),
+        rebook_requested=doc.get("rebook_status") == "done",
+    )
+
 
 class SupportServicer(support_pb2_grpc.SupportServiceServicer):
-    pass
+    def __init__(self, tickets: Tickets) -> None:
+        self._tickets = tickets
+        self._routing = tickets.routing
+
+    def _out(self, doc: dict) -> support_pb2.Ticket:
+        return ticket_pb(doc, self._routing)
+
+    async def FileReport(self, request, context):
+        rep = request.reporter
+        report = Report(
+            problem=_enum_in(support_pb2.ProblemKind, "PROBLEM_KIND_", request.problem),
+            description=request.description,
+            reporter_name=rep.name,
+            reporter_id=rep.person.id,
+            reporter_id_kind=_ID_KIND.get(rep.person.id_kind, ""),
+            reporter_kind=_enum_in(support_pb2.ReporterKind, "REPORTER_KIND_", rep.kind),
+            organization=rep.organization,
+            contact=rep.contact,
+            meeting_id=request.meeting_id,
+            participant_id=request.participant_id,
+            request_rebook=request.request_rebook,
+            idempotency_key=request.idempotency_key,
+        )
+        doc = await self._tickets.file_report(report, auth.caller())
+        return support_pb2.FileReportResponse(ticket=self._out(doc))
+
+    async def GetTicket(self, request, context):
+        return support_pb2.GetTicketResponse(ticket=self._out(await self._tickets.get(request.ticket_id, auth.caller())))
+
+    async def ListTickets(self, request, context):
+        states = [_enum_in(support_pb2.TicketState, "TICKET_STATE_", s) for s in request.states]
+        docs, token = await self._tickets.list(
+            queue_id=request.queue_id, states=[s for s in states if s], min_age_seconds=request.min_age_seconds,
+            page_size=request.page.page_size, page_token=request.page.page_token)
+        return support_pb2.ListTicketsResponse(tickets=[self._out(d) for d in docs],
+                                               page=common_pb2.PageResponse(next_page_token=token))
+
+    async def AssignTicket(self, request, context):
+        doc = await self._tickets.assign(request.ticket_id, request.assignee, auth.caller())
+        return support_pb2.AssignTicketResponse(ticket=self._out(doc))
+
+    async def CommentTicket(self, request, context):
+        doc = await self._tickets.comment(request.ticket_id, request.text, auth.caller())
+        return support_pb2.CommentTicketResponse(ticket=self._out(doc))
+
+    async def EscalateTicket(self, request, context):
+        doc = await self._tickets.escalate(request.ticket_id, request.reason, auth.caller())
+        return support_pb2.EscalateTicketResponse(ticket=self._out(doc))
+
+    async def ChangeTicketState(self, request, context):
+        state = _enum_in(support_pb2.TicketState, "TICKET_STATE_", request.state)
+        doc = await self._tickets.change_state(request.ticket_id, state, request.note, auth.caller())
+        return support_pb2.ChangeTicketStateResponse(ticket=self._out(doc))
+
+    async def GetRoutingTable(self, request, context):
+        t = self._routing
+        return support_pb2.GetRoutingTableResponse(
+            region=t.region,
+            queues=[queue_pb(q) for q in t.queues],
+            rules=[support_pb2.RoutingRule(
+                rule_id=r.id, reporter_kinds=[_reporter_kind(k) for k in r.reporters],
+                problem_kinds=[_problem(k) for k in r.problems], queue_id=r.queue,
+                escalates_to=t.queue(r.queue).escalates_to or "") for r in t.rules],
+            default_queue_id=t.default_queue,
+        )

@@ -1,0 +1,46 @@
+"""Support tests: the real support service (its own build) with identity, on the real database."""
+
+from __future__ import annotations
+
+import pytest
+from svpl.support.v1 import support_pb2
+
+from services.runtime import auth
+from tests.harness import as_token
+
+# Who reports, as the tests log in (tests/conftest.py PEOPLE), and an external actor.
+EXTERNAL = dict(person_id="198112289874", id_kind="personnummer", name="Frida Försäkring", method="bankid",
+                roles=[auth.ROLE_CITIZEN], organization="Försäkringskassan")
+
+
+@pytest.fixture
+async def support(system_factory):
+    """identity + support, each built exactly as `python -m services.<name>` builds it."""
+    return await system_factory(["identity", "support"])
+
+
+@pytest.fixture(scope="module")
+async def shared_support(mongo, keys_dir, service_token):
+    """One identity + support for a whole module (tests that only file and read tickets)."""
+    from tests.harness import ORDER, System
+
+    system = System(mongo.uri, keys_dir, {name: service_token(name) for name in ORDER + ["gateway"]})
+    await system.start(["identity", "support"])
+    yield system
+    await system.stop()
+
+
+@pytest.fixture(scope="session")
+def md(person_token):
+    """Call metadata for a person: md("support_desk"), md(**fields)."""
+
+    def make(who: str | None = None, **fields):
+        return as_token(person_token(who, **fields))
+
+    return make
+
+
+async def file(system, metadata, problem=support_pb2.PROBLEM_KIND_TECHNICAL, description="Kommer inte in i mötet",
+               **fields):
+    request = support_pb2.FileReportRequest(problem=problem, description=description, **fields)
+    return (await system.stub("support").FileReport(request, metadata=metadata)).ticket

@@ -1,0 +1,186 @@
+"""Tickets: escalation from municipality IT to region IT with the whole history, the state
+machine, the support desk's list / assign / comment, who may read what, idempotent filing,
+and the metrics."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from prometheus_client import REGISTRY
+from svpl.common.v1 import common_pb2
+from svpl.support.v1 import support_pb2 as pb
+
+from tests.support.conftest import file
+
+
+async def _rpc_error(call) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value
+
+
+def _metric(name: str, **labels) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_escalation_keeps_the_whole_history(shared_support, md):
+    stub, desk = shared_support.stub("support"), md("support_desk")
+    before = _metric("svpl_support_escalations_total", from_queue="kommunens_it", to_queue="region_it_teknik")
+    ticket = await file(shared_support, md("municipality_staff"), problem=pb.PROBLEM_KIND_TECHNICAL,
+                        description="Når inte mötestjänsten fast nätet är bra")
+    assert ticket.routing.queue.queue_id == "kommunens_it"
+    tid = ticket.ticket_id
+    await stub.AssignTicket(pb.AssignTicketRequest(ticket_id=tid, assignee="kommun-it-1"), metadata=desk)
+    await stub.CommentTicket(pb.CommentTicketRequest(ticket_id=tid, text="Nätet och datorn kontrollerade"),
+                             metadata=desk)
+    escalated = (await stub.EscalateTicket(pb.EscalateTicketRequest(
+        ticket_id=tid, reason="Kommunens nät och utrustning fungerar"), metadata=desk)).ticket
+    assert escalated.state == pb.TICKET_STATE_ESCALATED
+    assert escalated.routing.queue.queue_id == "region_it_teknik"
+    assert escalated.routing.queue.contact_text == "Ring 010 241 41 50, val 1 (Teknik)"
+    await stub.AssignTicket(pb.AssignTicketRequest(ticket_id=tid, assignee="region-it-7"), metadata=desk)
+    await stub.ChangeTicketState(pb.ChangeTicketStateRequest(ticket_id=tid, state=pb.TICKET_STATE_RESOLVED,
+                                                             note="Brandväggsregel rättad"), metadata=desk)
+    final = (await stub.GetTicket(pb.GetTicketRequest(ticket_id=tid), metadata=md("municipality_staff"))).ticket
+
+    steps = [(h.action, h.from_queue, h.to_queue, h.from_state, h.to_state) for h in final.history]
+    assert steps == [
+        ("filed", "", "kommunens_it", 0, pb.TICKET_STATE_NEW),
+        ("assigned", "kommunens_it", "kommunens_it", pb.TICKET_STATE_NEW, pb.TICKET_STATE_ASSIGNED),
+        ("commented", "", "", 0, 0),
+        ("escalated", "kommunens_it", "region_it_teknik", pb.TICKET_STATE_ASSIGNED, pb.TICKET_STATE_ESCALATED),
+        ("assigned", "region_it_teknik", "region_it_teknik", pb.TICKET_STATE_ESCALATED, pb.TICKET_STATE_ASSIGNED),
+        ("state", "region_it_teknik", "region_it_teknik", pb.TICKET_STATE_ASSIGNED, pb.TICKET_STATE_RESOLVED),
+    ]
+    assert final.history[0].actor == "SE2120000829-3001"  # the reporter filed it
+    assert {h.actor for h in final.history[1:]} == {"SE2321000057-4001"}  # the desk did the rest
+    assert final.history[3].text == "Inte kommunens fel: Kommunens nät och utrustning fungerar"
+    assert final.history[2].text == "Nätet och datorn kontrollerade"
+    times = [h.at.ToDatetime() for h in final.history]
+    assert times == sorted(times)
+    assert final.first_response_at == final.history[1].at
+    assert _metric("svpl_support_escalations_total", from_queue="kommunens_it",
+                   to_queue="region_it_teknik") == before + 1
+    # Region IT does not escalate further.
+    err = await _rpc_error(stub.EscalateTicket(pb.EscalateTicketRequest(ticket_id=tid, reason="igen"), metadata=desk))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_invalid_transitions_are_refused_and_change_nothing(shared_support, md):
+    stub, desk = shared_support.stub("support"), md("support_desk")
+    ticket = await file(shared_support, md("region_staff"))
+    tid = ticket.ticket_id
+    await stub.ChangeTicketState(pb.ChangeTicketStateRequest(ticket_id=tid, state=pb.TICKET_STATE_CLOSED),
+                                 metadata=desk)
+    for call in (
+        stub.ChangeTicketState(pb.ChangeTicketStateRequest(ticket_id=tid, state=pb.TICKET_STATE_WAITING), metadata=desk),
+        stub.AssignTicket(pb.AssignTicketRequest(ticket_id=tid, assignee="x"), metadata=desk),
+        stub.CommentTicket(pb.CommentTicketRequest(ticket_id=tid, text="hej"), metadata=desk),
+    ):
+        err = await _rpc_error(call)
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    after = (await stub.GetTicket(pb.GetTicketRequest(ticket_id=tid), metadata=desk)).ticket
+    assert after.state == pb.TICKET_STATE_CLOSED and len(after.history) == 2
+    # Region IT's own tickets have nowhere to escalate to.
+    other = await file(shared_support, md("region_staff"))
+    err = await _rpc_error(stub.EscalateTicket(pb.EscalateTicketRequest(ticket_id=other.ticket_id, reason="r"),
+                                               metadata=desk))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    err = await _rpc_error(stub.ChangeTicketState(pb.ChangeTicketStateRequest(
+        ticket_id=other.ticket_id, state=pb.TICKET_STATE_NEW), metadata=desk))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_only_the_desk_and_the_reporter_see_a_ticket(shared_support, md):
+    stub = shared_support.stub("support")
+    ticket = await file(shared_support, md("patient"), problem=pb.PROBLEM_KIND_CONNECTION)
+    request = pb.GetTicketRequest(ticket_id=ticket.ticket_id)
+    assert (await stub.GetTicket(request, metadata=md("patient"))).ticket.ticket_id == ticket.ticket_id
+    assert (await stub.GetTicket(request, metadata=md("support_desk"))).ticket.ticket_id == ticket.ticket_id
+    err = await _rpc_error(stub.GetTicket(request, metadata=md("next_of_kin")))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    err = await _rpc_error(stub.ListTickets(pb.ListTicketsRequest(), metadata=md("region_staff")))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    # The reporter's personnummer is patient data: the desk's read is in the access log.
+    audit = shared_support.prefix + "_audit"
+    from pymongo import AsyncMongoClient
+    client = AsyncMongoClient(shared_support.mongo_uri)
+    try:
+        records = await client[audit]["access_records"].find(
+            {"patient": "191212121212", "actor": "SE2321000057-4001", "service": "support"}).to_list()
+    finally:
+        await client.close()
+    assert any(ticket.ticket_id in r["resource"] for r in records)
+
+
+async def test_reporting_for_someone_else_is_for_the_desk_only(shared_support, md):
+    someone = pb.Reporter(name="Kalle Kommun", kind=pb.REPORTER_KIND_MUNICIPALITY_STAFF,
+                          person=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_HSA_ID, id="SE2120000829-3999"))
+    err = await _rpc_error(file(shared_support, md("region_staff"), reporter=someone))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    ticket = await file(shared_support, md("support_desk"), reporter=someone)
+    assert ticket.reporter.person.id == "SE2120000829-3999" and ticket.routing.queue.queue_id == "kommunens_it"
+    assert ticket.history[0].actor == "SE2321000057-4001"
+
+
+@pytest.mark.parametrize("fields, field", [
+    (dict(problem=pb.PROBLEM_KIND_UNSPECIFIED), "problem"),
+    (dict(description="   "), "description"),
+    (dict(description="x" * 4001), "description"),
+    (dict(participant_id="p1"), "participant_id"),
+    (dict(request_rebook=True, problem=pb.PROBLEM_KIND_USAGE, meeting_id="m"), "request_rebook"),
+    (dict(idempotency_key="bad key with spaces"), "idempotency_key"),
+])
+async def test_bad_reports_are_refused_naming_the_field(shared_support, md, fields, field):
+    err = await _rpc_error(file(shared_support, md("region_staff"), **fields))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith(field + ":")
+
+
+async def test_a_retry_with_the_same_idempotency_key_returns_the_same_ticket(shared_support, md):
+    who = md("region_staff")
+    first = await file(shared_support, who, idempotency_key="k-1", description="Skrivaren skriver inte ut")
+    again = await file(shared_support, who, idempotency_key="k-1", description="Skrivaren skriver inte ut")
+    assert again.ticket_id == first.ticket_id and len(again.history) == 1
+    err = await _rpc_error(file(shared_support, who, idempotency_key="k-1", description="Något annat"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # The same key from another person is another report.
+    other = await file(shared_support, md("municipality_staff"), idempotency_key="k-1",
+                       description="Skrivaren skriver inte ut")
+    assert other.ticket_id != first.ticket_id
+
+
+async def test_desk_lists_by_queue_state_and_age_in_pages(support, md):
+    stub, desk = support.stub("support"), md("support_desk")
+    ids = [(await file(support, md("municipality_staff"), description=f"fel {i}")).ticket_id for i in range(5)]
+    await file(support, md("region_staff"))  # another queue
+    await stub.AssignTicket(pb.AssignTicketRequest(ticket_id=ids[0]), metadata=desk)
+
+    seen, token = [], ""
+    while True:
+        page = await stub.ListTickets(pb.ListTicketsRequest(
+            queue_id="kommunens_it", states=[pb.TICKET_STATE_NEW],
+            page=common_pb2.PageRequest(page_size=2, page_token=token)), metadata=desk)
+        assert len(page.tickets) <= 2
+        seen += [t.ticket_id for t in page.tickets]
+        token = page.page.next_page_token
+        if not token:
+            break
+    assert seen == list(reversed(ids[1:]))  # newest first, each once, the assigned one left out
+    assigned = await stub.ListTickets(pb.ListTicketsRequest(states=[pb.TICKET_STATE_ASSIGNED]), metadata=desk)
+    assert [t.ticket_id for t in assigned.tickets] == [ids[0]]
+    assert assigned.tickets[0].assignee == "SE2321000057-4001"
+    old = await stub.ListTickets(pb.ListTicketsRequest(min_age_seconds=3600), metadata=desk)
+    assert list(old.tickets) == []
+    err = await _rpc_error(stub.ListTickets(pb.ListTicketsRequest(page=common_pb2.PageRequest(page_token="!!")),
+                                            metadata=desk))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_open_tickets_gauge_follows_the_database(support, md):
+    await file(support, md("municipality_staff"))
+    await file(support, md("municipality_staff"))
+    tickets = support.running["support"].component.bindings[0].servicer._tickets
+    await tickets.refresh_gauge()
+    assert _metric("svpl_support_open_tickets", queue="kommunens_it", state="new") == 2
+    assert _metric("svpl_support_open_tickets", queue="region_it_cosmic", state="new") == 0
