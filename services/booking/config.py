@@ -1,8 +1,29 @@
+from pathlib import Path
+
 from pydantic import Field
 
 from services.runtime.config import ServiceSettings
+
+DEFAULT_OPTIONS_FILE = Path(__file__).resolve().parent / "config" / "rjl.yaml"
 
 
 class BookingSettings(ServiceSettings):
     service_name: str = "booking"
     grpc_port: int = Field(50052, ge=0, le=65535)
+    # The region's care services, contact types and video combination (YAML, see config/rjl.yaml).
+    booking_options_file: Path = DEFAULT_OPTIONS_FILE
+    # Cosmic Link (secure care messaging) HTTP endpoint; empty = secure messages wait in the
+    # outbox undelivered (development), with a warning at start.
+    cosmic_link_url: str = ""
+    cosmic_link_token: str = Field("", repr=False)
+    cosmic_link_timeout_seconds: float = Field(10.0, gt=0)
+    # Outbox dispatcher: lease (longer than any delivery), poll interval, backoff.
+    outbox_lease_seconds: float = Field(30.0, gt=0)
+    outbox_poll_seconds: float = Field(0.5, gt=0)
+    outbox_backoff_base_seconds: float = Field(1.0, gt=0)
+    outbox_backoff_cap_seconds: float = Field(300.0, gt=0)
+    # Roster unreachable at create: the booking keeps meeting_pending and the dispatcher
+    # retries room creation, first after this delay (the request path tries once inline).
+    meeting_retry_delay_seconds: float = Field(5.0, ge=0)
+    # Timeout of calls to roster and identity.
+    call_timeout_seconds: float = Field(5.0, gt=0)

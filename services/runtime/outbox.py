@@ -169,12 +169,14 @@ class Outbox:
             return {}
         return {doc["_id"]: doc async for doc in self.collection.find({"_id": {"$in": ids}})}
 
-    async def mark_delivered(self, message_id: str) -> bool:
-        """Record a delivery done outside the dispatcher (e.g. inline on the request path)."""
+    async def mark_delivered(self, message_id: str, session: AsyncClientSession | None = None) -> bool:
+        """Record a delivery done outside the dispatcher (e.g. inline on the request path,
+        in the same transaction as its effect)."""
         now = _now()
         result = await self.collection.update_one(
             {"_id": message_id, "state": PENDING},
             {"$set": {"state": DELIVERED, "delivered_at": now, "lease_owner": None, "last_error": ""}},
+            session=session,
         )
         return result.modified_count == 1
 
