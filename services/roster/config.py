@@ -6,3 +6,25 @@ from services.runtime.config import ServiceSettings
 class RosterSettings(ServiceSettings):
     service_name: str = "roster"
     grpc_port: int = Field(50053, ge=0, le=65535)
+    # The portal's public base URL; a meeting's link is <base>/auth/<region>/login?meeting=<id>.
+    portal_base_url: str = "https://localhost:8443"
+    # The media instances' gRPC control addresses; empty = [media_address]. Rooms go to the
+    # least-loaded one that accepts (GetLoad), e.g. SVPL_MEDIA_ADDRESSES='["10.0.0.5:50054"]'.
+    media_addresses: list[str] = Field(default_factory=list)
+    # Random digits in a dial-in meeting ID (a Luhn check digit is appended, to catch typos).
+    dial_in_code_digits: int = Field(9, ge=6, le=15)
+    # Lifetime of a join token: only long enough to reach media and negotiate.
+    join_token_ttl_seconds: int = Field(120, ge=10, le=3600)
+    # A meeting never ended is ended automatically this long after its booked end.
+    auto_close_after_seconds: float = Field(2 * 3600, ge=0)
+    # How often the background task looks for such meetings (and unfinished clean-ups).
+    auto_close_check_seconds: float = Field(60.0, gt=0)
+    # 1177 e-services inbox API (next of kin get a message when registered).
+    inbox_1177_url: str = ""
+    inbox_1177_api_key: str = ""
+    inbox_1177_timeout_seconds: float = Field(10.0, gt=0)
+    outbox_poll_seconds: float = Field(1.0, gt=0)
+
+    @property
+    def media_instances(self) -> list[str]:
+        return list(self.media_addresses) or [self.media_address]

@@ -2,21 +2,76 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+
 from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
 
 from services.roster.config import RosterSettings
+from services.roster.inbox1177 import Inbox1177Adapter
+from services.roster.meetings import INBOX_1177, Roster
+from services.roster.peers import Identity, Media
 from services.roster.servicer import ACCESS, RosterServicer
+from services.roster.store import MeetingStore
 from services.runtime import auth, clients, mongo
+from services.runtime.access_log import AccessLog
+from services.runtime.outbox import Dispatcher, Outbox
 from services.runtime.server import Binding, Component
+
+log = logging.getLogger("svpl.roster")
 
 
 async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
-    identity = clients.channel(settings.identity_address)
+    identity_channel = clients.channel(settings.identity_address)
     db = mongo.connect(settings.mongodb_uri, settings.service_name)
+    audit_db = mongo.connect(settings.audit_mongodb_uri, settings.service_name) if settings.audit_mongodb_uri else db
+    store = MeetingStore(db, settings.database_name)
+    access = AccessLog(audit_db, "roster", settings.audit_database)
+    outbox = Outbox(store.db)
+    media = Media(settings.media_instances, settings.service_token)
+    roster = Roster(store, Identity(identity_channel, settings.service_token), media, access, outbox,
+                    portal_base_url=settings.portal_base_url, region=settings.region,
+                    code_digits=settings.dial_in_code_digits, join_ttl_seconds=settings.join_token_ttl_seconds)
+    adapters = {}
+    if settings.inbox_1177_url:
+        adapters[INBOX_1177] = Inbox1177Adapter(settings.inbox_1177_url, settings.inbox_1177_api_key,
+                                                settings.inbox_1177_timeout_seconds)
+    else:
+        log.warning("SVPL_INBOX_1177_URL is not set: 1177 inbox messages stay queued until it is")
+    dispatcher = Dispatcher(outbox, adapters, poll_seconds=settings.outbox_poll_seconds, name="roster-outbox")
+    roster.on_outbox_message = dispatcher.notify
+    tasks: list[asyncio.Task] = []
+
+    async def start() -> None:
+        await store.ensure_indexes()
+        await access.ensure_indexes()
+        await outbox.ensure_indexes()
+        if adapters:
+            dispatcher.start()
+        # Every replica runs it; the versioned write lets exactly one close each meeting.
+        tasks.append(asyncio.create_task(
+            roster.run_auto_close(dt.timedelta(seconds=settings.auto_close_after_seconds),
+                                  settings.auto_close_check_seconds), name="svpl-roster-auto-close"))
+
+    async def close() -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await dispatcher.stop()
+        for adapter in adapters.values():
+            await adapter.close()
+        await media.close()
+        await identity_channel.close()
+        if audit_db is not db:
+            await audit_db.close()
+
     binding = Binding(
         roster_pb2.DESCRIPTOR.services_by_name["RosterService"],
-        RosterServicer(),
+        RosterServicer(roster),
         roster_pb2_grpc.add_RosterServiceServicer_to_server,
         ACCESS,
     )
-    return Component([binding], close=identity.close, mongo=db), clients.identity_keyset(identity)
+    return Component([binding], start=start, close=close, mongo=db), clients.identity_keyset(identity_channel)

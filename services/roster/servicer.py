@@ -1,14 +1,24 @@
 """RosterService: thin gRPC layer (decode, call the domain, encode).
 
-Methods not yet implemented answer UNIMPLEMENTED (the generated base class).
+The ACCESS table says which kinds of caller reach each method; the domain (meetings.py)
+then checks what only it can: "the coordinator of *this* meeting", "a registered,
+not removed participant of *this* meeting".
 """
 
 from __future__ import annotations
 
-from svpl.roster.v1 import roster_pb2_grpc
+import datetime as dt
 
+from svpl.common.v1 import common_pb2
+from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
+
+from services.roster import model
+from services.roster.meetings import PersonInput, Roster
 from services.runtime import auth
-from services.runtime.auth import ANYONE, LOGGED_IN, persons_with, services
+from services.runtime.auth import LOGGED_IN, persons_with, services
+from services.runtime.errors import InvalidArgument
+from services.runtime.timestamps import to_datetime
+from services.runtime.timestamps import to_timestamp as ts
 
 COORDINATOR = persons_with(auth.ROLE_COORDINATOR)
 
@@ -41,6 +51,244 @@ ACCESS = {
     "WatchMeeting": LOGGED_IN,
 }
 
+# ---------------------------------------------------------------- enum <-> domain names
+
+STATES = {
+    model.SCHEDULED: roster_pb2.MEETING_STATE_SCHEDULED, model.OPEN: roster_pb2.MEETING_STATE_OPEN,
+    model.LIVE: roster_pb2.MEETING_STATE_LIVE, model.ENDED: roster_pb2.MEETING_STATE_ENDED,
+    model.ABORTED: roster_pb2.MEETING_STATE_ABORTED, model.CANCELLED: roster_pb2.MEETING_STATE_CANCELLED,
+}
+ROLES = {name: roster_pb2.ParticipantRole.Value(f"PARTICIPANT_ROLE_{name.upper()}") for name in model.ROLES}
+ROLE_NAMES = {v: k for k, v in ROLES.items()}
+STEPS = {name: roster_pb2.AgendaStep.Value(f"AGENDA_STEP_{name.upper()}") for name in model.AGENDA}
+STEP_NAMES = {v: k for k, v in STEPS.items()}
+METHODS = {model.SITHS: common_pb2.LOGIN_METHOD_SITHS, model.BANKID: common_pb2.LOGIN_METHOD_BANKID,
+           model.E_SERVICES_1177: common_pb2.LOGIN_METHOD_E_SERVICES_1177}
+METHOD_NAMES = {v: k for k, v in METHODS.items()}
+ID_KINDS = {model.HSA_ID: common_pb2.ID_KIND_HSA_ID, model.PERSONNUMMER: common_pb2.ID_KIND_PERSONNUMMER}
+ID_KIND_NAMES = {v: k for k, v in ID_KINDS.items()}
+KINDS = {model.WEBRTC: roster_pb2.CONNECTION_KIND_WEBRTC, model.PHONE: roster_pb2.CONNECTION_KIND_PHONE}
+KIND_NAMES = {v: k for k, v in KINDS.items()}
+EVENTS = {
+    "snapshot": roster_pb2.MEETING_EVENT_KIND_SNAPSHOT, "state": roster_pb2.MEETING_EVENT_KIND_STATE_CHANGED,
+    "connections": roster_pb2.MEETING_EVENT_KIND_CONNECTIONS_CHANGED,
+    "agenda": roster_pb2.MEETING_EVENT_KIND_AGENDA_CHANGED,
+    "removed": roster_pb2.MEETING_EVENT_KIND_PARTICIPANT_REMOVED,
+    "participants": roster_pb2.MEETING_EVENT_KIND_PARTICIPANTS_CHANGED,
+}
+
+
+def time_range(r: common_pb2.TimeRange) -> tuple[dt.datetime | None, dt.datetime | None]:
+    return to_datetime(r.start), to_datetime(r.end)
+
+
+def person_input(ref: common_pb2.PersonRef) -> PersonInput:
+    return PersonInput(ID_KIND_NAMES.get(ref.id_kind, ""), ref.id, ref.display_name)
+
+
+def meeting_pb(m: model.Meeting) -> roster_pb2.Meeting:
+    return roster_pb2.Meeting(
+        meeting_id=m.id, booking_id=m.booking_id, state=STATES[m.state],
+        scheduled=common_pb2.TimeRange(start=ts(m.start), end=ts(m.end)),
+        coordinator_hsa_id=m.coordinator_hsa_id, delegated_coordinator_hsa_ids=m.delegates,
+        dial_in_code=m.dial_in_code, portal_url=m.portal_url, media_instance=m.media_instance,
+        confidentiality_assessed=bool(m.confidentiality), physically_present_note=m.physically_present_note,
+        registered_count=len(m.active_participants()), connected_count=len(m.connections),
+        started_at=ts(m.started_at), finished_at=ts(m.finished_at), care_unit_hsa_id=m.care_unit_hsa_id,
+    )
+
+
+def participant_pb(p: model.Participant, connected: bool = False) -> roster_pb2.Participant:
+    return roster_pb2.Participant(
+        participant_id=p.id, full_name=p.full_name, role=ROLES[p.role],
+        person=common_pb2.PersonRef(id_kind=ID_KINDS[p.id_kind], id=p.person_id, display_name=p.full_name),
+        allowed_methods=[METHODS[x] for x in p.methods], physically_present=p.physically_present,
+        removed=p.removed, connected=connected, organization=p.organization,
+    )
+
+
+def connection_pb(c: model.Connection) -> roster_pb2.Connection:
+    return roster_pb2.Connection(connection_id=c.id, kind=KINDS.get(c.kind, 0), participant_id=c.participant_id,
+                                 label=c.label, connected_at=ts(c.connected_at))
+
+
+def person_pb(p: model.Participant) -> roster_pb2.ConnectedPerson:
+    return roster_pb2.ConnectedPerson(participant_id=p.id, full_name=p.full_name, role=ROLES[p.role])
+
+
+def connected_pb(m: model.Meeting) -> roster_pb2.GetConnectedListResponse:
+    ids = m.connected_participant_ids()
+    people = [person_pb(p) for p in m.participants if p.id in ids]
+    return roster_pb2.GetConnectedListResponse(count=len(people) + len(m.unidentified()), people=people,
+                                               unidentified_count=len(m.unidentified()))
+
+
+def agenda_pb(m: model.Meeting) -> roster_pb2.Agenda:
+    return roster_pb2.Agenda(step=STEPS[m.agenda_step], speaking_order=[person_pb(p) for p in m.speaking_order()],
+                             current_speaker_participant_id=m.current_speaker, summary=m.summary)
+
 
 class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
-    pass
+    def __init__(self, roster: Roster) -> None:
+        self._r = roster
+
+    # ------------------------------------------------------------ booking's calls
+
+    async def CreateMeeting(self, request, context):
+        start, end = time_range(request.scheduled)
+        m, _ = await self._r.create_meeting(request.booking_id, start, end, request.coordinator_hsa_id,
+                                            request.coordinator_name, person_input(request.patient),
+                                            request.care_unit_hsa_id)
+        return roster_pb2.CreateMeetingResponse(meeting=meeting_pb(m))
+
+    async def RescheduleMeeting(self, request, context):
+        start, end = time_range(request.scheduled)
+        m = await self._r.reschedule(request.meeting_id, start, end)
+        return roster_pb2.RescheduleMeetingResponse(meeting=meeting_pb(m))
+
+    async def CancelMeeting(self, request, context):
+        m = await self._r.cancel(request.meeting_id, request.reason)
+        return roster_pb2.CancelMeetingResponse(meeting=meeting_pb(m))
+
+    async def GetMeeting(self, request, context):
+        m = await self._r.get(request.meeting_id, auth.caller())
+        return roster_pb2.GetMeetingResponse(meeting=meeting_pb(m))
+
+    async def ListMyMeetings(self, request, context):
+        start, end = time_range(request.period)
+        size = request.page.page_size or 50
+        if not 0 < size <= 500:
+            raise InvalidArgument("page.page_size", "between 1 and 500")
+        token = request.page.page_token
+        if token and not token.isdigit():
+            raise InvalidArgument("page.page_token", "not a token from a previous page")
+        offset = int(token or 0)
+        found = await self._r.list_mine(auth.caller(), start, end, offset, size + 1)
+        next_token = str(offset + size) if len(found) > size else ""
+        return roster_pb2.ListMyMeetingsResponse(meetings=[meeting_pb(m) for m in found[:size]],
+                                                 page=common_pb2.PageResponse(next_page_token=next_token))
+
+    async def ResolveDialInCode(self, request, context):
+        m = await self._r.resolve_code(request.dial_in_code)
+        return roster_pb2.ResolveDialInCodeResponse(meeting=meeting_pb(m))
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def OpenMeeting(self, request, context):
+        return roster_pb2.OpenMeetingResponse(meeting=meeting_pb(await self._r.open(request.meeting_id, auth.caller())))
+
+    async def StartMeeting(self, request, context):
+        return roster_pb2.StartMeetingResponse(
+            meeting=meeting_pb(await self._r.start(request.meeting_id, auth.caller())))
+
+    async def DelegateCoordinator(self, request, context):
+        m = await self._r.delegate(request.meeting_id, auth.caller(), request.hsa_id)
+        return roster_pb2.DelegateCoordinatorResponse(meeting=meeting_pb(m))
+
+    async def AbortMeeting(self, request, context):
+        m = await self._r.finish(request.meeting_id, auth.caller(), model.ABORTED, request.reason)
+        return roster_pb2.AbortMeetingResponse(meeting=meeting_pb(m))
+
+    async def EndMeeting(self, request, context):
+        m = await self._r.finish(request.meeting_id, auth.caller(), model.ENDED, "")
+        return roster_pb2.EndMeetingResponse(meeting=meeting_pb(m))
+
+    # ------------------------------------------------------------ participants
+
+    async def RegisterParticipant(self, request, context):
+        methods = []
+        for x in request.allowed_methods:
+            if x not in METHOD_NAMES:
+                raise InvalidArgument("allowed_methods", "SITHS, BankID or 1177 e-services")
+            methods.append(METHOD_NAMES[x])
+        p = await self._r.register(request.meeting_id, auth.caller(), request.full_name,
+                                   ROLE_NAMES.get(request.role, ""), person_input(request.person), methods,
+                                   request.physically_present, request.organization)
+        return roster_pb2.RegisterParticipantResponse(participant=participant_pb(p))
+
+    async def ListParticipants(self, request, context):
+        m = await self._r.list_participants(request.meeting_id, auth.caller())
+        ids = m.connected_participant_ids()
+        return roster_pb2.ListParticipantsResponse(participants=[participant_pb(p, p.id in ids) for p in m.participants])
+
+    async def SetPhysicalPresence(self, request, context):
+        p = await self._r.set_presence(request.meeting_id, auth.caller(), request.participant_id,
+                                       request.physically_present, request.note)
+        return roster_pb2.SetPhysicalPresenceResponse(participant=participant_pb(p))
+
+    async def RecordConfidentialityAssessment(self, request, context):
+        m = await self._r.record_confidentiality(request.meeting_id, auth.caller(), request.care_provider,
+                                                 request.note)
+        return roster_pb2.RecordConfidentialityAssessmentResponse(meeting=meeting_pb(m))
+
+    async def RemoveParticipant(self, request, context):
+        await self._r.remove(request.meeting_id, auth.caller(), request.participant_id, request.connection_id,
+                             request.reason)
+        return roster_pb2.RemoveParticipantResponse()
+
+    # ------------------------------------------------------------ admission and connections
+
+    async def Admit(self, request, context):
+        a = await self._r.admit(request.meeting_id, auth.caller())
+        return roster_pb2.AdmitResponse(participant_id=a.participant.id, join_token=a.token,
+                                        expires_at=ts(a.expires_at), media_instance=a.media_instance,
+                                        media_address=a.media_address)
+
+    async def ReportConnection(self, request, context):
+        allowed = await self._r.report_connection(
+            request.meeting_id, request.connection_id, KIND_NAMES.get(request.kind, model.WEBRTC),
+            request.participant_id, request.connected, request.label, request.media_instance)
+        return roster_pb2.ReportConnectionResponse(allowed=allowed)
+
+    async def IdentifyConnection(self, request, context):
+        c = await self._r.identify(request.meeting_id, auth.caller(), request.connection_id, request.participant_id)
+        return roster_pb2.IdentifyConnectionResponse(connection=connection_pb(c))
+
+    async def GetConnectedList(self, request, context):
+        return connected_pb(await self._r.connected(request.meeting_id, auth.caller()))
+
+    async def GetReconciliation(self, request, context):
+        m = await self._r.reconciliation(request.meeting_id, auth.caller())
+        ids = m.connected_participant_ids()
+        active = m.active_participants()
+        return roster_pb2.GetReconciliationResponse(
+            registered_and_connected=[participant_pb(p, True) for p in active if p.id in ids],
+            registered_not_connected=[participant_pb(p) for p in active if p.id not in ids],
+            connected_not_identified=[connection_pb(c) for c in m.unidentified()],
+        )
+
+    # ------------------------------------------------------------ agenda
+
+    async def GetAgenda(self, request, context):
+        return roster_pb2.GetAgendaResponse(agenda=agenda_pb(await self._r.agenda(request.meeting_id, auth.caller())))
+
+    async def AdvanceAgenda(self, request, context):
+        from_step = STEP_NAMES.get(request.from_step, "")
+        m = await self._r.advance(request.meeting_id, auth.caller(), from_step)
+        return roster_pb2.AdvanceAgendaResponse(agenda=agenda_pb(m))
+
+    async def SetCurrentSpeaker(self, request, context):
+        m = await self._r.set_speaker(request.meeting_id, auth.caller(), request.participant_id)
+        return roster_pb2.SetCurrentSpeakerResponse(agenda=agenda_pb(m))
+
+    async def RecordSummary(self, request, context):
+        m = await self._r.record_summary(request.meeting_id, auth.caller(), request.summary)
+        return roster_pb2.RecordSummaryResponse(agenda=agenda_pb(m))
+
+    # ------------------------------------------------------------ watch
+
+    async def WatchMeeting(self, request, context):
+        who = auth.caller()
+        async for m, events in self._r.watch(request.meeting_id, who):
+            # Names of connected people only for those who may see the connected list.
+            me = None if who.is_service else m.participant_for(who.id, who.id_kind)
+            sees_names = who.is_service or m.is_coordinator(who.id, who.id_kind) or (
+                me is not None and me.admitted_at is not None)
+            connected = connected_pb(m)
+            if not sees_names:
+                del connected.people[:]
+            for kind, pid in events:
+                yield roster_pb2.WatchMeetingResponse(kind=EVENTS[kind], meeting=meeting_pb(m), connected=connected,
+                                                      agenda=agenda_pb(m), removed_participant_id=pid,
+                                                      at=ts(model.now()))
+

@@ -1,0 +1,470 @@
+"""The roster's use cases: who may do what to a meeting, in which order the parts move.
+
+Plain Python (no gRPC types): callers are `services.runtime.auth.Caller`, peers are
+`peers.Identity` / `peers.Media`, errors are `services.runtime.errors`. Each change is
+one versioned write of the meeting (store.mutate) made *before* any call to a peer, so
+that a refusal (removed, finished) holds from that moment on, whatever a peer does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import AsyncIterator
+from zoneinfo import ZoneInfo
+
+from services.roster import codes, model
+from services.roster.model import Meeting, Participant
+from services.roster.peers import Identity, Media, Refused
+from services.roster.store import MeetingStore
+from services.runtime.access_log import AccessLog
+from services.runtime.auth import Caller
+from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from services.runtime.outbox import Outbox
+
+log = logging.getLogger("svpl.roster")
+
+INBOX_1177 = "inbox_1177"
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+MAX_NAME = 200
+MAX_TEXT = 4000
+
+
+@dataclass(frozen=True)
+class PersonInput:
+    id_kind: str  # model.HSA_ID | model.PERSONNUMMER | ""
+    id: str
+    display_name: str = ""
+
+
+@dataclass(frozen=True)
+class Admission:
+    participant: Participant
+    token: str
+    expires_at: dt.datetime
+    media_instance: str
+    media_address: str
+
+
+def _text(field: str, value: str, limit: int = MAX_TEXT, required: bool = False) -> str:
+    value = (value or "").strip()
+    if required and not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > limit:
+        raise InvalidArgument(field, f"at most {limit} characters")
+    return value
+
+
+def _id(field: str, value: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > 100:
+        raise InvalidArgument(field, "is not an id")
+    return value
+
+
+class Roster:
+    def __init__(self, store: MeetingStore, identity: Identity, media: Media, access: AccessLog, outbox: Outbox,
+                 *, portal_base_url: str, region: str, code_digits: int = 9, join_ttl_seconds: int = 120) -> None:
+        self.store = store
+        self.identity = identity
+        self.media = media
+        self.access = access
+        self.outbox = outbox
+        self.portal_base_url = portal_base_url.rstrip("/")
+        self.region = region
+        self.code_digits = code_digits
+        self.join_ttl_seconds = join_ttl_seconds
+        self.on_outbox_message = lambda: None  # wakes the dispatcher
+
+    # ------------------------------------------------------------------ access
+
+    def _viewer(self, m: Meeting, who: Caller) -> Participant | None:
+        """A service, a coordinator of the meeting, or a registered (not removed) participant."""
+        if who.is_service:
+            return None
+        if m.is_coordinator(who.id, who.id_kind):
+            return m.participant_for(who.id, who.id_kind)
+        p = m.participant_for(who.id, who.id_kind)
+        if p is None or p.removed:
+            raise PermissionDenied("you are not a participant of this meeting", reason="NOT_A_PARTICIPANT")
+        return p
+
+    @staticmethod
+    def _coordinator(m: Meeting, who: Caller) -> None:
+        m.require_coordinator(who.id, who.id_kind)
+
+    async def _coordinated(self, meeting_id: str, who: Caller) -> Meeting:
+        m = await self.store.get(_id("meeting_id", meeting_id))
+        self._coordinator(m, who)
+        return m
+
+    async def _record(self, m: Meeting, action: str, who: Caller) -> None:
+        await self.access.record(action, m.patient_personnummer, care_unit=m.care_unit_hsa_id,
+                                 resource=f"meeting/{m.id}", purpose="SIP meeting", actor=who.actor())
+
+    async def _change(self, meeting_id: str, who: Caller, change, *, coordinator: bool = True, also=None):
+        """Apply a change as `who`; the coordinator check runs on the state being changed."""
+
+        def guarded(m: Meeting):
+            if coordinator:
+                self._coordinator(m, who)
+            return change(m)
+
+        return await self.store.mutate(_id("meeting_id", meeting_id), guarded, also)
+
+    # ------------------------------------------------------------------ booking's calls
+
+    def portal_url(self, meeting_id: str) -> str:
+        return f"{self.portal_base_url}/auth/{self.region}/login?meeting={meeting_id}"
+
+    async def create_meeting(self, booking_id: str, start: dt.datetime | None, end: dt.datetime | None,
+                             coordinator_hsa_id: str, coordinator_name: str, patient: PersonInput,
+                             care_unit_hsa_id: str) -> tuple[Meeting, bool]:
+        booking_id = _id("booking_id", booking_id)
+        existing = await self.store.by_booking(booking_id)
+        if existing is not None:
+            return existing, False
+        if start is None or end is None:
+            raise InvalidArgument("scheduled", "start and end are required")
+        if end <= start:
+            raise InvalidArgument("scheduled.end", "must be after the start")
+        coordinator = await self.identity.normalize(model.HSA_ID, coordinator_hsa_id, "coordinator_hsa_id")
+        name = _text("coordinator_name", coordinator_name, MAX_NAME)
+        care_unit = ""
+        if care_unit_hsa_id:
+            care_unit = await self.identity.normalize(model.HSA_ID, care_unit_hsa_id, "care_unit_hsa_id")
+        participants = [Participant(model.new_id(), name or coordinator, model.COORDINATOR, model.HSA_ID, coordinator,
+                                    [model.SITHS])]
+        patient_pnr = ""
+        if patient.id:
+            if patient.id_kind not in ("", model.PERSONNUMMER):
+                raise InvalidArgument("patient.id_kind", "the patient is identified by personnummer")
+            patient_pnr = await self.identity.normalize(model.PERSONNUMMER, patient.id, "patient.id")
+            participants.append(Participant(model.new_id(), _text("patient.display_name", patient.display_name, MAX_NAME)
+                                            or "Patient", model.PATIENT, model.PERSONNUMMER, patient_pnr,
+                                            [model.BANKID, model.E_SERVICES_1177]))
+        meeting_id = model.new_id()
+        m = Meeting(id=meeting_id, booking_id=booking_id, start=start, end=end, coordinator_hsa_id=coordinator,
+                    dial_in_code="", portal_url=self.portal_url(meeting_id), care_unit_hsa_id=care_unit,
+                    patient_personnummer=patient_pnr, participants=participants)
+        return await self.store.create(m, lambda: codes.new_code(self.code_digits))
+
+    async def reschedule(self, meeting_id: str, start: dt.datetime | None, end: dt.datetime | None) -> Meeting:
+        if start is None or end is None:
+            raise InvalidArgument("scheduled", "start and end are required")
+        if end <= start:
+            raise InvalidArgument("scheduled.end", "must be after the start")
+        m, _ = await self.store.mutate(_id("meeting_id", meeting_id), lambda m: model.reschedule(m, start, end))
+        return m
+
+    async def cancel(self, meeting_id: str, reason: str) -> Meeting:
+        reason = _text("reason", reason)
+        m, _ = await self.store.mutate(_id("meeting_id", meeting_id), lambda m: model.cancel(m, reason))
+        await self.cleanup(m)
+        return m
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, meeting_id: str, who: Caller) -> Meeting:
+        m = await self.store.get(_id("meeting_id", meeting_id))
+        self._viewer(m, who)
+        return m
+
+    async def list_mine(self, who: Caller, start: dt.datetime | None, end: dt.datetime | None,
+                        offset: int, size: int) -> list[Meeting]:
+        return await self.store.for_person(who.id, start, end, offset, size)
+
+    async def resolve_code(self, code: str) -> Meeting:
+        code = (code or "").strip().replace(" ", "").replace("-", "")
+        if not codes.well_formed(code):
+            raise InvalidArgument("dial_in_code", "not a meeting ID (check the digits)")
+        m = await self.store.by_code(code)
+        if m is None:
+            raise NotFound("no meeting has this meeting ID")
+        return m
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self, meeting_id: str, who: Caller) -> Meeting:
+        m = await self._coordinated(meeting_id, who)
+        if m.state != model.SCHEDULED:
+            m.require_state("be opened", model.OPEN, model.LIVE)
+            return m  # already open: opening again changes nothing
+        load = await self.media.least_loaded()
+        instance, address = await self.media.open_room(load.control, m.id)
+        try:
+            m, _ = await self._change(m.id, who, lambda m: model.place(m, instance or load.instance, load.control,
+                                                                       address))
+        except DomainError:
+            current = await self.store.get(m.id)
+            if current.state in (model.OPEN, model.LIVE) and current.media_control == load.control:
+                return current  # a concurrent open placed it on the same instance
+            if current.media_control != load.control:
+                with contextlib.suppress(DomainError):  # the room we opened is not used
+                    await self.media.close_room(load.control, m.id)
+            raise
+        return m
+
+    async def start(self, meeting_id: str, who: Caller) -> Meeting:
+        m, _ = await self._change(meeting_id, who, model.start)
+        return m
+
+    async def delegate(self, meeting_id: str, who: Caller, hsa_id: str) -> Meeting:
+        hsa_id = await self.identity.normalize(model.HSA_ID, hsa_id, "hsa_id")
+        m, _ = await self._change(meeting_id, who, lambda m: model.delegate(m, who.id, hsa_id))
+        return m
+
+    async def finish(self, meeting_id: str, who: Caller, state: str, reason: str) -> Meeting:
+        reason = _text("reason", reason) or ("ended by the coordinator" if state == model.ENDED else "aborted")
+        m, _ = await self._change(meeting_id, who, lambda m: model.finish(m, state, reason))
+        await self.cleanup(m)
+        return m
+
+    async def cleanup(self, m: Meeting) -> bool:
+        """After a final state: close the room, revoke every join token of the meeting. Retried by
+        the background task until both succeed (the final state itself is already stored)."""
+        if not m.cleanup_pending:
+            return True
+        try:
+            if m.media_control:
+                await self.media.close_room(m.media_control, m.id)
+            await self.identity.revoke(m.id, reason=f"meeting {m.state}")
+        except DomainError as exc:
+            log.warning("meeting %s: clean-up after %s not done yet (%s); will retry", m.id, m.state, exc.message)
+            return False
+
+        def done(x: Meeting) -> None:
+            x.cleanup_pending = False
+
+        await self.store.mutate(m.id, done)
+        m.cleanup_pending = False
+        return True
+
+    async def auto_close(self, after: dt.timedelta) -> int:
+        """End every meeting whose booked end is more than `after` ago; finish pending clean-ups."""
+        closed = 0
+        for meeting_id in await self.store.due_for_auto_close(model.now() - after):
+            try:
+                m, _ = await self.store.mutate(meeting_id, model.auto_close)
+            except FailedPrecondition:
+                continue  # finished meanwhile
+            closed += 1
+            log.info("meeting %s closed automatically after its booked end", meeting_id)
+            await self.cleanup(m)
+        for meeting_id in await self.store.cleanup_pending():
+            await self.cleanup(await self.store.get(meeting_id))
+        return closed
+
+    async def run_auto_close(self, after: dt.timedelta, every: float) -> None:
+        while True:
+            try:
+                await self.auto_close(after)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - e.g. database unreachable: try again next round
+                log.warning("auto-close pass failed; retrying", exc_info=True)
+            await asyncio.sleep(every)
+
+    # ------------------------------------------------------------------ participants
+
+    async def register(self, meeting_id: str, who: Caller, full_name: str, role: str, person: PersonInput,
+                       methods: list[str], physically_present: bool, organization: str) -> Participant:
+        full_name = _text("full_name", full_name, MAX_NAME, required=True)
+        organization = _text("organization", organization, MAX_NAME)
+        if role not in model.ROLES:
+            raise InvalidArgument("role", "is required: coordinator, region staff, municipality staff, external, "
+                                          "patient or next of kin")
+        if person.id_kind not in (model.HSA_ID, model.PERSONNUMMER):
+            raise InvalidArgument("person.id_kind", "is required: HSA-id or personnummer")
+        methods = model.check_methods(role, person.id_kind, methods)
+        m = await self._coordinated(meeting_id, who)
+        m.require_not_final("take new participants")
+        person_id = await self.identity.normalize(person.id_kind, person.id, "person.id")
+        p = Participant(model.new_id(), full_name, role, person.id_kind, person_id, methods,
+                        physically_present=physically_present, organization=organization)
+        also = self._notify_next_of_kin if role == model.NEXT_OF_KIN else None
+        m, _ = await self._change(m.id, who, lambda m: model.register(m, p), also=also)
+        await self._record(m, "register_participant", who)
+        if also:
+            self.on_outbox_message()
+        return p
+
+    async def _notify_next_of_kin(self, session, m: Meeting, _result) -> None:
+        """In the registration's transaction: a message to the next of kin's 1177 inbox."""
+        p = m.participants[-1]
+        when = m.start.astimezone(STOCKHOLM).strftime("%Y-%m-%d kl. %H:%M")
+        body = (
+            f"Hej {p.full_name}!\n\nDu är inbjuden som närstående till ett digitalt möte om samordnad individuell "
+            f"plan (SIP) {when} (svensk tid).\n\nLogga in med 1177 e-tjänster på {m.portal_url} när mötet börjar. "
+            f"Du kan också ringa in med mötes-ID {m.dial_in_code}.\n"
+        )
+        payload = {"personnummer": p.person_id, "subject": "Inbjudan till SIP-möte", "body": body,
+                   "meeting_id": m.id, "participant_id": p.id, "care_unit": m.care_unit_hsa_id}
+        await self.outbox.add(session, INBOX_1177, payload, message_id=f"nok-{m.id}-{p.id}")
+
+    async def list_participants(self, meeting_id: str, who: Caller) -> Meeting:
+        m = await self._coordinated(meeting_id, who)
+        await self._record(m, "list_participants", who)
+        return m
+
+    async def set_presence(self, meeting_id: str, who: Caller, participant_id: str, present: bool,
+                           note: str) -> Participant:
+        note = _text("note", note)
+
+        def change(m: Meeting) -> Participant:
+            m.require_not_final("be changed")
+            p = m.participant(participant_id)
+            if p is None or p.removed:
+                raise InvalidArgument("participant_id", "no such registered participant in this meeting")
+            p.physically_present = present
+            if note:
+                m.physically_present_note = note
+            return p
+
+        _, p = await self._change(meeting_id, who, change)
+        return p
+
+    async def record_confidentiality(self, meeting_id: str, who: Caller, care_provider: str, note: str) -> Meeting:
+        care_provider = _text("care_provider", care_provider, MAX_NAME, required=True)
+        note = _text("note", note)
+
+        def change(m: Meeting) -> None:
+            m.require_not_final("be changed")
+            m.confidentiality.append({"care_provider": care_provider, "note": note, "by": who.id, "at": model.now()})
+
+        m, _ = await self._change(meeting_id, who, change)
+        return m
+
+    async def remove(self, meeting_id: str, who: Caller, participant_id: str, connection_id: str,
+                     reason: str) -> None:
+        if bool(participant_id) == bool(connection_id):
+            raise InvalidArgument("participant_id", "give exactly one of participant_id and connection_id")
+        reason = _text("reason", reason) or "removed by the coordinator"
+        if connection_id:
+            m = await self._coordinated(meeting_id, who)
+            c = m.connection(connection_id)
+            if c is not None and c.participant_id:
+                participant_id = c.participant_id
+            else:
+                # An unidentified connection (a phone dial-in): dropped and banned; media's next
+                # report of it is answered allowed=false. (media.Disconnect names participants only.)
+                await self._change(meeting_id, who, lambda m: model.remove_connection(m, connection_id))
+                return
+        # First the removal is stored: from now on Admit and ReportConnection refuse them.
+        m, p = await self._change(meeting_id, who, lambda m: model.remove(m, participant_id))
+        await self.identity.revoke(m.id, p.id, reason)
+        if m.media_control:
+            await self.media.disconnect(m.media_control, m.id, p.id)
+
+    # ------------------------------------------------------------------ admission and connections
+
+    async def admit(self, meeting_id: str, who: Caller) -> Admission:
+        if not who.is_person:
+            raise PermissionDenied("only a person can join a meeting", reason=model.NOT_REGISTERED)
+        meeting_id = _id("meeting_id", meeting_id)
+        m, p = await self.store.mutate(meeting_id, lambda m: model.admit(m, who.id, who.id_kind, who.method))
+        try:
+            token, expires = await self.identity.issue_join_token(m, p, self.join_ttl_seconds)
+        except Refused:
+            # Identity refuses a revoked scope: removed or finished meanwhile. Name which.
+            model.admit(await self.store.get(meeting_id), who.id, who.id_kind, who.method)
+            raise PermissionDenied(model.REFUSAL_TEXT[model.REMOVED], reason=model.REMOVED) from None
+        return Admission(p, token, expires, m.media_instance, m.media_address)
+
+    async def report_connection(self, meeting_id: str, connection_id: str, kind: str, participant_id: str,
+                                connected: bool, label: str, media_instance: str) -> bool:
+        connection_id = _id("connection_id", connection_id)
+        label = _text("label", label, MAX_NAME)
+        try:
+            _, allowed = await self.store.mutate(
+                _id("meeting_id", meeting_id),
+                lambda m: model.report_connection(m, connection_id, kind, participant_id, connected, label,
+                                                  media_instance))
+        except NotFound:
+            return False
+        return allowed
+
+    async def identify(self, meeting_id: str, who: Caller, connection_id: str, participant_id: str):
+        _, c = await self._change(meeting_id, who, lambda m: model.identify(m, connection_id, participant_id))
+        return c
+
+    async def connected(self, meeting_id: str, who: Caller) -> Meeting:
+        """Count and names: for coordinators, admitted participants, and services."""
+        m = await self.store.get(_id("meeting_id", meeting_id))
+        p = self._viewer(m, who)
+        if who.is_person and not m.is_coordinator(who.id, who.id_kind) and (p is None or p.admitted_at is None):
+            raise PermissionDenied("the connected list is shown to the meeting's admitted participants",
+                                   reason="NOT_ADMITTED")
+        await self._record(m, "read_connected_list", who)
+        return m
+
+    async def reconciliation(self, meeting_id: str, who: Caller) -> Meeting:
+        m = await self._coordinated(meeting_id, who)
+        await self._record(m, "read_reconciliation", who)
+        return m
+
+    # ------------------------------------------------------------------ agenda
+
+    async def agenda(self, meeting_id: str, who: Caller) -> Meeting:
+        return await self.get(meeting_id, who)
+
+    async def advance(self, meeting_id: str, who: Caller, from_step: str) -> Meeting:
+        m, _ = await self._change(meeting_id, who, lambda m: model.advance_agenda(m, from_step))
+        return m
+
+    async def set_speaker(self, meeting_id: str, who: Caller, participant_id: str) -> Meeting:
+        m, _ = await self._change(meeting_id, who, lambda m: model.set_speaker(m, participant_id))
+        return m
+
+    async def record_summary(self, meeting_id: str, who: Caller, summary: str) -> Meeting:
+        summary = _text("summary", summary, 20000, required=True)
+        m, _ = await self._change(meeting_id, who, lambda m: model.record_summary(m, summary))
+        return m
+
+    # ------------------------------------------------------------------ watch
+
+    async def watch(self, meeting_id: str, who: Caller) -> AsyncIterator[tuple[Meeting, list[tuple[str, str]]]]:
+        """(meeting, events) now and after each change, until the meeting is final or the
+        watcher is removed. Events: ("snapshot"|"state"|"connections"|"agenda"|"participants"|"removed", pid)."""
+        m = await self.get(meeting_id, who)
+        await self._record(m, "watch_meeting", who)
+        previous: Meeting | None = None
+        async for current in self.store.watch(m.id):
+            events = changes(previous, current)
+            previous = current
+            if events:
+                yield current, events
+            me = None if who.is_service else current.participant_for(who.id, who.id_kind)
+            if current.final or (me is not None and me.removed and not current.is_coordinator(who.id, who.id_kind)):
+                return
+
+
+def changes(before: Meeting | None, after: Meeting) -> list[tuple[str, str]]:
+    if before is None:
+        return [("snapshot", "")]
+    events: list[tuple[str, str]] = []
+    if before.state != after.state:
+        events.append(("state", ""))
+    removed_before = {p.id for p in before.participants if p.removed}
+    for p in after.participants:
+        if p.removed and p.id not in removed_before:
+            events.append(("removed", p.id))
+    if [(p.id, p.full_name, p.role) for p in before.active_participants()] != \
+            [(p.id, p.full_name, p.role) for p in after.active_participants()] and not any(
+            e == "removed" for e, _ in events):
+        events.append(("participants", ""))
+    if [(c.id, c.participant_id) for c in before.connections] != [(c.id, c.participant_id) for c in after.connections]:
+        events.append(("connections", ""))
+    if (before.agenda_step, before.current_speaker, before.summary) != \
+            (after.agenda_step, after.current_speaker, after.summary):
+        events.append(("agenda", ""))
+    if not events and (before.start, before.end, before.delegates, before.confidentiality,
+                       before.physically_present_note) != (after.start, after.end, after.delegates,
+                                                           after.confidentiality, after.physically_present_note):
+        events.append(("state", ""))
+    return events

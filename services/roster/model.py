@@ -1,0 +1,420 @@
+"""The meeting as plain Python: states, roles, participants, connections, the agenda.
+
+One document per meeting (participants and live connections inside it), so every
+change is one atomic, versioned replace (see store.py) and the lifecycle rules below
+are checked against the state the change is applied to. No gRPC types here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+
+from services.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+
+# ---------------------------------------------------------------- states
+
+SCHEDULED, OPEN, LIVE, ENDED, ABORTED, CANCELLED = "scheduled", "open", "live", "ended", "aborted", "cancelled"
+FINAL = frozenset({ENDED, ABORTED, CANCELLED})
+
+# ---------------------------------------------------------------- roles and login methods
+
+COORDINATOR, REGION_STAFF, MUNICIPALITY_STAFF = "coordinator", "region_staff", "municipality_staff"
+EXTERNAL, PATIENT, NEXT_OF_KIN = "external", "patient", "next_of_kin"
+ROLES = (COORDINATOR, REGION_STAFF, MUNICIPALITY_STAFF, EXTERNAL, PATIENT, NEXT_OF_KIN)
+STAFF_ROLES = frozenset({COORDINATOR, REGION_STAFF, MUNICIPALITY_STAFF})
+
+HSA_ID, PERSONNUMMER = "hsa_id", "personnummer"
+# The same names the session token's "amr" claim uses (services.runtime.auth.Caller.method).
+SITHS, BANKID, E_SERVICES_1177 = "siths", "bankid", "e_services_1177"
+
+# role -> (the ID kind it must have, the login methods it may be given, the default)
+ROLE_RULES: dict[str, tuple[str, frozenset[str], tuple[str, ...]]] = {
+    COORDINATOR: (HSA_ID, frozenset({SITHS}), (SITHS,)),
+    REGION_STAFF: (HSA_ID, frozenset({SITHS}), (SITHS,)),
+    MUNICIPALITY_STAFF: (HSA_ID, frozenset({SITHS}), (SITHS,)),
+    EXTERNAL: (PERSONNUMMER, frozenset({BANKID, E_SERVICES_1177}), (BANKID, E_SERVICES_1177)),
+    PATIENT: (PERSONNUMMER, frozenset({BANKID, E_SERVICES_1177}), (BANKID, E_SERVICES_1177)),
+    # Next of kin: personnummer, and only the 1177 e-services login.
+    NEXT_OF_KIN: (PERSONNUMMER, frozenset({E_SERVICES_1177}), (E_SERVICES_1177,)),
+}
+
+# ---------------------------------------------------------------- agenda (the routine's six steps)
+
+NOT_STARTED, WELCOME, PURPOSE, INDIVIDUAL_ON_REASON = "not_started", "welcome", "purpose_and_confidentiality", "individual_on_reason"
+INTRODUCTIONS, QUESTIONS, SUMMARY, DONE = "introductions", "questions", "summary", "done"
+AGENDA = (NOT_STARTED, WELCOME, PURPOSE, INDIVIDUAL_ON_REASON, INTRODUCTIONS, QUESTIONS, SUMMARY, DONE)
+
+WEBRTC, PHONE = "webrtc", "phone"
+
+# ---------------------------------------------------------------- admission refusals (AdmitRefusal names)
+
+NOT_REGISTERED = "ADMIT_REFUSAL_NOT_REGISTERED"
+WRONG_LOGIN_METHOD = "ADMIT_REFUSAL_WRONG_LOGIN_METHOD"
+REMOVED = "ADMIT_REFUSAL_REMOVED"
+NOT_STARTED_REFUSAL = "ADMIT_REFUSAL_NOT_STARTED"
+FINISHED = "ADMIT_REFUSAL_FINISHED"
+
+# Texts the portal shows as they are (Swedish).
+REFUSAL_TEXT = {
+    NOT_REGISTERED: "Du är inte registrerad som deltagare i det här mötet. Kontakta mötets samordnare.",
+    WRONG_LOGIN_METHOD: "Du har loggat in på ett sätt som inte är tillåtet för dig i det här mötet. "
+                        "Logga in med {methods}.",
+    REMOVED: "Du har tagits bort från det här mötet och kan inte ansluta igen.",
+    NOT_STARTED_REFUSAL: "Mötet har inte startat ännu. Försök igen när samordnaren har startat mötet.",
+    FINISHED: "Mötet är avslutat. Det går inte att ansluta.",
+}
+METHOD_TEXT = {SITHS: "SITHS-kort", BANKID: "BankID", E_SERVICES_1177: "1177 e-tjänster"}
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Participant:
+    id: str
+    full_name: str
+    role: str
+    id_kind: str
+    person_id: str
+    methods: list[str]
+    physically_present: bool = False
+    removed: bool = False
+    removed_at: dt.datetime | None = None
+    organization: str = ""
+    registered_at: dt.datetime = field(default_factory=now)
+    admitted_at: dt.datetime | None = None
+
+
+@dataclass
+class Connection:
+    id: str
+    kind: str
+    participant_id: str = ""
+    label: str = ""
+    media_instance: str = ""
+    connected_at: dt.datetime = field(default_factory=now)
+
+
+@dataclass
+class Meeting:
+    id: str
+    booking_id: str
+    start: dt.datetime
+    end: dt.datetime
+    coordinator_hsa_id: str
+    dial_in_code: str
+    portal_url: str
+    care_unit_hsa_id: str = ""
+    patient_personnummer: str = ""
+    state: str = SCHEDULED
+    delegates: list[str] = field(default_factory=list)
+    # The media instance hosting the room: its id, its gRPC control address, its signalling address.
+    media_instance: str = ""
+    media_control: str = ""
+    media_address: str = ""
+    physically_present_note: str = ""
+    confidentiality: list[dict] = field(default_factory=list)
+    participants: list[Participant] = field(default_factory=list)
+    connections: list[Connection] = field(default_factory=list)
+    # Connections that were removed (unidentified ones): media reports of them are refused.
+    banned_connections: list[str] = field(default_factory=list)
+    agenda_step: str = NOT_STARTED
+    current_speaker: str = ""
+    summary: str = ""
+    created_at: dt.datetime = field(default_factory=now)
+    opened_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    finished_reason: str = ""
+    # Set when the meeting turned final; cleared once media closed the room and identity
+    # revoked the meeting's tokens (retried by the background task until done).
+    cleanup_pending: bool = False
+    version: int = 0
+
+    # ------------------------------------------------------------ storage form
+
+    def to_doc(self) -> dict:
+        doc = dataclasses.asdict(self)
+        doc["_id"] = doc.pop("id")
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> "Meeting":
+        doc = dict(doc)
+        doc["id"] = doc.pop("_id")
+        doc["participants"] = [Participant(**p) for p in doc.get("participants", [])]
+        doc["connections"] = [Connection(**c) for c in doc.get("connections", [])]
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+    def is_coordinator(self, person_id: str, id_kind: str = HSA_ID) -> bool:
+        return id_kind == HSA_ID and bool(person_id) and (
+            person_id == self.coordinator_hsa_id or person_id in self.delegates
+        )
+
+    def participant(self, participant_id: str) -> Participant | None:
+        return next((p for p in self.participants if p.id == participant_id), None)
+
+    def participant_for(self, person_id: str, id_kind: str) -> Participant | None:
+        """The registration of this person (a removed one too: a removal is never forgotten)."""
+        return next((p for p in self.participants if p.person_id == person_id and p.id_kind == id_kind), None)
+
+    def active_participants(self) -> list[Participant]:
+        return [p for p in self.participants if not p.removed]
+
+    def connection(self, connection_id: str) -> Connection | None:
+        return next((c for c in self.connections if c.id == connection_id), None)
+
+    def connected_participant_ids(self) -> set[str]:
+        return {c.participant_id for c in self.connections if c.participant_id}
+
+    def unidentified(self) -> list[Connection]:
+        return [c for c in self.connections if not c.participant_id]
+
+    def speaking_order(self) -> list[Participant]:
+        """Introductions: the individual first, then next of kin, then the others (registration order)."""
+        rank = {PATIENT: 0, NEXT_OF_KIN: 1}
+        active = self.active_participants()
+        return sorted(active, key=lambda p: (rank.get(p.role, 2), active.index(p)))
+
+    # ------------------------------------------------------------ guards
+
+    def require_not_final(self, what: str) -> None:
+        if self.final:
+            raise FailedPrecondition(f"the meeting is {self.state}: it cannot {what}", reason=f"MEETING_{self.state.upper()}")
+
+    def require_coordinator(self, person_id: str, id_kind: str) -> None:
+        if not self.is_coordinator(person_id, id_kind):
+            raise PermissionDenied("only this meeting's coordinator or a delegated coordinator may do this",
+                                   reason="NOT_MEETING_COORDINATOR")
+
+    def require_state(self, what: str, *states: str) -> None:
+        self.require_not_final(what)
+        if self.state not in states:
+            raise FailedPrecondition(f"the meeting is {self.state}: it cannot {what}",
+                                     reason=f"MEETING_{self.state.upper()}")
+
+
+# ---------------------------------------------------------------- transitions (each mutates in place)
+
+
+def reschedule(m: Meeting, start: dt.datetime, end: dt.datetime) -> None:
+    m.require_state("be rescheduled", SCHEDULED)
+    m.start, m.end = start, end
+
+
+def cancel(m: Meeting, reason: str) -> bool:
+    """scheduled/open -> cancelled. Returns False if it already was cancelled (idempotent)."""
+    if m.state == CANCELLED:
+        return False
+    m.require_state("be cancelled", SCHEDULED, OPEN)
+    _finish(m, CANCELLED, reason or "cancelled by booking")
+    return True
+
+
+def place(m: Meeting, instance: str, control: str, address: str) -> None:
+    m.require_state("be opened", SCHEDULED)
+    m.state, m.opened_at = OPEN, now()
+    m.media_instance, m.media_control, m.media_address = instance, control, address
+
+
+def start(m: Meeting) -> bool:
+    if m.state == LIVE:
+        return False
+    m.require_state("be started (open it first)", OPEN)
+    m.state, m.started_at = LIVE, now()
+    return True
+
+
+def finish(m: Meeting, state: str, reason: str) -> bool:
+    """open/live -> ended or aborted. Returns False if it already is in that state."""
+    if m.state == state:
+        return False
+    m.require_state("be ended" if state == ENDED else "be aborted", OPEN, LIVE)
+    _finish(m, state, reason)
+    return True
+
+
+def auto_close(m: Meeting) -> None:
+    """Never ended: closed after its booked end (a scheduled one that never opened too)."""
+    m.require_not_final("be closed")
+    _finish(m, ENDED, "closed automatically after the booked end")
+
+
+def _finish(m: Meeting, state: str, reason: str) -> None:
+    m.state, m.finished_at, m.finished_reason = state, now(), reason
+    m.connections = []
+    m.current_speaker = ""
+    m.cleanup_pending = True
+
+
+def delegate(m: Meeting, by_hsa_id: str, hsa_id: str) -> bool:
+    m.require_not_final("get another coordinator")
+    if by_hsa_id != m.coordinator_hsa_id:
+        raise PermissionDenied("only the meeting's own coordinator may delegate", reason="NOT_MEETING_COORDINATOR")
+    p = m.participant_for(hsa_id, HSA_ID)
+    if p is None or p.removed or p.role not in (COORDINATOR, REGION_STAFF):
+        raise FailedPrecondition("only a registered region staff member can co-lead the meeting",
+                                 reason="NOT_REGISTERED_REGION_STAFF")
+    if hsa_id == m.coordinator_hsa_id or hsa_id in m.delegates:
+        return False
+    m.delegates.append(hsa_id)
+    return True
+
+
+def register(m: Meeting, p: Participant) -> None:
+    m.require_not_final("take new participants")
+    existing = m.participant_for(p.person_id, p.id_kind)
+    if existing is not None and existing.removed:
+        raise FailedPrecondition("this person was removed from the meeting and cannot be registered again",
+                                 reason="PARTICIPANT_REMOVED")
+    if existing is not None:
+        raise FailedPrecondition("this person is already registered", reason="ALREADY_REGISTERED")
+    if p.role == PATIENT and any(q.role == PATIENT for q in m.participants):
+        raise FailedPrecondition("the meeting already has its patient", reason="PATIENT_ALREADY_REGISTERED")
+    m.participants.append(p)
+
+
+def check_methods(role: str, id_kind: str, methods: list[str]) -> list[str]:
+    """The allowed login methods for a role (its default when none are given)."""
+    kind, allowed, default = ROLE_RULES[role]
+    if id_kind != kind:
+        what = "an HSA-id (SITHS login)" if kind == HSA_ID else "a personnummer (BankID or 1177 login)"
+        raise InvalidArgument("person.id_kind", f"a {role.replace('_', ' ')} is registered with {what}")
+    if not methods:
+        return list(default)
+    bad = [x for x in methods if x not in allowed]
+    if bad:
+        raise InvalidArgument(
+            "allowed_methods",
+            f"a {role.replace('_', ' ')} may log in only with {', '.join(sorted(allowed))}, not {', '.join(bad)}",
+        )
+    return sorted(set(methods))
+
+
+def remove(m: Meeting, participant_id: str) -> Participant:
+    m.require_not_final("change its participants")
+    p = m.participant(participant_id)
+    if p is None:
+        raise InvalidArgument("participant_id", "no such participant in this meeting")
+    if p.role == COORDINATOR and p.person_id == m.coordinator_hsa_id:
+        raise FailedPrecondition("the meeting's own coordinator cannot be removed; end the meeting instead",
+                                 reason="CANNOT_REMOVE_COORDINATOR")
+    if not p.removed:
+        p.removed, p.removed_at = True, now()
+        if p.person_id in m.delegates:
+            m.delegates.remove(p.person_id)
+        if m.current_speaker == p.id:
+            m.current_speaker = ""
+    m.connections = [c for c in m.connections if c.participant_id != p.id]
+    return p
+
+
+def remove_connection(m: Meeting, connection_id: str) -> Connection:
+    """Remove an unidentified connection: it is dropped and never allowed back."""
+    m.require_not_final("change its connections")
+    c = m.connection(connection_id)
+    if c is None:
+        raise InvalidArgument("connection_id", "no such connection in this meeting")
+    m.connections.remove(c)
+    if connection_id not in m.banned_connections:
+        m.banned_connections.append(connection_id)
+    return c
+
+
+def admit(m: Meeting, person_id: str, id_kind: str, method: str) -> Participant:
+    """Who may join: checked in this order, so the refusal names the first thing that is wrong."""
+    if m.final:
+        raise FailedPrecondition(REFUSAL_TEXT[FINISHED], reason=FINISHED)
+    # Coordinators are registered too (the coordinator at creation, delegates before delegation).
+    p = m.participant_for(person_id, id_kind)
+    if p is None:
+        raise PermissionDenied(REFUSAL_TEXT[NOT_REGISTERED], reason=NOT_REGISTERED)
+    if p.removed:
+        raise PermissionDenied(REFUSAL_TEXT[REMOVED], reason=REMOVED)
+    if method not in p.methods:
+        text = " eller ".join(METHOD_TEXT.get(x, x) for x in p.methods)
+        raise PermissionDenied(REFUSAL_TEXT[WRONG_LOGIN_METHOD].format(methods=text), reason=WRONG_LOGIN_METHOD)
+    if not (m.state == LIVE or (m.state == OPEN and m.is_coordinator(person_id, id_kind))):
+        raise FailedPrecondition(REFUSAL_TEXT[NOT_STARTED_REFUSAL], reason=NOT_STARTED_REFUSAL)
+    p.admitted_at = p.admitted_at or now()
+    return p
+
+
+def report_connection(m: Meeting, connection_id: str, kind: str, participant_id: str, connected: bool,
+                      label: str, media_instance: str) -> bool:
+    """A connection came or went (from media). Returns whether it may stay."""
+    if not connected:
+        m.connections = [c for c in m.connections if c.id != connection_id]
+        return False
+    if m.state not in (OPEN, LIVE) or connection_id in m.banned_connections:
+        return False
+    if m.media_instance and media_instance and media_instance != m.media_instance:
+        return False
+    if participant_id:
+        p = m.participant(participant_id)
+        if p is None or p.removed:
+            return False
+    existing = m.connection(connection_id)
+    if existing is not None:
+        if existing.participant_id and participant_id and existing.participant_id != participant_id:
+            return False
+        existing.participant_id = existing.participant_id or participant_id
+        return True
+    m.connections.append(Connection(connection_id, kind, participant_id, label, media_instance))
+    return True
+
+
+def identify(m: Meeting, connection_id: str, participant_id: str) -> Connection:
+    m.require_state("change its connections", OPEN, LIVE)
+    c = m.connection(connection_id)
+    if c is None:
+        raise InvalidArgument("connection_id", "no such connection in this meeting")
+    p = m.participant(participant_id)
+    if p is None or p.removed:
+        raise InvalidArgument("participant_id", "no such registered participant in this meeting")
+    if c.participant_id and c.participant_id != participant_id:
+        raise FailedPrecondition("the connection is already tied to another participant", reason="ALREADY_IDENTIFIED")
+    c.participant_id = participant_id
+    return c
+
+
+def advance_agenda(m: Meeting, from_step: str) -> None:
+    m.require_state("move its agenda (start the meeting first)", LIVE)
+    if from_step and from_step != m.agenda_step:
+        raise FailedPrecondition(f"the agenda is already at {m.agenda_step}", reason="AGENDA_STEP_CHANGED")
+    if m.agenda_step == DONE:
+        raise FailedPrecondition("the agenda is done", reason="AGENDA_DONE")
+    m.agenda_step = AGENDA[AGENDA.index(m.agenda_step) + 1]
+    order = m.speaking_order()
+    m.current_speaker = order[0].id if m.agenda_step == INTRODUCTIONS and order else ""
+
+
+def set_speaker(m: Meeting, participant_id: str) -> None:
+    m.require_state("give the word (start the meeting first)", LIVE)
+    if participant_id:
+        p = m.participant(participant_id)
+        if p is None or p.removed:
+            raise InvalidArgument("participant_id", "no such registered participant in this meeting")
+    m.current_speaker = participant_id
+
+
+def record_summary(m: Meeting, summary: str) -> None:
+    m.require_state("take a summary", LIVE)
+    if m.agenda_step not in (SUMMARY, DONE):
+        raise FailedPrecondition("the summary is recorded at the agenda's summary step", reason="AGENDA_NOT_AT_SUMMARY")
+    m.summary = summary

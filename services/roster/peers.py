@@ -1,0 +1,152 @@
+"""Roster's calls to identity and media, through their contracts only.
+
+Each call carries roster's own service token. gRPC failures become domain errors:
+identity's INVALID_ARGUMENT on an ID is the caller's bad input (passed on with the
+field); anything else from a peer is UNAVAILABLE for our caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass
+
+import grpc
+from svpl.common.v1 import common_pb2
+from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
+from svpl.media.v1 import media_pb2, media_pb2_grpc
+
+from services.roster import model
+from services.runtime import clients
+from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, Unavailable
+
+TIMEOUT = 5.0
+
+
+class Refused(FailedPrecondition):
+    """Identity refused to issue a join token: its scope (meeting or participant) is revoked."""
+
+
+def _unavailable(peer: str, exc: grpc.aio.AioRpcError) -> DomainError:
+    return Unavailable(f"{peer} is unavailable right now ({exc.code().name}); try again")
+
+
+class Identity:
+    def __init__(self, channel: grpc.aio.Channel, service_token: str) -> None:
+        self._stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        self._token = service_token
+
+    async def _call(self, method, request):
+        return await method(request, metadata=clients.metadata(self._token), timeout=TIMEOUT)
+
+    async def normalize(self, id_kind: str, value: str, field: str) -> str:
+        """The normalised HSA-id or 12-digit personnummer; INVALID_ARGUMENT naming `field` if invalid."""
+        try:
+            if id_kind == model.HSA_ID:
+                reply = await self._call(self._stub.ValidateHsaId, identity_pb2.ValidateHsaIdRequest(hsa_id=value))
+            else:
+                reply = await self._call(self._stub.ValidatePersonnummer,
+                                         identity_pb2.ValidatePersonnummerRequest(personnummer=value))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                detail = (exc.details() or "").split(": ", 1)[-1]
+                raise InvalidArgument(field, detail or "is not valid") from None
+            raise _unavailable("identity", exc) from None
+        return reply.normalized
+
+    async def issue_join_token(self, meeting: model.Meeting, p: model.Participant,
+                               ttl_seconds: int) -> tuple[str, dt.datetime]:
+        kind = common_pb2.ID_KIND_HSA_ID if p.id_kind == model.HSA_ID else common_pb2.ID_KIND_PERSONNUMMER
+        request = identity_pb2.IssueJoinTokenRequest(
+            meeting_id=meeting.id, participant_id=p.id, media_instance=meeting.media_instance,
+            person=common_pb2.PersonRef(id_kind=kind, id=p.person_id, display_name=p.full_name),
+            ttl_seconds=ttl_seconds,
+        )
+        try:
+            reply = await self._call(self._stub.IssueJoinToken, request)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise Refused(exc.details() or "join tokens revoked", reason="REVOKED") from None
+            raise _unavailable("identity", exc) from None
+        return reply.token, reply.expires_at.ToDatetime(tzinfo=dt.timezone.utc)
+
+    async def revoke(self, meeting_id: str, participant_id: str = "", reason: str = "") -> None:
+        """Every join token of the meeting (or of one participant in it) stops working."""
+        request = identity_pb2.RevokeTokensRequest(meeting_id=meeting_id, participant_id=participant_id, reason=reason)
+        try:
+            await self._call(self._stub.RevokeTokens, request)
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable("identity", exc) from None
+
+
+@dataclass(frozen=True)
+class Load:
+    control: str  # the gRPC address roster called
+    instance: str
+    rooms: int
+    participants: int
+    cpu: float
+    accepting: bool
+    capacity: int
+
+    @property
+    def has_room(self) -> bool:
+        return self.accepting and (self.capacity <= 0 or self.participants < self.capacity)
+
+
+class Media:
+    """The media instances (one channel each, by control address)."""
+
+    def __init__(self, addresses: list[str], service_token: str) -> None:
+        self.addresses = list(addresses)
+        self._token = service_token
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def _stub(self, address: str) -> media_pb2_grpc.MediaServiceStub:
+        if address not in self._channels:
+            self._channels[address] = clients.channel(address)
+        return media_pb2_grpc.MediaServiceStub(self._channels[address])
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+    async def _load(self, address: str) -> Load | None:
+        try:
+            r = await self._stub(address).GetLoad(media_pb2.GetLoadRequest(), metadata=clients.metadata(self._token),
+                                                  timeout=2.0)
+        except grpc.aio.AioRpcError:
+            return None  # an instance that does not answer takes no new room
+        return Load(address, r.media_instance, r.rooms, r.participants, r.cpu, r.accepting, r.capacity_participants)
+
+    async def least_loaded(self) -> Load:
+        loads = [x for x in await asyncio.gather(*(self._load(a) for a in self.addresses)) if x is not None]
+        candidates = [x for x in loads if x.has_room]
+        if not candidates:
+            raise Unavailable("no media instance can take a new room right now; try again shortly")
+        return min(candidates, key=lambda x: (x.participants, x.rooms, x.cpu))
+
+    async def open_room(self, control: str, meeting_id: str) -> tuple[str, str]:
+        try:
+            r = await self._stub(control).OpenRoom(media_pb2.OpenRoomRequest(meeting_id=meeting_id),
+                                                   metadata=clients.metadata(self._token), timeout=TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise FailedPrecondition(f"media refused the room: {exc.details()}", reason="MEDIA_REFUSED") from None
+            raise _unavailable("media", exc) from None
+        return r.media_instance, r.address
+
+    async def close_room(self, control: str, meeting_id: str) -> None:
+        try:
+            await self._stub(control).CloseRoom(media_pb2.CloseRoomRequest(meeting_id=meeting_id),
+                                                metadata=clients.metadata(self._token), timeout=TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable("media", exc) from None
+
+    async def disconnect(self, control: str, meeting_id: str, participant_id: str) -> None:
+        try:
+            await self._stub(control).Disconnect(
+                media_pb2.DisconnectRequest(meeting_id=meeting_id, participant_id=participant_id),
+                metadata=clients.metadata(self._token), timeout=TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable("media", exc) from None
