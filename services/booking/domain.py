@@ -416,6 +416,8 @@ class Bookings:
             msg = messages.get(inv["message_id"]) or {}
             if inv.get("confirmed_at"):
                 state = CONFIRMED
+            elif inv.get("awaiting_meeting"):  # details (room) not known yet: nothing sent, no task yet
+                state = INVITED
             elif inv["party"]["channel"] == PHONE:
                 state = PHONE_TASK
             elif msg.get("state") == DELIVERED:

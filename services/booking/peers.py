@@ -8,13 +8,13 @@ import datetime as dt
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import timestamp_pb2
 from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
 from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
 
 from services.runtime import clients
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.runtime.timestamps import to_timestamp
 
 _UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
                 grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL,
@@ -23,12 +23,6 @@ _UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, 
 
 def _unreachable(service: str, exc: grpc.aio.AioRpcError) -> Unavailable:
     return Unavailable(f"{service} is unavailable ({exc.code().name}); try again")
-
-
-def _ts(value: dt.datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 class IdentityValidator:
@@ -87,7 +81,7 @@ class RosterMeetings:
                      coordinator_name: str, patient_personnummer: str, care_unit_hsa_id: str) -> MeetingRef:
         request = roster_pb2.CreateMeetingRequest(
             booking_id=booking_id,
-            scheduled=common_pb2.TimeRange(start=_ts(start), end=_ts(end)),
+            scheduled=common_pb2.TimeRange(start=to_timestamp(start), end=to_timestamp(end)),
             coordinator_hsa_id=coordinator_hsa_id,
             coordinator_name=coordinator_name,
             patient=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_PERSONNUMMER, id=patient_personnummer),
@@ -98,7 +92,7 @@ class RosterMeetings:
 
     async def reschedule(self, meeting_id: str, start: dt.datetime, end: dt.datetime) -> None:
         await self._call(self._stub.RescheduleMeeting, roster_pb2.RescheduleMeetingRequest(
-            meeting_id=meeting_id, scheduled=common_pb2.TimeRange(start=_ts(start), end=_ts(end))))
+            meeting_id=meeting_id, scheduled=common_pb2.TimeRange(start=to_timestamp(start), end=to_timestamp(end))))
 
     async def cancel(self, meeting_id: str, reason: str) -> None:
         await self._call(self._stub.CancelMeeting, roster_pb2.CancelMeetingRequest(meeting_id=meeting_id,

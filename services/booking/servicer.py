@@ -6,9 +6,6 @@ booking's own coordinator, staff of its booking unit).
 
 from __future__ import annotations
 
-import datetime as dt
-
-from google.protobuf import timestamp_pb2
 from svpl.booking.v1 import booking_pb2 as pb
 from svpl.booking.v1 import booking_pb2_grpc
 from svpl.common.v1 import common_pb2
@@ -18,6 +15,7 @@ from services.booking.domain import Bookings, NewBooking, PartyInput
 from services.booking.options import BookingOptions
 from services.runtime import auth
 from services.runtime.auth import LOGGED_IN, persons_with, services
+from services.runtime.timestamps import to_datetime, to_timestamp
 
 COORDINATOR = persons_with(auth.ROLE_COORDINATOR)
 STAFF = persons_with(auth.ROLE_STAFF)
@@ -66,18 +64,6 @@ INVITATION_STATE = {
 }
 
 
-def _ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def _time(ts: timestamp_pb2.Timestamp, present: bool) -> dt.datetime | None:
-    return ts.ToDatetime(tzinfo=dt.timezone.utc) if present else None
-
-
 def _parties(parties) -> tuple[PartyInput, ...]:
     return tuple(PartyInput(KIND_NAME.get(p.kind, ""), p.name, CHANNEL_NAME.get(p.channel, ""), p.address)
                  for p in parties)
@@ -91,15 +77,15 @@ def _party(party: dict) -> pb.Party:
 def _invitation(inv: dict) -> pb.Invitation:
     return pb.Invitation(
         invitation_id=inv["_id"], party=_party(inv["party"]), state=INVITATION_STATE[inv["state"]],
-        attendee_names=inv.get("attendee_names", []), delivered_at=_ts(inv.get("delivered_at")),
-        confirmed_at=_ts(inv.get("confirmed_at")), delivery_attempts=inv.get("delivery_attempts", 0),
+        attendee_names=inv.get("attendee_names", []), delivered_at=to_timestamp(inv.get("delivered_at")),
+        confirmed_at=to_timestamp(inv.get("confirmed_at")), delivery_attempts=inv.get("delivery_attempts", 0),
         last_error=inv.get("last_error", ""),
     )
 
 
 def _rebook(r: dict) -> pb.RebookRequest:
     return pb.RebookRequest(request_id=r["request_id"], reason=r["reason"], ticket_id=r.get("ticket_id", ""),
-                            requested_at=_ts(r["requested_at"]))
+                            requested_at=to_timestamp(r["requested_at"]))
 
 
 def _booking(doc: dict, invitations: list[dict] = ()) -> pb.Booking:
@@ -107,7 +93,7 @@ def _booking(doc: dict, invitations: list[dict] = ()) -> pb.Booking:
         booking_id=doc["_id"],
         status=STATUS[doc["status"]],
         patient=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_PERSONNUMMER, id=doc["patient"]),
-        start=_ts(doc["start"]),
+        start=to_timestamp(doc["start"]),
         duration_minutes=doc["duration_minutes"],
         booking_unit_hsa_id=doc["booking_unit"],
         coordinator_hsa_id=doc["coordinator"],
@@ -119,8 +105,8 @@ def _booking(doc: dict, invitations: list[dict] = ()) -> pb.Booking:
         meeting_pending=doc["meeting_pending"],
         invitations=[_invitation(i) for i in invitations],
         rebook_requests=[_rebook(r) for r in doc.get("rebook_requests", [])],
-        created_at=_ts(doc["created_at"]),
-        updated_at=_ts(doc["updated_at"]),
+        created_at=to_timestamp(doc["created_at"]),
+        updated_at=to_timestamp(doc["updated_at"]),
         cancel_reason=doc.get("cancel_reason", ""),
     )
 
@@ -131,7 +117,8 @@ def _view(view: domain.BookingView) -> pb.Booking:
 
 def _task(task: dict) -> pb.PhoneTask:
     return pb.PhoneTask(task_id=task["_id"], booking_id=task["booking_id"], party=_party(task["party"]),
-                        instructions=task["instructions"], done=task["done"], created_at=_ts(task["created_at"]))
+                        instructions=task["instructions"], done=task["done"],
+                        created_at=to_timestamp(task["created_at"]))
 
 
 class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
@@ -143,7 +130,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
         new = NewBooking(
             idempotency_key=request.idempotency_key,
             patient_personnummer=request.patient_personnummer,
-            start=_time(request.start, request.HasField("start")),
+            start=to_datetime(request.start),
             duration_minutes=request.duration_minutes,
             booking_unit_hsa_id=request.booking_unit_hsa_id,
             coordinator_hsa_id=request.coordinator_hsa_id,
@@ -159,8 +146,8 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
     async def ListBookings(self, request, context):
         docs, token = await self.bookings.list(
             auth.caller(), unit=request.booking_unit_hsa_id, coordinator=request.coordinator_hsa_id,
-            start=_time(request.period.start, request.period.HasField("start")),
-            end=_time(request.period.end, request.period.HasField("end")),
+            start=to_datetime(request.period.start),
+            end=to_datetime(request.period.end),
             page_size=request.page.page_size, page_token=request.page.page_token)
         return pb.ListBookingsResponse(bookings=[_booking(d) for d in docs],
                                        page=common_pb2.PageResponse(next_page_token=token))
@@ -171,7 +158,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
 
     async def RescheduleBooking(self, request, context):
         view = await self.bookings.reschedule(auth.caller(), request.booking_id,
-                                              _time(request.start, request.HasField("start")),
+                                              to_datetime(request.start),
                                               request.duration_minutes)
         return pb.RescheduleBookingResponse(booking=_view(view))
 
