@@ -9,6 +9,7 @@ Results are plain dicts (the domain sees no gRPC types).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 
@@ -70,10 +71,11 @@ class Peers:
         evidence: dict = {"meeting_id": meeting_id, "meeting_state": "", "registered_count": 0,
                           "connected_count": 0, "quality": [], "captured_at": dt.datetime.now(dt.timezone.utc)}
         media_address = ""
-        meeting_known = True
+        roster_answered = False
         try:
             meeting = (await self._roster.GetMeeting(roster_pb2.GetMeetingRequest(meeting_id=meeting_id),
                                                      metadata=md, timeout=self._timeout)).meeting
+            roster_answered = True
             evidence["meeting_state"] = roster_pb2.MeetingState.Name(meeting.state)
             evidence["registered_count"] = meeting.registered_count
             evidence["connected_count"] = meeting.connected_count
@@ -81,31 +83,40 @@ class Peers:
             if "media_address" in meeting.DESCRIPTOR.fields_by_name:
                 media_address = getattr(meeting, "media_address")
         except grpc.aio.AioRpcError as exc:
-            meeting_known = exc.code() != grpc.StatusCode.NOT_FOUND
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                evidence["note"] = f"Mötet {meeting_id} finns inte hos roster"
+                return evidence
             notes.append(f"Mötets läge saknas: roster {_why(exc)}")
-        if meeting_known:
+
+        async def connected() -> None:
             try:
-                connected = await self._roster.GetConnectedList(
+                reply = await self._roster.GetConnectedList(
                     roster_pb2.GetConnectedListRequest(meeting_id=meeting_id), metadata=md, timeout=self._timeout)
-                evidence["connected_count"] = connected.count
+                evidence["connected_count"] = reply.count
             except grpc.aio.AioRpcError as exc:
                 notes.append(f"Listan över anslutna saknas: roster {_why(exc)}")
+
+        async def quality() -> None:
             try:
                 snapshot = await self._media(media_address or self._default_media).GetQualitySnapshot(
                     media_pb2.GetQualitySnapshotRequest(meeting_id=meeting_id, participant_id=participant_id),
                     metadata=md, timeout=self._timeout)
-                evidence["quality"] = [
-                    {"participant_id": s.participant_id, "round_trip_ms": s.round_trip_ms,
-                     "packet_loss": s.packet_loss, "jitter_ms": s.jitter_ms,
-                     "inbound_bitrate_kbps": s.inbound_bitrate_kbps, "outbound_bitrate_kbps": s.outbound_bitrate_kbps,
-                     "warnings": list(s.warnings), "measured_at": to_datetime(s.measured_at)}
-                    for s in snapshot.stats
-                ]
-                if not evidence["quality"]:
-                    who = f"deltagare {participant_id}" if participant_id else "mötet"
-                    notes.append(f"Ingen anslutningskvalitet uppmätt för {who}")
             except grpc.aio.AioRpcError as exc:
                 notes.append(f"Anslutningskvalitet saknas: media {_why(exc)}")
+                return
+            evidence["quality"] = [
+                {"participant_id": s.participant_id, "round_trip_ms": s.round_trip_ms,
+                 "packet_loss": s.packet_loss, "jitter_ms": s.jitter_ms,
+                 "inbound_bitrate_kbps": s.inbound_bitrate_kbps, "outbound_bitrate_kbps": s.outbound_bitrate_kbps,
+                 "warnings": list(s.warnings), "measured_at": to_datetime(s.measured_at)}
+                for s in snapshot.stats
+            ]
+            if not evidence["quality"]:
+                who = f"deltagare {participant_id}" if participant_id else "mötet"
+                notes.append(f"Ingen anslutningskvalitet uppmätt för {who}")
+
+        # Both at once; the connected list only when roster answered at all.
+        await asyncio.gather(*([connected()] if roster_answered else []), quality())
         evidence["note"] = "; ".join(notes)
         if notes:
             log.info("evidence for meeting %s incomplete: %s", meeting_id, evidence["note"])
