@@ -43,5 +43,16 @@ test: install system-deps
 test-fast: install
 	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow"
 
+# The Helm chart, the Dockerfiles and the pod-deletion-cost updater, without a cluster (also part of `make test`).
+chart-test: install
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/charts
+
+# One image per service (needs a Docker engine; not run in CI). IMAGE_REGISTRY/IMAGE_TAG as in the chart's values.
+IMAGE_REGISTRY ?= registry.example.org/svpl
+IMAGE_TAG ?= 0.1.0
+IMAGE_SERVICES := identity booking roster media support gateway
+images:
+	for s in $(IMAGE_SERVICES); do docker build -f services/$$s/Dockerfile -t $(IMAGE_REGISTRY)/svpl-$$s:$(IMAGE_TAG) . || exit 1; done
+
 clean:
 	rm -rf gen .run .pytest_cache
