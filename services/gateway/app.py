@@ -1,17 +1,91 @@
-"""The gateway's FastAPI application: the one HTTP entry for frontends."""
+"""The gateway's FastAPI application: the one HTTP entry for frontends.
+
+REST under /api/v1 (OpenAPI at /api/v1/openapi.json, committed as services/gateway/openapi.json),
+the meeting events WebSocket, the logins, and the meeting portal's static pages."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import contextlib
+from pathlib import Path
 
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.gateway import api, logins, problems, protojson, realtime
+from services.gateway.backends import Backends
 from services.gateway.config import GatewaySettings
+from services.gateway.security import HardeningMiddleware, RateLimiter
+
+PORTAL = Path(__file__).resolve().parent / "portal"
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
-    app = FastAPI(title="svpl gateway", version="1.0.0", openapi_url="/api/v1/openapi.json")
+    backends = Backends(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await backends.close()
+
+    app = FastAPI(title="svpl gateway", version="1.0.0", openapi_url="/api/v1/openapi.json",
+                  docs_url=None, redoc_url=None, lifespan=lifespan,
+                  description="The REST API of svpl's meeting portal. Errors are RFC 9457 problem details. "
+                              "State-changing requests need the svpl_csrf cookie's value in X-CSRF-Token.")
+    app.state.settings = settings
+    app.state.backends = backends
+    app.state.admissions = api.Admissions()
+    app.state.login_limiter = RateLimiter(settings.login_rate_per_minute)
+
+    app.add_exception_handler(problems.Problem, problems.problem_handler)
+    app.add_exception_handler(grpc.aio.AioRpcError, problems.rpc_error_handler)
+    app.add_exception_handler(RequestValidationError, problems.validation_handler)
+    app.add_exception_handler(StarletteHTTPException, problems.http_error_handler)
+    app.add_exception_handler(Exception, problems.unhandled_handler)
+    app.add_middleware(HardeningMiddleware, max_body_bytes=settings.max_body_bytes)
+
+    app.include_router(logins.router)
+    app.include_router(api.router)
+    app.include_router(realtime.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
         return {"status": "ok"}
 
+    @app.get("/", include_in_schema=False)
+    async def root():
+        return RedirectResponse(f"/auth/{settings.region}/login", status_code=303)
+
+    @app.get("/auth/{region}/login", include_in_schema=False)
+    async def login_page(request: Request, region: logins.Region):
+        logins._check_region(request, region)
+        return FileResponse(PORTAL / "login.html", headers={"cache-control": "no-store"})
+
+    @app.get("/portal/", include_in_schema=False)
+    async def portal_page():
+        return FileResponse(PORTAL / "index.html", headers={"cache-control": "no-store"})
+
+    app.mount("/static", StaticFiles(directory=PORTAL / "static"), name="static")
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["Problem"] = problems.PROBLEM_SCHEMA
+            components.update(protojson.schemas_for(api.RESPONSE_MESSAGES))
+            for name in ("HTTPValidationError", "ValidationError"):
+                components.pop(name, None)
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    # Validation errors are 400 problem details here, not FastAPI's 422.
+                    operation.get("responses", {}).pop("422", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app

@@ -19,6 +19,27 @@ class GatewaySettings(BaseSettings):
     roster_address: str = "127.0.0.1:50053"
     media_address: str = "127.0.0.1:50054"
     support_address: str = "127.0.0.1:50055"
-    # The gateway's own service token (minted by identity).
+    # The gateway's own service token (minted by identity). Used only for the login RPCs
+    # of identity and for relaying WebRTC signalling to media.
     service_token: str
     development_login: bool = False
+    # Demo people offered on the login page when the development login is on ("id|label" each).
+    development_people: list[str] = Field(default_factory=lambda: [
+        "SE2321000057-1001|Vera Samordnare (vårdsamordnare, SITHS)",
+        "SE2321000057-2001|Rita Region (regionpersonal, SITHS)",
+        "SE2120000829-3001|Mona Kommun (kommunpersonal, SITHS)",
+        "191212121212|Tolvan Tolvansson (patient, BankID)",
+        "198112289874|Nils Närstående (närstående, 1177)",
+    ])
+    # SITHS: the TLS terminator forwards the verified client certificate (PEM, URL-encoded
+    # as nginx's $ssl_client_escaped_cert) in this header; it is believed only from these addresses.
+    siths_certificate_header: str = "x-ssl-client-cert"
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Requests larger than this are refused with 413 before they reach a handler.
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # Login attempts (start of any login) per client address per minute.
+    login_rate_per_minute: int = Field(20, ge=1)
+    # Deadline of each unary call to a service.
+    rpc_timeout_seconds: float = Field(10.0, gt=0)
+    # Cookies are always Secure; this only exists so the public URL can be named in links.
+    public_url: str = ""

@@ -1,0 +1,292 @@
+"""Logins: SITHS (client certificate from the TLS terminator), BankID (start, QR, collect,
+cancel), 1177 e-services (OpenID Connect redirect and callback), and the development login
+when it is on. Identity does every check and issues the session token; the gateway only
+carries it in an HttpOnly, Secure, SameSite=Strict cookie."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import secrets
+import urllib.parse
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, Field
+from svpl.common.v1 import common_pb2
+from svpl.identity.v1 import identity_pb2
+
+from services.gateway.api import Body, Me, literal
+from services.gateway.problems import Problem, problem_responses
+from services.gateway.security import SESSION_COOKIE, cookie_header, session_from
+from services.runtime import auth
+
+BANKID_COOKIE = "svpl_bankid"
+OIDC_COOKIE = "svpl_oidc"
+
+router = APIRouter()
+
+
+class SessionInfo(BaseModel):
+    name: str
+    id_kind: str
+    # An HSA-id in full; a personnummer masked (YYYYMMDD-****).
+    id: str
+    roles: list[str]
+    method: str
+    organization: str
+    expires_at: str
+
+
+class DevPerson(BaseModel):
+    person_id: str
+    label: str
+
+
+class DevPeople(BaseModel):
+    people: list[DevPerson]
+
+
+class BankIdStart(BaseModel):
+    order_ref: str
+    auto_start_token: str
+    qr_data: str
+
+
+class BankIdQr(BaseModel):
+    qr_data: str
+
+
+class BankIdCollect(BaseModel):
+    status: str
+    hint_code: str
+    user_message: str
+    session: SessionInfo | None = None
+
+
+class LoggedOut(BaseModel):
+    logged_out: bool
+
+
+def _masked(caller: auth.Caller) -> str:
+    if caller.id_kind == "personnummer" and len(caller.id) >= 8:
+        return f"{caller.id[:8]}-****"
+    return caller.id
+
+
+def session_info(caller: auth.Caller, expires_at: str) -> SessionInfo:
+    return SessionInfo(name=caller.name, id_kind=caller.id_kind, id=_masked(caller), roles=sorted(caller.roles),
+                       method=caller.method, organization=caller.organization, expires_at=expires_at)
+
+
+def _client_ip(request: Request) -> str:
+    host = request.client.host if request.client else ""
+    settings = request.app.state.settings
+    if host in settings.trusted_proxies:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        if forwarded:
+            host = forwarded.split(",")[-1].strip() or host
+    return host
+
+
+def _rate_limit(request: Request) -> None:
+    wait = request.app.state.login_limiter.hit(_client_ip(request))
+    if wait:
+        raise Problem(429, "too many login attempts from this address: wait a minute", headers={
+            "Retry-After": str(int(wait) + 1)})
+
+
+async def _logged_in(request: Request, session: identity_pb2.Session, response: Response) -> SessionInfo:
+    """Verify the new session token like every later request will, and set the cookie."""
+    expires = session.expires_at.ToDatetime(dt.timezone.utc)
+    max_age = max(0, int((expires - dt.datetime.now(dt.timezone.utc)).total_seconds()))
+    response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, session.token, max_age=max_age))
+    claims = await auth.decode_token(request.app.state.backends.keys, session.token, typ=auth.SESSION)
+    return session_info(auth.caller_from_claims(claims, session.token), expires.isoformat())
+
+
+def _service(request: Request) -> dict:
+    backends = request.app.state.backends
+    return {"metadata": backends.as_service(), "timeout": request.app.state.settings.rpc_timeout_seconds}
+
+
+AUTH_PROBLEMS = problem_responses(400, 401, 403, 404, 409, 413, 429, 503)
+
+
+@router.get("/api/v1/session", tags=["auth"], responses={200: {"model": SessionInfo}, **AUTH_PROBLEMS})
+async def current_session(request: Request) -> SessionInfo:
+    session = await session_from(request)
+    claims_exp = ""
+    try:
+        import jwt
+
+        claims_exp = dt.datetime.fromtimestamp(jwt.decode(session.token, options={"verify_signature": False})["exp"],
+                                               dt.timezone.utc).isoformat()
+    except Exception:  # noqa: BLE001 - the token was verified above; exp is only informative
+        pass
+    return session_info(session.caller, claims_exp)
+
+
+@router.post("/api/v1/auth/logout", tags=["auth"], responses={200: {"model": LoggedOut}, **AUTH_PROBLEMS})
+async def logout(response: Response) -> LoggedOut:
+    response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, "", max_age=0))
+    return LoggedOut(logged_out=True)
+
+
+# ------------------------------------------------------------------ development login
+
+
+def _require_development(request: Request) -> None:
+    if not request.app.state.settings.development_login:
+        raise Problem(404, "the development login is off")
+
+
+@router.get("/api/v1/auth/development/people", tags=["auth"], responses={200: {"model": DevPeople}, **AUTH_PROBLEMS},
+            summary="Demo people for the development login (only when it is on)")
+async def development_people(request: Request) -> DevPeople:
+    _require_development(request)
+    people = []
+    for entry in request.app.state.settings.development_people:
+        person_id, _, label = entry.partition("|")
+        people.append(DevPerson(person_id=person_id, label=label or person_id))
+    return DevPeople(people=people)
+
+
+class DevelopmentLoginBody(Body):
+    person_id: str = Field(min_length=1, max_length=40)
+    method: literal(common_pb2.LoginMethod) | None = None
+
+
+@router.post("/api/v1/auth/development", tags=["auth"], responses={200: {"model": SessionInfo}, **AUTH_PROBLEMS},
+             summary="Development login as a demo person (only when it is on)")
+async def development_login(request: Request, response: Response, body: DevelopmentLoginBody) -> SessionInfo:
+    _require_development(request)
+    _rate_limit(request)
+    answer = await request.app.state.backends.identity.DevelopmentLogin(
+        identity_pb2.DevelopmentLoginRequest(person_id=body.person_id, method=body.method or 0), **_service(request))
+    return await _logged_in(request, answer.session, response)
+
+
+# ------------------------------------------------------------------ SITHS
+
+
+@router.post("/api/v1/auth/siths", tags=["auth"], responses={200: {"model": SessionInfo}, **AUTH_PROBLEMS},
+             summary="SITHS login with the client certificate forwarded by the TLS terminator")
+async def siths_login(request: Request, response: Response) -> SessionInfo:
+    _rate_limit(request)
+    settings = request.app.state.settings
+    peer = request.client.host if request.client else ""
+    try:
+        trusted = any(ipaddress.ip_address(peer) in ipaddress.ip_network(net, strict=False)
+                      for net in settings.trusted_proxies)
+    except ValueError:
+        trusted = False
+    if not trusted:
+        raise Problem(403, "a SITHS login must come through the region's TLS terminator", reason="UNTRUSTED_PROXY")
+    pem = urllib.parse.unquote(request.headers.get(settings.siths_certificate_header, ""))
+    if "BEGIN CERTIFICATE" not in pem:
+        raise Problem(401, "no SITHS card certificate was presented: insert the card and try again",
+                      reason="NO_CLIENT_CERTIFICATE")
+    answer = await request.app.state.backends.identity.LoginSiths(
+        identity_pb2.LoginSithsRequest(client_certificate_pem=pem), **_service(request))
+    return await _logged_in(request, answer.session, response)
+
+
+# ------------------------------------------------------------------ BankID
+
+
+def _order_ref(request: Request) -> str:
+    ref = request.cookies.get(BANKID_COOKIE, "")
+    if not ref:
+        raise Problem(409, "no BankID login is in progress in this browser: start again", reason="NO_ORDER")
+    return ref
+
+
+@router.post("/api/v1/auth/bankid", tags=["auth"], responses={200: {"model": BankIdStart}, **AUTH_PROBLEMS},
+             summary="Start a BankID login (the order is bound to this browser)")
+async def bankid_start(request: Request, response: Response) -> BankIdStart:
+    _rate_limit(request)
+    answer = await request.app.state.backends.identity.StartBankIdLogin(
+        identity_pb2.StartBankIdLoginRequest(end_user_ip=_client_ip(request)), **_service(request))
+    response.headers.append("set-cookie", cookie_header(BANKID_COOKIE, answer.order_ref, max_age=600,
+                                                        path="/api/v1/auth/bankid"))
+    return BankIdStart(order_ref=answer.order_ref, auto_start_token=answer.auto_start_token, qr_data=answer.qr_data)
+
+
+@router.get("/api/v1/auth/bankid/qr", tags=["auth"], responses={200: {"model": BankIdQr}, **AUTH_PROBLEMS},
+            summary="This second's animated QR content for the order in progress")
+async def bankid_qr(request: Request) -> BankIdQr:
+    answer = await request.app.state.backends.identity.GetBankIdQr(
+        identity_pb2.GetBankIdQrRequest(order_ref=_order_ref(request)), **_service(request))
+    return BankIdQr(qr_data=answer.qr_data)
+
+
+@router.post("/api/v1/auth/bankid/collect", tags=["auth"], responses={200: {"model": BankIdCollect}, **AUTH_PROBLEMS},
+             summary="Poll the order in progress; logs in when it is complete")
+async def bankid_collect(request: Request, response: Response) -> BankIdCollect:
+    answer = await request.app.state.backends.identity.CollectBankIdLogin(
+        identity_pb2.CollectBankIdLoginRequest(order_ref=_order_ref(request)), **_service(request))
+    status = identity_pb2.BankIdStatus.Name(answer.status)
+    info = None
+    if answer.status == identity_pb2.BANK_ID_STATUS_COMPLETE:
+        info = await _logged_in(request, answer.session, response)
+    if answer.status != identity_pb2.BANK_ID_STATUS_PENDING:
+        response.headers.append("set-cookie", cookie_header(BANKID_COOKIE, "", max_age=0, path="/api/v1/auth/bankid"))
+    return BankIdCollect(status=status, hint_code=answer.hint_code, user_message=answer.user_message, session=info)
+
+
+@router.post("/api/v1/auth/bankid/cancel", tags=["auth"], responses={200: {"model": LoggedOut}, **AUTH_PROBLEMS})
+async def bankid_cancel(request: Request, response: Response) -> LoggedOut:
+    await request.app.state.backends.identity.CancelBankIdLogin(
+        identity_pb2.CancelBankIdLoginRequest(order_ref=_order_ref(request)), **_service(request))
+    response.headers.append("set-cookie", cookie_header(BANKID_COOKIE, "", max_age=0, path="/api/v1/auth/bankid"))
+    return LoggedOut(logged_out=True)
+
+
+# ------------------------------------------------------------------ 1177 e-services (OpenID Connect)
+
+Region = Annotated[str, Path(pattern=r"^[a-z0-9-]{1,20}$")]
+
+
+def _check_region(request: Request, region: str) -> None:
+    if region != request.app.state.settings.region:
+        raise Problem(404, f"no region {region!r} here")
+
+
+def _callback_uri(request: Request, region: str) -> str:
+    base = request.app.state.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+    return f"{base}/auth/{region}/1177/callback"
+
+
+@router.get("/auth/{region}/1177", include_in_schema=False)
+async def start_1177(request: Request, region: Region):
+    _check_region(request, region)
+    _rate_limit(request)
+    answer = await request.app.state.backends.identity.Start1177Login(
+        identity_pb2.Start1177LoginRequest(redirect_uri=_callback_uri(request, region)), **_service(request))
+    # SameSite=Strict would drop this cookie on the identity provider's redirect back: Lax, for this one only.
+    redirect = RedirectResponse(answer.authorization_url, status_code=303)
+    redirect.headers.append("set-cookie", f"{OIDC_COOKIE}={answer.state}; Path=/auth/{region}/1177; Secure; "
+                                          "HttpOnly; SameSite=Lax; Max-Age=600")
+    return redirect
+
+
+@router.get("/auth/{region}/1177/callback", include_in_schema=False)
+async def callback_1177(request: Request, region: Region, state: str = "", code: str = "", error: str = ""):
+    _check_region(request, region)
+    expected = request.cookies.get(OIDC_COOKIE, "")
+    if error:
+        raise Problem(401, f"the 1177 login was not completed ({error[:100]})")
+    if not expected or not state or not secrets.compare_digest(expected, state) or not code:
+        raise Problem(400, "the 1177 login answer does not belong to this browser: start again", reason="STATE")
+    answer = await request.app.state.backends.identity.Complete1177Login(
+        identity_pb2.Complete1177LoginRequest(state=state, code=code, redirect_uri=_callback_uri(request, region)),
+        **_service(request))
+    redirect = RedirectResponse("/portal/", status_code=303)
+    await _logged_in(request, answer.session, redirect)
+    redirect.headers.append("set-cookie", f"{OIDC_COOKIE}=; Path=/auth/{region}/1177; Secure; HttpOnly; "
+                                          "SameSite=Lax; Max-Age=0")
+    return redirect
+
+

@@ -1,0 +1,57 @@
+"use strict";
+(() => {
+  const { api, el, say, errorText, REGION } = SVPL;
+  const done = () => { location.href = "/portal/"; };
+  document.getElementById("e1177-login").href = "/auth/" + REGION + "/1177";
+
+  document.getElementById("siths-login").addEventListener("click", async () => {
+    try { await api("POST", "/auth/siths"); done(); }
+    catch (err) { say("login-message", errorText(err), "error"); }
+  });
+
+  let poll = null;
+  const stopPolling = () => { if (poll) clearInterval(poll); poll = null; };
+  document.getElementById("bankid-start").addEventListener("click", async () => {
+    try {
+      const order = await api("POST", "/auth/bankid");
+      document.getElementById("bankid-progress").hidden = false;
+      document.getElementById("bankid-open").href =
+        "bankid:///?autostarttoken=" + encodeURIComponent(order.auto_start_token) + "&redirect=null";
+      document.getElementById("bankid-qr").textContent = order.qr_data;
+      let tick = 0;
+      poll = setInterval(async () => {
+        tick += 1;
+        try {
+          document.getElementById("bankid-qr").textContent = (await api("GET", "/auth/bankid/qr")).qr_data;
+          if (tick % 2) return;
+          const state = await api("POST", "/auth/bankid/collect");
+          say("bankid-status", state.user_message || state.hint_code, "info");
+          if (state.status === "BANK_ID_STATUS_COMPLETE") { stopPolling(); done(); }
+          if (state.status === "BANK_ID_STATUS_FAILED") { stopPolling(); say("login-message", state.user_message || "BankID-inloggningen misslyckades.", "error"); }
+        } catch (err) { stopPolling(); say("login-message", errorText(err), "error"); }
+      }, 1000);
+    } catch (err) { say("login-message", errorText(err), "error"); }
+  });
+  document.getElementById("bankid-cancel").addEventListener("click", async () => {
+    stopPolling();
+    document.getElementById("bankid-progress").hidden = true;
+    try { await api("POST", "/auth/bankid/cancel"); } catch (err) { /* already finished */ }
+  });
+
+  (async () => {
+    try {
+      const { people } = await api("GET", "/auth/development/people");
+      const list = document.getElementById("dev-people");
+      for (const p of people) {
+        list.append(el("li", {}, el("button", {
+          type: "button", class: "secondary dev-login", "data-person": p.person_id,
+          onclick: async () => {
+            try { await api("POST", "/auth/development", { person_id: p.person_id }); done(); }
+            catch (err) { say("login-message", errorText(err), "error"); }
+          },
+        }, p.label)));
+      }
+      document.getElementById("dev-section").hidden = false;
+    } catch (err) { /* the development login is off */ }
+  })();
+})();

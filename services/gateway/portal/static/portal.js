@@ -1,0 +1,520 @@
+// The meeting portal: meeting list, booking, participant registration, invitation status,
+// the meeting room (video grid, connected people, coordinator's roster and agenda), test room, fault reports.
+"use strict";
+(() => {
+  const { api, el, say, errorText, when } = SVPL;
+  const main = document.getElementById("main");
+  let me = null;
+  let room = null;  // the meeting the person is in: { id, pc, ws, stream, participantId, ... }
+
+  const STATES = { MEETING_STATE_SCHEDULED: "Planerat", MEETING_STATE_OPEN: "Öppnat", MEETING_STATE_LIVE: "Pågår",
+    MEETING_STATE_ENDED: "Avslutat", MEETING_STATE_ABORTED: "Avbrutet", MEETING_STATE_CANCELLED: "Inställt" };
+  const FINAL = ["MEETING_STATE_ENDED", "MEETING_STATE_ABORTED", "MEETING_STATE_CANCELLED"];
+  const ROLES = { PARTICIPANT_ROLE_COORDINATOR: "Samordnare", PARTICIPANT_ROLE_REGION_STAFF: "Regionpersonal",
+    PARTICIPANT_ROLE_MUNICIPALITY_STAFF: "Kommunpersonal", PARTICIPANT_ROLE_EXTERNAL: "Extern deltagare",
+    PARTICIPANT_ROLE_PATIENT: "Den enskilde (patient)", PARTICIPANT_ROLE_NEXT_OF_KIN: "Närstående" };
+  const STEPS = { AGENDA_STEP_NOT_STARTED: "Inte påbörjat", AGENDA_STEP_WELCOME: "Alla hälsas välkomna",
+    AGENDA_STEP_PURPOSE_AND_CONFIDENTIALITY: "Syfte, tystnadsplikt och sekretess",
+    AGENDA_STEP_INDIVIDUAL_ON_REASON: "Den enskilde berättar varför mötet hålls",
+    AGENDA_STEP_INTRODUCTIONS: "Presentation (den enskilde och närstående först)",
+    AGENDA_STEP_QUESTIONS: "Frågor", AGENDA_STEP_SUMMARY: "Sammanfattning av överenskommelser", AGENDA_STEP_DONE: "Klart" };
+  const INVITATIONS = { INVITATION_STATE_INVITED: "Skickas", INVITATION_STATE_DELIVERED: "Levererad",
+    INVITATION_STATE_CONFIRMED: "Bekräftad", INVITATION_STATE_PHONE_TASK: "Ring upp (telefonuppgift)" };
+  const PROBLEMS = { PROBLEM_KIND_CONNECTION: "Anslutning, bild eller ljud", PROBLEM_KIND_TECHNICAL: "Tekniskt fel (når inte mötestjänsten m.m.)",
+    PROBLEM_KIND_USAGE: "Användning, process och rutiner", PROBLEM_KIND_NETWORK_PASSWORD: "Lösenord till regionens nätverk / extern åtkomst",
+    PROBLEM_KIND_MESSAGING_PASSWORD: "Lösenord till Cosmic Link / Messenger", PROBLEM_KIND_MESSAGING_SYSTEM_FAULT: "Systemfel i Cosmic Link",
+    PROBLEM_KIND_OTHER: "Annat" };
+
+  const isCoordinator = () => me && me.roles.includes("coordinator");
+  const leadsMeeting = m => me && (m.coordinator_hsa_id === me.id || (m.delegated_coordinator_hsa_ids || []).includes(me.id));
+
+  function view(title, ...children) {
+    main.replaceChildren(el("h1", { tabindex: "-1" }, title), ...children);
+    document.title = title + " – Digitala SIP-möten";
+  }
+  const message = (id) => el("p", { id, class: "message", role: "status", "aria-live": "polite", hidden: true });
+
+  // ------------------------------------------------------------------ meeting list
+  async function meetingsView() {
+    const msg = message("list-message");
+    const table = el("table", { id: "meetings" }, el("thead", {}, el("tr", {},
+      el("th", { scope: "col" }, "Tid"), el("th", { scope: "col" }, "Läge"), el("th", { scope: "col" }, "Mötes-ID"),
+      el("th", { scope: "col" }, ""))), el("tbody"));
+    view("Mina möten", isCoordinator() ? el("p", {}, el("a", { class: "button", href: "#/book" }, "Boka nytt SIP-möte")) : "",
+      msg, table);
+    try {
+      const { meetings } = await api("GET", "/meetings");
+      const body = table.querySelector("tbody");
+      if (!meetings.length) body.append(el("tr", {}, el("td", { colspan: 4 }, "Inga möten.")));
+      for (const m of meetings) {
+        body.append(el("tr", {}, el("td", {}, when(m.scheduled && m.scheduled.start)),
+          el("td", {}, STATES[m.state] || m.state), el("td", {}, m.dial_in_code),
+          el("td", {}, el("a", { href: "#/meeting/" + m.meeting_id }, "Öppna"))));
+      }
+    } catch (err) { say(msg, errorText(err), "error"); }
+  }
+
+  // ------------------------------------------------------------------ booking
+  async function bookView() {
+    const msg = message("book-message");
+    const care = el("select", { id: "care-service", name: "care_service", required: true });
+    const contact = el("select", { id: "contact-type", name: "contact_type", required: true });
+    const start = new Date(Date.now() + 3600e3);
+    start.setMinutes(0, 0, 0);
+    const local = new Date(start.getTime() - start.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
+    const form = el("form", { id: "book-form", class: "card" },
+      el("label", { for: "patient" }, "Patientens personnummer"),
+      el("input", { id: "patient", name: "patient", required: true, autocomplete: "off", placeholder: "ÅÅÅÅMMDD-NNNN" }),
+      el("label", { for: "start" }, "Starttid"), el("input", { id: "start", type: "datetime-local", required: true, value: local }),
+      el("label", { for: "duration" }, "Längd (minuter)"), el("input", { id: "duration", type: "number", min: 15, max: 480, value: 60 }),
+      el("label", { for: "care-service" }, "Vårdtjänst"), care,
+      el("label", { for: "contact-type" }, "Kontakttyp"), contact,
+      el("fieldset", {}, el("legend", {}, "Part att bjuda in (valfritt)"),
+        el("label", { for: "party-name" }, "Namn på part"), el("input", { id: "party-name" }),
+        el("label", { for: "party-kind" }, "Typ av part"), el("select", { id: "party-kind" },
+          el("option", { value: "PARTY_KIND_MUNICIPALITY_UNIT" }, "Kommunal enhet"),
+          el("option", { value: "PARTY_KIND_INPATIENT_WARD" }, "Slutenvårdsavdelning"),
+          el("option", { value: "PARTY_KIND_PRIMARY_CARE" }, "Primärvård"),
+          el("option", { value: "PARTY_KIND_EXTERNAL_BODY" }, "Extern aktör")),
+        el("label", { for: "party-channel" }, "Kanal"), el("select", { id: "party-channel" },
+          el("option", { value: "CHANNEL_SECURE_MESSAGING" }, "Säker meddelandehantering (Cosmic Link)"),
+          el("option", { value: "CHANNEL_PHONE" }, "Telefon (ingen säker kanal)")),
+        el("label", { for: "party-address" }, "Adress (funktionsbrevlåda eller telefonnummer)"), el("input", { id: "party-address" })),
+      el("p", {}, el("button", { type: "submit", id: "book-submit" }, "Boka")));
+    view("Boka SIP-möte", msg, form);
+    try {
+      const options = await api("GET", "/booking-options");
+      for (const s of options.care_services) care.append(el("option", { value: s, selected: s === options.video_care_service }, s));
+      for (const c of options.contact_types) contact.append(el("option", { value: c, selected: c === options.video_contact_type }, c));
+    } catch (err) { say(msg, errorText(err), "error"); }
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const party = document.getElementById("party-name").value.trim();
+      const body = {
+        idempotency_key: crypto.randomUUID(), patient_personnummer: document.getElementById("patient").value.trim(),
+        start: new Date(document.getElementById("start").value).toISOString(),
+        duration_minutes: Number(document.getElementById("duration").value), care_service: care.value,
+        contact_type: contact.value,
+        parties: party ? [{ name: party, kind: document.getElementById("party-kind").value,
+          channel: document.getElementById("party-channel").value, address: document.getElementById("party-address").value.trim() }] : [],
+      };
+      try {
+        const { booking } = await api("POST", "/bookings", body);
+        if (booking.meeting_id) location.hash = "#/meeting/" + booking.meeting_id;
+        else say(msg, booking.meeting_pending ? "Bokat. Mötesrummet skapas strax." : "Bokat (ett vanligt besök utan mötesrum).", "ok");
+      } catch (err) { say(msg, errorText(err), "error"); }
+    });
+  }
+
+  // ------------------------------------------------------------------ one meeting (before it)
+  async function meetingView(id) {
+    const msg = message("meeting-message");
+    let meeting;
+    try { meeting = (await api("GET", "/meetings/" + id)).meeting; }
+    catch (err) { view("Mötet", msg); say(msg, errorText(err), "error"); return; }
+    const facts = el("dl", { class: "card" },
+      el("dt", {}, "Tid"), el("dd", {}, when(meeting.scheduled && meeting.scheduled.start)),
+      el("dt", {}, "Läge"), el("dd", { id: "meeting-state", class: "state" }, STATES[meeting.state] || meeting.state),
+      el("dt", {}, "Mötes-ID för uppringning"), el("dd", { id: "dial-in" }, meeting.dial_in_code),
+      el("dt", {}, "Registrerade / anslutna"), el("dd", {}, meeting.registered_count + " / " + meeting.connected_count));
+    const actions = el("p", {},
+      el("a", { class: "button", id: "go-room", href: "#/room/" + id }, "Gå till mötesrummet"), " ",
+      el("a", { class: "button secondary", href: "#/report?meeting=" + id }, "Rapportera ett problem"));
+    if (!leadsMeeting(meeting)) { view("Mötet", msg, facts, actions); return; }
+
+    const start = el("button", { type: "button", id: "start-meeting",
+      hidden: !["MEETING_STATE_SCHEDULED", "MEETING_STATE_OPEN"].includes(meeting.state),
+      onclick: async () => {
+        try {
+          if (meeting.state === "MEETING_STATE_SCHEDULED") meeting = (await api("POST", "/meetings/" + id + "/open")).meeting;
+          meeting = (await api("POST", "/meetings/" + id + "/start")).meeting;
+          document.getElementById("meeting-state").textContent = STATES[meeting.state];
+          start.hidden = true;
+          say(msg, "Mötet är startat.", "ok");
+        } catch (err) { say(msg, errorText(err), "error"); }
+      } }, "Starta mötet");
+    const participants = el("table", { id: "participants" }, el("thead", {}, el("tr", {},
+      el("th", { scope: "col" }, "Namn"), el("th", { scope: "col" }, "Roll"), el("th", { scope: "col" }, "ID"),
+      el("th", { scope: "col" }, "Status"))), el("tbody"));
+    const refresh = async () => {
+      const body = participants.querySelector("tbody");
+      body.replaceChildren();
+      try {
+        for (const p of (await api("GET", "/meetings/" + id + "/participants")).participants) {
+          body.append(el("tr", {}, el("td", {}, p.full_name), el("td", {}, ROLES[p.role] || p.role),
+            el("td", {}, p.person ? (p.person.id_kind === "ID_KIND_PERSONNUMMER" ? p.person.id.slice(0, 8) + "-****" : p.person.id) : ""),
+            el("td", {}, p.removed ? "Borttagen" : p.connected ? "Ansluten" : "Registrerad")));
+        }
+      } catch (err) { say(msg, errorText(err), "error"); }
+    };
+    const role = el("select", { id: "p-role" }, ...Object.entries(ROLES).filter(([k]) => k !== "PARTICIPANT_ROLE_COORDINATOR")
+      .map(([k, v]) => el("option", { value: k }, v)));
+    const results = el("ul", { id: "hsa-results", class: "plain", "aria-live": "polite" });
+    const search = el("input", { id: "hsa-search", placeholder: "Minst två bokstäver" });
+    const register = el("form", { id: "register-form", class: "card" },
+      el("h2", {}, "Registrera deltagare"),
+      el("label", { for: "hsa-search" }, "Sök personal i HSA-katalogen (namn)"),
+      el("div", {}, search, " ", el("button", { type: "button", id: "hsa-search-button", class: "secondary", onclick: async () => {
+        results.replaceChildren();
+        try {
+          const { people } = await api("GET", "/directory/people?name=" + encodeURIComponent(search.value.trim()));
+          if (!people.length) results.append(el("li", {}, "Ingen träff."));
+          for (const p of people) {
+            results.append(el("li", {}, el("button", { type: "button", class: "secondary", onclick: () => {
+              document.getElementById("p-name").value = p.given_name + " " + p.surname;
+              document.getElementById("p-id").value = p.hsa_id;
+              document.getElementById("p-org").value = p.organization;
+              role.value = p.staff_kind === "STAFF_KIND_MUNICIPALITY" ? "PARTICIPANT_ROLE_MUNICIPALITY_STAFF" : "PARTICIPANT_ROLE_REGION_STAFF";
+            } }, `${p.given_name} ${p.surname}, ${p.title}, ${p.unit} (${p.hsa_id})`)));
+          }
+        } catch (err) { results.append(el("li", { class: "message error" }, errorText(err))); }
+      } }, "Sök")), results,
+      el("label", { for: "p-name" }, "Fullständigt namn"), el("input", { id: "p-name", required: true }),
+      el("label", { for: "p-role" }, "Roll"), role,
+      el("label", { for: "p-id" }, "HSA-id (personal) eller personnummer"), el("input", { id: "p-id", required: true, autocomplete: "off" }),
+      el("label", { for: "p-org" }, "Organisation"), el("input", { id: "p-org" }),
+      el("label", {}, el("input", { type: "checkbox", id: "p-present" }), " Fysiskt närvarande hos patienten"),
+      el("p", {}, el("button", { type: "submit", id: "register-submit" }, "Registrera")));
+    register.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const idValue = document.getElementById("p-id").value.trim();
+      const body = { full_name: document.getElementById("p-name").value.trim(), role: role.value,
+        person: { id: idValue, id_kind: /^SE/i.test(idValue) ? "ID_KIND_HSA_ID" : "ID_KIND_PERSONNUMMER" },
+        organization: document.getElementById("p-org").value.trim(), physically_present: document.getElementById("p-present").checked };
+      try {
+        await api("POST", "/meetings/" + id + "/participants", body);
+        say(msg, body.full_name + " är registrerad.", "ok");
+        register.reset();
+        await refresh();
+      } catch (err) { say(msg, errorText(err), "error"); }
+    });
+    const invitations = el("section", { class: "card", id: "invitations" }, el("h2", {}, "Inbjudningar"));
+    view("Mötet", msg, facts, el("p", {}, start), actions, el("section", { class: "card" }, el("h2", {}, "Deltagare"), participants), register, invitations);
+    await refresh();
+    if (meeting.booking_id) {
+      try {
+        const list = (await api("GET", "/bookings/" + meeting.booking_id + "/invitations")).invitations;
+        if (!list.length) invitations.append(el("p", {}, "Inga parter är inbjudna."));
+        for (const inv of list) {
+          invitations.append(el("p", {}, `${inv.party ? inv.party.name : ""}: ${INVITATIONS[inv.state] || inv.state}`,
+            inv.attendee_names.length ? " – deltar: " + inv.attendee_names.join(", ") : ""));
+        }
+      } catch (err) { invitations.append(el("p", { class: "message error" }, errorText(err))); }
+    }
+  }
+
+  // ------------------------------------------------------------------ the meeting room
+  function setPeople(connected) {
+    const button = document.getElementById("people-button");
+    const names = document.getElementById("people-names");
+    button.hidden = false;
+    document.getElementById("people-count").textContent = String(connected ? connected.count : 0);
+    names.replaceChildren(...((connected && connected.people) || []).map(p =>
+      el("li", {}, p.full_name, el("span", { class: "sr-only" }, ", " + (ROLES[p.role] || "")))));
+    const unidentified = document.getElementById("people-unidentified");
+    unidentified.hidden = !(connected && connected.unidentified_count);
+    unidentified.textContent = connected && connected.unidentified_count ? connected.unidentified_count + " oidentifierad(e) anslutning(ar)" : "";
+  }
+
+  function leaveRoom() {
+    if (!room) return;
+    room.closed = true;
+    if (room.stopQuality) room.stopQuality();
+    if (room.pc) room.pc.close();
+    if (room.ws) room.ws.close();
+    if (room.stream) room.stream.getTracks().forEach(t => t.stop());
+    clearInterval(room.tileTimer);
+    room = null;
+    document.getElementById("leave").hidden = true;
+    document.getElementById("people-button").hidden = true;
+    document.getElementById("people-panel").hidden = true;
+  }
+
+  function finish(text) {
+    const id = room && room.id;
+    leaveRoom();
+    const msg = el("p", { id: "room-message", class: "message", role: "alert" });
+    view("Mötesrummet", msg, el("p", {}, el("button", { type: "button", id: "rejoin", class: "secondary",
+      onclick: () => roomView(id, true) }, "Försök ansluta igen"), " ", el("a", { href: "#/" }, "Till mina möten")));
+    say(msg, text, "info");
+    msg.dataset.outcome = text.includes("avslutat") ? "ended" : text.includes("tagits bort") ? "removed" : "left";
+  }
+
+  async function roomView(id, joinNow) {
+    leaveRoom();
+    const msg = el("p", { id: "room-message", class: "message", role: "alert", hidden: true });
+    const self = el("video", { id: "self-view", class: "selfview", autoplay: true, muted: true, playsinline: true,
+      "aria-label": "Din egen bild" });
+    self.muted = true;
+    const camera = el("select", { id: "camera" }), mic = el("select", { id: "microphone" });
+    const settings = el("div", { id: "device-settings", class: "card", hidden: true },
+      el("label", { for: "camera" }, "Kamera"), camera, el("label", { for: "microphone" }, "Mikrofon"), mic);
+    const gear = el("button", { type: "button", id: "gear", class: "gear", "aria-expanded": "false", "aria-controls": "device-settings",
+      onclick: () => { settings.hidden = !settings.hidden; gear.setAttribute("aria-expanded", String(!settings.hidden)); } },
+      "⚙ Inställningar för kamera och mikrofon");
+    let stream = null;
+    const showSelf = async () => {
+      if (stream) stream.getTracks().forEach(t => t.stop());
+      stream = await Media.localStream(camera.value, mic.value);
+      self.srcObject = stream;
+    };
+    camera.addEventListener("change", showSelf);
+    mic.addEventListener("change", showSelf);
+    const join = el("button", { type: "button", id: "join" }, "Anslut till mötet");
+    view("Mötesrummet", msg,
+      el("p", {}, "Kontrollera att du ser dig själv och att rätt kamera och mikrofon är valda. Trådbundet nätverk rekommenderas; testa wifi först och undvik att dela mobilt bredband från telefonen."),
+      gear, settings, self, el("p", {}, join));
+    try {
+      await showSelf();
+      const { cameras, mics } = await Media.devices();
+      camera.replaceChildren(...cameras.map(d => el("option", { value: d.deviceId }, d.label || "Kamera")));
+      mic.replaceChildren(...mics.map(d => el("option", { value: d.deviceId }, d.label || "Mikrofon")));
+    } catch (err) { say(msg, "Kameran eller mikrofonen kunde inte startas: " + err.message, "error"); }
+    join.addEventListener("click", () => enterRoom(id, stream, msg));
+    if (joinNow) enterRoom(id, stream, msg);
+  }
+
+  async function enterRoom(id, stream, msg) {
+    let admission;
+    try { admission = await api("POST", "/meetings/" + id + "/admission"); }
+    catch (err) { say(msg, "Du kan inte ansluta: " + errorText(err), "error"); msg.dataset.outcome = "refused"; return; }
+    let meeting = {};
+    try { meeting = (await api("GET", "/meetings/" + id)).meeting; } catch (err) { /* shown by the events */ }
+    const coordinator = leadsMeeting(meeting);
+    const grid = el("div", { class: "grid", id: "video-grid", "aria-label": "Deltagarnas video" });
+    const selfTile = el("div", { class: "tile self" }, el("video", { autoplay: true, muted: true, playsinline: true }),
+      el("span", { class: "label" }, "Du"));
+    selfTile.querySelector("video").muted = true;
+    selfTile.querySelector("video").srcObject = stream;
+    grid.append(selfTile);
+    const quality = el("p", { id: "quality-warning", class: "warning", role: "alert", hidden: true });
+    const side = el("aside", { "aria-label": "Mötets verktyg" });
+    const agenda = el("section", { class: "card", id: "agenda" }, el("h2", {}, "Dagordning"));
+    side.append(agenda);
+    const roster = coordinator ? el("section", { class: "card", id: "roster" }, el("h2", {}, "Registrerade och anslutna")) : null;
+    if (roster) side.prepend(roster);
+    side.append(el("p", {}, el("a", { href: "#/report?meeting=" + id, target: "_blank", rel: "noopener" }, "Rapportera ett problem")));
+    view("Mötesrummet", msg, quality, el("div", { class: "room" }, grid, side));
+    room = { id, stream, participantId: admission.participant_id, coordinator, closed: false };
+    const leave = document.getElementById("leave");
+    leave.textContent = coordinator ? "Lämna och avsluta mötet" : "Lämna mötet";
+    leave.hidden = false;
+
+    room.tileTimer = setInterval(() => {
+      for (const tile of grid.querySelectorAll(".tile.remote")) {
+        const v = tile.querySelector("video");
+        tile.hidden = !(Number(v.dataset.frames) > 0 && Date.now() - Number(v.dataset.lastFrame || 0) < 3000);
+      }
+    }, 1000);
+    const onTrack = (track, transceiver) => {
+      if (track.kind !== "video") {
+        const audio = el("audio", { autoplay: true });
+        audio.srcObject = new MediaStream([track]);
+        grid.append(el("div", { hidden: true }, audio));
+        return;
+      }
+      const video = el("video", { autoplay: true, playsinline: true, muted: true, "data-mid": transceiver.mid || "" });
+      video.muted = true;
+      video.srcObject = new MediaStream([track]);
+      const tile = el("div", { class: "tile remote", hidden: true }, video, el("span", { class: "label" }, "Deltagare"));
+      grid.append(tile);
+      video.dataset.frames = "0";
+      if ("requestVideoFrameCallback" in video) {
+        const step = () => {
+          video.dataset.frames = String(Number(video.dataset.frames) + 1);
+          video.dataset.lastFrame = String(Date.now());
+          video.requestVideoFrameCallback(step);
+        };
+        video.requestVideoFrameCallback(step);
+      }
+    };
+    try {
+      room.pc = await Media.connect(stream, async (sdp) =>
+        (await api("POST", "/meetings/" + id + "/negotiation", { join_token: admission.join_token, sdp_offer: sdp })).sdp_answer, onTrack);
+    } catch (err) { say(msg, "Anslutningen misslyckades: " + errorText(err), "error"); return; }
+    const thisRoom = room;
+    room.pc.addEventListener("connectionstatechange", () => {
+      if (thisRoom.closed) return;
+      if (["failed", "closed"].includes(thisRoom.pc.connectionState)) say(msg, "Anslutningen till mötet bröts.", "error");
+    });
+    room.stopQuality = Media.watchQuality(room.pc, q => {
+      quality.hidden = !q.poor;
+      quality.textContent = q.poor ? `Din anslutning är svag (svarstid ${Math.round(q.rtt * 1000)} ms, förlust ${Math.round(q.loss * 100)} %). Använd trådbundet nätverk om du kan.` : "";
+    });
+    openEvents(thisRoom, agenda, roster);
+  }
+
+  function openEvents(thisRoom, agenda, roster) {
+    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/v1/meetings/" + thisRoom.id + "/events");
+    thisRoom.ws = ws;
+    ws.addEventListener("message", async (e) => {
+      const event = JSON.parse(e.data);
+      if (event.error) { if (!thisRoom.closed) say("room-message", event.error.detail, "error"); return; }
+      if (event.connected) setPeople(event.connected);
+      if (event.agenda) showAgenda(thisRoom, agenda, event.agenda);
+      if (event.kind === "MEETING_EVENT_KIND_PARTICIPANT_REMOVED" && event.removed_participant_id === thisRoom.participantId) {
+        finish("Du har tagits bort från mötet av samordnaren."); return;
+      }
+      if (event.meeting && FINAL.includes(event.meeting.state)) {
+        finish(event.meeting.state === "MEETING_STATE_ABORTED" ? "Mötet är avbrutet och avslutat." : "Mötet är avslutat."); return;
+      }
+      if (roster && ["MEETING_EVENT_KIND_SNAPSHOT", "MEETING_EVENT_KIND_CONNECTIONS_CHANGED", "MEETING_EVENT_KIND_PARTICIPANTS_CHANGED", "MEETING_EVENT_KIND_PARTICIPANT_REMOVED"].includes(event.kind)) {
+        showRoster(thisRoom, roster);
+      }
+    });
+    ws.addEventListener("close", (e) => {
+      if (thisRoom.closed || room !== thisRoom) return;
+      if (e.code === 4403 || e.code === 4409) finish(e.reason && /remov|borttag/i.test(e.reason) ? "Du har tagits bort från mötet av samordnaren." : "Mötet är avslutat.");
+    });
+  }
+
+  async function showRoster(thisRoom, section) {
+    let rec;
+    try { rec = await api("GET", "/meetings/" + thisRoom.id + "/reconciliation"); }
+    catch (err) { return; }
+    const remove = (body, label) => el("button", { type: "button", class: "danger remove", "aria-label": "Ta bort " + label,
+      onclick: async () => {
+        try { await api("POST", "/meetings/" + thisRoom.id + "/removals", { ...body, reason: "Ombedd att lämna av samordnaren" }); showRoster(thisRoom, section); }
+        catch (err) { say("room-message", errorText(err), "error"); }
+      } }, "Ta bort");
+    const list = el("ul", { class: "plain", id: "roster-connected" });
+    for (const p of rec.registered_and_connected) {
+      list.append(el("li", { "data-participant": p.participant_id }, p.full_name + " (" + (ROLES[p.role] || "") + ") ",
+        p.participant_id === thisRoom.participantId ? "" : remove({ participant_id: p.participant_id }, p.full_name)));
+    }
+    for (const c of rec.connected_not_identified) {
+      list.append(el("li", { class: "unidentified" }, "Oidentifierad: " + (c.label || c.connection_id) + " ",
+        remove({ connection_id: c.connection_id }, "oidentifierad anslutning")));
+    }
+    const missing = el("ul", { class: "plain", id: "roster-missing" },
+      ...rec.registered_not_connected.map(p => el("li", {}, p.full_name + " (" + (ROLES[p.role] || "") + ")")));
+    const abort = el("button", { type: "button", id: "abort-meeting", class: "danger", onclick: async () => {
+      try { await api("POST", "/meetings/" + thisRoom.id + "/abort", { reason: "En deltagare kunde inte identifieras" }); }
+      catch (err) { say("room-message", errorText(err), "error"); }
+    } }, "Avbryt mötet");
+    section.replaceChildren(el("h2", {}, "Registrerade och anslutna"), el("h3", {}, "Anslutna"), list,
+      el("h3", {}, "Registrerade, inte anslutna"), missing, el("p", {}, abort));
+  }
+
+  function showAgenda(thisRoom, section, agenda) {
+    const children = [el("h2", {}, "Dagordning"), el("p", { id: "agenda-step" }, "Nu: ", el("strong", {}, STEPS[agenda.step] || agenda.step))];
+    const order = el("ol", { id: "speaking-order" }, ...(agenda.speaking_order || []).map(p =>
+      el("li", { class: p.participant_id === agenda.current_speaker_participant_id ? "current" : "" }, p.full_name,
+        thisRoom.coordinator ? el("button", { type: "button", class: "secondary", onclick: () =>
+          api("POST", "/meetings/" + thisRoom.id + "/agenda/speaker", { participant_id: p.participant_id }).catch(err => say("room-message", errorText(err), "error")) }, "Ge ordet") : "")));
+    children.push(el("h3", {}, "Talarordning"), order);
+    if (thisRoom.coordinator && agenda.step !== "AGENDA_STEP_DONE") {
+      children.push(el("p", {}, el("button", { type: "button", id: "agenda-next", onclick: () =>
+        api("POST", "/meetings/" + thisRoom.id + "/agenda/advance", { from_step: agenda.step }).catch(err => say("room-message", errorText(err), "error")) }, "Nästa punkt")));
+    }
+    const summary = el("textarea", { id: "summary", rows: 4, readonly: !thisRoom.coordinator }, agenda.summary || "");
+    children.push(el("label", { for: "summary" }, "Sammanfattning av överenskommelser"), summary);
+    if (thisRoom.coordinator) {
+      children.push(el("p", {}, el("button", { type: "button", class: "secondary", onclick: () =>
+        api("POST", "/meetings/" + thisRoom.id + "/agenda/summary", { summary: summary.value }).catch(err => say("room-message", errorText(err), "error")) }, "Spara sammanfattningen")));
+    }
+    if (document.activeElement && section.contains(document.activeElement) && document.activeElement.id === "summary") return;
+    section.replaceChildren(...children);
+  }
+
+  document.getElementById("leave").addEventListener("click", async () => {
+    if (!room) return;
+    const current = room;
+    if (current.coordinator) {
+      try { await api("POST", "/meetings/" + current.id + "/end"); }
+      catch (err) { say("room-message", errorText(err), "error"); return; }
+      finish("Mötet är avslutat.");
+    } else {
+      finish("Du har lämnat mötet.");
+    }
+  });
+  document.getElementById("people-button").addEventListener("click", () => {
+    const panel = document.getElementById("people-panel");
+    panel.hidden = !panel.hidden;
+    document.getElementById("people-button").setAttribute("aria-expanded", String(!panel.hidden));
+  });
+  document.addEventListener("keydown", e => {
+    if (e.key === "Escape") { document.getElementById("people-panel").hidden = true; document.getElementById("people-button").setAttribute("aria-expanded", "false"); }
+  });
+
+  // ------------------------------------------------------------------ test room
+  async function testView() {
+    leaveRoom();
+    const msg = message("test-message");
+    const self = el("video", { id: "test-self", autoplay: true, playsinline: true, class: "selfview", "aria-label": "Din egen bild" });
+    self.muted = true;
+    const echo = el("video", { id: "test-echo", autoplay: true, playsinline: true, class: "selfview", "aria-label": "Din bild och ditt ljud tillbaka från mötestjänsten" });
+    const start = el("button", { type: "button", id: "test-start" }, "Starta testet");
+    view("Testrum", el("p", {}, "Här kan du kontrollera kamera, mikrofon och nätverk före ett möte. Du ser och hör dig själv via mötestjänsten."),
+      msg, start, el("div", { class: "grid" }, el("div", { class: "tile" }, self, el("span", { class: "label" }, "Din kamera")),
+        el("div", { class: "tile" }, echo, el("span", { class: "label" }, "Tillbaka från tjänsten"))));
+    start.addEventListener("click", async () => {
+      try {
+        const stream = await Media.localStream();
+        self.srcObject = stream;
+        const pc = await Media.testRoom(stream, async sdp => (await api("POST", "/test-room/negotiation", { sdp_offer: sdp })).sdp_answer,
+          (track) => { if (track.kind === "video") { echo.srcObject = new MediaStream([track]); Media.countFrames(echo); } });
+        room = { id: "", pc, stream, closed: false, tileTimer: 0 };
+        say(msg, "Testet pågår.", "ok");
+      } catch (err) { say(msg, errorText(err), "error"); }
+    });
+  }
+
+  // ------------------------------------------------------------------ report a problem
+  function reportView(query) {
+    const msg = message("report-message");
+    const kind = el("select", { id: "problem-kind" }, ...Object.entries(PROBLEMS).map(([k, v]) => el("option", { value: k }, v)));
+    const form = el("form", { id: "report-form", class: "card" },
+      el("label", { for: "problem-kind" }, "Vad gäller problemet?"), kind,
+      el("label", { for: "problem-text" }, "Beskriv problemet"), el("textarea", { id: "problem-text", rows: 5, required: true }),
+      el("label", { for: "problem-meeting" }, "Mötes-ID (om det gäller ett möte)"), el("input", { id: "problem-meeting", value: query.get("meeting") || "" }),
+      el("label", { for: "problem-contact" }, "Hur når vi dig? (telefon)"), el("input", { id: "problem-contact" }),
+      el("label", {}, el("input", { type: "checkbox", id: "problem-rebook" }), " Be samordnaren överväga att boka om mötet"),
+      el("p", {}, el("button", { type: "submit", id: "report-submit" }, "Skicka rapporten")));
+    const result = el("section", { id: "report-result", class: "card", hidden: true, "aria-live": "polite" });
+    view("Rapportera ett problem", el("p", {}, "Alla fel ska rapporteras. Kontrollera först anslutning, ljud och bild. Du kan också kontakta mötets samordnare eller ringa in med mötes-ID."),
+      msg, form, result);
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        const { ticket } = await api("POST", "/support/reports", { problem: kind.value,
+          description: document.getElementById("problem-text").value.trim(), meeting_id: document.getElementById("problem-meeting").value.trim(),
+          contact: document.getElementById("problem-contact").value.trim(), request_rebook: document.getElementById("problem-rebook").checked,
+          idempotency_key: crypto.randomUUID() });
+        const queue = (ticket.routing && ticket.routing.queue) || {};
+        result.replaceChildren(el("h2", {}, "Rapporten är skickad"), el("p", {}, "Ärende: ", el("strong", {}, ticket.ticket_id)),
+          el("p", { id: "report-queue" }, "Den har gått till: ", el("strong", {}, queue.name || "")),
+          queue.contact_text ? el("p", {}, queue.contact_text) : "");
+        result.hidden = false;
+        form.hidden = true;
+      } catch (err) { say(msg, errorText(err), "error"); }
+    });
+  }
+
+  // ------------------------------------------------------------------ routing
+  async function route() {
+    const [path, q] = (location.hash.slice(1) || "/").split("?");
+    const query = new URLSearchParams(q || "");
+    const parts = path.split("/").filter(Boolean);
+    if (room && !(parts[0] === "room" && parts[1] === room.id)) leaveRoom();
+    if (!parts.length) return meetingsView();
+    if (parts[0] === "book") return bookView();
+    if (parts[0] === "meeting" && parts[1]) return meetingView(parts[1]);
+    if (parts[0] === "room" && parts[1]) return roomView(parts[1], false);
+    if (parts[0] === "test") return testView();
+    if (parts[0] === "report") return reportView(query);
+    return meetingsView();
+  }
+
+  (async () => {
+    try { me = await api("GET", "/session"); }
+    catch (err) { location.href = "/"; return; }
+    document.getElementById("whoami").textContent = me.name;
+    document.getElementById("nav-book").hidden = !isCoordinator();
+    document.getElementById("logout").addEventListener("click", async () => {
+      try { await api("POST", "/auth/logout"); } finally { location.href = "/"; }
+    });
+    window.addEventListener("hashchange", route);
+    route();
+  })();
+})();

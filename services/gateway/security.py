@@ -1,0 +1,198 @@
+"""The gateway's HTTP hardening: security headers (strict CSP), request body limit, CSRF
+double-submit check, login rate limits, and the session cookie.
+
+Written as small pure-ASGI middleware because they must also guard requests that no route
+matches (and must stop an oversized body while it streams, before any handler reads it).
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+
+from fastapi import Request, WebSocket
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.gateway.problems import Problem
+from services.runtime import auth, logs
+
+SESSION_COOKIE = "svpl_session"
+CSRF_COOKIE = "svpl_csrf"
+CSRF_HEADER = "x-csrf-token"
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self' blob: mediastream:; connect-src 'self'; font-src 'self'; "
+    "manifest-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(self), microphone=(self), geolocation=(), payment=(), usb=()"),
+]
+
+
+def cookie_header(name: str, value: str, *, http_only: bool = True, max_age: int | None = None,
+                  path: str = "/") -> str:
+    """Every gateway cookie is Secure and SameSite=Strict; the session cookie is also HttpOnly."""
+    parts = [f"{name}={value}", f"Path={path}", "Secure", "SameSite=Strict"]
+    if http_only:
+        parts.append("HttpOnly")
+    if max_age is not None:
+        parts.append(f"Max-Age={max_age}")
+    return "; ".join(parts)
+
+
+def _cookies(scope: Scope) -> dict[str, str]:
+    jar = SimpleCookie()
+    for key, value in scope.get("headers", ()):
+        if key == b"cookie":
+            try:
+                jar.load(value.decode("latin-1"))
+            except Exception:  # noqa: BLE001 - a malformed cookie header is ignored
+                pass
+    return {k: m.value for k, m in jar.items()}
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class HardeningMiddleware:
+    """Request id, security headers, the CSRF cookie, the CSRF check and the body size limit."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        rid = _header(scope, b"x-request-id")[:64] or uuid.uuid4().hex
+        logs.request_id_var.set(rid)
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        cookies = _cookies(scope)
+        new_csrf = "" if cookies.get(CSRF_COOKIE) else secrets.token_urlsafe(32)
+        started = False
+
+        async def send_wrapped(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", [])) + SECURITY_HEADERS + [(b"x-request-id", rid.encode())]
+                if scope["path"].startswith("/api/"):
+                    headers.append((b"cache-control", b"no-store"))
+                if new_csrf:
+                    headers.append((b"set-cookie", cookie_header(CSRF_COOKIE, new_csrf, http_only=False).encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        async def reply(problem: Problem) -> None:
+            response = problem.response(scope["path"])
+            await response(scope, receive, send_wrapped)
+
+        if scope["method"] in UNSAFE_METHODS and scope["path"].startswith("/api/"):
+            sent = _header(scope, CSRF_HEADER.encode())
+            expected = cookies.get(CSRF_COOKIE, "")
+            if not expected or not sent or not hmac.compare_digest(sent.encode(), expected.encode()):
+                await reply(Problem(403, "missing or wrong CSRF token: send the svpl_csrf cookie's value "
+                                         "in the X-CSRF-Token header", reason="CSRF"))
+                return
+        length = _header(scope, b"content-length")
+        if length:
+            if not length.isdigit():
+                await reply(Problem(400, "content-length: not a number"))
+                return
+            if int(length) > self.max_body:
+                await reply(Problem(413, f"the request body is larger than {self.max_body} bytes"))
+                return
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, receive_limited, send_wrapped)
+        except _TooLarge:
+            if not started:
+                await reply(Problem(413, f"the request body is larger than {self.max_body} bytes"))
+
+
+class RateLimiter:
+    """At most `limit` events per key in any `window` seconds (sliding window, in memory).
+
+    Hand-written: a dozen lines; the libraries for this pull in storage backends the gateway
+    does not need. Per gateway replica, which is what a login brute-force limit needs."""
+
+    def __init__(self, limit: int, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._events: dict[str, collections.deque] = {}
+
+    def hit(self, key: str) -> float:
+        """Record an attempt; 0 when allowed, else the seconds to wait."""
+        now = time.monotonic()
+        events = self._events.setdefault(key, collections.deque())
+        while events and now - events[0] >= self.window:
+            events.popleft()
+        if len(events) >= self.limit:
+            return self.window - (now - events[0])
+        events.append(now)
+        if len(self._events) > 100_000:  # bound memory under a flood of addresses
+            self._events = {k: v for k, v in self._events.items() if v and now - v[-1] < self.window}
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str
+    caller: auth.Caller
+
+
+async def session_from(conn) -> Session:
+    """The person behind the session cookie, verified locally with identity's public keys."""
+    token = conn.cookies.get(SESSION_COOKIE, "")
+    if not token:
+        raise Problem(401, "log in first")
+    keys = conn.app.state.backends.keys
+    try:
+        claims = await auth.decode_token(keys, token, typ=auth.SESSION)
+    except Exception as exc:  # noqa: BLE001 - Unauthenticated, or identity unreachable for the keys
+        from services.runtime.errors import Unauthenticated
+
+        if isinstance(exc, Unauthenticated):
+            raise Problem(401, f"the session is not valid: {exc.message}") from None
+        raise
+    return Session(token, auth.caller_from_claims(claims, token))
+
+
+async def current_session(request: Request) -> Session:
+    """FastAPI dependency: the logged-in person of this request (401 problem otherwise)."""
+    return await session_from(request)
