@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 
 import grpc
 from google.rpc import error_details_pb2
@@ -43,3 +45,15 @@ def reason(exc: grpc.aio.AioRpcError) -> str:
 
 def md(token: str):
     return as_token(token)
+
+
+async def poll(predicate, fetch, what: str, timeout: float = 10.0):
+    """Call `fetch` until `predicate(value)` holds; the value, or an AssertionError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fetch()
+        if predicate(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
+        await asyncio.sleep(0.05)
