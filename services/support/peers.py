@@ -38,7 +38,7 @@ def _why(exc: grpc.aio.AioRpcError) -> str:
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return "svarade inte"
     if code == grpc.StatusCode.NOT_FOUND:
-        return "känner inte till mötet"
+        return "hittade inte deltagaren i mötets rum"
     return f"svarade {code.name}"
 
 

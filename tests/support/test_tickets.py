@@ -26,10 +26,14 @@ def _metric(name: str, **labels) -> float:
 async def test_escalation_keeps_the_whole_history(shared_support, md):
     stub, desk = shared_support.stub("support"), md("support_desk")
     before = _metric("svpl_support_escalations_total", from_queue="kommunens_it", to_queue="region_it_teknik")
+    responses = _metric("svpl_support_first_response_seconds_count", queue="kommunens_it")
     ticket = await file(shared_support, md("municipality_staff"), problem=pb.PROBLEM_KIND_TECHNICAL,
                         description="Når inte mötestjänsten fast nätet är bra")
     assert ticket.routing.queue.queue_id == "kommunens_it"
     tid = ticket.ticket_id
+    # The reporter adds a detail: that is not a response.
+    await stub.CommentTicket(pb.CommentTicketRequest(ticket_id=tid, text="Gäller alla datorer"),
+                             metadata=md("municipality_staff"))
     await stub.AssignTicket(pb.AssignTicketRequest(ticket_id=tid, assignee="kommun-it-1"), metadata=desk)
     await stub.CommentTicket(pb.CommentTicketRequest(ticket_id=tid, text="Nätet och datorn kontrollerade"),
                              metadata=desk)
@@ -46,19 +50,22 @@ async def test_escalation_keeps_the_whole_history(shared_support, md):
     steps = [(h.action, h.from_queue, h.to_queue, h.from_state, h.to_state) for h in final.history]
     assert steps == [
         ("filed", "", "kommunens_it", 0, pb.TICKET_STATE_NEW),
+        ("commented", "", "", 0, 0),
         ("assigned", "kommunens_it", "kommunens_it", pb.TICKET_STATE_NEW, pb.TICKET_STATE_ASSIGNED),
         ("commented", "", "", 0, 0),
         ("escalated", "kommunens_it", "region_it_teknik", pb.TICKET_STATE_ASSIGNED, pb.TICKET_STATE_ESCALATED),
         ("assigned", "region_it_teknik", "region_it_teknik", pb.TICKET_STATE_ESCALATED, pb.TICKET_STATE_ASSIGNED),
         ("state", "region_it_teknik", "region_it_teknik", pb.TICKET_STATE_ASSIGNED, pb.TICKET_STATE_RESOLVED),
     ]
-    assert final.history[0].actor == "SE2120000829-3001"  # the reporter filed it
-    assert {h.actor for h in final.history[1:]} == {"SE2321000057-4001"}  # the desk did the rest
-    assert final.history[3].text == "Inte kommunens fel: Kommunens nät och utrustning fungerar"
-    assert final.history[2].text == "Nätet och datorn kontrollerade"
+    # The reporter filed it and added a detail; the desk did the rest.
+    assert [h.actor for h in final.history[:2]] == ["SE2120000829-3001"] * 2
+    assert {h.actor for h in final.history[2:]} == {"SE2321000057-4001"}
+    assert final.history[4].text == "Inte kommunens fel: Kommunens nät och utrustning fungerar"
+    assert final.history[3].text == "Nätet och datorn kontrollerade"
     times = [h.at.ToDatetime() for h in final.history]
     assert times == sorted(times)
-    assert final.first_response_at == final.history[1].at
+    assert final.first_response_at == final.history[2].at  # the desk's first action
+    assert _metric("svpl_support_first_response_seconds_count", queue="kommunens_it") == responses + 1
     assert _metric("svpl_support_escalations_total", from_queue="kommunens_it",
                    to_queue="region_it_teknik") == before + 1
     # Region IT does not escalate further.

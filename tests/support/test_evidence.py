@@ -1,0 +1,144 @@
+"""Evidence through the real services: a report about a live meeting carries the participant's
+quality snapshot from media (a real aiortc peer connected through roster's admission) and the
+meeting's state from roster; a connection problem before a meeting asks the coordinator to
+consider rebooking, visible on the booking."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import aioice.ice
+import pytest
+from svpl.booking.v1 import booking_pb2
+from svpl.common.v1 import common_pb2
+from svpl.media.v1 import media_pb2
+from svpl.roster.v1 import roster_pb2
+from svpl.support.v1 import support_pb2 as pb
+
+from tests.booking.conftest import UNIT
+from tests.booking.conftest import create_request as booking_request
+from tests.harness import as_token
+from tests.media.peers import Peer, wait_for
+from tests.roster.helpers import create_request as meeting_request
+from tests.support.conftest import file
+
+MEDIA_INSTANCE = "media-support-test"
+
+
+@pytest.fixture(autouse=True)
+def loopback_ice(monkeypatch):
+    """aioice skips 127.0.0.1 when gathering host candidates; tests run on loopback only."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+async def _eventually(check, timeout: float = 15.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_report_about_a_live_meeting_carries_the_quality_snapshot(system_factory, md, service_token):
+    system = await system_factory(["identity", "media", "roster", "support"],
+                                  overrides={"media": {"instance_id": MEDIA_INSTANCE}})
+    roster, coordinator = system.stub("roster"), md("coordinator")
+    meeting = (await roster.CreateMeeting(meeting_request("booking-support-1"),
+                                          metadata=as_token(service_token("booking")))).meeting
+    mid = meeting.meeting_id
+    await roster.OpenMeeting(roster_pb2.OpenMeetingRequest(meeting_id=mid), metadata=coordinator)
+    await roster.StartMeeting(roster_pb2.StartMeetingRequest(meeting_id=mid), metadata=coordinator)
+    await roster.RegisterParticipant(roster_pb2.RegisterParticipantRequest(
+        meeting_id=mid, full_name="Rita Region", role=roster_pb2.PARTICIPANT_ROLE_REGION_STAFF,
+        person=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_HSA_ID, id="SE2321000057-2001")), metadata=coordinator)
+    admitted = await roster.Admit(roster_pb2.AdmitRequest(meeting_id=mid), metadata=md("region_staff"))
+
+    peer = Peer(slots=1)
+    try:
+        offer = await peer.offer()
+        answer = await system.stub("media").Negotiate(
+            media_pb2.NegotiateRequest(join_token=admitted.join_token, sdp_offer=offer, meeting_id=mid),
+            metadata=as_token(service_token("gateway")))
+        await peer.answer(answer.sdp_answer)
+        await wait_for(peer.connected.is_set, 15, what="the participant's peer to connect")
+        snapshot_request = media_pb2.GetQualitySnapshotRequest(meeting_id=mid, participant_id=admitted.participant_id)
+
+        async def measured():
+            stats = (await system.stub("media").GetQualitySnapshot(
+                snapshot_request, metadata=as_token(service_token("support")))).stats
+            return stats if stats and stats[0].inbound_bitrate_kbps > 0 else None
+
+        await _eventually(measured)  # media has bytes from the peer: a real measurement exists
+        await _eventually(lambda: _connected(roster, mid, coordinator))
+
+        ticket = await file(system, md("region_staff"), problem=pb.PROBLEM_KIND_CONNECTION,
+                            description="Bilden hackar", meeting_id=mid, participant_id=admitted.participant_id)
+    finally:
+        await peer.close()
+
+    evidence = ticket.evidence
+    assert evidence.note == ""
+    assert (evidence.meeting_id, evidence.meeting_state) == (mid, "MEETING_STATE_LIVE")
+    assert evidence.connected_count == 1 and evidence.registered_count >= 1
+    assert [q.participant_id for q in evidence.quality] == [admitted.participant_id]
+    quality = evidence.quality[0]
+    assert quality.inbound_bitrate_kbps > 0 and quality.measured_at.seconds > 0
+    assert evidence.captured_at.seconds >= quality.measured_at.seconds - 1
+    # Stored with the ticket: the desk sees the same evidence later.
+    stored = (await system.stub("support").GetTicket(pb.GetTicketRequest(ticket_id=ticket.ticket_id),
+                                                     metadata=md("support_desk"))).ticket
+    assert stored.evidence == evidence
+
+
+async def _connected(roster, mid, coordinator) -> bool:
+    reply = await roster.GetConnectedList(roster_pb2.GetConnectedListRequest(meeting_id=mid), metadata=coordinator)
+    return reply.count == 1
+
+
+async def test_a_report_about_an_unknown_meeting_says_so(system_factory, md):
+    system = await system_factory(["identity", "roster", "support"])
+    ticket = await file(system, md("region_staff"), problem=pb.PROBLEM_KIND_CONNECTION, meeting_id="no-such-meeting")
+    assert ticket.ticket_id and ticket.evidence.note == "Mötet no-such-meeting finns inte hos roster"
+
+
+async def test_a_connection_problem_before_the_meeting_asks_the_coordinator_to_rebook(system_factory, md,
+                                                                                       person_token):
+    system = await system_factory(["identity", "roster", "booking", "support"])
+    coordinator = as_token(person_token("coordinator", unit=UNIT))
+    booking = (await system.stub("booking").CreateBooking(booking_request(), metadata=coordinator)).booking
+    assert booking.meeting_id
+
+    ticket = await file(system, md("municipality_staff"), problem=pb.PROBLEM_KIND_CONNECTION,
+                        description="Testade anslutningen i testrummet: ingen bild", meeting_id=booking.meeting_id,
+                        request_rebook=True)
+    assert ticket.rebook_requested
+    assert ticket.evidence.meeting_state == "MEETING_STATE_SCHEDULED"
+    seen = (await system.stub("booking").GetBooking(booking_pb2.GetBookingRequest(booking_id=booking.booking_id),
+                                                    metadata=coordinator)).booking
+    assert [r.ticket_id for r in seen.rebook_requests] == [ticket.ticket_id]
+    assert "ingen bild" in seen.rebook_requests[0].reason
+
+
+async def test_a_rebook_request_booking_could_not_take_is_sent_when_booking_is_back(system_factory, md,
+                                                                                    person_token):
+    system = await system_factory(["identity", "roster", "booking", "support"])
+    coordinator = as_token(person_token("coordinator", unit=UNIT))
+    booking = (await system.stub("booking").CreateBooking(booking_request(), metadata=coordinator)).booking
+    await system.stop_service("booking")
+    ticket = await file(system, md("region_staff"), problem=pb.PROBLEM_KIND_CONNECTION, description="Nätet svajar",
+                        meeting_id=booking.meeting_id, request_rebook=True)
+    assert not ticket.rebook_requested
+    assert "Begäran om ombokning väntar: bokningen svarade inte" in ticket.evidence.note
+
+    await system.start_service("booking")
+    tickets = system.running["support"].component.bindings[0].servicer._tickets
+    assert await tickets.sweep(dt.timedelta(0)) == 1
+    seen = (await system.stub("booking").GetBooking(booking_pb2.GetBookingRequest(booking_id=booking.booking_id),
+                                                    metadata=coordinator)).booking
+    assert [r.ticket_id for r in seen.rebook_requests] == [ticket.ticket_id]
+    after = (await system.stub("support").GetTicket(pb.GetTicketRequest(ticket_id=ticket.ticket_id),
+                                                    metadata=md("support_desk"))).ticket
+    assert after.rebook_requested
