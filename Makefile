@@ -54,5 +54,10 @@ IMAGE_SERVICES := identity booking roster media support gateway
 images:
 	for s in $(IMAGE_SERVICES); do docker build -f services/$$s/Dockerfile -t $(IMAGE_REGISTRY)/svpl-$$s:$(IMAGE_TAG) . || exit 1; done
 
+# CreateBooking through gRPC vs the raw pymongo operations it needs, same server, same run (not a test).
+BENCH_BOOKING_N ?= 200
+bench-booking: install
+	$(PYTHON) bench/booking.py $(BENCH_BOOKING_N)
+
 clean:
 	rm -rf gen .run .pytest_cache
