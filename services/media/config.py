@@ -20,6 +20,8 @@ class MediaSettings(ServiceSettings):
     poor_round_trip_ms: float = Field(300.0, gt=0)
     poor_packet_loss: float = Field(0.05, gt=0, le=1)
     poor_jitter_ms: float = Field(50.0, gt=0)
+    # Connection reports to roster are retried (backoff up to this) while roster is unreachable.
+    report_retry_max_seconds: float = Field(5.0, gt=0)
     # An echo test room ends by itself after this long.
     test_room_seconds: float = Field(300.0, gt=0)
     # Kubernetes: when set, the pod-deletion-cost updater runs (see pod_deletion_cost.py).

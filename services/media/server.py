@@ -21,7 +21,8 @@ async def build(settings: MediaSettings) -> tuple[Component, auth.KeySet]:
     identity = clients.channel(settings.identity_address)
     roster = clients.channel(settings.roster_address)
     client = mongo.connect(settings.mongodb_uri, settings.service_name)
-    reporter = ConnectionReporter(roster, settings.service_token, settings.instance_id)
+    reporter = ConnectionReporter(roster, settings.service_token, settings.instance_id,
+                                  max_backoff=settings.report_retry_max_seconds)
     rooms = MediaRooms(
         instance_id=settings.instance_id,
         capacity=settings.capacity_participants,

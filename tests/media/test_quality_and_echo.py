@@ -1,0 +1,163 @@
+"""Quality snapshots from getStats (ms, byte-count bitrates, Swedish warnings), the echo test room,
+and connection reports to roster (retried while roster is away; allowed=false drops the participant)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from svpl.media.v1 import media_pb2
+from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
+
+from services.media.quality import POOR_CONNECTION, Quality, Thresholds, assess
+from services.media.rooms import PeerCounter
+from tests.harness import as_token
+from tests.media.conftest import INSTANCE, MediaWorld
+from tests.media.peers import Peer, wait_for
+
+
+async def test_quality_snapshot_reports_ms_and_bitrates(world):
+    meeting = await world.open_room()
+    a, b = Peer(slots=1), Peer(slots=1)
+    try:
+        await world.join(a, meeting, "pa")
+        await world.join(b, meeting, "pb")
+        await wait_for(lambda: a.video_received() and b.video_received(), 10, what="media")
+        await asyncio.sleep(2.5)  # RTCP receiver reports (every 0.5-1.5 s) carry RTT and jitter
+        snap = await world.media.GetQualitySnapshot(media_pb2.GetQualitySnapshotRequest(meeting_id=meeting),
+                                                    metadata=world.roster_md)
+        stats = {s.participant_id: s for s in snap.stats}
+        assert set(stats) == {"pa", "pb"}
+        for s in stats.values():
+            assert 0 < s.round_trip_ms < 200  # loopback: milliseconds, not seconds nor RTP ticks
+            assert 0 <= s.jitter_ms < 50
+            assert 0 <= s.packet_loss < 0.05
+            assert s.inbound_bitrate_kbps > 5 and s.outbound_bitrate_kbps > 5
+            assert not s.poor and list(s.warnings) == []
+        one = await world.media.GetQualitySnapshot(
+            media_pb2.GetQualitySnapshotRequest(meeting_id=meeting, participant_id="pa"), metadata=world.gateway_md)
+        assert [s.participant_id for s in one.stats] == ["pa"]
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await world.media.GetQualitySnapshot(
+                media_pb2.GetQualitySnapshotRequest(meeting_id=meeting, participant_id="nobody"), metadata=world.roster_md)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_poor_connection_gets_the_swedish_warning(system_factory, keyring, service_token):
+    # Thresholds below what even loopback shows: the live connection counts as poor.
+    system = await system_factory(["identity", "media"], overrides={"media": {
+        "instance_id": INSTANCE, "poor_round_trip_ms": 0.001, "poor_jitter_ms": 1000}})
+    world = MediaWorld(system, keyring, service_token)
+    meeting = await world.open_room()
+    a, b = Peer(slots=1), Peer(slots=1)
+    try:
+        await world.join(a, meeting, "pa")
+        await world.join(b, meeting, "pb")
+        await wait_for(lambda: a.video_received() and b.video_received(), 10, what="media")
+        await asyncio.sleep(2.5)
+        snap = await world.media.GetQualitySnapshot(
+            media_pb2.GetQualitySnapshotRequest(meeting_id=meeting, participant_id="pa"), metadata=world.gateway_md)
+        (s,) = snap.stats
+        assert s.poor and s.warnings[0] == "Din anslutning är svag: använd nätverkskabel om du kan"
+        assert "Lång fördröjning i anslutningen" in s.warnings
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_thresholds():
+    limits = Thresholds(round_trip_ms=300, packet_loss=0.05, jitter_ms=50)
+    assert assess(Quality(round_trip_ms=40, packet_loss=0.01, jitter_ms=5), limits).warnings == []
+    assert assess(Quality(packet_loss=0.2), limits).warnings[0] == POOR_CONNECTION
+    assert assess(Quality(jitter_ms=80), limits).poor
+
+
+async def test_echo_test_room_returns_the_persons_own_tracks(world, person_token):
+    peer = Peer(208, 128, slots=0)
+    try:
+        created = PeerCounter.created
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await world.media.NegotiateTestRoom(
+                media_pb2.NegotiateTestRoomRequest(session_token="bogus", sdp_offer=await peer.offer()),
+                metadata=world.gateway_md)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and PeerCounter.created == created
+        join, _ = world.join_token("m1", "p1")  # a join token is not a session token
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await world.media.NegotiateTestRoom(
+                media_pb2.NegotiateTestRoomRequest(session_token=join, sdp_offer=peer.pc.localDescription.sdp),
+                metadata=world.gateway_md)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and PeerCounter.created == created
+        response = await world.media.NegotiateTestRoom(
+            media_pb2.NegotiateTestRoomRequest(session_token=person_token("patient"), sdp_offer=peer.pc.localDescription.sdp),
+            metadata=world.gateway_md)
+        await peer.answer(response.sdp_answer)
+        await wait_for(lambda: peer.video_received() and peer.audio_received(), 10, what="own media echoed back")
+        assert peer.video_received()[0].sizes == {(208, 128)}
+        before = peer.video_received()[0].frames
+        await asyncio.sleep(1.0)
+        assert peer.video_received()[0].frames >= before + 10
+        assert not world.rooms.rooms  # the echo room is no meeting room
+    finally:
+        await peer.close()
+
+
+class RecordingRoster(roster_pb2_grpc.RosterServiceServicer):
+    """Roster's ReportConnection contract, answered by the test: records reports, denies chosen participants."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[roster_pb2.ReportConnectionRequest, str]] = []
+        self.deny: set[str] = set()
+
+    async def ReportConnection(self, request, context):
+        token = dict(context.invocation_metadata()).get("authorization", "")
+        self.reports.append((request, token))
+        return roster_pb2.ReportConnectionResponse(allowed=request.participant_id not in self.deny)
+
+
+async def test_connection_reports_survive_an_absent_roster_and_denial_drops(system_factory, keyring, service_token):
+    system = await system_factory(["identity", "media"], overrides={"media": {
+        "instance_id": INSTANCE, "report_retry_max_seconds": 0.3}})
+    world = MediaWorld(system, keyring, service_token)
+    reporter = system.running["media"].component.rooms._reporter
+    meeting = await world.open_room()
+    a, b, c = Peer(slots=2), Peer(slots=2), Peer(slots=2)
+    server = None
+    try:
+        # Roster is not running: media works regardless and keeps retrying the reports.
+        await world.join(a, meeting, "pa")
+        await world.join(b, meeting, "pb")
+        await wait_for(lambda: a.video_received() and b.video_received(), 10, what="media without roster")
+        await wait_for(lambda: reporter.failures >= 2, 5, what="failed report attempts")
+        # Roster comes up on its address: the queued reports arrive, in order, with media's own token.
+        roster = RecordingRoster()
+        roster.deny.add("pc")
+        server = grpc.aio.server()
+        roster_pb2_grpc.add_RosterServiceServicer_to_server(roster, server)
+        server.add_insecure_port(system.address("roster"))
+        await server.start()
+        await wait_for(lambda: len(roster.reports) >= 2, 10, what="reports delivered")
+        first = roster.reports[:2]
+        assert {r.participant_id for r, _ in first} == {"pa", "pb"}
+        assert all(r.connected and r.media_instance == INSTANCE and r.meeting_id == meeting
+                   and r.kind == roster_pb2.CONNECTION_KIND_WEBRTC for r, _ in first)
+        assert all(tok == f"Bearer {system.tokens['media']}" for _, tok in first)
+        # Roster answers allowed=false for a removed participant: media drops them.
+        await world.join(c, meeting, "pc")
+        await wait_for(lambda: "pc" not in world.rooms.rooms[meeting].participants, 10, what="denied participant dropped")
+        await wait_for(lambda: c.pc.connectionState in ("closed", "failed"), 3, what="client sees the drop")
+        await wait_for(lambda: any(r.participant_id == "pc" and not r.connected for r, _ in roster.reports), 5,
+                       what="disconnect reported")
+        # Leaving is reported too.
+        await world.media.Disconnect(media_pb2.DisconnectRequest(meeting_id=meeting, participant_id="pa"),
+                                     metadata=as_token(service_token("roster")))
+        await wait_for(lambda: any(r.participant_id == "pa" and not r.connected for r, _ in roster.reports), 5,
+                       what="leave reported")
+    finally:
+        for p in (a, b, c):
+            await p.close()
+        if server is not None:
+            await server.stop(0)
