@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import ssl
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from services.runtime.errors import InvalidArgument, Unavailable
 REGION = "region"
 MUNICIPALITY = "municipality"
 FUNCTIONAL_ROLES = (auth.ROLE_COORDINATOR, auth.ROLE_SUPPORT_DESK, auth.ROLE_ACCESS_LOG)
+log = logging.getLogger("svpl.identity.directory")
 SEARCH_CAP = 2000  # most matches a search ranks; narrow the search beyond this
 ATTRIBUTES = ["hsaIdentity", "givenName", "sn", "title", "o", "ou", "hsaSvplOrganizationKind", "hsaSvplRole"]
 
@@ -226,7 +228,7 @@ class LdapDirectory:
         if url.startswith("ldaps://"):
             tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file or None)
         self._server = ldap3.Server(url, use_ssl=url.startswith("ldaps://"), tls=tls, get_info=ldap3.NONE,
-                                    connect_timeout=timeout)
+                                    connect_timeout=max(1, round(timeout)))
         self._base = base_dn
         self._bind = (bind_dn or None, password or None)
         self._timeout = timeout
@@ -234,15 +236,20 @@ class LdapDirectory:
         self._ldap3 = ldap3
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._connect)
+        from ldap3.core.exceptions import LDAPException
+
+        try:
+            await asyncio.to_thread(self._connect)
+        except LDAPException as exc:  # not fatal: lookups answer UNAVAILABLE until it is back
+            log.warning("HSA directory not reachable at start (%s); will retry on use", exc.__class__.__name__)
 
     def _connect(self):
         if self._conn is None:
             ldap3 = self._ldap3
             self._conn = ldap3.Connection(
                 self._server, user=self._bind[0], password=self._bind[1],
-                client_strategy=ldap3.SAFE_RESTARTABLE, auto_bind=ldap3.AUTO_BIND_NO_TLS,
-                receive_timeout=self._timeout, read_only=True, raise_exceptions=False,
+                client_strategy=ldap3.SAFE_SYNC, auto_bind=ldap3.AUTO_BIND_NO_TLS,
+                receive_timeout=max(1, round(self._timeout)), read_only=True, raise_exceptions=False,
             )
         return self._conn
 
@@ -254,14 +261,18 @@ class LdapDirectory:
     def _search_sync(self, ldap_filter: str, size_limit: int) -> list[DirectoryPerson]:
         from ldap3.core.exceptions import LDAPException
 
-        try:
-            conn = self._connect()
-            status, result, response, _ = conn.search(
-                self._base, ldap_filter, search_scope=self._ldap3.SUBTREE, attributes=ATTRIBUTES,
-                size_limit=size_limit, time_limit=int(self._timeout),
-            )
-        except LDAPException as exc:
-            raise Unavailable(f"the HSA directory is not reachable ({exc.__class__.__name__})") from None
+        for attempt in (1, 2):  # a dropped connection (server restart) is reopened once
+            try:
+                conn = self._connect()
+                status, result, response, _ = conn.search(
+                    self._base, ldap_filter, search_scope=self._ldap3.SUBTREE, attributes=ATTRIBUTES,
+                    size_limit=size_limit, time_limit=max(1, round(self._timeout)),
+                )
+                break
+            except LDAPException as exc:
+                self._conn = None
+                if attempt == 2:
+                    raise Unavailable(f"the HSA directory is not reachable ({exc.__class__.__name__})") from None
         if not status and result.get("result") not in (0, 4, 32):  # success, sizeLimitExceeded, noSuchObject
             raise Unavailable(f"the HSA directory refused the search ({result.get('description')})")
         return [person_from_attributes(e["attributes"]) for e in response or () if e.get("type") == "searchResEntry"]

@@ -35,3 +35,22 @@ def capture_all_logs():
     yield CAPTURE
     root.removeHandler(CAPTURE)
     root.setLevel(old_level)
+
+
+@pytest.fixture(scope="session")
+def directory_entries():
+    """A few hundred generated HSA entries (the demo generator with its own seed and size)."""
+    from services.identity.demo.generate import directory
+
+    return directory(count=320, seed=7)
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory, directory_entries):
+    from tests.identity.slapd import Slapd, slapd_available
+
+    if not slapd_available():
+        pytest.fail("slapd is not installed: run `make system-deps` (Debian packages slapd ldap-utils)")
+    server = Slapd(tmp_path_factory.mktemp("slapd"), directory_entries).start()
+    yield server
+    server.stop()
