@@ -1,0 +1,93 @@
+"""Registering a next of kin puts a message in their 1177 inbox, through roster's outbox:
+written in the registration's transaction, delivered with retries, never lost, stored once."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pymongo import AsyncMongoClient
+from svpl.common.v1 import common_pb2
+from svpl.roster.v1 import roster_pb2
+
+from services.roster.inbox1177 import Inbox1177Adapter
+from services.runtime.outbox import OutboxMessage, PermanentDeliveryError, RetryableDeliveryError
+from tests.roster.conftest import World
+from tests.roster.helpers import poll
+from tests.roster.inbox_1177_receiver import Inbox1177Receiver
+
+NEXT_OF_KIN = "198112289874"
+
+
+@pytest.fixture
+async def inbox():
+    receiver = await Inbox1177Receiver().start()
+    yield receiver
+    await receiver.stop()
+
+
+async def test_next_of_kin_gets_one_inbox_message_despite_failures(system_factory, person_token, service_token,
+                                                                   inbox, mongo):
+    system = await system_factory(["identity", "roster"], overrides={"roster": {
+        "inbox_1177_url": inbox.url, "outbox_poll_seconds": 0.05}})
+    world = World(system, person_token, service_token)
+    inbox.failures = ["503", "TECHNICAL_ERROR"]  # the first two attempts fail, transiently
+    m = await world.meeting()
+    nok = await world.register_next_of_kin(m.meeting_id)
+    messages = await poll(lambda msgs: len(msgs) == 1, lambda: _messages(inbox), "the 1177 inbox message",
+                          timeout=15)
+    (message_id, message), = messages.items()
+    assert message_id == f"nok-{m.meeting_id}-{nok.participant_id}"
+    assert message["subject_of_care"] == NEXT_OF_KIN and message["care_unit"] == "SE2321000057-7001"
+    assert m.portal_url in message["body"] and m.dial_in_code in message["body"]
+    assert inbox.requests == 3
+    client = AsyncMongoClient(mongo.uri)
+    try:
+        doc = await client[f"{system.prefix}_roster"]["outbox"].find_one({"_id": message_id})
+    finally:
+        await client.close()
+    assert doc["state"] == "delivered" and doc["attempts"] == 3
+
+
+async def test_staff_registration_sends_nothing(system_factory, person_token, service_token, inbox):
+    system = await system_factory(["identity", "roster"], overrides={"roster": {
+        "inbox_1177_url": inbox.url, "outbox_poll_seconds": 0.05}})
+    world = World(system, person_token, service_token)
+    m = await world.meeting()
+    await world.register(m.meeting_id, "Rita Region", roster_pb2.PARTICIPANT_ROLE_REGION_STAFF,
+                         common_pb2.ID_KIND_HSA_ID, "SE2321000057-2001")
+    await world.register_next_of_kin(m.meeting_id)
+    await poll(lambda msgs: len(msgs) == 1, lambda: _messages(inbox), "the next of kin's message")
+    assert [x["subject_of_care"] for x in inbox.messages.values()] == [NEXT_OF_KIN]
+
+
+@pytest.mark.parametrize("failure, error", [("503", RetryableDeliveryError), ("TECHNICAL_ERROR", RetryableDeliveryError),
+                                            ("VALIDATION_ERROR", PermanentDeliveryError),
+                                            ("401", PermanentDeliveryError)])
+async def test_adapter_tells_transient_from_permanent_failures(inbox, failure, error):
+    adapter = Inbox1177Adapter(inbox.url)
+    message = OutboxMessage("m-1", "inbox_1177", {"personnummer": NEXT_OF_KIN, "subject": "s", "body": "b"}, 1,
+                            dt.datetime.now(dt.timezone.utc))
+    try:
+        inbox.failures = [failure]
+        with pytest.raises(error):
+            await adapter.deliver(message)
+        await adapter.deliver(message)
+        await adapter.deliver(message)  # a redelivery: the receiver keeps it once
+        assert list(inbox.messages) == ["m-1"]
+    finally:
+        await adapter.close()
+
+
+async def test_unreachable_inbox_is_retryable():
+    adapter = Inbox1177Adapter(Inbox1177Receiver().url, timeout=1)
+    try:
+        with pytest.raises(RetryableDeliveryError):
+            await adapter.deliver(OutboxMessage("m-2", "inbox_1177", {"personnummer": NEXT_OF_KIN, "subject": "s",
+                                                                      "body": "b"}, 1, dt.datetime.now(dt.timezone.utc)))
+    finally:
+        await adapter.close()
+
+
+async def _messages(inbox):
+    return dict(inbox.messages)
