@@ -44,3 +44,4 @@ async def file(system, metadata, problem=support_pb2.PROBLEM_KIND_TECHNICAL, des
                **fields):
     request = support_pb2.FileReportRequest(problem=problem, description=description, **fields)
     return (await system.stub("support").FileReport(request, metadata=metadata)).ticket
+

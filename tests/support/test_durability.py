@@ -13,6 +13,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from svpl.support.v1 import support_pb2 as pb
 
+from tests.booking.conftest import eventually
 from tests.support.conftest import file
 
 
@@ -31,16 +32,6 @@ async def black_hole():
         writer.close()
     server.close()
     await server.wait_closed()
-
-
-async def _poll(predicate, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_report_about_a_meeting_is_filed_even_when_roster_and_media_are_unreachable(shared_support, md):
@@ -66,7 +57,7 @@ async def test_no_report_is_lost_when_support_restarts_mid_request(support, md, 
     client = AsyncMongoClient(support.mongo_uri)
     tickets = client[f"{support.prefix}_support"]["tickets"]
     try:
-        stored = await _poll(lambda: tickets.find_one({"meeting_id": "m-restart"}))
+        stored = await eventually(lambda: tickets.find_one({"meeting_id": "m-restart"}))
         assert not call.done()  # support has not answered yet: it is waiting for roster
         assert stored["evidence_status"] == "pending"
 
@@ -96,7 +87,7 @@ async def test_the_sweep_finishes_evidence_a_restart_cut_short_when_nobody_retri
     client = AsyncMongoClient(support.mongo_uri)
     tickets = client[f"{support.prefix}_support"]["tickets"]
     try:
-        stored = await _poll(lambda: tickets.find_one({"meeting_id": "m-sweep"}))
+        stored = await eventually(lambda: tickets.find_one({"meeting_id": "m-sweep"}))
         await support.stop_service("support")
         with pytest.raises(grpc.aio.AioRpcError):
             await call

@@ -5,41 +5,23 @@ consider rebooking, visible on the booking."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 
-import aioice.ice
-import pytest
 from svpl.booking.v1 import booking_pb2
 from svpl.common.v1 import common_pb2
 from svpl.media.v1 import media_pb2
 from svpl.roster.v1 import roster_pb2
 from svpl.support.v1 import support_pb2 as pb
 
-from tests.booking.conftest import UNIT
+from tests.booking.conftest import UNIT, eventually
 from tests.booking.conftest import create_request as booking_request
 from tests.harness import as_token
+from tests.media.conftest import loopback_ice  # noqa: F401 - autouse: ICE on loopback only
 from tests.media.peers import Peer, wait_for
 from tests.roster.helpers import create_request as meeting_request
 from tests.support.conftest import file
 
 MEDIA_INSTANCE = "media-support-test"
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice(monkeypatch):
-    """aioice skips 127.0.0.1 when gathering host candidates; tests run on loopback only."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
-
-
-async def _eventually(check, timeout: float = 15.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.1)
 
 
 async def test_a_report_about_a_live_meeting_carries_the_quality_snapshot(system_factory, md, service_token):
@@ -71,8 +53,8 @@ async def test_a_report_about_a_live_meeting_carries_the_quality_snapshot(system
                 snapshot_request, metadata=as_token(service_token("support")))).stats
             return stats if stats and stats[0].inbound_bitrate_kbps > 0 else None
 
-        await _eventually(measured)  # media has bytes from the peer: a real measurement exists
-        await _eventually(lambda: _connected(roster, mid, coordinator))
+        await eventually(measured)  # media has bytes from the peer: a real measurement exists
+        await eventually(lambda: _connected(roster, mid, coordinator))
 
         ticket = await file(system, md("region_staff"), problem=pb.PROBLEM_KIND_CONNECTION,
                             description="Bilden hackar", meeting_id=mid, participant_id=admitted.participant_id)
