@@ -101,7 +101,7 @@ class CreateBookingBody(Body):
     patient_personnummer: str = Field(min_length=10, max_length=13)
     start: AwareDatetime
     duration_minutes: int = Field(ge=1, le=24 * 60)
-    booking_unit_hsa_id: str = Field("", max_length=31)
+    booking_unit_hsa_id: str = Field(min_length=1, max_length=31)
     care_service: str = Field(min_length=1, max_length=200)
     contact_type: str = Field(min_length=1, max_length=200)
     parties: list[PartyBody] = Field(default_factory=list, max_length=50)
@@ -122,7 +122,7 @@ async def create_booking(request: Request, me: Me, body: CreateBookingBody):
     msg = booking_pb2.CreateBookingRequest(
         idempotency_key=body.idempotency_key, patient_personnummer=body.patient_personnummer,
         start=ts(body.start), duration_minutes=body.duration_minutes,
-        booking_unit_hsa_id=body.booking_unit_hsa_id or me.caller.unit, coordinator_hsa_id=me.caller.id,
+        booking_unit_hsa_id=body.booking_unit_hsa_id, coordinator_hsa_id=me.caller.id,
         care_service=body.care_service, contact_type=body.contact_type,
         parties=[booking_pb2.Party(kind=p.kind, name=p.name, channel=p.channel, address=p.address)
                  for p in body.parties],

@@ -94,9 +94,9 @@ class HardeningMiddleware:
             return
         cookies = _cookies(scope)
         new_csrf = "" if cookies.get(CSRF_COOKIE) else secrets.token_urlsafe(32)
-        started = False
+        started = too_large = swallow = False
 
-        async def send_wrapped(message: Message) -> None:
+        async def emit(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
@@ -109,8 +109,21 @@ class HardeningMiddleware:
             await send(message)
 
         async def reply(problem: Problem) -> None:
-            response = problem.response(scope["path"])
-            await response(scope, receive, send_wrapped)
+            await problem.response(scope["path"])(scope, receive, emit)
+
+        def too_large_problem() -> Problem:
+            return Problem(413, f"the request body is larger than {self.max_body} bytes")
+
+        async def send_wrapped(message: Message) -> None:
+            nonlocal swallow
+            if swallow:
+                return
+            if message["type"] == "http.response.start" and too_large:
+                # The framework turns a failed body read into its own error; the truth is 413.
+                swallow = True
+                await reply(too_large_problem())
+                return
+            await emit(message)
 
         if scope["method"] in UNSAFE_METHODS and scope["path"].startswith("/api/"):
             sent = _header(scope, CSRF_HEADER.encode())
@@ -125,16 +138,17 @@ class HardeningMiddleware:
                 await reply(Problem(400, "content-length: not a number"))
                 return
             if int(length) > self.max_body:
-                await reply(Problem(413, f"the request body is larger than {self.max_body} bytes"))
+                await reply(too_large_problem())
                 return
         received = 0
 
         async def receive_limited() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
+                    too_large = True
                     raise _TooLarge
             return message
 
@@ -142,7 +156,7 @@ class HardeningMiddleware:
             await self.app(scope, receive_limited, send_wrapped)
         except _TooLarge:
             if not started:
-                await reply(Problem(413, f"the request body is larger than {self.max_body} bytes"))
+                await reply(too_large_problem())
 
 
 class RateLimiter:
