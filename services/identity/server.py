@@ -11,6 +11,7 @@ from services.identity.config import IdentitySettings
 from services.identity.development import DEMO_DIRECTORY, DevelopmentLogin, load_citizens
 from services.identity.directory import Directory, LdapDirectory, LocalDirectory
 from services.identity.servicer import ACCESS, IdentityServicer
+from services.identity.siths import SithsLogin, load_ca_certificates
 from services.identity.token_service import TokenService
 from services.identity.tokens import KeyRing
 from services.runtime import auth, mongo
@@ -43,7 +44,8 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
     directory = make_directory(settings, db)
     citizens = load_citizens(settings.demo_citizens_file) if settings.development_login else {}
     development = DevelopmentLogin(settings.development_login, directory, tokens, citizens)
-    servicer = IdentityServicer(keys, tokens, directory, development, access_log)
+    siths = SithsLogin(load_ca_certificates(settings.siths_ca_files), directory, tokens)
+    servicer = IdentityServicer(keys, tokens, directory, development, access_log, siths)
 
     async def start() -> None:
         if settings.development_login:

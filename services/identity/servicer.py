@@ -13,6 +13,7 @@ from services.identity import paging
 from services.identity import personnummer as pnr
 from services.identity.development import DevelopmentLogin
 from services.identity.directory import MUNICIPALITY, REGION, Directory, DirectoryPerson, Query
+from services.identity.siths import SithsLogin
 from services.identity.token_service import (BANKID, DEVELOPMENT, E_SERVICES_1177, HSA_ID, PERSONNUMMER, SITHS,
                                              Principal, Session, TokenService)
 from services.identity.tokens import KeyRing
@@ -85,14 +86,13 @@ def person_pb(p: DirectoryPerson) -> identity_pb2.DirectoryPerson:
 
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def __init__(self, keys: KeyRing, tokens: TokenService, directory: Directory, development: DevelopmentLogin,
-                 access_log: AccessLog, logins=None, audit=None) -> None:
+                 access_log: AccessLog, siths: SithsLogin) -> None:
         self._keys = keys
         self._tokens = tokens
         self._directory = directory
         self._development = development
         self._access_log = access_log
-        self._logins = logins
-        self._audit = audit
+        self._siths = siths
 
     # ------------------------------------------------------------ identifiers
 
@@ -130,6 +130,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                                                     page=common_pb2.PageResponse(next_page_token=token))
 
     # ------------------------------------------------------------ logins
+
+    async def LoginSiths(self, request, context):
+        session = await self._siths.login(request.client_certificate_pem)
+        return identity_pb2.LoginSithsResponse(session=session_pb(session))
 
     async def DevelopmentLogin(self, request, context):
         session = await self._development.login(request.person_id, _METHOD_NAMES.get(request.method, ""))
