@@ -141,7 +141,7 @@ class SupportServicer(support_pb2_grpc.SupportServiceServicer):
     async def ListTickets(self, request, context):
         states = [_enum_in(support_pb2.TicketState, "TICKET_STATE_", s) for s in request.states]
         docs, token = await self._tickets.list(
-            queue_id=request.queue_id, states=[s for s in states if s], min_age_seconds=request.min_age_seconds,
+            queue_id=request.queue_id, states=states, min_age_seconds=request.min_age_seconds,
             page_size=request.page.page_size, page_token=request.page.page_token)
         return support_pb2.ListTicketsResponse(tickets=[self._out(d) for d in docs],
                                                page=common_pb2.PageResponse(next_page_token=token))

@@ -294,6 +294,8 @@ class Tickets:
                    page_size: int = 0, page_token: str = "") -> tuple[list[dict], str]:
         if queue_id and self.routing.queue(queue_id) is None:
             raise InvalidArgument("queue_id", f"no queue {queue_id!r} in the {self.routing.region} routing table")
+        if any(state not in STATES for state in states or ()):
+            raise InvalidArgument("states", f"each one of {', '.join(STATES)}")
         if min_age_seconds < 0:
             raise InvalidArgument("min_age_seconds", "must not be negative")
         if page_size < 0 or page_size > MAX_PAGE:
