@@ -16,6 +16,7 @@ Design decisions:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -232,9 +233,16 @@ class Bookings:
             raise InvalidArgument("booking_unit_hsa_id", "is required")
         if not req.coordinator_hsa_id:
             raise InvalidArgument("coordinator_hsa_id", "is required")
-        patient = await self.identity.personnummer("patient_personnummer", req.patient_personnummer)
-        unit = await self.identity.hsa_id("booking_unit_hsa_id", req.booking_unit_hsa_id)
-        coordinator = await self.identity.hsa_id("coordinator_hsa_id", req.coordinator_hsa_id)
+        # The three checks run concurrently; the first bad field in request order is reported.
+        results = await asyncio.gather(
+            self.identity.personnummer("patient_personnummer", req.patient_personnummer),
+            self.identity.hsa_id("booking_unit_hsa_id", req.booking_unit_hsa_id),
+            self.identity.hsa_id("coordinator_hsa_id", req.coordinator_hsa_id),
+            return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        patient, unit, coordinator = results
         if coordinator != who.id:
             raise PermissionDenied("a coordinator books their own visits: coordinator_hsa_id must be the caller",
                                    reason="NOT_BOOKING_COORDINATOR")
@@ -287,7 +295,7 @@ class Bookings:
         if video:
             try:
                 doc = await self.complete_meeting(booking_id)
-            except Unavailable as exc:
+            except (Unavailable, FailedPrecondition) as exc:
                 log.warning("booking %s: room creation deferred to the outbox: %s", booking_id, exc.message)
         return await self._view(doc)
 
@@ -298,8 +306,8 @@ class Bookings:
         if doc["meeting_pending"] and doc["status"] in ACTIVE:
             try:
                 doc = await self.complete_meeting(doc["_id"])
-            except Unavailable:
-                pass
+            except (Unavailable, FailedPrecondition):
+                pass  # still pending: the outbox keeps retrying
         return await self._view(doc)
 
     # ------------------------------------------------------------------ the meeting room
@@ -683,7 +691,8 @@ class MeetingChannel:
     async def deliver(self, message: OutboxMessage) -> None:
         try:
             await self._bookings.complete_meeting(message.payload["booking_id"])
-        except Unavailable as exc:
+        except (Unavailable, FailedPrecondition) as exc:
+            # Roster down, or refusing for now: the booking exists, so keep trying (with backoff).
             raise RetryableDeliveryError(exc.message) from None
-        except (FailedPrecondition, NotFound) as exc:
+        except NotFound as exc:  # the booking itself is gone
             raise PermanentDeliveryError(exc.message) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from svpl.booking.v1 import booking_pb2 as pb
@@ -42,8 +44,18 @@ async def test_retried_create_with_the_same_key_gives_one_booking_and_one_room(b
     listed = (await booking.ListBookings(pb.ListBookingsRequest(coordinator_hsa_id=COORDINATOR),
                                          metadata=coordinator)).bookings
     assert [b.booking_id for b in listed] == [first.booking_id]
+    rooms = (await booking_system.stub("roster").ListMyMeetings(roster_pb2.ListMyMeetingsRequest(),
+                                                                metadata=coordinator)).meetings
+    assert [m.meeting_id for m in rooms if m.booking_id == first.booking_id] == [first.meeting_id]
     assert len((await booking.ListInvitations(pb.ListInvitationsRequest(booking_id=first.booking_id),
                                               metadata=coordinator)).invitations) == 1
+    # Concurrent first attempts with one key: still one booking and one room.
+    racing = create_request(key="race-key", parties=[party("Hemtjänst Mitt")])
+    raced = await asyncio.gather(*(booking.CreateBooking(racing, metadata=coordinator) for _ in range(4)))
+    assert len({r.booking.booking_id for r in raced}) == 1 and len({r.booking.meeting_id for r in raced}) == 1
+    rooms = (await booking_system.stub("roster").ListMyMeetings(roster_pb2.ListMyMeetingsRequest(),
+                                                                metadata=coordinator)).meetings
+    assert len([m for m in rooms if m.booking_id == raced[0].booking.booking_id]) == 1
     # The same key with different content is refused, not silently answered with the old booking.
     changed = create_request(key="retry-key-1", duration_minutes=90)
     with pytest.raises(grpc.aio.AioRpcError) as err:
