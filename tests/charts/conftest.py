@@ -1,0 +1,87 @@
+"""Render the Helm chart offline (Helm v4 SDK) and parse what it produces."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import helm_python as helm
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "svpl"
+SERVICES = ["identity", "booking", "roster", "media", "support", "gateway"]
+RELEASE, NAMESPACE = "care", "svpl-prod"
+
+# What an operator must provide (secret names only: the chart never holds secret values).
+REQUIRED = {
+    "mongodb": {"uriSecret": {"name": "svpl-mongodb", "key": "uri"}},
+    "serviceTokens": {"secretName": "svpl-service-tokens"},
+    "identity": {"signingKeysSecret": "svpl-signing-keys"},
+    "turn": {"authSecret": {"name": "svpl-turn", "key": "secret"}},
+}
+
+
+def merged(*overlays: dict) -> dict:
+    out: dict = copy.deepcopy(REQUIRED)
+    for overlay in overlays:
+        _merge(out, overlay)
+    return out
+
+
+def _merge(into: dict, overlay: dict) -> None:
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+@pytest.fixture(scope="session")
+def chart():
+    return helm.Chart.load(str(CHART))
+
+
+class Rendered:
+    """Every manifest of one render, parsed; NOTES.txt kept as text."""
+
+    def __init__(self, files: dict[str, str]):
+        self.files = files
+        self.notes = ""
+        self.manifests: list[dict] = []
+        for path, text in files.items():
+            if path.endswith("NOTES.txt"):
+                self.notes = text
+                continue
+            for doc in yaml.safe_load_all(text):  # blank entries (disabled templates) yield nothing
+                if doc:
+                    self.manifests.append(doc)
+
+    def of_kind(self, kind: str) -> list[dict]:
+        return [m for m in self.manifests if m["kind"] == kind]
+
+    def get(self, kind: str, name: str) -> dict:
+        found = [m for m in self.of_kind(kind) if m["metadata"]["name"] == name]
+        assert len(found) == 1, f"{kind}/{name}: found {len(found)}"
+        return found[0]
+
+    def names(self, kind: str) -> set[str]:
+        return {m["metadata"]["name"] for m in self.of_kind(kind)}
+
+    def deployment(self, service: str) -> dict:
+        return self.get("Deployment", f"{RELEASE}-svpl-{service}")
+
+    def container(self, service: str) -> dict:
+        return self.deployment(service)["spec"]["template"]["spec"]["containers"][0]
+
+    def config(self, service: str) -> dict:
+        return self.get("ConfigMap", f"{RELEASE}-svpl-{service}")["data"]
+
+
+@pytest.fixture(scope="session")
+def render(chart):
+    def _render(*overlays: dict) -> Rendered:
+        return Rendered(chart.render(merged(*overlays), name=RELEASE, namespace=NAMESPACE))
+
+    return _render
