@@ -7,6 +7,7 @@ import logging
 
 from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
 
+from services.identity.bankid import BankIdClient, BankIdLogin
 from services.identity.config import IdentitySettings
 from services.identity.development import DEMO_DIRECTORY, DevelopmentLogin, load_citizens
 from services.identity.directory import Directory, LdapDirectory, LocalDirectory
@@ -45,16 +46,24 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
     citizens = load_citizens(settings.demo_citizens_file) if settings.development_login else {}
     development = DevelopmentLogin(settings.development_login, directory, tokens, citizens)
     siths = SithsLogin(load_ca_certificates(settings.siths_ca_files), directory, tokens)
-    servicer = IdentityServicer(keys, tokens, directory, development, access_log, siths)
+    bankid_client = None
+    if settings.bankid_url:
+        bankid_client = BankIdClient(settings.bankid_url, settings.bankid_client_cert_file,
+                                     settings.bankid_client_key_file, settings.bankid_ca_file,
+                                     settings.bankid_timeout_seconds)
+    bankid = BankIdLogin(bankid_client, db, tokens)
+    servicer = IdentityServicer(keys, tokens, directory, development, access_log, siths, bankid)
 
     async def start() -> None:
         if settings.development_login:
             log.warning("development login is ON: anyone can log in as a demo person (never in production)")
         await access_log.ensure_indexes()
         await directory.start()
+        await bankid.start_indexes()
 
     async def close() -> None:
         await directory.close()
+        await bankid.close()
         if audit_client is not client:
             await audit_client.close()
 

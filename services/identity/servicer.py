@@ -8,9 +8,11 @@ from google.protobuf import timestamp_pb2
 from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
 
+from services.identity import bankid
 from services.identity import hsa_id as hsa
 from services.identity import paging
 from services.identity import personnummer as pnr
+from services.identity.bankid import BankIdLogin
 from services.identity.development import DevelopmentLogin
 from services.identity.directory import MUNICIPALITY, REGION, Directory, DirectoryPerson, Query
 from services.identity.siths import SithsLogin
@@ -56,6 +58,8 @@ _STAFF_KINDS = {REGION: identity_pb2.STAFF_KIND_REGION, MUNICIPALITY: identity_p
 _TOKEN_KINDS = {auth.SESSION: identity_pb2.TOKEN_KIND_SESSION, auth.JOIN: identity_pb2.TOKEN_KIND_JOIN,
                 auth.SERVICE: identity_pb2.TOKEN_KIND_SERVICE}
 _TOKEN_KIND_NAMES = {v: k for k, v in _TOKEN_KINDS.items()}
+_BANKID_STATUS = {bankid.PENDING: identity_pb2.BANK_ID_STATUS_PENDING, bankid.FAILED: identity_pb2.BANK_ID_STATUS_FAILED,
+                  bankid.COMPLETE: identity_pb2.BANK_ID_STATUS_COMPLETE}
 
 
 def timestamp(when: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -86,13 +90,14 @@ def person_pb(p: DirectoryPerson) -> identity_pb2.DirectoryPerson:
 
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def __init__(self, keys: KeyRing, tokens: TokenService, directory: Directory, development: DevelopmentLogin,
-                 access_log: AccessLog, siths: SithsLogin) -> None:
+                 access_log: AccessLog, siths: SithsLogin, bankid: BankIdLogin) -> None:
         self._keys = keys
         self._tokens = tokens
         self._directory = directory
         self._development = development
         self._access_log = access_log
         self._siths = siths
+        self._bankid = bankid
 
     # ------------------------------------------------------------ identifiers
 
@@ -134,6 +139,27 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def LoginSiths(self, request, context):
         session = await self._siths.login(request.client_certificate_pem)
         return identity_pb2.LoginSithsResponse(session=session_pb(session))
+
+    async def StartBankIdLogin(self, request, context):
+        started = await self._bankid.start(request.end_user_ip)
+        return identity_pb2.StartBankIdLoginResponse(order_ref=started.order_ref,
+                                                     auto_start_token=started.auto_start_token,
+                                                     qr_data=started.qr_data)
+
+    async def GetBankIdQr(self, request, context):
+        return identity_pb2.GetBankIdQrResponse(qr_data=await self._bankid.qr(request.order_ref))
+
+    async def CollectBankIdLogin(self, request, context):
+        c = await self._bankid.collect(request.order_ref)
+        response = identity_pb2.CollectBankIdLoginResponse(status=_BANKID_STATUS[c.status], hint_code=c.hint_code,
+                                                           user_message=c.user_message)
+        if c.session is not None:
+            response.session.CopyFrom(session_pb(c.session))
+        return response
+
+    async def CancelBankIdLogin(self, request, context):
+        await self._bankid.cancel(request.order_ref)
+        return identity_pb2.CancelBankIdLoginResponse()
 
     async def DevelopmentLogin(self, request, context):
         session = await self._development.login(request.person_id, _METHOD_NAMES.get(request.method, ""))

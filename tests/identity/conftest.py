@@ -54,3 +54,32 @@ def slapd(tmp_path_factory, directory_entries):
     server = Slapd(tmp_path_factory.mktemp("slapd"), directory_entries).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """Real TLS for the login test servers: a server CA (127.0.0.1 certificates) and an RP client CA."""
+    from tests.identity.pki import make_ca, make_leaf
+
+    d = tmp_path_factory.mktemp("tls")
+    server_ca, client_ca = make_ca("Test server CA"), make_ca("BankID RP test CA")
+    files = {"server_ca": d / "server-ca.pem", "client_ca": d / "client-ca.pem"}
+    files["server_ca"].write_text(server_ca.pem)
+    files["client_ca"].write_text(client_ca.pem)
+    files["server_cert"], files["server_key"] = make_leaf(server_ca, "127.0.0.1", server_names=["127.0.0.1"]).write(
+        d, "server")
+    files["rp_cert"], files["rp_key"] = make_leaf(client_ca, "svpl RP").write(d, "rp")
+    stranger = make_ca("Someone else's CA")
+    files["stranger_cert"], files["stranger_key"] = make_leaf(stranger, "not our RP").write(d, "stranger")
+    return {k: str(v) for k, v in files.items()}
+
+
+@pytest.fixture(scope="session")
+async def bankid_server(tls_files):
+    from devstack.embedded_db import free_port
+    from tests.identity.bankid_server import BankIdTestServer
+
+    server = await BankIdTestServer(free_port(), tls_files["server_cert"], tls_files["server_key"],
+                                    tls_files["client_ca"]).start()
+    yield server
+    await server.stop()
