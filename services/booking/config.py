@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from services.runtime.config import ServiceSettings
 
@@ -27,3 +27,10 @@ class BookingSettings(ServiceSettings):
     meeting_retry_delay_seconds: float = Field(5.0, ge=0)
     # Timeout of calls to roster and identity.
     call_timeout_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("cosmic_link_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (or empty)")
+        return value

@@ -62,6 +62,10 @@ async def test_roster_down_books_with_meeting_pending_and_the_room_is_made_when_
     assert not (await booking.ListPhoneTasks(pb.ListPhoneTasksRequest(), metadata=coordinator)).tasks
     retried = (await booking.CreateBooking(request, metadata=coordinator)).booking
     assert retried.booking_id == pending.booking_id and retried.meeting_pending
+    # A booking cancelled while its room is still pending: the room, once made, is cancelled too.
+    doomed = (await booking.CreateBooking(create_request(), metadata=coordinator)).booking
+    assert doomed.meeting_pending
+    await booking.CancelBooking(pb.CancelBookingRequest(booking_id=doomed.booking_id), metadata=coordinator)
 
     await system.start_service("roster")
 
@@ -79,6 +83,15 @@ async def test_roster_down_books_with_meeting_pending_and_the_room_is_made_when_
     assert done.dial_in_code in message["body"]
     tasks = (await booking.ListPhoneTasks(pb.ListPhoneTasksRequest(), metadata=coordinator)).tasks
     assert len(tasks) == 1 and done.dial_in_code in tasks[0].instructions
+    async def doomed_room():
+        b = (await booking.GetBooking(pb.GetBookingRequest(booking_id=doomed.booking_id),
+                                      metadata=coordinator)).booking
+        return b if b.meeting_id and not b.meeting_pending else None
+
+    doomed = await eventually(doomed_room, timeout=30)
+    state = (await system.stub("roster").GetMeeting(roster_pb2.GetMeetingRequest(meeting_id=doomed.meeting_id),
+                                                    metadata=as_token(service_token("booking")))).meeting.state
+    assert doomed.status == pb.BOOKING_STATUS_CANCELLED and state == roster_pb2.MEETING_STATE_CANCELLED
     # Still one booking and one room after another retry.
     again = (await booking.CreateBooking(request, metadata=coordinator)).booking
     assert (again.booking_id, again.meeting_id) == (done.booking_id, done.meeting_id)
