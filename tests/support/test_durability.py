@@ -7,14 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pymongo import AsyncMongoClient
 from svpl.support.v1 import support_pb2 as pb
+from svpl.support.v1 import support_pb2_grpc as pb_grpc
+
+from devstack.embedded_db import free_port
 
 from tests.booking.conftest import eventually
 from tests.support.conftest import file
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -45,39 +55,6 @@ async def test_a_report_about_a_meeting_is_filed_even_when_roster_and_media_are_
     assert list(ticket.evidence.quality) == [] and ticket.evidence.meeting_state == ""
 
 
-async def test_no_report_is_lost_when_support_restarts_mid_request(support, md, black_hole):
-    # Roster hangs, so the request is held inside support after the ticket was written.
-    await support.stop_service("support")
-    await support.start_service("support", roster_address=black_hole, support_evidence_timeout_seconds=30)
-    who = md("municipality_staff")
-    request = pb.FileReportRequest(problem=pb.PROBLEM_KIND_CONNECTION, description="Bilden fryser hela tiden",
-                                   meeting_id="m-restart", participant_id="p-9", idempotency_key="restart-1")
-    call = asyncio.ensure_future(support.stub("support").FileReport(request, metadata=who))
-
-    client = AsyncMongoClient(support.mongo_uri)
-    tickets = client[f"{support.prefix}_support"]["tickets"]
-    try:
-        stored = await eventually(lambda: tickets.find_one({"meeting_id": "m-restart"}))
-        assert not call.done()  # support has not answered yet: it is waiting for roster
-        assert stored["evidence_status"] == "pending"
-
-        await support.stop_service("support")  # the restart, mid-request
-        with pytest.raises(grpc.aio.AioRpcError):
-            await call
-        await support.start_service("support")  # back, roster now refuses at once
-
-        # The client retries with its key: the same ticket, its evidence finished (with a note).
-        again = (await support.stub("support").FileReport(request, metadata=who)).ticket
-        assert again.ticket_id == stored["_id"]
-        assert await tickets.count_documents({"meeting_id": "m-restart"}) == 1
-        assert "roster svarade inte" in again.evidence.note
-        desk = await support.stub("support").ListTickets(pb.ListTicketsRequest(queue_id="kommunens_it"),
-                                                         metadata=md("support_desk"))
-        assert [t.ticket_id for t in desk.tickets] == [stored["_id"]]
-    finally:
-        await client.close()
-
-
 async def test_the_sweep_finishes_evidence_a_restart_cut_short_when_nobody_retries(support, md, black_hole):
     await support.stop_service("support")
     await support.start_service("support", roster_address=black_hole, support_evidence_timeout_seconds=30)
@@ -99,4 +76,61 @@ async def test_the_sweep_finishes_evidence_a_restart_cut_short_when_nobody_retri
         assert ticket.evidence.note.startswith("Underlaget hämtades i efterhand")
         assert (await tickets.find_one({"_id": stored["_id"]}))["followup"] is False
     finally:
+        await client.close()
+
+
+def _support_process(system, roster: str, port: int) -> subprocess.Popen:
+    """`python -m services.support` as its own process, on the test system's database and identity."""
+    env = {**os.environ, **{f"SVPL_{k.upper()}": str(v) for k, v in dict(
+        mongodb_uri=system.mongo_uri, mongodb_database=f"{system.prefix}_support",
+        audit_database=f"{system.prefix}_audit", grpc_port=port, metrics_port=0, log_level="WARNING",
+        service_token=system.tokens["support"], identity_address=system.address("identity"),
+        roster_address=roster, media_address=roster, booking_address=roster,
+        support_evidence_timeout_seconds=30).items()}}
+    return subprocess.Popen([sys.executable, "-m", "services.support"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def _serving(channel) -> bool:
+    try:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="svpl.support.v1.SupportService"), timeout=0.5)
+    except grpc.aio.AioRpcError:
+        return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_no_report_is_lost_when_the_support_process_is_killed_mid_request(system_factory, md, black_hole):
+    system = await system_factory(["identity"])
+    port = free_port()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb_grpc.SupportServiceStub(channel)
+    who = md("region_staff")
+    request = pb.FileReportRequest(problem=pb.PROBLEM_KIND_CONNECTION, description="Ljudet försvinner",
+                                   meeting_id="m-kill", idempotency_key="kill-1")
+    client = AsyncMongoClient(system.mongo_uri)
+    tickets = client[f"{system.prefix}_support"]["tickets"]
+    process = _support_process(system, black_hole, port)
+    try:
+        await eventually(lambda: _serving(channel), timeout=20)
+        call = asyncio.ensure_future(stub.FileReport(request, metadata=who))
+        stored = await eventually(lambda: tickets.find_one({"meeting_id": "m-kill"}))
+        process.kill()  # kill -9, while it waits for roster
+        process.wait(10)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call
+
+        # Back up; roster now refuses at once (nothing listens at its address).
+        process = _support_process(system, f"127.0.0.1:{free_port()}", port)
+        await eventually(lambda: _serving(channel), timeout=20)
+        desk = await stub.ListTickets(pb.ListTicketsRequest(), metadata=md("support_desk"))
+        assert [t.ticket_id for t in desk.tickets] == [stored["_id"]]
+        again = (await stub.FileReport(request, metadata=who)).ticket  # the client's retry
+        assert again.ticket_id == stored["_id"] and "roster svarade inte" in again.evidence.note
+        assert await tickets.count_documents({}) == 1
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(10)
+        await channel.close()
         await client.close()
