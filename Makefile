@@ -59,5 +59,9 @@ BENCH_BOOKING_N ?= 200
 bench-booking: install
 	$(PYTHON) bench/booking.py $(BENCH_BOOKING_N)
 
+# Media forwarding vs aiortc MediaRelay (N = 2..10, 8 rooms of 5); several minutes, heavy on CPU.
+bench-media: install
+	$(PYTHON) bench/media.py
+
 clean:
 	rm -rf gen .run .pytest_cache
