@@ -1,0 +1,181 @@
+"""make bench-media: our encoded-frame forwarding next to aiortc's MediaRelay (decode + re-encode
+per receiver), in one process tree and one run. Not a test.
+
+Process tree: this orchestrator (embedded database + identity in-process, to admit join
+tokens), the media service (`bench/media_servers.py sfu`), the MediaRelay baseline server
+(`bench/media_servers.py relay`), and load-generator processes (`bench/media_peers.py`) whose
+synthetic participants replay a pre-encoded 640x360 VP8 15 fps + Opus clip and count the
+complete frames they receive without decoding (one video track per room is decoded as a check).
+
+For each case it prints the server's CPU (% of one core, from /proc/<pid>/stat), CPU per
+forwarded stream (one participant's audio+video to one receiver), the minimum subscriber
+video fps, and the per-stream CPU ratio to the MediaRelay baseline measured in this run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from svpl.media.v1 import media_pb2
+
+from bench.media_peers import encode_clip
+from devstack.embedded_db import EmbeddedMongo, free_port
+from services.identity.tokens import KeyRing
+from tests.harness import ORDER, System, as_token
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+WARMUP, MEASURE = 2.0, 6.0
+TICK = os.sysconf("SC_CLK_TCK")
+INSTANCE = "bench-media"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+async def run_case(target: str, server_pid: int, address: str, rooms: int, n: int, system: System | None,
+                   keyring: KeyRing, tokens: dict, processes: int) -> dict:
+    specs = []
+    media = system.stub("media") if system else None
+    for r in range(rooms):
+        room = f"bench-{uuid.uuid4().hex[:8]}"
+        if media:
+            await media.OpenRoom(media_pb2.OpenRoomRequest(meeting_id=room), metadata=as_token(tokens["roster"]))
+        for i in range(n):
+            token = keyring.issue_join_token(meeting_id=room, participant_id=f"p{i}", media_instance=INSTANCE,
+                                             ttl=dt.timedelta(minutes=10))[0] if media else ""
+            specs.append({"room": room, "slots": n - 1, "token": token})
+    cfg = {"target": target, "address": address, "gateway_token": tokens["gateway"], "clip": CLIP}
+    chunks = [specs[i::processes] for i in range(processes)]
+    procs = [subprocess.Popen([PY, str(ROOT / "bench" / "media_peers.py")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+             for c in chunks if c]
+    for p, c in zip(procs, chunks):
+        p.stdin.write(json.dumps({**cfg, "participants": c}) + "\n")
+        p.stdin.flush()
+    try:
+        for p in procs:
+            line = await asyncio.to_thread(p.stdout.readline)
+            if line.strip() != "ready":
+                raise RuntimeError(f"load generator failed: {line.strip() or 'no output'}")
+        await asyncio.sleep(WARMUP)
+        t0, c0 = time.time(), cpu_seconds(server_pid)
+        await asyncio.sleep(MEASURE)
+        t1, c1 = time.time(), cpu_seconds(server_pid)
+        results = []
+        for p in procs:
+            p.stdin.write(f"report {t0} {t1}\n")
+            p.stdin.flush()
+        for p in procs:
+            results.append(json.loads(await asyncio.to_thread(p.stdout.readline)))
+    finally:
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if media:
+            for room in {s["room"] for s in specs}:
+                await media.CloseRoom(media_pb2.CloseRoomRequest(meeting_id=room), metadata=as_token(tokens["roster"]))
+    streams = rooms * n * (n - 1)
+    cpu = (c1 - c0) / (t1 - t0) * 100
+    video = [f for r in results for f in r["video_fps"]]
+    audio = [f for r in results for f in r["audio_fps"]]
+    decoded = [f for r in results for f in r["decoded_fps"]]
+    return {"target": target, "rooms": rooms, "n": n, "participants": rooms * n, "streams": streams, "cpu": cpu,
+            "per_stream": cpu / streams, "min_fps": min(video), "min_audio": min(audio),
+            "decoded": min(decoded) if decoded else 0.0}
+
+
+async def wait_ready(address: str, timeout: float = 30) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                r = await stub.Check(health_pb2.HealthCheckRequest(service="svpl.media.v1.MediaService"), timeout=1)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("media did not become ready")
+            await asyncio.sleep(0.2)
+
+
+CLIP: dict = {}
+
+
+async def main() -> None:
+    video, audio = encode_clip()  # once, replayed by every synthetic publisher
+    CLIP.update(video=[base64.b64encode(p).decode() for p in video], audio=[base64.b64encode(p).decode() for p in audio])
+    workdir = Path(tempfile.mkdtemp(prefix="svpl-bench-media-"))
+    db = EmbeddedMongo(workdir / "db").start()
+    keyring = KeyRing.generate()
+    keyring.save_current(workdir)
+    tokens = {name: keyring.issue_service_token(name) for name in ORDER + ["gateway"]}
+    system = System(db.uri, workdir, tokens)
+    servers: list[subprocess.Popen] = []
+    try:
+        await system.start(["identity"])
+        env = {**os.environ, "SVPL_MONGODB_URI": db.uri, "SVPL_MONGODB_DATABASE": f"{system.prefix}_media",
+               "SVPL_GRPC_PORT": str(system.ports["media"]), "SVPL_IDENTITY_ADDRESS": system.address("identity"),
+               "SVPL_ROSTER_ADDRESS": system.address("roster"), "SVPL_SERVICE_TOKEN": tokens["media"],
+               "SVPL_INSTANCE_ID": INSTANCE, "SVPL_CAPACITY_PARTICIPANTS": "200", "SVPL_LOG_LEVEL": "ERROR"}
+        sfu = subprocess.Popen([PY, str(ROOT / "bench" / "media_servers.py"), "sfu"], env=env, cwd=ROOT)
+        relay_port = free_port()
+        relay = subprocess.Popen([PY, str(ROOT / "bench" / "media_servers.py"), "relay", str(relay_port)], cwd=ROOT)
+        servers += [sfu, relay]
+        await wait_ready(system.address("media"))
+        await asyncio.sleep(1.0)
+        cases = [("relay", 1, 2), ("relay", 1, 3)] + [("sfu", 1, n) for n in (2, 4, 6, 8, 10)] + [("sfu", 8, 5)]
+        if sys.argv[1:] == ["quick"]:  # a smoke run of the machinery
+            cases = [("relay", 1, 2), ("sfu", 1, 2), ("sfu", 1, 3)]
+        results = []
+        for target, rooms, n in cases:
+            pid, address = (sfu.pid, system.address("media")) if target == "sfu" else (relay.pid, f"127.0.0.1:{relay_port}")
+            processes = 1 if rooms * n <= 4 else 2
+            r = await run_case(target, pid, address, rooms, n, system if target == "sfu" else None, keyring, tokens,
+                               processes)
+            results.append(r)
+            print(f"  measured {target} {rooms}x{n}: {r['cpu']:.1f}% cpu, min {r['min_fps']:.1f} fps", flush=True)
+        base = {r["n"]: r["per_stream"] for r in results if r["target"] == "relay"}
+        print()
+        print(f"{'server':8} {'rooms x N':>9} {'streams':>7} {'cpu %core':>9} {'%/stream':>9} {'min fps':>8}"
+              f" {'min aud/s':>9} {'decoded':>8} {'ratio':>7}")
+        for r in results:
+            ref = base.get(r["n"], base[max(base)])
+            print(f"{r['target']:8} {r['rooms']:>4} x {r['n']:<2} {r['streams']:>7} {r['cpu']:>9.1f} {r['per_stream']:>9.2f}"
+                  f" {r['min_fps']:>8.1f} {r['min_audio']:>9.1f} {r['decoded']:>8.1f} {r['per_stream'] / ref:>7.3f}")
+        print(f"\nratio = CPU per forwarded stream / MediaRelay's at the same N (N>3: at N={max(base)}); "
+              f"cpu of {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    finally:
+        for s in servers:
+            s.terminate()
+        for s in servers:
+            try:
+                s.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                s.kill()
+        await system.stop()
+        db.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

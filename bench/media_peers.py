@@ -1,0 +1,207 @@
+"""Load generator for `make bench-media`: synthetic participants in one process.
+
+Publishers replay a pre-encoded clip (640x360 VP8 at 15 fps + Opus, encoded once at start),
+so sending costs only packetisation. Subscribers count complete frames without decoding
+(their receivers' decoder queue is replaced by a counting sink); one video track per room
+is decoded for real, as a check that what arrives is a decodable picture.
+
+Protocol with the orchestrator (bench/media.py): the first stdin line is a JSON config (with the
+clip, encoded once by the orchestrator, base64 over the pipe: nothing on disk); this process prints
+"ready" when every subscriber slot has received video, then waits for a line "report <t0> <t1>"
+on stdin and prints one JSON line of results for that wall-clock window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sys
+import time
+from fractions import Fraction
+
+import aioice.ice
+import av
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcconfiguration import RTCBundlePolicy
+
+from services.media.forwarding import FrameSink
+
+WIDTH, HEIGHT, FPS = 640, 360, 15
+CLIP_FRAMES = 60  # 4 s: a keyframe at the start of each loop, or on request
+
+
+def loopback_only() -> None:
+    """aioice skips 127.0.0.1 when gathering; the benchmark runs on loopback only."""
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+
+def encode_clip() -> tuple[list[bytes], list[bytes]]:
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height, codec.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    codec.time_base = Fraction(1, FPS)
+    codec.framerate = FPS
+    codec.bit_rate = 600_000
+    codec.gop_size = 10_000
+    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    # A camera-like picture: smooth gradients, mild grain, and a moving object (not white noise,
+    # which no real camera sends and which makes keyframes ten times larger).
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    base = np.stack([x * 255 // WIDTH, y * 255 // HEIGHT, (x + y) * 255 // (WIDTH + HEIGHT)], axis=-1).astype(np.int16)
+    video = []
+    for i in range(CLIP_FRAMES):
+        img = base + rng.integers(-6, 7, base.shape, dtype=np.int16)
+        cx, cy = 80 + 7 * i, 120 + int(60 * np.sin(i / 6))
+        img[cy - 40:cy + 40, cx - 40:cx + 40] = (220, 180, 140)
+        frame = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        video += [bytes(p) for p in codec.encode(frame)]
+    video += [bytes(p) for p in codec.encode(None)]
+    opus = av.CodecContext.create("libopus", "w")
+    opus.sample_rate, opus.layout, opus.format = 48000, "stereo", "s16"
+    opus.bit_rate = 32000
+    t = np.arange(960) / 48000
+    tone = (np.sin(2 * np.pi * 440 * t) * 3000).astype(np.int16)
+    audio = []
+    for i in range(50):
+        frame = av.AudioFrame.from_ndarray(np.repeat(tone, 2).reshape(1, -1), format="s16", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, i * 960
+        audio += [bytes(p) for p in opus.encode(frame)]
+    return video[:CLIP_FRAMES], audio
+
+
+class Replay(MediaStreamTrack):
+    """Paced replay of pre-encoded packets; a keyframe request restarts the clip (frame 0 is a keyframe)."""
+
+    def __init__(self, kind: str, packets: list[bytes], rate: float, ticks: int, clock: int) -> None:
+        super().__init__()
+        self.kind = kind
+        self._packets, self._rate, self._ticks, self._clock = packets, rate, ticks, clock
+        self._n = 0
+        self._pos = 0
+        self._start: float | None = None
+        self._time_base = Fraction(1, clock)
+
+    def keyframe(self) -> None:
+        self._pos = 0
+
+    async def recv(self) -> av.Packet:
+        if self._start is None:
+            self._start = time.monotonic()
+        delay = self._start + self._n / self._rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        packet = av.Packet(self._packets[self._pos % len(self._packets)])
+        packet.pts, packet.time_base = self._n * self._ticks, self._time_base
+        self._n += 1
+        self._pos += 1
+        return packet
+
+
+class Slot:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.times: list[float] = []
+        self.decoded: list[float] = []
+
+    def frame(self, codec, frame) -> None:
+        self.times.append(time.time())
+
+
+class Participant:
+    def __init__(self, spec: dict, clip, decode_one: bool) -> None:
+        self.spec = spec
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        video, audio = clip
+        self.video = Replay("video", video, FPS, 90000 // FPS, 90000)
+        self.audio = Replay("audio", audio, 50, 960, 48000)
+        for track in (self.audio, self.video):
+            sender = self.pc.addTrack(track)
+            if track.kind == "video":
+                sender._send_keyframe = track.keyframe  # a PLI/FIR restarts the clip at its keyframe
+        self.slots: list[Slot] = []
+        for _ in range(spec["slots"]):
+            for kind in ("audio", "video"):
+                t = self.pc.addTransceiver(kind, direction="recvonly")
+                slot = Slot(kind)
+                self.slots.append(slot)
+                if decode_one and kind == "video" and not any(s.kind == "video" for s in self.slots[:-1]):
+                    self._decode(t, slot)
+                else:
+                    t.receiver._RTCRtpReceiver__decoder_queue = FrameSink(slot.frame)
+
+    def _decode(self, transceiver, slot: Slot) -> None:
+        async def consume(track) -> None:
+            try:
+                while True:
+                    await track.recv()
+                    now = time.time()
+                    slot.times.append(now)
+                    slot.decoded.append(now)
+            except MediaStreamError:
+                pass
+
+        @self.pc.on("track")
+        def on_track(track) -> None:
+            if transceiver.receiver.track is track:
+                asyncio.ensure_future(consume(track))
+
+
+async def negotiate(p: Participant, cfg: dict) -> None:
+    await p.pc.setLocalDescription(await p.pc.createOffer())
+    offer = p.pc.localDescription.sdp
+    if cfg["target"] == "sfu":
+        import grpc
+        from svpl.media.v1 import media_pb2, media_pb2_grpc
+
+        async with grpc.aio.insecure_channel(cfg["address"]) as channel:
+            response = await media_pb2_grpc.MediaServiceStub(channel).Negotiate(
+                media_pb2.NegotiateRequest(join_token=p.spec["token"], sdp_offer=offer),
+                metadata=(("authorization", f"Bearer {cfg['gateway_token']}"),), timeout=30)
+            answer = response.sdp_answer
+    else:
+        host, port = cfg["address"].rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write((json.dumps({"room": p.spec["room"], "sdp": offer}) + "\n").encode())
+        await writer.drain()
+        answer = json.loads(await reader.readline())["sdp"]
+        writer.close()
+    await p.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+
+async def main() -> None:
+    loopback_only()
+    cfg = json.loads(sys.stdin.readline())
+    clip = tuple([base64.b64decode(p) for p in cfg["clip"][kind]] for kind in ("video", "audio"))
+    rooms_seen: set[str] = set()
+    people = []
+    for spec in cfg["participants"]:
+        decode = spec["room"] not in rooms_seen
+        rooms_seen.add(spec["room"])
+        people.append(Participant(spec, clip, decode))
+    for p in people:
+        await negotiate(p, cfg)
+    deadline = time.monotonic() + 60
+    while not all(s.times for p in people for s in p.slots):
+        if time.monotonic() > deadline:
+            print(json.dumps({"error": "not every slot received media"}), flush=True)
+            return
+        await asyncio.sleep(0.1)
+    print("ready", flush=True)
+    line = await asyncio.to_thread(sys.stdin.readline)
+    _, t0, t1 = line.split()
+    t0, t1 = float(t0), float(t1)
+    span = t1 - t0
+    video_fps = [sum(t0 <= t < t1 for t in s.times) / span for p in people for s in p.slots if s.kind == "video"]
+    audio_fps = [sum(t0 <= t < t1 for t in s.times) / span for p in people for s in p.slots if s.kind == "audio"]
+    decoded = [sum(t0 <= t < t1 for t in s.decoded) / span for p in people for s in p.slots if s.decoded]
+    print(json.dumps({"video_fps": video_fps, "audio_fps": audio_fps, "decoded_fps": decoded}), flush=True)
+    for p in people:
+        await p.pc.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

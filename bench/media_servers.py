@@ -1,0 +1,75 @@
+"""The two servers `make bench-media` compares, each in its own process (so its CPU can be read):
+
+- `sfu`: the media service itself (`services.media`, settings from SVPL_* variables), with
+  aioice's host addresses limited to loopback as in the tests.
+- `relay <port>`: the baseline, aiortc's MediaRelay (decode once per publisher, encode for every
+  receiver), with the same slot layout, signalled by one JSON line over TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from bench.media_peers import loopback_only
+
+
+async def relay_server(port: int) -> None:
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc.contrib.media import MediaRelay
+    from aiortc.rtcconfiguration import RTCBundlePolicy
+
+    relay = MediaRelay()
+    rooms: dict[str, list[dict]] = {}
+
+    def show(publisher: dict, subscriber: dict) -> None:
+        for kind in ("audio", "video"):
+            track = publisher["tracks"].get(kind)
+            free = [t for t in subscriber["slots"][kind] if t.sender.track is None]
+            if track is not None and free:
+                free[0].sender.replaceTrack(relay.subscribe(track))
+
+    async def handle(reader, writer) -> None:
+        request = json.loads(await reader.readline())
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        me = {"pc": pc, "tracks": {}, "slots": {"audio": [], "video": []}}
+
+        @pc.on("track")
+        def on_track(track) -> None:
+            me["tracks"][track.kind] = track
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=request["sdp"], type="offer"))
+        for t in pc.getTransceivers():
+            if t._offerDirection == "sendonly":
+                t.direction = "sendonly"
+                me["slots"][t.kind].append(t)
+        await pc.setLocalDescription(await pc.createAnswer())
+        room = rooms.setdefault(request["room"], [])
+        for other in room:
+            show(other, me)
+            show(me, other)
+        room.append(me)
+        writer.write((json.dumps({"sdp": pc.localDescription.sdp}) + "\n").encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    loopback_only()
+    if sys.argv[1] == "sfu":
+        from services.media.config import MediaSettings
+        from services.media.server import build
+        from services.runtime.server import main as serve
+
+        serve(MediaSettings, build)
+    else:
+        asyncio.run(relay_server(int(sys.argv[2])))
+
+
+if __name__ == "__main__":
+    main()
