@@ -55,6 +55,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, TypeVar
 
+from prometheus_client import Counter
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
@@ -69,6 +70,12 @@ DELIVERED = "delivered"
 FAILED = "failed"
 
 T = TypeVar("T")
+
+DELIVERIES = Counter(
+    "svpl_outbox_deliveries_total",
+    "Outbox delivery attempts by outbox, channel and outcome (delivered, retry, failed).",
+    ["outbox", "channel", "outcome"],
+)
 
 
 def _now() -> dt.datetime:
@@ -297,13 +304,17 @@ class Dispatcher:
         message = OutboxMessage.from_doc(doc)
         adapter = self.adapters[message.channel]
         try:
-            await adapter.deliver(message)
+            # A delivery never outlives its lease (else another dispatcher would deliver it too).
+            async with asyncio.timeout(self.lease.total_seconds() * 0.9):
+                await adapter.deliver(message)
         except PermanentDeliveryError as exc:
             await self._failed(message, str(exc) or exc.__class__.__name__)
         except asyncio.CancelledError:
             raise  # killed mid-delivery: the lease expires and someone retries
         except Exception as exc:  # noqa: BLE001 - retryable (RetryableDeliveryError or unexpected)
             error = str(exc) or exc.__class__.__name__
+            if isinstance(exc, TimeoutError):
+                error = f"no answer within the lease ({self.lease.total_seconds() * 0.9:.0f}s)"
             if self.max_attempts is not None and message.attempt >= self.max_attempts:
                 await self._failed(message, f"gave up after {message.attempt} attempts: {error}")
             else:
@@ -312,6 +323,7 @@ class Dispatcher:
             await self._delivered(message)
 
     async def _delivered(self, message: OutboxMessage) -> None:
+        DELIVERIES.labels(self.name, message.channel, "delivered").inc()
         # Recorded even if our lease expired meanwhile: the message did reach the receiver.
         await self.outbox.collection.update_one(
             {"_id": message.message_id, "state": PENDING},
@@ -319,6 +331,7 @@ class Dispatcher:
         )
 
     async def _retry(self, message: OutboxMessage, error: str) -> None:
+        DELIVERIES.labels(self.name, message.channel, "retry").inc()
         delay = self.backoff.delay(message.attempt)
         log.info("%s: message %s attempt %d failed, retry in %.1fs: %s",
                  self.name, message.message_id, message.attempt, delay, error[:200])
@@ -329,6 +342,7 @@ class Dispatcher:
         )
 
     async def _failed(self, message: OutboxMessage, error: str) -> None:
+        DELIVERIES.labels(self.name, message.channel, "failed").inc()
         log.warning("%s: message %s failed permanently: %s", self.name, message.message_id, error[:200])
         await self.outbox.collection.update_one(
             {"_id": message.message_id, "state": PENDING},

@@ -151,3 +151,13 @@ async def _state(outbox, message_id, state):
 async def _all_delivered(outbox, ids):
     docs = await outbox.get_many(ids)
     return len(docs) == len(ids) and all(d["state"] == DELIVERED for d in docs.values())
+
+
+async def test_a_delivery_that_outlives_its_lease_is_abandoned_and_retried(db):
+    _, database = db
+    outbox, receiver = Outbox(database), Receiver()
+    receiver.hang = True
+    message_id = await outbox.add(None, "test", {})
+    await Dispatcher(outbox, {"test": receiver}, lease_seconds=0.3, backoff=Backoff(base=0.01, cap=0.01)).run_once()
+    doc = await outbox.get(message_id)
+    assert doc["state"] == PENDING and "no answer within the lease" in doc["last_error"] and doc["lease_owner"] is None
