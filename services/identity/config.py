@@ -51,5 +51,5 @@ class IdentitySettings(ServiceSettings):
     oidc_1177_ca_file: str = ""
     oidc_1177_scope: str = "openid"
     # The ID-token claim that carries the personnummer.
-    oidc_1177_personnummer_claim: str = "personnummer"
+    oidc_1177_personnummer_claim: str = "https://id.oidc.se/claim/personalIdentityNumber"
     login_state_ttl_seconds: int = Field(600, ge=30, le=3600)

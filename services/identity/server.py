@@ -9,6 +9,7 @@ from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from services.identity.bankid import BankIdClient, BankIdLogin
 from services.identity.config import IdentitySettings
+from services.identity.oidc1177 import Oidc1177Login
 from services.identity.development import DEMO_DIRECTORY, DevelopmentLogin, load_citizens
 from services.identity.directory import Directory, LdapDirectory, LocalDirectory
 from services.identity.servicer import ACCESS, IdentityServicer
@@ -52,7 +53,12 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
                                      settings.bankid_client_key_file, settings.bankid_ca_file,
                                      settings.bankid_timeout_seconds)
     bankid = BankIdLogin(bankid_client, db, tokens)
-    servicer = IdentityServicer(keys, tokens, directory, development, access_log, siths, bankid)
+    e_services = Oidc1177Login(
+        settings.oidc_1177_issuer, settings.oidc_1177_client_id, settings.oidc_1177_client_secret, db, tokens,
+        ca_file=settings.oidc_1177_ca_file, scope=settings.oidc_1177_scope,
+        personnummer_claim=settings.oidc_1177_personnummer_claim,
+        state_ttl=dt.timedelta(seconds=settings.login_state_ttl_seconds))
+    servicer = IdentityServicer(keys, tokens, directory, development, access_log, siths, bankid, e_services)
 
     async def start() -> None:
         if settings.development_login:
@@ -60,6 +66,7 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
         await access_log.ensure_indexes()
         await directory.start()
         await bankid.start_indexes()
+        await e_services.start_indexes()
 
     async def close() -> None:
         await directory.close()

@@ -15,6 +15,7 @@ from services.identity import personnummer as pnr
 from services.identity.bankid import BankIdLogin
 from services.identity.development import DevelopmentLogin
 from services.identity.directory import MUNICIPALITY, REGION, Directory, DirectoryPerson, Query
+from services.identity.oidc1177 import Oidc1177Login
 from services.identity.siths import SithsLogin
 from services.identity.token_service import (BANKID, DEVELOPMENT, E_SERVICES_1177, HSA_ID, PERSONNUMMER, SITHS,
                                              Principal, Session, TokenService)
@@ -90,7 +91,7 @@ def person_pb(p: DirectoryPerson) -> identity_pb2.DirectoryPerson:
 
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def __init__(self, keys: KeyRing, tokens: TokenService, directory: Directory, development: DevelopmentLogin,
-                 access_log: AccessLog, siths: SithsLogin, bankid: BankIdLogin) -> None:
+                 access_log: AccessLog, siths: SithsLogin, bankid: BankIdLogin, e_services: Oidc1177Login) -> None:
         self._keys = keys
         self._tokens = tokens
         self._directory = directory
@@ -98,6 +99,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self._access_log = access_log
         self._siths = siths
         self._bankid = bankid
+        self._e_services = e_services
 
     # ------------------------------------------------------------ identifiers
 
@@ -160,6 +162,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def CancelBankIdLogin(self, request, context):
         await self._bankid.cancel(request.order_ref)
         return identity_pb2.CancelBankIdLoginResponse()
+
+    async def Start1177Login(self, request, context):
+        url, state = await self._e_services.start(request.redirect_uri)
+        return identity_pb2.Start1177LoginResponse(authorization_url=url, state=state)
+
+    async def Complete1177Login(self, request, context):
+        session = await self._e_services.complete(request.state, request.code, request.redirect_uri)
+        return identity_pb2.Complete1177LoginResponse(session=session_pb(session))
 
     async def DevelopmentLogin(self, request, context):
         session = await self._development.login(request.person_id, _METHOD_NAMES.get(request.method, ""))

@@ -83,3 +83,14 @@ async def bankid_server(tls_files):
                                     tls_files["client_ca"]).start()
     yield server
     await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def oidc_provider(tls_files):
+    from devstack.embedded_db import free_port
+    from tests.identity.oidc_provider import OidcTestProvider
+
+    provider = await OidcTestProvider(free_port(), tls_files["server_cert"], tls_files["server_key"],
+                                      "svpl-rjl", "test-client-secret").start()
+    yield provider
+    await provider.stop()

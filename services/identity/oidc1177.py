@@ -1,0 +1,165 @@
+"""1177 login (citizens and next of kin): an OpenID Connect relying party for the
+1177 e-services identity provider, authorization-code flow with PKCE (S256), state and
+nonce, through authlib's OAuth 2 client; the ID token is verified with joserfc
+(authlib's JOSE library) against the provider's published keys: signature, issuer,
+audience, expiry and nonce. The personnummer comes from an ID-token claim (the
+Swedish OIDC profile's `https://id.oidc.se/claim/personalIdentityNumber` by default).
+
+Pending logins (state → nonce, PKCE verifier, redirect URI) live in identity's own
+database so any replica can finish a login, and each state can be used once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import ssl
+import time
+
+import httpx
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from services.identity import personnummer as pnr
+from services.identity.token_service import E_SERVICES_1177, Session, TokenService, citizen_principal
+from services.runtime.errors import FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
+
+log = logging.getLogger("svpl.identity.oidc1177")
+ALGORITHMS = ["RS256", "ES256", "PS256"]
+LOA4 = "http://id.elegnamnden.se/loa/1.0/loa4"
+
+
+class Oidc1177Login:
+    def __init__(self, issuer: str, client_id: str, client_secret: str, db, tokens: TokenService, *,
+                 ca_file: str = "", scope: str = "openid", personnummer_claim: str = "personnummer",
+                 state_ttl: dt.timedelta = dt.timedelta(minutes=10), timeout: float = 10.0) -> None:
+        self._issuer = issuer.rstrip("/")
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._pending = db["oidc_logins"]
+        self._tokens = tokens
+        self._scope = scope
+        self._claim = personnummer_claim
+        self._state_ttl = state_ttl
+        self._verify = ssl.create_default_context(cafile=ca_file or None)
+        self._timeout = timeout
+        self._metadata: dict | None = None
+        self._keys: KeySet | None = None
+        self._keys_fetched = 0.0
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._issuer and self._client_id)
+
+    async def start_indexes(self) -> None:
+        await self._pending.create_index("expires_at", expireAfterSeconds=0)
+
+    def _client(self, redirect_uri: str) -> AsyncOAuth2Client:
+        return AsyncOAuth2Client(self._client_id, self._client_secret, scope=self._scope, redirect_uri=redirect_uri,
+                                 code_challenge_method="S256", verify=self._verify, timeout=self._timeout)
+
+    async def _get_json(self, url: str) -> dict:
+        try:
+            async with httpx.AsyncClient(verify=self._verify, timeout=self._timeout) as http:
+                response = await http.get(url)
+                response.raise_for_status()
+                return response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise Unavailable(f"the 1177 login service is not reachable ({exc.__class__.__name__})") from None
+
+    async def metadata(self) -> dict:
+        if self._metadata is None:
+            meta = await self._get_json(f"{self._issuer}/.well-known/openid-configuration")
+            if meta.get("issuer", "").rstrip("/") != self._issuer:
+                raise Unavailable("the 1177 provider's metadata names another issuer")
+            self._metadata = meta
+        return self._metadata
+
+    async def _keyset(self, refresh: bool = False) -> KeySet:
+        if self._keys is None or (refresh and time.monotonic() - self._keys_fetched > 10):
+            self._keys = KeySet.import_key_set(await self._get_json((await self.metadata())["jwks_uri"]))
+            self._keys_fetched = time.monotonic()
+        return self._keys
+
+    def _require(self) -> None:
+        if not self.configured:
+            raise FailedPrecondition("1177 login is not configured", reason="E_SERVICES_1177_NOT_CONFIGURED")
+
+    @staticmethod
+    def _redirect(redirect_uri: str) -> str:
+        uri = (redirect_uri or "").strip()
+        if not uri.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise InvalidArgument("redirect_uri", "an https:// URL (http only on loopback) is required")
+        return uri
+
+    async def start(self, redirect_uri: str) -> tuple[str, str]:
+        """The provider's authorization URL for the browser, and the state that will come back."""
+        self._require()
+        uri = self._redirect(redirect_uri)
+        meta = await self.metadata()
+        state, nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(64)
+        async with self._client(uri) as client:
+            url, _ = client.create_authorization_url(meta["authorization_endpoint"], state=state,
+                                                     code_verifier=verifier, nonce=nonce)
+        await self._pending.insert_one({
+            "_id": state, "nonce": nonce, "code_verifier": verifier, "redirect_uri": uri,
+            "expires_at": dt.datetime.now(dt.timezone.utc) + self._state_ttl,
+        })
+        return url, state
+
+    async def complete(self, state: str, code: str, redirect_uri: str) -> Session:
+        self._require()
+        if not (state or "").strip():
+            raise InvalidArgument("state", "is required")
+        if not (code or "").strip():
+            raise InvalidArgument("code", "is required")
+        pending = await self._pending.find_one_and_delete({"_id": state.strip()})  # one use only
+        if pending is None or pending["expires_at"] < dt.datetime.now(dt.timezone.utc):
+            raise FailedPrecondition("this 1177 login is unknown, used or expired: start again",
+                                     reason="UNKNOWN_STATE")
+        if self._redirect(redirect_uri) != pending["redirect_uri"]:
+            raise InvalidArgument("redirect_uri", "must be the one the login started with")
+        meta = await self.metadata()
+        try:
+            async with self._client(pending["redirect_uri"]) as client:
+                token = await client.fetch_token(meta["token_endpoint"], grant_type="authorization_code",
+                                                 code=code.strip(), code_verifier=pending["code_verifier"])
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"the 1177 login service is not reachable ({exc.__class__.__name__})") from None
+        except Exception as exc:  # noqa: BLE001 - authlib raises OAuthError subclasses for error answers
+            log.info("1177 token request refused: %s", exc.__class__.__name__)
+            raise Unauthenticated("1177 refused the login (the code may be used or expired): start again") from None
+        claims = await self._id_token_claims(token.get("id_token", ""), pending["nonce"])
+        try:
+            number = pnr.parse(str(claims.get(self._claim, "")), self._claim).normalized
+        except InvalidArgument:
+            raise Unauthenticated("the 1177 ID token carries no valid personnummer") from None
+        name = claims.get("name") or f"{claims.get('given_name', '')} {claims.get('family_name', '')}".strip()
+        assurance = "high" if claims.get("acr") == LOA4 else "substantial"
+        log.info("1177 login", extra={"svpl_person": pnr.mask(number)})
+        return self._tokens.issue_session(citizen_principal(number, name, E_SERVICES_1177, assurance))
+
+    async def _id_token_claims(self, id_token: str, nonce: str) -> dict:
+        if not id_token:
+            raise Unauthenticated("1177 returned no ID token")
+        try:
+            try:
+                decoded = jwt.decode(id_token, await self._keyset(), algorithms=ALGORITHMS)
+            except (ValueError, JoseError):  # perhaps a rotated key: fetch the keys once more
+                decoded = jwt.decode(id_token, await self._keyset(refresh=True), algorithms=ALGORITHMS)
+            jwt.JWTClaimsRegistry(
+                leeway=60,
+                iss={"essential": True, "value": self._issuer},
+                aud={"essential": True, "value": self._client_id},
+                sub={"essential": True},
+                exp={"essential": True},
+                nonce={"essential": True, "value": nonce},
+            ).validate(decoded.claims)
+        except (ValueError, JoseError) as exc:
+            log.info("1177 ID token refused: %s", exc.__class__.__name__)
+            raise Unauthenticated(f"the 1177 ID token is not valid ({exc.__class__.__name__})") from None
+        return decoded.claims
+

@@ -1,0 +1,110 @@
+"""A small OpenID Connect provider standing in for the 1177 e-services IdP (a test
+fixture, never shipped): discovery, JWKS, /authorize (the user the test chose "logs
+in" and is redirected back with a code), /token (client_secret_basic, PKCE S256
+checked, codes single-use) issuing an ES256-signed ID token. Served over real TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import uvicorn
+from fastapi import FastAPI, Form, Header, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet
+
+PNR_CLAIM = "https://id.oidc.se/claim/personalIdentityNumber"
+
+
+@dataclass
+class Grant:
+    client_id: str
+    redirect_uri: str
+    nonce: str
+    challenge: str
+    claims: dict
+
+
+class OidcTestProvider:
+    def __init__(self, port: int, certfile: str, keyfile: str, client_id: str, client_secret: str) -> None:
+        self.port = port
+        self.issuer = f"https://127.0.0.1:{port}"
+        self.client_id, self.client_secret = client_id, client_secret
+        self.key = ECKey.generate_key("P-256", parameters={"kid": "k1", "use": "sig", "alg": "ES256"})
+        self.signing_key = self.key  # a test may swap in a key the JWKS does not publish
+        self.user = {PNR_CLAIM: "198112289874", "name": "Nils Närstående"}
+        self.tamper: dict = {}  # claims to override in the next ID token (wrong aud, nonce, ...)
+        self.grants: dict[str, Grant] = {}
+        self.token_requests: list[dict] = []
+        app = FastAPI()
+        app.get("/.well-known/openid-configuration")(self._discovery)
+        app.get("/jwks")(self._jwks)
+        app.get("/authorize")(self._authorize)
+        app.post("/token")(self._token)
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, ssl_certfile=certfile,
+                                                     ssl_keyfile=keyfile, log_level="warning", access_log=False,
+                                                     lifespan="off"))
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> "OidcTestProvider":
+        self._task = asyncio.create_task(self._server.serve())
+        for _ in range(500):
+            if self._server.started:
+                return self
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        raise RuntimeError("OIDC test provider did not start")
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task:
+            await self._task
+
+    async def _discovery(self):
+        return {"issuer": self.issuer, "authorization_endpoint": f"{self.issuer}/authorize",
+                "token_endpoint": f"{self.issuer}/token", "jwks_uri": f"{self.issuer}/jwks",
+                "response_types_supported": ["code"], "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["ES256"], "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic"]}
+
+    async def _jwks(self):
+        return KeySet([self.key]).as_dict(private=False)
+
+    async def _authorize(self, request: Request):
+        q = request.query_params
+        if (q.get("response_type") != "code" or q.get("client_id") != self.client_id
+                or q.get("code_challenge_method") != "S256" or not q.get("code_challenge")
+                or "openid" not in q.get("scope", "").split()):
+            return JSONResponse({"error": "invalid_request"}, status_code=400)
+        code = secrets.token_urlsafe(24)
+        self.grants[code] = Grant(q["client_id"], q["redirect_uri"], q.get("nonce", ""), q["code_challenge"],
+                                  dict(self.user))
+        return RedirectResponse(f"{q['redirect_uri']}?{urlencode({'code': code, 'state': q.get('state', '')})}",
+                                status_code=302)
+
+    async def _token(self, grant_type: str = Form(""), code: str = Form(""), redirect_uri: str = Form(""),
+                     code_verifier: str = Form(""), authorization: str = Header("")):
+        self.token_requests.append({"grant_type": grant_type, "redirect_uri": redirect_uri,
+                                    "has_verifier": bool(code_verifier)})
+        expected = "Basic " + base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+        if authorization != expected:
+            return JSONResponse({"error": "invalid_client"}, status_code=401)
+        grant = self.grants.pop(code, None)  # single use
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(code_verifier.encode()).digest()).rstrip(b"=").decode()
+        if (grant_type != "authorization_code" or grant is None or grant.redirect_uri != redirect_uri
+                or grant.challenge != challenge):
+            return JSONResponse({"error": "invalid_grant"}, status_code=400)
+        now = int(time.time())
+        claims = {"iss": self.issuer, "aud": self.client_id, "sub": secrets.token_hex(8), "iat": now,
+                  "exp": now + 300, "nonce": grant.nonce, "acr": "http://id.elegnamnden.se/loa/1.0/loa3",
+                  **grant.claims, **self.tamper}
+        id_token = jwt.encode({"alg": "ES256", "kid": "k1"}, claims, self.signing_key)
+        return {"access_token": secrets.token_urlsafe(16), "token_type": "Bearer", "expires_in": 300,
+                "id_token": id_token}
