@@ -7,6 +7,7 @@ import logging
 
 from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
 
+from services.identity.access_extract import AccessExtract
 from services.identity.bankid import BankIdClient, BankIdLogin
 from services.identity.config import IdentitySettings
 from services.identity.oidc1177 import Oidc1177Login
@@ -58,7 +59,8 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
         ca_file=settings.oidc_1177_ca_file, scope=settings.oidc_1177_scope,
         personnummer_claim=settings.oidc_1177_personnummer_claim,
         state_ttl=dt.timedelta(seconds=settings.login_state_ttl_seconds))
-    servicer = IdentityServicer(keys, tokens, directory, development, access_log, siths, bankid, e_services)
+    servicer = IdentityServicer(keys, tokens, directory, development, access_log, siths, bankid, e_services,
+                                AccessExtract(access_log))
 
     async def start() -> None:
         if settings.development_login:

@@ -12,6 +12,7 @@ from services.identity import bankid
 from services.identity import hsa_id as hsa
 from services.identity import paging
 from services.identity import personnummer as pnr
+from services.identity.access_extract import AccessExtract
 from services.identity.bankid import BankIdLogin
 from services.identity.development import DevelopmentLogin
 from services.identity.directory import MUNICIPALITY, REGION, Directory, DirectoryPerson, Query
@@ -91,7 +92,8 @@ def person_pb(p: DirectoryPerson) -> identity_pb2.DirectoryPerson:
 
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def __init__(self, keys: KeyRing, tokens: TokenService, directory: Directory, development: DevelopmentLogin,
-                 access_log: AccessLog, siths: SithsLogin, bankid: BankIdLogin, e_services: Oidc1177Login) -> None:
+                 access_log: AccessLog, siths: SithsLogin, bankid: BankIdLogin, e_services: Oidc1177Login,
+                 extract: AccessExtract) -> None:
         self._keys = keys
         self._tokens = tokens
         self._directory = directory
@@ -100,6 +102,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self._siths = siths
         self._bankid = bankid
         self._e_services = e_services
+        self._extract = extract
 
     # ------------------------------------------------------------ identifiers
 
@@ -201,3 +204,17 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
     async def GetSigningKeys(self, request, context):
         return identity_pb2.GetSigningKeysResponse(jwks_json=self._keys.jwks_json())
+
+    # ------------------------------------------------------------ access log
+
+    async def ListAccessRecords(self, request, context):
+        start = request.period.start.ToDatetime(dt.timezone.utc) if request.period.HasField("start") else None
+        end = request.period.end.ToDatetime(dt.timezone.utc) if request.period.HasField("end") else None
+        records, token = await self._extract.list(request.patient_personnummer, start, end, request.page.page_size,
+                                                  request.page.page_token)
+        return identity_pb2.ListAccessRecordsResponse(
+            records=[identity_pb2.AccessRecord(
+                at=timestamp(r["at"]), actor=r.get("actor", ""), action=r.get("action", ""),
+                patient=r.get("patient", ""), care_unit=r.get("care_unit", ""), service=r.get("service", ""),
+                resource=r.get("resource", ""), purpose=r.get("purpose", "")) for r in records],
+            page=common_pb2.PageResponse(next_page_token=token))
