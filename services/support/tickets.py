@@ -90,7 +90,7 @@ def _kind_from_login(who: auth.Caller) -> str:
         return "municipality_staff"
     if who.has_role(auth.ROLE_REGION_STAFF):
         return "region_staff"
-    return "citizen"
+    return "citizen" if who.id_kind == "personnummer" or who.has_role(auth.ROLE_CITIZEN) else "external_actor"
 
 
 def _kind_fits_login(kind: str, who: auth.Caller) -> bool:
@@ -98,8 +98,10 @@ def _kind_fits_login(kind: str, who: auth.Caller) -> bool:
         return who.has_role(auth.ROLE_MUNICIPALITY_STAFF)
     if kind == "region_staff":
         return who.has_role(auth.ROLE_REGION_STAFF)
-    # Citizens and external actors (e.g. Försäkringskassan) log in with BankID / 1177.
-    return who.id_kind == "personnummer" or who.has_role(auth.ROLE_CITIZEN)
+    if kind == "citizen":
+        return who.id_kind == "personnummer" or who.has_role(auth.ROLE_CITIZEN)
+    # External actors (e.g. Försäkringskassan) log in with BankID, 1177 or their own SITHS card.
+    return True
 
 
 def is_desk(who: auth.Caller) -> bool:

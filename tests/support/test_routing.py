@@ -80,6 +80,10 @@ async def test_reporter_kind_defaults_from_the_login_and_cannot_be_claimed_false
     with pytest.raises(Exception) as err:  # a citizen cannot jump the queue as region staff
         await file(shared_support, md("patient"), problem=TECH, reporter=pb.Reporter(kind=REGION))
     assert err.value.code().name == "INVALID_ARGUMENT" and "reporter.kind" in err.value.details()
+    # Someone with neither a region nor a municipality role, nor a citizen's login, is an external actor.
+    outside = await file(shared_support, md(person_id="SE5567890123-0001", id_kind="hsa_id", name="Pia Privat",
+                                            method="siths", roles=["staff"]), problem=TECH)
+    assert outside.reporter.kind == EXTERNAL_ACTOR and outside.routing.queue.queue_id == "e_tjanster_1177"
 
 
 async def test_routing_table_is_served_as_configured(shared_support, md):
@@ -143,8 +147,8 @@ def test_python_m_services_support_exits_with_the_bad_rule_named(tmp_path):
            "SVPL_GRPC_PORT": "0", "SVPL_METRICS_PORT": "0"}
     done = subprocess.run([sys.executable, "-m", "services.support"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=30)
-    assert done.returncode != 0
-    assert "rule 'lost-rule': queue 'nowhere' is not defined" in done.stderr
+    assert done.returncode != 0, done.stderr
+    assert "rule 'lost-rule': queue 'nowhere' is not defined" in done.stderr, done.stderr
 
 
 def test_shipped_tables_are_valid():
