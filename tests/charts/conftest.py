@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import helm_python as helm
@@ -54,7 +55,8 @@ class Rendered:
             if path.endswith("NOTES.txt"):
                 self.notes = text
                 continue
-            for doc in yaml.safe_load_all(text):  # blank entries (disabled templates) yield nothing
+            # Blank entries (disabled templates) yield nothing.
+            for doc in yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
                 if doc:
                     self.manifests.append(doc)
 
@@ -81,7 +83,13 @@ class Rendered:
 
 @pytest.fixture(scope="session")
 def render(chart):
+    cache: dict[str, Rendered] = {}  # tests only read what they get: one render per value set
+
     def _render(*overlays: dict) -> Rendered:
-        return Rendered(chart.render(merged(*overlays), name=RELEASE, namespace=NAMESPACE))
+        values = merged(*overlays)
+        key = json.dumps(values, sort_keys=True)
+        if key not in cache:
+            cache[key] = Rendered(chart.render(values, name=RELEASE, namespace=NAMESPACE))
+        return cache[key]
 
     return _render
