@@ -357,9 +357,14 @@ class Roster:
                 return
         # First the removal is stored: from now on Admit and ReportConnection refuse them.
         m, p = await self._change(meeting_id, who, lambda m: model.remove(m, participant_id))
-        await self.identity.revoke(m.id, p.id, reason)
-        if m.media_control:
-            await self.media.disconnect(m.media_control, m.id, p.id)
+        # Then both steps are tried, whatever the other's outcome; removing again retries them.
+        results = await asyncio.gather(
+            self.identity.revoke(m.id, p.id, reason),
+            self.media.disconnect(m.media_control, m.id, p.id) if m.media_control else asyncio.sleep(0),
+            return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     # ------------------------------------------------------------------ admission and connections
 

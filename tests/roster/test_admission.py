@@ -74,17 +74,23 @@ async def test_only_the_meetings_coordinators_lead_it(world):
     err = await world.refused(world.roster.OpenMeeting(request, metadata=world.who("other_coordinator")), DENIED)
     assert reason(err) == "NOT_MEETING_COORDINATOR"
     await world.refused(world.roster.OpenMeeting(request, metadata=world.who("patient")), DENIED)
-    # A delegated coordinator (registered region staff) may start it.
-    await world.register(m.meeting_id, "Olle Annan", roster_pb2.PARTICIPANT_ROLE_REGION_STAFF,
-                         common_pb2.ID_KIND_HSA_ID, "SE2321000057-1002")
+    # A delegated coordinator (registered region staff, without the coordinator role) may lead it.
+    await world.register(m.meeting_id, "Rita Region", roster_pb2.PARTICIPANT_ROLE_REGION_STAFF,
+                         common_pb2.ID_KIND_HSA_ID, "SE2321000057-2001")
+    await world.refused(world.roster.OpenMeeting(request, metadata=world.who("region_staff")), DENIED)
     await world.roster.DelegateCoordinator(
-        roster_pb2.DelegateCoordinatorRequest(meeting_id=m.meeting_id, hsa_id="SE2321000057-1002"),
+        roster_pb2.DelegateCoordinatorRequest(meeting_id=m.meeting_id, hsa_id="SE2321000057-2001"),
         metadata=world.who("coordinator"))
-    opened = await world.roster.OpenMeeting(request, metadata=world.who("other_coordinator"))
+    opened = await world.roster.OpenMeeting(request, metadata=world.who("region_staff"))
     assert opened.meeting.state == roster_pb2.MEETING_STATE_OPEN and opened.meeting.media_instance == MEDIA_INSTANCE
+    assert list(opened.meeting.delegated_coordinator_hsa_ids) == ["SE2321000057-2001"]
     started = await world.roster.StartMeeting(roster_pb2.StartMeetingRequest(meeting_id=m.meeting_id),
-                                              metadata=world.who("other_coordinator"))
+                                              metadata=world.who("region_staff"))
     assert started.meeting.state == roster_pb2.MEETING_STATE_LIVE
+    # A delegate may not delegate further; only the meeting's own coordinator does.
+    await world.refused(world.roster.DelegateCoordinator(
+        roster_pb2.DelegateCoordinatorRequest(meeting_id=m.meeting_id, hsa_id="SE2321000057-1001"),
+        metadata=world.who("region_staff")), DENIED)
     room = await world.media.GetRoomState(media_pb2.GetRoomStateRequest(meeting_id=m.meeting_id),
                                           metadata=world.roster_md)
     assert room.status == media_pb2.ROOM_STATUS_OPEN
