@@ -266,10 +266,11 @@ def test_turn_on_coturn_is_the_single_public_entry_and_media_publishes_nothing(r
     env = {e["name"]: e for e in coturn["env"]}
     assert env["TURN_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "svpl-turn", "key": "secret"}
     assert "--use-auth-secret" in coturn["args"] and "--static-auth-secret=$(TURN_SECRET)" in coturn["args"]
-    for service in ("media", "gateway"):
-        assert r.config(service)["SVPL_TURN_URLS"].startswith("turn:turn.svpl.example.org:3478")
-        secret = {e["name"]: e for e in r.container(service)["env"]}["SVPL_TURN_SECRET"]
-        assert secret["valueFrom"]["secretKeyRef"]["name"] == "svpl-turn"
+    # The gateway hands browsers the TURN address and short-lived credentials from the secret.
+    assert r.config("gateway")["SVPL_TURN_URLS"].startswith("turn:turn.svpl.example.org:3478")
+    secret = {e["name"]: e for e in r.container("gateway")["env"]}["SVPL_TURN_SECRET"]
+    assert secret["valueFrom"]["secretKeyRef"]["name"] == "svpl-turn"
+    assert "SVPL_RTC_PORT_MIN" not in r.config("media")
 
 
 def test_turn_off_media_publishes_its_udp_range_on_the_node(render):
@@ -280,7 +281,7 @@ def test_turn_off_media_publishes_its_udp_range_on_the_node(render):
     assert all(p["hostPort"] == p["containerPort"] for p in udp)
     config = r.config("media")
     assert (config["SVPL_RTC_PORT_MIN"], config["SVPL_RTC_PORT_MAX"]) == ("40000", "40031")
-    assert "SVPL_TURN_URLS" not in config
+    assert "SVPL_TURN_URLS" not in config and "SVPL_TURN_URLS" not in r.config("gateway")
 
 
 def test_turn_needs_its_secret_only_when_on(chart):
@@ -430,7 +431,11 @@ def test_network_policies_let_in_only_the_ingress_controller_prometheus_and_turn
     udp = [rule for rule in media_in if rule["ports"][0]["protocol"] == "UDP"]
     assert udp == [{"from": [{"podSelector": {"matchLabels": {
         "app.kubernetes.io/name": "svpl-turn", "app.kubernetes.io/instance": RELEASE}}}],
-        "ports": [{"port": 40000, "endPort": 40031, "protocol": "UDP"}]}]
+        "ports": [{"port": 1024, "endPort": 65535, "protocol": "UDP"}]}]
+    published = render(VALUE_SETS["turn-off"]).get("NetworkPolicy", f"{FULL}-media")["spec"]["ingress"]
+    udp = [rule for rule in published if rule["ports"][0]["protocol"] == "UDP"]
+    assert udp == [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+                    "ports": [{"port": 40000, "endPort": 40031, "protocol": "UDP"}]}]
 
 
 def test_databases_are_reached_only_by_services_that_own_one(render):

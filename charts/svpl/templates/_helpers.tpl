@@ -129,11 +129,11 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- if eq $c.name "identity" -}}
 {{- $_ := set $data "SVPL_SIGNING_KEYS_DIR" "/var/run/svpl/signing-keys" -}}
 {{- end -}}
-{{- if eq $c.name "media" -}}
+{{- if and (eq $c.name "media") (not $root.Values.turn.enabled) -}}
 {{- $_ := set $data "SVPL_RTC_PORT_MIN" (toString $root.Values.media.rtcPorts.min) -}}
 {{- $_ := set $data "SVPL_RTC_PORT_MAX" (toString $root.Values.media.rtcPorts.max) -}}
 {{- end -}}
-{{- if and $root.Values.turn.enabled (has $c.name (list "media" "gateway")) -}}
+{{- if and $root.Values.turn.enabled (eq $c.name "gateway") -}}
 {{- $_ := set $data "SVPL_TURN_URLS" (printf "turn:%s:3478?transport=udp,turn:%s:3478?transport=tcp" $root.Values.turn.publicHost $root.Values.turn.publicHost) -}}
 {{- end -}}
 {{- range $k, $v := ($c.env | default dict) -}}
