@@ -20,7 +20,10 @@ Shape of the parts:
   them, and records the outcome: ``delivered``, or back to ``pending`` with an
   exponential backoff with jitter, or ``failed`` (permanent error or attempts used up).
   A dispatcher that dies while holding a lease loses nothing: when the lease
-  expires any dispatcher claims the message again.
+  expires any dispatcher claims the message again. A delivery still running at 90 % of
+  its lease is abandoned and counted as a retryable failure, so two dispatchers never
+  deliver one message at the same time because of a slow receiver.
+  Outcomes are counted in ``svpl_outbox_deliveries_total{outbox, channel, outcome}``.
 
 Delivery is therefore at-least-once (a dispatcher killed after the receiver accepted
 but before "delivered" was recorded will deliver again). Every message carries a
