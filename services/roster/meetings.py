@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 from zoneinfo import ZoneInfo
 
-from services.roster import codes, model
+from services.roster import codes, metrics, model
 from services.roster.model import Meeting, Participant
 from services.roster.peers import Identity, Media, Refused
 from services.roster.store import MeetingStore
@@ -164,7 +164,9 @@ class Roster:
 
     async def cancel(self, meeting_id: str, reason: str) -> Meeting:
         reason = _text("reason", reason)
-        m, _ = await self.store.mutate(_id("meeting_id", meeting_id), lambda m: model.cancel(m, reason))
+        m, cancelled = await self.store.mutate(_id("meeting_id", meeting_id), lambda m: model.cancel(m, reason))
+        if cancelled:
+            metrics.MEETINGS_FINISHED.labels(model.CANCELLED, "booking").inc()
         await self.cleanup(m)
         return m
 
@@ -221,7 +223,9 @@ class Roster:
 
     async def finish(self, meeting_id: str, who: Caller, state: str, reason: str) -> Meeting:
         reason = _text("reason", reason) or ("ended by the coordinator" if state == model.ENDED else "aborted")
-        m, _ = await self._change(meeting_id, who, lambda m: model.finish(m, state, reason))
+        m, finished = await self._change(meeting_id, who, lambda m: model.finish(m, state, reason))
+        if finished:
+            metrics.MEETINGS_FINISHED.labels(state, "coordinator").inc()
         await self.cleanup(m)
         return m
 
@@ -254,6 +258,7 @@ class Roster:
             except FailedPrecondition:
                 continue  # finished meanwhile
             closed += 1
+            metrics.MEETINGS_FINISHED.labels(model.ENDED, "auto_close").inc()
             log.info("meeting %s closed automatically after its booked end", meeting_id)
             await self.cleanup(m)
         for meeting_id in await self.store.cleanup_pending():
@@ -354,9 +359,11 @@ class Roster:
                 # An unidentified connection (a phone dial-in): dropped and banned; media's next
                 # report of it is answered allowed=false. (media.Disconnect names participants only.)
                 await self._change(meeting_id, who, lambda m: model.remove_connection(m, connection_id))
+                metrics.REMOVALS.labels("connection").inc()
                 return
         # First the removal is stored: from now on Admit and ReportConnection refuse them.
         m, p = await self._change(meeting_id, who, lambda m: model.remove(m, participant_id))
+        metrics.REMOVALS.labels("participant").inc()
         # Then both steps are tried, whatever the other's outcome; removing again retries them.
         results = await asyncio.gather(
             self.identity.revoke(m.id, p.id, reason),
@@ -372,13 +379,18 @@ class Roster:
         if not who.is_person:
             raise PermissionDenied("only a person can join a meeting", reason=model.NOT_REGISTERED)
         meeting_id = _id("meeting_id", meeting_id)
-        m, p = await self.store.mutate(meeting_id, lambda m: model.admit(m, who.id, who.id_kind, who.method))
         try:
-            token, expires = await self.identity.issue_join_token(m, p, self.join_ttl_seconds)
-        except Refused:
-            # Identity refuses a revoked scope: removed or finished meanwhile. Name which.
-            model.admit(await self.store.get(meeting_id), who.id, who.id_kind, who.method)
-            raise PermissionDenied(model.REFUSAL_TEXT[model.REMOVED], reason=model.REMOVED) from None
+            m, p = await self.store.mutate(meeting_id, lambda m: model.admit(m, who.id, who.id_kind, who.method))
+            try:
+                token, expires = await self.identity.issue_join_token(m, p, self.join_ttl_seconds)
+            except Refused:
+                # Identity refuses a revoked scope: removed or finished meanwhile. Name which.
+                model.admit(await self.store.get(meeting_id), who.id, who.id_kind, who.method)
+                raise PermissionDenied(model.REFUSAL_TEXT[model.REMOVED], reason=model.REMOVED) from None
+        except (FailedPrecondition, PermissionDenied) as exc:
+            metrics.ADMISSIONS.labels(exc.reason or "other").inc()
+            raise
+        metrics.ADMISSIONS.labels("admitted").inc()
         return Admission(p, token, expires, m.media_instance, m.media_address)
 
     async def report_connection(self, meeting_id: str, connection_id: str, kind: str, participant_id: str,

@@ -4,6 +4,7 @@ who gets in, who is refused (and why), removal with no way back, and an end that
 from __future__ import annotations
 
 import grpc
+from prometheus_client import REGISTRY
 from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2
 from svpl.media.v1 import media_pb2
@@ -16,14 +17,20 @@ from tests.roster.helpers import poll, reason
 DENIED, PRECONDITION = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION
 
 
+def admissions(outcome: str) -> float:
+    return REGISTRY.get_sample_value("svpl_roster_admissions_total", {"outcome": outcome}) or 0.0
+
+
 async def test_unregistered_identity_is_refused(world):
     m = await world.live()
+    refused_before = admissions("ADMIT_REFUSAL_NOT_REGISTERED")
     err = await world.refused(world.admit(m.meeting_id, "region_staff"), DENIED)
     assert reason(err) == "ADMIT_REFUSAL_NOT_REGISTERED"
     assert "registrerad" in err.details()  # the portal shows the Swedish text as it is
     # A citizen with a valid login but not on the list, too.
     err = await world.refused(world.admit(m.meeting_id, "next_of_kin"), DENIED)
     assert reason(err) == "ADMIT_REFUSAL_NOT_REGISTERED"
+    assert admissions("ADMIT_REFUSAL_NOT_REGISTERED") == refused_before + 2  # counted for the dashboards
 
 
 async def test_next_of_kin_only_with_1177(world):
