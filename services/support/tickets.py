@@ -254,12 +254,19 @@ class Tickets:
         return fresh or doc
 
     async def sweep(self, older_than: dt.timedelta) -> int:
-        """Finish follow-ups nobody retried: cut short by a restart, or booking was away."""
+        """Finish follow-ups nobody retried: cut short by a restart, or booking was away.
+        Each ticket is claimed first (updated_at moves on), so replicas sweeping at once
+        do not both take it."""
         done = 0
-        async for doc in self._tickets.find({"followup": True, "updated_at": {"$lt": now() - older_than}}):
+        cutoff = now() - older_than
+        async for candidate in self._tickets.find({"followup": True, "updated_at": {"$lt": cutoff}}, {"_id": 1}):
+            doc = await self._tickets.find_one_and_update(
+                {"_id": candidate["_id"], "followup": True, "updated_at": {"$lt": cutoff}},
+                {"$set": {"updated_at": now()}})
+            if doc is None:  # another replica took it
+                continue
             try:
                 await self._follow_up(doc, late=doc["evidence_status"] == PENDING)
-                await self._tickets.update_one({"_id": doc["_id"]}, {"$set": {"updated_at": now()}})
                 done += 1
             except Exception:  # noqa: BLE001 - one bad ticket must not stop the sweep
                 log.exception("follow-up of ticket %s failed", doc["_id"])
