@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.charts.conftest import CHART, NAMESPACE, RELEASE, SERVICES, merged
+from tests.charts.conftest import CHART, NAMESPACE, RELEASE, ROOT, SERVICES, merged
 
 KUBE_VERSION = "1.30.0"
 GRPC = [s for s in SERVICES if s != "gateway"]
@@ -376,14 +376,15 @@ def test_services_listen_on_all_interfaces_and_find_each_other_by_service_name(r
 
 # ---------------------------------------------------------------- network paths
 
-# ARCHITECTURE.md "Who calls whom" (and every service verifies tokens with identity's keys).
+# ARCHITECTURE.md "Who calls whom" (and every service verifies tokens with identity's keys;
+# support asks booking for a rebook when a connection fails before a meeting).
 EXPECTED_CALLS = {
     ("gateway", "identity"), ("gateway", "booking"), ("gateway", "roster"), ("gateway", "media"),
     ("gateway", "support"),
     ("booking", "roster"), ("booking", "identity"),
     ("roster", "identity"), ("roster", "media"),
     ("media", "roster"), ("media", "identity"),
-    ("support", "identity"), ("support", "roster"), ("support", "media"),
+    ("support", "identity"), ("support", "roster"), ("support", "media"), ("support", "booking"),
 }
 
 
@@ -436,6 +437,15 @@ def test_network_policies_let_in_only_the_ingress_controller_prometheus_and_turn
     udp = [rule for rule in published if rule["ports"][0]["protocol"] == "UDP"]
     assert udp == [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
                     "ports": [{"port": 40000, "endPort": 40031, "protocol": "UDP"}]}]
+
+
+def test_every_address_a_service_reads_is_an_allowed_path():
+    """The code decides whom a service calls (settings.<callee>_address): each such call must be
+    one the policies allow, or the service would be cut off in the cluster."""
+    for caller in SERVICES:
+        for source in (ROOT / "services" / caller).rglob("*.py"):
+            for callee in re.findall(r"settings\.([a-z]+)_address", source.read_text()):
+                assert (caller, callee) in EXPECTED_CALLS, f"{source.relative_to(ROOT)} calls {callee}"
 
 
 def test_databases_are_reached_only_by_services_that_own_one(render):

@@ -30,7 +30,7 @@ identity: {kind: grpc, port: 50051, health: svpl.identity.v1.IdentityService, da
 booking: {kind: grpc, port: 50052, health: svpl.booking.v1.BookingService, database: true, metrics: true, calls: [identity, roster]}
 roster: {kind: grpc, port: 50053, health: svpl.roster.v1.RosterService, database: true, metrics: true, calls: [identity, media]}
 media: {kind: grpc, port: 50054, health: svpl.media.v1.MediaService, database: true, metrics: true, calls: [identity, roster]}
-support: {kind: grpc, port: 50055, health: svpl.support.v1.SupportService, database: true, metrics: true, calls: [identity, roster, media]}
+support: {kind: grpc, port: 50055, health: svpl.support.v1.SupportService, database: true, metrics: true, calls: [identity, roster, media, booking]}
 gateway: {kind: http, port: 8080, health: "", database: false, metrics: false, calls: [identity, booking, roster, media, support]}
 {{- end -}}
 
