@@ -192,7 +192,7 @@ def test_media_hpa_scales_the_media_deployment_on_load_and_cpu_and_scales_down_s
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{FULL}-media"}
     metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
-    assert metrics["Pods"]["pods"]["metric"]["name"] == "svpl_media_forwarded_streams"
+    assert metrics["Pods"]["pods"]["metric"]["name"] == "svpl_media_participants"
     assert metrics["Pods"]["pods"]["target"]["type"] == "AverageValue"
     assert metrics["Resource"]["resource"]["name"] == "cpu"
     down = hpa["spec"]["behavior"]["scaleDown"]
