@@ -78,7 +78,7 @@ SEQUENCES = st.tuples(st.lists(STEP, max_size=3), PATH, st.lists(STEP, max_size=
                       st.lists(STEP, max_size=8)).map(lambda parts: [step for part in parts for step in part])
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=SEQUENCES)
 async def test_no_sequence_of_rpcs_reopens_a_finished_meeting(world, steps):
     m = await world.meeting()
