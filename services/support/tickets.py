@@ -156,7 +156,8 @@ class Tickets:
             raise PermissionDenied("you can only report as yourself: the reporter's ID must be your own",
                                    reason="NOT_OWN_REPORT")
         if on_behalf:  # the support desk files for someone who called in
-            if report.reporter_id_kind == "hsa_id" and not _HSA_ID.match(report.reporter_id):
+            if report.reporter_id_kind == "hsa_id" and not (_HSA_ID.match(report.reporter_id)
+                                                            and len(report.reporter_id) <= 31):
                 raise InvalidArgument("reporter.person.id", "not an HSA-id (SE + 10 digits + - + letters/digits)")
             if report.reporter_id_kind == "personnummer" and not _PNR12.match(report.reporter_id):
                 raise InvalidArgument("reporter.person.id", "a personnummer normalised to 12 digits")

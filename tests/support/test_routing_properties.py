@@ -25,7 +25,7 @@ rules = st.lists(st.tuples(queue_ids, kinds, st.lists(st.sampled_from(PROBLEM_KI
     lambda rs: [{"id": f"r{n}", "queue": q, "reporters": r, "problems": p} for n, (q, r, p) in enumerate(rs)])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(queues=queues, rules=rules, default=st.sampled_from(["a", "a", "b", "nowhere"]))
 def test_a_table_loads_or_fails_naming_why_and_every_report_lands_in_a_queue(queues, rules, default):
     text = yaml.safe_dump({"region": "rjl", "default_queue": default, "queues": queues, "rules": rules})
