@@ -1,7 +1,9 @@
 "use strict";
 (() => {
   const { api, el, say, errorText, REGION } = SVPL;
-  const done = () => { location.href = "/portal/"; };
+  // The invitation's link names the meeting: after the login, go straight to it.
+  const meeting = new URLSearchParams(location.search).get("meeting") || "";
+  const done = () => { location.href = "/portal/" + (/^[A-Za-z0-9_.:-]{1,128}$/.test(meeting) ? "#/meeting/" + meeting : ""); };
   document.getElementById("e1177-login").href = "/auth/" + REGION + "/1177";
 
   document.getElementById("siths-login").addEventListener("click", async () => {

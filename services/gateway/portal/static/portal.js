@@ -67,6 +67,8 @@
       el("input", { id: "patient", name: "patient", required: true, autocomplete: "off", placeholder: "ÅÅÅÅMMDD-NNNN" }),
       el("label", { for: "start" }, "Starttid"), el("input", { id: "start", type: "datetime-local", required: true, value: local }),
       el("label", { for: "duration" }, "Längd (minuter)"), el("input", { id: "duration", type: "number", min: 15, max: 480, value: 60 }),
+      el("label", { for: "unit" }, "Bokande enhet (HSA-id)"),
+      el("input", { id: "unit", required: true, autocomplete: "off", placeholder: "SE2321000057-…", value: localStorage.getItem("svpl.unit") || "" }),
       el("label", { for: "care-service" }, "Vårdtjänst"), care,
       el("label", { for: "contact-type" }, "Kontakttyp"), contact,
       el("fieldset", {}, el("legend", {}, "Part att bjuda in (valfritt)"),
@@ -94,12 +96,14 @@
         idempotency_key: crypto.randomUUID(), patient_personnummer: document.getElementById("patient").value.trim(),
         start: new Date(document.getElementById("start").value).toISOString(),
         duration_minutes: Number(document.getElementById("duration").value), care_service: care.value,
+        booking_unit_hsa_id: document.getElementById("unit").value.trim(),
         contact_type: contact.value,
         parties: party ? [{ name: party, kind: document.getElementById("party-kind").value,
           channel: document.getElementById("party-channel").value, address: document.getElementById("party-address").value.trim() }] : [],
       };
       try {
         const { booking } = await api("POST", "/bookings", body);
+        localStorage.setItem("svpl.unit", body.booking_unit_hsa_id);
         if (booking.meeting_id) location.hash = "#/meeting/" + booking.meeting_id;
         else say(msg, booking.meeting_pending ? "Bokat. Mötesrummet skapas strax." : "Bokat (ett vanligt besök utan mötesrum).", "ok");
       } catch (err) { say(msg, errorText(err), "error"); }
@@ -210,7 +214,7 @@
     button.hidden = false;
     document.getElementById("people-count").textContent = String(connected ? connected.count : 0);
     names.replaceChildren(...((connected && connected.people) || []).map(p =>
-      el("li", {}, p.full_name, el("span", { class: "sr-only" }, ", " + (ROLES[p.role] || "")))));
+      el("li", { "data-name": p.full_name }, p.full_name, el("span", { class: "sr-only" }, ", " + (ROLES[p.role] || "")))));
     const unidentified = document.getElementById("people-unidentified");
     unidentified.hidden = !(connected && connected.unidentified_count);
     unidentified.textContent = connected && connected.unidentified_count ? connected.unidentified_count + " oidentifierad(e) anslutning(ar)" : "";
@@ -230,8 +234,7 @@
     document.getElementById("people-panel").hidden = true;
   }
 
-  function finish(text) {
-    const id = room && room.id;
+  function finish(id, text) {
     leaveRoom();
     const msg = el("p", { id: "room-message", class: "message", role: "alert" });
     view("Mötesrummet", msg, el("p", {}, el("button", { type: "button", id: "rejoin", class: "secondary",
@@ -260,7 +263,9 @@
     };
     camera.addEventListener("change", showSelf);
     mic.addEventListener("change", showSelf);
-    const join = el("button", { type: "button", id: "join" }, "Anslut till mötet");
+    // Enabled once the camera and microphone are ready.
+    const join = el("button", { type: "button", id: "join", disabled: true }, "Anslut till mötet");
+    join.addEventListener("click", () => { join.disabled = true; enterRoom(id, stream, msg); });
     view("Mötesrummet", msg,
       el("p", {}, "Kontrollera att du ser dig själv och att rätt kamera och mikrofon är valda. Trådbundet nätverk rekommenderas; testa wifi först och undvik att dela mobilt bredband från telefonen."),
       gear, settings, self, el("p", {}, join));
@@ -270,11 +275,12 @@
       camera.replaceChildren(...cameras.map(d => el("option", { value: d.deviceId }, d.label || "Kamera")));
       mic.replaceChildren(...mics.map(d => el("option", { value: d.deviceId }, d.label || "Mikrofon")));
     } catch (err) { say(msg, "Kameran eller mikrofonen kunde inte startas: " + err.message, "error"); }
-    join.addEventListener("click", () => enterRoom(id, stream, msg));
-    if (joinNow) enterRoom(id, stream, msg);
+    join.disabled = false;
+    if (joinNow) join.click();
   }
 
   async function enterRoom(id, stream, msg) {
+    console.info("svpl: asking to join", id);
     let admission;
     try { admission = await api("POST", "/meetings/" + id + "/admission"); }
     catch (err) { say(msg, "Du kan inte ansluta: " + errorText(err), "error"); msg.dataset.outcome = "refused"; return; }
@@ -331,7 +337,8 @@
     try {
       room.pc = await Media.connect(stream, async (sdp) =>
         (await api("POST", "/meetings/" + id + "/negotiation", { join_token: admission.join_token, sdp_offer: sdp })).sdp_answer, onTrack);
-    } catch (err) { say(msg, "Anslutningen misslyckades: " + errorText(err), "error"); return; }
+    } catch (err) { console.error("svpl: connecting failed", err); say(msg, "Anslutningen misslyckades: " + errorText(err), "error"); return; }
+    console.info("svpl: negotiated", id);
     const thisRoom = room;
     room.pc.addEventListener("connectionstatechange", () => {
       if (thisRoom.closed) return;
@@ -348,15 +355,16 @@
     const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/v1/meetings/" + thisRoom.id + "/events");
     thisRoom.ws = ws;
     ws.addEventListener("message", async (e) => {
+      if (thisRoom.closed) return;
       const event = JSON.parse(e.data);
       if (event.error) { if (!thisRoom.closed) say("room-message", event.error.detail, "error"); return; }
       if (event.connected) setPeople(event.connected);
       if (event.agenda) showAgenda(thisRoom, agenda, event.agenda);
       if (event.kind === "MEETING_EVENT_KIND_PARTICIPANT_REMOVED" && event.removed_participant_id === thisRoom.participantId) {
-        finish("Du har tagits bort från mötet av samordnaren."); return;
+        finish(thisRoom.id, "Du har tagits bort från mötet av samordnaren."); return;
       }
       if (event.meeting && FINAL.includes(event.meeting.state)) {
-        finish(event.meeting.state === "MEETING_STATE_ABORTED" ? "Mötet är avbrutet och avslutat." : "Mötet är avslutat."); return;
+        finish(thisRoom.id, event.meeting.state === "MEETING_STATE_ABORTED" ? "Mötet är avbrutet och avslutat." : "Mötet är avslutat."); return;
       }
       if (roster && ["MEETING_EVENT_KIND_SNAPSHOT", "MEETING_EVENT_KIND_CONNECTIONS_CHANGED", "MEETING_EVENT_KIND_PARTICIPANTS_CHANGED", "MEETING_EVENT_KIND_PARTICIPANT_REMOVED"].includes(event.kind)) {
         showRoster(thisRoom, roster);
@@ -364,7 +372,7 @@
     });
     ws.addEventListener("close", (e) => {
       if (thisRoom.closed || room !== thisRoom) return;
-      if (e.code === 4403 || e.code === 4409) finish(e.reason && /remov|borttag/i.test(e.reason) ? "Du har tagits bort från mötet av samordnaren." : "Mötet är avslutat.");
+      if (e.code === 4403 || e.code === 4409) finish(thisRoom.id, e.reason && /remov|tagits bort/i.test(e.reason) ? "Du har tagits bort från mötet av samordnaren." : "Mötet är avslutat.");
     });
   }
 
@@ -423,9 +431,9 @@
     if (current.coordinator) {
       try { await api("POST", "/meetings/" + current.id + "/end"); }
       catch (err) { say("room-message", errorText(err), "error"); return; }
-      finish("Mötet är avslutat.");
+      finish(current.id, "Mötet är avslutat.");
     } else {
-      finish("Du har lämnat mötet.");
+      finish(current.id, "Du har lämnat mötet.");
     }
   });
   document.getElementById("people-button").addEventListener("click", () => {

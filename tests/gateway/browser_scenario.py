@@ -1,0 +1,247 @@
+"""A whole SIP meeting in three headless Chromium browsers against the real system (every
+service as its own process, as `make run` starts them).
+
+Run inside a private network namespace (see test_browser.py): only loopback exists, so WebRTC
+connects over it. `python -m tests.gateway.browser_scenario <artifacts dir>`; exit status 0 = passed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+from devstack.stack import Stack
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns", "--autoplay-policy=no-user-gesture-required",
+    "--window-size=1280,900",
+]
+COORDINATOR = "SE2321000057-1001"
+STAFF = ("SE2321000057-2001", "Rita Region")
+MUNICIPALITY = ("SE2120000829-3001", "Mona Kommun")
+UNIT = "SE2321000057-0001"
+PATIENT = "191212121212"
+
+
+class Failed(AssertionError):
+    pass
+
+
+def browser(profile: Path) -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_script_timeout(10)
+    return driver
+
+
+def wait(driver, what: str, check, timeout: float = 20.0):
+    """Poll `check(driver)` until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = check(driver)
+            if value:
+                return value
+        except WebDriverException as exc:
+            last_error = exc
+        time.sleep(0.1)
+    message = driver.execute_script(
+        "const m = document.getElementById('room-message') || document.querySelector('.message.error');"
+        "return m ? m.textContent : ''") if driver else ""
+    raise Failed(f"timed out waiting for: {what} (page says: {message!r}; {last_error or ''})")
+
+
+def js(driver, script: str, *args):
+    return driver.execute_script(script, *args)
+
+
+def click(driver, css: str, what: str = "") -> None:
+    element = wait(driver, what or css, lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, css)
+                                                        if e.is_displayed() and e.is_enabled()), None))
+    element.click()
+
+
+def type_into(driver, css: str, text: str) -> None:
+    element = wait(driver, css, lambda d: d.find_element(By.CSS_SELECTOR, css))
+    element.clear()
+    element.send_keys(text)
+
+
+def dev_login(driver, base: str, person_id: str) -> None:
+    driver.get(f"{base}/auth/rjl/login")
+    click(driver, f'button.dev-login[data-person="{person_id}"]', f"the development login button for {person_id}")
+    wait(driver, "the portal after login", lambda d: "/portal/" in d.current_url and d.find_element(By.ID, "whoami").text)
+
+
+def playing_remote_videos(driver) -> list[int]:
+    """Frame counts of the remote video tiles that are showing someone."""
+    return js(driver, "return [...document.querySelectorAll('#video-grid .tile.remote:not([hidden]) video')]"
+                      ".map(v => Number(v.dataset.frames))")
+
+
+def wait_for_others_playing(driver, who: str, count: int = 2) -> None:
+    first = wait(driver, f"{who} sees {count} others' video", lambda d: (lambda f: f if len(f) >= count and
+                                                                         min(f) > 5 else None)(playing_remote_videos(d)), 40)
+    # Playing means frames keep coming, not one frozen picture.
+    wait(driver, f"{who}'s remote videos keep playing", lambda d: (lambda f: len(f) >= count and sorted(f)[-count] >
+                                                                   sorted(first)[-count] + 10)(playing_remote_videos(d)))
+
+
+def connected_people(driver) -> tuple[str, list[str]]:
+    count = driver.find_element(By.ID, "people-count").text
+    button = driver.find_element(By.ID, "people-button")
+    if button.get_attribute("aria-expanded") != "true":
+        button.click()
+    names = sorted(li.get_attribute("data-name") for li in driver.find_elements(By.CSS_SELECTOR, "#people-names li")
+                   if li.is_displayed())
+    return count, names
+
+
+def wait_for_people(driver, who: str, names: list[str]) -> None:
+    wanted = (str(len(names)), sorted(names))
+    wait(driver, f"{who}'s person icon shows {wanted}", lambda d: connected_people(d) == wanted)
+    driver.find_element(By.ID, "people-button").click()  # close the list again
+
+
+def outcome(driver) -> tuple[str, str]:
+    return js(driver, "const m = document.getElementById('room-message');"
+                      "return m ? [m.dataset.outcome || '', m.textContent] : ['', '']")
+
+
+def run(artifacts: Path) -> None:
+    artifacts.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="svpl-browser-"))
+    stack = Stack(work / "stack", extra_env={"SVPL_DEVELOPMENT_LOGIN": "true"})
+    drivers: list[webdriver.Chrome] = []
+    started = time.monotonic()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            launching = [pool.submit(browser, work / f"profile-{i}") for i in range(3)]
+            stack.start(timeout=30)
+            drivers = [f.result() for f in launching]
+        base = f"http://{stack.procs['gateway'].address}"
+        coordinator, staff, municipality = drivers
+        print(f"stack and browsers up in {time.monotonic() - started:.1f}s", flush=True)
+
+        # The coordinator books a SIP video meeting.
+        dev_login(coordinator, base, COORDINATOR)
+        click(coordinator, "#nav-book", "the booking link")
+        wait(coordinator, "the booking options", lambda d: d.find_elements(By.CSS_SELECTOR, "#care-service option"))
+        type_into(coordinator, "#patient", PATIENT)
+        type_into(coordinator, "#unit", UNIT)
+        type_into(coordinator, "#party-name", "Hemtjänsten Väster")
+        Select(coordinator.find_element(By.ID, "party-channel")).select_by_value("CHANNEL_PHONE")
+        type_into(coordinator, "#party-address", "036-10 10 10")
+        click(coordinator, "#book-submit")
+        meeting_id = wait(coordinator, "the new meeting's page",
+                          lambda d: (re.search(r"#/meeting/([A-Za-z0-9_.:-]+)$", d.current_url) or [None, None])[1])
+        wait(coordinator, "the invitation status", lambda d: "Hemtjänsten Väster" in d.find_element(By.ID, "invitations").text)
+
+        # ... registers two participants (staff found in the HSA directory) ...
+        for hsa_id, name in (STAFF, MUNICIPALITY):
+            type_into(coordinator, "#hsa-search", name.split()[0])
+            click(coordinator, "#hsa-search-button")
+            click(coordinator, "#hsa-results button", f"{name} in the directory search")
+            wait(coordinator, "the form filled from the directory",
+                 lambda d: d.find_element(By.ID, "p-id").get_attribute("value") == hsa_id)
+            click(coordinator, "#register-submit")
+            wait(coordinator, f"{name} registered", lambda d: name in d.find_element(By.ID, "participants").text)
+
+        # ... starts it and joins.
+        click(coordinator, "#start-meeting")
+        wait(coordinator, "the meeting live", lambda d: d.find_element(By.ID, "meeting-state").text == "Pågår")
+        click(coordinator, "#go-room")
+        click(coordinator, "#gear", "the settings (gear) control")
+        wait(coordinator, "a camera to choose", lambda d: d.find_elements(By.CSS_SELECTOR, "#camera option"))
+        wait(coordinator, "the self-view playing", lambda d: js(d, "const v = document.getElementById('self-view');"
+                                                                    "return v && v.videoWidth > 0"))
+        click(coordinator, "#join")
+
+        # The two participants log in in their own browsers and join.
+        print(f"coordinator joined at {time.monotonic() - started:.1f}s", flush=True)
+        for driver, (hsa_id, _) in ((staff, STAFF), (municipality, MUNICIPALITY)):
+            dev_login(driver, base, hsa_id)
+            wait(driver, "the meeting in their list", lambda d: meeting_id in d.find_element(By.ID, "meetings")
+                 .get_attribute("innerHTML"))
+            driver.get(f"{base}/portal/#/room/{meeting_id}")
+            click(driver, "#join")
+
+        # Every page shows the other two's video playing, and 3 connected with the right names.
+        everyone = sorted(["Vera Samordnare", STAFF[1], MUNICIPALITY[1]])
+        print(f"participants joined at {time.monotonic() - started:.1f}s", flush=True)
+        for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1]), (municipality, MUNICIPALITY[1])):
+            wait_for_others_playing(driver, who)
+            print(f"{who} sees the others at {time.monotonic() - started:.1f}s", flush=True)
+            wait_for_people(driver, who, everyone)
+        wait(coordinator, "the roster panel", lambda d: MUNICIPALITY[1] in d.find_element(By.ID, "roster-connected").text)
+        coordinator.save_screenshot(str(artifacts / "coordinator-meeting.png"))
+        print(f"meeting running with 3 in {time.monotonic() - started:.1f}s", flush=True)
+
+        # The coordinator removes one: their page says so and their rejoin is refused.
+        click(coordinator, f'#roster-connected li[data-participant] button.remove[aria-label="Ta bort {MUNICIPALITY[1]}"]',
+              "the remove button")
+        wait(municipality, "the removed participant told", lambda d: outcome(d)[0] == "removed")
+        click(municipality, "#rejoin")
+        refused = wait(municipality, "the rejoin refused", lambda d: outcome(d)[0] == "refused" and outcome(d)[1])
+        if "tagits bort" not in refused:
+            raise Failed(f"the refusal does not say the person was removed: {refused!r}")
+        wait_for_people(coordinator, "coordinator after the removal", sorted(["Vera Samordnare", STAFF[1]]))
+        wait_for_people(staff, STAFF[1] + " after the removal", sorted(["Vera Samordnare", STAFF[1]]))
+        coordinator.save_screenshot(str(artifacts / "coordinator-after-removal.png"))
+
+        # The coordinator leaves and ends the meeting: every page shows it ended; rejoin is refused.
+        click(coordinator, "#leave", "the red leave button")
+        for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1])):
+            wait(driver, f"{who} sees the meeting ended", lambda d: outcome(d)[0] == "ended")
+        coordinator.save_screenshot(str(artifacts / "coordinator-ended.png"))
+        for driver, who in ((staff, STAFF[1]), (coordinator, "coordinator")):
+            click(driver, "#rejoin")
+            text = wait(driver, f"{who}'s rejoin refused", lambda d: outcome(d)[0] == "refused" and outcome(d)[1])
+            if "avslutat" not in text:
+                raise Failed(f"{who}'s refusal does not say the meeting ended: {text!r}")
+        print(f"scenario passed in {time.monotonic() - started:.1f}s", flush=True)
+    except Exception:
+        for name, driver in zip(("coordinator", "staff", "municipality"), drivers):
+            try:
+                driver.save_screenshot(str(artifacts / f"failure-{name}.png"))
+                logs = driver.get_log("browser")
+                page = driver.execute_script("return location.href + '\\n' + document.body.innerText")
+                (artifacts / f"failure-{name}-console.txt").write_text("\n".join(str(e) for e in logs) + "\n" + page)
+            except Exception:  # noqa: BLE001 - best effort evidence
+                pass
+        for proc in stack.procs.values():
+            if proc.log_path.exists():
+                (artifacts / f"failure-{proc.name}.log").write_text(proc.log_path.read_text(errors="replace")[-20000:])
+        raise
+    finally:
+        for driver in drivers:
+            try:
+                driver.quit()
+            except Exception:  # noqa: BLE001
+                pass
+        stack.stop()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("SE_OFFLINE", "true")
+    run(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("test-artifacts/gateway"))
