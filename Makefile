@@ -63,5 +63,10 @@ bench-booking: install
 bench-media: install
 	$(PYTHON) bench/media.py
 
+# Identity: personnummer / HSA-id validations/s and LDAP lookups/s (a real slapd), each next to the raw library call.
+BENCH_IDENTITY_N ?= 20000
+bench-identity: install system-deps
+	$(PYTHON) bench/identity.py $(BENCH_IDENTITY_N)
+
 clean:
 	rm -rf gen .run .pytest_cache
