@@ -9,6 +9,7 @@ from services.runtime.errors import InvalidArgument
 
 MAX_LENGTH = 31
 _SUFFIX = re.compile(r"^[A-Za-z0-9]+$")
+_WHOLE = re.compile(r"SE([0-9]{10})-[A-Za-z0-9]+", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,11 @@ class HsaId:
 
 def parse(value: str, field: str = "hsa_id") -> HsaId:
     text = (value or "").strip()
+    if text[:2] == "se":
+        text = "SE" + text[2:]
+    whole = _WHOLE.fullmatch(text)
+    if whole and len(text) <= MAX_LENGTH:  # the common case; the checks below say what is wrong
+        return HsaId(normalized=text, organization_number=whole.group(1))
     if not text:
         raise InvalidArgument(field, "is required")
     if len(text) > MAX_LENGTH:
