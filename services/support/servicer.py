@@ -105,6 +105,7 @@ def ticket_pb(doc: dict, routing: RoutingTable) -> support_pb2.Ticket:
         created_at=_ts(doc["created_at"]),
         first_response_at=_ts(doc.get("first_response_at")),
         rebook_requested=doc.get("rebook_status") == "done",
+        not_municipality_fault=doc.get("not_municipality_fault", False),
     )
 
 

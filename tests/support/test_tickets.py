@@ -39,7 +39,8 @@ async def test_escalation_keeps_the_whole_history(shared_support, md):
                              metadata=desk)
     escalated = (await stub.EscalateTicket(pb.EscalateTicketRequest(
         ticket_id=tid, reason="Kommunens nät och utrustning fungerar"), metadata=desk)).ticket
-    assert escalated.state == pb.TICKET_STATE_ESCALATED
+    assert escalated.state == pb.TICKET_STATE_ESCALATED and escalated.not_municipality_fault
+    assert not ticket.not_municipality_fault
     assert escalated.routing.queue.queue_id == "region_it_teknik"
     assert escalated.routing.queue.contact_text == "Ring 010 241 41 50, val 1 (Teknik)"
     await stub.AssignTicket(pb.AssignTicketRequest(ticket_id=tid, assignee="region-it-7"), metadata=desk)
