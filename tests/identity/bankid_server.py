@@ -8,16 +8,16 @@ cancelled, or answer with hint codes the client has never heard of).
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import ssl
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from tests.identity.tls_app import TlsApp
 
 USER = {"personalNumber": "191212121212", "name": "Tolvan Tolvansson", "givenName": "Tolvan",
         "surname": "Tolvansson"}
@@ -43,9 +43,8 @@ class Order:
     cancelled: bool = False
 
 
-class BankIdTestServer:
+class BankIdTestServer(TlsApp):
     def __init__(self, port: int, certfile: str, keyfile: str, client_ca: str) -> None:
-        self.port = port
         self.orders: dict[str, Order] = {}
         self.next_scripts: deque[tuple[str, dict]] = deque()
         self.fail_auth_with: tuple[int, str] | None = None
@@ -54,11 +53,7 @@ class BankIdTestServer:
         app.post("/rp/v6.0/auth")(self._auth)
         app.post("/rp/v6.0/collect")(self._collect)
         app.post("/rp/v6.0/cancel")(self._cancel)
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, ssl_certfile=certfile, ssl_keyfile=keyfile,
-                                ssl_ca_certs=client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED, log_level="warning",
-                                access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._task: asyncio.Task | None = None
+        super().__init__(app, port, certfile, keyfile, ssl_ca_certs=client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
 
     @property
     def url(self) -> str:
@@ -66,21 +61,6 @@ class BankIdTestServer:
 
     def script_next(self, name: str, user: dict | None = None) -> None:
         self.next_scripts.append((name, user or USER))
-
-    async def start(self) -> "BankIdTestServer":
-        self._task = asyncio.create_task(self._server.serve())
-        for _ in range(500):
-            if self._server.started:
-                return self
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
-        raise RuntimeError("BankID test server did not start")
-
-    async def stop(self) -> None:
-        self._server.should_exit = True
-        if self._task:
-            await self._task
 
     @staticmethod
     def _error(status: int, code: str, details: str = "") -> JSONResponse:

@@ -5,7 +5,6 @@ checked, codes single-use) issuing an ES256-signed ID token. Served over real TL
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import secrets
@@ -13,11 +12,12 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-import uvicorn
 from fastapi import FastAPI, Form, Header, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
+
+from tests.identity.tls_app import TlsApp
 
 PNR_CLAIM = "https://id.oidc.se/claim/personalIdentityNumber"
 
@@ -31,9 +31,8 @@ class Grant:
     claims: dict
 
 
-class OidcTestProvider:
+class OidcTestProvider(TlsApp):
     def __init__(self, port: int, certfile: str, keyfile: str, client_id: str, client_secret: str) -> None:
-        self.port = port
         self.issuer = f"https://127.0.0.1:{port}"
         self.client_id, self.client_secret = client_id, client_secret
         self.key = ECKey.generate_key("P-256", parameters={"kid": "k1", "use": "sig", "alg": "ES256"})
@@ -47,25 +46,7 @@ class OidcTestProvider:
         app.get("/jwks")(self._jwks)
         app.get("/authorize")(self._authorize)
         app.post("/token")(self._token)
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, ssl_certfile=certfile,
-                                                     ssl_keyfile=keyfile, log_level="warning", access_log=False,
-                                                     lifespan="off"))
-        self._task: asyncio.Task | None = None
-
-    async def start(self) -> "OidcTestProvider":
-        self._task = asyncio.create_task(self._server.serve())
-        for _ in range(500):
-            if self._server.started:
-                return self
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
-        raise RuntimeError("OIDC test provider did not start")
-
-    async def stop(self) -> None:
-        self._server.should_exit = True
-        if self._task:
-            await self._task
+        super().__init__(app, port, certfile, keyfile)
 
     async def _discovery(self):
         return {"issuer": self.issuer, "authorization_endpoint": f"{self.issuer}/authorize",

@@ -203,3 +203,26 @@ async def test_development_login_is_off_unless_turned_on(system_factory, service
                                                        metadata=as_token(service_token("gateway")))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "SVPL_DEVELOPMENT_LOGIN" in err.value.details()
+
+
+async def test_key_rotation_new_key_signs_old_key_still_verifies(system_factory, tmp_path, service_token):
+    import json
+    import os
+
+    old, new = KeyRing.generate(kid="old"), KeyRing.generate(kid="new")
+    os.utime(old.save_current(tmp_path), (1_000_000, 1_000_000))
+    new.save_current(tmp_path)
+    system = await system_factory(["identity"], overrides={"identity": dict(
+        signing_keys_dir=str(tmp_path), development_login=True)})
+    stub = system.stub("identity")
+    jwks = json.loads((await stub.GetSigningKeys(pb.GetSigningKeysRequest())).jwks_json)
+    assert [k["kid"] for k in jwks["keys"]] == ["new", "old"]
+    # The caller authenticates with a token from the suite's key ring: unknown to this identity.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await verify(stub, service_token, old.issue_service_token("booking"))
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and "unknown key" in err.value.details()
+    gateway = as_token(old.issue_service_token("gateway"))
+    v = await stub.VerifyToken(pb.VerifyTokenRequest(token=old.issue_service_token("booking")), metadata=gateway)
+    assert v.service == "booking"
+    session = await stub.DevelopmentLogin(pb.DevelopmentLoginRequest(person_id="SE2321000057-1001"), metadata=gateway)
+    assert jwt.get_unverified_header(session.session.token)["kid"] == "new"
