@@ -644,8 +644,15 @@ class Bookings:
             raise InvalidArgument("reason", "is required (at most 1000 characters)")
         request = {"request_id": uuid.uuid4().hex, "reason": reason.strip(), "ticket_id": ticket_id,
                    "requested_at": _now(), "requested_by": who.actor()}
-        await self.bookings.update_one({"_id": doc["_id"]},
-                                       {"$push": {"rebook_requests": request}, "$set": {"updated_at": _now()}})
+        # One request per ticket: support retries (and its sweep) resend, and must not pile up copies.
+        guard = {"_id": doc["_id"]}
+        if ticket_id:
+            guard["rebook_requests.ticket_id"] = {"$ne": ticket_id}
+        result = await self.bookings.update_one(guard, {"$push": {"rebook_requests": request},
+                                                        "$set": {"updated_at": _now()}})
+        if result.modified_count == 0 and ticket_id:
+            fresh = await self._load(doc["_id"])
+            request = next(r for r in fresh["rebook_requests"] if r.get("ticket_id") == ticket_id)
         await self._record(who, "booking.rebook_request", doc)
         return request
 

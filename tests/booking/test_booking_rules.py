@@ -222,3 +222,19 @@ def test_an_invalid_options_file_stops_the_service_with_a_clear_message(tmp_path
 
 async def _at_least(mapping, n):
     return list(mapping.values()) if len(mapping) >= n else None
+
+
+async def test_a_repeated_rebook_request_for_one_ticket_is_kept_once(booking_system, coordinator, service_token):
+    booking = booking_system.stub("booking")
+    created = (await booking.CreateBooking(create_request(), metadata=coordinator)).booking
+    support = as_token(service_token("support"))
+    ask = pb.RequestRebookRequest(meeting_id=created.meeting_id, reason="bruten anslutning", ticket_id="T-9")
+    first = (await booking.RequestRebook(ask, metadata=support)).request
+    again = (await booking.RequestRebook(ask, metadata=support)).request
+    assert again.request_id == first.request_id
+    other = (await booking.RequestRebook(pb.RequestRebookRequest(
+        meeting_id=created.meeting_id, reason="ny felanmälan", ticket_id="T-10"), metadata=support)).request
+    assert other.request_id != first.request_id
+    stored = (await booking.GetBooking(pb.GetBookingRequest(booking_id=created.booking_id),
+                                       metadata=coordinator)).booking
+    assert [r.ticket_id for r in stored.rebook_requests] == ["T-9", "T-10"]
