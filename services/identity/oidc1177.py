@@ -16,9 +16,10 @@ import logging
 import secrets
 import ssl
 import time
+import warnings
+from urllib.parse import urlsplit
 
 import httpx
-from authlib.integrations.httpx_client import AsyncOAuth2Client
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -26,6 +27,11 @@ from joserfc.jwk import KeySet
 from services.identity import personnummer as pnr
 from services.identity.token_service import E_SERVICES_1177, Session, TokenService, citizen_principal
 from services.runtime.errors import FailedPrecondition, InvalidArgument, Unauthenticated, Unavailable
+
+with warnings.catch_warnings():
+    # authlib 1.9 announces a move to "httpx2" when imported with httpx; httpx is what svpl uses.
+    warnings.simplefilter("ignore")
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 log = logging.getLogger("svpl.identity.oidc1177")
 ALGORITHMS = ["RS256", "ES256", "PS256"]
@@ -91,8 +97,16 @@ class Oidc1177Login:
     @staticmethod
     def _redirect(redirect_uri: str) -> str:
         uri = (redirect_uri or "").strip()
-        if not uri.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        try:
+            parts = urlsplit(uri)
+            host = parts.hostname or ""
+        except ValueError:
+            parts, host = None, ""
+        loopback = host in ("127.0.0.1", "localhost", "::1")
+        if not parts or not host or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
             raise InvalidArgument("redirect_uri", "an https:// URL (http only on loopback) is required")
+        if parts.fragment:
+            raise InvalidArgument("redirect_uri", "must not have a #fragment")
         return uri
 
     async def start(self, redirect_uri: str) -> tuple[str, str]:

@@ -122,3 +122,11 @@ async def test_1177_off_when_not_configured(system_factory, gw):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await system.stub("identity").Start1177Login(pb.Start1177LoginRequest(redirect_uri=REDIRECT), metadata=gw)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1.evil.example/cb", "http://portal.example/cb", "javascript:x",
+                                 "https:///nohost", "https://portal.example/cb#frag"])
+async def test_redirect_uri_must_be_https_or_loopback(system, gw, uri):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await system.stub("identity").Start1177Login(pb.Start1177LoginRequest(redirect_uri=uri), metadata=gw)
+    assert field_violation(err.value)[0] == "redirect_uri"
