@@ -55,15 +55,16 @@ def _free_port() -> int:
 
 
 class Slapd:
-    def __init__(self, workdir: Path, entries: list[dict]) -> None:
+    def __init__(self, workdir: Path, entries: list[dict], tls: tuple[str, str] | None = None) -> None:
         self.workdir = workdir
         self.entries = entries
         self.port = _free_port()
+        self.tls = tls  # (certificate, key) PEM files: serve ldaps:// instead of ldap://
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"ldap://127.0.0.1:{self.port}"
+        return f"{'ldaps' if self.tls else 'ldap'}://127.0.0.1:{self.port}"
 
     def _config(self) -> Path:
         module_dir = next((d for d in MODULE_DIRS if (d / "back_mdb.so").exists()), None)
@@ -73,6 +74,7 @@ class Slapd:
             *(f"include {SCHEMA_DIR / s}" for s in ("core.schema", "cosine.schema", "inetorgperson.schema")),
             f"include {HERE / 'hsa.schema'}",
             f"pidfile {self.workdir / 'slapd.pid'}",
+            *([f"TLSCertificateFile {self.tls[0]}", f"TLSCertificateKeyFile {self.tls[1]}"] if self.tls else []),
             *( [f"modulepath {module_dir}", "moduleload back_mdb"] if module_dir else []),
             "database mdb",
             f"suffix \"{BASE_DN}\"",
@@ -98,7 +100,7 @@ class Slapd:
         ldif.write_text(to_ldif(self.entries), encoding="utf-8")
         subprocess.run(["slapadd", "-q", "-f", str(conf), "-l", str(ldif)], check=True, capture_output=True)
         self.process = subprocess.Popen(
-            ["slapd", "-f", str(conf), "-h", f"ldap://127.0.0.1:{self.port}/", "-d", "0"],
+            ["slapd", "-f", str(conf), "-h", f"{self.url}/", "-d", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 10

@@ -205,3 +205,21 @@ async def test_development_login_reads_roles_from_ldap(ldap_system, service_toke
         pb.DevelopmentLoginRequest(person_id="SE2321000057-4001"), metadata=as_token(service_token("gateway")))
     assert set(r.session.principal.roles) == {"staff", "region_staff", "support_desk"}
     assert r.session.principal.organization == "Region Jönköpings län"
+
+
+async def test_ldaps_verifies_the_directory_server_certificate(tmp_path, directory_entries, tls_files):
+    from tests.identity.slapd import Slapd
+
+    server = Slapd(tmp_path, directory_entries[:20], tls=(tls_files["server_cert"], tls_files["server_key"])).start()
+    try:
+        trusted = LdapDirectory(server.url, BASE_DN, READER_DN, READER_PASSWORD, ca_file=tls_files["server_ca"])
+        await trusted.start()
+        assert (await trusted.lookup(directory_entries[0]["hsaIdentity"])).surname == directory_entries[0]["sn"]
+        await trusted.close()
+        wrong_ca = LdapDirectory(server.url, BASE_DN, READER_DN, READER_PASSWORD, ca_file=tls_files["client_ca"],
+                                 timeout=1)
+        await wrong_ca.start()
+        with pytest.raises(Unavailable):
+            await wrong_ca.lookup(directory_entries[0]["hsaIdentity"])
+    finally:
+        server.stop()
