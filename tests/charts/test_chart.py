@@ -29,7 +29,6 @@ VALUE_SETS = {
         "metrics": {"serviceMonitor": {"enabled": True}},
         "media": {"admissionPolicy": {"enabled": True}},
         "mongodb": {"auditUriSecret": {"name": "svpl-audit-mongodb", "key": "uri"}},
-        "networkPolicy": {"apiServer": {"cidrs": ["10.96.0.1/32"], "port": 443}},
         "components": {"identity": {"extraEgress": [{"to": [{"ipBlock": {"cidr": "192.0.2.10/32"}}],
                                                      "ports": [{"port": 636, "protocol": "TCP"}]}]}},
     },
@@ -453,6 +452,24 @@ def test_every_address_a_service_reads_is_an_allowed_path():
         for source in (ROOT / "services" / caller).rglob("*.py"):
             for callee in re.findall(r"settings\.([a-z]+)_address", source.read_text()):
                 assert (caller, callee) in EXPECTED_CALLS, f"{source.relative_to(ROOT)} calls {callee}"
+
+
+def test_only_media_reaches_the_api_server_and_only_while_it_keeps_its_deletion_cost(render, chart):
+    r = render()
+    for s in SERVICES:
+        egress = r.get("NetworkPolicy", f"{FULL}-{s}")["spec"]["egress"]
+        to_api = [rule for rule in egress if any("ipBlock" in peer for peer in rule["to"])]
+        if s == "media":
+            assert to_api == [{"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}, {"ipBlock": {"cidr": "172.18.0.2/32"}}],
+                               "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}]
+        else:
+            assert to_api == [], s
+    off = render({"media": {"podDeletionCost": {"enabled": False}}}).get("NetworkPolicy", f"{FULL}-media")
+    assert not [rule for rule in off["spec"]["egress"] if any("ipBlock" in peer for peer in rule["to"])]
+    values = merged()
+    values["networkPolicy"]["apiServer"]["cidrs"] = []
+    with pytest.raises(helm.HelmRenderError, match="networkPolicy.apiServer.cidrs is required"):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
 
 
 def test_databases_are_reached_only_by_services_that_own_one(render):
