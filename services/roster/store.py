@@ -9,6 +9,7 @@ overwritten by a change computed from an older state.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
@@ -30,8 +31,13 @@ class _Conflict(Exception):
     """Another writer changed the meeting between our read and our write."""
 
 
+class _CountedLock(asyncio.Lock):
+    users = 0
+
+
 class MeetingStore:
     def __init__(self, client: AsyncMongoClient, database: str) -> None:
+        self._locks: dict[str, _CountedLock] = {}
         self.client = client
         self.db = client[database]
         self.meetings = self.db.get_collection("meetings", write_concern=DURABLE)
@@ -113,6 +119,19 @@ class MeetingStore:
 
         `also(session, meeting, result)` runs in the same transaction as the write (the
         outbox message of a registration): both are stored, or neither."""
+        # Writers in this process take turns per meeting, so they do not race each other
+        # (a lost race costs a re-read and a retry); across replicas the version decides.
+        lock = self._locks.setdefault(meeting_id, _CountedLock())
+        lock.users += 1
+        try:
+            async with lock:
+                return await self._mutate(meeting_id, change, also)
+        finally:
+            lock.users -= 1
+            if not lock.users:
+                self._locks.pop(meeting_id, None)
+
+    async def _mutate(self, meeting_id, change, also):
         for _ in range(MAX_RACES):
             meeting = await self.get(meeting_id)
             before = meeting.to_doc()
