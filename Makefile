@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 GEN_STAMP := gen/.generated
 GRPC_TOOLS := $(PYTHON) -m grpc_tools.protoc
 
-.PHONY: install gen run test test-fast system-deps chart-test images bench bench-identity bench-booking bench-media bench-load openapi clean
+.PHONY: install gen run test test-fast system-deps chart-test images bench bench-identity bench-booking bench-media bench-roster bench-load openapi clean
 
 install: $(STAMP) $(GEN_STAMP)
 
@@ -67,6 +67,11 @@ bench-media: install
 BENCH_IDENTITY_N ?= 20000
 bench-identity: install system-deps
 	$(PYTHON) bench/identity.py $(BENCH_IDENTITY_N)
+
+# Roster: ReportConnection / Admit through gRPC vs raw pymongo writes / GetMeeting, same server, same run.
+BENCH_ROSTER_N ?= 400
+bench-roster: install
+	$(PYTHON) bench/roster.py $(BENCH_ROSTER_N)
 
 clean:
 	rm -rf gen .run .pytest_cache
