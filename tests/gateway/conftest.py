@@ -79,3 +79,27 @@ async def gateway(system_factory):
     for browser in browsers:
         await browser.close()
     await app.state.backends.close()
+
+
+@pytest.fixture
+async def served(gateway):
+    """The same gateway app served by uvicorn on a loopback port (for WebSocket and plain HTTP clients)."""
+    import asyncio
+
+    import uvicorn
+
+    from devstack.embedded_db import free_port
+
+    app, system, new_browser = gateway
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
+                                           lifespan="off", ws="websockets-sansio"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    yield f"127.0.0.1:{port}", app, system, new_browser
+    server.should_exit = True
+    await task
