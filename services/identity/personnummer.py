@@ -14,9 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from services.runtime.errors import InvalidArgument
 
+SWEDEN = ZoneInfo("Europe/Stockholm")  # "today" for birth dates is the Swedish date
 PERSONNUMMER = "personnummer"
 SAMORDNINGSNUMMER = "samordningsnummer"
 
@@ -64,7 +66,7 @@ def _add_years(day: dt.date, years: int) -> dt.date:
 
 def parse(value: str, field: str = "personnummer", today: dt.date | None = None) -> Personnummer:
     """Validate and normalise; raises InvalidArgument(field, what is wrong)."""
-    today = today or dt.date.today()
+    today = today or dt.datetime.now(SWEDEN).date()
     text = (value or "").strip()
     if not text:
         raise InvalidArgument(field, "is required")
