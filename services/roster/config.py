@@ -11,6 +11,10 @@ class RosterSettings(ServiceSettings):
     # The media instances' gRPC control addresses; empty = [media_address]. Rooms go to the
     # least-loaded one that accepts (GetLoad), e.g. SVPL_MEDIA_ADDRESSES='["10.0.0.5:50054"]'.
     media_addresses: list[str] = Field(default_factory=list)
+    # Or/and a DNS name whose every address is one media instance, resolved at each placement
+    # (Kubernetes: the media pods' headless Service, e.g. "svpl-media-pods:50054"). When set,
+    # media_address (a load-balanced Service) is not used for placement.
+    media_pods_dns: str = ""
     # Random digits in a dial-in meeting ID (a Luhn check digit is appended, to catch typos).
     dial_in_code_digits: int = Field(9, ge=6, le=15)
     # Lifetime of a join token: only long enough to reach media and negotiate.
@@ -27,4 +31,4 @@ class RosterSettings(ServiceSettings):
 
     @property
     def media_instances(self) -> list[str]:
-        return list(self.media_addresses) or [self.media_address]
+        return list(self.media_addresses) or ([] if self.media_pods_dns else [self.media_address])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -97,10 +98,26 @@ class Load:
 class Media:
     """The media instances (one channel each, by control address)."""
 
-    def __init__(self, addresses: list[str], service_token: str) -> None:
+    def __init__(self, addresses: list[str], service_token: str, pods_dns: str = "") -> None:
         self.addresses = list(addresses)
+        self._pods_dns = pods_dns
         self._token = service_token
         self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def instances(self) -> list[str]:
+        """The configured addresses, plus one per address the pods' DNS name resolves to now."""
+        found = list(self.addresses)
+        if self._pods_dns:
+            host, _, port = self._pods_dns.rpartition(":")
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            except (OSError, ValueError):
+                infos = []
+            for family, *_, sockaddr in infos:
+                address = f"[{sockaddr[0]}]:{port}" if family == socket.AF_INET6 else f"{sockaddr[0]}:{port}"
+                if address not in found:
+                    found.append(address)
+        return found
 
     def _stub(self, address: str) -> media_pb2_grpc.MediaServiceStub:
         if address not in self._channels:
@@ -120,7 +137,7 @@ class Media:
         return Load(address, r.media_instance, r.rooms, r.participants, r.cpu, r.accepting, r.capacity_participants)
 
     async def least_loaded(self) -> Load:
-        loads = [x for x in await asyncio.gather(*(self._load(a) for a in self.addresses)) if x is not None]
+        loads = [x for x in await asyncio.gather(*(self._load(a) for a in await self.instances())) if x is not None]
         candidates = [x for x in loads if x.has_room]
         if not candidates:
             raise Unavailable("no media instance can take a new room right now; try again shortly")

@@ -30,7 +30,7 @@ async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
     store = MeetingStore(db, settings.database_name)
     access = AccessLog(audit_db, "roster", settings.audit_database)
     outbox = Outbox(store.db)
-    media = Media(settings.media_instances, settings.service_token)
+    media = Media(settings.media_instances, settings.service_token, settings.media_pods_dns)
     roster = Roster(store, Identity(identity_channel, settings.service_token), media, access, outbox,
                     portal_base_url=settings.portal_base_url, region=settings.region,
                     code_digits=settings.dial_in_code_digits, join_ttl_seconds=settings.join_token_ttl_seconds)

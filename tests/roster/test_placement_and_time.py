@@ -46,6 +46,18 @@ async def test_room_goes_to_the_least_loaded_media_instance(system_factory, pers
         await media_b.stop(0)
 
 
+async def test_media_instances_found_through_dns(system_factory, person_token, service_token):
+    """Kubernetes: the media pods' headless Service name resolves to every pod; each is asked its load."""
+    system = await system_factory(["identity", "media"], overrides={"media": {"instance_id": "media-dns"}})
+    await system.start_service("roster", media_address=f"127.0.0.1:{free_port()}",  # nothing there
+                               media_pods_dns=f"localhost:{system.ports['media']}")
+    world = World(system, person_token, service_token)
+    m = await world.meeting()
+    opened = await world.roster.OpenMeeting(R.OpenMeetingRequest(meeting_id=m.meeting_id),
+                                            metadata=world.who("coordinator"))
+    assert opened.meeting.media_instance == "media-dns"
+
+
 async def test_no_media_instance_leaves_the_meeting_scheduled(system_factory, person_token, service_token):
     system = await system_factory(["identity"])
     await system.start_service("roster", media_addresses=[f"127.0.0.1:{free_port()}"])
