@@ -175,3 +175,14 @@ def test_the_files_the_image_copies_are_enough_for_every_import_of_the_service(i
             elif top not in sys.stdlib_module_names:
                 dists = {re.sub(r"[-_.]+", "-", d).lower() for d in providers.get(top, [])}
                 assert dists & runtime, f"{source.relative_to(app)} imports {name}: not a runtime dependency"
+
+
+def test_the_dockerfiles_differ_only_in_the_service_they_build():
+    """Six self-contained Dockerfiles (each builds alone with `docker build -f`), kept from
+    drifting apart: with the service's name and ports masked they are the same text."""
+    def masked(service: str) -> str:
+        text = dockerfile(service).read_text().replace(service, "<service>")
+        return re.sub(r"EXPOSE .*", "EXPOSE <ports>", text)
+
+    texts = {s: masked(s) for s in SERVICES}
+    assert len(set(texts.values())) == 1, {s: t for s, t in texts.items() if t != texts["identity"]}.keys()
