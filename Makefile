@@ -75,3 +75,7 @@ bench-roster: install
 
 clean:
 	rm -rf gen .run .pytest_cache
+
+# The gateway's committed OpenAPI document (tests/gateway/test_openapi.py fails when it drifts from the code).
+openapi: install
+	$(PYTHON) -m services.gateway.openapi
