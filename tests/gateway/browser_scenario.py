@@ -128,10 +128,17 @@ def outcome(driver) -> tuple[str, str]:
                       "return m ? [m.dataset.outcome || '', m.textContent] : ['', '']")
 
 
+def quit_quietly(driver) -> None:
+    try:
+        driver.quit()
+    except Exception:  # noqa: BLE001 - the browser may be gone already
+        pass
+
+
 def run(artifacts: Path) -> None:
     artifacts.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="svpl-browser-"))
-    stack = Stack(work / "stack", extra_env={"SVPL_DEVELOPMENT_LOGIN": "true"})
+    stack = Stack(work / "stack", extra_env={"SVPL_DEVELOPMENT_LOGIN": "true", "SVPL_SHUTDOWN_GRACE_SECONDS": "0.5"})
     drivers: list[webdriver.Chrome] = []
     started = time.monotonic()
     try:
@@ -234,11 +241,8 @@ def run(artifacts: Path) -> None:
                 (artifacts / f"failure-{proc.name}.log").write_text(proc.log_path.read_text(errors="replace")[-20000:])
         raise
     finally:
-        for driver in drivers:
-            try:
-                driver.quit()
-            except Exception:  # noqa: BLE001
-                pass
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            pool.map(quit_quietly, drivers)
         stack.stop()
 
 
