@@ -228,6 +228,15 @@ def test_media_lets_meetings_finish_before_it_is_killed(render):
         assert 0 < float(r.config(service)["SVPL_SHUTDOWN_GRACE_SECONDS"]) < grace
 
 
+def test_roster_places_rooms_on_ready_media_pods_found_through_the_headless_service(render):
+    r = render()
+    host, port = r.config("roster")["SVPL_MEDIA_PODS_DNS"].split(":")
+    headless = r.get("Service", host)
+    assert headless["spec"]["clusterIP"] == "None" and not headless["spec"].get("publishNotReadyAddresses")
+    assert headless["spec"]["selector"] == r.deployment("media")["spec"]["selector"]["matchLabels"]
+    assert [p["port"] for p in headless["spec"]["ports"]] == [int(port)] == [50054]
+
+
 def test_media_advertises_its_own_pod_address(render):
     env = [e["name"] for e in render().container("media")["env"]]
     advertised = next(e for e in render().container("media")["env"] if e["name"] == "SVPL_ADVERTISED_ADDRESS")

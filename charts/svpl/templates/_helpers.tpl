@@ -129,6 +129,10 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- range $callee := $c.facts.calls -}}
 {{- $_ := set $data (printf "SVPL_%s_ADDRESS" (upper $callee)) (printf "%s-%s:%v" (include "svpl.fullname" $root) $callee (index $all $callee).port) -}}
 {{- end -}}
+{{- if eq $c.name "roster" -}}
+{{- /* Room placement asks every ready media pod (the headless Service) for its load. */ -}}
+{{- $_ := set $data "SVPL_MEDIA_PODS_DNS" (printf "%s-media-pods:%v" (include "svpl.fullname" $root) $all.media.port) -}}
+{{- end -}}
 {{- if eq $c.name "identity" -}}
 {{- $_ := set $data "SVPL_SIGNING_KEYS_DIR" "/var/run/svpl/signing-keys" -}}
 {{- end -}}
