@@ -234,12 +234,14 @@ class Roster:
         the background task until both succeed (the final state itself is already stored)."""
         if not m.cleanup_pending:
             return True
-        try:
-            if m.media_control:
-                await self.media.close_room(m.media_control, m.id)
-            await self.identity.revoke(m.id, reason=f"meeting {m.state}")
-        except DomainError as exc:
-            log.warning("meeting %s: clean-up after %s not done yet (%s); will retry", m.id, m.state, exc.message)
+        # Both are tried, each whatever the other's outcome: the room closes while identity is
+        # away, and the revocation holds even if the room's media instance is gone for good.
+        failed = await attempt_all(
+            self.identity.revoke(m.id, reason=f"meeting {m.state}"),
+            self.media.close_room(m.media_control, m.id) if m.media_control else None)
+        if failed:
+            log.warning("meeting %s: clean-up after %s not done yet (%s); will retry", m.id, m.state,
+                        "; ".join(r.message for r in failed))
             return False
 
         def done(x: Meeting) -> None:
@@ -365,13 +367,10 @@ class Roster:
         m, p = await self._change(meeting_id, who, lambda m: model.remove(m, participant_id))
         metrics.REMOVALS.labels("participant").inc()
         # Then both steps are tried, whatever the other's outcome; removing again retries them.
-        results = await asyncio.gather(
-            self.identity.revoke(m.id, p.id, reason),
-            self.media.disconnect(m.media_control, m.id, p.id) if m.media_control else asyncio.sleep(0),
-            return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        failed = await attempt_all(self.identity.revoke(m.id, p.id, reason),
+                                   self.media.disconnect(m.media_control, m.id, p.id) if m.media_control else None)
+        if failed:
+            raise failed[0]
 
     # ------------------------------------------------------------------ admission and connections
 
@@ -459,6 +458,16 @@ class Roster:
             me = None if who.is_service else current.participant_for(who.id, who.id_kind)
             if current.final or (me is not None and me.removed and not current.is_coordinator(who.id, who.id_kind)):
                 return
+
+
+async def attempt_all(*calls) -> list[DomainError]:
+    """Run the calls (None: skipped) side by side, each whatever the others do; their domain
+    errors (a peer unavailable) are returned, anything else is raised."""
+    results = await asyncio.gather(*(c for c in calls if c is not None), return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException) and not isinstance(r, DomainError):
+            raise r
+    return [r for r in results if isinstance(r, DomainError)]
 
 
 def changes(before: Meeting | None, after: Meeting) -> list[tuple[str, str]]:
