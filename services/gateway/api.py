@@ -84,6 +84,12 @@ def reply(message: Message) -> dict:
     return protojson.to_json(message)
 
 
+async def call(request: Request, me: Session, service: str, rpc: str, message: Message) -> dict:
+    """Call `service.rpc` as the person (their own token relayed) and answer with the JSON of the reply."""
+    method = getattr(getattr(backends(request), service), rpc)
+    return reply(await method(message, timeout=timeout(request), **relay(me)))
+
+
 router = APIRouter(prefix="/api/v1")
 
 # ------------------------------------------------------------------ bookings
@@ -113,8 +119,7 @@ class CancelBody(Body):
 
 @router.get("/booking-options", tags=["bookings"], responses=answers(booking_pb2.ListBookingOptionsResponse))
 async def booking_options(request: Request, me: Me):
-    return reply(await backends(request).booking.ListBookingOptions(
-        booking_pb2.ListBookingOptionsRequest(), timeout=timeout(request), **relay(me)))
+    return await call(request, me, "booking", "ListBookingOptions", booking_pb2.ListBookingOptionsRequest())
 
 
 @router.post("/bookings", tags=["bookings"], responses=answers(booking_pb2.CreateBookingResponse, 409))
@@ -127,7 +132,7 @@ async def create_booking(request: Request, me: Me, body: CreateBookingBody):
         parties=[booking_pb2.Party(kind=p.kind, name=p.name, channel=p.channel, address=p.address)
                  for p in body.parties],
     )
-    return reply(await backends(request).booking.CreateBooking(msg, timeout=timeout(request), **relay(me)))
+    return await call(request, me, "booking", "CreateBooking", msg)
 
 
 @router.get("/bookings", tags=["bookings"], responses=answers(booking_pb2.ListBookingsResponse))
@@ -137,28 +142,24 @@ async def list_bookings(request: Request, me: Me,
                         page_token: Annotated[str, Query(max_length=500)] = ""):
     msg = booking_pb2.ListBookingsRequest(coordinator_hsa_id=me.caller.id, period=time_range(start, end),
                                           page=common_pb2.PageRequest(page_token=page_token))
-    return reply(await backends(request).booking.ListBookings(msg, timeout=timeout(request), **relay(me)))
+    return await call(request, me, "booking", "ListBookings", msg)
 
 
 @router.get("/bookings/{booking_id}", tags=["bookings"], responses=answers(booking_pb2.GetBookingResponse, 404))
 async def get_booking(request: Request, me: Me, booking_id: Id):
-    return reply(await backends(request).booking.GetBooking(
-        booking_pb2.GetBookingRequest(booking_id=booking_id), timeout=timeout(request), **relay(me)))
+    return await call(request, me, "booking", "GetBooking", booking_pb2.GetBookingRequest(booking_id=booking_id))
 
 
 @router.get("/bookings/{booking_id}/invitations", tags=["bookings"],
             responses=answers(booking_pb2.ListInvitationsResponse, 404))
 async def list_invitations(request: Request, me: Me, booking_id: Id):
-    return reply(await backends(request).booking.ListInvitations(
-        booking_pb2.ListInvitationsRequest(booking_id=booking_id), timeout=timeout(request), **relay(me)))
+    return await call(request, me, "booking", "ListInvitations", booking_pb2.ListInvitationsRequest(booking_id=booking_id))
 
 
 @router.post("/bookings/{booking_id}/cancel", tags=["bookings"],
              responses=answers(booking_pb2.CancelBookingResponse, 404, 409))
 async def cancel_booking(request: Request, me: Me, booking_id: Id, body: CancelBody):
-    return reply(await backends(request).booking.CancelBooking(
-        booking_pb2.CancelBookingRequest(booking_id=booking_id, reason=body.reason),
-        timeout=timeout(request), **relay(me)))
+    return await call(request, me, "booking", "CancelBooking", booking_pb2.CancelBookingRequest(booking_id=booking_id, reason=body.reason))
 
 
 # ------------------------------------------------------------------ meetings
@@ -171,19 +172,17 @@ async def list_meetings(request: Request, me: Me,
                         page_token: Annotated[str, Query(max_length=500)] = ""):
     msg = roster_pb2.ListMyMeetingsRequest(period=time_range(start, end),
                                            page=common_pb2.PageRequest(page_token=page_token))
-    return reply(await backends(request).roster.ListMyMeetings(msg, timeout=timeout(request), **relay(me)))
+    return await call(request, me, "roster", "ListMyMeetings", msg)
 
 
 @router.get("/meetings/{meeting_id}", tags=["meetings"], responses=answers(roster_pb2.GetMeetingResponse, 404))
 async def get_meeting(request: Request, me: Me, meeting_id: Id):
-    return reply(await backends(request).roster.GetMeeting(
-        roster_pb2.GetMeetingRequest(meeting_id=meeting_id), timeout=timeout(request), **relay(me)))
+    return await call(request, me, "roster", "GetMeeting", roster_pb2.GetMeetingRequest(meeting_id=meeting_id))
 
 
 def _lifecycle(rpc: str, request_cls, response_cls, summary: str):
     async def handler(request: Request, me: Me, meeting_id: Id):
-        method = getattr(backends(request).roster, rpc)
-        return reply(await method(request_cls(meeting_id=meeting_id), timeout=timeout(request), **relay(me)))
+        return await call(request, me, "roster", rpc, request_cls(meeting_id=meeting_id))
 
     handler.__name__ = f"{rpc[0].lower()}{rpc[1:]}"
     return handler, answers(response_cls, 404, 409), summary
@@ -207,9 +206,7 @@ class AbortBody(Body):
 @router.post("/meetings/{meeting_id}/abort", tags=["meetings"],
              responses=answers(roster_pb2.AbortMeetingResponse, 404, 409))
 async def abort_meeting(request: Request, me: Me, meeting_id: Id, body: AbortBody):
-    return reply(await backends(request).roster.AbortMeeting(
-        roster_pb2.AbortMeetingRequest(meeting_id=meeting_id, reason=body.reason),
-        timeout=timeout(request), **relay(me)))
+    return await call(request, me, "roster", "AbortMeeting", roster_pb2.AbortMeetingRequest(meeting_id=meeting_id, reason=body.reason))
 
 
 class PersonBody(Body):
@@ -229,8 +226,7 @@ class RegisterBody(Body):
 @router.get("/meetings/{meeting_id}/participants", tags=["meetings"],
             responses=answers(roster_pb2.ListParticipantsResponse, 404))
 async def list_participants(request: Request, me: Me, meeting_id: Id):
-    return reply(await backends(request).roster.ListParticipants(
-        roster_pb2.ListParticipantsRequest(meeting_id=meeting_id), timeout=timeout(request), **relay(me)))
+    return await call(request, me, "roster", "ListParticipants", roster_pb2.ListParticipantsRequest(meeting_id=meeting_id))
 
 
 @router.post("/meetings/{meeting_id}/participants", tags=["meetings"],
@@ -242,7 +238,7 @@ async def register_participant(request: Request, me: Me, meeting_id: Id, body: R
         allowed_methods=body.allowed_methods, physically_present=body.physically_present,
         organization=body.organization,
     )
-    return reply(await backends(request).roster.RegisterParticipant(msg, timeout=timeout(request), **relay(me)))
+    return await call(request, me, "roster", "RegisterParticipant", msg)
 
 
 class RemovalBody(Body):
@@ -257,27 +253,24 @@ class RemovalBody(Body):
 async def remove_participant(request: Request, me: Me, meeting_id: Id, body: RemovalBody):
     msg = roster_pb2.RemoveParticipantRequest(meeting_id=meeting_id, participant_id=body.participant_id,
                                               connection_id=body.connection_id, reason=body.reason)
-    return reply(await backends(request).roster.RemoveParticipant(msg, timeout=timeout(request), **relay(me)))
+    return await call(request, me, "roster", "RemoveParticipant", msg)
 
 
 @router.get("/meetings/{meeting_id}/connected", tags=["meetings"],
             responses=answers(roster_pb2.GetConnectedListResponse, 404))
 async def connected_list(request: Request, me: Me, meeting_id: Id):
-    return reply(await backends(request).roster.GetConnectedList(
-        roster_pb2.GetConnectedListRequest(meeting_id=meeting_id), timeout=timeout(request), **relay(me)))
+    return await call(request, me, "roster", "GetConnectedList", roster_pb2.GetConnectedListRequest(meeting_id=meeting_id))
 
 
 @router.get("/meetings/{meeting_id}/reconciliation", tags=["meetings"],
             responses=answers(roster_pb2.GetReconciliationResponse, 404))
 async def reconciliation(request: Request, me: Me, meeting_id: Id):
-    return reply(await backends(request).roster.GetReconciliation(
-        roster_pb2.GetReconciliationRequest(meeting_id=meeting_id), timeout=timeout(request), **relay(me)))
+    return await call(request, me, "roster", "GetReconciliation", roster_pb2.GetReconciliationRequest(meeting_id=meeting_id))
 
 
 @router.get("/meetings/{meeting_id}/agenda", tags=["agenda"], responses=answers(roster_pb2.GetAgendaResponse, 404))
 async def get_agenda(request: Request, me: Me, meeting_id: Id):
-    return reply(await backends(request).roster.GetAgenda(
-        roster_pb2.GetAgendaRequest(meeting_id=meeting_id), timeout=timeout(request), **relay(me)))
+    return await call(request, me, "roster", "GetAgenda", roster_pb2.GetAgendaRequest(meeting_id=meeting_id))
 
 
 class AdvanceBody(Body):
@@ -287,9 +280,7 @@ class AdvanceBody(Body):
 @router.post("/meetings/{meeting_id}/agenda/advance", tags=["agenda"],
              responses=answers(roster_pb2.AdvanceAgendaResponse, 404, 409))
 async def advance_agenda(request: Request, me: Me, meeting_id: Id, body: AdvanceBody):
-    return reply(await backends(request).roster.AdvanceAgenda(
-        roster_pb2.AdvanceAgendaRequest(meeting_id=meeting_id, from_step=body.from_step),
-        timeout=timeout(request), **relay(me)))
+    return await call(request, me, "roster", "AdvanceAgenda", roster_pb2.AdvanceAgendaRequest(meeting_id=meeting_id, from_step=body.from_step))
 
 
 class SpeakerBody(Body):
@@ -299,9 +290,7 @@ class SpeakerBody(Body):
 @router.post("/meetings/{meeting_id}/agenda/speaker", tags=["agenda"],
              responses=answers(roster_pb2.SetCurrentSpeakerResponse, 404, 409))
 async def set_speaker(request: Request, me: Me, meeting_id: Id, body: SpeakerBody):
-    return reply(await backends(request).roster.SetCurrentSpeaker(
-        roster_pb2.SetCurrentSpeakerRequest(meeting_id=meeting_id, participant_id=body.participant_id),
-        timeout=timeout(request), **relay(me)))
+    return await call(request, me, "roster", "SetCurrentSpeaker", roster_pb2.SetCurrentSpeakerRequest(meeting_id=meeting_id, participant_id=body.participant_id))
 
 
 class SummaryBody(Body):
@@ -311,9 +300,7 @@ class SummaryBody(Body):
 @router.post("/meetings/{meeting_id}/agenda/summary", tags=["agenda"],
              responses=answers(roster_pb2.RecordSummaryResponse, 404, 409))
 async def record_summary(request: Request, me: Me, meeting_id: Id, body: SummaryBody):
-    return reply(await backends(request).roster.RecordSummary(
-        roster_pb2.RecordSummaryRequest(meeting_id=meeting_id, summary=body.summary),
-        timeout=timeout(request), **relay(me)))
+    return await call(request, me, "roster", "RecordSummary", roster_pb2.RecordSummaryRequest(meeting_id=meeting_id, summary=body.summary))
 
 
 class AssessmentBody(Body):
@@ -324,10 +311,8 @@ class AssessmentBody(Body):
 @router.post("/meetings/{meeting_id}/confidentiality-assessment", tags=["meetings"],
              responses=answers(roster_pb2.RecordConfidentialityAssessmentResponse, 404, 409))
 async def confidentiality_assessment(request: Request, me: Me, meeting_id: Id, body: AssessmentBody):
-    return reply(await backends(request).roster.RecordConfidentialityAssessment(
-        roster_pb2.RecordConfidentialityAssessmentRequest(meeting_id=meeting_id, care_provider=body.care_provider,
-                                                          note=body.note),
-        timeout=timeout(request), **relay(me)))
+    return await call(request, me, "roster", "RecordConfidentialityAssessment", roster_pb2.RecordConfidentialityAssessmentRequest(meeting_id=meeting_id, care_provider=body.care_provider,
+                                                          note=body.note))
 
 
 # ------------------------------------------------------------------ joining: admission and signalling
@@ -418,13 +403,12 @@ async def search_directory(request: Request, me: Me,
     msg = identity_pb2.SearchDirectoryRequest(name=name, organization=organization,
                                               page=common_pb2.PageRequest(page_token=page_token),
                                               purpose="registering meeting participants")
-    return reply(await backends(request).identity.SearchDirectory(msg, timeout=timeout(request), **relay(me)))
+    return await call(request, me, "identity", "SearchDirectory", msg)
 
 
 @router.get("/support/routing", tags=["support"], responses=answers(support_pb2.GetRoutingTableResponse))
 async def routing_table(request: Request, me: Me):
-    return reply(await backends(request).support.GetRoutingTable(
-        support_pb2.GetRoutingTableRequest(), timeout=timeout(request), **relay(me)))
+    return await call(request, me, "support", "GetRoutingTable", support_pb2.GetRoutingTableRequest())
 
 
 class ReportBody(Body):
@@ -460,4 +444,4 @@ async def file_report(request: Request, me: Me, body: ReportBody):
         participant_id=body.participant_id, request_rebook=body.request_rebook,
         idempotency_key=body.idempotency_key,
     )
-    return reply(await backends(request).support.FileReport(msg, timeout=timeout(request), **relay(me)))
+    return await call(request, me, "support", "FileReport", msg)
