@@ -159,13 +159,17 @@ class Roster:
             raise InvalidArgument("scheduled", "start and end are required")
         if end <= start:
             raise InvalidArgument("scheduled.end", "must be after the start")
-        m, _ = await self.store.mutate(_id("meeting_id", meeting_id), lambda m: model.reschedule(m, start, end))
+        m, _ = await self.store.mutate(_id("meeting_id", meeting_id), lambda m: model.reschedule(m, start, end),
+                                       self._notify_all_next_of_kin)
+        self.on_outbox_message()
         return m
 
     async def cancel(self, meeting_id: str, reason: str) -> Meeting:
         reason = _text("reason", reason)
-        m, cancelled = await self.store.mutate(_id("meeting_id", meeting_id), lambda m: model.cancel(m, reason))
+        m, cancelled = await self.store.mutate(_id("meeting_id", meeting_id), lambda m: model.cancel(m, reason),
+                                               self._notify_all_next_of_kin)
         if cancelled:
+            self.on_outbox_message()
             metrics.MEETINGS_FINISHED.labels(model.CANCELLED, "booking").inc()
         await self.cleanup(m)
         return m
@@ -302,17 +306,35 @@ class Roster:
         return p
 
     async def _notify_next_of_kin(self, session, m: Meeting, _result) -> None:
-        """In the registration's transaction: a message to the next of kin's 1177 inbox."""
-        p = m.participants[-1]
+        """In the registration's transaction: an invitation in the new next of kin's 1177 inbox."""
+        await self._inbox(session, m, [m.participants[-1]], "invited")
+
+    async def _notify_all_next_of_kin(self, session, m: Meeting, changed) -> None:
+        """In the reschedule's / cancellation's transaction: tell every registered next of kin."""
+        if changed is not False:
+            kin = [p for p in m.active_participants() if p.role == model.NEXT_OF_KIN]
+            await self._inbox(session, m, kin, "rescheduled" if m.state == model.SCHEDULED else "cancelled")
+
+    async def _inbox(self, session, m: Meeting, people: list[Participant], kind: str) -> None:
         when = m.start.astimezone(STOCKHOLM).strftime("%Y-%m-%d kl. %H:%M")
-        body = (
-            f"Hej {p.full_name}!\n\nDu är inbjuden som närstående till ett digitalt möte om samordnad individuell "
-            f"plan (SIP) {when} (svensk tid).\n\nLogga in med 1177 e-tjänster på {m.portal_url} när mötet börjar. "
-            f"Du kan också ringa in med mötes-ID {m.dial_in_code}.\n"
-        )
-        payload = {"personnummer": p.person_id, "subject": "Inbjudan till SIP-möte", "body": body,
-                   "meeting_id": m.id, "participant_id": p.id, "care_unit": m.care_unit_hsa_id}
-        await self.outbox.add(session, INBOX_1177, payload, message_id=f"nok-{m.id}-{p.id}")
+        subject, text = {
+            "invited": ("Inbjudan till SIP-möte",
+                        f"Du är inbjuden som närstående till ett digitalt möte om samordnad individuell plan (SIP) "
+                        f"{when} (svensk tid)."),
+            "rescheduled": ("Ny tid för SIP-möte",
+                            f"Det digitala SIP-mötet som du är inbjuden till har fått en ny tid: {when} (svensk tid)."),
+            "cancelled": ("SIP-mötet är inställt",
+                          f"Det digitala SIP-mötet {when} (svensk tid) som du var inbjuden till är inställt."),
+        }[kind]
+        how = ("" if kind == "cancelled" else
+               f"\n\nLogga in med 1177 e-tjänster på {m.portal_url} när mötet börjar. "
+               f"Du kan också ringa in med mötes-ID {m.dial_in_code}.")
+        for p in people:
+            payload = {"personnummer": p.person_id, "subject": subject, "body": f"Hej {p.full_name}!\n\n{text}{how}\n",
+                       "meeting_id": m.id, "participant_id": p.id, "care_unit": m.care_unit_hsa_id}
+            # One message per participant and meeting version: a retried transaction adds it once.
+            suffix = "" if kind == "invited" else f"-{kind}-{m.version}"
+            await self.outbox.add(session, INBOX_1177, payload, message_id=f"nok-{m.id}-{p.id}{suffix}")
 
     async def list_participants(self, meeting_id: str, who: Caller) -> Meeting:
         m = await self._coordinated(meeting_id, who)

@@ -4,6 +4,7 @@ written in the registration's transaction, delivered with retries, never lost, s
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -13,7 +14,7 @@ from svpl.roster.v1 import roster_pb2
 from services.roster.inbox1177 import Inbox1177Adapter
 from services.runtime.outbox import OutboxMessage, PermanentDeliveryError, RetryableDeliveryError
 from tests.roster.conftest import World
-from tests.roster.helpers import poll
+from tests.roster.helpers import poll, scheduled
 from tests.roster.inbox_1177_receiver import Inbox1177Receiver
 
 NEXT_OF_KIN = "198112289874"
@@ -91,3 +92,25 @@ async def test_unreachable_inbox_is_retryable():
 
 async def _messages(inbox):
     return dict(inbox.messages)
+
+
+async def test_next_of_kin_hear_of_a_new_time_and_of_a_cancellation(system_factory, person_token, service_token,
+                                                                    inbox):
+    system = await system_factory(["identity", "roster"], overrides={"roster": {
+        "inbox_1177_url": inbox.url, "outbox_poll_seconds": 0.05}})
+    world = World(system, person_token, service_token)
+    m = await world.meeting()
+    await world.register_next_of_kin(m.meeting_id)
+    new_time = scheduled(start_in=dt.timedelta(days=3))
+    await world.roster.RescheduleMeeting(roster_pb2.RescheduleMeetingRequest(meeting_id=m.meeting_id,
+                                                                             scheduled=new_time),
+                                         metadata=world.booking)
+    await world.roster.CancelMeeting(roster_pb2.CancelMeetingRequest(meeting_id=m.meeting_id), metadata=world.booking)
+    await world.roster.CancelMeeting(roster_pb2.CancelMeetingRequest(meeting_id=m.meeting_id), metadata=world.booking)
+    messages = await poll(lambda msgs: len(msgs) >= 3, lambda: _messages(inbox), "three inbox messages", timeout=15)
+    subjects = sorted(x["subject"] for x in messages.values())
+    assert subjects == ["Inbjudan till SIP-möte", "Ny tid för SIP-möte", "SIP-mötet är inställt"]
+    local = new_time.start.ToDatetime(tzinfo=dt.timezone.utc).astimezone(ZoneInfo("Europe/Stockholm"))
+    rescheduled = next(x for x in messages.values() if x["subject"] == "Ny tid för SIP-möte")
+    assert local.strftime("%Y-%m-%d kl. %H:%M") in rescheduled["body"]
+    assert all(x["subject_of_care"] == NEXT_OF_KIN for x in messages.values())
