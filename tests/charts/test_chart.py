@@ -116,7 +116,8 @@ def test_every_component_has_the_same_value_keys():
     schema = json.loads((CHART / "values.schema.json").read_text())
     component = schema["definitions"]["component"]
     assert component["additionalProperties"] is False
-    assert {"image", "replicas", "resources", "probes", "securityContext", "env", "extraEnv"} <= set(component["properties"])
+    assert {"image", "replicas", "resources", "probes", "securityContext", "env", "extraEnv",
+            "extraVolumes", "extraVolumeMounts"} <= set(component["properties"])
     components = schema["properties"]["components"]
     assert components["additionalProperties"] is False
     assert {name: ref["$ref"] for name, ref in components["properties"].items()} == {
@@ -321,8 +322,33 @@ def test_development_login_cannot_be_enabled(chart):
             chart.render(merged(overlay), name=RELEASE, namespace=NAMESPACE)
 
 
-def test_gateway_config_turns_the_development_login_off(render):
-    assert render().config("gateway")["SVPL_DEVELOPMENT_LOGIN"] == "false"
+def test_identity_and_gateway_config_turn_the_development_login_off(render):
+    r = render()
+    assert r.config("gateway")["SVPL_DEVELOPMENT_LOGIN"] == r.config("identity")["SVPL_DEVELOPMENT_LOGIN"] == "false"
+
+
+@pytest.mark.parametrize("overlay", [
+    {"components": {"identity": {"env": {"SVPL_LDAP_BIND_PASSWORD": "hunter2"}}}},
+    {"components": {"booking": {"extraEnv": [{"name": "SVPL_COSMIC_LINK_TOKEN", "value": "t0k3n"}]}}},
+])
+def test_a_secret_written_into_values_is_refused(chart, overlay):
+    with pytest.raises(helm.HelmRenderError, match="never inlined"):
+        chart.render(merged(overlay), name=RELEASE, namespace=NAMESPACE)
+
+
+def test_extra_secrets_and_files_come_from_references(render):
+    r = render({"components": {"identity": {
+        "extraEnv": [{"name": "SVPL_LDAP_BIND_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "svpl-hsa", "key": "password"}}}],
+        "extraVolumes": [{"name": "bankid", "secret": {"secretName": "svpl-bankid-rp"}}],
+        "extraVolumeMounts": [{"name": "bankid", "mountPath": "/var/run/svpl/bankid", "readOnly": True}],
+    }}})
+    identity = r.deployment("identity")["spec"]["template"]["spec"]
+    assert {"name": "bankid", "secret": {"secretName": "svpl-bankid-rp"}} in identity["volumes"]
+    assert {"name": "bankid", "mountPath": "/var/run/svpl/bankid", "readOnly": True} in identity["containers"][0]["volumeMounts"]
+    password = {e["name"]: e for e in identity["containers"][0]["env"]}["SVPL_LDAP_BIND_PASSWORD"]
+    assert password == {"name": "SVPL_LDAP_BIND_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "svpl-hsa", "key": "password"}}}
+    for deployment in r.of_kind("Deployment"):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
 
 
 @pytest.mark.parametrize("missing, message", [

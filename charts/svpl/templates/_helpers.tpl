@@ -90,6 +90,14 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- if eq (upper $e.name) "SVPL_DEVELOPMENT_LOGIN" -}}
 {{- fail (printf "components.%s.extraEnv SVPL_DEVELOPMENT_LOGIN: the development login cannot be enabled in a Kubernetes deployment" $name) -}}
 {{- end -}}
+{{- if and (regexMatch "(TOKEN|SECRET|PASSWORD|_KEY)$" (upper $e.name)) (hasKey $e "value") -}}
+{{- fail (printf "components.%s.extraEnv %s: secrets are referenced (valueFrom.secretKeyRef), never inlined" $name $e.name) -}}
+{{- end -}}
+{{- end -}}
+{{- range $k, $v := ($c.env | default dict) -}}
+{{- if regexMatch "(TOKEN|SECRET|PASSWORD|_KEY)$" (upper $k) -}}
+{{- fail (printf "components.%s.env.%s: secrets are referenced (extraEnv with valueFrom.secretKeyRef), never inlined" $name $k) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.networkPolicy.enabled .Values.media.podDeletionCost.enabled (not .Values.networkPolicy.apiServer.cidrs) -}}
@@ -124,6 +132,8 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- else -}}
 {{- $_ := set $data "SVPL_HTTP_HOST" "0.0.0.0" -}}
 {{- $_ := set $data "SVPL_HTTP_PORT" (toString $c.facts.port) -}}
+{{- end -}}
+{{- if has $c.name (list "identity" "gateway") -}}
 {{- $_ := set $data "SVPL_DEVELOPMENT_LOGIN" "false" -}}
 {{- end -}}
 {{- range $callee := $c.facts.calls -}}
