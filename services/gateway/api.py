@@ -331,15 +331,25 @@ class Admissions:
 
     def __init__(self) -> None:
         self._by_token: dict[str, tuple[str, str, float]] = {}
+        # (person id, meeting id) -> (participant id, media address): whose quality a person may see.
+        self._by_person: dict[tuple[str, str], tuple[str, str]] = {}
 
     @staticmethod
     def _key(token: str) -> str:
         return hashlib.sha256(token.encode()).hexdigest()
 
-    def remember(self, token: str, meeting_id: str, address: str, ttl: float) -> None:
+    def remember(self, token: str, meeting_id: str, address: str, ttl: float, person_id: str = "",
+                 participant_id: str = "") -> None:
         now = time.monotonic()
         self._by_token = {k: v for k, v in self._by_token.items() if v[2] > now}
         self._by_token[self._key(token)] = (meeting_id, address, now + max(ttl, 30.0))
+        if person_id:
+            if len(self._by_person) > 50_000:
+                self._by_person.clear()
+            self._by_person[(person_id, meeting_id)] = (participant_id, address)
+
+    def participant(self, person_id: str, meeting_id: str) -> tuple[str, str] | None:
+        return self._by_person.get((person_id, meeting_id))
 
     def address(self, token: str, meeting_id: str) -> str | None:
         found = self._by_token.get(self._key(token))
@@ -356,7 +366,8 @@ async def admit(request: Request, me: Me, meeting_id: Id) -> Admission:
                                                  timeout=timeout(request), **relay(me))
     expires = answer.expires_at.ToDatetime(dt.timezone.utc) if answer.HasField("expires_at") else None
     ttl = (expires - dt.datetime.now(dt.timezone.utc)).total_seconds() if expires else 300.0
-    request.app.state.admissions.remember(answer.join_token, meeting_id, answer.media_address, ttl)
+    request.app.state.admissions.remember(answer.join_token, meeting_id, answer.media_address, ttl,
+                                          me.caller.id, answer.participant_id)
     return Admission(participant_id=answer.participant_id, join_token=answer.join_token,
                      expires_at=expires.isoformat() if expires else "", media_instance=answer.media_instance)
 
@@ -376,6 +387,18 @@ async def negotiate(request: Request, me: Me, meeting_id: Id, body: NegotiationB
                       reason="ADMISSION_UNKNOWN")
     return reply(await backends(request).media(address).Negotiate(
         media_pb2.NegotiateRequest(join_token=body.join_token, sdp_offer=body.sdp_offer),
+        timeout=timeout(request), metadata=backends(request).as_service()))
+
+
+@router.get("/meetings/{meeting_id}/quality", tags=["joining"], responses=answers(media_pb2.GetQualitySnapshotResponse, 409),
+            summary="The caller's own connection quality in the meeting, as the media service measures it")
+async def my_quality(request: Request, me: Me, meeting_id: Id):
+    admitted = request.app.state.admissions.participant(me.caller.id, meeting_id)
+    if admitted is None:
+        raise Problem(409, "join the meeting first: quality is measured on a meeting connection", reason="NOT_JOINED")
+    participant_id, address = admitted
+    return reply(await backends(request).media(address).GetQualitySnapshot(
+        media_pb2.GetQualitySnapshotRequest(meeting_id=meeting_id, participant_id=participant_id),
         timeout=timeout(request), metadata=backends(request).as_service()))
 
 

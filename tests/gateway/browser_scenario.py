@@ -204,6 +204,11 @@ def run(artifacts: Path) -> None:
         coordinator.save_screenshot(str(artifacts / "coordinator-meeting.png"))
         print(f"meeting running with 3 in {time.monotonic() - started:.1f}s", flush=True)
 
+        # The coordinator leads the agenda: every page follows the current step.
+        click(coordinator, "#agenda-next", "the next agenda step button")
+        for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1]), (municipality, MUNICIPALITY[1])):
+            wait(driver, f"{who} sees the welcome step", lambda d: "välkomna" in d.find_element(By.ID, "agenda-step").text)
+
         # The coordinator removes one: their page says so and their rejoin is refused.
         click(coordinator, f'#roster-connected li[data-participant] button.remove[aria-label="Ta bort {MUNICIPALITY[1]}"]',
               "the remove button")
@@ -226,6 +231,19 @@ def run(artifacts: Path) -> None:
             text = wait(driver, f"{who}'s rejoin refused", lambda d: outcome(d)[0] == "refused" and outcome(d)[1])
             if "avslutat" not in text:
                 raise Failed(f"{who}'s refusal does not say the meeting ended: {text!r}")
+
+        # A participant reports a problem and is told where the report went.
+        staff.get(f"{base}/portal/#/report?meeting={meeting_id}")
+        type_into(staff, "#problem-text", "Bilden frös under mötet")
+        click(staff, "#report-submit")
+        queue = wait(staff, "where the report went", lambda d: d.find_element(By.ID, "report-queue").text)
+        print(f"report went to: {queue}", flush=True)
+
+        # The test room: the person's own picture comes back from the media service.
+        staff.get(f"{base}/portal/#/test")
+        click(staff, "#test-start")
+        wait(staff, "the echo playing", lambda d: int(js(d, "return Number(document.getElementById('test-echo')"
+                                                             ".dataset.frames || 0)")) > 10, 30)
         print(f"scenario passed in {time.monotonic() - started:.1f}s", flush=True)
     except Exception:
         for name, driver in zip(("coordinator", "staff", "municipality"), drivers):

@@ -235,3 +235,43 @@ async def test_a_meeting_over_rest_from_booking_to_refused_rejoin(gateway):
     assert ended.json()["meeting"]["state"] == "MEETING_STATE_ENDED"
     after = await patient.post(f"/api/v1/meetings/{meeting_id}/admission")
     assert problem(after, 409)["reason"] == "ADMIT_REFUSAL_FINISHED"
+
+
+async def test_a_fault_report_answers_where_it_went(gateway):
+    _, _, new_browser = gateway
+    staff = new_browser()
+    await staff.login(REGION_STAFF)
+    routing = (await staff.get("/api/v1/support/routing")).json()
+    filed = await staff.post("/api/v1/support/reports", json={
+        "problem": "PROBLEM_KIND_MESSAGING_PASSWORD", "description": "Jag kommer inte in i Cosmic Link",
+        "idempotency_key": "report-1"})
+    assert filed.status_code == 200, filed.text
+    ticket = filed.json()["ticket"]
+    queue = ticket["routing"]["queue"]
+    assert queue["queue_id"] in {q["queue_id"] for q in routing["queues"]}
+    assert queue["name"] and ticket["reporter"]["kind"] == "REPORTER_KIND_REGION_STAFF"
+    again = await staff.post("/api/v1/support/reports", json={
+        "problem": "PROBLEM_KIND_MESSAGING_PASSWORD", "description": "Jag kommer inte in i Cosmic Link",
+        "idempotency_key": "report-1"})
+    assert again.json()["ticket"]["ticket_id"] == ticket["ticket_id"]
+
+
+async def test_test_room_signalling_is_relayed_to_media_and_quality_needs_a_join(gateway):
+    from aiortc import RTCPeerConnection
+    from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+
+    _, _, new_browser = gateway
+    staff = new_browser()
+    await staff.login(REGION_STAFF)
+    problem(await staff.get("/api/v1/meetings/m1/quality"), 409)
+    pc = RTCPeerConnection()
+    try:
+        pc.addTrack(AudioStreamTrack())
+        pc.addTrack(VideoStreamTrack())
+        await pc.setLocalDescription(await pc.createOffer())
+        answer = await staff.post("/api/v1/test-room/negotiation", json={"sdp_offer": pc.localDescription.sdp})
+        assert answer.status_code == 200, answer.text
+        sdp = answer.json()["sdp_answer"]
+        assert sdp.startswith("v=0") and "m=video" in sdp and "m=audio" in sdp
+    finally:
+        await pc.close()

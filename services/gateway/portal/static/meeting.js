@@ -1,6 +1,5 @@
 // WebRTC for the portal: local devices, the meeting connection (own audio/video plus receive
-// slots for the others, as the media service expects), the echo test room, frame counting and
-// the connection-quality check.
+// slots for the others, as the media service expects), the echo test room, and frame counting.
 "use strict";
 const Media = (() => {
   const SLOTS = 8;  // how many others a participant can see
@@ -64,24 +63,5 @@ const Media = (() => {
     return pc;
   }
 
-  // Round-trip time and packet loss from the browser's own statistics; poor when RTT > 300 ms or loss > 5 %.
-  function watchQuality(pc, onChange) {
-    let last = { lost: 0, received: 0 };
-    const timer = setInterval(async () => {
-      if (pc.connectionState === "closed") { clearInterval(timer); return; }
-      let rtt = 0, lost = 0, received = 0;
-      const stats = await pc.getStats();
-      stats.forEach(s => {
-        if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime) rtt = s.currentRoundTripTime;
-        if (s.type === "inbound-rtp") { lost += s.packetsLost || 0; received += s.packetsReceived || 0; }
-      });
-      const dl = lost - last.lost, dr = received - last.received;
-      last = { lost, received };
-      const loss = dl + dr > 0 ? dl / (dl + dr) : 0;
-      onChange({ rtt, loss, poor: rtt > 0.3 || loss > 0.05 });
-    }, 2000);
-    return () => clearInterval(timer);
-  }
-
-  return { localStream, devices, connect, testRoom, countFrames, watchQuality };
+  return { localStream, devices, connect, testRoom, countFrames };
 })();

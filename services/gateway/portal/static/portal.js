@@ -344,10 +344,19 @@
       if (thisRoom.closed) return;
       if (["failed", "closed"].includes(thisRoom.pc.connectionState)) say(msg, "Anslutningen till mötet bröts.", "error");
     });
-    room.stopQuality = Media.watchQuality(room.pc, q => {
-      quality.hidden = !q.poor;
-      quality.textContent = q.poor ? `Din anslutning är svag (svarstid ${Math.round(q.rtt * 1000)} ms, förlust ${Math.round(q.loss * 100)} %). Använd trådbundet nätverk om du kan.` : "";
-    });
+    // The media service measures each connection (RTT, loss, jitter, bitrate) and says when it is poor.
+    const qualityTimer = setInterval(async () => {
+      if (thisRoom.closed) return;
+      try {
+        const { stats } = await api("GET", "/meetings/" + id + "/quality");
+        const mine = stats.find(s => s.participant_id === thisRoom.participantId);
+        quality.hidden = !(mine && mine.poor);
+        quality.textContent = mine && mine.poor ? (mine.warnings.join(" ") ||
+          `Din anslutning är svag (svarstid ${Math.round(mine.round_trip_ms)} ms, förlust ${Math.round(mine.packet_loss * 100)} %).`) +
+          " Trådbundet nätverk rekommenderas." : "";
+      } catch (err) { /* the next poll tries again */ }
+    }, 5000);
+    room.stopQuality = () => clearInterval(qualityTimer);
     openEvents(thisRoom, agenda, roster);
   }
 
