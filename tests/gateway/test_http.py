@@ -159,25 +159,49 @@ async def test_logins_are_rate_limited_per_address(system_factory):
         await app.state.backends.close()
 
 
-async def test_siths_certificate_header_is_believed_only_from_a_trusted_proxy(system_factory):
-    system = await system_factory(["identity"])
+async def test_siths_certificate_header_is_believed_only_from_a_trusted_proxy(system_factory, tmp_path):
+    import urllib.parse
+
+    from tests.identity.pki import make_ca, make_leaf
+
+    root = make_ca("SITHS Root CA v1 Test")
+    issuing = make_ca("SITHS e-id Person ID 3 CA Test", issuer=root)
+    ca_file = tmp_path / "siths-ca.pem"
+    ca_file.write_text(root.pem)
+    # (The development flag only loads the demo HSA directory here; the login is a real SITHS one.)
+    system = await system_factory(["identity"], overrides={"identity": {"siths_ca_files": str(ca_file),
+                                                                        "development_login": True}})
     app = create_app(gateway_settings(system, trusted_proxies=["10.1.0.0/16"]))
     direct, proxied = Browser(app, "192.0.2.7"), Browser(app, "10.1.2.3")
-    pem = "-----BEGIN CERTIFICATE-----\nMIIBnotreally\n-----END CERTIFICATE-----\n"
+    card = make_leaf(issuing, "Vera Samordnare", serial_number=COORDINATOR)
+    # As nginx forwards it ($ssl_client_escaped_cert): the chain, URL-encoded.
+    forwarded = {"x-ssl-client-cert": urllib.parse.quote(card.pem + issuing.pem)}
     try:
-        refused = await direct.post("/api/v1/auth/siths", headers={"x-ssl-client-cert": pem})
+        refused = await direct.post("/api/v1/auth/siths", headers=forwarded)
         assert problem(refused, 403)["reason"] == "UNTRUSTED_PROXY"
+        assert "svpl_session" not in direct.http.cookies
         problem(await proxied.post("/api/v1/auth/siths"), 401)
-        # Identity checks the certificate: a broken one is the client's input, never a 5xx.
-        answer = await proxied.post("/api/v1/auth/siths", headers={"x-ssl-client-cert": pem})
-        if answer.status_code == 501:
-            pytest.xfail("identity's LoginSiths is not implemented yet")
-        assert 400 <= answer.status_code < 500, answer.text
-        assert "svpl_session" not in answer.headers.get("set-cookie", "")
+        stranger = make_leaf(make_ca("Not SITHS"), "Eve", serial_number=COORDINATOR)
+        foreign = await proxied.post("/api/v1/auth/siths", headers={"x-ssl-client-cert": urllib.parse.quote(stranger.pem)})
+        assert 400 <= foreign.status_code < 500 and "svpl_session" not in proxied.http.cookies, foreign.text
+        answer = await proxied.post("/api/v1/auth/siths", headers=forwarded)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["id"] == COORDINATOR and answer.json()["method"] == "siths"
+        assert (await proxied.get("/api/v1/session")).json()["name"] == "Vera Samordnare"
     finally:
         await direct.close()
         await proxied.close()
         await app.state.backends.close()
+
+
+async def test_bankid_and_1177_answers_must_belong_to_this_browser(gateway):
+    _, _, new_browser = gateway
+    browser = new_browser()
+    assert problem(await browser.post("/api/v1/auth/bankid/collect"), 409)["reason"] == "NO_ORDER"
+    assert problem(await browser.get("/api/v1/auth/bankid/qr"), 409)["reason"] == "NO_ORDER"
+    callback = await browser.get("/auth/rjl/1177/callback", params={"state": "forged", "code": "abc"})
+    assert problem(callback, 400)["reason"] == "STATE"
+    assert "svpl_session" not in browser.http.cookies
 
 
 async def test_an_unreachable_service_is_503_without_internals(system_factory):
