@@ -74,9 +74,9 @@ async def run_case(target: str, server_pid: int, address: str, rooms: int, n: in
             if line.strip() != "ready":
                 raise RuntimeError(f"load generator failed: {line.strip() or 'no output'}")
         await asyncio.sleep(WARMUP)
-        t0, c0 = time.time(), cpu_seconds(server_pid)
+        t0, c0, g0 = time.time(), cpu_seconds(server_pid), [cpu_seconds(p.pid) for p in procs]
         await asyncio.sleep(MEASURE)
-        t1, c1 = time.time(), cpu_seconds(server_pid)
+        t1, c1, g1 = time.time(), cpu_seconds(server_pid), [cpu_seconds(p.pid) for p in procs]
         results = []
         for p in procs:
             p.stdin.write(f"report {t0} {t1}\n")
@@ -97,7 +97,9 @@ async def run_case(target: str, server_pid: int, address: str, rooms: int, n: in
     video = [f for r in results for f in r["video_fps"]]
     audio = [f for r in results for f in r["audio_fps"]]
     decoded = [f for r in results for f in r["decoded_fps"]]
-    return {"target": target, "rooms": rooms, "n": n, "participants": rooms * n, "streams": streams, "cpu": cpu,
+    sent = [f for r in results for f in r["sent_fps"]]
+    return {"generator": max(b - a for a, b in zip(g0, g1)) / (t1 - t0) * 100,
+            "median_fps": sorted(video)[len(video) // 2], "sent_fps": min(sent), "target": target, "rooms": rooms, "n": n, "participants": rooms * n, "streams": streams, "cpu": cpu,
             "per_stream": cpu / streams, "min_fps": min(video), "min_audio": min(audio),
             "decoded": min(decoded) if decoded else 0.0}
 
@@ -144,8 +146,8 @@ async def main() -> None:
         await wait_ready(system.address("media"))
         await asyncio.sleep(1.0)
         cases = [("relay", 1, 2), ("relay", 1, 3)] + [("sfu", 1, n) for n in (2, 4, 6, 8, 10)] + [("sfu", 8, 5)]
-        if sys.argv[1:] == ["quick"]:  # a smoke run of the machinery
-            cases = [("relay", 1, 2), ("sfu", 1, 2), ("sfu", 1, 3)]
+        if sys.argv[1:]:  # chosen cases, e.g. `bench/media.py relay:1x2 sfu:1x4` (the relay baseline first)
+            cases = [(a.split(":")[0], int(a.split(":")[1].split("x")[0]), int(a.split("x")[1])) for a in sys.argv[1:]]
         results = []
         for target, rooms, n in cases:
             pid, address = (sfu.pid, system.address("media")) if target == "sfu" else (relay.pid, f"127.0.0.1:{relay_port}")
@@ -153,7 +155,10 @@ async def main() -> None:
             r = await run_case(target, pid, address, rooms, n, system if target == "sfu" else None, keyring, tokens,
                                processes)
             results.append(r)
-            print(f"  measured {target} {rooms}x{n}: {r['cpu']:.1f}% cpu, min {r['min_fps']:.1f} fps", flush=True)
+            if target == "relay" and not any(c[0] == "relay" for c in cases[len(results):]):
+                relay.terminate()  # the baseline is measured: free its CPU for the cases that follow
+            print(f"  measured {target} {rooms}x{n}: server {r['cpu']:.1f}% of a core, min {r['min_fps']:.1f} fps,"
+                  f" median {r['median_fps']:.1f} fps (publishers sent >= {r['sent_fps']:.1f} fps), busiest load generator {r['generator']:.0f}%", flush=True)
         base = {r["n"]: r["per_stream"] for r in results if r["target"] == "relay"}
         print()
         print(f"{'server':8} {'rooms x N':>9} {'streams':>7} {'cpu %core':>9} {'%/stream':>9} {'min fps':>8}"

@@ -27,7 +27,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
-from services.media.forwarding import FrameSink
+from services.media.forwarding import FrameSink, enlarge_socket_buffers
 
 WIDTH, HEIGHT, FPS = 640, 360, 15
 CLIP_FRAMES = 60  # 4 s: a keyframe at the start of each loop, or on request
@@ -82,6 +82,7 @@ class Replay(MediaStreamTrack):
         self._packets, self._rate, self._ticks, self._clock = packets, rate, ticks, clock
         self._n = 0
         self._pos = 0
+        self.times: list[float] = []
         self._start: float | None = None
         self._time_base = Fraction(1, clock)
 
@@ -98,6 +99,7 @@ class Replay(MediaStreamTrack):
         packet.pts, packet.time_base = self._n * self._ticks, self._time_base
         self._n += 1
         self._pos += 1
+        self.times.append(time.time())
         return packet
 
 
@@ -126,6 +128,8 @@ class Participant:
         for _ in range(spec["slots"]):
             for kind in ("audio", "video"):
                 t = self.pc.addTransceiver(kind, direction="recvonly")
+                # Keep the load generator light: no receive-side bandwidth estimation (REMB) per subscriber.
+                t.receiver._RTCRtpReceiver__remote_bitrate_estimator = None
                 slot = Slot(kind)
                 self.slots.append(slot)
                 if decode_one and kind == "video" and not any(s.kind == "video" for s in self.slots[:-1]):
@@ -152,6 +156,7 @@ class Participant:
 
 async def negotiate(p: Participant, cfg: dict) -> None:
     await p.pc.setLocalDescription(await p.pc.createOffer())
+    enlarge_socket_buffers(p.pc, 4 << 20)  # as the media service does
     offer = p.pc.localDescription.sdp
     if cfg["target"] == "sfu":
         import grpc
@@ -187,7 +192,8 @@ async def main() -> None:
     deadline = time.monotonic() + 60
     while not all(s.times for p in people for s in p.slots):
         if time.monotonic() > deadline:
-            print(json.dumps({"error": "not every slot received media"}), flush=True)
+            counts = [[len(s.times) for s in p.slots] for p in people]
+            print(json.dumps({"error": f"not every slot received media: {counts}"}), flush=True)
             return
         await asyncio.sleep(0.1)
     print("ready", flush=True)
@@ -198,7 +204,8 @@ async def main() -> None:
     video_fps = [sum(t0 <= t < t1 for t in s.times) / span for p in people for s in p.slots if s.kind == "video"]
     audio_fps = [sum(t0 <= t < t1 for t in s.times) / span for p in people for s in p.slots if s.kind == "audio"]
     decoded = [sum(t0 <= t < t1 for t in s.decoded) / span for p in people for s in p.slots if s.decoded]
-    print(json.dumps({"video_fps": video_fps, "audio_fps": audio_fps, "decoded_fps": decoded}), flush=True)
+    sent_fps = [sum(t0 <= t < t1 for t in p.video.times) / span for p in people]
+    print(json.dumps({"sent_fps": sent_fps, "video_fps": video_fps, "audio_fps": audio_fps, "decoded_fps": decoded}), flush=True)
     for p in people:
         await p.pc.close()
 

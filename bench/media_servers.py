@@ -39,6 +39,14 @@ async def relay_server(port: int) -> None:
         def on_track(track) -> None:
             me["tracks"][track.kind] = track
 
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("closed", "failed"):
+                room = rooms.get(request["room"], [])
+                if me in room:
+                    room.remove(me)
+                await pc.close()
+
         await pc.setRemoteDescription(RTCSessionDescription(sdp=request["sdp"], type="offer"))
         for t in pc.getTransceivers():
             if t._offerDirection == "sendonly":

@@ -16,6 +16,8 @@ class MediaSettings(ServiceSettings):
     capacity_participants: int = Field(60, ge=1)
     # Keyframe requests to one publisher: at most one per this many seconds.
     keyframe_interval_seconds: float = Field(0.3, gt=0)
+    # Kernel buffer of each peer connection's UDP socket (capped by net.core.rmem_max / wmem_max).
+    socket_buffer_bytes: int = Field(4 << 20, ge=64 << 10)
     # Quality thresholds above which a participant's connection is poor.
     poor_round_trip_ms: float = Field(300.0, gt=0)
     poor_packet_loss: float = Field(0.05, gt=0, le=1)

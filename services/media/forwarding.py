@@ -20,6 +20,8 @@ changes any of them):
 - ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)`` sends a PLI to the publisher.
 - ``RTCRtpTransceiver._codecs`` is the negotiated codec list the answer and the
   sender use; we keep only the codecs we forward (VP8, Opus).
+- aiortc's ICE transport keeps its aioice ``Connection`` in ``_connection``, whose
+  ``_protocols`` hold the UDP sockets; we enlarge their buffers (see enlarge_socket_buffers).
 
 No media is written anywhere: packets live in memory queues only.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from fractions import Fraction
@@ -84,6 +87,24 @@ def restrict_codecs(transceiver: RTCRtpTransceiver) -> None:
     if not keep:
         raise ValueError(f"the offer has no {wanted} for {transceiver.kind}")
     transceiver._codecs = keep + rtx
+
+
+def enlarge_socket_buffers(pc, size: int) -> int:
+    """Give a peer connection's UDP sockets `size`-byte kernel buffers; returns how many were set.
+
+    A forwarding process serves many streams from one event loop: when it is briefly not
+    scheduled, the default ~208 kB receive buffer (a few dozen datagrams on loopback) overflows
+    and whole frames are lost. The kernel caps the size at net.core.rmem_max / wmem_max."""
+    count = 0
+    for t in pc.getTransceivers():
+        connection = getattr(t.receiver.transport.transport, "_connection", None)
+        for protocol in getattr(connection, "_protocols", ()):
+            sock = protocol.transport.get_extra_info("socket") if getattr(protocol, "transport", None) else None
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+                count += 1
+    return count
 
 
 class Publication:

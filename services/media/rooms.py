@@ -20,7 +20,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.sdp import SessionDescription
 
-from services.media.forwarding import ForwardTrack, Publication, restrict_codecs
+from services.media.forwarding import ForwardTrack, Publication, enlarge_socket_buffers, restrict_codecs
 from services.media.quality import Quality, QualitySampler, Thresholds
 from services.media.reporter import ConnectionReporter, Report
 from services.media.storage import ClosedRooms
@@ -106,7 +106,8 @@ class Load:
 class MediaRooms:
     def __init__(self, *, instance_id: str, capacity: int, closed: ClosedRooms, verifier: TokenVerifier,
                  reporter: ConnectionReporter, thresholds: Thresholds, keyframe_interval: float = 0.3,
-                 test_room_seconds: float = 300.0) -> None:
+                 test_room_seconds: float = 300.0, socket_buffer_bytes: int = 4 << 20) -> None:
+        self._socket_buffer = socket_buffer_bytes
         self.instance_id = instance_id
         self.capacity = capacity
         self._closed = closed
@@ -231,6 +232,7 @@ class MediaRooms:
                     t.direction = "sendonly"
                     p.slots[t.kind].append(track)
             await pc.setLocalDescription(await pc.createAnswer())
+            enlarge_socket_buffers(pc, self._socket_buffer)
         except Exception as exc:  # noqa: BLE001 - a bad offer never leaves a peer connection behind
             await PeerCounter.close(pc)
             if isinstance(exc, (InvalidArgument, asyncio.CancelledError)):
@@ -315,6 +317,7 @@ class MediaRooms:
                     track.bind(pub)
                     t.direction = "sendrecv"
             await pc.setLocalDescription(await pc.createAnswer())
+            enlarge_socket_buffers(pc, self._socket_buffer)
         except Exception as exc:  # noqa: BLE001
             await PeerCounter.close(pc)
             if isinstance(exc, (InvalidArgument, asyncio.CancelledError)):

@@ -32,6 +32,7 @@ async def build(settings: MediaSettings) -> tuple[Component, auth.KeySet]:
         thresholds=Thresholds(settings.poor_round_trip_ms, settings.poor_packet_loss, settings.poor_jitter_ms),
         keyframe_interval=settings.keyframe_interval_seconds,
         test_room_seconds=settings.test_room_seconds,
+        socket_buffer_bytes=settings.socket_buffer_bytes,
     )
     binding = Binding(
         media_pb2.DESCRIPTOR.services_by_name["MediaService"],

@@ -12,7 +12,7 @@ from importlib.metadata import version
 
 import aiortc.rtcrtpreceiver
 import av
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs import get_encoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -36,7 +36,7 @@ def test_receiver_hands_complete_frames_to_a_replaceable_decoder_queue():
 
 
 async def test_publication_replaces_the_queue_and_the_real_worker_ends_on_the_sink():
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no public STUN server
     try:
         t = pc.addTransceiver("video", direction="recvonly")
         assert hasattr(t.receiver, "_RTCRtpReceiver__decoder_queue")
@@ -92,3 +92,22 @@ def test_transceiver_negotiation_attributes():
 
 def test_vp8_keyframe_bit():
     assert is_vp8_keyframe(b"\x10\x02") and not is_vp8_keyframe(b"\x11\x02") and not is_vp8_keyframe(b"")
+
+
+async def test_socket_buffers_are_reachable_and_enlarged():
+    import socket
+
+    from services.media.forwarding import enlarge_socket_buffers
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no public STUN server
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())  # gathers: the UDP sockets exist now
+        assert enlarge_socket_buffers(pc, 1 << 20) >= 1
+        protocol = pc.getTransceivers()[0].receiver.transport.transport._connection._protocols[0]
+        sock = protocol.transport.get_extra_info("socket")
+        with open("/proc/sys/net/core/rmem_max") as f:
+            cap = int(f.read())
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= min(1 << 20, cap)
+    finally:
+        await pc.close()
