@@ -103,3 +103,7 @@ async def served(gateway):
     yield f"127.0.0.1:{port}", app, system, new_browser
     server.should_exit = True
     await task
+
+
+# The identity tests' BankID (RP API v6, mutual TLS) and 1177 (OpenID Connect) test servers.
+from tests.identity.conftest import bankid_server, oidc_provider, tls_files  # noqa: E402,F401
