@@ -89,6 +89,8 @@ def type_into(driver, css: str, text: str) -> None:
 
 def dev_login(driver, base: str, person_id: str) -> None:
     driver.get(f"{base}/auth/rjl/login")
+    wait(driver, "the development login list", lambda d: d.find_elements(By.CSS_SELECTOR, "button.dev-login"))
+    assert_accessible_form_controls(driver, "login page")
     click(driver, f'button.dev-login[data-person="{person_id}"]', f"the development login button for {person_id}")
     wait(driver, "the portal after login", lambda d: "/portal/" in d.current_url and d.find_element(By.ID, "whoami").text)
 
@@ -121,6 +123,28 @@ def wait_for_people(driver, who: str, names: list[str]) -> None:
     wanted = (str(len(names)), sorted(names))
     wait(driver, f"{who}'s person icon shows {wanted}", lambda d: connected_people(d) == wanted)
     driver.find_element(By.ID, "people-button").click()  # close the list again
+
+
+def assert_accessible_form_controls(driver, page: str) -> None:
+    """Every visible form control has a label (or an aria-label), every button a name."""
+    unnamed = js(driver, """
+        const visible = e => e.offsetParent !== null;
+        const controls = [...document.querySelectorAll('input, select, textarea')].filter(visible)
+          .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'));
+        const buttons = [...document.querySelectorAll('button, a')].filter(visible)
+          .filter(e => !(e.getAttribute('aria-label') || e.textContent.trim()));
+        return controls.concat(buttons).map(e => e.outerHTML.slice(0, 120));""")
+    if unnamed:
+        raise Failed(f"{page}: controls without an accessible name: {unnamed}")
+
+
+def assert_no_console_errors(driver, who: str) -> None:
+    """No script error and no Content-Security-Policy violation on the page (refused requests,
+    like a refused rejoin, are expected network errors)."""
+    errors = [e["message"] for e in driver.get_log("browser")
+              if e["level"] == "SEVERE" and (e.get("source") != "network" or "Content Security Policy" in e["message"])]
+    if errors:
+        raise Failed(f"{who}'s browser console has errors: {errors[:5]}")
 
 
 def outcome(driver) -> tuple[str, str]:
@@ -159,11 +183,13 @@ def run(artifacts: Path) -> None:
         type_into(coordinator, "#party-name", "Hemtjänsten Väster")
         Select(coordinator.find_element(By.ID, "party-channel")).select_by_value("CHANNEL_PHONE")
         type_into(coordinator, "#party-address", "036-10 10 10")
+        assert_accessible_form_controls(coordinator, "booking form")
         click(coordinator, "#book-submit")
         meeting_id = wait(coordinator, "the new meeting's page",
                           lambda d: (re.search(r"#/meeting/([A-Za-z0-9_.:-]+)$", d.current_url) or [None, None])[1])
         wait(coordinator, "the invitation status", lambda d: "Hemtjänsten Väster" in d.find_element(By.ID, "invitations").text)
 
+        assert_accessible_form_controls(coordinator, "meeting page")
         # ... registers two participants (staff found in the HSA directory) ...
         for hsa_id, name in (STAFF, MUNICIPALITY):
             type_into(coordinator, "#hsa-search", name.split()[0])
@@ -202,6 +228,7 @@ def run(artifacts: Path) -> None:
             wait_for_people(driver, who, everyone)
         wait(coordinator, "the roster panel", lambda d: MUNICIPALITY[1] in d.find_element(By.ID, "roster-connected").text)
         coordinator.save_screenshot(str(artifacts / "coordinator-meeting.png"))
+        assert_accessible_form_controls(coordinator, "meeting room")
         print(f"meeting running with 3 in {time.monotonic() - started:.1f}s", flush=True)
 
         # The coordinator leads the agenda: every page follows the current step.
@@ -244,6 +271,8 @@ def run(artifacts: Path) -> None:
         click(staff, "#test-start")
         wait(staff, "the echo playing", lambda d: int(js(d, "return Number(document.getElementById('test-echo')"
                                                              ".dataset.frames || 0)")) > 10, 30)
+        for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1]), (municipality, MUNICIPALITY[1])):
+            assert_no_console_errors(driver, who)
         print(f"scenario passed in {time.monotonic() - started:.1f}s", flush=True)
     except Exception:
         for name, driver in zip(("coordinator", "staff", "municipality"), drivers):

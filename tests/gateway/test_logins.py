@@ -4,6 +4,7 @@ OpenID Connect test servers: the browser gets the session cookie only at the end
 from __future__ import annotations
 
 import asyncio
+import ssl
 import urllib.parse
 
 import httpx
@@ -60,7 +61,7 @@ async def test_1177_login_redirects_to_the_provider_and_back_with_a_session(logi
         assert started.status_code == 303, started.text
         authorize = started.headers["location"]
         assert "code_challenge=" in authorize
-        async with httpx.AsyncClient(verify=tls_files["server_ca"]) as provider:
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=tls_files["server_ca"])) as provider:
             back = (await provider.get(authorize)).headers["location"]
         assert back.startswith("https://gateway.test/auth/rjl/1177/callback?")
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(back).query))
