@@ -169,9 +169,10 @@ class ForwardTrack(MediaStreamTrack):
 
     Its source can change: a subscriber's slot is bound to whichever participant fills it."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, mid: str = "") -> None:
         super().__init__()
         self.kind = kind
+        self.mid = mid  # the subscriber's transceiver this track is sent on
         self.source: Publication | None = None
         self.sent = 0
         self._queue: asyncio.Queue = asyncio.Queue()

@@ -226,7 +226,7 @@ class MediaRooms:
                     p.publications.append(Publication(p.participant_id, t.kind, t.receiver, self._keyframe_interval))
                     t.direction = "recvonly"
                 elif t._offerDirection == "sendonly":
-                    track = ForwardTrack(t.kind)
+                    track = ForwardTrack(t.kind, t.mid or "")
                     t.sender.replaceTrack(track)
                     track.attach_sender(t.sender)
                     t.direction = "sendonly"

@@ -63,6 +63,10 @@ class MediaServicer(media_pb2_grpc.MediaServiceServicer):
                     connection_state=p.state,
                     published_tracks=len(p.publications),
                     connected_at=_ts(p.connected_at),
+                    showing=[
+                        media_pb2.SlotAssignment(publisher_participant_id=pid, mids=[t.mid for t in tracks])
+                        for pid, tracks in p.assigned.items()
+                    ],
                 )
                 for p in people
             ],

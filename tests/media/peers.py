@@ -75,6 +75,7 @@ class SyntheticAudio(MediaStreamTrack):
 @dataclass
 class Received:
     kind: str
+    mid: str = ""
     frames: int = 0
     first_at: float | None = None
     sizes: set = field(default_factory=set)
@@ -106,7 +107,8 @@ class Peer:
 
         @self.pc.on("track")
         def on_track(track) -> None:
-            rec = Received(track.kind)
+            mid = next((t.mid for t in self.pc.getTransceivers() if t.receiver.track is track), "")
+            rec = Received(track.kind, mid)
             self.received.append(rec)
             self._tasks.append(asyncio.ensure_future(self._consume(track, rec)))
 

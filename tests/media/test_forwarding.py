@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from services.media.rooms import PeerCounter
+from svpl.media.v1 import media_pb2
+
 from tests.media.peers import Peer, wait_for
 
 SIZES = [(160, 120), (176, 144), (192, 112)]
@@ -36,6 +37,15 @@ async def test_three_participants_receive_each_others_audio_and_video_at_the_sen
                 assert r.rate(start, end) >= 0.9 * sent_fps, f"peer {i} video {r.rate(start, end):.1f} fps < sent {sent_fps:.1f}"
             for r in peer.audio_received():
                 assert r.rate(start, end) >= 0.9 * sent_aps, f"peer {i} audio {r.rate(start, end):.1f}/s < sent {sent_aps:.1f}"
+        # GetRoomState tells each participant's client which of its slots (MIDs) shows whom.
+        state = await world.media.GetRoomState(media_pb2.GetRoomStateRequest(meeting_id=meeting), metadata=world.roster_md)
+        for row in state.participants:
+            me = int(row.participant_id[1:])
+            assert {a.publisher_participant_id for a in row.showing} == {f"p{j}" for j in range(3) if j != me}
+            by_mid = {r.mid: r for r in peers[me].received}
+            for a in row.showing:
+                video = [by_mid[m] for m in a.mids if by_mid[m].kind == "video"]
+                assert len(a.mids) == 2 and video[0].sizes == {SIZES[int(a.publisher_participant_id[1:])]}
         # The server never decoded: its receivers' tracks got no frames, every frame went out as a packet.
         room = world.rooms.rooms[meeting]
         for p in room.participants.values():

@@ -17,14 +17,20 @@ from tests.media.conftest import INSTANCE, MediaWorld
 from tests.media.peers import Peer, wait_for
 
 
-async def test_quality_snapshot_reports_ms_and_bitrates(world):
+async def two_talking(world) -> tuple[str, Peer, Peer]:
+    """A room with pa and pb exchanging media long enough for RTCP reports (every 0.5-1.5 s)."""
     meeting = await world.open_room()
     a, b = Peer(slots=1), Peer(slots=1)
+    await world.join(a, meeting, "pa")
+    await world.join(b, meeting, "pb")
+    await wait_for(lambda: a.video_received() and b.video_received(), 10, what="media")
+    await asyncio.sleep(2.5)
+    return meeting, a, b
+
+
+async def test_quality_snapshot_reports_ms_and_bitrates(world):
+    meeting, a, b = await two_talking(world)
     try:
-        await world.join(a, meeting, "pa")
-        await world.join(b, meeting, "pb")
-        await wait_for(lambda: a.video_received() and b.video_received(), 10, what="media")
-        await asyncio.sleep(2.5)  # RTCP receiver reports (every 0.5-1.5 s) carry RTT and jitter
         snap = await world.media.GetQualitySnapshot(media_pb2.GetQualitySnapshotRequest(meeting_id=meeting),
                                                     metadata=world.roster_md)
         stats = {s.participant_id: s for s in snap.stats}
@@ -52,13 +58,8 @@ async def test_a_poor_connection_gets_the_swedish_warning(system_factory, keyrin
     system = await system_factory(["identity", "media"], overrides={"media": {
         "instance_id": INSTANCE, "poor_round_trip_ms": 0.001, "poor_jitter_ms": 1000}})
     world = MediaWorld(system, keyring, service_token)
-    meeting = await world.open_room()
-    a, b = Peer(slots=1), Peer(slots=1)
+    meeting, a, b = await two_talking(world)
     try:
-        await world.join(a, meeting, "pa")
-        await world.join(b, meeting, "pb")
-        await wait_for(lambda: a.video_received() and b.video_received(), 10, what="media")
-        await asyncio.sleep(2.5)
         snap = await world.media.GetQualitySnapshot(
             media_pb2.GetQualitySnapshotRequest(meeting_id=meeting, participant_id="pa"), metadata=world.gateway_md)
         (s,) = snap.stats
