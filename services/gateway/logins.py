@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2
 
-from services.gateway.api import Body, Me, literal
+from services.gateway.api import Body, literal
 from services.gateway.problems import Problem, problem_responses
 from services.gateway.security import SESSION_COOKIE, cookie_header, session_from
 from services.runtime import auth
@@ -115,17 +115,9 @@ AUTH_PROBLEMS = problem_responses(400, 401, 403, 404, 409, 413, 429, 503)
 
 
 @router.get("/api/v1/session", tags=["auth"], responses={200: {"model": SessionInfo}, **AUTH_PROBLEMS})
-async def current_session(request: Request) -> SessionInfo:
+async def who_am_i(request: Request) -> SessionInfo:
     session = await session_from(request)
-    claims_exp = ""
-    try:
-        import jwt
-
-        claims_exp = dt.datetime.fromtimestamp(jwt.decode(session.token, options={"verify_signature": False})["exp"],
-                                               dt.timezone.utc).isoformat()
-    except Exception:  # noqa: BLE001 - the token was verified above; exp is only informative
-        pass
-    return session_info(session.caller, claims_exp)
+    return session_info(session.caller, dt.datetime.fromtimestamp(session.expires_at, dt.timezone.utc).isoformat())
 
 
 @router.post("/api/v1/auth/logout", tags=["auth"], responses={200: {"model": LoggedOut}, **AUTH_PROBLEMS})

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 
-from fastapi import Request, WebSocket
+from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.problems import Problem
@@ -188,6 +188,7 @@ class RateLimiter:
 class Session:
     token: str
     caller: auth.Caller
+    expires_at: int = 0  # the token's exp (seconds since the epoch)
 
 
 async def session_from(conn) -> Session:
@@ -204,7 +205,7 @@ async def session_from(conn) -> Session:
         if isinstance(exc, Unauthenticated):
             raise Problem(401, f"the session is not valid: {exc.message}") from None
         raise
-    return Session(token, auth.caller_from_claims(claims, token))
+    return Session(token, auth.caller_from_claims(claims, token), int(claims["exp"]))
 
 
 async def current_session(request: Request) -> Session:

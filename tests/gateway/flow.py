@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from tests.gateway.conftest import COORDINATOR, Browser
+from tests.gateway.conftest import Browser
 
 UNIT = "SE2321000057-0001"
 
@@ -40,5 +40,3 @@ async def start(coordinator: Browser, meeting_id: str) -> dict:
         assert response.status_code == 200, response.text
     return response.json()["meeting"]
 
-
-__all__ = ["COORDINATOR", "book_video_meeting", "register", "start"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import httpx
-import pytest
 
 from services.gateway.app import create_app
 from tests.gateway.conftest import COORDINATOR, PATIENT, REGION_STAFF, Browser, gateway_settings
