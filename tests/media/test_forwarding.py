@@ -56,3 +56,28 @@ async def test_three_participants_receive_each_others_audio_and_video_at_the_sen
     finally:
         for p in peers:
             await p.close()
+
+
+async def test_keyframe_requests_from_subscribers_reach_the_publisher_throttled(world):
+    meeting = await world.open_room()
+    a, b = Peer(160, 120, slots=1), Peer(176, 144, slots=1)
+    try:
+        await world.join(a, meeting, "pa")
+        await world.join(b, meeting, "pb")
+        await wait_for(lambda: a.video_received() and b.video_received(), 10, what="media")
+        await asyncio.sleep(0.6)  # past the throttle interval of the join-time requests
+        pub = next(p for p in world.rooms.rooms[meeting].participants["pa"].publications if p.kind == "video")
+        requests, keyframes = pub.keyframe_requests, pub.keyframes
+        # b's receiver sends 20 real RTCP PLIs for a's video within a few milliseconds.
+        receiver = next(t.receiver for t in b.pc.getTransceivers()
+                        if t.kind == "video" and t.receiver.track is not None and t.currentDirection == "recvonly")
+        (ssrc,) = [s.source for s in receiver.getSynchronizationSources()]
+        for _ in range(20):
+            await receiver._send_rtcp_pli(ssrc)
+        await wait_for(lambda: pub.keyframes > keyframes, 2, what="a keyframe from the publisher")
+        await asyncio.sleep(0.5)
+        sent = pub.keyframe_requests - requests
+        assert 1 <= sent <= 2, f"{sent} PLIs reached the publisher for 20 requests (throttled to one per 0.3 s)"
+    finally:
+        await a.close()
+        await b.close()
