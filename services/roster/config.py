@@ -28,6 +28,9 @@ class RosterSettings(ServiceSettings):
     inbox_1177_api_key: str = ""
     inbox_1177_timeout_seconds: float = Field(10.0, gt=0)
     outbox_poll_seconds: float = Field(1.0, gt=0)
+    # Retries of a failed delivery wait about base * 2**(attempt-1) seconds (with jitter), at most the cap.
+    outbox_retry_base_seconds: float = Field(1.0, gt=0)
+    outbox_retry_cap_seconds: float = Field(300.0, gt=0)
 
     @property
     def media_instances(self) -> list[str]:

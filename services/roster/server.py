@@ -17,7 +17,7 @@ from services.roster.servicer import ACCESS, RosterServicer
 from services.roster.store import MeetingStore
 from services.runtime import auth, clients, mongo
 from services.runtime.access_log import AccessLog
-from services.runtime.outbox import Dispatcher, Outbox
+from services.runtime.outbox import Backoff, Dispatcher, Outbox
 from services.runtime.server import Binding, Component
 
 log = logging.getLogger("svpl.roster")
@@ -40,7 +40,8 @@ async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
                                                 settings.inbox_1177_timeout_seconds)
     else:
         log.warning("SVPL_INBOX_1177_URL is not set: 1177 inbox messages stay queued until it is")
-    dispatcher = Dispatcher(outbox, adapters, poll_seconds=settings.outbox_poll_seconds, name="roster-outbox")
+    dispatcher = Dispatcher(outbox, adapters, poll_seconds=settings.outbox_poll_seconds, name="roster-outbox",
+                            backoff=Backoff(settings.outbox_retry_base_seconds, settings.outbox_retry_cap_seconds))
     roster.on_outbox_message = dispatcher.notify
     tasks: list[asyncio.Task] = []
 

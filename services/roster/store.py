@@ -14,11 +14,11 @@ import datetime as dt
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 from pymongo import ASCENDING, AsyncMongoClient
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from services.roster import model
 from services.roster.model import Meeting
-from services.runtime.errors import Aborted, NotFound
+from services.runtime.errors import Aborted, NotFound, Unavailable
 from services.runtime.mongo import DURABLE
 from services.runtime.outbox import in_transaction
 
@@ -167,12 +167,16 @@ class MeetingStore:
         """The meeting now, then after every change (a MongoDB change stream on its document,
         so a change made by any roster replica is seen by every other)."""
         pipeline = [{"$match": {"documentKey._id": meeting_id}}]
-        async with await self.meetings.watch(pipeline, full_document="updateLookup") as stream:
-            # Read after the stream is open: no change between the two is missed.
-            yield await self.get(meeting_id)
-            async for change in stream:
-                doc = change.get("fullDocument")
-                if doc is None:
-                    doc = await self.meetings.find_one({"_id": meeting_id})
-                if doc is not None:
-                    yield Meeting.from_doc(doc)
+        try:
+            async with await self.meetings.watch(pipeline, full_document="updateLookup") as stream:
+                # Read after the stream is open: no change between the two is missed.
+                yield await self.get(meeting_id)
+                async for change in stream:
+                    doc = change.get("fullDocument")
+                    if doc is None:
+                        doc = await self.meetings.find_one({"_id": meeting_id})
+                    if doc is not None:
+                        yield Meeting.from_doc(doc)
+        except PyMongoError:
+            # The database went away mid-stream: the watcher reconnects (and gets a new snapshot).
+            raise Unavailable("the meeting's change stream was interrupted; watch again") from None

@@ -1,10 +1,11 @@
 """Dial-in meeting IDs: well formed, and a single mistyped digit or swapped neighbours is caught."""
 
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from services.roster import codes
 
 
+@settings(max_examples=60)
 @given(st.integers(min_value=6, max_value=15), st.data())
 def test_a_single_typo_in_a_dial_in_code_is_caught(digits, data):
     code = codes.new_code(digits)

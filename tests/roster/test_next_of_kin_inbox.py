@@ -30,7 +30,7 @@ async def inbox():
 async def test_next_of_kin_gets_one_inbox_message_despite_failures(system_factory, person_token, service_token,
                                                                    inbox, mongo):
     system = await system_factory(["identity", "roster"], overrides={"roster": {
-        "inbox_1177_url": inbox.url, "outbox_poll_seconds": 0.05}})
+        "inbox_1177_url": inbox.url, "outbox_poll_seconds": 0.05, "outbox_retry_base_seconds": 0.1}})
     world = World(system, person_token, service_token)
     inbox.failures = ["503", "TECHNICAL_ERROR"]  # the first two attempts fail, transiently
     m = await world.meeting()
@@ -52,7 +52,7 @@ async def test_next_of_kin_gets_one_inbox_message_despite_failures(system_factor
 
 async def test_staff_registration_sends_nothing(system_factory, person_token, service_token, inbox):
     system = await system_factory(["identity", "roster"], overrides={"roster": {
-        "inbox_1177_url": inbox.url, "outbox_poll_seconds": 0.05}})
+        "inbox_1177_url": inbox.url, "outbox_poll_seconds": 0.05, "outbox_retry_base_seconds": 0.1}})
     world = World(system, person_token, service_token)
     m = await world.meeting()
     await world.register(m.meeting_id, "Rita Region", roster_pb2.PARTICIPANT_ROLE_REGION_STAFF,
@@ -97,7 +97,7 @@ async def _messages(inbox):
 async def test_next_of_kin_hear_of_a_new_time_and_of_a_cancellation(system_factory, person_token, service_token,
                                                                     inbox):
     system = await system_factory(["identity", "roster"], overrides={"roster": {
-        "inbox_1177_url": inbox.url, "outbox_poll_seconds": 0.05}})
+        "inbox_1177_url": inbox.url, "outbox_poll_seconds": 0.05, "outbox_retry_base_seconds": 0.1}})
     world = World(system, person_token, service_token)
     m = await world.meeting()
     await world.register_next_of_kin(m.meeting_id)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 from svpl.identity.v1 import identity_pb2
 from svpl.media.v1 import media_pb2
 from svpl.roster.v1 import roster_pb2 as R
 from svpl.roster.v1 import roster_pb2_grpc
 
-from devstack.embedded_db import free_port
+from devstack.embedded_db import EmbeddedMongo, free_port
 from services.roster.server import build as build_roster
 from services.runtime.server import start_server
+from tests.harness import ORDER, System
 from tests.roster.conftest import MEDIA_INSTANCE, World
 from tests.roster.helpers import poll, reason
 
@@ -98,3 +100,28 @@ async def test_end_while_identity_is_away_is_final_and_cleaned_up_when_it_is_bac
             return exc.details()
 
     assert "revoked" in await poll(lambda d: "revoked" in d, verify, "the retried revocation", timeout=15)
+
+
+async def test_watch_ends_unavailable_when_the_database_dies(tmp_path, keys_dir, service_token, person_token):
+    """A change stream cut by a database crash ends the watch with UNAVAILABLE (the gateway
+    reconnects), not an internal error."""
+    database = EmbeddedMongo(tmp_path / "db").start()
+    tokens = {name: service_token(name) for name in ORDER + ["gateway"]}
+    system = System(database.uri, keys_dir, tokens, overrides={"media": {"instance_id": MEDIA_INSTANCE}})
+    try:
+        await system.start(["identity", "media", "roster"])
+        world = World(system, person_token, service_token)
+        m = await world.live()
+        stream = world.roster.WatchMeeting(R.WatchMeetingRequest(meeting_id=m.meeting_id),
+                                           metadata=world.who("coordinator"))
+        assert (await asyncio.wait_for(stream.read(), 5)).kind == R.MEETING_EVENT_KIND_SNAPSHOT
+        database.process.kill()
+        database.process.wait()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await asyncio.wait_for(stream.read(), 20)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        # Back again (same storage, same port): the services stop cleanly against it.
+        database = EmbeddedMongo(tmp_path / "db", port=database.port).start()
+    finally:
+        await system.stop()
+        database.stop()
