@@ -6,11 +6,13 @@ carries it in an HttpOnly, Secure, SameSite=Strict cookie."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import ipaddress
 import secrets
 import urllib.parse
 from typing import Annotated
 
+import segno
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
@@ -212,6 +214,18 @@ async def bankid_qr(request: Request) -> BankIdQr:
     answer = await request.app.state.backends.identity.GetBankIdQr(
         identity_pb2.GetBankIdQrRequest(order_ref=_order_ref(request)), **_service(request))
     return BankIdQr(qr_data=answer.qr_data)
+
+
+@router.get("/api/v1/auth/bankid/qr.svg", tags=["auth"], response_class=Response,
+            responses={200: {"description": "The QR code to scan with the BankID app",
+                             "content": {"image/svg+xml": {"schema": {"type": "string"}}}}, **AUTH_PROBLEMS},
+            summary="This second's animated QR code, drawn (the portal shows it as an image)")
+async def bankid_qr_image(request: Request) -> Response:
+    answer = await request.app.state.backends.identity.GetBankIdQr(
+        identity_pb2.GetBankIdQrRequest(order_ref=_order_ref(request)), **_service(request))
+    out = io.BytesIO()
+    segno.make(answer.qr_data, error="l").save(out, kind="svg", scale=5, border=4, dark="#000", light="#fff")
+    return Response(out.getvalue(), media_type="image/svg+xml", headers={"cache-control": "no-store"})
 
 
 @router.post("/api/v1/auth/bankid/collect", tags=["auth"], responses={200: {"model": BankIdCollect}, **AUTH_PROBLEMS},

@@ -36,7 +36,10 @@ async def test_bankid_login_completes_in_the_browser_that_started_it(login_app, 
         assert "qr_start_secret" not in started.text
         qr = await browser.get("/api/v1/auth/bankid/qr")
         assert qr.status_code == 200 and qr.json()["qr_data"].startswith("bankid.")
+        image = await browser.get("/api/v1/auth/bankid/qr.svg")
+        assert image.headers["content-type"] == "image/svg+xml" and image.content.lstrip().startswith(b"<?xml")
         assert (await other.post("/api/v1/auth/bankid/collect")).status_code == 409  # not its order
+        assert (await other.get("/api/v1/auth/bankid/qr.svg")).status_code == 409
         for _ in range(50):
             collected = await browser.post("/api/v1/auth/bankid/collect")
             assert collected.status_code == 200, collected.text

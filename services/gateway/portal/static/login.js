@@ -19,12 +19,13 @@
       document.getElementById("bankid-progress").hidden = false;
       document.getElementById("bankid-open").href =
         "bankid:///?autostarttoken=" + encodeURIComponent(order.auto_start_token) + "&redirect=null";
-      document.getElementById("bankid-qr").textContent = order.qr_data;
+      const qr = document.getElementById("bankid-qr");
+      qr.src = "/api/v1/auth/bankid/qr.svg?t=" + Date.now();
       let tick = 0;
       poll = setInterval(async () => {
         tick += 1;
         try {
-          document.getElementById("bankid-qr").textContent = (await api("GET", "/auth/bankid/qr")).qr_data;
+          qr.src = "/api/v1/auth/bankid/qr.svg?t=" + Date.now();  // renewed every second
           if (tick % 2) return;
           const state = await api("POST", "/auth/bankid/collect");
           say("bankid-status", state.user_message || state.hint_code, "info");
