@@ -95,6 +95,7 @@ def meeting_pb(m: model.Meeting) -> roster_pb2.Meeting:
         scheduled=common_pb2.TimeRange(start=ts(m.start), end=ts(m.end)),
         coordinator_hsa_id=m.coordinator_hsa_id, delegated_coordinator_hsa_ids=m.delegates,
         dial_in_code=m.dial_in_code, portal_url=m.portal_url, media_instance=m.media_instance,
+        media_address=m.media_address,
         confidentiality_assessed=bool(m.confidentiality), physically_present_note=m.physically_present_note,
         registered_count=len(m.active_participants()), connected_count=len(m.connections),
         started_at=ts(m.started_at), finished_at=ts(m.finished_at), care_unit_hsa_id=m.care_unit_hsa_id,

@@ -79,9 +79,8 @@ class Peers:
             evidence["meeting_state"] = roster_pb2.MeetingState.Name(meeting.state)
             evidence["registered_count"] = meeting.registered_count
             evidence["connected_count"] = meeting.connected_count
-            # The instance's own address when roster's contract carries one; else the configured media.
-            if "media_address" in meeting.DESCRIPTOR.fields_by_name:
-                media_address = getattr(meeting, "media_address")
+            # The room's own media instance (several media pods: the configured address may not host it).
+            media_address = meeting.media_address
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 evidence["note"] = f"Mötet {meeting_id} finns inte hos roster"

@@ -90,6 +90,7 @@ async def test_only_the_meetings_coordinators_lead_it(world):
         metadata=world.who("coordinator"))
     opened = await world.roster.OpenMeeting(request, metadata=world.who("region_staff"))
     assert opened.meeting.state == roster_pb2.MEETING_STATE_OPEN and opened.meeting.media_instance == MEDIA_INSTANCE
+    assert opened.meeting.media_address == world.system.address("media")  # the room's own instance
     assert list(opened.meeting.delegated_coordinator_hsa_ids) == ["SE2321000057-2001"]
     started = await world.roster.StartMeeting(roster_pb2.StartMeetingRequest(meeting_id=m.meeting_id),
                                               metadata=world.who("region_staff"))
