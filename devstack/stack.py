@@ -90,6 +90,8 @@ class Stack:
             proc.env["SVPL_METRICS_PORT"] = str(proc.metrics_port)
             if name == "gateway":
                 proc.env["SVPL_HTTP_PORT"] = str(proc.port)
+            # Invitations and meetings link to this gateway's portal.
+            proc.env.setdefault("SVPL_PORTAL_BASE_URL", f"http://{self.procs['gateway'].address}")
 
     def start_process(self, name: str) -> None:
         proc = self.procs[name]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 import grpc
+import pymongo.errors
 from google.protobuf import descriptor as _descriptor
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -121,6 +122,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             except NotImplementedError:  # the generated base servicer's answer
                 outcome = grpc.StatusCode.UNIMPLEMENTED
                 await context.abort(outcome, f"{method} is not implemented yet")
+            except pymongo.errors.ConnectionFailure:  # the database is unreachable: retryable, not a bug
+                outcome = grpc.StatusCode.UNAVAILABLE
+                log.warning("database unreachable during %s", full)
+                await context.abort(outcome, "the database is unreachable: try again shortly")
             except DomainError as exc:
                 outcome = exc.code
                 st = rpc_status.to_status(_status_for(exc))

@@ -1,6 +1,7 @@
 """The shared bootstrap in-process: health, access rules, error mapping, metrics."""
 
 import grpc
+import pymongo.errors
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,6 +22,8 @@ class ProbeServicer(support_pb2_grpc.SupportServiceServicer):
             raise InvalidArgument("ticket_id", "must be 24 hexadecimal characters")
         if request.ticket_id == "closed":
             raise FailedPrecondition("the ticket is closed", reason="CLOSED")
+        if request.ticket_id == "nodb":
+            raise pymongo.errors.ServerSelectionTimeoutError("127.0.0.1:27017: connection refused")
         if request.ticket_id == "boom":
             raise RuntimeError("secret internal detail /etc/passwd")
         return support_pb2.GetTicketResponse(ticket=support_pb2.Ticket(ticket_id=request.ticket_id,
@@ -143,3 +146,12 @@ def test_access_declaration_must_cover_every_method():
     with pytest.raises(RuntimeError, match="FileReport"):
         Binding(DESCRIPTOR, ProbeServicer(), support_pb2_grpc.add_SupportServiceServicer_to_server,
                 partial).check_access_complete()
+
+
+async def test_unreachable_database_is_unavailable_so_clients_retry(stub, person_token):
+    client, _, _ = stub
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.GetTicket(support_pb2.GetTicketRequest(ticket_id="nodb"),
+                               metadata=auth.bearer(person_token("support_desk")))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "27017" not in err.value.details()
