@@ -253,6 +253,9 @@ def run(artifacts: Path) -> None:
         for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1])):
             wait(driver, f"{who} sees the meeting ended", lambda d: outcome(d)[0] == "ended")
         coordinator.save_screenshot(str(artifacts / "coordinator-ended.png"))
+        for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1])):
+            wait(driver, f"{who}'s leave button and person icon gone", lambda d: not any(
+                e.is_displayed() for e in d.find_elements(By.CSS_SELECTOR, "#leave, #people-button")))
         for driver, who in ((staff, STAFF[1]), (coordinator, "coordinator")):
             click(driver, "#rejoin")
             text = wait(driver, f"{who}'s rejoin refused", lambda d: outcome(d)[0] == "refused" and outcome(d)[1])

@@ -30,6 +30,7 @@
 
   function view(title, ...children) {
     main.replaceChildren(el("h1", { tabindex: "-1" }, title), ...children);
+    syncTopbar();
     document.title = title + " – Digitala SIP-möten";
   }
   const message = (id) => el("p", { id, class: "message", role: "status", "aria-live": "polite", hidden: true });
@@ -102,10 +103,17 @@
           channel: document.getElementById("party-channel").value, address: document.getElementById("party-address").value.trim() }] : [],
       };
       try {
-        const { booking } = await api("POST", "/bookings", body);
+        let { booking } = await api("POST", "/bookings", body);
         localStorage.setItem("svpl.unit", body.booking_unit_hsa_id);
+        if (!booking.meeting_id && !booking.meeting_pending) { say(msg, "Bokat (ett vanligt besök utan mötesrum).", "ok"); return; }
+        // The booking service creates the room in the background when it could not at once.
+        for (let i = 0; !booking.meeting_id && i < 60; i++) {
+          say(msg, "Bokat. Mötesrummet skapas …", "info");
+          await new Promise(r => setTimeout(r, 1000));
+          booking = (await api("GET", "/bookings/" + booking.booking_id)).booking;
+        }
         if (booking.meeting_id) location.hash = "#/meeting/" + booking.meeting_id;
-        else say(msg, booking.meeting_pending ? "Bokat. Mötesrummet skapas strax." : "Bokat (ett vanligt besök utan mötesrum).", "ok");
+        else say(msg, "Bokat, men mötesrummet är inte skapat ännu. Se Mina möten om en stund.", "error");
       } catch (err) { say(msg, errorText(err), "error"); }
     });
   }
@@ -208,10 +216,17 @@
   }
 
   // ------------------------------------------------------------------ the meeting room
+  // The leave button and the person icon exist only while the person is in a meeting.
+  function syncTopbar() {
+    const inMeeting = Boolean(room && !room.closed && room.participantId);
+    document.getElementById("leave").hidden = !inMeeting;
+    document.getElementById("people-button").hidden = !inMeeting;
+    if (!inMeeting) document.getElementById("people-panel").hidden = true;
+  }
+
   function setPeople(connected) {
-    const button = document.getElementById("people-button");
     const names = document.getElementById("people-names");
-    button.hidden = false;
+    syncTopbar();
     document.getElementById("people-count").textContent = String(connected ? connected.count : 0);
     names.replaceChildren(...((connected && connected.people) || []).map(p =>
       el("li", { "data-name": p.full_name }, p.full_name, el("span", { class: "sr-only" }, ", " + (ROLES[p.role] || "")))));
@@ -221,7 +236,7 @@
   }
 
   function leaveRoom() {
-    if (!room) return;
+    if (!room) { syncTopbar(); return; }
     room.closed = true;
     if (room.stopQuality) room.stopQuality();
     if (room.pc) room.pc.close();
@@ -229,9 +244,7 @@
     if (room.stream) room.stream.getTracks().forEach(t => t.stop());
     clearInterval(room.tileTimer);
     room = null;
-    document.getElementById("leave").hidden = true;
-    document.getElementById("people-button").hidden = true;
-    document.getElementById("people-panel").hidden = true;
+    syncTopbar();
   }
 
   function finish(id, text) {
@@ -304,7 +317,7 @@
     room = { id, stream, participantId: admission.participant_id, coordinator, closed: false };
     const leave = document.getElementById("leave");
     leave.textContent = coordinator ? "Lämna och avsluta mötet" : "Lämna mötet";
-    leave.hidden = false;
+    syncTopbar();
 
     room.tileTimer = setInterval(() => {
       for (const tile of grid.querySelectorAll(".tile.remote")) {
