@@ -298,3 +298,28 @@ async def test_test_room_signalling_is_relayed_to_media_and_quality_needs_a_join
         assert sdp.startswith("v=0") and "m=video" in sdp and "m=audio" in sdp
     finally:
         await pc.close()
+
+
+async def test_coordinator_sees_and_removes_an_unidentified_connection(gateway):
+    from svpl.roster.v1 import roster_pb2
+
+    from tests.harness import as_token
+
+    _, system, new_browser = gateway
+    coordinator = new_browser()
+    await coordinator.login(COORDINATOR)
+    meeting_id = (await book_video_meeting(coordinator))["meeting_id"]
+    meeting = await start(coordinator, meeting_id)
+    # A phone dial-in nobody has identified, as media reports it to roster.
+    allowed = await system.stub("roster").ReportConnection(roster_pb2.ReportConnectionRequest(
+        meeting_id=meeting_id, connection_id="phone-1", kind=roster_pb2.CONNECTION_KIND_PHONE, connected=True,
+        label="070-*** ** 12", media_instance=meeting["media_instance"]), metadata=as_token(system.tokens["media"]))
+    assert allowed.allowed
+    reconciliation = (await coordinator.get(f"/api/v1/meetings/{meeting_id}/reconciliation")).json()
+    assert [c["connection_id"] for c in reconciliation["connected_not_identified"]] == ["phone-1"]
+    assert (await coordinator.get(f"/api/v1/meetings/{meeting_id}/connected")).json()["unidentified_count"] == 1
+    removed = await coordinator.post(f"/api/v1/meetings/{meeting_id}/removals",
+                                     json={"connection_id": "phone-1", "reason": "kunde inte identifieras"})
+    assert removed.status_code == 200, removed.text
+    after = (await coordinator.get(f"/api/v1/meetings/{meeting_id}/reconciliation")).json()
+    assert after["connected_not_identified"] == []

@@ -29,7 +29,9 @@
   const leadsMeeting = m => me && (m.coordinator_hsa_id === me.id || (m.delegated_coordinator_hsa_ids || []).includes(me.id));
 
   function view(title, ...children) {
-    main.replaceChildren(el("h1", { tabindex: "-1" }, title), ...children);
+    const heading = el("h1", { tabindex: "-1" }, title);
+    main.replaceChildren(heading, ...children);
+    heading.focus({ preventScroll: true });  // a screen reader announces the new view
     syncTopbar();
     document.title = title + " – Digitala SIP-möten";
   }
@@ -364,9 +366,12 @@
         const { stats } = await api("GET", "/meetings/" + id + "/quality");
         const mine = stats.find(s => s.participant_id === thisRoom.participantId);
         quality.hidden = !(mine && mine.poor);
-        quality.textContent = mine && mine.poor ? (mine.warnings.join(" ") ||
-          `Din anslutning är svag (svarstid ${Math.round(mine.round_trip_ms)} ms, förlust ${Math.round(mine.packet_loss * 100)} %).`) +
-          " Trådbundet nätverk rekommenderas." : "";
+        if (mine && mine.poor) {
+          const lines = mine.warnings.length ? mine.warnings :
+            [`Din anslutning är svag (svarstid ${Math.round(mine.round_trip_ms)} ms, förlust ${Math.round(mine.packet_loss * 100)} %).`];
+          quality.replaceChildren(...lines.map(w => el("span", { class: "line" }, w)),
+            el("span", { class: "line" }, "Trådbundet nätverk rekommenderas; undvik att dela mobilt bredband från telefonen."));
+        }
       } catch (err) { /* the next poll tries again */ }
     }, 5000);
     room.stopQuality = () => clearInterval(qualityTimer);
@@ -378,6 +383,7 @@
     thisRoom.ws = ws;
     ws.addEventListener("message", async (e) => {
       if (thisRoom.closed) return;
+      thisRoom.wsRetry = 0;
       const event = JSON.parse(e.data);
       if (event.error) { if (!thisRoom.closed) say("room-message", event.error.detail, "error"); return; }
       if (event.connected) setPeople(event.connected);
@@ -394,6 +400,11 @@
     });
     ws.addEventListener("close", (e) => {
       if (thisRoom.closed || room !== thisRoom) return;
+      if (e.code < 4000) {  // the connection dropped (network, gateway restart): follow the meeting again
+        thisRoom.wsRetry = Math.min(10000, (thisRoom.wsRetry || 500) * 2);
+        setTimeout(() => { if (!thisRoom.closed && room === thisRoom) openEvents(thisRoom, agenda, roster); }, thisRoom.wsRetry);
+        return;
+      }
       if (e.code === 4403 || e.code === 4409) finish(thisRoom.id, e.reason && /remov|tagits bort/i.test(e.reason) ? "Du har tagits bort från mötet av samordnaren." : "Mötet är avslutat.");
     });
   }
