@@ -159,6 +159,22 @@ def quit_quietly(driver) -> None:
         pass
 
 
+def report_phone_connection(stack: Stack, meeting_id: str) -> None:
+    import grpc
+    from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
+
+    with grpc.insecure_channel(stack.procs["roster"].address) as channel:
+        stub = roster_pb2_grpc.RosterServiceStub(channel)
+        meeting = stub.GetMeeting(roster_pb2.GetMeetingRequest(meeting_id=meeting_id),
+                                  metadata=(("authorization", f"Bearer {stack.tokens['media']}"),), timeout=5).meeting
+        answer = stub.ReportConnection(roster_pb2.ReportConnectionRequest(
+            meeting_id=meeting_id, connection_id="phone-1", kind=roster_pb2.CONNECTION_KIND_PHONE, connected=True,
+            label="070-*** ** 12", media_instance=meeting.media_instance),
+            metadata=(("authorization", f"Bearer {stack.tokens['media']}"),), timeout=5)
+        if not answer.allowed:
+            raise Failed("roster refused the phone connection")
+
+
 def run(artifacts: Path) -> None:
     artifacts.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="svpl-browser-"))
@@ -230,6 +246,15 @@ def run(artifacts: Path) -> None:
         coordinator.save_screenshot(str(artifacts / "coordinator-meeting.png"))
         assert_accessible_form_controls(coordinator, "meeting room")
         print(f"meeting running with 3 in {time.monotonic() - started:.1f}s", flush=True)
+
+        # A phone dial-in nobody identified (as media reports it): highlighted for the coordinator, removed.
+        report_phone_connection(stack, meeting_id)
+        wait(coordinator, "the unidentified connection highlighted",
+             lambda d: d.find_elements(By.CSS_SELECTOR, "#roster-connected li.unidentified"))
+        coordinator.save_screenshot(str(artifacts / "coordinator-unidentified.png"))
+        click(coordinator, '#roster-connected li.unidentified button.remove', "remove the unidentified connection")
+        wait(coordinator, "the unidentified connection gone",
+             lambda d: not d.find_elements(By.CSS_SELECTOR, "#roster-connected li.unidentified"))
 
         # The coordinator leads the agenda: every page follows the current step.
         click(coordinator, "#agenda-next", "the next agenda step button")
