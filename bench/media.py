@@ -159,7 +159,7 @@ async def main() -> None:
                 relay.terminate()  # the baseline is measured: free its CPU for the cases that follow
             print(f"  measured {target} {rooms}x{n}: server {r['cpu']:.1f}% of a core, min {r['min_fps']:.1f} fps,"
                   f" median {r['median_fps']:.1f} fps (publishers sent >= {r['sent_fps']:.1f} fps), busiest load generator {r['generator']:.0f}%", flush=True)
-        base = {r["n"]: r["per_stream"] for r in results if r["target"] == "relay"}
+        base = {r["n"]: r["per_stream"] for r in results if r["target"] == "relay"} or {0: float("nan")}
         print()
         print(f"{'server':8} {'rooms x N':>9} {'streams':>7} {'cpu %core':>9} {'%/stream':>9} {'min fps':>8}"
               f" {'min aud/s':>9} {'decoded':>8} {'ratio':>7}")
