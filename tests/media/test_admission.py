@@ -64,6 +64,11 @@ async def test_bad_join_tokens_get_no_peer_connection(world):
         response = await world.media.Negotiate(media_pb2.NegotiateRequest(join_token=good, sdp_offer=sdp, meeting_id=meeting),
                                                metadata=world.gateway_md)
         assert "a=candidate" in response.sdp_answer  # non-trickle: the answer carries the gathered candidates
+        # max-bundle: every m-line in one BUNDLE group (aiortc issue 1414), one ICE/DTLS transport.
+        mids = [line.split(":", 1)[1] for line in response.sdp_answer.splitlines() if line.startswith("a=mid:")]
+        group = next(line for line in response.sdp_answer.splitlines() if line.startswith("a=group:BUNDLE"))
+        assert len(mids) == 6 and group.split()[1:] == mids
+        assert len({t.receiver.transport for t in world.rooms.rooms[meeting].participants["p1"].pc.getTransceivers()}) == 1
         assert world.rooms.rooms[meeting].participants["p1"].connection_id == response.connection_id
     finally:
         await peer.close()
