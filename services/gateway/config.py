@@ -13,6 +13,9 @@ class GatewaySettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     log_level: str = "INFO"
+    # Prometheus /metrics on its own port (0 picks a free one), as every svpl service.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, le=65535)
     region: str = "rjl"
     identity_address: str = "127.0.0.1:50051"
     booking_address: str = "127.0.0.1:50052"

@@ -32,10 +32,22 @@ _WELL_KNOWN = {
 }
 
 
+# Fields that name the inside of the system (where a media instance listens): never sent to a browser.
+INTERNAL_FIELDS = frozenset({"media_address"})
+
+
+def _strip(value):
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in INTERNAL_FIELDS}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
 def to_json(message: Message) -> dict:
-    return json_format.MessageToDict(
+    return _strip(json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    ))
 
 
 def ref(descriptor: _d.Descriptor) -> dict:
@@ -66,6 +78,8 @@ def schemas_for(descriptors: list[_d.Descriptor]) -> dict[str, dict]:
         out[desc.full_name] = {}  # placeholder: recursion guard
         props, required = {}, []
         for field in desc.fields:
+            if field.name in INTERNAL_FIELDS:
+                continue
             schema = field_schema(field)
             repeated = field.is_repeated and not (
                 field.type == _d.FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry)

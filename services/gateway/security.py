@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import hmac
+import logging
 import secrets
 import time
 import uuid
@@ -16,10 +17,18 @@ from dataclasses import dataclass
 from http.cookies import SimpleCookie
 
 from fastapi import Request
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.problems import Problem
 from services.runtime import auth, logs
+
+log = logging.getLogger("svpl.gateway")
+
+HTTP_REQUESTS = Counter("svpl_http_requests_total", "Gateway HTTP requests, by route template, method and status.",
+                        ["route", "method", "status"])
+HTTP_LATENCY = Histogram("svpl_http_request_seconds", "Gateway HTTP request handling time, by route template.",
+                         ["route", "method"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 SESSION_COOKIE = "svpl_session"
 CSRF_COOKIE = "svpl_csrf"
@@ -95,11 +104,12 @@ class HardeningMiddleware:
         cookies = _cookies(scope)
         new_csrf = "" if cookies.get(CSRF_COOKIE) else secrets.token_urlsafe(32)
         started = too_large = swallow = False
+        status, began = 0, time.perf_counter()
 
         async def emit(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
-                started = True
+                started, status = True, message["status"]
                 headers = list(message.get("headers", [])) + SECURITY_HEADERS + [(b"x-request-id", rid.encode())]
                 if scope["path"].startswith("/api/"):
                     headers.append((b"cache-control", b"no-store"))
@@ -157,6 +167,17 @@ class HardeningMiddleware:
         except _TooLarge:
             if not started:
                 await reply(too_large_problem())
+        finally:
+            self._observe(scope, status, time.perf_counter() - began)
+
+    @staticmethod
+    def _observe(scope: Scope, status: int, seconds: float) -> None:
+        """Metrics by route template (never the raw path: ids would explode the label set), one log line."""
+        route = getattr(scope.get("route"), "path", "") or "unmatched"
+        HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
+        HTTP_LATENCY.labels(route, scope["method"]).observe(seconds)
+        log.info("%s %s %s", scope["method"], route, status,
+                 extra={"svpl_status": status, "svpl_ms": round(seconds * 1000, 1)})
 
 
 class RateLimiter:

@@ -235,6 +235,8 @@ async def test_a_meeting_over_rest_from_booking_to_refused_rejoin(gateway):
     early = await staff.post(f"/api/v1/meetings/{meeting_id}/admission")
     assert problem(early, 409)["reason"] == "ADMIT_REFUSAL_NOT_STARTED"
     assert (await start(coordinator, meeting_id))["state"] == "MEETING_STATE_LIVE"
+    shown = (await staff.get(f"/api/v1/meetings/{meeting_id}")).text
+    assert "media_address" not in shown  # where media listens stays inside
 
     admitted = await staff.post(f"/api/v1/meetings/{meeting_id}/admission")
     assert admitted.status_code == 200, admitted.text
@@ -323,3 +325,20 @@ async def test_coordinator_sees_and_removes_an_unidentified_connection(gateway):
     assert removed.status_code == 200, removed.text
     after = (await coordinator.get(f"/api/v1/meetings/{meeting_id}/reconciliation")).json()
     assert after["connected_not_identified"] == []
+
+
+async def test_requests_are_counted_by_route_template_not_by_raw_path(gateway):
+    from prometheus_client import REGISTRY
+
+    _, _, new_browser = gateway
+    browser = new_browser()
+    await browser.login(COORDINATOR)
+
+    def count(status: str) -> float:
+        return REGISTRY.get_sample_value("svpl_http_requests_total", {
+            "route": "/api/v1/meetings/{meeting_id}", "method": "GET", "status": status}) or 0.0
+
+    before = count("404")
+    for meeting_id in ("nope-1", "nope-2"):
+        assert (await browser.get(f"/api/v1/meetings/{meeting_id}")).status_code == 404
+    assert count("404") == before + 2
