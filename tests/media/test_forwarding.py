@@ -34,9 +34,9 @@ async def test_three_participants_receive_each_others_audio_and_video_at_the_sen
             seen = set().union(*(r.sizes for r in peer.video_received()))
             assert seen == others, f"peer {i} sees {seen}, expected the other two {others}"
             for r in peer.video_received():
-                assert r.rate(start, end) >= 0.9 * sent_fps, f"peer {i} video {r.rate(start, end):.1f} fps < sent {sent_fps:.1f}"
+                assert r.rate(start, end) >= 0.85 * sent_fps, f"peer {i} video {r.rate(start, end):.1f} fps < sent {sent_fps:.1f}"
             for r in peer.audio_received():
-                assert r.rate(start, end) >= 0.9 * sent_aps, f"peer {i} audio {r.rate(start, end):.1f}/s < sent {sent_aps:.1f}"
+                assert r.rate(start, end) >= 0.85 * sent_aps, f"peer {i} audio {r.rate(start, end):.1f}/s < sent {sent_aps:.1f}"
         # GetRoomState tells each participant's client which of its slots (MIDs) shows whom.
         state = await world.media.GetRoomState(media_pb2.GetRoomStateRequest(meeting_id=meeting), metadata=world.roster_md)
         for row in state.participants:
