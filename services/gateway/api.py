@@ -3,8 +3,10 @@ service that owns the rule, shape the contract's answer as JSON. No business rul
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
+import hmac
 import time
 import typing
 from typing import Annotated
@@ -153,13 +155,15 @@ async def get_booking(request: Request, me: Me, booking_id: Id):
 @router.get("/bookings/{booking_id}/invitations", tags=["bookings"],
             responses=answers(booking_pb2.ListInvitationsResponse, 404))
 async def list_invitations(request: Request, me: Me, booking_id: Id):
-    return await call(request, me, "booking", "ListInvitations", booking_pb2.ListInvitationsRequest(booking_id=booking_id))
+    return await call(request, me, "booking", "ListInvitations",
+                      booking_pb2.ListInvitationsRequest(booking_id=booking_id))
 
 
 @router.post("/bookings/{booking_id}/cancel", tags=["bookings"],
              responses=answers(booking_pb2.CancelBookingResponse, 404, 409))
 async def cancel_booking(request: Request, me: Me, booking_id: Id, body: CancelBody):
-    return await call(request, me, "booking", "CancelBooking", booking_pb2.CancelBookingRequest(booking_id=booking_id, reason=body.reason))
+    return await call(request, me, "booking", "CancelBooking",
+                      booking_pb2.CancelBookingRequest(booking_id=booking_id, reason=body.reason))
 
 
 # ------------------------------------------------------------------ meetings
@@ -206,7 +210,8 @@ class AbortBody(Body):
 @router.post("/meetings/{meeting_id}/abort", tags=["meetings"],
              responses=answers(roster_pb2.AbortMeetingResponse, 404, 409))
 async def abort_meeting(request: Request, me: Me, meeting_id: Id, body: AbortBody):
-    return await call(request, me, "roster", "AbortMeeting", roster_pb2.AbortMeetingRequest(meeting_id=meeting_id, reason=body.reason))
+    return await call(request, me, "roster", "AbortMeeting",
+                      roster_pb2.AbortMeetingRequest(meeting_id=meeting_id, reason=body.reason))
 
 
 class PersonBody(Body):
@@ -226,7 +231,8 @@ class RegisterBody(Body):
 @router.get("/meetings/{meeting_id}/participants", tags=["meetings"],
             responses=answers(roster_pb2.ListParticipantsResponse, 404))
 async def list_participants(request: Request, me: Me, meeting_id: Id):
-    return await call(request, me, "roster", "ListParticipants", roster_pb2.ListParticipantsRequest(meeting_id=meeting_id))
+    return await call(request, me, "roster", "ListParticipants",
+                      roster_pb2.ListParticipantsRequest(meeting_id=meeting_id))
 
 
 @router.post("/meetings/{meeting_id}/participants", tags=["meetings"],
@@ -259,13 +265,15 @@ async def remove_participant(request: Request, me: Me, meeting_id: Id, body: Rem
 @router.get("/meetings/{meeting_id}/connected", tags=["meetings"],
             responses=answers(roster_pb2.GetConnectedListResponse, 404))
 async def connected_list(request: Request, me: Me, meeting_id: Id):
-    return await call(request, me, "roster", "GetConnectedList", roster_pb2.GetConnectedListRequest(meeting_id=meeting_id))
+    return await call(request, me, "roster", "GetConnectedList",
+                      roster_pb2.GetConnectedListRequest(meeting_id=meeting_id))
 
 
 @router.get("/meetings/{meeting_id}/reconciliation", tags=["meetings"],
             responses=answers(roster_pb2.GetReconciliationResponse, 404))
 async def reconciliation(request: Request, me: Me, meeting_id: Id):
-    return await call(request, me, "roster", "GetReconciliation", roster_pb2.GetReconciliationRequest(meeting_id=meeting_id))
+    return await call(request, me, "roster", "GetReconciliation",
+                      roster_pb2.GetReconciliationRequest(meeting_id=meeting_id))
 
 
 @router.get("/meetings/{meeting_id}/agenda", tags=["agenda"], responses=answers(roster_pb2.GetAgendaResponse, 404))
@@ -280,7 +288,8 @@ class AdvanceBody(Body):
 @router.post("/meetings/{meeting_id}/agenda/advance", tags=["agenda"],
              responses=answers(roster_pb2.AdvanceAgendaResponse, 404, 409))
 async def advance_agenda(request: Request, me: Me, meeting_id: Id, body: AdvanceBody):
-    return await call(request, me, "roster", "AdvanceAgenda", roster_pb2.AdvanceAgendaRequest(meeting_id=meeting_id, from_step=body.from_step))
+    return await call(request, me, "roster", "AdvanceAgenda",
+                      roster_pb2.AdvanceAgendaRequest(meeting_id=meeting_id, from_step=body.from_step))
 
 
 class SpeakerBody(Body):
@@ -290,7 +299,8 @@ class SpeakerBody(Body):
 @router.post("/meetings/{meeting_id}/agenda/speaker", tags=["agenda"],
              responses=answers(roster_pb2.SetCurrentSpeakerResponse, 404, 409))
 async def set_speaker(request: Request, me: Me, meeting_id: Id, body: SpeakerBody):
-    return await call(request, me, "roster", "SetCurrentSpeaker", roster_pb2.SetCurrentSpeakerRequest(meeting_id=meeting_id, participant_id=body.participant_id))
+    return await call(request, me, "roster", "SetCurrentSpeaker",
+                      roster_pb2.SetCurrentSpeakerRequest(meeting_id=meeting_id, participant_id=body.participant_id))
 
 
 class SummaryBody(Body):
@@ -300,7 +310,8 @@ class SummaryBody(Body):
 @router.post("/meetings/{meeting_id}/agenda/summary", tags=["agenda"],
              responses=answers(roster_pb2.RecordSummaryResponse, 404, 409))
 async def record_summary(request: Request, me: Me, meeting_id: Id, body: SummaryBody):
-    return await call(request, me, "roster", "RecordSummary", roster_pb2.RecordSummaryRequest(meeting_id=meeting_id, summary=body.summary))
+    return await call(request, me, "roster", "RecordSummary",
+                      roster_pb2.RecordSummaryRequest(meeting_id=meeting_id, summary=body.summary))
 
 
 class AssessmentBody(Body):
@@ -311,8 +322,9 @@ class AssessmentBody(Body):
 @router.post("/meetings/{meeting_id}/confidentiality-assessment", tags=["meetings"],
              responses=answers(roster_pb2.RecordConfidentialityAssessmentResponse, 404, 409))
 async def confidentiality_assessment(request: Request, me: Me, meeting_id: Id, body: AssessmentBody):
-    return await call(request, me, "roster", "RecordConfidentialityAssessment", roster_pb2.RecordConfidentialityAssessmentRequest(meeting_id=meeting_id, care_provider=body.care_provider,
-                                                          note=body.note))
+    msg = roster_pb2.RecordConfidentialityAssessmentRequest(meeting_id=meeting_id, care_provider=body.care_provider,
+                                                            note=body.note)
+    return await call(request, me, "roster", "RecordConfidentialityAssessment", msg)
 
 
 # ------------------------------------------------------------------ joining: admission and signalling
@@ -390,7 +402,8 @@ async def negotiate(request: Request, me: Me, meeting_id: Id, body: NegotiationB
         timeout=timeout(request), metadata=backends(request).as_service()))
 
 
-@router.get("/meetings/{meeting_id}/quality", tags=["joining"], responses=answers(media_pb2.GetQualitySnapshotResponse, 409),
+@router.get("/meetings/{meeting_id}/quality", tags=["joining"],
+            responses=answers(media_pb2.GetQualitySnapshotResponse, 409),
             summary="The caller's own connection quality in the meeting, as the media service measures it")
 async def my_quality(request: Request, me: Me, meeting_id: Id):
     admitted = request.app.state.admissions.participant(me.caller.id, meeting_id)
@@ -400,6 +413,37 @@ async def my_quality(request: Request, me: Me, meeting_id: Id):
     return reply(await backends(request).media(address).GetQualitySnapshot(
         media_pb2.GetQualitySnapshotRequest(meeting_id=meeting_id, participant_id=participant_id),
         timeout=timeout(request), metadata=backends(request).as_service()))
+
+
+class IceServer(BaseModel):
+    urls: list[str]
+    username: str
+    credential: str
+
+
+class IceServers(BaseModel):
+    ice_servers: list[IceServer]
+
+
+def turn_credentials(secret: str, user: str, ttl: int, now: float) -> tuple[str, str]:
+    """TURN REST API credentials (coturn use-auth-secret): username "<expiry>:<user>",
+    password base64(HMAC-SHA1(secret, username)). Hand-written: it is these two lines."""
+    username = f"{int(now) + ttl}:{user}"
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(digest).decode()
+
+
+@router.get("/ice-servers", tags=["joining"], responses={200: {"model": IceServers}, **problem_responses(
+    401, 429, 503)}, summary="ICE servers for the browser's peer connection (short-lived TURN credentials)")
+async def ice_servers(request: Request, me: Me) -> IceServers:
+    settings = request.app.state.settings
+    urls = [u.strip() for u in settings.turn_urls.split(",") if u.strip()]
+    if not settings.turn_secret or not urls:
+        return IceServers(ice_servers=[])
+    # The TURN user names a session, not a person: coturn's logs carry no personal identifier.
+    user = hashlib.sha256(me.caller.token_id.encode()).hexdigest()[:16]
+    username, credential = turn_credentials(settings.turn_secret, user, settings.turn_ttl_seconds, time.time())
+    return IceServers(ice_servers=[IceServer(urls=urls, username=username, credential=credential)])
 
 
 class TestRoomBody(Body):

@@ -44,5 +44,10 @@ class GatewaySettings(BaseSettings):
     login_rate_per_minute: int = Field(20, ge=1)
     # Deadline of each unary call to a service.
     rpc_timeout_seconds: float = Field(10.0, gt=0)
+    # TURN relay for browsers behind strict firewalls (coturn use-auth-secret): the shared secret
+    # and the public URLs, comma-separated (turn:host:3478,turns:host:5349). Empty: no TURN offered.
+    turn_secret: str = ""
+    turn_urls: str = ""
+    turn_ttl_seconds: int = Field(3600, ge=60, le=86400)
     # Cookies are always Secure; this only exists so the public URL can be named in links.
     public_url: str = ""

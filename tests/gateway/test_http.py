@@ -342,3 +342,31 @@ async def test_requests_are_counted_by_route_template_not_by_raw_path(gateway):
     for meeting_id in ("nope-1", "nope-2"):
         assert (await browser.get(f"/api/v1/meetings/{meeting_id}")).status_code == 404
     assert count("404") == before + 2
+
+
+async def test_ice_servers_carry_short_lived_turn_credentials_only_when_configured(gateway):
+    import base64
+    import hashlib
+    import hmac
+    import time
+
+    _, system, new_browser = gateway
+    browser = new_browser()
+    problem(await browser.get("/api/v1/ice-servers"), 401)
+    await browser.login(COORDINATOR)
+    assert (await browser.get("/api/v1/ice-servers")).json() == {"ice_servers": []}
+
+    turn_app = create_app(gateway_settings(system, turn_secret="s3cret", turn_ttl_seconds=600,
+                                           turn_urls="turn:turn.example:3478, turns:turn.example:5349"))
+    turn_browser = Browser(turn_app)
+    try:
+        await turn_browser.login(COORDINATOR)
+        (server,) = (await turn_browser.get("/api/v1/ice-servers")).json()["ice_servers"]
+        assert server["urls"] == ["turn:turn.example:3478", "turns:turn.example:5349"]
+        expiry, _ = server["username"].split(":")
+        assert 0 < int(expiry) - time.time() <= 600 and COORDINATOR not in server["username"]
+        expected = base64.b64encode(hmac.new(b"s3cret", server["username"].encode(), hashlib.sha1).digest()).decode()
+        assert server["credential"] == expected
+    finally:
+        await turn_browser.close()
+        await turn_app.state.backends.close()

@@ -38,8 +38,13 @@ const Media = (() => {
   }
 
   // Offer own tracks send-only and SLOTS receive-only audio+video pairs; answer comes from `negotiate`.
+  // TURN for networks that block direct media (empty when none is configured).
+  async function iceServers() {
+    try { return (await SVPL.api("GET", "/ice-servers")).ice_servers; } catch (err) { return []; }
+  }
+
   async function connect(stream, negotiate, onTrack) {
-    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
+    const pc = new RTCPeerConnection({ iceServers: await iceServers(), bundlePolicy: "max-bundle" });
     for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
     for (let i = 0; i < SLOTS; i++) {
       pc.addTransceiver("audio", { direction: "recvonly" });
@@ -54,7 +59,7 @@ const Media = (() => {
   }
 
   async function testRoom(stream, negotiate, onTrack) {
-    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
+    const pc = new RTCPeerConnection({ iceServers: await iceServers(), bundlePolicy: "max-bundle" });
     for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendrecv", streams: [stream] });
     pc.addEventListener("track", e => onTrack(e.track, e.transceiver));
     await pc.setLocalDescription(await pc.createOffer());
