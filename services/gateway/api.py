@@ -395,7 +395,7 @@ class NegotiationBody(Body):
 async def negotiate(request: Request, me: Me, meeting_id: Id, body: NegotiationBody):
     address = request.app.state.admissions.address(body.join_token, meeting_id)
     if address is None:
-        raise Problem(409, "this join token was not issued here for this meeting, or it expired: ask to join again",
+        raise Problem(409, "anslutningsbiljetten är inte utfärdad här för det här mötet, eller har gått ut: anslut igen",
                       reason="ADMISSION_UNKNOWN")
     return reply(await backends(request).media(address).Negotiate(
         media_pb2.NegotiateRequest(join_token=body.join_token, sdp_offer=body.sdp_offer),
@@ -408,7 +408,7 @@ async def negotiate(request: Request, me: Me, meeting_id: Id, body: NegotiationB
 async def my_quality(request: Request, me: Me, meeting_id: Id):
     admitted = request.app.state.admissions.participant(me.caller.id, meeting_id)
     if admitted is None:
-        raise Problem(409, "join the meeting first: quality is measured on a meeting connection", reason="NOT_JOINED")
+        raise Problem(409, "anslut till mötet först: kvaliteten mäts på mötesanslutningen", reason="NOT_JOINED")
     participant_id, address = admitted
     return reply(await backends(request).media(address).GetQualitySnapshot(
         media_pb2.GetQualitySnapshotRequest(meeting_id=meeting_id, participant_id=participant_id),

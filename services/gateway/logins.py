@@ -95,7 +95,7 @@ def _client_ip(request: Request) -> str:
 def _rate_limit(request: Request) -> None:
     wait = request.app.state.login_limiter.hit(_client_ip(request))
     if wait:
-        raise Problem(429, "too many login attempts from this address: wait a minute", headers={
+        raise Problem(429, "för många inloggningsförsök från den här adressen: vänta en minut", headers={
             "Retry-After": str(int(wait) + 1)})
 
 
@@ -133,7 +133,7 @@ async def logout(response: Response) -> LoggedOut:
 
 def _require_development(request: Request) -> None:
     if not request.app.state.settings.development_login:
-        raise Problem(404, "the development login is off")
+        raise Problem(404, "utvecklingsinloggningen är avstängd")
 
 
 @router.get("/api/v1/auth/development/people", tags=["auth"], responses={200: {"model": DevPeople}, **AUTH_PROBLEMS},
@@ -177,10 +177,10 @@ async def siths_login(request: Request, response: Response) -> SessionInfo:
     except ValueError:
         trusted = False
     if not trusted:
-        raise Problem(403, "a SITHS login must come through the region's TLS terminator", reason="UNTRUSTED_PROXY")
+        raise Problem(403, "SITHS-inloggning måste gå via regionens TLS-terminering", reason="UNTRUSTED_PROXY")
     pem = urllib.parse.unquote(request.headers.get(settings.siths_certificate_header, ""))
     if "BEGIN CERTIFICATE" not in pem:
-        raise Problem(401, "no SITHS card certificate was presented: insert the card and try again",
+        raise Problem(401, "inget SITHS-kortcertifikat skickades: sätt i kortet och försök igen",
                       reason="NO_CLIENT_CERTIFICATE")
     answer = await request.app.state.backends.identity.LoginSiths(
         identity_pb2.LoginSithsRequest(client_certificate_pem=pem), **_service(request))
@@ -193,7 +193,7 @@ async def siths_login(request: Request, response: Response) -> SessionInfo:
 def _order_ref(request: Request) -> str:
     ref = request.cookies.get(BANKID_COOKIE, "")
     if not ref:
-        raise Problem(409, "no BankID login is in progress in this browser: start again", reason="NO_ORDER")
+        raise Problem(409, "ingen BankID-inloggning pågår i den här webbläsaren: börja om", reason="NO_ORDER")
     return ref
 
 
@@ -257,7 +257,7 @@ Region = Annotated[str, Path(pattern=r"^[a-z0-9-]{1,20}$")]
 
 def _check_region(request: Request, region: str) -> None:
     if region != request.app.state.settings.region:
-        raise Problem(404, f"no region {region!r} here")
+        raise Problem(404, f"regionen {region!r} finns inte här")
 
 
 def _callback_uri(request: Request, region: str) -> str:
@@ -283,9 +283,9 @@ async def callback_1177(request: Request, region: Region, state: str = "", code:
     _check_region(request, region)
     expected = request.cookies.get(OIDC_COOKIE, "")
     if error:
-        raise Problem(401, f"the 1177 login was not completed ({error[:100]})")
+        raise Problem(401, f"inloggningen via 1177 slutfördes inte ({error[:100]})")
     if not expected or not state or not secrets.compare_digest(expected, state) or not code:
-        raise Problem(400, "the 1177 login answer does not belong to this browser: start again", reason="STATE")
+        raise Problem(400, "svaret från 1177 hör inte till den här webbläsaren: börja om", reason="STATE")
     answer = await request.app.state.backends.identity.Complete1177Login(
         identity_pb2.Complete1177LoginRequest(state=state, code=code, redirect_uri=_callback_uri(request, region)),
         **_service(request))

@@ -115,10 +115,10 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> Problem:
         # The service's own message may name internals (addresses, request ids): keep it in our log.
         log.warning("service call failed: %s %s", code.name, detail)
         detail = {
-            501: "this function is not available yet",
-            503: "a service is temporarily unavailable: try again shortly",
-            504: "a service did not answer in time: try again",
-        }.get(status, "a service failed to answer: try again")
+            501: "funktionen finns inte ännu",
+            503: "en tjänst är tillfälligt otillgänglig: försök igen om en stund",
+            504: "en tjänst svarade inte i tid: försök igen",
+        }.get(status, "en tjänst kunde inte svara: försök igen")
     return Problem(status, detail, reason=reason, errors=errors)
 
 
@@ -149,7 +149,7 @@ async def http_error_handler(request: Request, exc: StarletteHTTPException) -> J
 
 async def unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s", request.url.path)
-    return Problem(500, "internal error in the gateway").response(_instance(request))
+    return Problem(500, "internt fel i gatewayen").response(_instance(request))
 
 
 PROBLEM_SCHEMA = {

@@ -39,10 +39,10 @@ async def _refuse(ws: WebSocket, problem: Problem) -> None:
 @router.websocket("/api/v1/meetings/{meeting_id}/events")
 async def meeting_events(ws: WebSocket, meeting_id: str) -> None:
     if not _same_origin(ws):
-        await _refuse(ws, Problem(403, "this connection must come from the portal's own pages", reason="ORIGIN"))
+        await _refuse(ws, Problem(403, "anslutningen måste komma från portalens egna sidor", reason="ORIGIN"))
         return
     if not MEETING_ID.match(meeting_id):
-        await _refuse(ws, Problem(400, "meeting_id: not a meeting id"))
+        await _refuse(ws, Problem(400, "meeting_id: inte ett mötes-id"))
         return
     try:
         session = await session_from(ws)

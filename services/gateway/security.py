@@ -122,7 +122,7 @@ class HardeningMiddleware:
             await problem.response(scope["path"])(scope, receive, emit)
 
         def too_large_problem() -> Problem:
-            return Problem(413, f"the request body is larger than {self.max_body} bytes")
+            return Problem(413, f"begäran är större än {self.max_body} byte")
 
         async def send_wrapped(message: Message) -> None:
             nonlocal swallow
@@ -139,13 +139,13 @@ class HardeningMiddleware:
             sent = _header(scope, CSRF_HEADER.encode())
             expected = cookies.get(CSRF_COOKIE, "")
             if not expected or not sent or not hmac.compare_digest(sent.encode(), expected.encode()):
-                await reply(Problem(403, "missing or wrong CSRF token: send the svpl_csrf cookie's value "
-                                         "in the X-CSRF-Token header", reason="CSRF"))
+                await reply(Problem(403, "CSRF-token saknas eller är fel: skicka kakan svpl_csrf:s värde "
+                                         "i huvudet X-CSRF-Token", reason="CSRF"))
                 return
         length = _header(scope, b"content-length")
         if length:
             if not length.isdigit():
-                await reply(Problem(400, "content-length: not a number"))
+                await reply(Problem(400, "content-length: inte ett tal"))
                 return
             if int(length) > self.max_body:
                 await reply(too_large_problem())
@@ -216,7 +216,7 @@ async def session_from(conn) -> Session:
     """The person behind the session cookie, verified locally with identity's public keys."""
     token = conn.cookies.get(SESSION_COOKIE, "")
     if not token:
-        raise Problem(401, "log in first")
+        raise Problem(401, "logga in först")
     keys = conn.app.state.backends.keys
     try:
         claims = await auth.decode_token(keys, token, typ=auth.SESSION)
@@ -224,7 +224,7 @@ async def session_from(conn) -> Session:
         from services.runtime.errors import Unauthenticated
 
         if isinstance(exc, Unauthenticated):
-            raise Problem(401, f"the session is not valid: {exc.message}") from None
+            raise Problem(401, f"inloggningen gäller inte: {exc.message}") from None
         raise
     return Session(token, auth.caller_from_claims(claims, token), int(claims["exp"]))
 
