@@ -7,6 +7,9 @@ tokens), the media service (`bench/media_servers.py sfu`), the MediaRelay baseli
 synthetic participants replay a pre-encoded 640x360 VP8 15 fps + Opus clip and count the
 complete frames they receive without decoding (one video track per room is decoded as a check).
 
+The last case, `sfu2`, spreads the 8 rooms of 5 over two media processes (one per core, as a
+pod may run them where Python's global lock caps one process at one core), CPU summed.
+
 For each case it prints the server's CPU (% of one core, from /proc/<pid>/stat), CPU per
 forwarded stream (one participant's audio+video to one receiver), the minimum subscriber
 video fps, and the per-stream CPU ratio to the MediaRelay baseline measured in this run.
@@ -25,11 +28,12 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from svpl.media.v1 import media_pb2
+from svpl.media.v1 import media_pb2, media_pb2_grpc
 
 from bench.media_peers import encode_clip
 from devstack.embedded_db import EmbeddedMongo, free_port
@@ -48,19 +52,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
-async def run_case(target: str, server_pid: int, address: str, rooms: int, n: int, system: System | None,
-                   keyring: KeyRing, tokens: dict, processes: int) -> dict:
+@dataclass
+class Server:
+    pid: int
+    address: str
+    instance: str = ""
+    stub: object = None  # the MediaService stub, for the media service (None for the relay)
+
+
+async def run_case(target: str, servers: list[Server], rooms: int, n: int, keyring: KeyRing, tokens: dict,
+                   processes: int) -> dict:
+    """Rooms are spread round-robin over `servers` (one media process per core when there are two)."""
     specs = []
-    media = system.stub("media") if system else None
+    opened = []
     for r in range(rooms):
+        server = servers[r % len(servers)]
         room = f"bench-{uuid.uuid4().hex[:8]}"
-        if media:
-            await media.OpenRoom(media_pb2.OpenRoomRequest(meeting_id=room), metadata=as_token(tokens["roster"]))
+        if server.stub:
+            await server.stub.OpenRoom(media_pb2.OpenRoomRequest(meeting_id=room), metadata=as_token(tokens["roster"]))
+            opened.append((server, room))
         for i in range(n):
-            token = keyring.issue_join_token(meeting_id=room, participant_id=f"p{i}", media_instance=INSTANCE,
-                                             ttl=dt.timedelta(minutes=10))[0] if media else ""
-            specs.append({"room": room, "slots": n - 1, "token": token})
-    cfg = {"target": target, "address": address, "gateway_token": tokens["gateway"], "clip": CLIP}
+            token = keyring.issue_join_token(meeting_id=room, participant_id=f"p{i}", media_instance=server.instance,
+                                             ttl=dt.timedelta(minutes=10))[0] if server.stub else ""
+            specs.append({"room": room, "slots": n - 1, "token": token, "address": server.address})
+    cfg = {"target": "relay" if target == "relay" else "sfu", "gateway_token": tokens["gateway"], "clip": CLIP}
     chunks = [specs[i::processes] for i in range(processes)]
     procs = [subprocess.Popen([PY, str(ROOT / "bench" / "media_peers.py")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -74,9 +89,9 @@ async def run_case(target: str, server_pid: int, address: str, rooms: int, n: in
             if line.strip() != "ready":
                 raise RuntimeError(f"load generator failed: {line.strip() or 'no output'}")
         await asyncio.sleep(WARMUP)
-        t0, c0, g0 = time.time(), cpu_seconds(server_pid), [cpu_seconds(p.pid) for p in procs]
+        t0, c0, g0 = time.time(), sum(cpu_seconds(s.pid) for s in servers), [cpu_seconds(p.pid) for p in procs]
         await asyncio.sleep(MEASURE)
-        t1, c1, g1 = time.time(), cpu_seconds(server_pid), [cpu_seconds(p.pid) for p in procs]
+        t1, c1, g1 = time.time(), sum(cpu_seconds(s.pid) for s in servers), [cpu_seconds(p.pid) for p in procs]
         results = []
         for p in procs:
             p.stdin.write(f"report {t0} {t1}\n")
@@ -89,9 +104,8 @@ async def run_case(target: str, server_pid: int, address: str, rooms: int, n: in
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
-        if media:
-            for room in {s["room"] for s in specs}:
-                await media.CloseRoom(media_pb2.CloseRoomRequest(meeting_id=room), metadata=as_token(tokens["roster"]))
+        for server, room in opened:
+            await server.stub.CloseRoom(media_pb2.CloseRoomRequest(meeting_id=room), metadata=as_token(tokens["roster"]))
     streams = rooms * n * (n - 1)
     cpu = (c1 - c0) / (t1 - t0) * 100
     video = [f for r in results for f in r["video_fps"]]
@@ -135,25 +149,39 @@ async def main() -> None:
     servers: list[subprocess.Popen] = []
     try:
         await system.start(["identity"])
-        env = {**os.environ, "SVPL_MONGODB_URI": db.uri, "SVPL_MONGODB_DATABASE": f"{system.prefix}_media",
-               "SVPL_GRPC_PORT": str(system.ports["media"]), "SVPL_IDENTITY_ADDRESS": system.address("identity"),
-               "SVPL_ROSTER_ADDRESS": system.address("roster"), "SVPL_SERVICE_TOKEN": tokens["media"],
-               "SVPL_INSTANCE_ID": INSTANCE, "SVPL_CAPACITY_PARTICIPANTS": "200", "SVPL_LOG_LEVEL": "ERROR"}
-        sfu = subprocess.Popen([PY, str(ROOT / "bench" / "media_servers.py"), "sfu"], env=env, cwd=ROOT)
+
+        async def media_process(instance: str) -> Server:
+            port = free_port()
+            env = {**os.environ, "SVPL_MONGODB_URI": db.uri, "SVPL_MONGODB_DATABASE": f"{system.prefix}_{instance}",
+                   "SVPL_GRPC_PORT": str(port), "SVPL_IDENTITY_ADDRESS": system.address("identity"),
+                   "SVPL_ROSTER_ADDRESS": system.address("roster"), "SVPL_SERVICE_TOKEN": tokens["media"],
+                   "SVPL_INSTANCE_ID": instance, "SVPL_CAPACITY_PARTICIPANTS": "200", "SVPL_LOG_LEVEL": "ERROR"}
+            proc = subprocess.Popen([PY, str(ROOT / "bench" / "media_servers.py"), "sfu"], env=env, cwd=ROOT)
+            servers.append(proc)
+            address = f"127.0.0.1:{port}"
+            await wait_ready(address)
+            channel = grpc.aio.insecure_channel(address)
+            return Server(proc.pid, address, instance, media_pb2_grpc.MediaServiceStub(channel))
+
+        sfu = await media_process(INSTANCE)
         relay_port = free_port()
         relay = subprocess.Popen([PY, str(ROOT / "bench" / "media_servers.py"), "relay", str(relay_port)], cwd=ROOT)
-        servers += [sfu, relay]
-        await wait_ready(system.address("media"))
+        servers.append(relay)
         await asyncio.sleep(1.0)
-        cases = [("relay", 1, 2), ("relay", 1, 3)] + [("sfu", 1, n) for n in (2, 4, 6, 8, 10)] + [("sfu", 8, 5)]
+        # sfu2: the same rooms over two media processes (one per core), CPU summed.
+        cases = ([("relay", 1, 2), ("relay", 1, 3)] + [("sfu", 1, n) for n in (2, 4, 6, 8, 10)]
+                 + [("sfu", 8, 5), ("sfu2", 8, 5)])
         if sys.argv[1:]:  # chosen cases, e.g. `bench/media.py relay:1x2 sfu:1x4` (the relay baseline first)
             cases = [(a.split(":")[0], int(a.split(":")[1].split("x")[0]), int(a.split("x")[1])) for a in sys.argv[1:]]
         results = []
+        second: Server | None = None
         for target, rooms, n in cases:
-            pid, address = (sfu.pid, system.address("media")) if target == "sfu" else (relay.pid, f"127.0.0.1:{relay_port}")
+            if target == "sfu2" and second is None:
+                second = await media_process(INSTANCE + "-2")
+            targets = {"relay": [Server(relay.pid, f"127.0.0.1:{relay_port}")], "sfu": [sfu],
+                       "sfu2": [sfu, second]}[target]
             processes = 1 if rooms * n <= 4 else 2
-            r = await run_case(target, pid, address, rooms, n, system if target == "sfu" else None, keyring, tokens,
-                               processes)
+            r = await run_case(target, targets, rooms, n, keyring, tokens, processes)
             results.append(r)
             if target == "relay" and not any(c[0] == "relay" for c in cases[len(results):]):
                 relay.terminate()  # the baseline is measured: free its CPU for the cases that follow

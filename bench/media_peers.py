@@ -162,13 +162,13 @@ async def negotiate(p: Participant, cfg: dict) -> None:
         import grpc
         from svpl.media.v1 import media_pb2, media_pb2_grpc
 
-        async with grpc.aio.insecure_channel(cfg["address"]) as channel:
+        async with grpc.aio.insecure_channel(p.spec["address"]) as channel:
             response = await media_pb2_grpc.MediaServiceStub(channel).Negotiate(
                 media_pb2.NegotiateRequest(join_token=p.spec["token"], sdp_offer=offer),
                 metadata=(("authorization", f"Bearer {cfg['gateway_token']}"),), timeout=30)
             answer = response.sdp_answer
     else:
-        host, port = cfg["address"].rsplit(":", 1)
+        host, port = p.spec["address"].rsplit(":", 1)
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write((json.dumps({"room": p.spec["room"], "sdp": offer}) + "\n").encode())
         await writer.drain()
