@@ -216,6 +216,12 @@ def run(artifacts: Path) -> None:
             click(coordinator, "#register-submit")
             wait(coordinator, f"{name} registered", lambda d: name in d.find_element(By.ID, "participants").text)
 
+        # ... records that the confidentiality assessment was made ...
+        type_into(coordinator, "#assessment-provider", "Region Jönköpings län")
+        click(coordinator, "#assessment-form button[type=submit]")
+        wait(coordinator, "the assessment recorded",
+             lambda d: "är registrerad" in d.find_element(By.ID, "assessment-state").text)
+
         # ... starts it and joins.
         click(coordinator, "#start-meeting")
         wait(coordinator, "the meeting live", lambda d: d.find_element(By.ID, "meeting-state").text == "Pågår")

@@ -24,6 +24,7 @@ const SVPL = (() => {
     const text = await res.text();
     let data = {};
     try { data = text ? JSON.parse(text) : {}; } catch (e) { data = { detail: text }; }
+    if (res.status === 401 && path !== "/session" && SVPL.onUnauthenticated) SVPL.onUnauthenticated();
     if (!res.ok) throw new ApiError(res.status, data);
     return data;
   }
@@ -58,5 +59,6 @@ const SVPL = (() => {
     timeZone: "Europe/Stockholm", dateStyle: "medium", timeStyle: "short" });
   function when(iso) { return iso ? swedishTime.format(new Date(iso)) : ""; }
   const REGION = (location.pathname.match(/^\/auth\/([a-z0-9-]+)\//) || [])[1] || document.body.dataset.region || "rjl";
-  return { api, ApiError, el, say, errorText, when, cookie, REGION };
+  // Set by a page: what to do when the session has ended (e.g. go to the login page).
+  return { api, ApiError, el, say, errorText, when, cookie, REGION, onUnauthenticated: null };
 })();

@@ -203,7 +203,23 @@
       } catch (err) { say(msg, errorText(err), "error"); }
     });
     const invitations = el("section", { class: "card", id: "invitations" }, el("h2", {}, "Inbjudningar"));
-    view("Mötet", msg, facts, el("p", {}, start), actions, el("section", { class: "card" }, el("h2", {}, "Deltagare"), participants), register, invitations);
+    const assessment = el("form", { id: "assessment-form", class: "card" },
+      el("h2", {}, "Men- och sekretessprövning"),
+      el("p", { id: "assessment-state" }, meeting.confidentiality_assessed ? "En prövning är registrerad." : "Ingen prövning är registrerad ännu."),
+      el("label", { for: "assessment-provider" }, "Vårdgivare vars uppgifter prövningen gäller"), el("input", { id: "assessment-provider", required: true }),
+      el("label", { for: "assessment-note" }, "Anteckning"), el("textarea", { id: "assessment-note", rows: 2 }),
+      el("p", {}, el("button", { type: "submit", class: "secondary" }, "Registrera att prövningen är gjord")));
+    assessment.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        await api("POST", "/meetings/" + id + "/confidentiality-assessment", {
+          care_provider: document.getElementById("assessment-provider").value.trim(),
+          note: document.getElementById("assessment-note").value.trim() });
+        document.getElementById("assessment-state").textContent = "En prövning är registrerad.";
+        assessment.reset();
+      } catch (err) { say(msg, errorText(err), "error"); }
+    });
+    view("Mötet", msg, facts, el("p", {}, start), actions, el("section", { class: "card" }, el("h2", {}, "Deltagare"), participants), register, invitations, assessment);
     await refresh();
     if (meeting.booking_id) {
       try {
@@ -550,6 +566,9 @@
   (async () => {
     try { me = await api("GET", "/session"); }
     catch (err) { location.href = "/"; return; }
+    // An expired session sends the person to the login page, except in a meeting, which
+    // goes on (media needs no session once joined); the next page change logs in again.
+    SVPL.onUnauthenticated = () => { if (!room) location.href = "/"; };
     document.getElementById("whoami").textContent = me.name;
     document.getElementById("nav-book").hidden = !isCoordinator();
     document.getElementById("logout").addEventListener("click", async () => {
