@@ -522,7 +522,7 @@ def test_service_monitors_only_when_enabled(render):
     assert render().of_kind("ServiceMonitor") == []
     r = render(VALUE_SETS["metrics-on"])
     monitors = r.of_kind("ServiceMonitor")
-    assert {m["metadata"]["name"] for m in monitors} == {f"{FULL}-{s}" for s in GRPC}
+    assert {m["metadata"]["name"] for m in monitors} == {f"{FULL}-{s}" for s in SERVICES}
     for m in monitors:
         check_service_monitor(m, r)
         assert m["metadata"]["labels"]["release"] == "kube-prometheus"
@@ -541,7 +541,8 @@ def test_dashboards_ship_in_a_configmap_for_the_grafana_sidecar(render):
     for metric in ("svpl_grpc_server_handled_total", "svpl_grpc_server_handling_seconds_bucket",
                    "svpl_media_forwarded_streams", "svpl_media_participants",
                    "kube_horizontalpodautoscaler_status_current_replicas", "svpl_support_open_tickets",
-                   "svpl_media_rooms", "svpl_roster_admissions_total", "svpl_media_quality_warnings_total"):
+                   "svpl_media_rooms", "svpl_roster_admissions_total", "svpl_media_quality_warnings_total",
+                   "svpl_http_requests_total", "svpl_http_request_seconds_bucket"):
         assert metric in exprs, metric
     assert "by (grpc_service, grpc_method)" in exprs
     assert render({"dashboards": {"enabled": False}}).of_kind("ConfigMap") == [

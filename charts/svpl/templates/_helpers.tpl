@@ -31,7 +31,7 @@ booking: {kind: grpc, port: 50052, health: svpl.booking.v1.BookingService, datab
 roster: {kind: grpc, port: 50053, health: svpl.roster.v1.RosterService, database: true, metrics: true, calls: [identity, media]}
 media: {kind: grpc, port: 50054, health: svpl.media.v1.MediaService, database: true, metrics: true, calls: [identity, roster]}
 support: {kind: grpc, port: 50055, health: svpl.support.v1.SupportService, database: true, metrics: true, calls: [identity, roster, media, booking]}
-gateway: {kind: http, port: 8080, health: "", database: false, metrics: false, calls: [identity, booking, roster, media, support]}
+gateway: {kind: http, port: 8080, health: "", database: false, metrics: true, calls: [identity, booking, roster, media, support]}
 {{- end -}}
 
 {{- define "svpl.componentNames" -}}
