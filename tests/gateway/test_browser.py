@@ -16,17 +16,26 @@ ARTIFACTS = ROOT / "test-artifacts" / "gateway"
 
 # aioice never offers 127.0.0.1 as a host candidate: a second loopback address gives the media
 # service one inside the namespace (Chromium, with --allow-loopback-in-peer-connection, uses either).
-NAMESPACE_SETUP = "ip link set lo up && ip addr add 127.0.0.2/8 dev lo"
+IP = shutil.which("ip") or "/usr/sbin/ip"
+NAMESPACE_SETUP = f"{IP} link set lo up && {IP} addr add 127.0.0.2/8 dev lo"
 
 
 @pytest.mark.slow
 def test_a_whole_meeting_in_three_browsers():
-    for tool in ("unshare", "ip", "/usr/bin/chromium", "/usr/bin/chromedriver"):
+    """The coordinator books a SIP video meeting, registers two staff found in the HSA directory,
+    records the confidentiality assessment, starts and joins; both log in and join; every page
+    plays the other two's video and shows 3 connected with their names; an unidentified phone
+    connection is highlighted and removed; the agenda moves on every page; a removed participant
+    is told and refused on rejoin; the coordinator's red button ends the meeting, every page says
+    so and rejoining is refused; a fault report says where it went; the test room echoes."""
+    for tool in ("unshare", IP, "/usr/bin/chromium", "/usr/bin/chromedriver"):
         assert shutil.which(tool), f"{tool} is needed (make system-deps)"
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # only this run's screenshots count
     env = {**os.environ, "SE_OFFLINE": "true", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
     script = f"{NAMESPACE_SETUP} && exec {sys.executable} -m tests.gateway.browser_scenario {ARTIFACTS}"
     result = subprocess.run(["unshare", "-rn", "sh", "-c", script], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=170)
     assert result.returncode == 0, f"scenario failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    for shot in ("coordinator-meeting.png", "coordinator-after-removal.png", "coordinator-ended.png"):
+    for shot in ("coordinator-meeting.png", "coordinator-unidentified.png", "coordinator-after-removal.png",
+                 "coordinator-ended.png"):
         assert (ARTIFACTS / shot).stat().st_size > 10_000
