@@ -73,6 +73,12 @@ BENCH_ROSTER_N ?= 400
 bench-roster: install
 	$(PYTHON) bench/roster.py $(BENCH_ROSTER_N)
 
+# Load through the gateway over HTTP: bookings, registrations, admissions, watches (not a test).
+BENCH_LOAD_SECONDS ?= 30
+BENCH_LOAD_CONCURRENCY ?= 8
+bench-load: install
+	$(PYTHON) -m bench.load $(BENCH_LOAD_SECONDS) $(BENCH_LOAD_CONCURRENCY)
+
 clean:
 	rm -rf gen .run .pytest_cache
 
