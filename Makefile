@@ -73,6 +73,10 @@ BENCH_ROSTER_N ?= 400
 bench-roster: install
 	$(PYTHON) bench/roster.py $(BENCH_ROSTER_N)
 
+# Every benchmark, one after the other, into one report: bench/REPORT.md and bench/report.json.
+bench: install system-deps
+	$(PYTHON) -m bench.report
+
 # Load through the gateway over HTTP: bookings, registrations, admissions, watches (not a test).
 BENCH_LOAD_SECONDS ?= 30
 BENCH_LOAD_CONCURRENCY ?= 8

@@ -1,0 +1,58 @@
+"""make bench: every benchmark of the project in one go, one report.
+
+Runs bench-identity, bench-booking, bench-roster, bench-media and bench-load one after the
+other (never in parallel: they measure CPU), keeps what each printed (each prints its figures
+next to the baseline it measured in the same run, as ratios), and writes bench/report.json
+and bench/REPORT.md with the machine they ran on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BENCHES = ["bench-identity", "bench-booking", "bench-roster", "bench-media", "bench-load"]
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def main(names: list[str]) -> int:
+    results, failed = [], 0
+    for name in names or BENCHES:
+        started = time.monotonic()
+        proc = subprocess.run(["make", "--no-print-directory", name], cwd=ROOT, capture_output=True, text=True)
+        output = "\n".join(line for line in proc.stdout.splitlines() if not line.startswith(("make", ".venv/bin")))
+        results.append({"bench": name, "exit_code": proc.returncode, "seconds": round(time.monotonic() - started, 1),
+                        "output": output.strip(), "stderr_tail": proc.stderr[-2000:] if proc.returncode else ""})
+        failed += proc.returncode != 0
+        print(f"{name}: exit {proc.returncode} in {results[-1]['seconds']} s", flush=True)
+    report = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+              "results": results}
+    (HERE / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    lines = [f"# svpl benchmark report", "",
+             f"Run {report['when']} on {report['machine']['cpus']} cores, Python {report['machine']['python']}, "
+             f"{report['machine']['platform']} (load average at start "
+             f"{report['machine']['load_average_at_start']}). Every figure is printed next to the baseline "
+             "measured in the same run, as a ratio; absolute numbers on these shared machines are noisy.", ""]
+    for r in results:
+        lines += [f"## {r['bench']} (exit {r['exit_code']}, {r['seconds']} s)", "", "```", r["output"] or "(no output)",
+                  "```", ""]
+        if r["stderr_tail"]:
+            lines += ["stderr (tail):", "", "```", r["stderr_tail"], "```", ""]
+    (HERE / "REPORT.md").write_text("\n".join(lines))
+    print(f"wrote {HERE / 'REPORT.md'} and {HERE / 'report.json'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
