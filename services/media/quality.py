@@ -9,6 +9,8 @@ import datetime as dt
 import time
 from dataclasses import dataclass, field
 
+from services.media.metrics import QUALITY_WARNINGS
+
 POOR_CONNECTION = "Din anslutning är svag: använd nätverkskabel om du kan"
 HIGH_DELAY = "Lång fördröjning i anslutningen"
 PACKET_LOSS = "Ljud och bild tappas på vägen"
@@ -56,6 +58,7 @@ class QualitySampler:
         self._limits = limits
         # The peer connection is new: no bytes yet.
         self._last: tuple[float, int, int] | None = (time.monotonic(), 0, 0)
+        self._poor = False
 
     async def sample(self, pc) -> Quality:
         rtts, losses, jitters = [], [], []
@@ -87,4 +90,8 @@ class QualitySampler:
             q.inbound_kbps = max(received - self._last[1], 0) * 8 / span / 1000
             q.outbound_kbps = max(sent - self._last[2], 0) * 8 / span / 1000
         self._last = (now, received, sent)
-        return assess(q, self._limits)
+        assessed = assess(q, self._limits)
+        if assessed.poor and not self._poor:  # count the turn to poor, not every sample of it
+            QUALITY_WARNINGS.inc()
+        self._poor = assessed.poor
+        return assessed

@@ -196,9 +196,12 @@ class MediaRooms:
     def accepting(self) -> bool:
         return not self.draining and self.participant_count < self.capacity
 
+    @property
+    def forwarded_streams(self) -> int:
+        return sum(len(p.assigned) for r in self.rooms.values() for p in r.participants.values())
+
     def load(self) -> Load:
-        streams = sum(len(p.assigned) for r in self.rooms.values() for p in r.participants.values())
-        return Load(len(self.rooms), self.participant_count, streams, self.cpu_share(), self.accepting)
+        return Load(len(self.rooms), self.participant_count, self.forwarded_streams, self.cpu_share(), self.accepting)
 
     # ------------------------------------------------------------------ signalling
 

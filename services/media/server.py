@@ -6,6 +6,7 @@ import asyncio
 
 from svpl.media.v1 import media_pb2, media_pb2_grpc
 
+from services.media import metrics
 from services.media.config import MediaSettings
 from services.media.quality import Thresholds
 from services.media.reporter import ConnectionReporter
@@ -34,6 +35,7 @@ async def build(settings: MediaSettings) -> tuple[Component, auth.KeySet]:
         test_room_seconds=settings.test_room_seconds,
         socket_buffer_bytes=settings.socket_buffer_bytes,
     )
+    metrics.bind(rooms)
     binding = Binding(
         media_pb2.DESCRIPTOR.services_by_name["MediaService"],
         MediaServicer(rooms, settings.address),

@@ -7,6 +7,7 @@ import asyncio
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 from svpl.media.v1 import media_pb2
 from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
 
@@ -59,12 +60,17 @@ async def test_a_poor_connection_gets_the_swedish_warning(system_factory, keyrin
         "instance_id": INSTANCE, "poor_round_trip_ms": 0.001, "poor_jitter_ms": 1000}})
     world = MediaWorld(system, keyring, service_token)
     meeting, a, b = await two_talking(world)
+    warnings_before = REGISTRY.get_sample_value("svpl_media_quality_warnings_total") or 0
     try:
         snap = await world.media.GetQualitySnapshot(
             media_pb2.GetQualitySnapshotRequest(meeting_id=meeting, participant_id="pa"), metadata=world.gateway_md)
         (s,) = snap.stats
         assert s.poor and s.warnings[0] == "Din anslutning är svag: använd nätverkskabel om du kan"
         assert "Lång fördröjning i anslutningen" in s.warnings
+        # Counted once when the connection turns poor, not again while it stays poor.
+        await world.media.GetQualitySnapshot(
+            media_pb2.GetQualitySnapshotRequest(meeting_id=meeting, participant_id="pa"), metadata=world.gateway_md)
+        assert REGISTRY.get_sample_value("svpl_media_quality_warnings_total") == warnings_before + 1
     finally:
         await a.close()
         await b.close()

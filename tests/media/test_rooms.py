@@ -8,6 +8,7 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 from svpl.media.v1 import media_pb2
 
 from tests.media.peers import Peer, wait_for
@@ -64,6 +65,10 @@ async def test_disconnect_reconnect_state_and_load(world):
         load = await world.media.GetLoad(media_pb2.GetLoadRequest(), metadata=world.roster_md)
         assert (load.rooms, load.participants, load.forwarded_streams) == (1, 2, 2)
         assert load.accepting and load.media_instance == world.rooms.instance_id and load.cpu >= 0
+        # The same load on /metrics, for the HPA (through the Prometheus adapter) and the dashboards.
+        scraped = {name: REGISTRY.get_sample_value(name) for name in
+                   ("svpl_media_rooms", "svpl_media_participants", "svpl_media_forwarded_streams")}
+        assert scraped == {"svpl_media_rooms": 1, "svpl_media_participants": 2, "svpl_media_forwarded_streams": 2}
 
         # b reconnects (a new offer with a new token): the old connection is replaced, not doubled.
         b2 = Peer(slots=1)
