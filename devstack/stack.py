@@ -83,7 +83,7 @@ class Stack:
         fixed = {"identity": 50051, "booking": 50052, "roster": 50053, "media": 50054, "support": 50055}
         for i, name in enumerate(GRPC_SERVICES):
             self.procs[name] = Proc(name, self._port(fixed[name]), self._port(9101 + i), {}, self.workdir / f"{name}.log")
-        self.procs["gateway"] = Proc("gateway", self._port(8080), 0, {}, self.workdir / "gateway.log")
+        self.procs["gateway"] = Proc("gateway", self._port(8080), self._port(9106), {}, self.workdir / "gateway.log")
         for name, proc in self.procs.items():
             proc.env = self._base_env(name)
             proc.env["SVPL_GRPC_PORT"] = str(proc.port)
