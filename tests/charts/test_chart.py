@@ -554,18 +554,12 @@ DASHBOARD = json.loads((CHART / "dashboards" / "svpl-overview.json").read_text()
 EXTERNAL_METRICS = {"kube_horizontalpodautoscaler_status_current_replicas",
                     "kube_horizontalpodautoscaler_status_desired_replicas",
                     "kube_horizontalpodautoscaler_spec_max_replicas", "container_cpu_usage_seconds_total"}
-# Names the dashboard and the HPA expect from media (its Load: rooms, participants, forwarded
-# streams; quality warnings), not exported by it yet: strict, so the marker must go
-# the moment a service exports the metric.
-NOT_YET_EXPORTED: set[str] = set()
 DASHBOARD_METRICS = sorted({
     re.sub(r"_(bucket|sum|count)$", "", name)
     for expr in _exprs(DASHBOARD) for name in re.findall(r"\b([a-z_]+)\{", expr)} - EXTERNAL_METRICS)
 
 
-@pytest.mark.parametrize("metric", [
-    pytest.param(m, marks=pytest.mark.xfail(strict=True, reason="not exported yet")) if m in NOT_YET_EXPORTED else m
-    for m in DASHBOARD_METRICS])
+@pytest.mark.parametrize("metric", DASHBOARD_METRICS)
 def test_every_svpl_metric_on_the_dashboard_is_exported_by_a_service(metric):
     """Every svpl_* series the dashboard queries is declared by a service (prometheus_client)."""
     assert metric.startswith("svpl_"), metric
