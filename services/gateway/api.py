@@ -22,7 +22,8 @@ from svpl.media.v1 import media_pb2
 from svpl.roster.v1 import roster_pb2
 from svpl.support.v1 import support_pb2
 
-from services.gateway import protojson
+from services.gateway import access, protojson
+from services.gateway.access import as_gateway, relays, session_only
 from services.gateway.problems import Problem, problem_responses
 from services.gateway.security import Session, current_session
 from services.runtime import auth, clients
@@ -86,10 +87,19 @@ def reply(message: Message) -> dict:
     return protojson.to_json(message)
 
 
-async def call(request: Request, me: Session, service: str, rpc: str, message: Message) -> dict:
-    """Call `service.rpc` as the person (their own token relayed) and answer with the JSON of the reply."""
-    method = getattr(getattr(backends(request), service), rpc)
-    return reply(await method(message, timeout=timeout(request), **relay(me)))
+async def call(request: Request, me: Session, message: Message) -> Message:
+    """Call the method this route declares (`@relays`) as the person, their own token relayed."""
+    declared = access.declared(request)
+    if declared.kind != "relay" or message.DESCRIPTOR.name != f"{declared.rpc}Request":
+        raise RuntimeError(f"{request.url.path}: a {message.DESCRIPTOR.name} is not what "
+                           f"{declared.service}.{declared.rpc} ({declared.kind}) takes")
+    method = getattr(getattr(backends(request), declared.service), declared.rpc)
+    return await method(message, timeout=timeout(request), **relay(me))
+
+
+async def relayed(request: Request, me: Session, message: Message) -> dict:
+    """`call()`, answered with the JSON of the reply."""
+    return reply(await call(request, me, message))
 
 
 router = APIRouter(prefix="/api/v1")
@@ -120,11 +130,13 @@ class CancelBody(Body):
 
 
 @router.get("/booking-options", tags=["bookings"], responses=answers(booking_pb2.ListBookingOptionsResponse))
+@relays("booking", "ListBookingOptions")
 async def booking_options(request: Request, me: Me):
-    return await call(request, me, "booking", "ListBookingOptions", booking_pb2.ListBookingOptionsRequest())
+    return await relayed(request, me, booking_pb2.ListBookingOptionsRequest())
 
 
 @router.post("/bookings", tags=["bookings"], responses=answers(booking_pb2.CreateBookingResponse, 409))
+@relays("booking", "CreateBooking")
 async def create_booking(request: Request, me: Me, body: CreateBookingBody):
     msg = booking_pb2.CreateBookingRequest(
         idempotency_key=body.idempotency_key, patient_personnummer=body.patient_personnummer,
@@ -134,59 +146,64 @@ async def create_booking(request: Request, me: Me, body: CreateBookingBody):
         parties=[booking_pb2.Party(kind=p.kind, name=p.name, channel=p.channel, address=p.address)
                  for p in body.parties],
     )
-    return await call(request, me, "booking", "CreateBooking", msg)
+    return await relayed(request, me, msg)
 
 
 @router.get("/bookings", tags=["bookings"], responses=answers(booking_pb2.ListBookingsResponse))
+@relays("booking", "ListBookings")
 async def list_bookings(request: Request, me: Me,
                         start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
                         end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
                         page_token: Annotated[str, Query(max_length=500)] = ""):
     msg = booking_pb2.ListBookingsRequest(coordinator_hsa_id=me.caller.id, period=time_range(start, end),
                                           page=common_pb2.PageRequest(page_token=page_token))
-    return await call(request, me, "booking", "ListBookings", msg)
+    return await relayed(request, me, msg)
 
 
 @router.get("/bookings/{booking_id}", tags=["bookings"], responses=answers(booking_pb2.GetBookingResponse, 404))
+@relays("booking", "GetBooking")
 async def get_booking(request: Request, me: Me, booking_id: Id):
-    return await call(request, me, "booking", "GetBooking", booking_pb2.GetBookingRequest(booking_id=booking_id))
+    return await relayed(request, me, booking_pb2.GetBookingRequest(booking_id=booking_id))
 
 
 @router.get("/bookings/{booking_id}/invitations", tags=["bookings"],
             responses=answers(booking_pb2.ListInvitationsResponse, 404))
+@relays("booking", "ListInvitations")
 async def list_invitations(request: Request, me: Me, booking_id: Id):
-    return await call(request, me, "booking", "ListInvitations",
-                      booking_pb2.ListInvitationsRequest(booking_id=booking_id))
+    return await relayed(request, me, booking_pb2.ListInvitationsRequest(booking_id=booking_id))
 
 
 @router.post("/bookings/{booking_id}/cancel", tags=["bookings"],
              responses=answers(booking_pb2.CancelBookingResponse, 404, 409))
+@relays("booking", "CancelBooking")
 async def cancel_booking(request: Request, me: Me, booking_id: Id, body: CancelBody):
-    return await call(request, me, "booking", "CancelBooking",
-                      booking_pb2.CancelBookingRequest(booking_id=booking_id, reason=body.reason))
+    return await relayed(request, me, booking_pb2.CancelBookingRequest(booking_id=booking_id, reason=body.reason))
 
 
 # ------------------------------------------------------------------ meetings
 
 
 @router.get("/meetings", tags=["meetings"], responses=answers(roster_pb2.ListMyMeetingsResponse))
+@relays("roster", "ListMyMeetings")
 async def list_meetings(request: Request, me: Me,
                         start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
                         end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
                         page_token: Annotated[str, Query(max_length=500)] = ""):
     msg = roster_pb2.ListMyMeetingsRequest(period=time_range(start, end),
                                            page=common_pb2.PageRequest(page_token=page_token))
-    return await call(request, me, "roster", "ListMyMeetings", msg)
+    return await relayed(request, me, msg)
 
 
 @router.get("/meetings/{meeting_id}", tags=["meetings"], responses=answers(roster_pb2.GetMeetingResponse, 404))
+@relays("roster", "GetMeeting")
 async def get_meeting(request: Request, me: Me, meeting_id: Id):
-    return await call(request, me, "roster", "GetMeeting", roster_pb2.GetMeetingRequest(meeting_id=meeting_id))
+    return await relayed(request, me, roster_pb2.GetMeetingRequest(meeting_id=meeting_id))
 
 
 def _lifecycle(rpc: str, request_cls, response_cls, summary: str):
+    @relays("roster", rpc)
     async def handler(request: Request, me: Me, meeting_id: Id):
-        return await call(request, me, "roster", rpc, request_cls(meeting_id=meeting_id))
+        return await relayed(request, me, request_cls(meeting_id=meeting_id))
 
     handler.__name__ = f"{rpc[0].lower()}{rpc[1:]}"
     return handler, answers(response_cls, 404, 409), summary
@@ -209,9 +226,9 @@ class AbortBody(Body):
 
 @router.post("/meetings/{meeting_id}/abort", tags=["meetings"],
              responses=answers(roster_pb2.AbortMeetingResponse, 404, 409))
+@relays("roster", "AbortMeeting")
 async def abort_meeting(request: Request, me: Me, meeting_id: Id, body: AbortBody):
-    return await call(request, me, "roster", "AbortMeeting",
-                      roster_pb2.AbortMeetingRequest(meeting_id=meeting_id, reason=body.reason))
+    return await relayed(request, me, roster_pb2.AbortMeetingRequest(meeting_id=meeting_id, reason=body.reason))
 
 
 class PersonBody(Body):
@@ -230,13 +247,14 @@ class RegisterBody(Body):
 
 @router.get("/meetings/{meeting_id}/participants", tags=["meetings"],
             responses=answers(roster_pb2.ListParticipantsResponse, 404))
+@relays("roster", "ListParticipants")
 async def list_participants(request: Request, me: Me, meeting_id: Id):
-    return await call(request, me, "roster", "ListParticipants",
-                      roster_pb2.ListParticipantsRequest(meeting_id=meeting_id))
+    return await relayed(request, me, roster_pb2.ListParticipantsRequest(meeting_id=meeting_id))
 
 
 @router.post("/meetings/{meeting_id}/participants", tags=["meetings"],
              responses=answers(roster_pb2.RegisterParticipantResponse, 404, 409))
+@relays("roster", "RegisterParticipant")
 async def register_participant(request: Request, me: Me, meeting_id: Id, body: RegisterBody):
     msg = roster_pb2.RegisterParticipantRequest(
         meeting_id=meeting_id, full_name=body.full_name, role=body.role,
@@ -244,7 +262,7 @@ async def register_participant(request: Request, me: Me, meeting_id: Id, body: R
         allowed_methods=body.allowed_methods, physically_present=body.physically_present,
         organization=body.organization,
     )
-    return await call(request, me, "roster", "RegisterParticipant", msg)
+    return await relayed(request, me, msg)
 
 
 class RemovalBody(Body):
@@ -256,29 +274,31 @@ class RemovalBody(Body):
 @router.post("/meetings/{meeting_id}/removals", tags=["meetings"],
              responses=answers(roster_pb2.RemoveParticipantResponse, 404, 409),
              summary="Remove a participant or an unidentified connection (they cannot come back)")
+@relays("roster", "RemoveParticipant")
 async def remove_participant(request: Request, me: Me, meeting_id: Id, body: RemovalBody):
     msg = roster_pb2.RemoveParticipantRequest(meeting_id=meeting_id, participant_id=body.participant_id,
                                               connection_id=body.connection_id, reason=body.reason)
-    return await call(request, me, "roster", "RemoveParticipant", msg)
+    return await relayed(request, me, msg)
 
 
 @router.get("/meetings/{meeting_id}/connected", tags=["meetings"],
             responses=answers(roster_pb2.GetConnectedListResponse, 404))
+@relays("roster", "GetConnectedList")
 async def connected_list(request: Request, me: Me, meeting_id: Id):
-    return await call(request, me, "roster", "GetConnectedList",
-                      roster_pb2.GetConnectedListRequest(meeting_id=meeting_id))
+    return await relayed(request, me, roster_pb2.GetConnectedListRequest(meeting_id=meeting_id))
 
 
 @router.get("/meetings/{meeting_id}/reconciliation", tags=["meetings"],
             responses=answers(roster_pb2.GetReconciliationResponse, 404))
+@relays("roster", "GetReconciliation")
 async def reconciliation(request: Request, me: Me, meeting_id: Id):
-    return await call(request, me, "roster", "GetReconciliation",
-                      roster_pb2.GetReconciliationRequest(meeting_id=meeting_id))
+    return await relayed(request, me, roster_pb2.GetReconciliationRequest(meeting_id=meeting_id))
 
 
 @router.get("/meetings/{meeting_id}/agenda", tags=["agenda"], responses=answers(roster_pb2.GetAgendaResponse, 404))
+@relays("roster", "GetAgenda")
 async def get_agenda(request: Request, me: Me, meeting_id: Id):
-    return await call(request, me, "roster", "GetAgenda", roster_pb2.GetAgendaRequest(meeting_id=meeting_id))
+    return await relayed(request, me, roster_pb2.GetAgendaRequest(meeting_id=meeting_id))
 
 
 class AdvanceBody(Body):
@@ -287,9 +307,9 @@ class AdvanceBody(Body):
 
 @router.post("/meetings/{meeting_id}/agenda/advance", tags=["agenda"],
              responses=answers(roster_pb2.AdvanceAgendaResponse, 404, 409))
+@relays("roster", "AdvanceAgenda")
 async def advance_agenda(request: Request, me: Me, meeting_id: Id, body: AdvanceBody):
-    return await call(request, me, "roster", "AdvanceAgenda",
-                      roster_pb2.AdvanceAgendaRequest(meeting_id=meeting_id, from_step=body.from_step))
+    return await relayed(request, me, roster_pb2.AdvanceAgendaRequest(meeting_id=meeting_id, from_step=body.from_step))
 
 
 class SpeakerBody(Body):
@@ -298,9 +318,9 @@ class SpeakerBody(Body):
 
 @router.post("/meetings/{meeting_id}/agenda/speaker", tags=["agenda"],
              responses=answers(roster_pb2.SetCurrentSpeakerResponse, 404, 409))
+@relays("roster", "SetCurrentSpeaker")
 async def set_speaker(request: Request, me: Me, meeting_id: Id, body: SpeakerBody):
-    return await call(request, me, "roster", "SetCurrentSpeaker",
-                      roster_pb2.SetCurrentSpeakerRequest(meeting_id=meeting_id, participant_id=body.participant_id))
+    return await relayed(request, me, roster_pb2.SetCurrentSpeakerRequest(meeting_id=meeting_id, participant_id=body.participant_id))
 
 
 class SummaryBody(Body):
@@ -309,9 +329,9 @@ class SummaryBody(Body):
 
 @router.post("/meetings/{meeting_id}/agenda/summary", tags=["agenda"],
              responses=answers(roster_pb2.RecordSummaryResponse, 404, 409))
+@relays("roster", "RecordSummary")
 async def record_summary(request: Request, me: Me, meeting_id: Id, body: SummaryBody):
-    return await call(request, me, "roster", "RecordSummary",
-                      roster_pb2.RecordSummaryRequest(meeting_id=meeting_id, summary=body.summary))
+    return await relayed(request, me, roster_pb2.RecordSummaryRequest(meeting_id=meeting_id, summary=body.summary))
 
 
 class AssessmentBody(Body):
@@ -321,10 +341,11 @@ class AssessmentBody(Body):
 
 @router.post("/meetings/{meeting_id}/confidentiality-assessment", tags=["meetings"],
              responses=answers(roster_pb2.RecordConfidentialityAssessmentResponse, 404, 409))
+@relays("roster", "RecordConfidentialityAssessment")
 async def confidentiality_assessment(request: Request, me: Me, meeting_id: Id, body: AssessmentBody):
     msg = roster_pb2.RecordConfidentialityAssessmentRequest(meeting_id=meeting_id, care_provider=body.care_provider,
                                                             note=body.note)
-    return await call(request, me, "roster", "RecordConfidentialityAssessment", msg)
+    return await relayed(request, me, msg)
 
 
 # ------------------------------------------------------------------ joining: admission and signalling
@@ -373,9 +394,9 @@ class Admissions:
 @router.post("/meetings/{meeting_id}/admission", tags=["joining"],
              responses={200: {"model": Admission}, **problem_responses(400, 401, 403, 404, 409, 413, 429, 503)},
              summary="Ask to join: a short-lived join token for this meeting's media instance")
+@relays("roster", "Admit")
 async def admit(request: Request, me: Me, meeting_id: Id) -> Admission:
-    answer = await backends(request).roster.Admit(roster_pb2.AdmitRequest(meeting_id=meeting_id),
-                                                 timeout=timeout(request), **relay(me))
+    answer = await call(request, me, roster_pb2.AdmitRequest(meeting_id=meeting_id))
     expires = answer.expires_at.ToDatetime(dt.timezone.utc) if answer.HasField("expires_at") else None
     ttl = (expires - dt.datetime.now(dt.timezone.utc)).total_seconds() if expires else 300.0
     request.app.state.admissions.remember(answer.join_token, meeting_id, answer.media_address, ttl,
@@ -392,12 +413,13 @@ class NegotiationBody(Body):
 @router.post("/meetings/{meeting_id}/negotiation", tags=["joining"],
              responses=answers(media_pb2.NegotiateResponse, 404, 409),
              summary="WebRTC signalling: relay the SDP offer with the join token to the meeting's media instance")
+@as_gateway("media", "Negotiate", gate="a join token this gateway issued for this meeting")
 async def negotiate(request: Request, me: Me, meeting_id: Id, body: NegotiationBody):
     address = request.app.state.admissions.address(body.join_token, meeting_id)
     if address is None:
         raise Problem(409, "anslutningsbiljetten är inte utfärdad här för det här mötet, eller har gått ut: anslut igen",
                       reason="ADMISSION_UNKNOWN")
-    return reply(await backends(request).media(address).Negotiate(
+    return reply(await access.stub_method(request, backends(request).media(address))(
         media_pb2.NegotiateRequest(join_token=body.join_token, sdp_offer=body.sdp_offer),
         timeout=timeout(request), metadata=backends(request).as_service()))
 
@@ -405,12 +427,13 @@ async def negotiate(request: Request, me: Me, meeting_id: Id, body: NegotiationB
 @router.get("/meetings/{meeting_id}/quality", tags=["joining"],
             responses=answers(media_pb2.GetQualitySnapshotResponse, 409),
             summary="The caller's own connection quality in the meeting, as the media service measures it")
+@as_gateway("media", "GetQualitySnapshot", gate="the person's own admission to this meeting, by this gateway")
 async def my_quality(request: Request, me: Me, meeting_id: Id):
     admitted = request.app.state.admissions.participant(me.caller.id, meeting_id)
     if admitted is None:
         raise Problem(409, "anslut till mötet först: kvaliteten mäts på mötesanslutningen", reason="NOT_JOINED")
     participant_id, address = admitted
-    return reply(await backends(request).media(address).GetQualitySnapshot(
+    return reply(await access.stub_method(request, backends(request).media(address))(
         media_pb2.GetQualitySnapshotRequest(meeting_id=meeting_id, participant_id=participant_id),
         timeout=timeout(request), metadata=backends(request).as_service()))
 
@@ -435,6 +458,7 @@ def turn_credentials(secret: str, user: str, ttl: int, now: float) -> tuple[str,
 
 @router.get("/ice-servers", tags=["joining"], responses={200: {"model": IceServers}, **problem_responses(
     401, 429, 503)}, summary="ICE servers for the browser's peer connection (short-lived TURN credentials)")
+@session_only
 async def ice_servers(request: Request, me: Me) -> IceServers:
     settings = request.app.state.settings
     urls = [u.strip() for u in settings.turn_urls.split(",") if u.strip()]
@@ -452,8 +476,9 @@ class TestRoomBody(Body):
 
 @router.post("/test-room/negotiation", tags=["joining"], responses=answers(media_pb2.NegotiateTestRoomResponse),
              summary="The echo test room: see and hear yourself before a meeting")
+@as_gateway("media", "NegotiateTestRoom", gate="any logged-in person (the echo room holds no one else)")
 async def negotiate_test_room(request: Request, me: Me, body: TestRoomBody):
-    return reply(await backends(request).media().NegotiateTestRoom(
+    return reply(await access.stub_method(request, backends(request).media())(
         media_pb2.NegotiateTestRoomRequest(session_token=me.token, sdp_offer=body.sdp_offer),
         timeout=timeout(request), metadata=backends(request).as_service()))
 
@@ -463,6 +488,7 @@ async def negotiate_test_room(request: Request, me: Me, body: TestRoomBody):
 
 @router.get("/directory/people", tags=["directory"], responses=answers(identity_pb2.SearchDirectoryResponse),
             summary="Search the HSA directory by name (staff)")
+@relays("identity", "SearchDirectory")
 async def search_directory(request: Request, me: Me,
                            name: Annotated[str, Query(min_length=2, max_length=100)],
                            organization: Annotated[str, Query(max_length=100)] = "",
@@ -470,12 +496,13 @@ async def search_directory(request: Request, me: Me,
     msg = identity_pb2.SearchDirectoryRequest(name=name, organization=organization,
                                               page=common_pb2.PageRequest(page_token=page_token),
                                               purpose="registering meeting participants")
-    return await call(request, me, "identity", "SearchDirectory", msg)
+    return await relayed(request, me, msg)
 
 
 @router.get("/support/routing", tags=["support"], responses=answers(support_pb2.GetRoutingTableResponse))
+@relays("support", "GetRoutingTable")
 async def routing_table(request: Request, me: Me):
-    return await call(request, me, "support", "GetRoutingTable", support_pb2.GetRoutingTableRequest())
+    return await relayed(request, me, support_pb2.GetRoutingTableRequest())
 
 
 class ReportBody(Body):
@@ -500,6 +527,7 @@ def reporter_kind(caller: auth.Caller) -> int:
 
 @router.post("/support/reports", tags=["support"], responses=answers(support_pb2.FileReportResponse, 404, 409),
              summary="Report a problem: the answer names where the report went")
+@relays("support", "FileReport")
 async def file_report(request: Request, me: Me, body: ReportBody):
     who = me.caller
     id_kind = common_pb2.ID_KIND_HSA_ID if who.id_kind == "hsa_id" else common_pb2.ID_KIND_PERSONNUMMER
@@ -511,4 +539,4 @@ async def file_report(request: Request, me: Me, body: ReportBody):
         participant_id=body.participant_id, request_rebook=body.request_rebook,
         idempotency_key=body.idempotency_key,
     )
-    return await call(request, me, "support", "FileReport", msg)
+    return await relayed(request, me, msg)

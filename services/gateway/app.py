@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.gateway import api, logins, problems, protojson, realtime
+from services.gateway import access, api, logins, problems, protojson, realtime
 from services.gateway.backends import Backends
 from services.gateway.config import GatewaySettings
 from services.gateway.security import HardeningMiddleware, RateLimiter
@@ -53,23 +53,27 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(realtime.router)
 
     @app.get("/healthz", include_in_schema=False)
+    @access.public
     async def healthz() -> dict:
         return {"status": "ok"}
 
     @app.get("/", include_in_schema=False)
+    @access.public
     async def root():
         return RedirectResponse(f"/auth/{settings.region}/login", status_code=303)
 
     @app.get("/auth/{region}/login", include_in_schema=False)
+    @access.public
     async def login_page(request: Request, region: logins.Region):
         logins._check_region(request, region)
         return FileResponse(PORTAL / "login.html", headers={"cache-control": "no-store"})
 
     @app.get("/portal/", include_in_schema=False)
+    @access.public
     async def portal_page():
         return FileResponse(PORTAL / "index.html", headers={"cache-control": "no-store"})
 
-    app.mount("/static", StaticFiles(directory=PORTAL / "static"), name="static")
+    app.mount("/static", access.public(StaticFiles(directory=PORTAL / "static")), name="static")
 
     def openapi() -> dict:
         if app.openapi_schema is None:
@@ -88,4 +92,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi
+    openapi_route = next(r for r in access.routes(app) if r.path == app.openapi_url)
+    access.public(openapi_route.endpoint)  # FastAPI's own route serving the API description
+    access.check_declared(app)
     return app

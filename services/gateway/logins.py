@@ -19,6 +19,8 @@ from pydantic import BaseModel, Field
 from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2
 
+from services.gateway import access
+from services.gateway.access import login, public, session_only
 from services.gateway.api import Body, literal
 from services.gateway.problems import Problem, problem_responses
 from services.gateway.security import SESSION_COOKIE, cookie_header, session_from
@@ -117,12 +119,14 @@ AUTH_PROBLEMS = problem_responses(400, 401, 403, 404, 409, 413, 429, 503)
 
 
 @router.get("/api/v1/session", tags=["auth"], responses={200: {"model": SessionInfo}, **AUTH_PROBLEMS})
+@session_only
 async def who_am_i(request: Request) -> SessionInfo:
     session = await session_from(request)
     return session_info(session.caller, dt.datetime.fromtimestamp(session.expires_at, dt.timezone.utc).isoformat())
 
 
 @router.post("/api/v1/auth/logout", tags=["auth"], responses={200: {"model": LoggedOut}, **AUTH_PROBLEMS})
+@public
 async def logout(response: Response) -> LoggedOut:
     response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, "", max_age=0))
     return LoggedOut(logged_out=True)
@@ -138,6 +142,7 @@ def _require_development(request: Request) -> None:
 
 @router.get("/api/v1/auth/development/people", tags=["auth"], responses={200: {"model": DevPeople}, **AUTH_PROBLEMS},
             summary="Demo people for the development login (only when it is on)")
+@public
 async def development_people(request: Request) -> DevPeople:
     _require_development(request)
     people = []
@@ -154,10 +159,11 @@ class DevelopmentLoginBody(Body):
 
 @router.post("/api/v1/auth/development", tags=["auth"], responses={200: {"model": SessionInfo}, **AUTH_PROBLEMS},
              summary="Development login as a demo person (only when it is on)")
+@login("identity", "DevelopmentLogin")
 async def development_login(request: Request, response: Response, body: DevelopmentLoginBody) -> SessionInfo:
     _require_development(request)
     _rate_limit(request)
-    answer = await request.app.state.backends.identity.DevelopmentLogin(
+    answer = await access.stub_method(request, request.app.state.backends.identity)(
         identity_pb2.DevelopmentLoginRequest(person_id=body.person_id, method=body.method or 0), **_service(request))
     return await _logged_in(request, answer.session, response)
 
@@ -167,6 +173,7 @@ async def development_login(request: Request, response: Response, body: Developm
 
 @router.post("/api/v1/auth/siths", tags=["auth"], responses={200: {"model": SessionInfo}, **AUTH_PROBLEMS},
              summary="SITHS login with the client certificate forwarded by the TLS terminator")
+@login("identity", "LoginSiths")
 async def siths_login(request: Request, response: Response) -> SessionInfo:
     _rate_limit(request)
     settings = request.app.state.settings
@@ -182,7 +189,7 @@ async def siths_login(request: Request, response: Response) -> SessionInfo:
     if "BEGIN CERTIFICATE" not in pem:
         raise Problem(401, "inget SITHS-kortcertifikat skickades: sätt i kortet och försök igen",
                       reason="NO_CLIENT_CERTIFICATE")
-    answer = await request.app.state.backends.identity.LoginSiths(
+    answer = await access.stub_method(request, request.app.state.backends.identity)(
         identity_pb2.LoginSithsRequest(client_certificate_pem=pem), **_service(request))
     return await _logged_in(request, answer.session, response)
 
@@ -199,9 +206,10 @@ def _order_ref(request: Request) -> str:
 
 @router.post("/api/v1/auth/bankid", tags=["auth"], responses={200: {"model": BankIdStart}, **AUTH_PROBLEMS},
              summary="Start a BankID login (the order is bound to this browser)")
+@login("identity", "StartBankIdLogin")
 async def bankid_start(request: Request, response: Response) -> BankIdStart:
     _rate_limit(request)
-    answer = await request.app.state.backends.identity.StartBankIdLogin(
+    answer = await access.stub_method(request, request.app.state.backends.identity)(
         identity_pb2.StartBankIdLoginRequest(end_user_ip=_client_ip(request)), **_service(request))
     response.headers.append("set-cookie", cookie_header(BANKID_COOKIE, answer.order_ref, max_age=600,
                                                         path="/api/v1/auth/bankid"))
@@ -210,8 +218,9 @@ async def bankid_start(request: Request, response: Response) -> BankIdStart:
 
 @router.get("/api/v1/auth/bankid/qr", tags=["auth"], responses={200: {"model": BankIdQr}, **AUTH_PROBLEMS},
             summary="This second's animated QR content for the order in progress")
+@login("identity", "GetBankIdQr")
 async def bankid_qr(request: Request) -> BankIdQr:
-    answer = await request.app.state.backends.identity.GetBankIdQr(
+    answer = await access.stub_method(request, request.app.state.backends.identity)(
         identity_pb2.GetBankIdQrRequest(order_ref=_order_ref(request)), **_service(request))
     return BankIdQr(qr_data=answer.qr_data)
 
@@ -220,8 +229,9 @@ async def bankid_qr(request: Request) -> BankIdQr:
             responses={200: {"description": "The QR code to scan with the BankID app",
                              "content": {"image/svg+xml": {"schema": {"type": "string"}}}}, **AUTH_PROBLEMS},
             summary="This second's animated QR code, drawn (the portal shows it as an image)")
+@login("identity", "GetBankIdQr")
 async def bankid_qr_image(request: Request) -> Response:
-    answer = await request.app.state.backends.identity.GetBankIdQr(
+    answer = await access.stub_method(request, request.app.state.backends.identity)(
         identity_pb2.GetBankIdQrRequest(order_ref=_order_ref(request)), **_service(request))
     out = io.BytesIO()
     segno.make(answer.qr_data, error="l").save(out, kind="svg", scale=5, border=4, dark="#000", light="#fff")
@@ -230,8 +240,9 @@ async def bankid_qr_image(request: Request) -> Response:
 
 @router.post("/api/v1/auth/bankid/collect", tags=["auth"], responses={200: {"model": BankIdCollect}, **AUTH_PROBLEMS},
              summary="Poll the order in progress; logs in when it is complete")
+@login("identity", "CollectBankIdLogin")
 async def bankid_collect(request: Request, response: Response) -> BankIdCollect:
-    answer = await request.app.state.backends.identity.CollectBankIdLogin(
+    answer = await access.stub_method(request, request.app.state.backends.identity)(
         identity_pb2.CollectBankIdLoginRequest(order_ref=_order_ref(request)), **_service(request))
     status = identity_pb2.BankIdStatus.Name(answer.status)
     info = None
@@ -243,8 +254,9 @@ async def bankid_collect(request: Request, response: Response) -> BankIdCollect:
 
 
 @router.post("/api/v1/auth/bankid/cancel", tags=["auth"], responses={200: {"model": LoggedOut}, **AUTH_PROBLEMS})
+@login("identity", "CancelBankIdLogin")
 async def bankid_cancel(request: Request, response: Response) -> LoggedOut:
-    await request.app.state.backends.identity.CancelBankIdLogin(
+    await access.stub_method(request, request.app.state.backends.identity)(
         identity_pb2.CancelBankIdLoginRequest(order_ref=_order_ref(request)), **_service(request))
     response.headers.append("set-cookie", cookie_header(BANKID_COOKIE, "", max_age=0, path="/api/v1/auth/bankid"))
     return LoggedOut(logged_out=True)
@@ -266,10 +278,11 @@ def _callback_uri(request: Request, region: str) -> str:
 
 
 @router.get("/auth/{region}/1177", include_in_schema=False)
+@login("identity", "Start1177Login")
 async def start_1177(request: Request, region: Region):
     _check_region(request, region)
     _rate_limit(request)
-    answer = await request.app.state.backends.identity.Start1177Login(
+    answer = await access.stub_method(request, request.app.state.backends.identity)(
         identity_pb2.Start1177LoginRequest(redirect_uri=_callback_uri(request, region)), **_service(request))
     # SameSite=Strict would drop this cookie on the identity provider's redirect back: Lax, for this one only.
     redirect = RedirectResponse(answer.authorization_url, status_code=303)
@@ -279,6 +292,7 @@ async def start_1177(request: Request, region: Region):
 
 
 @router.get("/auth/{region}/1177/callback", include_in_schema=False)
+@login("identity", "Complete1177Login")
 async def callback_1177(request: Request, region: Region, state: str = "", code: str = "", error: str = ""):
     _check_region(request, region)
     expected = request.cookies.get(OIDC_COOKIE, "")
@@ -286,7 +300,7 @@ async def callback_1177(request: Request, region: Region, state: str = "", code:
         raise Problem(401, f"inloggningen via 1177 slutfördes inte ({error[:100]})")
     if not expected or not state or not secrets.compare_digest(expected, state) or not code:
         raise Problem(400, "svaret från 1177 hör inte till den här webbläsaren: börja om", reason="STATE")
-    answer = await request.app.state.backends.identity.Complete1177Login(
+    answer = await access.stub_method(request, request.app.state.backends.identity)(
         identity_pb2.Complete1177LoginRequest(state=state, code=code, redirect_uri=_callback_uri(request, region)),
         **_service(request))
     redirect = RedirectResponse("/portal/", status_code=303)

@@ -14,7 +14,7 @@ import grpc
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from svpl.roster.v1 import roster_pb2
 
-from services.gateway import protojson
+from services.gateway import access, protojson
 from services.gateway.problems import Problem, from_rpc_error
 from services.gateway.security import session_from
 from services.runtime import clients
@@ -37,6 +37,7 @@ async def _refuse(ws: WebSocket, problem: Problem) -> None:
 
 
 @router.websocket("/api/v1/meetings/{meeting_id}/events")
+@access.relays("roster", "WatchMeeting")
 async def meeting_events(ws: WebSocket, meeting_id: str) -> None:
     if not _same_origin(ws):
         await _refuse(ws, Problem(403, "anslutningen måste komma från portalens egna sidor", reason="ORIGIN"))
@@ -50,7 +51,7 @@ async def meeting_events(ws: WebSocket, meeting_id: str) -> None:
         await _refuse(ws, problem)
         return
     stub = ws.app.state.backends.roster
-    call = stub.WatchMeeting(roster_pb2.WatchMeetingRequest(meeting_id=meeting_id),
+    call = access.stub_method(ws, stub)(roster_pb2.WatchMeetingRequest(meeting_id=meeting_id),
                              metadata=clients.metadata(session.token))
     await ws.accept()
 
