@@ -15,6 +15,9 @@ class RosterSettings(ServiceSettings):
     # (Kubernetes: the media pods' headless Service, e.g. "svpl-media-pods:50054"). When set,
     # media_address (a load-balanced Service) is not used for placement.
     media_pods_dns: str = ""
+    # At each admission the room's instance is asked for the room (GetRoomState) within this long;
+    # no answer (UNAVAILABLE / DEADLINE_EXCEEDED) or a lost room moves the room to another instance.
+    media_check_seconds: float = Field(1.5, gt=0, le=10)
     # Random digits in a dial-in meeting ID (a Luhn check digit is appended, to catch typos).
     dial_in_code_digits: int = Field(9, ge=6, le=15)
     # Lifetime of a join token: only long enough to reach media and negotiate.

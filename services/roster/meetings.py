@@ -69,7 +69,8 @@ def _id(field: str, value: str) -> str:
 
 class Roster:
     def __init__(self, store: MeetingStore, identity: Identity, media: Media, access: AccessLog, outbox: Outbox,
-                 *, portal_base_url: str, region: str, code_digits: int = 9, join_ttl_seconds: int = 120) -> None:
+                 *, portal_base_url: str, region: str, code_digits: int = 9, join_ttl_seconds: int = 120,
+                 media_check_seconds: float = 1.5) -> None:
         self.store = store
         self.identity = identity
         self.media = media
@@ -79,6 +80,8 @@ class Roster:
         self.region = region
         self.code_digits = code_digits
         self.join_ttl_seconds = join_ttl_seconds
+        self.media_check_seconds = media_check_seconds
+        self._moving: dict[str, asyncio.Lock] = {}  # meeting id -> its room move in this replica
         self.on_outbox_message = lambda: None  # wakes the dispatcher
 
     # ------------------------------------------------------------------ access
@@ -402,6 +405,7 @@ class Roster:
         meeting_id = _id("meeting_id", meeting_id)
         try:
             m, p = await self.store.mutate(meeting_id, lambda m: model.admit(m, who.id, who.id_kind, who.method))
+            m = await self._room_for(m)
             try:
                 token, expires = await self.identity.issue_join_token(m, p, self.join_ttl_seconds)
             except Refused:
@@ -413,6 +417,53 @@ class Roster:
             raise
         metrics.ADMISSIONS.labels("admitted").inc()
         return Admission(p, token, expires, m.media_instance, m.media_address)
+
+    async def _room_for(self, m: Meeting) -> Meeting:
+        """The meeting with a room on a media instance that answers: moved if its instance is gone.
+
+        Every admission first asks the room's instance for the room (one GetRoomState, bounded by
+        media_check_seconds). When that instance is unreachable (killed, its node gone) or answers
+        that it lost the room (restarted), the room is opened on the least-loaded instance that
+        accepts, and the meeting's one versioned write moves it (model.move_room: only if it still
+        names the lost instance, so concurrent re-admissions across roster replicas move it once;
+        within this replica they also wait for each other, so only one of them opens a room). The
+        join token is then issued for the new instance, so the participants' clients, which
+        re-admit and renegotiate when their connection drops, meet again there.
+
+        - Removed participants never get here: model.admit refused them first, and their tokens
+          are revoked, so a move never brings them back.
+        - The lost instance's connections are cleared with the move (its disconnect reports will
+          never come: no ghosts in the connected list).
+        - Media's closed-room ids are in media's shared database and the room was never closed,
+          so the new instance opens it.
+        - An instance that was only slow (not dead) may still carry connections after the move:
+          its reports are then refused (ReportConnection names the other instance), it drops
+          those participants, and their clients re-admit into the new room.
+        - If a concurrent move in another replica wins, the room this one opened stays empty on
+          its instance (not CloseRoom: a closed room id never opens again, anywhere)."""
+        if m.final or not m.media_control:
+            return m
+        if await self.media.hosts_room(m.media_control, m.id, self.media_check_seconds):
+            return m
+        lock = self._moving.setdefault(m.id, asyncio.Lock())
+        try:
+            async with lock:
+                current = await self.store.get(m.id)
+                if current.media_control != m.media_control:
+                    return current  # moved meanwhile (by this replica or another)
+                lost = m.media_control
+                load = await self.media.least_loaded()
+                instance, address = await self.media.open_room(load.control, m.id)
+                m, moved = await self.store.mutate(
+                    m.id, lambda x: model.move_room(x, lost, instance or load.instance, load.control, address))
+        finally:
+            if not lock.locked() and self._moving.get(m.id) is lock:
+                self._moving.pop(m.id, None)
+        if moved:
+            metrics.ROOMS_MOVED.inc()
+            log.warning("meeting %s: media instance %s did not answer or lost the room; room moved to %s",
+                        m.id, lost, m.media_instance)
+        return m
 
     async def report_connection(self, meeting_id: str, connection_id: str, kind: str, participant_id: str,
                                 connected: bool, label: str, media_instance: str) -> bool:

@@ -22,3 +22,7 @@ REMOVALS = Counter(
     "Participants or unidentified connections removed from meetings, by kind.",
     ["kind"],
 )
+ROOMS_MOVED = Counter(
+    "svpl_roster_rooms_moved_total",
+    "Live rooms placed on another media instance because theirs stopped answering or lost the room.",
+)

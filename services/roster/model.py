@@ -232,6 +232,20 @@ def place(m: Meeting, instance: str, control: str, address: str) -> None:
     m.media_instance, m.media_control, m.media_address = instance, control, address
 
 
+def move_room(m: Meeting, from_control: str, instance: str, control: str, address: str) -> bool:
+    """The room's media instance is gone: the meeting goes on in a room on another instance.
+    False (nothing changes) if the room already moved away from `from_control` (a concurrent
+    admission moved it first). The connections are dropped: they were all on the lost instance,
+    which will never report their end (no connection to the new room exists before this write,
+    since join tokens for it are issued only after it)."""
+    m.require_state("move its room", OPEN, LIVE)
+    if m.media_control != from_control:
+        return False
+    m.media_instance, m.media_control, m.media_address = instance, control, address
+    m.connections = []
+    return True
+
+
 def start(m: Meeting) -> bool:
     if m.state == LIVE:
         return False

@@ -153,6 +153,20 @@ class Media:
             raise _unavailable("media", exc) from None
         return r.media_instance, r.address
 
+    async def hosts_room(self, control: str, meeting_id: str, timeout: float) -> bool:
+        """Whether the instance at `control` answers and still holds the room. False when it does
+        not answer in time (UNAVAILABLE, DEADLINE_EXCEEDED: killed, its node gone) or answers that
+        it does not know the room (it restarted and lost it). A room it reports closed counts as
+        held: only roster closes rooms, for final meetings, which admit no one anyway."""
+        try:
+            r = await self._stub(control).GetRoomState(media_pb2.GetRoomStateRequest(meeting_id=meeting_id),
+                                                       metadata=clients.metadata(self._token), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return False
+            raise _unavailable("media", exc) from None
+        return r.status != media_pb2.ROOM_STATUS_UNKNOWN
+
     async def close_room(self, control: str, meeting_id: str) -> None:
         try:
             await self._stub(control).CloseRoom(media_pb2.CloseRoomRequest(meeting_id=meeting_id),

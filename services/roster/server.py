@@ -26,14 +26,14 @@ log = logging.getLogger("svpl.roster")
 async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
     identity_channel = clients.channel(settings.identity_address)
     db = mongo.connect(settings.mongodb_uri, settings.service_name)
-    audit_db = mongo.connect(settings.audit_mongodb_uri, settings.service_name) if settings.audit_mongodb_uri else db
     store = MeetingStore(db, settings.database_name)
-    access = AccessLog(audit_db, "roster", settings.audit_database)
+    access = AccessLog.for_service(settings, db)
     outbox = Outbox(store.db)
     media = Media(settings.media_instances, settings.service_token, settings.media_pods_dns)
     roster = Roster(store, Identity(identity_channel, settings.service_token), media, access, outbox,
                     portal_base_url=settings.portal_base_url, region=settings.region,
-                    code_digits=settings.dial_in_code_digits, join_ttl_seconds=settings.join_token_ttl_seconds)
+                    code_digits=settings.dial_in_code_digits, join_ttl_seconds=settings.join_token_ttl_seconds,
+                    media_check_seconds=settings.media_check_seconds)
     adapters = {}
     if settings.inbox_1177_url:
         adapters[INBOX_1177] = Inbox1177Adapter(settings.inbox_1177_url, settings.inbox_1177_api_key,
@@ -66,8 +66,7 @@ async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
             await adapter.close()
         await media.close()
         await identity_channel.close()
-        if audit_db is not db:
-            await audit_db.close()
+        await access.close()
 
     binding = Binding(
         roster_pb2.DESCRIPTOR.services_by_name["RosterService"],
