@@ -17,7 +17,6 @@ import asyncio
 import collections
 import datetime as dt
 import json
-import statistics
 import sys
 import tempfile
 import time

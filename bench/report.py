@@ -39,7 +39,7 @@ def main(names: list[str]) -> int:
     report = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "results": results}
     (HERE / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    lines = [f"# svpl benchmark report", "",
+    lines = ["# svpl benchmark report", "",
              f"Run {report['when']} on {report['machine']['cpus']} cores, Python {report['machine']['python']}, "
              f"{report['machine']['platform']} (load average at start "
              f"{report['machine']['load_average_at_start']}). Every figure is printed next to the baseline "

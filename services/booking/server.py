@@ -29,11 +29,11 @@ async def build(settings: BookingSettings) -> tuple[Component, auth.KeySet]:
     identity = clients.channel(settings.identity_address)
     roster = clients.channel(settings.roster_address)
     client = mongo.connect(settings.mongodb_uri, settings.service_name)
-    audit = mongo.connect(settings.audit_mongodb_uri, "svpl-audit") if settings.audit_mongodb_uri else client
+    access = AccessLog.for_service(settings, client)
     db = client[settings.database_name]
     outbox = Outbox(db)
     bookings = Bookings(
-        db, client, AccessLog(audit, settings.service_name, settings.audit_database), outbox, options,
+        db, client, access, outbox, options,
         IdentityValidator(identity, settings.service_token, settings.call_timeout_seconds),
         RosterMeetings(roster, settings.service_token, settings.call_timeout_seconds),
         meeting_retry_delay=settings.meeting_retry_delay_seconds,
@@ -62,8 +62,7 @@ async def build(settings: BookingSettings) -> tuple[Component, auth.KeySet]:
             await secure.close()
         await identity.close()
         await roster.close()
-        if audit is not client:
-            await audit.close()
+        await access.close()
 
     binding = Binding(
         booking_pb2.DESCRIPTOR.services_by_name["BookingService"],

@@ -36,8 +36,7 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
     keys = KeyRing.load(settings.signing_keys_dir)
     client = mongo.connect(settings.mongodb_uri, settings.service_name)
     db = client[settings.database_name]
-    audit_client = mongo.connect(settings.audit_mongodb_uri, "identity-audit") if settings.audit_mongodb_uri else client
-    access_log = AccessLog(audit_client, settings.service_name, settings.audit_database)
+    access_log = AccessLog.for_service(settings, client)
     tokens = TokenService(
         keys, db,
         session_ttl=dt.timedelta(seconds=settings.session_ttl_seconds),
@@ -73,8 +72,7 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
     async def close() -> None:
         await directory.close()
         await bankid.close()
-        if audit_client is not client:
-            await audit_client.close()
+        await access_log.close()
 
     binding = Binding(
         identity_pb2.DESCRIPTOR.services_by_name["IdentityService"],

@@ -14,7 +14,7 @@ from services.identity import paging
 from services.identity import personnummer as pnr
 from services.identity.access_extract import AccessExtract
 from services.identity.bankid import BankIdLogin
-from services.identity.development import DevelopmentLogin
+from services.identity.development import DevelopmentLogin as DevelopmentProvider
 from services.identity.directory import MUNICIPALITY, REGION, Directory, DirectoryPerson, Query
 from services.identity.oidc1177 import Oidc1177Login
 from services.identity.siths import SithsLogin
@@ -91,7 +91,7 @@ def person_pb(p: DirectoryPerson) -> identity_pb2.DirectoryPerson:
 
 
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
-    def __init__(self, keys: KeyRing, tokens: TokenService, directory: Directory, development: DevelopmentLogin,
+    def __init__(self, keys: KeyRing, tokens: TokenService, directory: Directory, development: DevelopmentProvider,
                  access_log: AccessLog, siths: SithsLogin, bankid: BankIdLogin, e_services: Oidc1177Login,
                  extract: AccessExtract) -> None:
         self._keys = keys

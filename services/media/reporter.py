@@ -71,8 +71,8 @@ class ConnectionReporter:
                         log.error("giving up a connection report after %.0fs: %s", self._give_up_after, exc)
                         allowed = True
                         break
-                    log.warning("connection report to roster failed (%s); retrying in %.1fs",
-                                getattr(exc, "code", lambda: exc.__class__.__name__)(), backoff)
+                    why = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else exc.__class__.__name__
+                    log.warning("connection report to roster failed (%s); retrying in %.1fs", why, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self._max_backoff)
             if not allowed and report.connected and report.on_denied is not None:

@@ -13,7 +13,8 @@ import datetime as dt
 from pymongo import ASCENDING, AsyncMongoClient
 
 from services.runtime import auth
-from services.runtime.mongo import DURABLE
+from services.runtime.config import ServiceSettings
+from services.runtime.mongo import DURABLE, connect
 
 AUDIT_DATABASE = "svpl_audit"
 COLLECTION = "access_records"
@@ -23,6 +24,22 @@ class AccessLog:
     def __init__(self, client: AsyncMongoClient, service: str, database: str = AUDIT_DATABASE) -> None:
         self._records = client[database].get_collection(COLLECTION, write_concern=DURABLE)
         self._service = service
+        self._own_client: AsyncMongoClient | None = None
+
+    @classmethod
+    def for_service(cls, settings: ServiceSettings, client: AsyncMongoClient) -> "AccessLog":
+        """The service's access log: on its own server when SVPL_AUDIT_MONGODB_URI is set, else on `client`."""
+        if not settings.audit_mongodb_uri:
+            return cls(client, settings.service_name, settings.audit_database)
+        own = connect(settings.audit_mongodb_uri, f"{settings.service_name}-audit")
+        access = cls(own, settings.service_name, settings.audit_database)
+        access._own_client = own
+        return access
+
+    async def close(self) -> None:
+        """Close the audit client if this log opened its own."""
+        if self._own_client is not None:
+            await self._own_client.close()
 
     @property
     def collection(self):

@@ -24,7 +24,7 @@ from typing import Awaitable, Callable
 import grpc
 import pymongo.errors
 from google.protobuf import descriptor as _descriptor
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status

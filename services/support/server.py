@@ -32,12 +32,10 @@ async def build(settings: SupportSettings) -> tuple[Component, auth.KeySet]:
             f"svpl: routing table is for region {routing.region!r} but SVPL_REGION is {settings.region!r}")
     identity = clients.channel(settings.identity_address)
     db = mongo.connect(settings.mongodb_uri, settings.service_name)
-    audit = mongo.connect(settings.audit_mongodb_uri, "support-audit") if settings.audit_mongodb_uri else db
     peers = Peers(settings.roster_address, settings.booking_address, settings.media_address,
                   settings.service_token, settings.support_evidence_timeout_seconds)
-    tickets = Tickets(db[settings.database_name], routing,
-                      peers, AccessLog(audit, settings.service_name, settings.audit_database),
-                      settings.support_description_max_chars)
+    access = AccessLog.for_service(settings, db)
+    tickets = Tickets(db[settings.database_name], routing, peers, access, settings.support_description_max_chars)
     # A follow-up younger than this may still be running in a live request.
     settled = dt.timedelta(seconds=3 * settings.support_evidence_timeout_seconds + 5)
     background: list[asyncio.Task] = []
@@ -63,8 +61,7 @@ async def build(settings: SupportSettings) -> tuple[Component, auth.KeySet]:
                 await task
         await peers.close()
         await identity.close()
-        if audit is not db:
-            await audit.close()
+        await access.close()
 
     binding = Binding(
         support_pb2.DESCRIPTOR.services_by_name["SupportService"],

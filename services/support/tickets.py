@@ -35,7 +35,7 @@ from services.runtime.access_log import AccessLog
 from services.runtime.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from services.runtime.mongo import DURABLE
 from services.support import metrics
-from services.support.peers import REBOOK_DONE, REBOOK_PENDING, Peers
+from services.support.peers import REBOOK_PENDING, Peers
 from services.support.routing_table import PROBLEM_KINDS, REPORTER_KINDS, RoutingTable
 
 log = logging.getLogger("svpl.support.tickets")

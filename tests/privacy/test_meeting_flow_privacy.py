@@ -33,7 +33,7 @@ def personnummer_in(line: str) -> list[str]:
     return [m.group(0) for m in CANDIDATE.finditer(line) if personnummer.is_valid(m.group(0).replace(" ", ""))]
 
 
-async def test_a_whole_meeting_logs_no_personnummer_and_every_patient_read_is_access_logged(gateway, person_token):
+async def test_a_whole_meeting_logs_no_personnummer_and_every_patient_read_is_access_logged(gateway, person_token):  # noqa: F811
     app, system, new_browser = gateway
     capture = RawCapture()
     root = logging.getLogger()
