@@ -359,11 +359,13 @@ class Admission(BaseModel):
 
 
 class Admissions:
-    """Where each issued join token's media instance is, as roster's Admit said (in memory,
-    for the token's short life): the browser sends back only the token and its offer, never an address."""
+    """Where each issued join token's media instance is, as roster's Admit said, and to whom it was
+    issued (in memory, for the token's short life): the browser sends back only the token and its
+    offer, never an address, and only the person it was issued to may use it here."""
 
     def __init__(self) -> None:
-        self._by_token: dict[str, tuple[str, str, float]] = {}
+        # token hash -> (meeting id, media address, expiry, person id)
+        self._by_token: dict[str, tuple[str, str, float, str]] = {}
         # (person id, meeting id) -> (participant id, media address): whose quality a person may see.
         self._by_person: dict[tuple[str, str], tuple[str, str]] = {}
 
@@ -375,7 +377,7 @@ class Admissions:
                  participant_id: str = "") -> None:
         now = time.monotonic()
         self._by_token = {k: v for k, v in self._by_token.items() if v[2] > now}
-        self._by_token[self._key(token)] = (meeting_id, address, now + max(ttl, 30.0))
+        self._by_token[self._key(token)] = (meeting_id, address, now + max(ttl, 30.0), person_id)
         if person_id:
             if len(self._by_person) > 50_000:
                 self._by_person.clear()
@@ -384,10 +386,14 @@ class Admissions:
     def participant(self, person_id: str, meeting_id: str) -> tuple[str, str] | None:
         return self._by_person.get((person_id, meeting_id))
 
-    def address(self, token: str, meeting_id: str) -> str | None:
+    def address(self, token: str, meeting_id: str, person_id: str) -> str | None:
+        """The media address for `person_id` using `token` in this meeting; None when this gateway
+        did not issue it for the meeting or it expired; Problem 403 when it was issued to someone else."""
         found = self._by_token.get(self._key(token))
         if not found or found[0] != meeting_id or found[2] < time.monotonic():
             return None
+        if found[3] != person_id:
+            raise Problem(403, "anslutningsbiljetten är utfärdad till någon annan", reason="ADMISSION_NOT_YOURS")
         return found[1]
 
 
@@ -413,9 +419,9 @@ class NegotiationBody(Body):
 @router.post("/meetings/{meeting_id}/negotiation", tags=["joining"],
              responses=answers(media_pb2.NegotiateResponse, 404, 409),
              summary="WebRTC signalling: relay the SDP offer with the join token to the meeting's media instance")
-@as_gateway("media", "Negotiate", gate="a join token this gateway issued for this meeting")
+@as_gateway("media", "Negotiate", gate="a join token this gateway issued to this person for this meeting")
 async def negotiate(request: Request, me: Me, meeting_id: Id, body: NegotiationBody):
-    address = request.app.state.admissions.address(body.join_token, meeting_id)
+    address = request.app.state.admissions.address(body.join_token, meeting_id, me.caller.id)
     if address is None:
         raise Problem(409, "anslutningsbiljetten är inte utfärdad här för det här mötet, eller har gått ut: anslut igen",
                       reason="ADMISSION_UNKNOWN")
