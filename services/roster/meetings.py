@@ -302,11 +302,11 @@ class Roster:
         p = Participant(model.new_id(), full_name, role, person.id_kind, person_id, methods,
                         physically_present=physically_present, organization=organization)
         also = self._notify_next_of_kin if role == model.NEXT_OF_KIN else None
-        m, _ = await self._change(m.id, who, lambda m: model.register(m, p), also=also)
+        m, registered = await self._change(m.id, who, lambda m: model.register(m, p), also=also)
         await self._record(m, "register_participant", who)
-        if also:
+        if also and registered is p:
             self.on_outbox_message()
-        return p
+        return registered
 
     async def _notify_next_of_kin(self, session, m: Meeting, _result) -> None:
         """In the registration's transaction: an invitation in the new next of kin's 1177 inbox."""

@@ -290,17 +290,25 @@ def delegate(m: Meeting, by_hsa_id: str, hsa_id: str) -> bool:
     return True
 
 
-def register(m: Meeting, p: Participant) -> None:
+def register(m: Meeting, p: Participant) -> Participant:
+    """Returns the registered participant. The same registration again (same person, role, name,
+    login methods and organization: a client retrying a call whose answer it lost) returns the
+    existing participant and changes nothing; a different one for the same person is refused."""
     m.require_not_final("take new participants")
     existing = m.participant_for(p.person_id, p.id_kind)
     if existing is not None and existing.removed:
         raise FailedPrecondition("this person was removed from the meeting and cannot be registered again",
                                  reason="PARTICIPANT_REMOVED")
     if existing is not None:
+        same = (existing.role, existing.full_name, sorted(existing.methods), existing.organization) == (
+            p.role, p.full_name, sorted(p.methods), p.organization)
+        if same:
+            return existing
         raise FailedPrecondition("this person is already registered", reason="ALREADY_REGISTERED")
     if p.role == PATIENT and any(q.role == PATIENT for q in m.participants):
         raise FailedPrecondition("the meeting already has its patient", reason="PATIENT_ALREADY_REGISTERED")
     m.participants.append(p)
+    return p
 
 
 def check_methods(role: str, id_kind: str, methods: list[str]) -> list[str]:
