@@ -347,7 +347,7 @@
       if (track.kind !== "video") {
         const audio = el("audio", { autoplay: true });
         audio.srcObject = new MediaStream([track]);
-        grid.append(el("div", { hidden: true }, audio));
+        grid.append(el("div", { class: "remote-audio", hidden: true }, audio));
         return;
       }
       const video = el("video", { autoplay: true, playsinline: true, muted: true, "data-mid": transceiver.mid || "" });
@@ -365,16 +365,10 @@
         video.requestVideoFrameCallback(step);
       }
     };
-    try {
-      room.pc = await Media.connect(stream, async (sdp) =>
-        (await api("POST", "/meetings/" + id + "/negotiation", { join_token: admission.join_token, sdp_offer: sdp })).sdp_answer, onTrack);
-    } catch (err) { console.error("svpl: connecting failed", err); say(msg, "Anslutningen misslyckades: " + errorText(err), "error"); return; }
-    console.info("svpl: negotiated", id);
+    Object.assign(room, { grid, msg, onTrack });
+    try { await connectMedia(room, admission); }
+    catch (err) { console.error("svpl: connecting failed", err); say(msg, "Anslutningen misslyckades: " + errorText(err), "error"); return; }
     const thisRoom = room;
-    room.pc.addEventListener("connectionstatechange", () => {
-      if (thisRoom.closed) return;
-      if (["failed", "closed"].includes(thisRoom.pc.connectionState)) say(msg, "Anslutningen till mötet bröts.", "error");
-    });
     // The media service measures each connection (RTT, loss, jitter, bitrate) and says when it is poor.
     const qualityTimer = setInterval(async () => {
       if (thisRoom.closed) return;
@@ -392,6 +386,85 @@
     }, 5000);
     room.stopQuality = () => clearInterval(qualityTimer);
     openEvents(thisRoom, agenda, roster);
+  }
+
+  // Reconnecting. A media instance can die during a meeting; roster then moves the room to another
+  // instance when a participant asks to be admitted again. So the page watches its connection and,
+  // when it is lost, asks for admission again and renegotiates (a fresh peer connection, at the
+  // instance the new admission names), with back-off, for as long as the meeting goes on; it stops
+  // when the answer is that the person was removed or the meeting is over. "Lost": the connection
+  // failed or closed, or no packet arrived for STALL_MS (browsers call a dead peer "failed" only
+  // after ~30 s; media sends RTCP at least every ~1.5 s, so silence means it is gone). The fault
+  // test's synthetic client (tests/faults/meeting_clients.py) follows the same rules.
+  const STALL_MS = 2000, CONNECT_MS = 10000, BACKOFF_MS = [250, 500, 1000, 2000, 4000];
+  const FINAL_REFUSALS = ["ADMIT_REFUSAL_REMOVED", "ADMIT_REFUSAL_FINISHED", "ADMIT_REFUSAL_NOT_REGISTERED",
+    "ADMIT_REFUSAL_WRONG_LOGIN_METHOD"];
+  const pause = ms => new Promise(resolve => setTimeout(resolve, ms));
+
+  async function connectMedia(thisRoom, admission) {
+    const pc = await Media.connect(thisRoom.stream, async (sdp) => (await api("POST", "/meetings/" + thisRoom.id + "/negotiation",
+      { join_token: admission.join_token, sdp_offer: sdp })).sdp_answer, thisRoom.onTrack);
+    if (thisRoom.closed) { pc.close(); return; }
+    thisRoom.pc = pc;
+    console.info("svpl: negotiated", thisRoom.id);
+    watchConnection(thisRoom, pc);
+  }
+
+  function watchConnection(thisRoom, pc) {
+    const started = Date.now();
+    let lastBytes = -1, lastChange = Date.now(), lost = false, timer = null, wasConnected = false;
+    const lose = (why) => {
+      if (lost) return;
+      lost = true;
+      clearInterval(timer);
+      if (thisRoom.closed || thisRoom.pc !== pc || room !== thisRoom) return;
+      console.warn("svpl: connection lost (" + why + "); joining again");
+      reconnect(thisRoom);
+    };
+    pc.addEventListener("connectionstatechange", () => {
+      if (["failed", "closed"].includes(pc.connectionState)) lose(pc.connectionState);
+    });
+    timer = setInterval(async () => {
+      if (thisRoom.closed || thisRoom.pc !== pc) { clearInterval(timer); return; }
+      wasConnected = wasConnected || pc.connectionState === "connected";
+      if (!wasConnected) {  // still setting up: give it CONNECT_MS
+        if (Date.now() - started > CONNECT_MS) lose("not connected");
+        return;
+      }
+      let bytes = 0;
+      try { (await pc.getStats()).forEach(s => { if (s.type === "transport") bytes += s.bytesReceived || 0; }); }
+      catch (err) { return; }
+      if (bytes !== lastBytes) { lastBytes = bytes; lastChange = Date.now(); }
+      else if (Date.now() - lastChange > STALL_MS) lose("no packets");
+    }, 250);
+  }
+
+  async function reconnect(thisRoom) {
+    const current = () => !thisRoom.closed && room === thisRoom;
+    say(thisRoom.msg, "Anslutningen till mötet bröts. Ansluter igen …", "error");
+    thisRoom.msg.dataset.outcome = "reconnecting";
+    if (thisRoom.pc) thisRoom.pc.close();
+    thisRoom.grid.querySelectorAll(".tile.remote, .remote-audio").forEach(n => n.remove());
+    for (let attempt = 0; current(); attempt++) {
+      if (attempt) await pause(BACKOFF_MS[Math.min(attempt - 1, BACKOFF_MS.length - 1)]);
+      if (!current()) return;
+      let admission;
+      try { admission = await api("POST", "/meetings/" + thisRoom.id + "/admission"); }
+      catch (err) {
+        const why = err instanceof SVPL.ApiError ? (err.problem.reason || "") : "";
+        if (!current()) return;
+        if (FINAL_REFUSALS.includes(why) || (err instanceof SVPL.ApiError && err.status === 401)) {
+          finish(thisRoom.id, why === "ADMIT_REFUSAL_REMOVED" ? "Du har tagits bort från mötet av samordnaren." :
+            why === "ADMIT_REFUSAL_FINISHED" ? "Mötet är avslutat." : "Du kan inte ansluta: " + errorText(err));
+          return;
+        }
+        continue;  // unavailable, busy, network: try again
+      }
+      try { await connectMedia(thisRoom, admission); }
+      catch (err) { console.warn("svpl: reconnecting failed; trying again", err); continue; }
+      if (current()) { say(thisRoom.msg, "", "info"); delete thisRoom.msg.dataset.outcome; }
+      return;
+    }
   }
 
   function openEvents(thisRoom, agenda, roster) {
