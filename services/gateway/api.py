@@ -320,7 +320,8 @@ class SpeakerBody(Body):
              responses=answers(roster_pb2.SetCurrentSpeakerResponse, 404, 409))
 @relays("roster", "SetCurrentSpeaker")
 async def set_speaker(request: Request, me: Me, meeting_id: Id, body: SpeakerBody):
-    return await relayed(request, me, roster_pb2.SetCurrentSpeakerRequest(meeting_id=meeting_id, participant_id=body.participant_id))
+    return await relayed(request, me, roster_pb2.SetCurrentSpeakerRequest(meeting_id=meeting_id,
+                                                                         participant_id=body.participant_id))
 
 
 class SummaryBody(Body):
