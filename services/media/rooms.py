@@ -23,9 +23,9 @@ from aiortc.sdp import SessionDescription
 from services.media.forwarding import ForwardTrack, Publication, enlarge_socket_buffers, restrict_codecs
 from services.media.quality import Quality, QualitySampler, Thresholds
 from services.media.reporter import ConnectionReporter, Report
-from services.media.storage import ClosedRooms
+from services.media.storage import ClosedRooms, UsedJoinTokens
 from services.media.tokens import TokenVerifier
-from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 log = logging.getLogger("svpl.media.rooms")
 
@@ -104,13 +104,15 @@ class Load:
 
 
 class MediaRooms:
-    def __init__(self, *, instance_id: str, capacity: int, closed: ClosedRooms, verifier: TokenVerifier,
+    def __init__(self, *, instance_id: str, capacity: int, closed: ClosedRooms, used_tokens: UsedJoinTokens,
+                 verifier: TokenVerifier,
                  reporter: ConnectionReporter, thresholds: Thresholds, keyframe_interval: float = 0.3,
                  test_room_seconds: float = 300.0, socket_buffer_bytes: int = 4 << 20) -> None:
         self._socket_buffer = socket_buffer_bytes
         self.instance_id = instance_id
         self.capacity = capacity
         self._closed = closed
+        self._used_tokens = used_tokens
         self._verifier = verifier
         self._reporter = reporter
         self._thresholds = thresholds
@@ -206,7 +208,8 @@ class MediaRooms:
     # ------------------------------------------------------------------ signalling
 
     async def negotiate(self, join_token: str, sdp_offer: str, meeting_id: str = "") -> tuple[str, str]:
-        """Verify the join token, then (only then) create the peer connection and answer."""
+        """Verify the join token, then (only then) create the peer connection and answer.
+        A join token admits once: a replay is refused (a reconnect asks roster to admit again)."""
         grant = await self._verifier.join(join_token)
         if meeting_id and meeting_id != grant.meeting_id:
             raise PermissionDenied("the join token is for another meeting", reason="WRONG_MEETING")
@@ -218,6 +221,8 @@ class MediaRooms:
                 raise FailedPrecondition("the meeting's room is closed", reason="ROOM_CLOSED")
             raise FailedPrecondition("the meeting's room is not open on this instance", reason="ROOM_NOT_OPEN")
         parse_offer(sdp_offer)
+        if not await self._used_tokens.claim(grant.token_id, grant.meeting_id, grant.participant_id, grant.expires_at):
+            raise Unauthenticated("join token already used: ask to join again for a new one")
 
         pc = PeerCounter.new()
         p = Participant(grant.meeting_id, grant.participant_id, uuid.uuid4().hex, pc, QualitySampler(self._thresholds))
@@ -238,6 +243,7 @@ class MediaRooms:
             enlarge_socket_buffers(pc, self._socket_buffer)
         except Exception as exc:  # noqa: BLE001 - a bad offer never leaves a peer connection behind
             await PeerCounter.close(pc)
+            await self._used_tokens.release(grant.token_id)
             if isinstance(exc, (InvalidArgument, asyncio.CancelledError)):
                 raise
             raise InvalidArgument("sdp_offer", f"cannot be answered ({exc})") from None

@@ -12,7 +12,7 @@ from services.media.quality import Thresholds
 from services.media.reporter import ConnectionReporter
 from services.media.rooms import MediaRooms
 from services.media.servicer import ACCESS, MediaServicer
-from services.media.storage import ClosedRooms
+from services.media.storage import ClosedRooms, UsedJoinTokens
 from services.media.tokens import TokenVerifier
 from services.runtime import auth, clients, mongo
 from services.runtime.server import Binding, Component
@@ -24,10 +24,12 @@ async def build(settings: MediaSettings) -> tuple[Component, auth.KeySet]:
     client = mongo.connect(settings.mongodb_uri, settings.service_name)
     reporter = ConnectionReporter(roster, settings.service_token, settings.instance_id,
                                   max_backoff=settings.report_retry_max_seconds)
+    used_tokens = UsedJoinTokens(client[settings.database_name])
     rooms = MediaRooms(
         instance_id=settings.instance_id,
         capacity=settings.capacity_participants,
         closed=ClosedRooms(client[settings.database_name]),
+        used_tokens=used_tokens,
         verifier=TokenVerifier(identity, settings.service_token),
         reporter=reporter,
         thresholds=Thresholds(settings.poor_round_trip_ms, settings.poor_packet_loss, settings.poor_jitter_ms),
@@ -46,6 +48,7 @@ async def build(settings: MediaSettings) -> tuple[Component, auth.KeySet]:
     tasks: list[asyncio.Task] = []
 
     async def start() -> None:
+        await used_tokens.ensure_indexes()
         reporter.start()
         if settings.pod_name:  # in Kubernetes: keep the pod-deletion-cost annotation equal to the load
             from services.media.pod_deletion_cost import from_environment

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import grpc
@@ -25,6 +26,7 @@ class JoinGrant:
     participant_id: str
     media_instance: str
     token_id: str
+    expires_at: dt.datetime
 
 
 class TokenVerifier:
@@ -49,7 +51,10 @@ class TokenVerifier:
         r = await self._verify(token, identity_pb2.TOKEN_KIND_JOIN, "join")
         if r.kind != identity_pb2.TOKEN_KIND_JOIN or not r.meeting_id or not r.participant_id:
             raise Unauthenticated("not a join token")
-        return JoinGrant(r.meeting_id, r.participant_id, r.media_instance, r.token_id)
+        if not r.token_id or not r.HasField("expires_at"):
+            raise Unauthenticated("join token lacks an id or an expiry")
+        return JoinGrant(r.meeting_id, r.participant_id, r.media_instance, r.token_id,
+                         r.expires_at.ToDatetime(dt.timezone.utc))
 
     async def session(self, token: str) -> str:
         """The person id of a valid session token."""

@@ -87,11 +87,14 @@ async def test_a_full_meeting_leaves_no_media_bytes_on_disk(world, tmp_path, mon
     assert fds_during - fds_before == set(), f"new writable files: {fds_during - fds_before}"
     assert list(scratch.rglob("*")) == [], "temporary files were written"
     assert {k: v for k, v in tree(ROOT / "services").items() if "__pycache__" not in k} == repo_before
-    # Media's database holds only the closed room id: no media, no frames, no stats.
+    # Media's database holds only the closed room id and the used join tokens' ids: no media, no frames, no stats.
     db = world.system.running["media"].component.mongo[world.system.settings("media").database_name]
-    assert await db.list_collection_names() == ["closed_rooms"]
+    assert sorted(await db.list_collection_names()) == ["closed_rooms", "used_join_tokens"]
     docs = await db.closed_rooms.find().to_list(None)
     assert [d["_id"] for d in docs] == [meeting] and all(set(d) == {"_id", "closed_at"} for d in docs)
+    used = await db.used_join_tokens.find().to_list(None)
+    assert len(used) == len(peers) and all(
+        set(d) == {"_id", "meeting_id", "participant_id", "used_at", "expires_at"} for d in used)
 
 
 def test_no_rpc_or_setting_can_start_a_recording(monkeypatch):
