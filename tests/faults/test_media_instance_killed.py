@@ -4,7 +4,12 @@ again within 10 s, and the participant who was removed before does not come back
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import aioice.ice
 import grpc
@@ -22,6 +27,7 @@ from tests.roster.conftest import World
 from tests.roster.helpers import poll, reason
 
 RECOVERY_SECONDS = 10.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -119,3 +125,21 @@ def test_a_room_moves_once_and_drops_the_lost_instance_connections():
     m.state = model.ENDED
     with pytest.raises(model.FailedPrecondition):
         model.move_room(m, "b:1", "c", "c:1", "c:1")
+
+
+@pytest.mark.slow
+def test_portal_pages_reconnect_after_their_media_instance_is_killed(tmp_path):
+    """The portal's JavaScript: two Chromium pages in a live meeting; the hosting media instance
+    gets SIGKILL; both pages re-admit, renegotiate on the other instance and play the other's video
+    again within 10 s (see browser_media_killed.py). In a private network namespace, as
+    tests/gateway/test_browser.py (only loopback exists there, so WebRTC connects over it)."""
+    from tests.gateway.test_browser import IP, NAMESPACE_SETUP
+
+    for tool in ("unshare", IP, "/usr/bin/chromium", "/usr/bin/chromedriver"):
+        assert shutil.which(tool), f"{tool} is needed (make system-deps)"
+    env = {**os.environ, "SE_OFFLINE": "true", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
+    script = f"{NAMESPACE_SETUP} && exec {sys.executable} -m tests.faults.browser_media_killed {tmp_path}"
+    result = subprocess.run(["unshare", "-rn", "sh", "-c", script], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=150)
+    print(result.stdout)
+    assert result.returncode == 0, f"scenario failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
