@@ -6,6 +6,8 @@ import datetime as dt
 
 from google.protobuf import timestamp_pb2
 
+from services.runtime.errors import InvalidArgument
+
 
 def to_timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
     """A message field value; None (field left unset) for None."""
@@ -16,8 +18,12 @@ def to_timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
     return ts
 
 
-def to_datetime(ts: timestamp_pb2.Timestamp | None) -> dt.datetime | None:
-    """An aware UTC datetime; None for an unset (zero) timestamp."""
+def to_datetime(ts: timestamp_pb2.Timestamp | None, field: str = "timestamp") -> dt.datetime | None:
+    """An aware UTC datetime; None for an unset (zero) timestamp. A timestamp outside what
+    protobuf allows (years 1-9999, nanos 0-999999999) is the caller's input: InvalidArgument on `field`."""
     if ts is None or (ts.seconds == 0 and ts.nanos == 0):
         return None
-    return ts.ToDatetime(tzinfo=dt.timezone.utc)
+    try:
+        return ts.ToDatetime(tzinfo=dt.timezone.utc)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(field, "not a valid time (years 1-9999, nanos 0-999999999)") from None
