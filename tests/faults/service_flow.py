@@ -29,7 +29,9 @@ from tests.conftest import PEOPLE
 # The two registered staff (besides the coordinator and the patient, who come with the booking).
 STAFF = [("region_staff", rpb.PARTICIPANT_ROLE_REGION_STAFF), ("municipality_staff",
                                                                  rpb.PARTICIPANT_ROLE_MUNICIPALITY_STAFF)]
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+# A call whose deadline passed is retried too: every call of the flow is idempotent (keys, or
+# the same registration / state change again), so the retry is safe; counted apart.
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # Fast reconnects after a peer's restart, as a client on the same machine would configure.
 CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.min_reconnect_backoff_ms", 50),
                    ("grpc.max_reconnect_backoff_ms", 300)]
@@ -105,7 +107,7 @@ class GrpcFlowClient(FlowClient):
             await c.close()
 
     async def call(self, step: str, rpc, request, who: str = "coordinator"):
-        """Call until answered; only UNAVAILABLE is retried (anything else fails the flow)."""
+        """Call until answered; only RETRYABLE codes are retried (anything else fails the flow)."""
         self.enter(step)
         attempt = 0
         while True:
