@@ -168,11 +168,26 @@ class Media:
         return r.status != media_pb2.ROOM_STATUS_UNKNOWN
 
     async def close_room(self, control: str, meeting_id: str) -> None:
+        """Close the room on its instance. If that instance is gone (killed, node lost), its room went
+        with it: any other instance then records the closed id in media's shared database, so the
+        room can never open again anywhere, and the clean-up does not retry a dead address forever."""
+        request = media_pb2.CloseRoomRequest(meeting_id=meeting_id)
         try:
-            await self._stub(control).CloseRoom(media_pb2.CloseRoomRequest(meeting_id=meeting_id),
-                                                metadata=clients.metadata(self._token), timeout=TIMEOUT)
+            await self._stub(control).CloseRoom(request, metadata=clients.metadata(self._token), timeout=TIMEOUT)
+            return
         except grpc.aio.AioRpcError as exc:
-            raise _unavailable("media", exc) from None
+            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise _unavailable("media", exc) from None
+            first = exc
+        for other in await self.instances():
+            if other == control:
+                continue
+            try:
+                await self._stub(other).CloseRoom(request, metadata=clients.metadata(self._token), timeout=TIMEOUT)
+                return
+            except grpc.aio.AioRpcError:
+                continue
+        raise _unavailable("media", first) from None
 
     async def disconnect(self, control: str, meeting_id: str, participant_id: str) -> None:
         try:

@@ -20,6 +20,7 @@ from svpl.roster.v1 import roster_pb2 as R
 
 from devstack.embedded_db import free_port
 from services.roster import model
+from services.runtime import mongo as runtime_mongo
 from services.roster.metrics import ROOMS_MOVED
 from tests.faults.meeting_clients import Client, MediaProcess
 from tests.media.peers import wait_for
@@ -108,6 +109,36 @@ async def test_meeting_survives_its_media_instance_killed(system_factory, person
     finally:
         for c in clients:
             await c.close()
+        doomed.kill()
+
+
+async def test_a_meeting_ended_while_its_instance_is_dead_is_closed_everywhere(system_factory, person_token,
+                                                                              service_token, tmp_path):
+    """Nobody re-admitted after the kill: End still closes the room for good (through another
+    instance, which records the closed id in media's shared database), and the clean-up finishes."""
+    system = await system_factory(["identity", "media"], overrides={"media": {"instance_id": "media-stays"}})
+    doomed = MediaProcess(system, free_port(), "media-doomed", tmp_path / "media-doomed.log").start()
+    try:
+        await system.start_service("roster", media_addresses=[system.address("media"), doomed.address])
+        world = World(system, person_token, service_token)
+        await doomed.wait_ready(world.roster_md)
+        await world.media.OpenRoom(media_pb2.OpenRoomRequest(meeting_id="busy-elsewhere"), metadata=world.roster_md)
+        m = await world.live()
+        assert m.media_instance == "media-doomed"
+        doomed.kill()
+        ended = await world.roster.EndMeeting(R.EndMeetingRequest(meeting_id=m.meeting_id),
+                                              metadata=world.who("coordinator"))
+        assert ended.meeting.state == R.MEETING_STATE_ENDED
+        err = await world.refused(world.media.OpenRoom(media_pb2.OpenRoomRequest(meeting_id=m.meeting_id),
+                                                       metadata=world.roster_md), grpc.StatusCode.FAILED_PRECONDITION)
+        assert "closed" in err.details()
+        client = runtime_mongo.connect(system.mongo_uri)
+        try:
+            stored = await client[f"{system.prefix}_roster"].meetings.find_one({"_id": m.meeting_id})
+        finally:
+            await client.close()
+        assert stored["cleanup_pending"] is False  # not retried against the dead address forever
+    finally:
         doomed.kill()
 
 
