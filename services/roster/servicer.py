@@ -81,8 +81,8 @@ EVENTS = {
 }
 
 
-def time_range(r: common_pb2.TimeRange) -> tuple[dt.datetime | None, dt.datetime | None]:
-    return to_datetime(r.start), to_datetime(r.end)
+def time_range(r: common_pb2.TimeRange, field: str) -> tuple[dt.datetime | None, dt.datetime | None]:
+    return to_datetime(r.start, f"{field}.start"), to_datetime(r.end, f"{field}.end")
 
 
 def person_input(ref: common_pb2.PersonRef) -> PersonInput:
@@ -139,14 +139,14 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
     # ------------------------------------------------------------ booking's calls
 
     async def CreateMeeting(self, request, context):
-        start, end = time_range(request.scheduled)
+        start, end = time_range(request.scheduled, "scheduled")
         m, _ = await self._r.create_meeting(request.booking_id, start, end, request.coordinator_hsa_id,
                                             request.coordinator_name, person_input(request.patient),
                                             request.care_unit_hsa_id)
         return roster_pb2.CreateMeetingResponse(meeting=meeting_pb(m))
 
     async def RescheduleMeeting(self, request, context):
-        start, end = time_range(request.scheduled)
+        start, end = time_range(request.scheduled, "scheduled")
         m = await self._r.reschedule(request.meeting_id, start, end)
         return roster_pb2.RescheduleMeetingResponse(meeting=meeting_pb(m))
 
@@ -159,12 +159,13 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
         return roster_pb2.GetMeetingResponse(meeting=meeting_pb(m))
 
     async def ListMyMeetings(self, request, context):
-        start, end = time_range(request.period)
+        start, end = time_range(request.period, "period")
         size = request.page.page_size or 50
         if not 0 < size <= 500:
             raise InvalidArgument("page.page_size", "between 1 and 500")
         token = request.page.page_token
-        if token and not token.isdigit():
+        # ASCII digits only ("²".isdigit() is true, int() refuses it) and an offset the database can skip.
+        if token and not (token.isascii() and token.isdigit() and len(token) <= 9):
             raise InvalidArgument("page.page_token", "not a token from a previous page")
         offset = int(token or 0)
         found = await self._r.list_mine(auth.caller(), start, end, offset, size + 1)
