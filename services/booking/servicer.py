@@ -130,7 +130,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
         new = NewBooking(
             idempotency_key=request.idempotency_key,
             patient_personnummer=request.patient_personnummer,
-            start=to_datetime(request.start),
+            start=to_datetime(request.start, "start"),
             duration_minutes=request.duration_minutes,
             booking_unit_hsa_id=request.booking_unit_hsa_id,
             coordinator_hsa_id=request.coordinator_hsa_id,
@@ -146,8 +146,8 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
     async def ListBookings(self, request, context):
         docs, token = await self.bookings.list(
             auth.caller(), unit=request.booking_unit_hsa_id, coordinator=request.coordinator_hsa_id,
-            start=to_datetime(request.period.start),
-            end=to_datetime(request.period.end),
+            start=to_datetime(request.period.start, "period.start"),
+            end=to_datetime(request.period.end, "period.end"),
             page_size=request.page.page_size, page_token=request.page.page_token)
         return pb.ListBookingsResponse(bookings=[_booking(d) for d in docs],
                                        page=common_pb2.PageResponse(next_page_token=token))
@@ -158,7 +158,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
 
     async def RescheduleBooking(self, request, context):
         view = await self.bookings.reschedule(auth.caller(), request.booking_id,
-                                              to_datetime(request.start),
+                                              to_datetime(request.start, "start"),
                                               request.duration_minutes)
         return pb.RescheduleBookingResponse(booking=_view(view))
 

@@ -25,6 +25,7 @@ from services.runtime import auth
 from services.runtime.access_log import AccessLog
 from services.runtime.auth import ANYONE, LOGGED_IN, persons_with, services
 from services.runtime.errors import NotFound
+from services.runtime.timestamps import to_datetime
 
 STAFF = persons_with(auth.ROLE_STAFF)
 
@@ -208,8 +209,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     # ------------------------------------------------------------ access log
 
     async def ListAccessRecords(self, request, context):
-        start = request.period.start.ToDatetime(dt.timezone.utc) if request.period.HasField("start") else None
-        end = request.period.end.ToDatetime(dt.timezone.utc) if request.period.HasField("end") else None
+        start = to_datetime(request.period.start, "period.start") if request.period.HasField("start") else None
+        end = to_datetime(request.period.end, "period.end") if request.period.HasField("end") else None
         records, token = await self._extract.list(request.patient_personnummer, start, end, request.page.page_size,
                                                   request.page.page_token)
         return identity_pb2.ListAccessRecordsResponse(
