@@ -306,8 +306,8 @@ class Tickets:
             raise InvalidArgument("queue_id", f"no queue {queue_id!r} in the {self.routing.region} routing table")
         if any(state not in STATES for state in states or ()):
             raise InvalidArgument("states", f"each one of {', '.join(STATES)}")
-        if min_age_seconds < 0:
-            raise InvalidArgument("min_age_seconds", "must not be negative")
+        if not 0 <= min_age_seconds <= MAX_AGE_SECONDS:
+            raise InvalidArgument("min_age_seconds", f"between 0 and {MAX_AGE_SECONDS} (100 years)")
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument("page.page_size", f"between 0 and {MAX_PAGE}")
         query: dict = {}
@@ -437,6 +437,10 @@ def _text(field: str, value: str, required: str = "") -> str:
     if len(value) > MAX_TEXT:
         raise InvalidArgument(field, f"at most {MAX_TEXT} characters")
     return value
+
+
+# Older than this no ticket can be (and now() minus more overflows a datetime).
+MAX_AGE_SECONDS = 100 * 365 * 24 * 3600
 
 
 def _entry(at: dt.datetime, who: auth.Caller, action: str, *, from_queue: str = "", to_queue: str = "",
