@@ -14,7 +14,7 @@ ACCESS = {
     "OpenRoom": services("roster"),
     "CloseRoom": services("roster"),
     "Disconnect": services("roster"),
-    "GetRoomState": services("roster", "support"),
+    "GetRoomState": services("gateway", "roster", "support"),
     "GetLoad": services("roster"),
     "Negotiate": services("gateway"),
     "NegotiateTestRoom": services("gateway"),
