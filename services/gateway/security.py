@@ -150,6 +150,26 @@ class HardeningMiddleware:
             if int(length) > self.max_body:
                 await reply(too_large_problem())
                 return
+        elif scope["method"] in UNSAFE_METHODS:
+            # A streamed body of unknown length: read it (up to the limit) before any handler runs, so a
+            # route that never reads its body (logout, open, start) cannot act on an oversized request.
+            chunks, size, more = [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                more = message.get("more_body", False)
+                if size > self.max_body:
+                    await reply(too_large_problem())
+                    return
+            buffered: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+            upstream = receive
+
+            async def receive() -> Message:  # noqa: F811 - the buffered body first, then the real channel
+                return buffered.pop() if buffered else await upstream()
+
         received = 0
 
         async def receive_limited() -> Message:
