@@ -26,7 +26,8 @@ Kind = Literal["relay", "gateway", "login", "session", "public"]
 @dataclass(frozen=True)
 class RouteAccess:
     """relay: the person's own token to service.rpc (its ACCESS rule decides).
-    gateway: the gateway's own token to service.rpc, after `gate` (every such gate needs a session).
+    gateway: the gateway's own token to service.rpc, after `gate` (every such gate needs a session);
+      `relaying`, when set, is one more method (service, rpc) the route calls with the person's own token.
     login: no session needed; the gateway's own token to service.rpc (identity does every check).
     session: any logged-in person; calls no service as them.  public: no session needed."""
 
@@ -34,6 +35,7 @@ class RouteAccess:
     service: str = ""
     rpc: str = ""
     gate: str = ""
+    relaying: tuple[str, str] | tuple[()] = ()
 
 
 def _declare(access: RouteAccess) -> Callable:
@@ -49,9 +51,11 @@ def relays(service: str, rpc: str) -> Callable:
     return _declare(RouteAccess("relay", service, rpc))
 
 
-def as_gateway(service: str, rpc: str, gate: str) -> Callable:
-    """The route calls `service.rpc` with the gateway's token, for a logged-in person past `gate`."""
-    return _declare(RouteAccess("gateway", service, rpc, gate))
+def as_gateway(service: str, rpc: str, gate: str, relaying: tuple[str, str] | tuple[()] = ()) -> Callable:
+    """The route calls `service.rpc` with the gateway's token, for a logged-in person past `gate`;
+    with `relaying=(service, rpc)` it also calls that method with the person's own token (its ACCESS
+    rule and domain rules decide too: e.g. names the person may see)."""
+    return _declare(RouteAccess("gateway", service, rpc, gate, tuple(relaying)))
 
 
 def login(service: str, rpc: str) -> Callable:

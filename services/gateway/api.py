@@ -88,12 +88,14 @@ def reply(message: Message) -> dict:
 
 
 async def call(request: Request, me: Session, message: Message) -> Message:
-    """Call the method this route declares (`@relays`) as the person, their own token relayed."""
+    """Call the method this route declares (`@relays`, or `relaying=` of `@as_gateway`) as the
+    person, their own token relayed."""
     declared = access.declared(request)
-    if declared.kind != "relay" or message.DESCRIPTOR.name != f"{declared.rpc}Request":
+    service, rpc = (declared.service, declared.rpc) if declared.kind == "relay" else (declared.relaying or ("", ""))
+    if message.DESCRIPTOR.name != f"{rpc}Request":
         raise RuntimeError(f"{request.url.path}: a {message.DESCRIPTOR.name} is not what "
-                           f"{declared.service}.{declared.rpc} ({declared.kind}) takes")
-    method = getattr(getattr(backends(request), declared.service), declared.rpc)
+                           f"{service}.{rpc} ({declared.kind}) takes")
+    method = getattr(getattr(backends(request), service), rpc)
     return await method(message, timeout=timeout(request), **relay(me))
 
 
@@ -443,6 +445,41 @@ async def my_quality(request: Request, me: Me, meeting_id: Id):
     return reply(await access.stub_method(request, backends(request).media(address))(
         media_pb2.GetQualitySnapshotRequest(meeting_id=meeting_id, participant_id=participant_id),
         timeout=timeout(request), metadata=backends(request).as_service()))
+
+
+class Tile(BaseModel):
+    mid: str = Field(description="The MID of one of the caller's own receive slots (its offer's recvonly transceiver)")
+    participant_id: str = Field(description="Whom that slot shows")
+    full_name: str = Field(description="Their name as registered; empty while roster does not list them as connected")
+
+
+class Tiles(BaseModel):
+    tiles: list[Tile]
+
+
+@router.get("/meetings/{meeting_id}/tiles", tags=["joining"],
+            responses={200: {"model": Tiles}, **problem_responses(400, 401, 403, 404, 409, 429, 503)},
+            summary="Whom each of the caller's own receive slots (MIDs) shows, with their names")
+@as_gateway("media", "GetRoomState", gate="the person's own admission to this meeting, by this gateway",
+            relaying=("roster", "GetConnectedList"))
+async def my_tiles(request: Request, me: Me, meeting_id: Id) -> Tiles:
+    """Media knows which slot shows whom (by participant id), roster knows the names the person may
+    see (GetConnectedList, as the person). Only the caller's own connection's slots are answered:
+    no address, no other connection's slots, no person identifier beyond a participant id."""
+    admitted = request.app.state.admissions.participant(me.caller.id, meeting_id)
+    if admitted is None:
+        raise Problem(409, "anslut till mötet först: rutorna hör till mötesanslutningen", reason="NOT_JOINED")
+    participant_id, address = admitted
+    # Roster first: it refuses a person who is removed or not in the meeting (any more).
+    connected = await call(request, me, roster_pb2.GetConnectedListRequest(meeting_id=meeting_id))
+    state = await access.stub_method(request, backends(request).media(address))(
+        media_pb2.GetRoomStateRequest(meeting_id=meeting_id),
+        timeout=timeout(request), metadata=backends(request).as_service())
+    names = {p.participant_id: p.full_name for p in connected.people}
+    mine = [p for p in state.participants if p.participant_id == participant_id]
+    return Tiles(tiles=[Tile(mid=mid, participant_id=slot.publisher_participant_id,
+                             full_name=names.get(slot.publisher_participant_id, ""))
+                        for p in mine for slot in p.showing for mid in slot.mids])
 
 
 class IceServer(BaseModel):
