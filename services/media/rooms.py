@@ -51,10 +51,20 @@ class PeerCounter:
         await pc.close()
 
 
+# Bounds of an offer any client sends (the portal: 2 send + 16 receive sections, a few kB): more would
+# cost a transceiver each, so a bigger offer is refused before it is parsed. The gateway's bound is the same.
+MAX_OFFER_CHARS = 60_000
+MAX_MEDIA_SECTIONS = 64
+
+
 def parse_offer(sdp: str) -> None:
     """Reject what is not an SDP offer with audio/video before any peer connection exists."""
     if not sdp.strip():
         raise InvalidArgument("sdp_offer", "is empty")
+    if len(sdp) > MAX_OFFER_CHARS:
+        raise InvalidArgument("sdp_offer", f"longer than {MAX_OFFER_CHARS} characters")
+    if sdp.count("\nm=") + sdp.startswith("m=") > MAX_MEDIA_SECTIONS:
+        raise InvalidArgument("sdp_offer", f"more than {MAX_MEDIA_SECTIONS} media sections")
     try:
         desc = SessionDescription.parse(sdp)
     except Exception as exc:  # noqa: BLE001 - any parse failure is the client's input
