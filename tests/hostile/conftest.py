@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+import pytest
+
 from bson import json_util
 from pymongo import AsyncMongoClient
 
@@ -13,23 +15,33 @@ from tests.gateway.conftest import Browser, gateway, served  # noqa: F401
 from tests.media.conftest import loopback_ice  # noqa: F401
 
 
+_clients: dict[str, AsyncMongoClient] = {}
+
+
 async def snapshot(system, skip: frozenset[str] = frozenset()) -> dict[str, str]:
     """A hash of every document of every collection of this system's databases, by "db.collection"."""
-    client = AsyncMongoClient(system.mongo_uri, tz_aware=True)
-    try:
-        out: dict[str, str] = {}
-        for name in await client.list_database_names():
-            if not name.startswith(system.prefix + "_"):
+    client = _clients.get(system.mongo_uri)
+    if client is None:
+        client = _clients[system.mongo_uri] = AsyncMongoClient(system.mongo_uri, tz_aware=True)
+    out: dict[str, str] = {}
+    for name in await client.list_database_names():
+        if not name.startswith(system.prefix + "_"):
+            continue
+        db = client[name]
+        for col in sorted(await db.list_collection_names()):
+            if f"{name.removeprefix(system.prefix + '_')}.{col}" in skip:
                 continue
-            db = client[name]
-            for col in sorted(await db.list_collection_names()):
-                if f"{name.removeprefix(system.prefix + '_')}.{col}" in skip:
-                    continue
-                docs = [json_util.dumps(d, sort_keys=True) async for d in db[col].find({}).sort("_id", 1)]
-                out[f"{name}.{col}"] = hashlib.sha256("\n".join(docs).encode()).hexdigest()[:16] + f":{len(docs)}"
-        return out
-    finally:
+            docs = [json_util.dumps(d, sort_keys=True) async for d in db[col].find({}).sort("_id", 1)]
+            out[f"{name}.{col}"] = hashlib.sha256("\n".join(docs).encode()).hexdigest()[:16] + f":{len(docs)}"
+    return out
+
+
+@pytest.fixture(autouse=True, scope="session")
+async def close_snapshot_clients():
+    yield
+    for client in _clients.values():
         await client.close()
+    _clients.clear()
 
 
 async def settled(system, skip: frozenset[str] = frozenset(), timeout: float = 15.0) -> dict[str, str]:
