@@ -22,6 +22,10 @@ def _fingerprint(query: object) -> str:
     return hashlib.sha256(repr(query).encode()).hexdigest()[:12]
 
 
+# No search pages this far; a larger skip would overflow the database's integer.
+MAX_OFFSET = 2**31 - 1
+
+
 def encode(offset: int, query: object) -> str:
     raw = json.dumps({"o": offset, "q": _fingerprint(query)}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -33,8 +37,8 @@ def decode(token: str, query: object) -> int:
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         offset, fingerprint = int(data["o"]), data["q"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: int(float('inf'))
         raise InvalidArgument("page.page_token", "not a token from a previous page of this search") from None
-    if fingerprint != _fingerprint(query) or offset < 0:
+    if fingerprint != _fingerprint(query) or not 0 <= offset <= MAX_OFFSET:
         raise InvalidArgument("page.page_token", "belongs to another search: start again without a page token")
     return offset
