@@ -41,11 +41,28 @@ class Failed(AssertionError):
     pass
 
 
-def browser(profile: Path) -> webdriver.Chrome:
+# Each browser's camera: a picture of its own shape, so a tile's video shows whom it carries.
+CAMERAS = {"Vera Samordnare": (320, 240), STAFF[1]: (320, 180), MUNICIPALITY[1]: (240, 240)}
+
+
+def write_camera(path: Path, width: int, height: int, frames: int = 30) -> Path:
+    """A looping Y4M clip (the format Chromium's file-backed fake camera reads): a moving luma ramp."""
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F15:1 Ip A1:1 C420jpeg\n".encode())
+        chroma = bytes([128]) * ((width // 2) * (height // 2) * 2)
+        for n in range(frames):
+            row = bytes((x + 8 * n) % 256 for x in range(width))
+            out.write(b"FRAME\n" + row * height + chroma)
+    return path
+
+
+def browser(profile: Path, camera: Path | None = None) -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
+    if camera is not None:
+        options.add_argument(f"--use-file-for-fake-video-capture={camera}")
     options.add_argument(f"--user-data-dir={profile}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
@@ -107,6 +124,21 @@ def wait_for_others_playing(driver, who: str, count: int = 2) -> None:
     # Playing means frames keep coming, not one frozen picture.
     wait(driver, f"{who}'s remote videos keep playing", lambda d: (lambda f: len(f) >= count and sorted(f)[-count] >
                                                                    sorted(first)[-count] + 10)(playing_remote_videos(d)))
+
+
+def named_tiles(driver) -> list[tuple[str, float]]:
+    """(label, width / height of the video) of each remote tile that is showing someone."""
+    return sorted((label, round(ratio, 2)) for label, ratio in js(driver, """
+        return [...document.querySelectorAll('#video-grid .tile.remote:not([hidden])')].map(t => {
+          const v = t.querySelector('video');
+          return [t.querySelector('.label').textContent, v.videoHeight ? v.videoWidth / v.videoHeight : 0]; });"""))
+
+
+def wait_for_named_tiles(driver, who: str, names: list[str]) -> None:
+    """Each playing remote tile carries the name of the person whose camera it plays (the picture's
+    shape tells whose it is), and together they are exactly `names`."""
+    wanted = sorted((name, round(CAMERAS[name][0] / CAMERAS[name][1], 2)) for name in names)
+    wait(driver, f"{who}'s tiles named {wanted}", lambda d: named_tiles(d) == wanted)
 
 
 def connected_people(driver) -> tuple[str, list[str]]:
@@ -183,7 +215,8 @@ def run(artifacts: Path) -> None:
     started = time.monotonic()
     try:
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            launching = [pool.submit(browser, work / f"profile-{i}") for i in range(3)]
+            launching = [pool.submit(browser, work / f"profile-{i}", write_camera(work / f"camera-{i}.y4m", *CAMERAS[name]))
+                         for i, name in enumerate(("Vera Samordnare", STAFF[1], MUNICIPALITY[1]))]
             stack.start(timeout=30)
             drivers = [f.result() for f in launching]
         base = f"http://{stack.procs['gateway'].address}"
@@ -248,6 +281,7 @@ def run(artifacts: Path) -> None:
             wait_for_others_playing(driver, who)
             print(f"{who} sees the others at {time.monotonic() - started:.1f}s", flush=True)
             wait_for_people(driver, who, everyone)
+            wait_for_named_tiles(driver, who, [n for n in everyone if n != {"coordinator": "Vera Samordnare"}.get(who, who)])
         wait(coordinator, "the roster panel", lambda d: MUNICIPALITY[1] in d.find_element(By.ID, "roster-connected").text)
         coordinator.save_screenshot(str(artifacts / "coordinator-meeting.png"))
         assert_accessible_form_controls(coordinator, "meeting room")
@@ -277,6 +311,8 @@ def run(artifacts: Path) -> None:
             raise Failed(f"the refusal does not say the person was removed: {refused!r}")
         wait_for_people(coordinator, "coordinator after the removal", sorted(["Vera Samordnare", STAFF[1]]))
         wait_for_people(staff, STAFF[1] + " after the removal", sorted(["Vera Samordnare", STAFF[1]]))
+        wait_for_named_tiles(staff, STAFF[1] + " after the removal", ["Vera Samordnare"])
+        wait_for_named_tiles(coordinator, "coordinator after the removal", [STAFF[1]])
         coordinator.save_screenshot(str(artifacts / "coordinator-after-removal.png"))
 
         # The coordinator leaves and ends the meeting: every page shows it ended; rejoin is refused.

@@ -337,10 +337,15 @@
     leave.textContent = coordinator ? "Lämna och avsluta mötet" : "Lämna mötet";
     syncTopbar();
 
+    const tilesRoom = room;
     room.tileTimer = setInterval(() => {
       for (const tile of grid.querySelectorAll(".tile.remote")) {
         const v = tile.querySelector("video");
         tile.hidden = !(Number(v.dataset.frames) > 0 && Date.now() - Number(v.dataset.lastFrame || 0) < 3000);
+      }
+      // A tile playing without a name (its person's connection reached roster later): ask again.
+      if (grid.querySelector(".tile.remote:not([hidden]):not([data-name])") && Date.now() - (tilesRoom.tilesAsked || 0) > 2000) {
+        nameTiles(tilesRoom);
       }
     }, 1000);
     const onTrack = (track, transceiver) => {
@@ -408,6 +413,27 @@
     thisRoom.pc = pc;
     console.info("svpl: negotiated", thisRoom.id);
     watchConnection(thisRoom, pc);
+    nameTiles(thisRoom);
+  }
+
+  // Whom each remote tile shows: the gateway joins the media service's slot assignment (the MIDs of
+  // this connection's receive slots) with roster's names of the connected. Asked after connecting,
+  // on every connection change, and again while a playing tile has no name.
+  async function nameTiles(thisRoom) {
+    if (thisRoom.closed || !thisRoom.pc) return;
+    thisRoom.tilesAsked = Date.now();
+    let tiles;
+    try { tiles = (await api("GET", "/meetings/" + thisRoom.id + "/tiles")).tiles; }
+    catch (err) { return; }  // asked again on the next connection change
+    if (thisRoom.closed || room !== thisRoom) return;
+    const byMid = new Map(tiles.map(t => [t.mid, t]));
+    for (const video of thisRoom.grid.querySelectorAll(".tile.remote video")) {
+      const tile = video.parentElement, shown = byMid.get(video.dataset.mid), name = shown ? shown.full_name : "";
+      tile.querySelector(".label").textContent = name || "Deltagare";
+      video.setAttribute("aria-label", "Video: " + (name || "deltagare"));
+      if (shown) tile.dataset.participant = shown.participant_id; else delete tile.dataset.participant;
+      if (name) tile.dataset.name = name; else delete tile.dataset.name;
+    }
   }
 
   function watchConnection(thisRoom, pc) {
@@ -486,6 +512,9 @@
       }
       if (event.meeting && FINAL.includes(event.meeting.state)) {
         finish(thisRoom.id, event.meeting.state === "MEETING_STATE_ABORTED" ? "Mötet är avbrutet och avslutat." : "Mötet är avslutat."); return;
+      }
+      if (["MEETING_EVENT_KIND_SNAPSHOT", "MEETING_EVENT_KIND_CONNECTIONS_CHANGED", "MEETING_EVENT_KIND_PARTICIPANT_REMOVED"].includes(event.kind)) {
+        nameTiles(thisRoom);
       }
       if (roster && ["MEETING_EVENT_KIND_SNAPSHOT", "MEETING_EVENT_KIND_CONNECTIONS_CHANGED", "MEETING_EVENT_KIND_PARTICIPANTS_CHANGED", "MEETING_EVENT_KIND_PARTICIPANT_REMOVED"].includes(event.kind)) {
         showRoster(thisRoom, roster);
