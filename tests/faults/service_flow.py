@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import time
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class FlowClient:
         self.step = ""
         self.step_changed = asyncio.Event()
         self.completed = 0
+        self.took: dict[str, float] = {}  # how long each step's call last took, answered
         self.pending_seen = 0  # bookings acknowledged with meeting_pending (roster away)
         self.stop = False
 
@@ -111,8 +113,11 @@ class GrpcFlowClient(FlowClient):
         self.enter(step)
         attempt = 0
         while True:
+            started = time.monotonic()
             try:
-                return await rpc(request, metadata=self.tokens[who], timeout=15)
+                reply = await rpc(request, metadata=self.tokens[who], timeout=15)
+                self.took[step] = time.monotonic() - started
+                return reply
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE:
                     raise AssertionError(f"{step}: {exc.code().name} {exc.details()}") from exc
@@ -188,7 +193,9 @@ class HttpFlowClient(FlowClient):
                                          {"person_id": PEOPLE[who]["person_id"]})
                     if r.status_code != 503:
                         assert r.status_code == 200, r.text
+                started = time.monotonic()
                 response = await self._send(who, method, path, json)
+                self.took[step] = time.monotonic() - started
             except httpx.TransportError as exc:
                 self.retried[(step, "connection error")] += 1
             else:
