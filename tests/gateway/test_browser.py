@@ -24,7 +24,8 @@ NAMESPACE_SETUP = f"{IP} link set lo up && {IP} addr add 127.0.0.2/8 dev lo"
 def test_a_whole_meeting_in_three_browsers():
     """The coordinator books a SIP video meeting, registers two staff found in the HSA directory,
     records the confidentiality assessment, starts and joins; both log in and join; every page
-    plays the other two's video and shows 3 connected with their names; an unidentified phone
+    plays the other two's video in tiles named after whom they show (each camera has its own picture
+    shape) and shows 3 connected with their names; an unidentified phone
     connection is highlighted and removed; the agenda moves on every page; a removed participant
     is told and refused on rejoin; the coordinator's red button ends the meeting, every page says
     so and rejoining is refused; a fault report says where it went; the test room echoes."""
