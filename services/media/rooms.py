@@ -48,7 +48,19 @@ class PeerCounter:
     @classmethod
     async def close(cls, pc: RTCPeerConnection) -> None:
         cls.live.discard(pc)
-        await pc.close()
+        try:
+            await pc.close()
+        except Exception:  # noqa: BLE001 - a half-negotiated connection: aiortc's close stops at the first
+            # transceiver without a transport (a mangled offer); stop every transport that exists, so no
+            # ICE socket outlives the refusal.
+            log.warning("peer connection did not close cleanly; stopping its transports one by one")
+            for t in pc.getTransceivers():
+                for dtls in {x for x in (t.receiver.transport, t.sender.transport) if x is not None}:
+                    for stop in (dtls.stop, dtls.transport.stop):
+                        try:
+                            await stop()
+                        except Exception:  # noqa: BLE001 - already stopped or never started
+                            pass
 
 
 # Bounds of an offer any client sends (the portal: 2 send + 16 receive sections, a few kB): more would

@@ -5,6 +5,8 @@ the process's live peer connections are exactly the room's participants after ev
 
 from __future__ import annotations
 
+import os
+
 import grpc
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 from svpl.media.v1 import media_pb2
@@ -13,7 +15,23 @@ from services.media.rooms import PeerCounter
 from tests.media.conftest import world  # noqa: F401
 from tests.media.peers import Peer
 
-OFFER: dict[str, str] = {}
+OFFER: dict = {}
+
+
+def udp_sockets() -> int:
+    """This process's open UDP sockets (ICE candidates are UDP sockets)."""
+    inodes = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table) as f:
+            inodes.update(line.split()[9] for line in f.readlines()[1:])
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        count += link.startswith("socket:[") and link[8:-1] in inodes
+    return count
 
 
 def lines_of(sdp: str) -> list[str]:
@@ -72,9 +90,33 @@ async def test_hostile_offers_are_refused_without_leaking_a_peer_connection(worl
     event("answered" if answered else "refused")
     room = world.rooms.rooms[meeting]
     assert len(PeerCounter.live) == OFFER["live"] + len(room.participants)
+    # No socket outlives a refusal either: as many UDP sockets as the last time the room looked the same.
+    sockets = OFFER.setdefault("udp", {}).setdefault(len(room.participants), udp_sockets())
+    assert udp_sockets() == sockets, "a refused offer left UDP sockets open"
     if answered:
         assert "p1" in room.participants
         assert sdp.count("\r\nm=") <= 64, "an offer with more media sections than any client sends was answered"
+
+
+async def test_an_offer_whose_answer_fails_half_way_leaves_no_socket(world):  # noqa: F811
+    """A video section's m= line dropped: aiortc takes the offer, fails creating the answer, and then
+    fails closing the half-built connection; media still refuses with INVALID_ARGUMENT and stops it all."""
+    meeting = await world.open_room()
+    peer = Peer()
+    lines = (await peer.offer()).split("\r\n")
+    await peer.close()
+    video = next(i for i, line in enumerate(lines) if line.startswith("m=video"))
+    sdp = "\r\n".join(lines[:video] + lines[video + 1:])
+    token, _ = world.join_token(meeting, "p1")
+    live, sockets = len(PeerCounter.live), udp_sockets()
+    try:
+        await world.media.Negotiate(media_pb2.NegotiateRequest(join_token=token, sdp_offer=sdp, meeting_id=meeting),
+                                    metadata=world.gateway_md)
+        raise AssertionError("the broken offer was answered")
+    except grpc.aio.AioRpcError as err:
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "sdp_offer" in err.details(), err.details()
+    assert (len(PeerCounter.live), udp_sockets()) == (live, sockets)
+    assert not world.rooms.rooms[meeting].participants
 
 
 async def test_an_offer_larger_than_any_client_sends_is_refused_before_any_peer_connection(world):  # noqa: F811
