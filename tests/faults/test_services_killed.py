@@ -66,8 +66,8 @@ async def world(tmp_path_factory):
 # (service killed, the flow step during which it dies, the client: the services' own gRPC
 # client, or a browser's HTTP client through the gateway).
 CASES = [("identity", "register", "grpc"), ("booking", "book", "grpc"), ("roster", "book", "grpc"),
-         ("roster", "register", "grpc"), ("roster", "end", "grpc"), ("support", "report", "grpc"),
-         ("gateway", "register", "http"), ("roster", "register", "http"), ("identity", "book", "http")]
+         ("roster", "end", "grpc"), ("support", "report", "grpc"), ("gateway", "register", "http"),
+         ("roster", "register", "http")]
 
 
 @pytest.mark.parametrize("service,step,via", CASES, ids=[f"{s}-at-{st}-{v}" for s, st, v in CASES])
@@ -120,7 +120,10 @@ async def test_kill_9_mid_flow_then_restart(world, service, step, via):
     elif via == "http":  # a service behind the gateway: a 503 problem (application/problem+json)
         assert client.saw("503") > 0, client.retried
     else:
-        assert client.saw("UNAVAILABLE") or (service == "roster" and client.pending_seen), client.retried
+        # Or, with roster (or identity, which roster needs to make a room) away, a booking
+        # acknowledged with its room pending, which the booking's outbox then completed.
+        assert client.saw("UNAVAILABLE") or (service in ("roster", "identity") and client.pending_seen), \
+            client.retried
     assert all(f.ended for f in client.flows)
     for name, proc in stack.procs.items():
         assert proc.process.poll() is None, f"{name} died (crash loop?); see {proc.log_path}"
