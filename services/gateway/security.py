@@ -241,10 +241,12 @@ async def session_from(conn) -> Session:
     try:
         claims = await auth.decode_token(keys, token, typ=auth.SESSION)
     except Exception as exc:  # noqa: BLE001 - Unauthenticated, or identity unreachable for the keys
-        from services.runtime.errors import Unauthenticated
+        from services.runtime.errors import Unauthenticated, Unavailable
 
         if isinstance(exc, Unauthenticated):
             raise Problem(401, f"inloggningen gäller inte: {exc.message}") from None
+        if isinstance(exc, Unavailable):  # identity's keys not fetched yet and identity away: retry
+            raise Problem(503, "en tjänst är tillfälligt otillgänglig: försök igen om en stund") from None
         raise
     return Session(token, auth.caller_from_claims(claims, token), int(claims["exp"]))
 

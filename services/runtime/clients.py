@@ -10,7 +10,7 @@ import json
 
 import grpc
 
-from services.runtime import auth, logs
+from services.runtime import auth, errors, logs
 
 _RETRY_CONFIG = json.dumps(
     {
@@ -60,7 +60,12 @@ def identity_keyset(identity_channel: grpc.aio.Channel) -> auth.KeySet:
     stub = identity_pb2_grpc.IdentityServiceStub(identity_channel)
 
     async def fetch() -> str:
-        response = await stub.GetSigningKeys(identity_pb2.GetSigningKeysRequest(), timeout=5)
+        try:
+            response = await stub.GetSigningKeys(identity_pb2.GetSigningKeysRequest(), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            # Identity away (restarting): the caller may retry, so UNAVAILABLE, not an unhandled INTERNAL.
+            raise errors.Unavailable(f"identity's signing keys are unreachable ({exc.code().name}); "
+                                     "try again") from None
         return response.jwks_json
 
     return auth.KeySet(fetch)
