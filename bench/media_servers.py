@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 from bench.media_peers import loopback_only
@@ -69,6 +70,13 @@ async def relay_server(port: int) -> None:
 
 def main() -> None:
     loopback_only()
+    if os.environ.get("BENCH_MEDIA_PROFILE"):  # cProfile of this server, written at exit (for development)
+        import atexit
+        import cProfile
+
+        profile = cProfile.Profile()
+        atexit.register(profile.dump_stats, os.environ["BENCH_MEDIA_PROFILE"] + f".{os.getpid()}")
+        profile.enable()
     if sys.argv[1] == "sfu":
         from services.media.config import MediaSettings
         from services.media.server import build

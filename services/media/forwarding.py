@@ -13,8 +13,17 @@ changes any of them):
   :class:`FrameSink`: ``put()`` runs on the event loop (inside
   ``_handle_rtp_packet``) and hands the frame on as an ``av.Packet``; the worker
   thread only ever sees the final ``None``, so no decoder is ever created.
-- ``RTCRtpSender._next_encoded_frame`` sends anything that is not an ``av.Frame``
-  through ``encoder.pack(packet)``: payloading only.
+- Sending: aiortc's own sender loop (``RTCRtpSender._run_rtp``) costs several nested
+  awaits, an ``RtpPacket`` serialisation and extension packing per packet, and packetises
+  the same frame again for every receiver. :class:`RtpOut` does what that loop does, once
+  per frame: the publication packetises a frame once (``Vp8Encoder._packetize``, Opus is
+  one payload), and for each subscriber the header (with the sender's SSRC, payload type,
+  MID and abs-send-time extensions, serialised by aiortc once per frame) only gets its
+  sequence number and marker patched per packet, is SRTP-protected by the DTLS
+  transport's ``_tx_srtp`` (libsrtp) and goes straight to the nominated ICE pair's
+  datagram transport. It keeps the sender's RTP history (NACK retransmission), its
+  Sender Report counters and the DTLS transport's byte counters as aiortc's loop does.
+  aiortc's loop itself stays parked in :meth:`ForwardTrack.recv` until the track stops.
 - ``RTCRtpSender._handle_rtcp_packet`` calls ``self._send_keyframe()`` for PLI and
   FIR; we override it per sender to ask the publisher (throttled).
 - ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)`` sends a PLI to the publisher.
@@ -30,22 +39,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
 import threading
 import time
-from fractions import Fraction
 from typing import Callable
 
-import av
-from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
+from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtpPacket
 
 log = logging.getLogger("svpl.media.forwarding")
 
 # Codecs we forward (the payloader of the outgoing side must match the incoming bitstream).
 FORWARDED_CODECS = {"audio": "audio/opus", "video": "video/VP8"}
-# A subscriber queue longer than this (about 2 s of video) is stale: drop it, wait for a keyframe.
-MAX_QUEUED = 64
+RTP_HISTORY_SIZE = 128  # aiortc.rtcrtpsender's: NACKs look packets up by sequence number modulo this
 
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 
@@ -121,20 +130,24 @@ class Publication:
         self._interval = keyframe_interval
         self._last_request = -1e9
         self._pending: asyncio.TimerHandle | None = None
-        self._time_base: Fraction | None = None
+        self._picture_id = random.randint(0, 0x7FFF)  # VP8 payload descriptor PictureID, as aiortc starts it
         setattr(receiver, _DECODER_QUEUE, FrameSink(self._on_frame))
 
     def _on_frame(self, codec, frame) -> None:
-        if self._time_base is None:
-            self._time_base = Fraction(1, codec.clockRate)
-        packet = av.Packet(frame.data)
-        packet.pts = frame.timestamp
-        packet.time_base = self._time_base
-        keyframe = self.kind == "video" and is_vp8_keyframe(frame.data)
+        data = frame.data
+        keyframe = False
+        if self.kind == "video":
+            keyframe = is_vp8_keyframe(data)
+            # Packetised once for every subscriber (aiortc's sender would do it per receiver).
+            payloads = Vp8Encoder._packetize(data, self._picture_id)
+            self._picture_id = (self._picture_id + 1) & 0x7FFF
+        else:
+            payloads = [data]
         self.frames += 1
         self.keyframes += keyframe
+        # frame.timestamp is the publisher's RTP timestamp, already in the codec's clock.
         for track in tuple(self.subscribers):
-            track.push(packet, keyframe)
+            track.push(payloads, frame.timestamp, keyframe)
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe: at most one PLI per interval, none lost."""
@@ -164,10 +177,68 @@ class Publication:
             track.unbind()
 
 
-class ForwardTrack(MediaStreamTrack):
-    """An outgoing track that yields a publication's encoded packets (the sender packs them).
+class RtpOut:
+    """Sends a forwarded frame's payloads on one `RTCRtpSender`, as its `_run_rtp` loop would."""
 
-    Its source can change: a subscriber's slot is bound to whichever participant fills it."""
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self.sender = sender
+        self.payload_type: int | None = None  # set when the sender starts (ForwardTrack.attach_sender)
+        self._sequence = random.randint(0, 0xFFFF)
+        self._timestamp_origin = random.getrandbits(32)
+        self._history: dict = sender._RTCRtpSender__rtp_history
+
+    def ready(self) -> bool:
+        sender = self.sender
+        return bool(sender._RTCRtpSender__started) and sender.transport.state == "connected"
+
+    def send(self, payloads: list[bytes], timestamp: int) -> None:
+        sender = self.sender
+        if not sender._enabled:
+            return
+        dtls = sender.transport
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            return
+        sendto, addr, protect = pair.protocol.transport.sendto, pair.remote_addr, dtls._tx_srtp.protect
+        timestamp = (self._timestamp_origin + timestamp) & 0xFFFFFFFF
+        seq = self._sequence
+        template = RtpPacket(payload_type=self.payload_type, sequence_number=seq, timestamp=timestamp,
+                             ssrc=sender._ssrc)
+        template.extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+        template.extensions.mid = sender._RTCRtpSender__mid
+        header = bytearray(template.serialize(sender._RTCRtpSender__rtp_header_extensions_map))
+        history = self._history
+        last = len(payloads) - 1
+        sent_bytes = octets = 0
+        for i, payload in enumerate(payloads):
+            header[1] = self.payload_type | (0x80 if i == last else 0)
+            header[2] = seq >> 8
+            header[3] = seq & 0xFF
+            data = protect(bytes(header) + payload)
+            sendto(data, addr)
+            sent_bytes += len(data)
+            octets += len(payload)
+            # Kept for retransmission on NACK, as aiortc's sender keeps it.
+            packet = RtpPacket(payload_type=self.payload_type, marker=i == last, sequence_number=seq,
+                               timestamp=timestamp, ssrc=sender._ssrc, payload=payload)
+            packet.extensions = template.extensions
+            history[seq % RTP_HISTORY_SIZE] = packet
+            seq = (seq + 1) & 0xFFFF
+        self._sequence = seq
+        # What the sender's Sender Reports and getStats read, and the transport's counters.
+        sender._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()
+        sender._RTCRtpSender__rtp_timestamp = timestamp
+        sender._RTCRtpSender__octet_count += octets
+        sender._RTCRtpSender__packet_count += len(payloads)
+        dtls._RTCDtlsTransport__tx_bytes += sent_bytes
+        dtls._RTCDtlsTransport__tx_packets += len(payloads)
+
+
+class ForwardTrack(MediaStreamTrack):
+    """An outgoing slot: a publication's frames, sent on the subscriber's sender by `RtpOut`.
+
+    Its source can change: a subscriber's slot is bound to whichever participant fills it.
+    aiortc's own sender loop waits in `recv` until the track stops (it never gets a frame)."""
 
     def __init__(self, kind: str, mid: str = "") -> None:
         super().__init__()
@@ -175,12 +246,23 @@ class ForwardTrack(MediaStreamTrack):
         self.mid = mid  # the subscriber's transceiver this track is sent on
         self.source: Publication | None = None
         self.sent = 0
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self._out: RtpOut | None = None
         self._waiting_for_key = kind == "video"
+        self._rekey = False  # ask for a keyframe once the sender is ready (one sent before was dropped)
+        self._ended = asyncio.get_event_loop().create_future()
 
     def attach_sender(self, sender: RTCRtpSender) -> None:
         # PLI / FIR from the subscriber: forward to the publisher instead of "encoding" a keyframe.
         sender._send_keyframe = self.request_keyframe
+        self._out = out = RtpOut(sender)
+        start = sender.send
+
+        async def send(parameters) -> None:
+            # aiortc's sender sends with the first negotiated codec (`_run_rtp(parameters.codecs[0])`).
+            out.payload_type = parameters.codecs[0].payloadType
+            await start(parameters)
+
+        sender.send = send
 
     def bind(self, publication: Publication) -> None:
         self.unbind()
@@ -193,38 +275,48 @@ class ForwardTrack(MediaStreamTrack):
         if self.source is not None:
             self.source.subscribers.discard(self)
             self.source = None
-        while not self._queue.empty():
-            self._queue.get_nowait()
 
     def request_keyframe(self) -> None:
         if self.source is not None:
             self.source.request_keyframe()
 
-    def push(self, packet: av.Packet, keyframe: bool) -> None:
+    def _ready(self) -> bool:
+        out = self._out
+        if out is None or not out.ready():
+            return False
+        return out.payload_type is not None
+
+    def push(self, payloads: list[bytes], timestamp: int, keyframe: bool) -> None:
+        if self.readyState != "live":
+            return
+        if not self._ready():
+            if self.kind == "video":  # what is dropped now must be followed by a keyframe
+                self._waiting_for_key = True
+                self._rekey = True
+            return
         if self._waiting_for_key:
             if not keyframe:
+                if self._rekey:
+                    self._rekey = False
+                    self.request_keyframe()
                 return
             self._waiting_for_key = False
-        if self._queue.qsize() >= MAX_QUEUED:
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            if self.kind == "video":
-                self._waiting_for_key = not keyframe
-                if not keyframe:
-                    self.request_keyframe()
-                    return
-        self._queue.put_nowait(packet)
+        try:
+            self._out.send(payloads, timestamp)
+        except ConnectionError:  # the transport closed under us (SRTP/ICE gone): the track ends soon
+            return
+        self.sent += 1
 
-    async def recv(self) -> av.Packet:
+    async def recv(self):
+        """aiortc's sender loop parks here: frames never pass through it."""
         if self.readyState != "live":
             raise MediaStreamError
-        packet = await self._queue.get()
-        if packet is None:
-            raise MediaStreamError
-        self.sent += 1
-        return packet
+        await asyncio.shield(self._ended)
+        raise MediaStreamError
 
     def stop(self) -> None:
         self.unbind()
         super().stop()
-        self._queue.put_nowait(None)
+        if not self._ended.done():
+            self._ended.set_result(None)
+

@@ -14,6 +14,7 @@ import aiortc.rtcrtpreceiver
 import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs import get_encoder
+from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
@@ -44,12 +45,20 @@ async def test_publication_replaces_the_queue_and_the_real_worker_ends_on_the_si
         sink = t.receiver._RTCRtpReceiver__decoder_queue
         assert isinstance(sink, FrameSink)
         got = []
-        pub.subscribers.add(type("S", (), {"push": lambda self, pkt, key: got.append((pkt, key))})())
+        pub.subscribers.add(type("S", (), {"push": lambda self, payloads, ts, key: got.append((payloads, ts, key))})())
         vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
-        sink.put((vp8, JitterFrame(b"\x10\x02\x9d\x01\x2a", 9000)))  # a key frame tag
-        packet, key = got[0]
-        assert key and bytes(packet) == b"\x10\x02\x9d\x01\x2a"
-        assert packet.pts == 9000 and packet.time_base == Fraction(1, 90000)
+        frame = b"\x10\x02\x9d\x01\x2a" + bytes(3000)  # a key frame tag, larger than one packet
+        sink.put((vp8, JitterFrame(frame, 9000)))
+        sink.put((vp8, JitterFrame(b"\x11\x02", 12000)))
+        (payloads, ts, key), (second, ts2, key2) = got
+        assert key and ts == 9000 and not key2 and ts2 == 12000
+        # Packetised once, by aiortc's own VP8 payloader: its depacketiser gives the frame back.
+        assert len(payloads) >= 3
+        descriptors = [VpxPayloadDescriptor.parse(p) for p in payloads]
+        assert b"".join(rest for _, rest in descriptors) == frame
+        assert descriptors[0][0].partition_start == 1 and not any(d.partition_start for d, _ in descriptors[1:])
+        first_id = descriptors[0][0].picture_id
+        assert VpxPayloadDescriptor.parse(second[0])[0].picture_id == (first_id + 1) & 0x7FFF
         # aiortc's own decoder worker, fed our sink, never decodes and ends the track when the receiver stops.
         out: asyncio.Queue = asyncio.Queue()
         worker = threading.Thread(target=aiortc.rtcrtpreceiver.decoder_worker,
@@ -111,3 +120,102 @@ async def test_socket_buffers_are_reachable_and_enlarged():
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= min(1 << 20, cap)
     finally:
         await pc.close()
+
+
+def test_sender_loop_that_rtp_out_reproduces():
+    """RtpOut (forwarding.py) sends as `RTCRtpSender._run_rtp` does and keeps the state it keeps."""
+    import aiortc.rtcrtpsender as sender_module
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+    from aiortc.rtcicetransport import RTCIceTransport
+    from aioice.ice import Connection, StunProtocol
+
+    from services.media.forwarding import RTP_HISTORY_SIZE
+
+    assert sender_module.RTP_HISTORY_SIZE == RTP_HISTORY_SIZE
+    assert "self._run_rtp(parameters.codecs[0])" in inspect.getsource(RTCRtpSender.send)
+    assert "self.__started = True" in inspect.getsource(RTCRtpSender.send)
+    init = inspect.getsource(RTCRtpSender.__init__)
+    for name in ("__rtp_history", "__ntp_timestamp", "__rtp_timestamp", "__octet_count", "__packet_count", "__mid",
+                 "__rtp_header_extensions_map", "__started", "_enabled", "_ssrc"):
+        assert f"self.{name} =" in init or f"self.{name}:" in init, name
+    run = inspect.getsource(RTCRtpSender._run_rtp)
+    for line in ("packet.ssrc = self._ssrc", "packet.marker = (i == len(enc_frame.payloads) - 1) and 1 or 0",
+                 "packet.extensions.abs_send_time = (", "packet.extensions.mid = self.__mid",
+                 "self.__rtp_history[packet.sequence_number % RTP_HISTORY_SIZE] = (",
+                 "packet_bytes = packet.serialize(self.__rtp_header_extensions_map)",
+                 "await self.transport._send_rtp(packet_bytes)", "self.__ntp_timestamp = clock.current_ntp_time()",
+                 "self.__rtp_timestamp = packet.timestamp", "self.__octet_count += len(payload)",
+                 "self.__packet_count += 1", "enc_frame = await self._next_encoded_frame(codec)"):
+        assert line in run, line
+    assert "packet = self.__rtp_history.get(sequence_number % RTP_HISTORY_SIZE)" in inspect.getsource(
+        RTCRtpSender._retransmit)
+    send_rtp = inspect.getsource(RTCDtlsTransport._send_rtp)
+    for line in ("data = self._tx_srtp.protect(data)", "await self.transport._send(data)",
+                 "self.__tx_bytes += len(data)", "self.__tx_packets += 1"):
+        assert line in send_rtp, line
+    assert "self._send = self._connection.send" in inspect.getsource(RTCIceTransport)
+    sendto = inspect.getsource(Connection.sendto)
+    assert "active_pair = self._nominated.get(component)" in sendto
+    assert "await active_pair.protocol.send_data(data, active_pair.remote_addr)" in sendto
+    assert "self.transport.sendto(data, addr)" in inspect.getsource(StunProtocol.send_data)
+    assert "payloads = self._packetize(bytes(packet), self.picture_id)" in inspect.getsource(Vp8Encoder.pack)
+    assert list(inspect.signature(Vp8Encoder._packetize).parameters) == ["buffer", "picture_id"]
+
+
+async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch):
+    """A ForwardTrack on a real loopback connection: frames arrive whole with their timestamps, the
+    sender's stats count them, and a NACKed packet is retransmitted from the history RtpOut keeps."""
+    import aioice.ice
+
+    from services.media.forwarding import ForwardTrack
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    sfu, client = RTCPeerConnection(RTCConfiguration(iceServers=[])), RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        received = []
+        t = client.addTransceiver("video", direction="recvonly")
+        t.receiver._RTCRtpReceiver__decoder_queue = FrameSink(lambda codec, frame: received.append(frame))
+        await client.setLocalDescription(await client.createOffer())
+        await sfu.setRemoteDescription(client.localDescription)
+        track = ForwardTrack("video")
+        st = sfu.getTransceivers()[0]
+        st.sender.replaceTrack(track)
+        track.attach_sender(st.sender)
+        st.direction = "sendonly"
+        await sfu.setLocalDescription(await sfu.createAnswer())
+        await client.setRemoteDescription(sfu.localDescription)
+        pub = type("P", (), {"request_keyframe": lambda self: None, "subscribers": set()})()
+        track.source = pub
+        key = b"\x10\x02\x9d\x01\x2a" + bytes(range(256)) * 12  # a key frame tag, four packets' worth
+        payloads = Vp8Encoder._packetize(key, 7)
+        deadline = asyncio.get_running_loop().time() + 10
+        ts = 0
+        while not received:  # until connected, frames are dropped (and keyframes asked for)
+            assert asyncio.get_running_loop().time() < deadline, "no frame arrived"
+            ts += 6000
+            track.push(payloads, ts, True)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # keyframes pushed before the first one arrived are in flight
+        # aiortc's jitter buffer hands a frame on when the next one starts: the last keyframe is still held.
+        keys = len(received) + 1
+        assert [f.data for f in received] == [key] * (keys - 1)
+        for i in range(1, 6):
+            track.push(Vp8Encoder._packetize(b"\x11" + bytes([i]) * 3000, 7 + i), ts + i * 6000, False)
+        while len(received) < keys + 4:
+            assert asyncio.get_running_loop().time() < deadline, f"{len(received) - keys} of 4 frames arrived"
+            await asyncio.sleep(0.02)
+        assert received[keys - 1].data == key
+        assert [f.data for f in received[keys:]] == [b"\x11" + bytes([i]) * 3000 for i in range(1, 5)]
+        last_key = received[keys - 1].timestamp
+        assert [(f.timestamp - last_key) & 0xFFFFFFFF for f in received[keys:]] == [6000, 12000, 18000, 24000]
+        assert track.sent == keys + 5
+        stats = [s for s in (await st.sender.getStats()).values() if s.type == "outbound-rtp"][0]
+        assert stats.packetsSent == keys * len(payloads) + 5 * 3  # 3000-byte frames: 3 packets each
+        # A NACK for the last packet sent: aiortc's sender retransmits it from RtpOut's history.
+        dtls = st.sender.transport
+        before = dtls._RTCDtlsTransport__tx_packets
+        await st.sender._retransmit((track._out._sequence - 1) & 0xFFFF)
+        assert dtls._RTCDtlsTransport__tx_packets == before + 1
+    finally:
+        await sfu.close()
+        await client.close()
