@@ -76,6 +76,7 @@ async def test_kill_9_mid_flow_then_restart(world, service, step, via):
     addresses = {n: stack.procs[n].address for n in ("booking", "roster", "support")}
     client: FlowClient = (HttpFlowClient(f"http://{stack.procs['gateway'].address}") if via == "http"
                           else GrpcFlowClient(addresses, tokens))
+    log_sizes = {n: p.log_path.stat().st_size if p.log_path.exists() else 0 for n, p in stack.procs.items()}
     runner = asyncio.create_task(client.loop())
     loop = asyncio.get_running_loop()
     try:
@@ -125,6 +126,11 @@ async def test_kill_9_mid_flow_then_restart(world, service, step, via):
         assert client.saw("UNAVAILABLE") or (service in ("roster", "identity") and client.pending_seen), \
             client.retried
     assert all(f.ended for f in client.flows)
+    for name, proc in stack.procs.items():  # no service answered INTERNAL / 500 meanwhile
+        with open(proc.log_path, "rb") as log:
+            log.seek(log_sizes[name])
+            new = log.read().decode(errors="replace")
+        assert "unhandled error" not in new, f"{name}: {new[-3000:]}"
     for name, proc in stack.procs.items():
         assert proc.process.poll() is None, f"{name} died (crash loop?); see {proc.log_path}"
     await nothing_half_done(stack, receiver, tokens, client.flows)
