@@ -196,7 +196,7 @@ class HttpFlowClient(FlowClient):
                 started = time.monotonic()
                 response = await self._send(who, method, path, json)
                 self.took[step] = time.monotonic() - started
-            except httpx.TransportError as exc:
+            except httpx.TransportError:
                 self.retried[(step, "connection error")] += 1
             else:
                 if response.status_code != 503:
