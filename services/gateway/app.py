@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.gateway import access, api, logins, problems, protojson, realtime
 from services.gateway.backends import Backends
 from services.gateway.config import GatewaySettings
-from services.gateway.security import HardeningMiddleware, RateLimiter
+from services.gateway.security import HardeningMiddleware, RateLimiter, RevocationCheck
 
 PORTAL = Path(__file__).resolve().parent / "portal"
 
@@ -40,6 +40,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.backends = backends
     app.state.admissions = api.Admissions()
     app.state.login_limiter = RateLimiter(settings.login_rate_per_minute)
+    app.state.revocations = RevocationCheck(settings.session_check_seconds)
 
     app.add_exception_handler(problems.Problem, problems.problem_handler)
     app.add_exception_handler(grpc.aio.AioRpcError, problems.rpc_error_handler)

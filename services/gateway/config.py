@@ -44,6 +44,8 @@ class GatewaySettings(BaseSettings):
     login_rate_per_minute: int = Field(20, ge=1)
     # Deadline of each unary call to a service.
     rpc_timeout_seconds: float = Field(10.0, gt=0)
+    # A session found valid by identity is re-checked for revocation (logout) after this long.
+    session_check_seconds: float = Field(5.0, ge=0)
     # TURN relay for browsers behind strict firewalls (coturn use-auth-secret): the shared secret
     # and the public URLs, comma-separated (turn:host:3478,turns:host:5349). Empty: no TURN offered.
     turn_secret: str = ""

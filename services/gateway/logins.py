@@ -126,8 +126,18 @@ async def who_am_i(request: Request) -> SessionInfo:
 
 
 @router.post("/api/v1/auth/logout", tags=["auth"], responses={200: {"model": LoggedOut}, **AUTH_PROBLEMS})
-@public
-async def logout(response: Response) -> LoggedOut:
+@login("identity", "RevokeTokens")
+async def logout(request: Request, response: Response) -> LoggedOut:
+    """Ends the session for good: identity revokes the token (a copied cookie stops working too),
+    then the cookie is cleared. Without a valid session there is nothing to revoke."""
+    try:
+        session = await session_from(request)
+    except Problem:
+        session = None
+    if session is not None:
+        await access.stub_method(request, request.app.state.backends.identity)(
+            identity_pb2.RevokeTokensRequest(token_id=session.caller.token_id, reason="logout"), **_service(request))
+        request.app.state.revocations.forget(session.caller.token_id)
     response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, "", max_age=0))
     return LoggedOut(logged_out=True)
 

@@ -16,9 +16,11 @@ import uuid
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 
+import grpc
 from fastapi import Request
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from svpl.identity.v1 import identity_pb2
 
 from services.gateway.problems import Problem
 from services.runtime import auth, logs
@@ -225,6 +227,36 @@ class RateLimiter:
         return 0.0
 
 
+class RevocationCheck:
+    """Whether a session token was revoked (logout), asked of identity. A token identity found valid
+    is not asked about again for `ttl` seconds: one identity call per session and window instead of
+    one per request, and a logout reaches every gateway replica within `ttl`."""
+
+    def __init__(self, ttl: float = 5.0, max_entries: int = 100_000) -> None:
+        self.ttl = ttl
+        self._valid_until: dict[str, float] = {}
+        self._max = max_entries
+
+    async def ensure_valid(self, backends, token: str, token_id: str) -> None:
+        now = time.monotonic()
+        if self._valid_until.get(token_id, 0.0) > now:
+            return
+        try:
+            await backends.identity.VerifyToken(
+                identity_pb2.VerifyTokenRequest(token=token, expected_kind=identity_pb2.TOKEN_KIND_SESSION),
+                metadata=backends.as_service(), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise Problem(401, f"inloggningen gäller inte: {exc.details()}") from None
+            raise Problem(503, "en tjänst är tillfälligt otillgänglig: försök igen om en stund") from None
+        if len(self._valid_until) >= self._max:
+            self._valid_until = {k: v for k, v in self._valid_until.items() if v > now}
+        self._valid_until[token_id] = now + self.ttl
+
+    def forget(self, token_id: str) -> None:
+        self._valid_until.pop(token_id, None)
+
+
 @dataclass(frozen=True)
 class Session:
     token: str
@@ -248,6 +280,7 @@ async def session_from(conn) -> Session:
         if isinstance(exc, Unavailable):  # identity's keys not fetched yet and identity away: retry
             raise Problem(503, "en tjänst är tillfälligt otillgänglig: försök igen om en stund") from None
         raise
+    await conn.app.state.revocations.ensure_valid(conn.app.state.backends, token, claims["jti"])
     return Session(token, auth.caller_from_claims(claims, token), int(claims["exp"]))
 
 

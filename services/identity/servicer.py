@@ -24,7 +24,7 @@ from services.identity.tokens import KeyRing
 from services.runtime import auth
 from services.runtime.access_log import AccessLog
 from services.runtime.auth import ANYONE, LOGGED_IN, persons_with, services
-from services.runtime.errors import NotFound
+from services.runtime.errors import NotFound, PermissionDenied
 from services.runtime.timestamps import to_datetime
 
 STAFF = persons_with(auth.ROLE_STAFF)
@@ -44,7 +44,7 @@ ACCESS = {
     "DevelopmentLogin": services("gateway"),
     "IssueJoinToken": services("roster"),
     "VerifyToken": services("booking", "roster", "media", "support", "gateway"),
-    "RevokeTokens": services("roster"),
+    "RevokeTokens": services("roster", "gateway"),
     "GetSigningKeys": ANYONE,
     "ListAccessRecords": persons_with(auth.ROLE_ACCESS_LOG),
 }
@@ -198,6 +198,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return response
 
     async def RevokeTokens(self, request, context):
+        who = auth.caller()
+        if who.id == "gateway" and (request.meeting_id or request.participant_id or not request.token_id):
+            raise PermissionDenied("the gateway may revoke one session token (logout), nothing wider")
         await self._tokens.revoke(token_id=request.token_id, meeting_id=request.meeting_id,
                                   participant_id=request.participant_id, reason=request.reason,
                                   actor=auth.caller().actor())

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from services.gateway.app import create_app
-from tests.gateway.conftest import Browser, gateway_settings
+from tests.gateway.conftest import COORDINATOR, Browser, gateway_settings
 
 
 @pytest.fixture
@@ -80,3 +80,17 @@ async def test_1177_login_redirects_to_the_provider_and_back_with_a_session(logi
         assert me["method"] == "e_services_1177" and me["name"] == "Nils Närstående"
     finally:
         await browser.close()
+
+
+async def test_logout_revokes_the_session_so_a_copied_cookie_stops_working(gateway):
+    _, _, new_browser = gateway
+    browser = new_browser()
+    await browser.login(COORDINATOR)
+    stolen = browser.http.cookies.get("svpl_session")
+    assert (await browser.get("/api/v1/session")).status_code == 200
+    assert (await browser.post("/api/v1/auth/logout")).status_code == 200
+    thief = new_browser()
+    thief.http.cookies.set("svpl_session", stolen, domain="gateway.test")
+    refused = await thief.get("/api/v1/session")
+    assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+    assert (await thief.get("/api/v1/meetings")).status_code == 401
