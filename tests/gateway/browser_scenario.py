@@ -70,8 +70,10 @@ def browser(profile: Path, camera: Path | None = None) -> webdriver.Chrome:
     return driver
 
 
-def wait(driver, what: str, check, timeout: float = 20.0):
-    """Poll `check(driver)` until it returns something truthy; fail naming `what`."""
+def wait(driver, what: str, check, timeout: float = 45.0):
+    """Poll `check(driver)` until it returns something truthy; fail naming `what`. The bounds are
+    generous: three Chromiums and every service share two cores, and a loaded machine is slow,
+    not wrong (a passing run never waits for them)."""
     deadline = time.monotonic() + timeout
     last_error = None
     while time.monotonic() < deadline:
@@ -120,7 +122,7 @@ def playing_remote_videos(driver) -> list[int]:
 
 def wait_for_others_playing(driver, who: str, count: int = 2) -> None:
     first = wait(driver, f"{who} sees {count} others' video", lambda d: (lambda f: f if len(f) >= count and
-                                                                         min(f) > 5 else None)(playing_remote_videos(d)), 40)
+                                                                         min(f) > 5 else None)(playing_remote_videos(d)), 75)
     # Playing means frames keep coming, not one frozen picture.
     wait(driver, f"{who}'s remote videos keep playing", lambda d: (lambda f: len(f) >= count and sorted(f)[-count] >
                                                                    sorted(first)[-count] + 10)(playing_remote_videos(d)))

@@ -35,7 +35,7 @@ def test_a_whole_meeting_in_three_browsers():
     env = {**os.environ, "SE_OFFLINE": "true", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
     script = f"{NAMESPACE_SETUP} && exec {sys.executable} -m tests.gateway.browser_scenario {ARTIFACTS}"
     result = subprocess.run(["unshare", "-rn", "sh", "-c", script], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=170)
+                            text=True, timeout=400)
     assert result.returncode == 0, f"scenario failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     for shot in ("coordinator-meeting.png", "coordinator-unidentified.png", "coordinator-after-removal.png",
                  "coordinator-ended.png"):
