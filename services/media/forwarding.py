@@ -47,6 +47,7 @@ from typing import Callable
 
 from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
 from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 
@@ -145,9 +146,11 @@ class Publication:
             payloads = [data]
         self.frames += 1
         self.keyframes += keyframe
-        # frame.timestamp is the publisher's RTP timestamp, already in the codec's clock.
+        # frame.timestamp is the publisher's RTP timestamp, already in the codec's clock; one NTP
+        # send time for the whole fan-out (aiortc reads the clock twice per packet).
+        ntp = clock.current_ntp_time()
         for track in tuple(self.subscribers):
-            track.push(payloads, frame.timestamp, keyframe)
+            track.push(payloads, frame.timestamp, keyframe, ntp)
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe: at most one PLI per interval, none lost."""
@@ -186,12 +189,41 @@ class RtpOut:
         self._sequence = random.randint(0, 0xFFFF)
         self._timestamp_origin = random.getrandbits(32)
         self._history: dict = sender._RTCRtpSender__rtp_history
+        self._extensions = None  # MID and abs-send-time, as aiortc's loop sets them (kept for retransmission)
+        self._header: bytes | None = None  # this sender's serialised RTP header, per frame patched
+        self._abs_send_time_at: int | None = None  # offset of the 3 abs-send-time bytes in it
+
+    def _serialize(self, timestamp: int, abs_send_time: int) -> bytes:
+        packet = RtpPacket(payload_type=self.payload_type, timestamp=timestamp, ssrc=self.sender._ssrc)
+        packet.extensions = self._extensions
+        self._extensions.abs_send_time = abs_send_time
+        return packet.serialize(self.sender._RTCRtpSender__rtp_header_extensions_map)
+
+    def header(self, timestamp: int, abs_send_time: int) -> bytearray:
+        """aiortc's serialisation of this sender's header; after the first frame only the timestamp
+        and abs-send-time bytes are rewritten (the rest is the same for every frame)."""
+        if self._header is None:
+            self._extensions = RtpPacket().extensions
+            self._extensions.mid = self.sender._RTCRtpSender__mid
+            self._header = self._serialize(0, 0)
+            probe = self._serialize(0, 0xFFFFFF)
+            changed = [i for i, (a, b) in enumerate(zip(self._header, probe)) if a != b]
+            if len(changed) == 3 and changed[2] == changed[0] + 2 and len(probe) == len(self._header):
+                self._abs_send_time_at = changed[0]
+        if self._abs_send_time_at is None:  # no abs-send-time negotiated: serialise per frame
+            return bytearray(self._serialize(timestamp, abs_send_time))
+        self._extensions.abs_send_time = abs_send_time
+        header = bytearray(self._header)
+        header[4:8] = timestamp.to_bytes(4, "big")
+        at = self._abs_send_time_at
+        header[at:at + 3] = abs_send_time.to_bytes(3, "big")
+        return header
 
     def ready(self) -> bool:
         sender = self.sender
-        return bool(sender._RTCRtpSender__started) and sender.transport.state == "connected"
+        return bool(sender._RTCRtpSender__started) and sender.transport._state is DtlsState.CONNECTED
 
-    def send(self, payloads: list[bytes], timestamp: int) -> None:
+    def send(self, payloads: list[bytes], timestamp: int, ntp: int) -> None:
         sender = self.sender
         if not sender._enabled:
             return
@@ -202,11 +234,8 @@ class RtpOut:
         sendto, addr, protect = pair.protocol.transport.sendto, pair.remote_addr, dtls._tx_srtp.protect
         timestamp = (self._timestamp_origin + timestamp) & 0xFFFFFFFF
         seq = self._sequence
-        template = RtpPacket(payload_type=self.payload_type, sequence_number=seq, timestamp=timestamp,
-                             ssrc=sender._ssrc)
-        template.extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
-        template.extensions.mid = sender._RTCRtpSender__mid
-        header = bytearray(template.serialize(sender._RTCRtpSender__rtp_header_extensions_map))
+        header = self.header(timestamp, (ntp >> 14) & 0x00FFFFFF)
+        extensions = self._extensions
         history = self._history
         last = len(payloads) - 1
         sent_bytes = octets = 0
@@ -221,12 +250,12 @@ class RtpOut:
             # Kept for retransmission on NACK, as aiortc's sender keeps it.
             packet = RtpPacket(payload_type=self.payload_type, marker=i == last, sequence_number=seq,
                                timestamp=timestamp, ssrc=sender._ssrc, payload=payload)
-            packet.extensions = template.extensions
+            packet.extensions = extensions
             history[seq % RTP_HISTORY_SIZE] = packet
             seq = (seq + 1) & 0xFFFF
         self._sequence = seq
         # What the sender's Sender Reports and getStats read, and the transport's counters.
-        sender._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()
+        sender._RTCRtpSender__ntp_timestamp = ntp
         sender._RTCRtpSender__rtp_timestamp = timestamp
         sender._RTCRtpSender__octet_count += octets
         sender._RTCRtpSender__packet_count += len(payloads)
@@ -286,7 +315,7 @@ class ForwardTrack(MediaStreamTrack):
             return False
         return out.payload_type is not None
 
-    def push(self, payloads: list[bytes], timestamp: int, keyframe: bool) -> None:
+    def push(self, payloads: list[bytes], timestamp: int, keyframe: bool, ntp: int) -> None:
         if self.readyState != "live":
             return
         if not self._ready():
@@ -302,7 +331,7 @@ class ForwardTrack(MediaStreamTrack):
                 return
             self._waiting_for_key = False
         try:
-            self._out.send(payloads, timestamp)
+            self._out.send(payloads, timestamp, ntp)
         except ConnectionError:  # the transport closed under us (SRTP/ICE gone): the track ends soon
             return
         self.sent += 1

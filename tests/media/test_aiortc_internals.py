@@ -12,11 +12,12 @@ from importlib.metadata import version
 
 import aiortc.rtcrtpreceiver
 import av
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
 from aiortc.codecs import get_encoder
 from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
 
 from services.media.forwarding import FrameSink, Publication, is_vp8_keyframe
 
@@ -45,7 +46,7 @@ async def test_publication_replaces_the_queue_and_the_real_worker_ends_on_the_si
         sink = t.receiver._RTCRtpReceiver__decoder_queue
         assert isinstance(sink, FrameSink)
         got = []
-        pub.subscribers.add(type("S", (), {"push": lambda self, payloads, ts, key: got.append((payloads, ts, key))})())
+        pub.subscribers.add(type("S", (), {"push": lambda self, payloads, ts, key, ntp: got.append((payloads, ts, key))})())
         vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
         frame = b"\x10\x02\x9d\x01\x2a" + bytes(3000)  # a key frame tag, larger than one packet
         sink.put((vp8, JitterFrame(frame, 9000)))
@@ -150,6 +151,7 @@ def test_sender_loop_that_rtp_out_reproduces():
     assert "packet = self.__rtp_history.get(sequence_number % RTP_HISTORY_SIZE)" in inspect.getsource(
         RTCRtpSender._retransmit)
     send_rtp = inspect.getsource(RTCDtlsTransport._send_rtp)
+    assert "if self._state != State.CONNECTED:" in send_rtp  # RtpOut.ready checks the same
     for line in ("data = self._tx_srtp.protect(data)", "await self.transport._send(data)",
                  "self.__tx_bytes += len(data)", "self.__tx_packets += 1"):
         assert line in send_rtp, line
@@ -193,14 +195,15 @@ async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch):
         while not received:  # until connected, frames are dropped (and keyframes asked for)
             assert asyncio.get_running_loop().time() < deadline, "no frame arrived"
             ts += 6000
-            track.push(payloads, ts, True)
+            track.push(payloads, ts, True, clock.current_ntp_time())
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)  # keyframes pushed before the first one arrived are in flight
         # aiortc's jitter buffer hands a frame on when the next one starts: the last keyframe is still held.
         keys = len(received) + 1
         assert [f.data for f in received] == [key] * (keys - 1)
         for i in range(1, 6):
-            track.push(Vp8Encoder._packetize(b"\x11" + bytes([i]) * 3000, 7 + i), ts + i * 6000, False)
+            track.push(Vp8Encoder._packetize(b"\x11" + bytes([i]) * 3000, 7 + i), ts + i * 6000, False,
+                       clock.current_ntp_time())
         while len(received) < keys + 4:
             assert asyncio.get_running_loop().time() < deadline, f"{len(received) - keys} of 4 frames arrived"
             await asyncio.sleep(0.02)
@@ -211,6 +214,15 @@ async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch):
         assert track.sent == keys + 5
         stats = [s for s in (await st.sender.getStats()).values() if s.type == "outbound-rtp"][0]
         assert stats.packetsSent == keys * len(payloads) + 5 * 3  # 3000-byte frames: 3 packets each
+        # The per-frame patched header is byte for byte aiortc's own serialisation of that packet.
+        out = track._out
+        assert out._abs_send_time_at is not None  # abs-send-time is negotiated for video
+        for timestamp, abs_send_time in ((123456789, 0xABCDEF), (5, 1), (0xFFFFFFFF, 0)):
+            expected = RtpPacket(payload_type=out.payload_type, timestamp=timestamp, ssrc=st.sender._ssrc)
+            expected.extensions.mid = st.sender._RTCRtpSender__mid
+            expected.extensions.abs_send_time = abs_send_time
+            assert out.header(timestamp, abs_send_time) == expected.serialize(
+                st.sender._RTCRtpSender__rtp_header_extensions_map)
         # A NACK for the last packet sent: aiortc's sender retransmits it from RtpOut's history.
         dtls = st.sender.transport
         before = dtls._RTCDtlsTransport__tx_packets
