@@ -16,6 +16,15 @@ from services.runtime.server import start_server
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
+@pytest.fixture(autouse=True)
+def loopback_ice(monkeypatch):
+    """aioice skips 127.0.0.1 when gathering host candidates; every WebRTC peer in the suite is on
+    loopback (tests only: production gathers the host's real addresses)."""
+    import aioice.ice
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
 @pytest.fixture(scope="session")
 def mongo(tmp_path_factory):
     """One real MongoDB-wire server (SecantusDB) for the session; each test uses its own database names."""

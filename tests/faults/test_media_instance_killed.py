@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import aioice.ice
 import grpc
 import pytest
 from svpl.common.v1 import common_pb2
@@ -29,12 +28,6 @@ from tests.roster.helpers import poll, reason
 
 RECOVERY_SECONDS = 10.0
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice(monkeypatch):
-    """aioice skips 127.0.0.1 when gathering host candidates; tests run on loopback only."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
 
 
 async def test_meeting_survives_its_media_instance_killed(system_factory, person_token, service_token, tmp_path):

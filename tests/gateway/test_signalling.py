@@ -6,18 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-import aioice.ice
-import pytest
 
 from tests.gateway.conftest import COORDINATOR, REGION_STAFF
 from tests.gateway.flow import book_video_meeting, register, start
 from tests.media.peers import Peer, wait_for
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice(monkeypatch):
-    # In-process media: offer its peers on loopback (outside a private network namespace).
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
 
 
 async def join(browser, meeting_id: str, peer: Peer) -> dict:

@@ -9,7 +9,7 @@ import asyncio
 
 from tests.gateway.conftest import COORDINATOR, MUNICIPALITY_STAFF, PATIENT, REGION_STAFF
 from tests.gateway.flow import book_video_meeting, register, start
-from tests.gateway.test_signalling import join, loopback_ice  # noqa: F401 - its autouse fixture: ICE on loopback
+from tests.gateway.test_signalling import join
 from tests.media.peers import Peer, wait_for
 
 SIZES = {"Vera Samordnare": (160, 120), "Rita Region": (176, 144), "Mona Kommun": (192, 144)}

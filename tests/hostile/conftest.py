@@ -12,7 +12,6 @@ from bson import json_util
 from pymongo import AsyncMongoClient
 
 from tests.gateway.conftest import Browser, gateway, served  # noqa: F401
-from tests.media.conftest import loopback_ice  # noqa: F401
 
 
 _clients: dict[str, AsyncMongoClient] = {}

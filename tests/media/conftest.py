@@ -6,18 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-import aioice.ice
 import pytest
 from svpl.media.v1 import media_pb2
 
 from tests.harness import as_token
 
 INSTANCE = "media-test-1"
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice(monkeypatch):
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
 
 
 class MediaWorld:

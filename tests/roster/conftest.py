@@ -3,7 +3,6 @@ World that calls them the way booking, the gateway (for a person) and media do."
 
 from __future__ import annotations
 
-import aioice.ice
 import grpc
 import pytest
 from svpl.common.v1 import common_pb2
@@ -14,12 +13,6 @@ from tests.harness import as_token
 from tests.roster.helpers import create_request
 
 MEDIA_INSTANCE = "media-roster-test"
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice(monkeypatch):
-    """aioice skips 127.0.0.1 when gathering host candidates; tests run on loopback only."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
 
 
 class World:

@@ -16,7 +16,6 @@ from svpl.support.v1 import support_pb2 as pb
 from tests.booking.conftest import UNIT, eventually
 from tests.booking.conftest import create_request as booking_request
 from tests.harness import as_token
-from tests.media.conftest import loopback_ice  # noqa: F401 - autouse: ICE on loopback only
 from tests.media.peers import Peer, wait_for
 from tests.roster.helpers import create_request as meeting_request
 from tests.support.conftest import file
