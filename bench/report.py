@@ -31,7 +31,7 @@ def main(names: list[str]) -> int:
     for name in names or BENCHES:
         started = time.monotonic()
         proc = subprocess.run(["make", "--no-print-directory", name], cwd=ROOT, capture_output=True, text=True)
-        output = "\n".join(line for line in proc.stdout.splitlines() if not line.startswith(("make", ".venv/bin")))
+        output = "\n".join(line for line in proc.stdout.splitlines() if not line.startswith(("make", ".venv/bin", "./scripts")))
         results.append({"bench": name, "exit_code": proc.returncode, "seconds": round(time.monotonic() - started, 1),
                         "output": output.strip(), "stderr_tail": proc.stderr[-2000:] if proc.returncode else ""})
         failed += proc.returncode != 0
