@@ -277,7 +277,6 @@ class ForwardTrack(MediaStreamTrack):
         self.sent = 0
         self._out: RtpOut | None = None
         self._waiting_for_key = kind == "video"
-        self._rekey = False  # ask for a keyframe once the sender is ready (one sent before was dropped)
         self._ended = asyncio.get_event_loop().create_future()
 
     def attach_sender(self, sender: RTCRtpSender) -> None:
@@ -321,13 +320,13 @@ class ForwardTrack(MediaStreamTrack):
         if not self._ready():
             if self.kind == "video":  # what is dropped now must be followed by a keyframe
                 self._waiting_for_key = True
-                self._rekey = True
             return
         if self._waiting_for_key:
             if not keyframe:
-                if self._rekey:
-                    self._rekey = False
-                    self.request_keyframe()
+                # Keep asking until a keyframe gets through (the publication throttles the PLIs):
+                # one request can be lost, or answered while this sender was not ready yet, and
+                # the subscriber's browser, having decoded nothing, never asks by itself.
+                self.request_keyframe()
                 return
             self._waiting_for_key = False
         try:

@@ -1,0 +1,41 @@
+"""A subscriber waiting for its first keyframe keeps asking for one until it gets through: a lost
+PLI, or a keyframe that arrived while its sender was not ready, must not leave it without video
+(its browser has decoded nothing, so it never asks by itself)."""
+
+from services.media.forwarding import ForwardTrack
+
+
+class Source:
+    def __init__(self) -> None:
+        self.requests = 0
+        self.subscribers: set = set()
+
+    def request_keyframe(self) -> None:
+        self.requests += 1
+
+
+class Out:
+    def __init__(self) -> None:
+        self.is_ready = False
+        self.payload_type = 96
+        self.sent: list[int] = []
+
+    def ready(self) -> bool:
+        return self.is_ready
+
+    def send(self, payloads, timestamp, ntp) -> None:
+        self.sent.append(timestamp)
+
+
+async def test_a_waiting_subscriber_asks_again_on_every_delta_frame_until_a_keyframe_arrives():
+    track, source, out = ForwardTrack("video"), Source(), Out()
+    track.source, track._out = source, out
+    track.push([b"k"], 1, True, 0)  # the keyframe arrives before the subscriber's sender is ready: dropped
+    out.is_ready = True
+    for ts in (2, 3, 4):  # the PLI that followed was lost: only delta frames come
+        track.push([b"d"], ts, False, 0)
+    assert out.sent == [] and source.requests == 3  # nothing undecodable sent; asked each time (throttled upstream)
+    track.push([b"k"], 5, True, 0)
+    track.push([b"d"], 6, False, 0)
+    assert out.sent == [5, 6] and source.requests == 3  # forwarding from the keyframe on; no more asking
+    track.stop()
