@@ -21,8 +21,11 @@ changes any of them):
   MID and abs-send-time extensions, serialised by aiortc once per frame) only gets its
   sequence number and marker patched per packet, is SRTP-protected by the DTLS
   transport's ``_tx_srtp`` (libsrtp) and goes straight to the nominated ICE pair's
-  datagram transport. It keeps the sender's RTP history (NACK retransmission), its
-  Sender Report counters and the DTLS transport's byte counters as aiortc's loop does.
+  datagram transport (a frame's equal-size packets in one ``sendmsg`` with Linux UDP GSO,
+  on asyncio's ``_SelectorDatagramTransport._sock``, when nothing is queued in the transport).
+  It keeps the sender's RTP history (NACK retransmission: the sender's ``__rtp_history`` is
+  replaced by a :class:`RawHistory` ring of plain RTP bytes, parsed only for ``_retransmit``),
+  its Sender Report counters and the DTLS transport's byte counters as aiortc's loop does.
   aiortc's loop itself stays parked in :meth:`ForwardTrack.recv` until the track stops.
 - ``RTCRtpSender._handle_rtcp_packet`` calls ``self._send_keyframe()`` for PLI and
   FIR; we override it per sender to ask the publisher (throttled).
@@ -41,6 +44,7 @@ import asyncio
 import logging
 import random
 import socket
+import sys
 import threading
 import time
 from typing import Callable
@@ -180,6 +184,70 @@ class Publication:
             track.unbind()
 
 
+class RawHistory:
+    """The sender's RTP history (aiortc's ``__rtp_history``: sequence number % 128 -> packet) kept as
+    the plain RTP bytes sent, in a fixed ring; a packet object is parsed only when a NACK asks for it.
+
+    aiortc's ``RTCRtpSender._retransmit`` is its only reader and calls only ``get``; its own send loop
+    (parked, see ForwardTrack.recv) would store packets with ``[]=``."""
+
+    __slots__ = ("ring", "extensions_map")
+
+    def __init__(self, extensions_map) -> None:
+        self.ring: list[bytes | None] = [None] * RTP_HISTORY_SIZE
+        self.extensions_map = extensions_map  # the sender's, configured when it starts
+
+    def get(self, index: int, default=None):
+        data = self.ring[index]
+        return default if data is None else RtpPacket.parse(data, self.extensions_map)
+
+    def __setitem__(self, index: int, packet: RtpPacket) -> None:
+        self.ring[index] = packet.serialize(self.extensions_map)
+
+
+# Linux UDP GSO (udp(7) UDP_SEGMENT, Linux >= 4.18; Python 3.11's socket module has no constant): one
+# sendmsg carries a frame's packets, the kernel cuts it into datagrams of the given size (only the
+# last may be shorter). No library wraps this for asyncio datagram transports.
+SOL_UDP, UDP_SEGMENT = 17, 103
+GSO_MAX_SEGMENTS = 32  # kernel limit 64 segments and 64 KiB per send; 32 x ~1.3 kB stays below both
+
+
+class DatagramBatch:
+    """Sends a frame's datagrams on an asyncio datagram transport: one GSO ``sendmsg`` per up to 32 where
+    the sizes allow it (all but the last equal) and nothing is queued in the transport (order is kept),
+    otherwise, and from the first refusal on, the transport's own per-datagram ``sendto``."""
+
+    __slots__ = ("gso", "_cmsg")
+
+    def __init__(self) -> None:
+        self.gso = True  # turned off if the kernel refuses UDP_SEGMENT on this route
+        self._cmsg: dict[int, list] = {}
+
+    def send(self, transport, datas: list[bytes], addr) -> None:
+        size = len(datas[0])
+        sock = getattr(transport, "_sock", None)  # asyncio's _SelectorDatagramTransport socket
+        if (self.gso and len(datas) > 1 and sock is not None and not transport.get_write_buffer_size()
+                and not transport.is_closing() and len(datas[-1]) <= size
+                and all(len(d) == size for d in datas[1:-1])):
+            cmsg = self._cmsg.get(size)
+            if cmsg is None:
+                cmsg = self._cmsg[size] = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
+            done = 0
+            try:
+                for done in range(0, len(datas), GSO_MAX_SEGMENTS):
+                    sock.sendmsg(datas[done:done + GSO_MAX_SEGMENTS], cmsg, 0, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                pass  # the socket buffer is full: the transport queues the rest
+            except OSError:
+                self.gso = False  # e.g. EINVAL/EIO where the socket or route cannot segment
+                log.warning("UDP GSO refused; sending datagram by datagram", exc_info=True)
+            datas = datas[done:]
+        sendto = transport.sendto
+        for data in datas:
+            sendto(data, addr)
+
+
 class RtpOut:
     """Sends a forwarded frame's payloads on one `RTCRtpSender`, as its `_run_rtp` loop would."""
 
@@ -188,10 +256,14 @@ class RtpOut:
         self.payload_type: int | None = None  # set when the sender starts (ForwardTrack.attach_sender)
         self._sequence = random.randint(0, 0xFFFF)
         self._timestamp_origin = random.getrandbits(32)
-        self._history: dict = sender._RTCRtpSender__rtp_history
-        self._extensions = None  # MID and abs-send-time, as aiortc's loop sets them (kept for retransmission)
+        history = RawHistory(sender._RTCRtpSender__rtp_header_extensions_map)
+        sender._RTCRtpSender__rtp_history = history
+        self._ring = history.ring
+        self._extensions = None  # MID and abs-send-time, as aiortc's loop sets them (for _serialize)
         self._header: bytes | None = None  # this sender's serialised RTP header, per frame patched
         self._abs_send_time_at: int | None = None  # offset of the 3 abs-send-time bytes in it
+        self._patchable = False  # whether the header differs between frames only in those bytes and the timestamp
+        self._batch = DatagramBatch()
 
     def _serialize(self, timestamp: int, abs_send_time: int) -> bytes:
         packet = RtpPacket(payload_type=self.payload_type, timestamp=timestamp, ssrc=self.sender._ssrc)
@@ -201,7 +273,8 @@ class RtpOut:
 
     def header(self, timestamp: int, abs_send_time: int) -> bytearray:
         """aiortc's serialisation of this sender's header; after the first frame only the timestamp
-        and abs-send-time bytes are rewritten (the rest is the same for every frame)."""
+        and (where negotiated, i.e. video) abs-send-time bytes are rewritten (the rest is the same
+        for every frame)."""
         if self._header is None:
             self._extensions = RtpPacket().extensions
             self._extensions.mid = self.sender._RTCRtpSender__mid
@@ -210,13 +283,16 @@ class RtpOut:
             changed = [i for i, (a, b) in enumerate(zip(self._header, probe)) if a != b]
             if len(changed) == 3 and changed[2] == changed[0] + 2 and len(probe) == len(self._header):
                 self._abs_send_time_at = changed[0]
-        if self._abs_send_time_at is None:  # no abs-send-time negotiated: serialise per frame
+                self._patchable = True
+            elif not changed and len(probe) == len(self._header):
+                self._patchable = True  # abs-send-time not negotiated (audio): only the timestamp changes
+        if not self._patchable:
             return bytearray(self._serialize(timestamp, abs_send_time))
-        self._extensions.abs_send_time = abs_send_time
         header = bytearray(self._header)
         header[4:8] = timestamp.to_bytes(4, "big")
         at = self._abs_send_time_at
-        header[at:at + 3] = abs_send_time.to_bytes(3, "big")
+        if at is not None:
+            header[at:at + 3] = abs_send_time.to_bytes(3, "big")
         return header
 
     def ready(self) -> bool:
@@ -231,36 +307,51 @@ class RtpOut:
         pair = dtls.transport._connection._nominated.get(1)
         if pair is None:
             return
-        sendto, addr, protect = pair.protocol.transport.sendto, pair.remote_addr, dtls._tx_srtp.protect
+        transport, addr, protect = pair.protocol.transport, pair.remote_addr, dtls._tx_srtp.protect
         timestamp = (self._timestamp_origin + timestamp) & 0xFFFFFFFF
         seq = self._sequence
         header = self.header(timestamp, (ntp >> 14) & 0x00FFFFFF)
-        extensions = self._extensions
-        history = self._history
-        last = len(payloads) - 1
-        sent_bytes = octets = 0
-        for i, payload in enumerate(payloads):
-            header[1] = self.payload_type | (0x80 if i == last else 0)
+        ring = self._ring
+        pt = self.payload_type
+        count = len(payloads)
+        if not count:
+            return
+        if count == 1:  # audio, small video frames
+            header[1] = pt | 0x80
             header[2] = seq >> 8
             header[3] = seq & 0xFF
-            data = protect(bytes(header) + payload)
-            sendto(data, addr)
-            sent_bytes += len(data)
-            octets += len(payload)
-            # Kept for retransmission on NACK, as aiortc's sender keeps it.
-            packet = RtpPacket(payload_type=self.payload_type, marker=i == last, sequence_number=seq,
-                               timestamp=timestamp, ssrc=sender._ssrc, payload=payload)
-            packet.extensions = extensions
-            history[seq % RTP_HISTORY_SIZE] = packet
+            plain = bytes(header) + payloads[0]
+            ring[seq % RTP_HISTORY_SIZE] = plain  # kept for retransmission on NACK, as aiortc's sender keeps it
+            data = protect(plain)
+            transport.sendto(data, addr)
+            sent_bytes = len(data)
+            octets = len(payloads[0])
             seq = (seq + 1) & 0xFFFF
+        else:
+            datas = []
+            append = datas.append
+            last = count - 1
+            header[1] = pt
+            for i, payload in enumerate(payloads):
+                if i == last:
+                    header[1] = pt | 0x80
+                header[2] = seq >> 8
+                header[3] = seq & 0xFF
+                plain = bytes(header) + payload
+                ring[seq % RTP_HISTORY_SIZE] = plain
+                append(protect(plain))
+                seq = (seq + 1) & 0xFFFF
+            self._batch.send(transport, datas, addr)
+            sent_bytes = sum(map(len, datas))
+            octets = sum(map(len, payloads))
         self._sequence = seq
         # What the sender's Sender Reports and getStats read, and the transport's counters.
         sender._RTCRtpSender__ntp_timestamp = ntp
         sender._RTCRtpSender__rtp_timestamp = timestamp
         sender._RTCRtpSender__octet_count += octets
-        sender._RTCRtpSender__packet_count += len(payloads)
+        sender._RTCRtpSender__packet_count += count
         dtls._RTCDtlsTransport__tx_bytes += sent_bytes
-        dtls._RTCDtlsTransport__tx_packets += len(payloads)
+        dtls._RTCDtlsTransport__tx_packets += count
 
 
 class ForwardTrack(MediaStreamTrack):

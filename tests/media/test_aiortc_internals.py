@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import threading
 from fractions import Fraction
 from importlib.metadata import version
@@ -18,8 +19,9 @@ from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
+from asyncio.selector_events import _SelectorDatagramTransport
 
-from services.media.forwarding import FrameSink, Publication, is_vp8_keyframe
+from services.media.forwarding import DatagramBatch, FrameSink, Publication, RawHistory, is_vp8_keyframe
 
 
 def test_pinned_versions():
@@ -150,6 +152,16 @@ def test_sender_loop_that_rtp_out_reproduces():
         assert line in run, line
     assert "packet = self.__rtp_history.get(sequence_number % RTP_HISTORY_SIZE)" in inspect.getsource(
         RTCRtpSender._retransmit)
+    # RtpOut replaces the history with a RawHistory: nothing else reads or rebinds it, and the
+    # extensions map it parses with is the sender's one object, configured in place by send().
+    assert inspect.getsource(sender_module).count("__rtp_history") == 3  # __init__, _run_rtp, _retransmit
+    assert inspect.getsource(sender_module).count("self.__rtp_header_extensions_map =") == 1
+    assert "self.__rtp_header_extensions_map.configure(parameters)" in inspect.getsource(RTCRtpSender.send)
+    # DatagramBatch sends on the socket of asyncio's datagram transport when its queue is empty, as
+    # the transport's sendto itself does.
+    transport_sendto = inspect.getsource(_SelectorDatagramTransport.sendto)
+    assert "if not self._buffer:" in transport_sendto and "self._sock.sendto(data, addr)" in transport_sendto
+    assert "return self._buffer_size" in inspect.getsource(_SelectorDatagramTransport.get_write_buffer_size)
     send_rtp = inspect.getsource(RTCDtlsTransport._send_rtp)
     assert "if self._state != State.CONNECTED:" in send_rtp  # RtpOut.ready checks the same
     for line in ("data = self._tx_srtp.protect(data)", "await self.transport._send(data)",
@@ -223,11 +235,108 @@ async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch):
             expected.extensions.abs_send_time = abs_send_time
             assert out.header(timestamp, abs_send_time) == expected.serialize(
                 st.sender._RTCRtpSender__rtp_header_extensions_map)
-        # A NACK for the last packet sent: aiortc's sender retransmits it from RtpOut's history.
+        # Multi-packet frames went out in one GSO sendmsg on the transport's socket (the kernel took it).
+        pair = st.sender.transport.transport._connection._nominated[1]
+        assert isinstance(pair.protocol.transport, _SelectorDatagramTransport)
+        assert isinstance(pair.protocol.transport._sock, socket.socket)
+        assert out._batch.gso
+        # A NACK for the last packet sent: aiortc's sender retransmits it from RtpOut's history, the
+        # same packet (or its RTX wrapping, RFC 4588) as first sent.
+        history = st.sender._RTCRtpSender__rtp_history
+        assert isinstance(history, RawHistory)
         dtls = st.sender.transport
         before = dtls._RTCDtlsTransport__tx_packets
-        await st.sender._retransmit((track._out._sequence - 1) & 0xFFFF)
+        seq = (track._out._sequence - 1) & 0xFFFF
+        original = history.ring[seq % 128]
+        assert RtpPacket.parse(original).sequence_number == seq and RtpPacket.parse(original).marker
+        retransmitted = []
+        send_rtp = dtls._send_rtp
+
+        async def capture(data: bytes) -> None:
+            retransmitted.append(data)
+            await send_rtp(data)
+
+        monkeypatch.setattr(dtls, "_send_rtp", capture)
+        await st.sender._retransmit(seq)
         assert dtls._RTCDtlsTransport__tx_packets == before + 1
+        (again,) = retransmitted
+        extensions_map = st.sender._RTCRtpSender__rtp_header_extensions_map
+        if RtpPacket.parse(again).payload_type == out.payload_type:
+            assert again == original
+        else:
+            rtx, first = RtpPacket.parse(again, extensions_map), RtpPacket.parse(original, extensions_map)
+            assert rtx.payload == seq.to_bytes(2, "big") + first.payload
+            assert (rtx.timestamp, rtx.marker, rtx.extensions.mid) == (first.timestamp, 1, first.extensions.mid)
+        await st.sender._retransmit((seq - 200) & 0xFFFF)  # no longer in the history: nothing sent
+        assert len(retransmitted) == 1
     finally:
         await sfu.close()
         await client.close()
+
+
+async def test_datagram_batch_keeps_every_datagram_and_its_order():
+    """GSO sends (equal sizes, more than one sendmsg's worth), per-datagram fallback for unequal sizes,
+    and a socket that refuses GSO (SO_NO_CHECK: the kernel cannot segment without checksums)."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Receiver(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            got.put_nowait(data)
+
+    receiver, _ = await loop.create_datagram_endpoint(Receiver, local_addr=("127.0.0.1", 0))
+    sender, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    addr = receiver.get_extra_info("sockname")
+
+    async def received(count: int) -> list[bytes]:
+        return [await asyncio.wait_for(got.get(), 5) for _ in range(count)]
+
+    try:
+        batch = DatagramBatch()
+        frames = [
+            [bytes([i]) * 1330 for i in range(70)] + [b"\xff" * 200],  # 71 packets: three sendmsg calls
+            [b"a" * 1330, b"b" * 1330, b"c" * 1330],
+            [b"a" * 700, b"b" * 1330, b"c" * 10],  # unequal: datagram by datagram
+        ]
+        for datas in frames:
+            batch.send(sender, datas, addr)
+            assert await received(len(datas)) == datas
+            assert batch.gso
+        assert got.empty()
+        sender.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, 11, 1)  # SO_NO_CHECK
+        refused = DatagramBatch()
+        datas = [b"x" * 1000, b"y" * 1000, b"z" * 3]
+        refused.send(sender, datas, addr)
+        assert not refused.gso
+        assert await received(3) == datas
+        refused.send(sender, datas, addr)
+        assert await received(3) == datas
+    finally:
+        sender.close()
+        receiver.close()
+
+
+async def test_rtp_out_audio_header_is_aiortcs_serialisation():
+    """Audio negotiates no abs-send-time: the cached header is patched (timestamp only), byte for byte
+    what aiortc serialises for that packet."""
+    from aiortc.codecs import HEADER_EXTENSIONS
+    from aiortc.rtcrtpparameters import RTCRtpParameters
+
+    from services.media.forwarding import RtpOut
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        sender = pc.addTransceiver("audio").sender
+        extensions_map = sender._RTCRtpSender__rtp_header_extensions_map
+        extensions_map.configure(RTCRtpParameters(headerExtensions=HEADER_EXTENSIONS["audio"]))
+        sender._RTCRtpSender__mid = "1"
+        out = RtpOut(sender)
+        out.payload_type = 111
+        for timestamp, abs_send_time in ((0, 0), (123456789, 0xABCDEF), (0xFFFFFFFF, 7)):
+            expected = RtpPacket(payload_type=111, timestamp=timestamp, ssrc=sender._ssrc)
+            expected.extensions.mid = "1"
+            expected.extensions.abs_send_time = abs_send_time
+            assert out.header(timestamp, abs_send_time) == expected.serialize(extensions_map)
+        assert out._patchable and out._abs_send_time_at is None
+    finally:
+        await pc.close()
