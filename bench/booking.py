@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import statistics
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from devstack.embedded_db import EmbeddedMongo
 from services.identity.tokens import KeyRing
 from services.runtime import auth, mongo
 from services.runtime.outbox import in_transaction
+from bench.timing import measure, pct
 from tests.harness import ORDER, System
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
@@ -92,25 +91,6 @@ async def _raw_booking(client, db, audit, video: bool) -> None:
     await outbox.find({"_id": {"$in": ["a", "b"]}}).to_list()
 
 
-async def _measure(call, n: int, concurrency: int) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-    queue = iter(range(n))
-
-    async def worker():
-        for _ in queue:
-            t0 = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - t0)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return n / (time.perf_counter() - t0), latencies
-
-
-def _pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) > 1 else values[0] * 1000
-
-
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         database = EmbeddedMongo(Path(tmp) / "db").start()
@@ -137,19 +117,19 @@ async def main() -> None:
                 # Interleaved rounds, so both sides see the same load on this shared machine.
                 grpc_lat, raw_lat, grpc_time, raw_time = [], [], 0.0, 0.0
                 for _ in range(ROUNDS):
-                    rate, lat = await _measure(lambda: stub.CreateBooking(_request(video), metadata=md),
+                    rate, lat = await measure(lambda _: stub.CreateBooking(_request(video), metadata=md),
                                                N // ROUNDS, CONCURRENCY)
                     grpc_lat += lat
                     grpc_time += (N // ROUNDS) / rate
-                    rate, lat = await _measure(lambda: _raw_booking(client, raw_db, audit, video),
+                    rate, lat = await measure(lambda _: _raw_booking(client, raw_db, audit, video),
                                                N // ROUNDS, CONCURRENCY)
                     raw_lat += lat
                     raw_time += (N // ROUNDS) / rate
                 grpc_rate, raw_rate = len(grpc_lat) / grpc_time, len(raw_lat) / raw_time
-                print(f"{name + ' via gRPC':<28}{grpc_rate:>12.1f}{_pct(grpc_lat, 50):>10.1f}{_pct(grpc_lat, 99):>10.1f}")
-                print(f"{name + ' raw pymongo':<28}{raw_rate:>12.1f}{_pct(raw_lat, 50):>10.1f}{_pct(raw_lat, 99):>10.1f}")
+                print(f"{name + ' via gRPC':<28}{grpc_rate:>12.1f}{pct(grpc_lat, 50):>10.1f}{pct(grpc_lat, 99):>10.1f}")
+                print(f"{name + ' raw pymongo':<28}{raw_rate:>12.1f}{pct(raw_lat, 50):>10.1f}{pct(raw_lat, 99):>10.1f}")
                 print(f"{'  ratio gRPC / raw':<28}{grpc_rate / raw_rate:>12.2f}"
-                      f"{_pct(grpc_lat, 50) / _pct(raw_lat, 50):>10.2f}{_pct(grpc_lat, 99) / _pct(raw_lat, 99):>10.2f}")
+                      f"{pct(grpc_lat, 50) / pct(raw_lat, 50):>10.2f}{pct(grpc_lat, 99) / pct(raw_lat, 99):>10.2f}")
             await client.close()
         finally:
             await system.stop()

@@ -14,7 +14,6 @@ Roster stores a meeting as one document changed by read → apply → versioned 
 from __future__ import annotations
 
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from svpl.roster.v1 import roster_pb2 as R
 from devstack.embedded_db import EmbeddedMongo
 from services.identity.tokens import KeyRing
 from services.runtime import auth, mongo
+from bench.timing import measure, pct
 from tests.harness import ORDER, System
 from tests.roster.helpers import create_request
 
@@ -34,42 +34,23 @@ ROUNDS = 4
 INSTANCE = "media-bench"
 
 
-async def _measure(call, n: int, concurrency: int) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-    queue = iter(range(n))
-
-    async def worker() -> None:
-        for i in queue:
-            t0 = time.perf_counter()
-            await call(i)
-            latencies.append(time.perf_counter() - t0)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return n / (time.perf_counter() - t0), latencies
-
-
-def _pct(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) > 1 else values[0] * 1000
-
-
 async def _compare(name: str, ours, baseline, base_name: str, concurrency: int) -> None:
     for i in range(10):  # warm up
         await ours(i)
         await baseline(i)
     ours_lat, base_lat, ours_time, base_time = [], [], 0.0, 0.0
     for _ in range(ROUNDS):  # interleaved, so both see the same load on a shared machine
-        rate, lat = await _measure(ours, N // ROUNDS, concurrency)
+        rate, lat = await measure(ours, N // ROUNDS, concurrency)
         ours_lat += lat
         ours_time += (N // ROUNDS) / rate
-        rate, lat = await _measure(baseline, N // ROUNDS, concurrency)
+        rate, lat = await measure(baseline, N // ROUNDS, concurrency)
         base_lat += lat
         base_time += (N // ROUNDS) / rate
     ours_rate, base_rate = len(ours_lat) / ours_time, len(base_lat) / base_time
-    print(f"{name:<44}{ours_rate:>10.1f}{_pct(ours_lat, 50):>10.1f}{_pct(ours_lat, 99):>10.1f}")
-    print(f"{'  baseline: ' + base_name:<44}{base_rate:>10.1f}{_pct(base_lat, 50):>10.1f}{_pct(base_lat, 99):>10.1f}")
-    print(f"{'  ratio':<44}{ours_rate / base_rate:>10.2f}{_pct(ours_lat, 50) / _pct(base_lat, 50):>10.2f}"
-          f"{_pct(ours_lat, 99) / _pct(base_lat, 99):>10.2f}")
+    print(f"{name:<44}{ours_rate:>10.1f}{pct(ours_lat, 50):>10.1f}{pct(ours_lat, 99):>10.1f}")
+    print(f"{'  baseline: ' + base_name:<44}{base_rate:>10.1f}{pct(base_lat, 50):>10.1f}{pct(base_lat, 99):>10.1f}")
+    print(f"{'  ratio':<44}{ours_rate / base_rate:>10.2f}{pct(ours_lat, 50) / pct(base_lat, 50):>10.2f}"
+          f"{pct(ours_lat, 99) / pct(base_lat, 99):>10.2f}")
 
 
 async def main() -> None:
