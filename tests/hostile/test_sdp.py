@@ -90,9 +90,10 @@ async def test_hostile_offers_are_refused_without_leaking_a_peer_connection(worl
     event("answered" if answered else "refused")
     room = world.rooms.rooms[meeting]
     assert len(PeerCounter.live) == OFFER["live"] + len(room.participants)
-    # No socket outlives a refusal either: as many UDP sockets as the last time the room looked the same.
+    # No socket outlives a refusal either: no more UDP sockets than the first time the room looked the
+    # same (fewer is fine: an answered offer no client ever connects to is closed by ICE meanwhile).
     sockets = OFFER.setdefault("udp", {}).setdefault(len(room.participants), udp_sockets())
-    assert udp_sockets() == sockets, "a refused offer left UDP sockets open"
+    assert udp_sockets() <= sockets, "a refused offer left UDP sockets open"
     if answered:
         assert "p1" in room.participants
         assert sdp.count("\r\nm=") <= 64, "an offer with more media sections than any client sends was answered"
