@@ -26,7 +26,8 @@ from devstack.stack import ROOT, Proc, Stack
 from services.identity.tokens import KeyRing
 from services.runtime import auth
 from tests.gateway.browser_scenario import (Failed, assert_no_console_errors, browser, click, dev_login, js,
-                                            playing_remote_videos, quit_quietly, wait, wait_for_others_playing)
+                                            playing_remote_videos, quit_quietly, save_failure_evidence, wait,
+                                            wait_for_others_playing)
 from tests.roster.helpers import COORDINATOR_HSA, create_request
 
 STAFF = ("SE2321000057-2001", "Rita Region")
@@ -135,16 +136,7 @@ def run(artifacts: Path) -> None:
             raise Failed("the meeting still names the killed instance")
         print(f"scenario passed in {time.monotonic() - started:.1f}s", flush=True)
     except Exception:
-        for name, driver in zip(("coordinator", "staff"), drivers):
-            try:
-                driver.save_screenshot(str(artifacts / f"failure-{name}.png"))
-                logs = driver.get_log("browser")
-                (artifacts / f"failure-{name}-console.txt").write_text("\n".join(str(e) for e in logs))
-            except Exception:  # noqa: BLE001 - best effort evidence
-                pass
-        for proc in (stack.procs.values() if stack else ()):
-            if proc.log_path.exists():
-                (artifacts / f"failure-{proc.name}.log").write_text(proc.log_path.read_text(errors="replace")[-20000:])
+        save_failure_evidence(artifacts, zip(("coordinator", "staff"), drivers), stack)
         raise
     finally:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:

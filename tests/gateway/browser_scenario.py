@@ -70,6 +70,21 @@ def browser(profile: Path, camera: Path | None = None) -> webdriver.Chrome:
     return driver
 
 
+def save_failure_evidence(artifacts: Path, named_drivers, stack) -> None:
+    """Best-effort evidence of a failed scenario: each page's screenshot, console and text, each service's log."""
+    for name, driver in named_drivers:
+        try:
+            driver.save_screenshot(str(artifacts / f"failure-{name}.png"))
+            logs = driver.get_log("browser")
+            page = driver.execute_script("return location.href + '\\n' + document.body.innerText")
+            (artifacts / f"failure-{name}-console.txt").write_text("\n".join(str(e) for e in logs) + "\n" + page)
+        except Exception:  # noqa: BLE001 - best effort evidence
+            pass
+    for proc in (stack.procs.values() if stack else ()):
+        if proc.log_path.exists():
+            (artifacts / f"failure-{proc.name}.log").write_text(proc.log_path.read_text(errors="replace")[-20000:])
+
+
 def wait(driver, what: str, check, timeout: float = 45.0):
     """Poll `check(driver)` until it returns something truthy; fail naming `what`. The bounds are
     generous: three Chromiums and every service share two cores, and a loaded machine is slow,
@@ -347,17 +362,7 @@ def run(artifacts: Path) -> None:
             assert_no_console_errors(driver, who)
         print(f"scenario passed in {time.monotonic() - started:.1f}s", flush=True)
     except Exception:
-        for name, driver in zip(("coordinator", "staff", "municipality"), drivers):
-            try:
-                driver.save_screenshot(str(artifacts / f"failure-{name}.png"))
-                logs = driver.get_log("browser")
-                page = driver.execute_script("return location.href + '\\n' + document.body.innerText")
-                (artifacts / f"failure-{name}-console.txt").write_text("\n".join(str(e) for e in logs) + "\n" + page)
-            except Exception:  # noqa: BLE001 - best effort evidence
-                pass
-        for proc in stack.procs.values():
-            if proc.log_path.exists():
-                (artifacts / f"failure-{proc.name}.log").write_text(proc.log_path.read_text(errors="replace")[-20000:])
+        save_failure_evidence(artifacts, zip(("coordinator", "staff", "municipality"), drivers), stack)
         raise
     finally:
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
