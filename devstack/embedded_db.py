@@ -5,6 +5,7 @@ MongoDB replica set; application code is plain pymongo and does not know the dif
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -17,10 +18,29 @@ from pathlib import Path
 import pymongo
 
 
+# Ports are handed to child processes that bind them later. A port the kernel picks with
+# bind(0) comes from the ephemeral range, where any outgoing connection made meanwhile
+# (a test's client, the database driver) can take it first: CI saw exactly that race.
+# So pick below the ephemeral range, never hand the same port out twice in one process,
+# and check it is free on every address.
+_PORT_RANGE = (20000, 32000)
+_handed_out: set[int] = set()
+_pick = random.Random(os.getpid() ^ time.time_ns())
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(1000):
+        port = _pick.randrange(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_PORT_RANGE}")
 
 
 def _server_binary() -> str:

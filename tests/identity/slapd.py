@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from devstack.embedded_db import free_port
+
 HERE = Path(__file__).resolve().parent
 SCHEMA_DIR = Path("/etc/ldap/schema")
 BASE_DN = "dc=hsa,dc=test"
@@ -48,17 +50,11 @@ def to_ldif(entries: list[dict]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Slapd:
     def __init__(self, workdir: Path, entries: list[dict], tls: tuple[str, str] | None = None) -> None:
         self.workdir = workdir
         self.entries = entries
-        self.port = _free_port()
+        self.port = free_port()
         self.tls = tls  # (certificate, key) PEM files: serve ldaps:// instead of ldap://
         self.process: subprocess.Popen | None = None
 

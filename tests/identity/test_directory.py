@@ -16,7 +16,8 @@ from svpl.identity.v1 import identity_pb2 as pb
 from services.identity.directory import LdapDirectory, LocalDirectory, Query, person_from_attributes
 from services.runtime.errors import InvalidArgument, Unavailable
 from tests.harness import as_token
-from tests.identity.slapd import BASE_DN, READER_DN, READER_PASSWORD, _free_port
+from devstack.embedded_db import free_port
+from tests.identity.slapd import BASE_DN, READER_DN, READER_PASSWORD
 from tests.identity.test_tokens_rpc import field_violation
 
 
@@ -113,7 +114,7 @@ def test_bad_searches_are_refused(name, message):
 
 
 async def test_unreachable_ldap_server_is_unavailable_not_a_crash():
-    d = LdapDirectory(f"ldap://127.0.0.1:{_free_port()}", BASE_DN, READER_DN, READER_PASSWORD, timeout=1)
+    d = LdapDirectory(f"ldap://127.0.0.1:{free_port()}", BASE_DN, READER_DN, READER_PASSWORD, timeout=1)
     await d.start()
     with pytest.raises(Unavailable, match="not reachable"):
         await d.lookup("SE2321000057-1001")
