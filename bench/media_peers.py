@@ -1,9 +1,15 @@
 """Load generator for `make bench-media`: synthetic participants in one process.
 
 Publishers replay a pre-encoded clip (640x360 VP8 at 15 fps + Opus, encoded once at start),
-so sending costs only packetisation. Subscribers count complete frames without decoding
-(their receivers' decoder queue is replaced by a counting sink); one video track per room
-is decoded for real, as a check that what arrives is a decodable picture.
+so sending costs only packetisation. Subscribers count complete frames without decoding; one
+video track per room goes through aiortc's whole receive path and is decoded, as a check that
+what arrives is a decodable picture. The other subscriber slots are counted where the datagram
+arrives (`LightCounter`): the RTP header of an SRTP packet is in clear, so a frame is complete
+when its packets' sequence numbers run without a gap from the one after the previous frame's
+marker to its own marker. They skip decryption and aiortc's jitter buffer (and send a receiver
+report per slot about every second, as aiortc's receiver does, so the server handles as much
+RTCP as from real subscribers): on 2 cores, a load generator running aiortc's Python receive path for every stream
+costs as much CPU as the server it measures, and starves it.
 
 Protocol with the orchestrator (bench/media.py): the first stdin line is a JSON config (with the
 clip, encoded once by the orchestrator, base64 over the pipe: nothing on disk); this process prints
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import random
 import sys
 import time
 from fractions import Fraction
@@ -26,8 +33,10 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
+from aiortc.sdp import SessionDescription
 
-from services.media.forwarding import FrameSink, enlarge_socket_buffers
+from services.media.forwarding import enlarge_socket_buffers
 
 WIDTH, HEIGHT, FPS = 640, 360, 15
 CLIP_FRAMES = 60  # 4 s: a keyframe at the start of each loop, or on request
@@ -109,8 +118,55 @@ class Slot:
         self.times: list[float] = []
         self.decoded: list[float] = []
 
-    def frame(self, codec, frame) -> None:
-        self.times.append(time.time())
+
+class LightCounter:
+    """Counts one subscriber slot's complete frames from the clear RTP headers of its SRTP packets."""
+
+    __slots__ = ("slot", "audio", "timestamp", "first", "count", "expected", "clean", "highest", "received")
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
+        self.audio = slot.kind == "audio"
+        self.timestamp = b""
+        self.first = self.count = 0
+        self.expected: int | None = None
+        self.clean = False
+        self.highest = self.received = 0
+
+    def packet(self, data: bytes) -> None:
+        self.received += 1
+        self.highest = (data[2] << 8) | data[3]
+        if self.audio:  # one Opus frame per packet
+            self.slot.times.append(time.time())
+            return
+        seq = (data[2] << 8) | data[3]
+        timestamp = data[4:8]
+        if timestamp != self.timestamp:  # a new frame starts: its first packet must follow the last marker
+            self.timestamp, self.first, self.count = timestamp, seq, 0
+            self.clean = self.expected is None or seq == self.expected
+        self.count += 1
+        if data[1] & 0x80:  # marker: the frame's last packet
+            if self.clean and (seq - self.first) & 0xFFFF == self.count - 1:
+                self.slot.times.append(time.time())
+            self.expected = (seq + 1) & 0xFFFF
+
+
+def count_light(pc: RTCPeerConnection, counters: dict[int, LightCounter]) -> None:
+    """Divert the RTP of the counted SSRCs at the ICE socket, before aioice's STUN check and the DTLS loop."""
+    connection = pc.getTransceivers()[0].receiver.transport.transport._connection
+    for protocol in connection._protocols:
+        received = protocol.datagram_received
+
+        def datagram_received(data, addr, received=received) -> None:
+            # SRTP (first byte 128-191), not SRTCP (second byte 192-208), of a counted SSRC.
+            if len(data) > 12 and 127 < data[0] < 192 and not 191 < data[1] < 209:
+                counter = counters.get(int.from_bytes(data[8:12], "big"))
+                if counter is not None:
+                    counter.packet(data)
+                    return
+            received(data, addr)
+
+        protocol.datagram_received = datagram_received
 
 
 class Participant:
@@ -125,17 +181,33 @@ class Participant:
             if track.kind == "video":
                 sender._send_keyframe = track.keyframe  # a PLI/FIR restarts the clip at its keyframe
         self.slots: list[Slot] = []
+        self.light: dict[object, Slot] = {}  # transceiver -> slot counted by LightCounter
         for _ in range(spec["slots"]):
             for kind in ("audio", "video"):
                 t = self.pc.addTransceiver(kind, direction="recvonly")
-                # Keep the load generator light: no receive-side bandwidth estimation (REMB) per subscriber.
-                t.receiver._RTCRtpReceiver__remote_bitrate_estimator = None
                 slot = Slot(kind)
                 self.slots.append(slot)
                 if decode_one and kind == "video" and not any(s.kind == "video" for s in self.slots[:-1]):
                     self._decode(t, slot)
                 else:
-                    t.receiver._RTCRtpReceiver__decoder_queue = FrameSink(slot.frame)
+                    self.light[t] = slot
+
+    def count_light(self) -> None:
+        """After negotiation: the answer names the SSRC the media server sends on each slot."""
+        ssrcs = {m.rtp.muxId: m.ssrc[0].ssrc for m in SessionDescription.parse(self.pc.remoteDescription.sdp).media if m.ssrc}
+        self.counters = {t: (ssrcs[t.mid], LightCounter(slot)) for t, slot in self.light.items()}
+        count_light(self.pc, {ssrc: counter for ssrc, counter in self.counters.values()})
+        self.reports = asyncio.ensure_future(self.report_light())
+
+    async def report_light(self) -> None:
+        """A receiver report per counted slot every 0.5-1.5 s, as aiortc's receiver sends them."""
+        while True:
+            await asyncio.sleep(0.5 + random.random())
+            for t, (ssrc, counter) in self.counters.items():
+                if counter.received:
+                    info = RtcpReceiverInfo(ssrc=ssrc, fraction_lost=0, packets_lost=0, highest_sequence=counter.highest,
+                                            jitter=0, lsr=0, dlsr=0)
+                    await t.receiver._send_rtcp(RtcpRrPacket(ssrc=t.receiver._RTCRtpReceiver__rtcp_ssrc, reports=[info]))
 
     def _decode(self, transceiver, slot: Slot) -> None:
         async def consume(track) -> None:
@@ -175,6 +247,7 @@ async def negotiate(p: Participant, cfg: dict) -> None:
         answer = json.loads(await reader.readline())["sdp"]
         writer.close()
     await p.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    p.count_light()
 
 
 async def main() -> None:
@@ -207,6 +280,7 @@ async def main() -> None:
     sent_fps = [sum(t0 <= t < t1 for t in p.video.times) / span for p in people]
     print(json.dumps({"sent_fps": sent_fps, "video_fps": video_fps, "audio_fps": audio_fps, "decoded_fps": decoded}), flush=True)
     for p in people:
+        p.reports.cancel()
         await p.pc.close()
 
 
