@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import logging
 import signal
@@ -278,6 +279,10 @@ async def serve(settings: ServiceSettings, build: Build) -> None:
         component, keys, f"{settings.grpc_host}:{settings.grpc_port}", settings.max_message_bytes,
         settings.db_check_seconds,
     )
+    # Everything loaded so far (modules, settings, clients) lives as long as the process: move it out of
+    # the collector's reach, so a full collection scans only what serving creates. Measured on media:
+    # full collections took ~35 ms each (a pause in forwarding), ~3 % of the process's CPU.
+    gc.freeze()
     log.info(
         "%s serving", settings.service_name,
         extra={"svpl_grpc_port": running.port, "svpl_metrics_port": metrics_port},
