@@ -36,6 +36,15 @@ class IdentitySettings(ServiceSettings):
 
     # SITHS: PEM file(s) with the trusted SITHS CA certificates (comma-separated paths).
     siths_ca_files: str = ""
+    # Revocation of SITHS cards by OCSP (RFC 6960), failing closed. "off" only for the local
+    # development stack (the chart refuses it).
+    siths_revocation: Literal["ocsp", "off"] = "ocsp"
+    # The OCSP responder to ask instead of the one each card names (Authority Information Access).
+    siths_ocsp_url: str = ""
+    siths_ocsp_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    # A GOOD answer is reused until min(its nextUpdate, this age); at most this many are kept.
+    siths_ocsp_cache_seconds: int = Field(300, ge=0, le=3600)
+    siths_ocsp_cache_size: int = Field(10_000, ge=1)
 
     # BankID Relying Party API v6.
     bankid_url: str = ""  # e.g. https://appapi2.bankid.com/rp/v6.0

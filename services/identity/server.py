@@ -14,7 +14,7 @@ from services.identity.oidc1177 import Oidc1177Login
 from services.identity.development import DEMO_DIRECTORY, DevelopmentLogin, load_citizens
 from services.identity.directory import Directory, LdapDirectory, LocalDirectory
 from services.identity.servicer import ACCESS, IdentityServicer
-from services.identity.siths import SithsLogin, load_ca_certificates
+from services.identity.siths import OcspChecker, SithsLogin, load_ca_certificates
 from services.identity.token_service import TokenService
 from services.identity.tokens import KeyRing
 from services.runtime import auth, mongo
@@ -46,7 +46,13 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
     directory = make_directory(settings, db)
     citizens = load_citizens(settings.demo_citizens_file) if settings.development_login else {}
     development = DevelopmentLogin(settings.development_login, directory, tokens, citizens)
-    siths = SithsLogin(load_ca_certificates(settings.siths_ca_files), directory, tokens)
+    revocation = None
+    if settings.siths_revocation == "ocsp":
+        revocation = OcspChecker(url_override=settings.siths_ocsp_url,
+                                 timeout_seconds=settings.siths_ocsp_timeout_seconds,
+                                 cache_seconds=settings.siths_ocsp_cache_seconds,
+                                 cache_size=settings.siths_ocsp_cache_size)
+    siths = SithsLogin(load_ca_certificates(settings.siths_ca_files), directory, tokens, revocation)
     bankid_client = None
     if settings.bankid_url:
         bankid_client = BankIdClient(settings.bankid_url, settings.bankid_client_cert_file,
@@ -64,6 +70,8 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
     async def start() -> None:
         if settings.development_login:
             log.warning("development login is ON: anyone can log in as a demo person (never in production)")
+        if settings.siths_revocation == "off":
+            log.warning("SITHS revocation checking is OFF: a revoked card can log in (never in production)")
         await access_log.ensure_indexes()
         await directory.start()
         await bankid.start_indexes()
@@ -72,6 +80,7 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
     async def close() -> None:
         await directory.close()
         await bankid.close()
+        await siths.close()
         await access_log.close()
 
     binding = Binding(

@@ -11,7 +11,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -70,7 +70,8 @@ def make_ca(cn: str = "SITHS e-id Test CA", issuer: Issued | None = None) -> Iss
 
 
 def make_leaf(ca: Issued, cn: str, *, serial_number: str | None = None, days_valid: tuple[int, int] = (-1, 365),
-              digital_signature: bool = True, client_auth: bool = True, server_names: list[str] = ()) -> Issued:
+              digital_signature: bool = True, client_auth: bool = True, server_names: list[str] = (),
+              ocsp_url: str | None = None) -> Issued:
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
         x509.CertificateBuilder()
@@ -94,4 +95,27 @@ def make_leaf(ca: Issued, cn: str, *, serial_number: str | None = None, days_val
         sans = [x509.IPAddress(ipaddress.ip_address(n)) if n[0].isdigit() else x509.DNSName(n) for n in server_names]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    if ocsp_url:
+        builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]), critical=False)
     return Issued(builder.sign(ca.key, hashes.SHA256()), key)
+
+
+def make_ocsp_responder(ca: Issued, cn: str = "SITHS OCSP responder Test", *, ocsp_signing: bool = True) -> Issued:
+    """A delegated OCSP responder certificate issued by `ca` (with or without id-kp-OCSPSigning)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = ExtendedKeyUsageOID.OCSP_SIGNING if ocsp_signing else ExtendedKeyUsageOID.CLIENT_AUTH
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn, org="Inera AB (test)"))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    return Issued(cert, key)
