@@ -80,15 +80,24 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- if .Values.developmentLogin -}}
 {{- fail "developmentLogin: the development login cannot be enabled in a Kubernetes deployment (it exists only for `make run`)" -}}
 {{- end -}}
+{{- if ne .Values.identity.siths.revocation "ocsp" -}}
+{{- fail "identity.siths.revocation: SITHS revocation checking cannot be turned off in a Kubernetes deployment (off exists only for `make run`)" -}}
+{{- end -}}
 {{- range $name, $c := .Values.components -}}
 {{- range $k, $v := ($c.env | default dict) -}}
 {{- if eq (upper $k) "SVPL_DEVELOPMENT_LOGIN" -}}
 {{- fail (printf "components.%s.env.SVPL_DEVELOPMENT_LOGIN: the development login cannot be enabled in a Kubernetes deployment" $name) -}}
 {{- end -}}
+{{- if eq (upper $k) "SVPL_SITHS_REVOCATION" -}}
+{{- fail (printf "components.%s.env.SVPL_SITHS_REVOCATION: set identity.siths.revocation (SITHS revocation checking cannot be turned off)" $name) -}}
+{{- end -}}
 {{- end -}}
 {{- range $e := ($c.extraEnv | default list) -}}
 {{- if eq (upper $e.name) "SVPL_DEVELOPMENT_LOGIN" -}}
 {{- fail (printf "components.%s.extraEnv SVPL_DEVELOPMENT_LOGIN: the development login cannot be enabled in a Kubernetes deployment" $name) -}}
+{{- end -}}
+{{- if eq (upper $e.name) "SVPL_SITHS_REVOCATION" -}}
+{{- fail (printf "components.%s.extraEnv SVPL_SITHS_REVOCATION: set identity.siths.revocation (SITHS revocation checking cannot be turned off)" $name) -}}
 {{- end -}}
 {{- if and (regexMatch "(TOKEN|SECRET|PASSWORD|_KEY)$" (upper $e.name)) (hasKey $e "value") -}}
 {{- fail (printf "components.%s.extraEnv %s: secrets are referenced (valueFrom.secretKeyRef), never inlined" $name $e.name) -}}
@@ -145,6 +154,10 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- end -}}
 {{- if eq $c.name "identity" -}}
 {{- $_ := set $data "SVPL_SIGNING_KEYS_DIR" "/var/run/svpl/signing-keys" -}}
+{{- $_ := set $data "SVPL_SITHS_REVOCATION" $root.Values.identity.siths.revocation -}}
+{{- with $root.Values.identity.siths.ocspUrl -}}
+{{- $_ := set $data "SVPL_SITHS_OCSP_URL" . -}}
+{{- end -}}
 {{- end -}}
 {{- if and (eq $c.name "media") (not $root.Values.turn.enabled) -}}
 {{- $_ := set $data "SVPL_RTC_PORT_MIN" (toString $root.Values.media.rtcPorts.min) -}}
