@@ -108,7 +108,6 @@ class OcspChecker:
         self._cache_size = cache_size
         # (issuer name hash, issuer key hash, serial) -> GOOD until; least recently used first.
         self._good: OrderedDict[tuple[bytes, bytes, int], dt.datetime] = OrderedDict()
-        self.requests_sent = 0
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -132,7 +131,7 @@ class OcspChecker:
         try:
             response = await self._fetch(url, request)
             single = self._validate(response, leaf, issuer, now)
-        except (OcspError, httpx.HTTPError, ValueError) as exc:
+        except (OcspError, httpx.HTTPError, ValueError, UnsupportedAlgorithm) as exc:
             log.warning("SITHS OCSP check failed (%s: %s) at %s", type(exc).__name__, exc, url,
                         extra={"svpl_hsa_id": hsa_id})
             raise Unavailable(UNCHECKED) from None
@@ -153,7 +152,6 @@ class OcspChecker:
             self._good.popitem(last=False)
 
     async def _fetch(self, url: str, request: ocsp.OCSPRequest) -> ocsp.OCSPResponse:
-        self.requests_sent += 1
         body = request.public_bytes(serialization.Encoding.DER)
         async with self._http.stream("POST", url, content=body,
                                      headers={"content-type": "application/ocsp-request"}) as r:

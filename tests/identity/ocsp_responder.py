@@ -5,12 +5,13 @@ It answers for cards of one issuing CA, per serial GOOD (the default), REVOKED o
 UNKNOWN, signed by the CA itself or by a delegated responder certificate, and can be
 told to misbehave: sign with a key nobody issued (`wrong_key`), sign with a delegated
 certificate without id-kp-OCSPSigning (`no_eku`), answer with a nextUpdate that has
-passed (`stale`), answer about another serial (`other_serial`), or be down (`down`:
-HTTP 503; a port nobody listens on is `closed_url()`). It counts the requests per serial.
+passed (`stale`), answer about another serial (`other_serial`), answer too late (`slow`),
+or be down (`down`: HTTP 503). It counts the requests per serial.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections import Counter
 
@@ -33,7 +34,7 @@ class OcspTestResponder:
         self._no_eku = make_ocsp_responder(ca, "Not an OCSP responder", ocsp_signing=False)
         self._stranger = make_ca("Someone else's OCSP responder")
         self.status: dict[int, str] = {}  # serial -> good | revoked | unknown
-        self.mode = "ca"  # ca | delegated | wrong_key | no_eku | stale | other_serial | down
+        self.mode = "ca"  # ca | delegated | wrong_key | no_eku | stale | other_serial | slow | down
         self.requests: Counter[int] = Counter()
         self.url = f"http://127.0.0.1:{port}/ocsp"
         app = FastAPI()
@@ -57,6 +58,8 @@ class OcspTestResponder:
             return Response(status_code=415)
         if self.mode == "down":
             return Response(status_code=503)
+        if self.mode == "slow":
+            await asyncio.sleep(1)  # longer than the client's timeout in the test
         try:
             asked = ocsp.load_der_ocsp_request(await request.body())
         except ValueError:
@@ -69,6 +72,7 @@ class OcspTestResponder:
         revoked = status == ocsp.OCSPCertStatus.REVOKED
         signer, chain = {
             "ca": (self.ca, []),
+            "slow": (self.ca, []),
             "stale": (self.ca, []),
             "other_serial": (self.ca, []),
             "delegated": (self.delegate, [self.delegate.cert]),

@@ -158,6 +158,17 @@ async def test_unusable_answers_refuse_the_login(pki, ocsp, checker, mode, logge
     assert ocsp.requests[leaf.serial_number] == (0 if mode == "down" else 1)
 
 
+async def test_a_responder_that_answers_too_late_refuses_the_login(pki, ocsp):
+    _, leaf, issuer = card(pki, ocsp.url)
+    ocsp.mode = "slow"
+    checker = OcspChecker(timeout_seconds=0.2)
+    try:
+        with pytest.raises(Unavailable, match="could not be checked"):
+            await checker.check(leaf, issuer, HSA)
+    finally:
+        await checker.close()
+
+
 async def test_a_responder_certificate_from_another_ca_is_not_believed(pki, ocsp, checker):
     # A card of another CA that names our responder: the CA-signed answer matches neither
     # the card's issuer nor a responder certificate that issuer issued.
