@@ -161,15 +161,18 @@ async def test_logins_are_rate_limited_per_address(system_factory):
 async def test_siths_certificate_header_is_believed_only_from_a_trusted_proxy(system_factory, tmp_path):
     import urllib.parse
 
+    from devstack.embedded_db import free_port
+    from tests.identity.ocsp_responder import OcspTestResponder
     from tests.identity.pki import make_ca, make_leaf
 
     root = make_ca("SITHS Root CA v1 Test")
     issuing = make_ca("SITHS e-id Person ID 3 CA Test", issuer=root)
     ca_file = tmp_path / "siths-ca.pem"
     ca_file.write_text(root.pem)
+    ocsp = await OcspTestResponder(free_port(), issuing).start()  # revocation is checked, as in production
     # (The development flag only loads the demo HSA directory here; the login is a real SITHS one.)
-    system = await system_factory(["identity"], overrides={"identity": {"siths_ca_files": str(ca_file),
-                                                                        "development_login": True}})
+    system = await system_factory(["identity"], overrides={"identity": {
+        "siths_ca_files": str(ca_file), "development_login": True, "siths_ocsp_url": ocsp.url}})
     app = create_app(gateway_settings(system, trusted_proxies=["10.1.0.0/16"]))
     direct, proxied = Browser(app, "192.0.2.7"), Browser(app, "10.1.2.3")
     card = make_leaf(issuing, "Vera Samordnare", serial_number=COORDINATOR)
@@ -191,6 +194,7 @@ async def test_siths_certificate_header_is_believed_only_from_a_trusted_proxy(sy
         await direct.close()
         await proxied.close()
         await app.state.backends.close()
+        await ocsp.stop()
 
 
 async def test_bankid_and_1177_answers_must_belong_to_this_browser(gateway):
