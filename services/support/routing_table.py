@@ -4,10 +4,20 @@ reporter kind x problem kind -> a queue with its contact details. Rules are trie
 file order; the first whose reporter kinds and problem kinds both include the report's
 wins (an empty list means any). A report no rule matches goes to the default queue.
 
+Each queue also says who staffs it (`staffed_by`), which is the support desk's scope:
+- "region": desk members employed by the region (roles region_staff + support_desk) work
+  every ticket in the queue;
+- "reporter_organization": "your own workplace IT" - a desk member (support_desk) works a
+  ticket in the queue only when their organisation (the HSA directory's `o`, in the token)
+  is the ticket reporter's organisation.
+services/support/desk_scope.py applies it.
+
 Validation (pydantic) rejects unknown kinds, a rule naming an undefined queue, a queue
-without any contact detail, an escalation target that does not exist, duplicate ids and
-a rule that can never match because earlier rules cover every pair it names. Every
-error names the rule (or queue) it is about; start-up stops with that message.
+without any contact detail or without (or with an unknown) staffed_by, an escalation target
+that does not exist, duplicate ids, a default queue staffed by the reporter's organisation
+(a report no rule matches must reach a desk whoever files it) and a rule that can never
+match because earlier rules cover every pair it names. Every error names the rule (or
+queue) it is about; start-up stops with that message.
 """
 
 from __future__ import annotations
@@ -24,6 +34,9 @@ ReporterKind = Literal["municipality_staff", "region_staff", "citizen", "externa
 ProblemKind = Literal[
     "usage", "network_password", "messaging_password", "messaging_system_fault", "technical", "connection", "other"
 ]
+# Who staffs a queue (see the module docstring).
+StaffedBy = Literal["region", "reporter_organization"]
+STAFFED_BY_REGION, STAFFED_BY_REPORTER_ORGANIZATION = StaffedBy.__args__
 REPORTER_KINDS: tuple[str, ...] = ReporterKind.__args__
 PROBLEM_KINDS: tuple[str, ...] = ProblemKind.__args__
 DEFAULT_RULE = "default"
@@ -47,6 +60,7 @@ class QueueSpec(BaseModel):
     # The text a person sees; derived from the details above when not given.
     contact_text: str | None = Field(None, min_length=1, max_length=300)
     escalates_to: str | None = None
+    staffed_by: StaffedBy
 
     @model_validator(mode="after")
     def _reachable(self) -> "QueueSpec":
@@ -113,6 +127,9 @@ class RoutingTable(BaseModel):
                 raise ValueError(f"queue {q.id!r}: escalates_to {q.escalates_to!r} is not another defined queue")
         if self.default_queue not in queue_ids:
             raise ValueError(f"default_queue {self.default_queue!r} is not a defined queue")
+        if self.queue(self.default_queue).staffed_by == STAFFED_BY_REPORTER_ORGANIZATION:
+            raise ValueError(f"default_queue {self.default_queue!r} is staffed_by reporter_organization: a report "
+                             "no rule matches must reach a desk whoever files it")
         seen: set[str] = set()
         covered: set[tuple[str, str]] = set()
         for rule in self.rules:

@@ -1,8 +1,13 @@
 """SupportService: thin gRPC layer (decode, call the domain, encode).
 
 Who may call what is declared in ACCESS (enforced by the shared interceptor); the
-domain checks what only it can (the reporter's own ticket, filing on behalf).
-The support desk is the role "support_desk"; its queue scope is open (any queue).
+domain checks what only it can (the reporter's own ticket, filing on behalf, and the
+desk's queue scope). The support desk is the role "support_desk", scoped by the routing
+table's `staffed_by` (services/support/desk_scope.py): a desk member lists, reads and
+works only tickets in the queues they staff - staffed_by "region" for the region's desk
+(region_staff + support_desk), "reporter_organization" for a desk member of the ticket
+reporter's own organisation. Anything else is PERMISSION_DENIED (reason NOT_YOUR_QUEUE);
+the desk a ticket was escalated from keeps reading it.
 """
 
 from __future__ import annotations
@@ -142,7 +147,7 @@ class SupportServicer(support_pb2_grpc.SupportServiceServicer):
     async def ListTickets(self, request, context):
         states = [_enum_in(support_pb2.TicketState, "TICKET_STATE_", s) for s in request.states]
         docs, token = await self._tickets.list(
-            queue_id=request.queue_id, states=states, min_age_seconds=request.min_age_seconds,
+            auth.caller(), queue_id=request.queue_id, states=states, min_age_seconds=request.min_age_seconds,
             page_size=request.page.page_size, page_token=request.page.page_token)
         return support_pb2.ListTicketsResponse(tickets=[self._out(d) for d in docs],
                                                page=common_pb2.PageResponse(next_page_token=token))

@@ -12,8 +12,13 @@ history entry (who, when, from/to queue, from/to state, text); an invalid transi
 is FAILED_PRECONDITION. Changes are optimistic (a version field), so two desk members
 acting at once never lose one another's history entries.
 
-Desk scope: any support-desk member may act on any queue (queue scope is left open;
-a desk member's queue membership is not modelled yet).
+Desk scope (services/support/desk_scope.py, from the routing table's staffed_by): a desk
+member lists, reads and works only tickets in the queues they staff - the region's desk the
+region's queues, a municipality's IT its own staff's tickets in "your own workplace IT".
+Listing filters in the database (paging stays right); a ticket outside the caller's queues
+is PERMISSION_DENIED (reason NOT_YOUR_QUEUE). The reporter (and whoever filed it) keeps
+reading and commenting on their own ticket; the desk a ticket was escalated from keeps
+reading it. A self-reporter's organisation is their login's (it decides which desk sees it).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from services.runtime.access_log import AccessLog
 from services.runtime.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from services.runtime.mongo import DURABLE
 from services.support import metrics
+from services.support.desk_scope import NOT_YOUR_QUEUE, DeskScope, landing_queue, org_key, scope_of
 from services.support.peers import REBOOK_PENDING, Peers
 from services.support.routing_table import PROBLEM_KINDS, REPORTER_KINDS, RoutingTable
 
@@ -108,6 +114,11 @@ def is_desk(who: auth.Caller) -> bool:
     return who.is_person and who.has_role(auth.ROLE_SUPPORT_DESK)
 
 
+def _is_reporter(doc: dict, who: auth.Caller) -> bool:
+    """The reporter, or whoever filed the ticket for them."""
+    return who.is_person and who.actor() in (doc["reporter"].get("id"), doc["filed_by"])
+
+
 class Tickets:
     def __init__(self, db, routing: RoutingTable, peers: Peers, access_log: AccessLog,
                  description_max_chars: int = MAX_TEXT) -> None:
@@ -121,6 +132,8 @@ class Tickets:
         await self._tickets.create_index([("idem", ASCENDING)], unique=True)
         await self._tickets.create_index([("queue_id", ASCENDING), ("state", ASCENDING), ("created_at", DESCENDING)])
         await self._tickets.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        # A municipality desk's listing: its organisation's tickets, newest first.
+        await self._tickets.create_index([("org_key", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
         await self._tickets.create_index([("followup", ASCENDING)])
         await self._access.ensure_indexes()
 
@@ -175,12 +188,21 @@ class Tickets:
         kind = report.reporter_kind or _kind_from_login(who)
         if not _kind_fits_login(kind, who) and not is_desk(who):
             raise InvalidArgument("reporter.kind", f"{kind} does not match how you logged in")
+        # The organisation decides which desk sees the ticket: a login's own (from the directory) wins.
+        organization = report.organization.strip()
+        if who.organization and organization and org_key(organization) != org_key(who.organization):
+            raise InvalidArgument("reporter.organization",
+                                  f"you are logged in as staff of {who.organization}; report as yourself from there")
         return {"name": report.reporter_name.strip() or who.name, "id": who.id, "id_kind": who.id_kind,
-                "kind": kind, "organization": report.organization or who.organization, "contact": report.contact}
+                "kind": kind, "organization": who.organization or organization, "contact": report.contact}
 
     async def file_report(self, report: Report, who: auth.Caller) -> dict:
         reporter = self._check(report, who)
         route = self.routing.route(reporter["kind"], report.problem)
+        queue = landing_queue(self.routing, route.queue, reporter["organization"])
+        filed_text = f"Regel {route.rule_id}: {route.queue.name}"
+        if queue is not route.queue:
+            filed_text += f"; ingen organisation angiven, därför till {queue.name}"
         fingerprint = hashlib.sha256(
             json.dumps([reporter, asdict(report) | {"idempotency_key": ""}], sort_keys=True).encode()
         ).hexdigest()
@@ -204,7 +226,8 @@ class Tickets:
             "meeting_id": report.meeting_id,
             "participant_id": report.participant_id,
             "state": "new",
-            "queue_id": route.queue.id,
+            "queue_id": queue.id,
+            "org_key": org_key(reporter["organization"]),
             "rule_id": route.rule_id,
             "assignee": "",
             "evidence": None,
@@ -215,8 +238,7 @@ class Tickets:
             "created_at": at,
             "updated_at": at,
             "first_response_at": None,
-            "history": [_entry(at, who, "filed", to_queue=route.queue.id, to_state="new",
-                               text=f"Regel {route.rule_id}: {route.queue.name}")],
+            "history": [_entry(at, who, "filed", to_queue=queue.id, to_state="new", text=filed_text)],
         }
         try:
             # j:true (the collection's write concern): on disk before anything else happens.
@@ -226,7 +248,7 @@ class Tickets:
             if existing is None:
                 raise Aborted("the report was filed concurrently; retry") from None
             return await self._replay(existing, fingerprint)
-        log.info("ticket %s filed: %s -> %s (rule %s)", ticket_id, report.problem, route.queue.id, route.rule_id)
+        log.info("ticket %s filed: %s -> %s (rule %s)", ticket_id, report.problem, queue.id, route.rule_id)
         return await self._follow_up(doc) if doc["followup"] else doc
 
     async def _replay(self, existing: dict, fingerprint: str) -> dict:
@@ -293,34 +315,48 @@ class Tickets:
             await self._access.record(action, pnr, resource="tickets/" + ",".join(ids[:20]),
                                       purpose="support")
 
+    def scope(self, who: auth.Caller) -> DeskScope:
+        return scope_of(who, self.routing)
+
+    def _works(self, doc: dict, who: auth.Caller) -> None:
+        """Refused unless the caller staffs the ticket's current queue."""
+        if not self.scope(who).works(doc):
+            raise PermissionDenied(f"ticket {doc['_id']} is not in a queue you staff", reason=NOT_YOUR_QUEUE)
+
     async def get(self, ticket_id: str, who: auth.Caller) -> dict:
         doc = await self._load(ticket_id)
-        if not (is_desk(who) or who.actor() in (doc["reporter"].get("id"), doc["filed_by"])):
-            raise PermissionDenied("only the support desk and the reporter can read a ticket")
+        if not (_is_reporter(doc, who) or self.scope(who).has_worked(doc)):
+            if is_desk(who):
+                raise PermissionDenied(f"ticket {ticket_id} is not in a queue you staff", reason=NOT_YOUR_QUEUE)
+            raise PermissionDenied("only the support desk of the ticket's queue and the reporter can read a ticket")
         await self._log_reads([doc], "support.ticket.read")
         return doc
 
-    async def list(self, queue_id: str = "", states: list[str] | None = None, min_age_seconds: int = 0,
-                   page_size: int = 0, page_token: str = "") -> tuple[list[dict], str]:
+    async def list(self, who: auth.Caller, queue_id: str = "", states: list[str] | None = None,
+                   min_age_seconds: int = 0, page_size: int = 0, page_token: str = "") -> tuple[list[dict], str]:
+        """The caller's queues only (filtered in the database, so pages and tokens stay right)."""
         if queue_id and self.routing.queue(queue_id) is None:
             raise InvalidArgument("queue_id", f"no queue {queue_id!r} in the {self.routing.region} routing table")
+        scope = self.scope(who)
+        if scope.empty:
+            raise PermissionDenied("you staff no support queue (a municipality's desk needs the organisation "
+                                   "from the directory)", reason=NOT_YOUR_QUEUE)
+        if queue_id and not scope.staffs_part_of(queue_id):
+            raise PermissionDenied(f"you do not staff queue {queue_id}", reason=NOT_YOUR_QUEUE)
         if any(state not in STATES for state in states or ()):
             raise InvalidArgument("states", f"each one of {', '.join(STATES)}")
         if not 0 <= min_age_seconds <= MAX_AGE_SECONDS:
             raise InvalidArgument("min_age_seconds", f"between 0 and {MAX_AGE_SECONDS} (100 years)")
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument("page.page_size", f"between 0 and {MAX_PAGE}")
-        query: dict = {}
-        if queue_id:
-            query["queue_id"] = queue_id
+        query: dict = {"$and": [scope.query(queue_id)]}
         if states:
-            query["state"] = {"$in": list(dict.fromkeys(states))}
+            query["$and"].append({"state": {"$in": list(dict.fromkeys(states))}})
         if min_age_seconds:
-            query["created_at"] = {"$lte": now() - dt.timedelta(seconds=min_age_seconds)}
+            query["$and"].append({"created_at": {"$lte": now() - dt.timedelta(seconds=min_age_seconds)}})
         if page_token:
             at, last = _decode_token(page_token)
-            query = {"$and": [query, {"$or": [{"created_at": {"$lt": at}},
-                                              {"created_at": at, "_id": {"$lt": last}}]}]}
+            query["$and"].append({"$or": [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": last}}]})
         size = page_size or DEFAULT_PAGE
         docs = await self._tickets.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(
             size + 1).to_list()
@@ -362,6 +398,7 @@ class Tickets:
             raise InvalidArgument("assignee", "at most 64 characters")
 
         def decide(doc):
+            self._works(doc, who)
             self._moving(doc, "assigned")
             return ({"state": "assigned", "assignee": assignee},
                     _entry(now(), who, "assigned", from_state=doc["state"], to_state="assigned",
@@ -373,8 +410,10 @@ class Tickets:
         text = _text("text", text, "write something")
 
         def decide(doc):
-            if not (is_desk(who) or who.actor() in (doc["reporter"].get("id"), doc["filed_by"])):
-                raise PermissionDenied("only the support desk and the reporter can comment on a ticket")
+            if not _is_reporter(doc, who):
+                if not is_desk(who):
+                    raise PermissionDenied("only the support desk and the reporter can comment on a ticket")
+                self._works(doc, who)
             if doc["state"] == "closed":
                 raise FailedPrecondition("the ticket is closed", reason="TICKET_CLOSED")
             return {}, _entry(now(), who, "commented", text=text)
@@ -386,6 +425,7 @@ class Tickets:
         reason = _text("reason", reason, "say what was checked: why it is not the municipality's fault")
 
         def decide(doc):
+            self._works(doc, who)
             queue = self.routing.queue(doc["queue_id"])
             target = queue.escalates_to if queue else None
             if not target:
@@ -407,6 +447,7 @@ class Tickets:
         note = _text("note", note)
 
         def decide(doc):
+            self._works(doc, who)
             self._moving(doc, state)
             return ({"state": state},
                     _entry(now(), who, "state", from_state=doc["state"], to_state=state,

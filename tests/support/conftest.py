@@ -6,11 +6,26 @@ import pytest
 from svpl.support.v1 import support_pb2
 
 from services.runtime import auth
+from tests.conftest import PEOPLE
 from tests.harness import as_token
 
 # Who reports, as the tests log in (tests/conftest.py PEOPLE), and an external actor.
 EXTERNAL = dict(person_id="198112289874", id_kind="personnummer", name="Frida Försäkring", method="bankid",
                 roles=[auth.ROLE_CITIZEN], organization="Försäkringskassan")
+
+# Two municipalities and the region, as the HSA directory names them (the token's "org").
+MUNI_A, MUNI_B, REGION_ORG = "Jönköpings kommun", "Värnamo kommun", "Region Jönköpings län"
+_MUNI_ROLES = [auth.ROLE_STAFF, auth.ROLE_MUNICIPALITY_STAFF]
+# Reporters: municipality staff of A (tests/conftest.py's Mona, with her organisation) and of B.
+STAFF_A = {**PEOPLE["municipality_staff"], "organization": MUNI_A}
+STAFF_B = dict(person_id="SE2120000837-3002", id_kind="hsa_id", name="Bo Värnamo", method="siths",
+               roles=_MUNI_ROLES, organization=MUNI_B)
+# Support desks: the region's (tests/conftest.py's Sam) and each municipality's own IT.
+DESK_REGION = {**PEOPLE["support_desk"], "organization": REGION_ORG}
+DESK_A = dict(person_id="SE2120000829-4002", id_kind="hsa_id", name="Ada Kommun-IT", method="siths",
+              roles=[*_MUNI_ROLES, auth.ROLE_SUPPORT_DESK], organization=MUNI_A)
+DESK_B = dict(person_id="SE2120000837-4003", id_kind="hsa_id", name="Berit Värnamo-IT", method="siths",
+              roles=[*_MUNI_ROLES, auth.ROLE_SUPPORT_DESK], organization=MUNI_B)
 
 
 @pytest.fixture

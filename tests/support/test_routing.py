@@ -16,7 +16,7 @@ from services.support import routing_table
 from services.support.routing_table import RoutingTableError
 from services.support.config import SupportSettings
 from services.support.server import build
-from tests.support.conftest import EXTERNAL, file
+from tests.support.conftest import EXTERNAL, STAFF_A, file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +57,7 @@ TABLE = [
     for p in (USAGE, NET_PW, COSMIC_PW, COSMIC_FAULT, TECH, CONN, OTHER)
 ]
 
-LOGIN = {MUNI: "municipality_staff", REGION: "region_staff", CITIZEN: "patient"}
+LOGIN = {MUNI: STAFF_A, REGION: "region_staff", CITIZEN: "patient"}
 
 
 async def test_every_domain_routing_row_reaches_its_queue_with_the_contact_text(shared_support, md):
@@ -66,7 +66,8 @@ async def test_every_domain_routing_row_reaches_its_queue_with_the_contact_text(
                                                 for p in (USAGE, NET_PW, COSMIC_PW, COSMIC_FAULT, TECH, CONN, OTHER)}
     wrong = []
     for row, reporter, problem, (queue, text) in TABLE:
-        who = md(LOGIN[reporter]) if reporter in LOGIN else md(**EXTERNAL)
+        login = LOGIN.get(reporter, EXTERNAL)
+        who = md(login) if isinstance(login, str) else md(**login)
         ticket = await file(shared_support, who, problem=problem, reporter=pb.Reporter(kind=reporter))
         got = (ticket.routing.queue.queue_id, ticket.routing.queue.contact_text)
         if got != (queue, text) or ticket.reporter.kind != reporter or ticket.state != pb.TICKET_STATE_NEW:
@@ -75,7 +76,7 @@ async def test_every_domain_routing_row_reaches_its_queue_with_the_contact_text(
 
 
 async def test_reporter_kind_defaults_from_the_login_and_cannot_be_claimed_falsely(shared_support, md):
-    ticket = await file(shared_support, md("municipality_staff"), problem=TECH)
+    ticket = await file(shared_support, md(**STAFF_A), problem=TECH)
     assert ticket.reporter.kind == MUNI and ticket.routing.queue.queue_id == "kommunens_it"
     with pytest.raises(Exception) as err:  # a citizen cannot jump the queue as region staff
         await file(shared_support, md("patient"), problem=TECH, reporter=pb.Reporter(kind=REGION))
@@ -101,8 +102,8 @@ def test_a_report_no_rule_matches_goes_to_the_default_queue():
 region: test
 default_queue: desk
 queues:
-  - {id: desk, name: Servicedesk, phone: "010 000 00 00"}
-  - {id: mail, name: E-post, email: help@example.se}
+  - {id: desk, name: Servicedesk, phone: "010 000 00 00", staffed_by: region}
+  - {id: mail, name: E-post, email: help@example.se, staffed_by: region}
 rules:
   - {id: only-usage, problems: [usage], queue: mail}
 """)
@@ -119,15 +120,22 @@ BAD_TABLES = {
                         "rule 'lost-rule': queue 'nowhere' is not defined"),
     "rule that can never match": ("", "  - {id: everything, queue: desk}\n  - {id: shadowed, problems: [usage], "
                                   "queue: desk}\n", "rule 'shadowed' can never match"),
-    "queue nobody can contact": ("  - {id: silent, name: Tyst}\n", "  - {id: to-silent, queue: silent}\n",
-                                 "queue 'silent': needs an email, a phone"),
+    "queue nobody can contact": ("  - {id: silent, name: Tyst, staffed_by: region}\n",
+                                 "  - {id: to-silent, queue: silent}\n", "queue 'silent': needs an email, a phone"),
+    "queue staffed by nobody known": ("  - {id: odd, name: Udda, email: u@rjl.se, staffed_by: municipality}\n",
+                                      "  - {id: to-odd, queue: odd}\n",
+                                      "queue 'odd' (staffed_by): Input should be 'region' or 'reporter_organization'"),
+    "queue without staffed_by": ("  - {id: unstaffed, name: Ingen, email: i@rjl.se}\n",
+                                 "  - {id: to-unstaffed, queue: unstaffed}\n",
+                                 "queue 'unstaffed' (staffed_by): Field required"),
 }
 
 
 def _bad_table(tmp_path, case: str) -> Path:
     queues, rules, _ = BAD_TABLES[case]
     path = tmp_path / "bad.yaml"
-    path.write_text("region: rjl\ndefault_queue: desk\nqueues:\n  - {id: desk, name: Desk, email: d@rjl.se}\n"
+    path.write_text("region: rjl\ndefault_queue: desk\nqueues:\n  - {id: desk, name: Desk, email: d@rjl.se, "
+                    "staffed_by: region}\n"
                     + queues + "rules:\n" + rules, encoding="utf-8")
     return path
 

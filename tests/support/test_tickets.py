@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from svpl.common.v1 import common_pb2
 from svpl.support.v1 import support_pb2 as pb
 
-from tests.support.conftest import file
+from tests.support.conftest import DESK_A, MUNI_A, STAFF_A, file
 
 
 async def _rpc_error(call) -> grpc.aio.AioRpcError:
@@ -24,21 +24,22 @@ def _metric(name: str, **labels) -> float:
 
 
 async def test_escalation_keeps_the_whole_history(shared_support, md):
-    stub, desk = shared_support.stub("support"), md("support_desk")
+    # The municipality's own IT works it first, then the region's desk.
+    stub, muni_desk, desk = shared_support.stub("support"), md(**DESK_A), md("support_desk")
     before = _metric("svpl_support_escalations_total", from_queue="kommunens_it", to_queue="region_it_teknik")
     responses = _metric("svpl_support_first_response_seconds_count", queue="kommunens_it")
-    ticket = await file(shared_support, md("municipality_staff"), problem=pb.PROBLEM_KIND_TECHNICAL,
+    ticket = await file(shared_support, md(**STAFF_A), problem=pb.PROBLEM_KIND_TECHNICAL,
                         description="Når inte mötestjänsten fast nätet är bra")
     assert ticket.routing.queue.queue_id == "kommunens_it"
     tid = ticket.ticket_id
     # The reporter adds a detail: that is not a response.
     await stub.CommentTicket(pb.CommentTicketRequest(ticket_id=tid, text="Gäller alla datorer"),
-                             metadata=md("municipality_staff"))
-    await stub.AssignTicket(pb.AssignTicketRequest(ticket_id=tid, assignee="kommun-it-1"), metadata=desk)
+                             metadata=md(**STAFF_A))
+    await stub.AssignTicket(pb.AssignTicketRequest(ticket_id=tid, assignee="kommun-it-1"), metadata=muni_desk)
     await stub.CommentTicket(pb.CommentTicketRequest(ticket_id=tid, text="Nätet och datorn kontrollerade"),
-                             metadata=desk)
+                             metadata=muni_desk)
     escalated = (await stub.EscalateTicket(pb.EscalateTicketRequest(
-        ticket_id=tid, reason="Kommunens nät och utrustning fungerar"), metadata=desk)).ticket
+        ticket_id=tid, reason="Kommunens nät och utrustning fungerar"), metadata=muni_desk)).ticket
     assert escalated.state == pb.TICKET_STATE_ESCALATED and escalated.not_municipality_fault
     assert not ticket.not_municipality_fault
     assert escalated.routing.queue.queue_id == "region_it_teknik"
@@ -46,7 +47,7 @@ async def test_escalation_keeps_the_whole_history(shared_support, md):
     await stub.AssignTicket(pb.AssignTicketRequest(ticket_id=tid, assignee="region-it-7"), metadata=desk)
     await stub.ChangeTicketState(pb.ChangeTicketStateRequest(ticket_id=tid, state=pb.TICKET_STATE_RESOLVED,
                                                              note="Brandväggsregel rättad"), metadata=desk)
-    final = (await stub.GetTicket(pb.GetTicketRequest(ticket_id=tid), metadata=md("municipality_staff"))).ticket
+    final = (await stub.GetTicket(pb.GetTicketRequest(ticket_id=tid), metadata=md(**STAFF_A))).ticket
 
     steps = [(h.action, h.from_queue, h.to_queue, h.from_state, h.to_state) for h in final.history]
     assert steps == [
@@ -58,9 +59,10 @@ async def test_escalation_keeps_the_whole_history(shared_support, md):
         ("assigned", "region_it_teknik", "region_it_teknik", pb.TICKET_STATE_ESCALATED, pb.TICKET_STATE_ASSIGNED),
         ("state", "region_it_teknik", "region_it_teknik", pb.TICKET_STATE_ASSIGNED, pb.TICKET_STATE_RESOLVED),
     ]
-    # The reporter filed it and added a detail; the desk did the rest.
+    # The reporter filed it and added a detail; the municipality's IT and then the region's desk did the rest.
     assert [h.actor for h in final.history[:2]] == ["SE2120000829-3001"] * 2
-    assert {h.actor for h in final.history[2:]} == {"SE2321000057-4001"}
+    assert [h.actor for h in final.history[2:5]] == [DESK_A["person_id"]] * 3
+    assert [h.actor for h in final.history[5:]] == ["SE2321000057-4001"] * 2
     assert final.history[4].text == "Inte kommunens fel: Kommunens nät och utrustning fungerar"
     assert final.history[3].text == "Nätet och datorn kontrollerade"
     times = [h.at.ToDatetime() for h in final.history]
@@ -123,7 +125,8 @@ async def test_only_the_desk_and_the_reporter_see_a_ticket(shared_support, md):
 
 async def test_reporting_for_someone_else_is_for_the_desk_only(shared_support, md):
     someone = pb.Reporter(name="Kalle Kommun", kind=pb.REPORTER_KIND_MUNICIPALITY_STAFF,
-                          person=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_HSA_ID, id="SE2120000829-3999"))
+                          person=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_HSA_ID, id="SE2120000829-3999"),
+                          organization=MUNI_A)
     err = await _rpc_error(file(shared_support, md("region_staff"), reporter=someone))
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     ticket = await file(shared_support, md("support_desk"), reporter=someone)
@@ -159,8 +162,8 @@ async def test_a_retry_with_the_same_idempotency_key_returns_the_same_ticket(sha
 
 
 async def test_desk_lists_by_queue_state_and_age_in_pages(support, md):
-    stub, desk = support.stub("support"), md("support_desk")
-    ids = [(await file(support, md("municipality_staff"), description=f"fel {i}")).ticket_id for i in range(5)]
+    stub, desk = support.stub("support"), md(**DESK_A)
+    ids = [(await file(support, md(**STAFF_A), description=f"fel {i}")).ticket_id for i in range(5)]
     await file(support, md("region_staff"))  # another queue
     await stub.AssignTicket(pb.AssignTicketRequest(ticket_id=ids[0]), metadata=desk)
 
@@ -177,7 +180,7 @@ async def test_desk_lists_by_queue_state_and_age_in_pages(support, md):
     assert seen == list(reversed(ids[1:]))  # newest first, each once, the assigned one left out
     assigned = await stub.ListTickets(pb.ListTicketsRequest(states=[pb.TICKET_STATE_ASSIGNED]), metadata=desk)
     assert [t.ticket_id for t in assigned.tickets] == [ids[0]]
-    assert assigned.tickets[0].assignee == "SE2321000057-4001"
+    assert assigned.tickets[0].assignee == DESK_A["person_id"]
     old = await stub.ListTickets(pb.ListTicketsRequest(min_age_seconds=3600), metadata=desk)
     assert list(old.tickets) == []
     err = await _rpc_error(stub.ListTickets(pb.ListTicketsRequest(page=common_pb2.PageRequest(page_token="!!")),
@@ -186,8 +189,8 @@ async def test_desk_lists_by_queue_state_and_age_in_pages(support, md):
 
 
 async def test_open_tickets_gauge_follows_the_database(support, md):
-    await file(support, md("municipality_staff"))
-    await file(support, md("municipality_staff"))
+    await file(support, md(**STAFF_A))
+    await file(support, md(**STAFF_A))
     tickets = support.running["support"].component.bindings[0].servicer._tickets
     await tickets.refresh_gauge()
     assert _metric("svpl_support_open_tickets", queue="kommunens_it", state="new") == 2
