@@ -13,8 +13,8 @@ costs as much CPU as the server it measures, and starves it.
 
 Protocol with the orchestrator (bench/media.py): the first stdin line is a JSON config (with the
 clip, encoded once by the orchestrator, base64 over the pipe: nothing on disk); this process prints
-"ready" when every subscriber slot has received video, then waits for a line "report <t0> <t1>"
-on stdin and prints one JSON line of results for that wall-clock window.
+"ready" when every subscriber slot has received video, then answers each stdin line
+"report <t0> <t1>" with one JSON line of results for that wall-clock window, until a line "stop".
 """
 
 from __future__ import annotations
@@ -270,15 +270,16 @@ async def main() -> None:
             return
         await asyncio.sleep(0.1)
     print("ready", flush=True)
-    line = await asyncio.to_thread(sys.stdin.readline)
-    _, t0, t1 = line.split()
-    t0, t1 = float(t0), float(t1)
-    span = t1 - t0
-    video_fps = [sum(t0 <= t < t1 for t in s.times) / span for p in people for s in p.slots if s.kind == "video"]
-    audio_fps = [sum(t0 <= t < t1 for t in s.times) / span for p in people for s in p.slots if s.kind == "audio"]
-    decoded = [sum(t0 <= t < t1 for t in s.decoded) / span for p in people for s in p.slots if s.decoded]
-    sent_fps = [sum(t0 <= t < t1 for t in p.video.times) / span for p in people]
-    print(json.dumps({"sent_fps": sent_fps, "video_fps": video_fps, "audio_fps": audio_fps, "decoded_fps": decoded}), flush=True)
+    while (line := await asyncio.to_thread(sys.stdin.readline)).startswith("report"):
+        _, t0, t1 = line.split()
+        t0, t1 = float(t0), float(t1)
+        span = t1 - t0
+        video_fps = [sum(t0 <= t < t1 for t in s.times) / span for p in people for s in p.slots if s.kind == "video"]
+        audio_fps = [sum(t0 <= t < t1 for t in s.times) / span for p in people for s in p.slots if s.kind == "audio"]
+        decoded = [sum(t0 <= t < t1 for t in s.decoded) / span for p in people for s in p.slots if s.decoded]
+        sent_fps = [sum(t0 <= t < t1 for t in p.video.times) / span for p in people]
+        print(json.dumps({"sent_fps": sent_fps, "video_fps": video_fps, "audio_fps": audio_fps, "decoded_fps": decoded}),
+              flush=True)
     for p in people:
         p.reports.cancel()
         await p.pc.close()
