@@ -1,10 +1,13 @@
 """Connection quality per participant from aiortc's getStats: RTT, loss, jitter (ms), bitrate.
 
 Jitter in RTP statistics is in RTP clock ticks; it is converted with the codec's clock rate.
-Bitrates are byte-count deltas of the (bundled) transport between two samples."""
+Bitrates are byte-count deltas of the (bundled) transport over at least BITRATE_SPAN seconds
+where the samples allow it: whoever asked just before (the portal, support's evidence, a second
+desk) must not leave the next caller a few milliseconds' delta of nothing."""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import time
 from dataclasses import dataclass, field
@@ -15,6 +18,7 @@ POOR_CONNECTION = "Din anslutning är svag: använd nätverkskabel om du kan"
 HIGH_DELAY = "Lång fördröjning i anslutningen"
 PACKET_LOSS = "Ljud och bild tappas på vägen"
 UNEVEN = "Ojämn anslutning: ljud och bild kan hacka"
+BITRATE_SPAN = 1.0  # seconds: a bitrate is measured over at least this long once the connection is that old
 
 
 @dataclass
@@ -52,12 +56,14 @@ def assess(q: Quality, limits: Thresholds) -> Quality:
 
 
 class QualitySampler:
-    """Samples one peer connection; bitrates come from the byte counts since the previous sample."""
+    """Samples one peer connection; bitrates come from byte counts against an earlier sample."""
 
     def __init__(self, limits: Thresholds) -> None:
         self._limits = limits
-        # The peer connection is new: no bytes yet.
-        self._last: tuple[float, int, int] | None = (time.monotonic(), 0, 0)
+        # (monotonic time, bytes received, bytes sent) of earlier samples; the first is the newest
+        # one at least BITRATE_SPAN old, if any is. The peer connection is new: no bytes yet.
+        self._samples: collections.deque[tuple[float, int, int]] = collections.deque([(time.monotonic(), 0, 0)],
+                                                                                     maxlen=256)
         self._poor = False
 
     async def sample(self, pc) -> Quality:
@@ -85,11 +91,14 @@ class QualitySampler:
             packet_loss=max(losses, default=0.0),
             jitter_ms=max(jitters, default=0.0),
         )
-        if self._last is not None and now > self._last[0]:
-            span = now - self._last[0]
-            q.inbound_kbps = max(received - self._last[1], 0) * 8 / span / 1000
-            q.outbound_kbps = max(sent - self._last[2], 0) * 8 / span / 1000
-        self._last = (now, received, sent)
+        samples = self._samples
+        while len(samples) > 1 and samples[1][0] <= now - BITRATE_SPAN:
+            samples.popleft()
+        then, received_then, sent_then = samples[0]
+        if now > then:
+            q.inbound_kbps = max(received - received_then, 0) * 8 / (now - then) / 1000
+            q.outbound_kbps = max(sent - sent_then, 0) * 8 / (now - then) / 1000
+        samples.append((now, received, sent))
         assessed = assess(q, self._limits)
         if assessed.poor and not self._poor:  # count the turn to poor, not every sample of it
             QUALITY_WARNINGS.inc()

@@ -45,6 +45,9 @@ async def test_quality_snapshot_reports_ms_and_bitrates(world):
         one = await world.media.GetQualitySnapshot(
             media_pb2.GetQualitySnapshotRequest(meeting_id=meeting, participant_id="pa"), metadata=world.gateway_md)
         assert [s.participant_id for s in one.stats] == ["pa"]
+        # Asked again at once (the portal, then support's evidence): still a bitrate over the last second,
+        # not the few milliseconds since the previous snapshot.
+        assert one.stats[0].inbound_bitrate_kbps > 5 and one.stats[0].outbound_bitrate_kbps > 5
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await world.media.GetQualitySnapshot(
                 media_pb2.GetQualitySnapshotRequest(meeting_id=meeting, participant_id="nobody"), metadata=world.roster_md)
