@@ -19,9 +19,8 @@ changes any of them):
   per frame: the publication packetises a frame once (``Vp8Encoder._packetize``, Opus is
   one payload), and for each subscriber the header (with the sender's SSRC, payload type,
   MID and abs-send-time extensions, serialised by aiortc once per frame) only gets its
-  sequence number and marker patched per packet, is SRTP-protected with the DTLS
-  transport's ``_tx_srtp`` session (libsrtp, called as pylibsrtp does but without its
-  per-call wrapper: :class:`SrtpProtect`) and goes straight to the nominated ICE pair's
+  sequence number and marker patched per packet, is SRTP-protected by the DTLS
+  transport's ``_tx_srtp`` (libsrtp) and goes straight to the nominated ICE pair's
   socket (asyncio's ``_SelectorDatagramTransport._sock``) when nothing is queued in the
   transport: a frame's equal-size packets in one ``sendmsg`` with Linux UDP GSO, a single
   packet with one ``sendto``; otherwise through the transport, which keeps the order.
@@ -56,12 +55,6 @@ from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
-from pylibsrtp import SRTP_MAX_TRAILER_LEN
-from pylibsrtp import _srtp_assert
-from pylibsrtp._binding import ffi as _srtp_ffi
-from pylibsrtp._binding import lib as _srtp_lib
-
-_srtp_protect = _srtp_lib.srtp_protect
 
 log = logging.getLogger("svpl.media.forwarding")
 
@@ -269,33 +262,6 @@ class DatagramBatch:
         transport.sendto(data, addr)
 
 
-class SrtpProtect:
-    """``pylibsrtp.Session.protect`` for one session without its per-call wrapper (a type check, a
-    fresh ``int *`` from cffi and two Python calls per packet: a quarter of the call's cost, measured).
-    It calls the same ``srtp_protect`` with the session's own context and buffer (pylibsrtp 1.0.0's
-    ``_srtp``, ``_cdata``, ``_buffer``; pinned, tests/media/test_aiortc_internals.py checks them)."""
-
-    __slots__ = ("session", "_ctx", "_cdata", "_buffer", "_length", "_limit")
-
-    def __init__(self, session) -> None:
-        self.session = session
-        self._ctx = session._srtp[0]
-        self._cdata = session._cdata
-        self._buffer = session._buffer
-        self._length = _srtp_ffi.new("int *")
-        self._limit = len(session._cdata) - SRTP_MAX_TRAILER_LEN
-
-    def __call__(self, plain: bytes) -> bytes:
-        n = len(plain)
-        if n > self._limit:
-            raise ValueError("packet is too long")
-        self._buffer[0:n] = plain
-        length = self._length
-        length[0] = n
-        _srtp_assert(_srtp_protect(self._ctx, self._cdata, length))
-        return self._buffer[0:length[0]]
-
-
 class RtpOut:
     """Sends a forwarded frame's payloads on one `RTCRtpSender`, as its `_run_rtp` loop would."""
 
@@ -312,7 +278,6 @@ class RtpOut:
         self._abs_send_time_at: int | None = None  # offset of the 3 abs-send-time bytes in it
         self._patchable = False  # whether the header differs between frames only in those bytes and the timestamp
         self._batch = DatagramBatch()
-        self._protect: SrtpProtect | None = None
 
     def _serialize(self, timestamp: int, abs_send_time: int) -> bytes:
         packet = RtpPacket(payload_type=self.payload_type, timestamp=timestamp, ssrc=self.sender._ssrc)
@@ -356,10 +321,7 @@ class RtpOut:
         pair = dtls.transport._connection._nominated.get(1)
         if pair is None:
             return
-        transport, addr = pair.protocol.transport, pair.remote_addr
-        protect = self._protect
-        if protect is None or protect.session is not dtls._tx_srtp:
-            protect = self._protect = SrtpProtect(dtls._tx_srtp)
+        transport, addr, protect = pair.protocol.transport, pair.remote_addr, dtls._tx_srtp.protect
         timestamp = (self._timestamp_origin + timestamp) & 0xFFFFFFFF
         seq = self._sequence
         header = self.header(timestamp, (ntp >> 14) & 0x00FFFFFF)

@@ -13,7 +13,6 @@ from importlib.metadata import version
 
 import aiortc.rtcrtpreceiver
 import av
-import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
 from aiortc.codecs import get_encoder
 from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
@@ -28,38 +27,6 @@ from services.media.forwarding import DatagramBatch, FrameSink, Publication, Raw
 def test_pinned_versions():
     assert version("aiortc") == "1.16.0"
     assert version("aioice") == "0.13.0"
-    assert version("pylibsrtp") == "1.0.0"
-
-
-def test_srtp_protect_is_pylibsrtps_protect():
-    """SrtpProtect calls libsrtp as pylibsrtp's Session.protect does: two sessions with the same key
-    give byte-identical packets, the peer's unprotect restores them, and its checks are kept."""
-    import os
-
-    import pylibsrtp
-
-    from services.media.forwarding import SrtpProtect
-
-    key = os.urandom(30)
-    ours, theirs = (pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
-                    for _ in range(2))
-    peer = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
-    protect = SrtpProtect(ours)
-    for seq, size in ((1, 1200), (2, 60), (3, 1300), (4, 1)):
-        plain = RtpPacket(payload_type=96, sequence_number=seq, timestamp=seq * 3000, ssrc=1234,
-                          payload=os.urandom(size)).serialize()
-        sent = protect(plain)
-        assert sent == theirs.protect(plain) and len(sent) > len(plain)
-        assert peer.unprotect(sent) == plain
-    with pytest.raises(ValueError):
-        protect(b"\x80" * 1500)  # no room for the authentication tag, as Session.protect refuses
-    with pytest.raises(pylibsrtp.Error):
-        protect(b"\x80\x60")  # libsrtp's own refusal (not an RTP header) is raised, not ignored
-    source = inspect.getsource(pylibsrtp.Session)
-    for line in ('self._cdata = ffi.new("char[]", 1500)', "self._buffer = ffi.buffer(self._cdata)",
-                 "_srtp_assert(func(self._srtp[0], self._cdata, len_p))", "return self._buffer[0 : len_p[0]]",
-                 "return self.__process(packet, lib.srtp_protect, SRTP_MAX_TRAILER_LEN)"):
-        assert line in source, line
 
 
 def test_receiver_hands_complete_frames_to_a_replaceable_decoder_queue():
