@@ -43,6 +43,8 @@ NAMED = [
     ("SE2120000829-3001", "Mona", "Kommun", "Biståndshandläggare", 1, "Hemtjänst Öster", []),
     ("SE2120000829-3002", "Kent", "Kommunsamordnare", "Samordnare SIP", 1, "Socialtjänsten", ["coordinator"]),
     ("SE2321000057-4001", "Sam", "Support", "Supporttekniker", 0, "Svpl support", ["support_desk"]),
+    # The municipality's own IT support: works only tickets from Jönköpings kommun's staff.
+    ("SE2120000829-4002", "Kim", "Kommunit", "IT-tekniker", 1, "Kommunens IT-support", ["support_desk"]),
     ("SE2321000057-5001", "Lotta", "Logg", "Informationssäkerhetssamordnare", 0, "Svpl support", ["access_log"]),
 ]
 
