@@ -1,7 +1,8 @@
 import socket
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
+from services.media.ports import PortRange
 from services.runtime.config import ServiceSettings
 
 
@@ -28,6 +29,40 @@ class MediaSettings(ServiceSettings):
     test_room_seconds: float = Field(300.0, gt=0)
     # Kubernetes: when set, the pod-deletion-cost updater runs (see pod_deletion_cost.py).
     pod_name: str = ""
+    # UDP ports of the peer connections' ICE host sockets (services/media/ports.py): 0/0 = ephemeral
+    # (behind TURN); both set = every socket inside min..max (published directly, chart turn.enabled=false).
+    # One port per peer connection and host address (max-bundle): the range must hold at least
+    # capacity_participants ports (echo test rooms need a port each too, beyond that).
+    rtc_port_min: int = Field(0, ge=0, le=65535)
+    rtc_port_max: int = Field(0, ge=0, le=65535)
+
+    @field_validator("rtc_port_min")
+    @classmethod
+    def _rtc_port_min(cls, low: int) -> int:
+        if low and low < 1024:
+            raise ValueError(f"must be 0 (ephemeral ports) or between 1024 and 65535, not {low}")
+        return low
+
+    @field_validator("rtc_port_max")
+    @classmethod
+    def _rtc_port_max(cls, high: int, info: ValidationInfo) -> int:
+        if "rtc_port_min" not in info.data:  # SVPL_RTC_PORT_MIN itself is invalid (reported on its own)
+            return high
+        low = info.data["rtc_port_min"]
+        if bool(low) != bool(high):
+            raise ValueError("SVPL_RTC_PORT_MIN and SVPL_RTC_PORT_MAX are set together or not at all"
+                             f" (SVPL_RTC_PORT_MIN={low}, SVPL_RTC_PORT_MAX={high})")
+        if high and high < low:
+            raise ValueError(f"must not be below SVPL_RTC_PORT_MIN ({low}), got {high}")
+        capacity = info.data.get("capacity_participants", 0)
+        if high and high - low + 1 < capacity:
+            raise ValueError(f"the range {low}-{high} holds {high - low + 1} ports, fewer than "
+                             f"SVPL_CAPACITY_PARTICIPANTS ({capacity}): each participant needs a port")
+        return high
+
+    @property
+    def rtc_ports(self) -> PortRange | None:
+        return PortRange(self.rtc_port_min, self.rtc_port_max) if self.rtc_port_min else None
 
     @property
     def address(self) -> str:

@@ -20,12 +20,15 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.sdp import SessionDescription
 
+from services.media import ports
 from services.media.forwarding import ForwardTrack, Publication, enlarge_socket_buffers, restrict_codecs
 from services.media.quality import Quality, QualitySampler, Thresholds
 from services.media.reporter import ConnectionReporter, Report
 from services.media.storage import ClosedRooms, UsedJoinTokens
 from services.media.tokens import TokenVerifier
-from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from services.runtime.errors import (
+    FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated,
+)
 
 log = logging.getLogger("svpl.media.rooms")
 
@@ -129,8 +132,10 @@ class MediaRooms:
     def __init__(self, *, instance_id: str, capacity: int, closed: ClosedRooms, used_tokens: UsedJoinTokens,
                  verifier: TokenVerifier,
                  reporter: ConnectionReporter, thresholds: Thresholds, keyframe_interval: float = 0.3,
-                 test_room_seconds: float = 300.0, socket_buffer_bytes: int = 4 << 20) -> None:
+                 test_room_seconds: float = 300.0, socket_buffer_bytes: int = 4 << 20,
+                 rtc_ports: ports.PortRange | None = None) -> None:
         self._socket_buffer = socket_buffer_bytes
+        self._rtc_ports = rtc_ports
         self.instance_id = instance_id
         self.capacity = capacity
         self._closed = closed
@@ -261,12 +266,12 @@ class MediaRooms:
                     track.attach_sender(t.sender)
                     t.direction = "sendonly"
                     p.slots[t.kind].append(track)
-            await pc.setLocalDescription(await pc.createAnswer())
+            await self._answer(pc)
             enlarge_socket_buffers(pc, self._socket_buffer)
         except Exception as exc:  # noqa: BLE001 - a bad offer never leaves a peer connection behind
             await PeerCounter.close(pc)
             await self._used_tokens.release(grant.token_id)
-            if isinstance(exc, (InvalidArgument, asyncio.CancelledError)):
+            if isinstance(exc, (InvalidArgument, ResourceExhausted, asyncio.CancelledError)):
                 raise
             raise InvalidArgument("sdp_offer", f"cannot be answered ({exc})") from None
         if self.rooms.get(grant.meeting_id) is not room:  # closed while we negotiated
@@ -283,6 +288,13 @@ class MediaRooms:
                 self._show(publisher=other, subscriber=p)
                 self._show(publisher=p, subscriber=other)
         return pc.localDescription.sdp, p.connection_id
+
+    async def _answer(self, pc: RTCPeerConnection) -> None:
+        """Set the local answer; its ICE host sockets are bound inside the port range when one is set."""
+        with ports.scope(self._rtc_ports) as usage:
+            await pc.setLocalDescription(await pc.createAnswer())
+        if usage is not None and usage.exhausted:  # the caller closes the peer connection and its sockets
+            raise ResourceExhausted("no free media port on this instance: join again to be placed elsewhere")
 
     def _show(self, publisher: Participant, subscriber: Participant) -> None:
         if publisher.participant_id in subscriber.assigned:
@@ -347,11 +359,11 @@ class MediaRooms:
                     track.attach_sender(t.sender)
                     track.bind(pub)
                     t.direction = "sendrecv"
-            await pc.setLocalDescription(await pc.createAnswer())
+            await self._answer(pc)
             enlarge_socket_buffers(pc, self._socket_buffer)
         except Exception as exc:  # noqa: BLE001
             await PeerCounter.close(pc)
-            if isinstance(exc, (InvalidArgument, asyncio.CancelledError)):
+            if isinstance(exc, (InvalidArgument, ResourceExhausted, asyncio.CancelledError)):
                 raise
             raise InvalidArgument("sdp_offer", f"cannot be answered ({exc})") from None
         self.test_peers.add(pc)

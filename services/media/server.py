@@ -6,7 +6,7 @@ import asyncio
 
 from svpl.media.v1 import media_pb2, media_pb2_grpc
 
-from services.media import metrics
+from services.media import metrics, ports
 from services.media.config import MediaSettings
 from services.media.quality import Thresholds
 from services.media.reporter import ConnectionReporter
@@ -36,7 +36,10 @@ async def build(settings: MediaSettings) -> tuple[Component, auth.KeySet]:
         keyframe_interval=settings.keyframe_interval_seconds,
         test_room_seconds=settings.test_room_seconds,
         socket_buffer_bytes=settings.socket_buffer_bytes,
+        rtc_ports=settings.rtc_ports,
     )
+    if settings.rtc_ports is not None:  # ICE host sockets inside SVPL_RTC_PORT_MIN..MAX (ports.py)
+        ports.install(asyncio.get_running_loop())
     metrics.bind(rooms)
     binding = Binding(
         media_pb2.DESCRIPTOR.services_by_name["MediaService"],

@@ -293,11 +293,38 @@ def test_turn_off_media_publishes_its_udp_range_on_the_node(render):
     r = render(VALUE_SETS["turn-off"])
     assert r.of_kind("Deployment") and f"{FULL}-turn" not in r.names("Deployment") | r.names("Service")
     udp = [p for p in r.container("media")["ports"] if p["protocol"] == "UDP"]
-    assert [p["containerPort"] for p in udp] == list(range(40000, 40032))
+    assert [p["containerPort"] for p in udp] == list(range(40000, 40100))
     assert all(p["hostPort"] == p["containerPort"] for p in udp)
     config = r.config("media")
-    assert (config["SVPL_RTC_PORT_MIN"], config["SVPL_RTC_PORT_MAX"]) == ("40000", "40031")
+    # The range media binds its ICE sockets in (services/media/ports.py): a port for each participant.
+    assert (config["SVPL_RTC_PORT_MIN"], config["SVPL_RTC_PORT_MAX"]) == ("40000", "40099")
+    assert int(config["SVPL_CAPACITY_PARTICIPANTS"]) <= 100
     assert "SVPL_TURN_URLS" not in config and "SVPL_TURN_URLS" not in r.config("gateway")
+
+
+def test_turn_off_needs_a_port_range_as_large_as_media_capacity(chart, render):
+    def refused(overlay: dict, match: str) -> None:
+        with pytest.raises(helm.HelmRenderError, match=match):
+            chart.render(merged(overlay), name=RELEASE, namespace=NAMESPACE)
+
+    off = {"turn": {"enabled": False}}
+    refused({**off, "media": {"rtcPorts": {"min": 40000, "max": 40031}}},
+            r"media.rtcPorts: 40000-40031 holds 32 ports, fewer than media.capacityParticipants \(60\)")
+    refused({**off, "media": {"capacityParticipants": 101}},
+            r"40000-40099 holds 100 ports, fewer than media.capacityParticipants \(101\)")
+    # Exactly as many ports as participants renders, and media is told both.
+    config = render({**off, "media": {"capacityParticipants": 20, "rtcPorts": {"min": 41000, "max": 41019}}}).config("media")
+    assert (config["SVPL_CAPACITY_PARTICIPANTS"], config["SVPL_RTC_PORT_MIN"], config["SVPL_RTC_PORT_MAX"]) == (
+        "20", "41000", "41019")
+    # Behind TURN the range is not published (nor passed), so it is not checked against the capacity.
+    config = render({"media": {"rtcPorts": {"min": 40000, "max": 40001}}}).config("media")
+    assert config["SVPL_CAPACITY_PARTICIPANTS"] == "60" and "SVPL_RTC_PORT_MAX" not in config
+    # The capacity and the range are set in one place, where the chart checks them against each other.
+    for env in ({"env": {"SVPL_CAPACITY_PARTICIPANTS": "500"}},
+                {"extraEnv": [{"name": "SVPL_RTC_PORT_MAX", "value": "40010"}]}):
+        refused({**off, "components": {"media": env}}, "set media.capacityParticipants / media.rtcPorts")
+    with pytest.raises(helm.HelmValuesError, match="capacityParticipants"):
+        chart.render(merged({"media": {"capacityParticipants": 0}}), name=RELEASE, namespace=NAMESPACE)
 
 
 def test_turn_needs_its_secret_only_when_on(chart):
@@ -477,7 +504,7 @@ def test_network_policies_let_in_only_the_ingress_controller_prometheus_and_turn
     published = render(VALUE_SETS["turn-off"]).get("NetworkPolicy", f"{FULL}-media")["spec"]["ingress"]
     udp = [rule for rule in published if rule["ports"][0]["protocol"] == "UDP"]
     assert udp == [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
-                    "ports": [{"port": 40000, "endPort": 40031, "protocol": "UDP"}]}]
+                    "ports": [{"port": 40000, "endPort": 40099, "protocol": "UDP"}]}]
 
 
 def test_every_address_a_service_reads_is_an_allowed_path():

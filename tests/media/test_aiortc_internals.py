@@ -349,3 +349,41 @@ async def test_rtp_out_audio_header_is_aiortcs_serialisation():
         assert out._patchable and out._abs_send_time_at is None
     finally:
         await pc.close()
+
+
+def test_aioice_binds_host_candidates_on_the_running_loop_with_port_0():
+    """services/media/ports.py ranges ICE host ports by wrapping the running loop's create_datagram_endpoint:
+    if aioice binds some other way (or gains a port-range option), re-check ports.py."""
+    import aioice.ice
+
+    src = inspect.getsource(aioice.ice.Connection.get_component_candidates)
+    assert "loop = asyncio.get_running_loop()" in src
+    assert "await loop.create_datagram_endpoint(" in src and "local_addr=(address, 0)" in src
+    assert "except OSError as exc:" in src  # a full range skips the address, leaving no socket
+    assert "port_range" not in inspect.signature(aioice.ice.Connection).parameters
+
+
+async def test_aioice_gathers_inside_a_port_scope_and_ephemerally_outside_it():
+    import aioice.ice
+
+    from services.media import ports
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a port certainly free right now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inside, outside = aioice.ice.Connection(ice_controlling=False), aioice.ice.Connection(ice_controlling=False)
+    try:
+        with ports.scope(ports.PortRange(port, port)) as usage:
+            await inside.gather_candidates()
+        await outside.gather_candidates()
+        assert [c.port for c in inside.local_candidates] == [port] and usage.bound == [port]
+        assert [c.port for c in outside.local_candidates] != [port]
+        # The one port is taken: a second connection in the scope gets no socket and the shortage is recorded.
+        full = aioice.ice.Connection(ice_controlling=False)
+        with ports.scope(ports.PortRange(port, port)) as usage:
+            await full.gather_candidates()
+        assert full.local_candidates == [] and usage.exhausted
+        await full.close()
+    finally:
+        await inside.close()
+        await outside.close()

@@ -91,6 +91,9 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- if eq (upper $k) "SVPL_SITHS_REVOCATION" -}}
 {{- fail (printf "components.%s.env.SVPL_SITHS_REVOCATION: set identity.siths.revocation (SITHS revocation checking cannot be turned off)" $name) -}}
 {{- end -}}
+{{- if has (upper $k) (list "SVPL_CAPACITY_PARTICIPANTS" "SVPL_RTC_PORT_MIN" "SVPL_RTC_PORT_MAX") -}}
+{{- fail (printf "components.%s.env.%s: set media.capacityParticipants / media.rtcPorts (the chart checks the range against the capacity)" $name (upper $k)) -}}
+{{- end -}}
 {{- end -}}
 {{- range $e := ($c.extraEnv | default list) -}}
 {{- if eq (upper $e.name) "SVPL_DEVELOPMENT_LOGIN" -}}
@@ -98,6 +101,9 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- end -}}
 {{- if eq (upper $e.name) "SVPL_SITHS_REVOCATION" -}}
 {{- fail (printf "components.%s.extraEnv SVPL_SITHS_REVOCATION: set identity.siths.revocation (SITHS revocation checking cannot be turned off)" $name) -}}
+{{- end -}}
+{{- if has (upper $e.name) (list "SVPL_CAPACITY_PARTICIPANTS" "SVPL_RTC_PORT_MIN" "SVPL_RTC_PORT_MAX") -}}
+{{- fail (printf "components.%s.extraEnv %s: set media.capacityParticipants / media.rtcPorts (the chart checks the range against the capacity)" $name (upper $e.name)) -}}
 {{- end -}}
 {{- if and (regexMatch "(TOKEN|SECRET|PASSWORD|_KEY)$" (upper $e.name)) (hasKey $e "value") -}}
 {{- fail (printf "components.%s.extraEnv %s: secrets are referenced (valueFrom.secretKeyRef), never inlined" $name $e.name) -}}
@@ -118,6 +124,11 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- end -}}
 {{- if and (not .Values.turn.enabled) (gt (sub (int $rtc.max) (int $rtc.min)) 255) -}}
 {{- fail "media.rtcPorts: at most 256 ports when published as hostPorts (turn.enabled=false)" -}}
+{{- end -}}
+{{- $ports := add1 (sub (int $rtc.max) (int $rtc.min)) -}}
+{{- $capacity := int .Values.media.capacityParticipants -}}
+{{- if and (not .Values.turn.enabled) (lt (int $ports) $capacity) -}}
+{{- fail (printf "media.rtcPorts: %d-%d holds %d ports, fewer than media.capacityParticipants (%d): with turn.enabled=false each participant's peer connection needs its own port of the range" (int $rtc.min) (int $rtc.max) (int $ports) $capacity) -}}
 {{- end -}}
 {{- end -}}
 
@@ -158,6 +169,9 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- with $root.Values.identity.siths.ocspUrl -}}
 {{- $_ := set $data "SVPL_SITHS_OCSP_URL" . -}}
 {{- end -}}
+{{- end -}}
+{{- if eq $c.name "media" -}}
+{{- $_ := set $data "SVPL_CAPACITY_PARTICIPANTS" (toString $root.Values.media.capacityParticipants) -}}
 {{- end -}}
 {{- if and (eq $c.name "media") (not $root.Values.turn.enabled) -}}
 {{- $_ := set $data "SVPL_RTC_PORT_MIN" (toString $root.Values.media.rtcPorts.min) -}}

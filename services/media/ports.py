@@ -1,0 +1,101 @@
+"""ICE host sockets inside a fixed UDP port range (SVPL_RTC_PORT_MIN/MAX).
+
+Without TURN (the chart's turn.enabled=false) browsers reach a media pod directly on the ports
+its node publishes, so every ICE host socket must be bound inside that range. aioice 0.13 (pinned,
+under aiortc 1.16) binds each host candidate with
+``loop.create_datagram_endpoint(..., local_addr=(address, 0))`` and has no option to choose the
+port: upstream has asked for one since aioice issue #47, and the pull requests adding it (#63,
+#112 `port_range`) are not merged in any release, and aiortc would not pass it through anyway.
+So this is hand-written: :func:`install` wraps ``create_datagram_endpoint`` on the running loop
+(an instance attribute, no aioice fork); inside a :func:`scope` a bind to port 0 tries the range's
+ports from a random offset, skipping those in use (EADDRINUSE), and passes every other call
+through unchanged. tests/media/test_aiortc_internals.py fails if aioice stops binding that way.
+
+A full range is not a port conflict: the bind fails with EADDRINUSE like any other (aioice then
+skips the address without leaving a socket), and the scope records the shortage, so the caller
+refuses the offer (RESOURCE_EXHAUSTED) rather than answer without candidates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import errno
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PortRange:
+    min: int
+    max: int
+
+    def __len__(self) -> int:
+        return self.max - self.min + 1
+
+    def ports(self) -> list[int]:
+        """Every port once, starting at a random offset (spreads binds, avoids retrying the same port)."""
+        start = random.randrange(len(self))
+        return [self.min + (start + i) % len(self) for i in range(len(self))]
+
+
+@dataclass
+class Usage:
+    """What binds in one scope did: the ports bound, and whether the range ran out."""
+
+    ports: PortRange
+    bound: list[int] = field(default_factory=list)
+    exhausted: bool = False
+
+
+_scope: contextvars.ContextVar[Usage | None] = contextvars.ContextVar("svpl_media_rtc_ports", default=None)
+
+
+class RangeExhausted(OSError):
+    def __init__(self, ports: PortRange) -> None:
+        super().__init__(errno.EADDRINUSE, f"no free media port in {ports.min}-{ports.max}")
+
+
+@contextlib.contextmanager
+def scope(ports: PortRange | None) -> Iterator[Usage | None]:
+    """Port-0 UDP binds in this context (and tasks it starts, e.g. aiortc's ICE gathering) use `ports`.
+    None: ephemeral ports as usual. Installs the hook on the running loop if it is not there yet."""
+    if ports is None:
+        yield None
+        return
+    install(asyncio.get_running_loop())
+    usage = Usage(ports)
+    token = _scope.set(usage)
+    try:
+        yield usage
+    finally:
+        _scope.reset(token)
+
+
+def install(loop: asyncio.AbstractEventLoop) -> None:
+    """Wrap `loop.create_datagram_endpoint` once; outside a scope it behaves exactly as before."""
+    if getattr(loop.create_datagram_endpoint, "_svpl_rtc_ports", False):
+        return
+    original = loop.create_datagram_endpoint
+
+    async def create_datagram_endpoint(protocol_factory, local_addr=None, remote_addr=None, **kwargs):
+        usage = _scope.get()
+        if usage is None or local_addr is None or remote_addr is not None or local_addr[1] != 0:
+            return await original(protocol_factory, local_addr=local_addr, remote_addr=remote_addr, **kwargs)
+        host = local_addr[0]
+        for port in usage.ports.ports():
+            try:
+                result = await original(protocol_factory, local_addr=(host, port, *local_addr[2:]), **kwargs)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    continue
+                raise
+            usage.bound.append(port)
+            return result
+        usage.exhausted = True
+        raise RangeExhausted(usage.ports)
+
+    create_datagram_endpoint._svpl_rtc_ports = True  # type: ignore[attr-defined]
+    loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
