@@ -231,10 +231,6 @@ class SithsLogin:
         if self._revocation:
             await self._revocation.close()
 
-    def verify(self, chain_pem: str, now: dt.datetime | None = None) -> str:
-        """The HSA-id of a valid SITHS card certificate chain (leaf first, PEM); revocation is not checked."""
-        return self.verify_chain(chain_pem, now)[0]
-
     def verify_chain(self, chain_pem: str, now: dt.datetime | None = None
                      ) -> tuple[str, x509.Certificate, x509.Certificate]:
         """(HSA-id, card certificate, its issuing CA) of a valid chain; revocation is not checked."""

@@ -115,6 +115,6 @@ def test_validity_is_checked_at_the_time_of_login(pki):
     root, issuing = pki
     card = make_leaf(issuing, "V", serial_number="SE2321000057-1001", days_valid=(-1, 30))
     siths = SithsLogin([root.cert], None, None)
-    assert siths.verify(card.pem + issuing.pem) == "SE2321000057-1001"
+    assert siths.verify_chain(card.pem + issuing.pem)[0] == "SE2321000057-1001"
     with pytest.raises(Unauthenticated, match="has expired"):
-        siths.verify(card.pem + issuing.pem, now=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=31))
+        siths.verify_chain(card.pem + issuing.pem, now=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=31))
