@@ -37,6 +37,7 @@ from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyB
 
 from services.identity import hsa_id as hsa
 from services.identity.directory import Directory
+from services.identity.metrics import SITHS_REVOCATION
 from services.identity.token_service import SITHS, Session, TokenService, staff_principal
 from services.runtime.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 
@@ -122,11 +123,13 @@ class OcspChecker:
         if until is not None:
             if now < until:
                 self._good.move_to_end(key)
+                SITHS_REVOCATION.labels("cached").inc()
                 return
             del self._good[key]
         url = self._url_override or ocsp_url(leaf)
         if not url:
             log.error("SITHS card names no OCSP responder and none is configured", extra={"svpl_hsa_id": hsa_id})
+            SITHS_REVOCATION.labels("unavailable").inc()
             raise Unavailable(UNCHECKED)
         try:
             response = await self._fetch(url, request)
@@ -134,16 +137,20 @@ class OcspChecker:
         except (OcspError, httpx.HTTPError, ValueError, UnsupportedAlgorithm) as exc:
             log.warning("SITHS OCSP check failed (%s: %s) at %s", type(exc).__name__, exc, url,
                         extra={"svpl_hsa_id": hsa_id})
+            SITHS_REVOCATION.labels("unavailable").inc()
             raise Unavailable(UNCHECKED) from None
         status = single.certificate_status
         if status == ocsp.OCSPCertStatus.REVOKED:
             reason = single.revocation_reason.value if single.revocation_reason else "unspecified"
             log.warning("SITHS card certificate revoked (reason %s, since %s)", reason, single.revocation_time_utc,
                         extra={"svpl_hsa_id": hsa_id, "svpl_revocation_reason": reason})
+            SITHS_REVOCATION.labels("revoked").inc()
             raise Unauthenticated("the card certificate has been revoked")
         if status != ocsp.OCSPCertStatus.GOOD:
             log.warning("SITHS OCSP responder does not know the card certificate", extra={"svpl_hsa_id": hsa_id})
+            SITHS_REVOCATION.labels("unknown").inc()
             raise Unauthenticated("the card certificate's revocation status is unknown to its CA's OCSP responder")
+        SITHS_REVOCATION.labels("good").inc()
         until = now + self._max_age
         if single.next_update_utc is not None:
             until = min(until, single.next_update_utc)

@@ -9,6 +9,7 @@ import datetime as dt
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 from svpl.identity.v1 import identity_pb2 as pb
 
 from devstack.embedded_db import free_port
@@ -187,12 +188,18 @@ async def test_an_answer_from_the_future_is_refused(pki, ocsp, checker):
         await checker.check(leaf, issuer, HSA, now=dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=30))
 
 
+def checks(result: str) -> float:
+    return REGISTRY.get_sample_value("svpl_identity_siths_revocation_checks_total", {"result": result}) or 0.0
+
+
 async def test_good_answers_are_cached_until_max_age_and_failures_never(pki, ocsp, checker):
     _, leaf, issuer = card(pki, ocsp.url)
     now = dt.datetime.now(dt.timezone.utc)
+    before = {r: checks(r) for r in ("good", "cached", "revoked", "unavailable")}
     await checker.check(leaf, issuer, HSA, now=now)
     await checker.check(leaf, issuer, HSA, now=now + dt.timedelta(seconds=299))
     assert ocsp.requests[leaf.serial_number] == 1
+    assert (checks("good") - before["good"], checks("cached") - before["cached"]) == (1, 1)
     ocsp.status[leaf.serial_number] = "revoked"  # the card is reported lost
     with pytest.raises(Unauthenticated, match="has been revoked"):
         await checker.check(leaf, issuer, HSA, now=now + dt.timedelta(seconds=301))
@@ -208,6 +215,8 @@ async def test_good_answers_are_cached_until_max_age_and_failures_never(pki, ocs
     ocsp.mode = "ca"
     await checker.check(other, issuer, HSA, now=now)  # asked again once the responder is back
     assert ocsp.requests[other.serial_number] == 1
+    # What the dashboard shows: a responder down is visible before staff call the desk.
+    assert (checks("revoked") - before["revoked"], checks("unavailable") - before["unavailable"]) == (2, 1)
 
 
 async def test_the_cache_ends_at_next_update_and_is_bounded(pki, ocsp):
