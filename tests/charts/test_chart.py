@@ -11,6 +11,7 @@ import re
 
 import helm_python as helm
 import kubernetes_validate
+import promql_parser
 import pytest
 import yaml
 
@@ -23,7 +24,8 @@ FULL = f"{RELEASE}-svpl"
 VALUE_SETS = {
     "defaults": {},
     "autoscaling-off": {"components": {"media": {"autoscaling": {"enabled": False}, "replicas": 3}}},
-    "metrics-on": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}}}},
+    "metrics-on": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
+                               "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus"}}}},
     "turn-off": {"turn": {"enabled": False}},
     "everything-on": {
         "metrics": {"serviceMonitor": {"enabled": True}},
@@ -83,6 +85,22 @@ def check_service_monitor(m: dict, r) -> None:
         assert re.fullmatch(r"\d+[smh]", endpoint["interval"])
 
 
+def check_prometheus_rule(m: dict) -> None:
+    """kubernetes-validate has no CRD schemas: the PrometheusRule fields we use, by hand; every
+    expression must parse as PromQL."""
+    assert m["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(m) == {"apiVersion", "kind", "metadata", "spec"} and set(m["spec"]) == {"groups"}
+    for group in m["spec"]["groups"]:
+        assert set(group) == {"name", "rules"} and group["rules"]
+        for rule in group["rules"]:
+            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+            assert re.fullmatch(r"Svpl[A-Za-z]+", rule["alert"])
+            assert rule["labels"]["severity"] in {"warning", "critical"}
+            assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+            assert "for" not in rule or re.fullmatch(r"\d+[smh]", rule["for"])
+            promql_parser.parse(rule["expr"])  # raises ValueError naming what is wrong
+
+
 _validated: set[str] = set()  # manifests identical across value sets are validated once
 
 
@@ -93,6 +111,9 @@ def test_every_manifest_is_valid_for_kubernetes_1_30(render, value_set):
     for m in r.manifests:
         if m["kind"] == "ServiceMonitor":
             check_service_monitor(m, r)
+            continue
+        if m["kind"] == "PrometheusRule":
+            check_prometheus_rule(m)
             continue
         key = json.dumps(m, sort_keys=True)
         if key not in _validated:
@@ -586,9 +607,39 @@ DASHBOARD_METRICS = sorted({
     for expr in _exprs(DASHBOARD) for name in re.findall(r"\b([a-z_]+)\{", expr)} - EXTERNAL_METRICS)
 
 
-@pytest.mark.parametrize("metric", DASHBOARD_METRICS)
-def test_every_svpl_metric_on_the_dashboard_is_exported_by_a_service(metric):
-    """Every svpl_* series the dashboard queries is declared by a service (prometheus_client)."""
+def test_prometheus_rule_only_when_enabled_and_its_alerts_parse(render):
+    assert render().of_kind("PrometheusRule") == []
+    (rule,) = render(VALUE_SETS["metrics-on"]).of_kind("PrometheusRule")
+    check_prometheus_rule(rule)
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus"
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"SvplServerFaults", "SvplServiceUnavailable", "SvplSithsRevocationUnchecked",
+            "SvplOutboxDeliveriesFailing", "SvplMediaAtMaxReplicas", "SvplSupportSlowFirstResponse"} <= set(alerts)
+    # Scoped to this release's namespace and media autoscaler, whatever the release is called.
+    assert all(f'namespace="{NAMESPACE}"' in r["expr"] for r in alerts.values())
+    hpa = _hpa_name(render(VALUE_SETS["metrics-on"]))
+    assert alerts["SvplMediaAtMaxReplicas"]["expr"].count(f'horizontalpodautoscaler="{hpa}"') == 2
+
+
+def test_dashboard_expressions_parse_as_promql():
+    # Grafana fills in its variables before Prometheus sees the query.
+    for expr in _exprs(DASHBOARD):
+        promql_parser.parse(expr.replace("$namespace", "svpl").replace("$__rate_interval", "1m"))
+
+
+def _hpa_name(r) -> str:
+    (hpa,) = r.of_kind("HorizontalPodAutoscaler")
+    return hpa["metadata"]["name"]
+
+
+def _alert_metrics() -> set[str]:
+    rules = (CHART / "templates" / "prometheusrules.yaml").read_text()
+    return set(re.findall(r"\b(svpl_[a-z_]+?)(?:_bucket)?\{", rules))
+
+
+@pytest.mark.parametrize("metric", sorted(set(DASHBOARD_METRICS) | _alert_metrics()))
+def test_every_svpl_metric_on_the_dashboard_and_in_alerts_is_exported_by_a_service(metric):
+    """Every svpl_* series the dashboard or an alert queries is declared by a service (prometheus_client)."""
     assert metric.startswith("svpl_"), metric
     # A Counter may be declared with or without "_total" (prometheus_client adds it).
     name = re.escape(metric.removesuffix("_total")) + r"(_total)?"
