@@ -7,6 +7,10 @@ import logging
 
 import pytest
 
+from devstack.embedded_db import free_port
+from tests.identity.ocsp_responder import OcspTestResponder
+from tests.identity.pki import make_ca
+
 
 class RawCapture(logging.Handler):
     """Keeps each record's full text before any masking filter sees it."""
@@ -94,3 +98,18 @@ async def oidc_provider(tls_files):
                                       "svpl-rjl", "test-client-secret").start()
     yield provider
     await provider.stop()
+
+
+@pytest.fixture(scope="module")
+def pki():
+    """A SITHS-like root CA and the issuing CA of the test cards: (root, issuing)."""
+    root = make_ca("SITHS Root CA v1 Test")
+    return root, make_ca("SITHS e-id Person ID 3 CA Test", issuer=root)
+
+
+@pytest.fixture(scope="module")
+async def responder(pki):
+    """The issuing CA's OCSP responder on loopback (every card GOOD unless a test says otherwise)."""
+    server = await OcspTestResponder(free_port(), pki[1]).start()
+    yield server
+    await server.stop()

@@ -17,30 +17,12 @@ from tests.harness import as_token
 from tests.identity.pki import make_ca, make_leaf
 
 
-@pytest.fixture(scope="module")
-def pki():
-    root = make_ca("SITHS Root CA v1 Test")
-    issuing = make_ca("SITHS e-id Person ID 3 CA Test", issuer=root)
-    return root, issuing
-
-
-@pytest.fixture(scope="module")
-async def ocsp(pki):
-    """The issuing CA's OCSP responder (every card GOOD; revocation: test_siths_revocation.py)."""
-    from devstack.embedded_db import free_port
-    from tests.identity.ocsp_responder import OcspTestResponder
-
-    server = await OcspTestResponder(free_port(), pki[1]).start()
-    yield server
-    await server.stop()
-
-
 @pytest.fixture
-async def system(system_factory, pki, tmp_path, ocsp):
+async def system(system_factory, pki, tmp_path, responder):
     ca_file = tmp_path / "siths-ca.pem"
     ca_file.write_text(pki[0].pem)
     return await system_factory(["identity"], overrides={"identity": dict(
-        siths_ca_files=str(ca_file), development_login=True, siths_ocsp_url=ocsp.url)})
+        siths_ca_files=str(ca_file), development_login=True, siths_ocsp_url=responder.url)})
 
 
 async def login(system, service_token, pem):
@@ -48,7 +30,7 @@ async def login(system, service_token, pem):
                                                     metadata=as_token(service_token("gateway")))
 
 
-async def test_valid_card_logs_in_with_directory_roles(system, service_token, pki, ocsp):
+async def test_valid_card_logs_in_with_directory_roles(system, service_token, pki, responder):
     _, issuing = pki
     card = make_leaf(issuing, "Vera Samordnare", serial_number="SE2321000057-1001")
     r = await login(system, service_token, card.pem + issuing.pem)
@@ -59,7 +41,7 @@ async def test_valid_card_logs_in_with_directory_roles(system, service_token, pk
     v = await system.stub("identity").VerifyToken(pb.VerifyTokenRequest(token=r.session.token),
                                                   metadata=as_token(service_token("gateway")))
     assert v.principal.person.display_name == "Vera Samordnare"
-    assert ocsp.requests[card.cert.serial_number] == 1  # its revocation status was asked
+    assert responder.requests[card.cert.serial_number] == 1  # its revocation status was asked
 
 
 @pytest.mark.parametrize("case, message", [

@@ -17,23 +17,9 @@ from services.identity.siths import UNCHECKED, OcspChecker, SithsLogin
 from services.runtime.errors import Unauthenticated, Unavailable
 from tests.harness import as_token
 from tests.identity.conftest import CAPTURE
-from tests.identity.ocsp_responder import OcspTestResponder
 from tests.identity.pki import make_ca, make_leaf
 
 HSA = "SE2321000057-1001"  # Vera Samordnare in the demo directory
-
-
-@pytest.fixture(scope="module")
-def pki():
-    root = make_ca("SITHS Root CA v1 Test")
-    return root, make_ca("SITHS e-id Person ID 3 CA Test", issuer=root)
-
-
-@pytest.fixture(scope="module")
-async def responder(pki):
-    server = await OcspTestResponder(free_port(), pki[1]).start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
