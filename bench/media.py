@@ -125,7 +125,8 @@ async def run_case(target: str, servers: list[Server], rooms: int, n: int, keyri
     audio = [f for r in flat for f in r["audio_fps"]]
     decoded = [f for r in flat for f in r["decoded_fps"]]
     sent = [f for r in flat for f in r["sent_fps"]]
-    median_fps = sorted(f for r in results[middle] for f in r["video_fps"])[len(video) // WINDOWS // 2]
+    middle_video = sorted(f for r in results[middle] for f in r["video_fps"])  # the median-CPU window's
+    median_fps = middle_video[len(middle_video) // 2]
     return {"generator": generator, "windows": [round(w[0], 1) for w in windows],
             "median_fps": median_fps, "sent_fps": min(sent), "target": target, "rooms": rooms, "n": n,
             "participants": rooms * n, "streams": streams, "cpu": cpu,
