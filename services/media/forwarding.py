@@ -1,29 +1,32 @@
-"""Forwarding encoded frames between peer connections, never decoding or re-encoding.
+"""Forwarding encoded media between peer connections, packet by packet, never decoding or re-encoding.
 
 aiortc's MediaRelay decodes every incoming frame and re-encodes it for every receiver
-(12-14 % of a core per outgoing stream here). An SFU only needs to re-packetise.
+(12-14 % of a core per outgoing stream here). An SFU only needs to rewrite RTP headers.
 No library does this for aiortc, so it is written here against aiortc 1.16.0's internals
-(pinned in pyproject.toml; tests/media/test_aiortc_internals.py fails if an upgrade
-changes any of them):
+(pinned in pyproject.toml with aioice and pylibsrtp; tests/media/test_aiortc_internals.py fails
+if an upgrade changes any of them):
 
-- ``RTCRtpReceiver`` puts every complete, depacketised frame as ``(codec, JitterFrame)``
-  on its private ``_RTCRtpReceiver__decoder_queue`` (a ``queue.Queue``), which the
-  module-level ``decoder_worker`` thread (started by ``receive()``) reads and decodes
-  until it gets ``None``. Before ``receive()`` runs we replace that queue with a
-  :class:`FrameSink`: ``put()`` runs on the event loop (inside
-  ``_handle_rtp_packet``) and hands the frame on as an ``av.Packet``; the worker
-  thread only ever sees the final ``None``, so no decoder is ever created.
-- Sending: aiortc's own sender loop (``RTCRtpSender._run_rtp``) costs several nested
-  awaits, an ``RtpPacket`` serialisation and extension packing per packet, and packetises
-  the same frame again for every receiver. :class:`RtpOut` does what that loop does, once
-  per frame: the publication packetises a frame once (``Vp8Encoder._packetize``, Opus is
-  one payload), and for each subscriber the header (with the sender's SSRC, payload type,
-  MID and abs-send-time extensions, serialised by aiortc once per frame) only gets its
-  sequence number and marker patched per packet, is SRTP-protected by the DTLS
-  transport's ``_tx_srtp`` (libsrtp) and goes straight to the nominated ICE pair's
-  socket (asyncio's ``_SelectorDatagramTransport._sock``) when nothing is queued in the
-  transport: a frame's equal-size packets in one ``sendmsg`` with Linux UDP GSO, a single
-  packet with one ``sendto``; otherwise through the transport, which keeps the order.
+- Receiving: ``RTCRtpReceiver._handle_rtp_packet`` feeds the bitrate estimator (REMB), the
+  receive statistics (Receiver Reports, getStats) and the NACK generator, unwraps RTX, and then
+  hands every packet to its private jitter buffer (``_RTCRtpReceiver__jitter_buffer.add``),
+  which assembles frames for the decoder. We replace that jitter buffer with a
+  :class:`PacketSink`: all of aiortc's receive bookkeeping stays, and each packet goes on at
+  once. aiortc's buffer would hold audio for 4 packets (its prefetch, ~80 ms) and a video frame
+  until the next frame starts (~67 ms at 15 fps); nothing is ever decoded, the decoder thread
+  only sees the final ``None``.
+- A :class:`Publication` forwards an audio packet as it comes, and a video frame's packets when
+  its last one (RTP marker) arrives: a frame cannot be decoded before that, and one batch per
+  frame lets the kernel send it in one ``sendmsg`` (UDP GSO). Late packets (the publisher's
+  retransmissions after our NACKs) go on alone, at once.
+- Sending: aiortc's own sender loop (``RTCRtpSender._run_rtp``) costs several nested awaits and
+  an ``RtpPacket`` serialisation per packet, and needs frames. :class:`RtpOut` does what that
+  loop does: for each subscriber the publisher's packet keeps its payload (the VP8 payload
+  descriptor included) and gets the subscriber sender's header (its SSRC, payload type, MID and
+  abs-send-time extensions, serialised by aiortc once and then patched), its sequence number and
+  timestamp shifted into the sender's own spaces (continuous when the slot changes publisher),
+  is SRTP-protected by the DTLS transport's libsrtp session and goes straight to the nominated
+  ICE pair's socket (asyncio's ``_SelectorDatagramTransport._sock``) when nothing is queued in
+  the transport; otherwise through the transport, which keeps the order.
   It keeps the sender's RTP history (NACK retransmission: the sender's ``__rtp_history`` is
   replaced by a :class:`RawHistory` ring of plain RTP bytes, parsed only for ``_retransmit``),
   its Sender Report counters and the DTLS transport's byte counters as aiortc's loop does.
@@ -36,7 +39,8 @@ changes any of them):
 - aiortc's ICE transport keeps its aioice ``Connection`` in ``_connection``, whose
   ``_protocols`` hold the UDP sockets; we enlarge their buffers (see enlarge_socket_buffers).
 
-No media is written anywhere: packets live in memory queues only.
+No media is written anywhere: packets live in memory only, for as long as a send or the
+retransmission ring of 128 packets needs them.
 """
 
 from __future__ import annotations
@@ -45,13 +49,13 @@ import asyncio
 import logging
 import random
 import socket
+import struct
 import sys
-import threading
 import time
 from typing import Callable
 
 from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
-from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
@@ -62,7 +66,8 @@ log = logging.getLogger("svpl.media.forwarding")
 FORWARDED_CODECS = {"audio": "audio/opus", "video": "video/VP8"}
 RTP_HISTORY_SIZE = 128  # aiortc.rtcrtpsender's: NACKs look packets up by sequence number modulo this
 
-_DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+CLOCK_RATES = {"audio": 48000, "video": 90000}  # Opus and VP8 RTP clocks (RFC 7587, RFC 7741)
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 
 
 def is_vp8_keyframe(data: bytes) -> bool:
@@ -70,27 +75,32 @@ def is_vp8_keyframe(data: bytes) -> bool:
     return bool(data) and not (data[0] & 0x01)
 
 
-class FrameSink:
-    """Stands in for a receiver's decoder queue: frames go to `on_frame`, not to a decoder."""
+def starts_vp8_keyframe(payload: bytes) -> bool:
+    """Whether an RTP payload is the first packet of a VP8 key frame: the payload descriptor marks the
+    start of partition 0 (RFC 7741 4.2) and the frame tag's key-frame bit is 0 (RFC 6386 9.1)."""
+    if not payload or not payload[0] & 0x10 or payload[0] & 0x07:
+        return False
+    try:
+        _, data = VpxPayloadDescriptor.parse(payload)
+    except ValueError:
+        return False
+    return is_vp8_keyframe(data)
 
-    def __init__(self, on_frame: Callable[[object, object], None]) -> None:
-        self._on_frame = on_frame
-        self._closed = threading.Event()
 
-    def put(self, item) -> None:
-        if item is None:  # the receiver stops its decoder thread
-            self._closed.set()
-            return
-        codec, frame = item
+class PacketSink:
+    """Stands in for a receiver's jitter buffer: each packet aiortc's receiver has counted, checked and
+    NACK-tracked goes to `on_packet` at once instead of into frame assembly for a decoder."""
+
+    def __init__(self, on_packet: Callable[[RtpPacket], None]) -> None:
+        self._on_packet = on_packet
+
+    def add(self, packet: RtpPacket) -> tuple[bool, None]:
+        """aiortc's ``JitterBuffer.add``: (send a PLI?, a complete frame for the decoder): never either."""
         try:
-            self._on_frame(codec, frame)
+            self._on_packet(packet)
         except Exception:  # noqa: BLE001 - never break the receiver's RTP path
-            log.exception("forwarding a frame failed")
-
-    def get(self, *args, **kwargs):
-        """Called by aiortc's decoder worker thread: block until the receiver stops."""
-        self._closed.wait()
-        return None
+            log.exception("forwarding a packet failed")
+        return False, None
 
 
 def restrict_codecs(transceiver: RTCRtpTransceiver) -> None:
@@ -122,8 +132,13 @@ def enlarge_socket_buffers(pc, size: int) -> int:
     return count
 
 
+def _later(seq: int, than: int) -> bool:
+    """RTP sequence numbers wrap at 16 bits: `seq` comes after `than` if less than half the space ahead."""
+    return 0 < ((seq - than) & 0xFFFF) < 0x8000
+
+
 class Publication:
-    """One incoming track of a participant, fanned out to subscriber tracks as encoded packets."""
+    """One incoming track of a participant, fanned out to subscriber tracks packet by packet."""
 
     def __init__(self, owner: str, kind: str, receiver: RTCRtpReceiver, keyframe_interval: float = 0.3) -> None:
         self.owner = owner
@@ -136,26 +151,41 @@ class Publication:
         self._interval = keyframe_interval
         self._last_request = -1e9
         self._pending: asyncio.TimerHandle | None = None
-        self._picture_id = random.randint(0, 0x7FFF)  # VP8 payload descriptor PictureID, as aiortc starts it
-        setattr(receiver, _DECODER_QUEUE, FrameSink(self._on_frame))
+        self._frame: list[RtpPacket] = []  # the video frame being received (its packets so far)
+        self._highest: int | None = None  # the highest sequence number received
+        setattr(receiver, _JITTER_BUFFER, PacketSink(self._on_packet))
 
-    def _on_frame(self, codec, frame) -> None:
-        data = frame.data
-        keyframe = False
-        if self.kind == "video":
-            keyframe = is_vp8_keyframe(data)
-            # Packetised once for every subscriber (aiortc's sender would do it per receiver).
-            payloads = Vp8Encoder._packetize(data, self._picture_id)
-            self._picture_id = (self._picture_id + 1) & 0x7FFF
-        else:
-            payloads = [data]
-        self.frames += 1
+    def _on_packet(self, packet: RtpPacket) -> None:
+        if not packet.payload:  # padding only (bandwidth probing): nothing to forward
+            return
+        seq = packet.sequence_number
+        if self._highest is not None and not _later(seq, self._highest):
+            self._fan_out([packet], False)  # late or retransmitted: on at once, on its own
+            return
+        self._highest = seq
+        if self.kind != "video":
+            self.frames += 1
+            self._fan_out([packet], False)
+            return
+        if self._frame and packet.timestamp != self._frame[0].timestamp:
+            self._flush()  # the previous frame's last packet is lost or late
+        self._frame.append(packet)
+        if packet.marker or len(self._frame) >= GSO_MAX_SEGMENTS:
+            self._flush()
+
+    def _flush(self) -> None:
+        frame, self._frame = self._frame, []
+        keyframe = starts_vp8_keyframe(frame[0].payload)
+        self.frames += frame[-1].marker
         self.keyframes += keyframe
-        # frame.timestamp is the publisher's RTP timestamp, already in the codec's clock; one NTP
-        # send time for the whole fan-out (aiortc reads the clock twice per packet).
+        self._fan_out(frame, keyframe)
+
+    def _fan_out(self, packets: list[RtpPacket], keyframe: bool) -> None:
+        # One NTP send time for the whole fan-out (aiortc's loop reads the clock twice per packet).
         ntp = clock.current_ntp_time()
+        abs_send_time = (ntp >> 14) & 0x00FFFFFF  # RTP abs-send-time: 6.18 fixed-point seconds
         for track in tuple(self.subscribers):
-            track.push(payloads, frame.timestamp, keyframe, ntp)
+            track.push(packets, keyframe, ntp, abs_send_time)
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe: at most one PLI per interval, none lost."""
@@ -262,14 +292,60 @@ class DatagramBatch:
         transport.sendto(data, addr)
 
 
+class SrtpProtect:
+    """libsrtp's ``srtp_protect`` on a DTLS transport's outgoing SRTP session, without pylibsrtp's
+    per-call wrapping.
+
+    ``pylibsrtp.Session.protect`` checks its argument's type, allocates a length cell and resolves the
+    binding on every call; at a forwarder's packet rate that wrapping costs twice the encryption
+    itself. This keeps one length cell and calls the same function on the session's own buffer
+    (``_srtp``, ``_cdata``, ``_buffer``: pylibsrtp 1.0.0, pinned; tests/media/test_aiortc_internals.py
+    checks them). One event loop thread uses a session, so sharing its buffer is safe, as it is
+    for pylibsrtp's own calls."""
+
+    __slots__ = ("_session", "_call", "_srtp", "_cdata", "_buffer", "_length", "_limit")
+
+    def __init__(self, session) -> None:
+        from pylibsrtp import SRTP_MAX_TRAILER_LEN
+        from pylibsrtp._binding import ffi, lib
+
+        self._session = session  # keeps the libsrtp context (freed with the session) alive
+        self._call = lib.srtp_protect
+        self._srtp = session._srtp[0]
+        self._cdata = session._cdata
+        self._buffer = session._buffer
+        self._length = ffi.new("int *")
+        self._limit = len(session._cdata) - SRTP_MAX_TRAILER_LEN
+
+    def __call__(self, plain: bytes) -> bytes:
+        size = len(plain)
+        if size > self._limit:
+            raise ValueError("packet is too long")
+        buffer = self._buffer
+        buffer[0:size] = plain
+        length = self._length
+        length[0] = size
+        status = self._call(self._srtp, self._cdata, length)
+        if status:
+            raise ConnectionError(f"SRTP protect failed (libsrtp status {status})")
+        return buffer[0:length[0]]
+
+
 class RtpOut:
-    """Sends a forwarded frame's payloads on one `RTCRtpSender`, as its `_run_rtp` loop would."""
+    """Sends a source's RTP packets on one `RTCRtpSender`, re-headed as its `_run_rtp` loop would.
+
+    What a send needs from the connection (the nominated pair's transport and address, the SRTP
+    session) is looked up again only when the DTLS transport or the nominated pair changes."""
 
     def __init__(self, sender: RTCRtpSender) -> None:
         self.sender = sender
-        self.payload_type: int | None = None  # set when the sender starts (ForwardTrack.attach_sender)
-        self._sequence = random.randint(0, 0xFFFF)
+        self.payload_type: int | None = None  # set once the sender has started (ForwardTrack.attach_sender)
+        self._sequence = random.randint(0, 0xFFFF)  # the next sequence number this sender uses
         self._timestamp_origin = random.getrandbits(32)
+        self._sequence_offset = self._timestamp_offset = 0  # source -> this sender (see rebase)
+        self._first = 0  # the source's first sequence number sent since rebase
+        self._last_timestamp: int | None = None
+        self._last_time = 0.0
         history = RawHistory(sender._RTCRtpSender__rtp_header_extensions_map)
         sender._RTCRtpSender__rtp_history = history
         self._ring = history.ring
@@ -278,6 +354,10 @@ class RtpOut:
         self._abs_send_time_at: int | None = None  # offset of the 3 abs-send-time bytes in it
         self._patchable = False  # whether the header differs between frames only in those bytes and the timestamp
         self._batch = DatagramBatch()
+        self._dtls = None  # the sender's DTLS transport the route below was taken from
+        self._nominated: dict = {}  # its ICE connection's nominated pairs (aioice keeps one dict per connection)
+        self._pair = None
+        self._transport = self._addr = self._protect = None
 
     def _serialize(self, timestamp: int, abs_send_time: int) -> bytes:
         packet = RtpPacket(payload_type=self.payload_type, timestamp=timestamp, ssrc=self.sender._ssrc)
@@ -310,62 +390,83 @@ class RtpOut:
         return header
 
     def ready(self) -> bool:
-        sender = self.sender
-        return bool(sender._RTCRtpSender__started) and sender.transport._state is DtlsState.CONNECTED
+        """The sender has started and its DTLS transport is connected (what aiortc's ``_send_rtp`` checks)."""
+        return self.payload_type is not None and self.sender._RTCRtpSender__transport._state is DtlsState.CONNECTED
 
-    def send(self, payloads: list[bytes], timestamp: int, ntp: int) -> None:
-        sender = self.sender
-        if not sender._enabled:
-            return
-        dtls = sender.transport
-        pair = dtls.transport._connection._nominated.get(1)
+    def _route(self, dtls) -> bool:
+        """Take the nominated pair's transport and address and the SRTP session; False while there is none."""
+        if dtls is not self._dtls:
+            self._dtls, self._nominated, self._pair = dtls, dtls.transport._connection._nominated, None
+        pair = self._nominated.get(1)
         if pair is None:
-            return
-        transport, addr, protect = pair.protocol.transport, pair.remote_addr, dtls._tx_srtp.protect
-        timestamp = (self._timestamp_origin + timestamp) & 0xFFFFFFFF
-        seq = self._sequence
-        header = self.header(timestamp, (ntp >> 14) & 0x00FFFFFF)
-        ring = self._ring
-        pt = self.payload_type
-        count = len(payloads)
-        if not count:
-            return
-        if count == 1:  # audio, small video frames
-            header[1] = pt | 0x80
-            header[2] = seq >> 8
-            header[3] = seq & 0xFF
-            plain = bytes(header) + payloads[0]
-            ring[seq % RTP_HISTORY_SIZE] = plain  # kept for retransmission on NACK, as aiortc's sender keeps it
-            data = protect(plain)
-            self._batch.send_one(transport, data, addr)
-            sent_bytes = len(data)
-            octets = len(payloads[0])
-            seq = (seq + 1) & 0xFFFF
+            return False
+        if pair is not self._pair:
+            self._pair, self._transport, self._addr = pair, pair.protocol.transport, pair.remote_addr
+            self._protect = SrtpProtect(dtls._tx_srtp)
+        return True
+
+    def rebase(self, first: RtpPacket, clock_rate: int) -> None:
+        """Map a (new) source's sequence numbers and timestamps into this sender's, from `first` on:
+        the sequence continues where it stopped and the timestamp advances by the time that passed,
+        so the subscriber's browser sees one stream whichever participant fills the slot."""
+        now = time.monotonic()
+        if self._last_timestamp is None:
+            timestamp = self._timestamp_origin
         else:
-            datas = []
-            append = datas.append
-            last = count - 1
-            header[1] = pt
-            for i, payload in enumerate(payloads):
-                if i == last:
-                    header[1] = pt | 0x80
-                header[2] = seq >> 8
-                header[3] = seq & 0xFF
-                plain = bytes(header) + payload
-                ring[seq % RTP_HISTORY_SIZE] = plain
-                append(protect(plain))
-                seq = (seq + 1) & 0xFFFF
-            self._batch.send(transport, datas, addr)
-            sent_bytes = sum(map(len, datas))
-            octets = sum(map(len, payloads))
-        self._sequence = seq
+            timestamp = self._last_timestamp + max(1, int((now - self._last_time) * clock_rate))
+        self._timestamp_offset = (timestamp - first.timestamp) & 0xFFFFFFFF
+        self._sequence_offset = (self._sequence - first.sequence_number) & 0xFFFF
+        self._first = first.sequence_number
+        self._last_time = now
+
+    def send(self, packets: list[RtpPacket], ntp: int, abs_send_time: int) -> bool:
+        """Sends a source's packets (after `rebase`); False (nothing sent) while the sender is not
+        started or not connected."""
+        sender = self.sender
+        dtls = sender._RTCRtpSender__transport
+        if self.payload_type is None or dtls._state is not DtlsState.CONNECTED or not sender._enabled:
+            return False
+        if (dtls is not self._dtls or self._nominated.get(1) is not self._pair) and not self._route(dtls):
+            return False
+        protect, ring, first = self._protect, self._ring, self._first
+        sequence_offset, timestamp_offset = self._sequence_offset, self._timestamp_offset
+        header = self.header(0, abs_send_time)
+        pt = self.payload_type
+        datas = []
+        octets = 0
+        timestamp = seq = None
+        for packet in packets:
+            if (packet.sequence_number - first) & 0xFFFF >= 0x8000:
+                continue  # from before this source was started on this sender
+            seq = (packet.sequence_number + sequence_offset) & 0xFFFF
+            timestamp = (packet.timestamp + timestamp_offset) & 0xFFFFFFFF
+            _HEADER_FIELDS.pack_into(header, 1, pt | 0x80 if packet.marker else pt, seq, timestamp)
+            payload = packet.payload
+            plain = bytes(header) + payload
+            ring[seq % RTP_HISTORY_SIZE] = plain  # kept for retransmission on NACK, as aiortc's sender keeps it
+            datas.append(protect(plain))
+            octets += len(payload)
+            if not _later(self._sequence, seq):
+                self._sequence = (seq + 1) & 0xFFFF
+        if not datas:
+            return True
+        if len(datas) == 1:
+            self._batch.send_one(self._transport, datas[0], self._addr)
+        else:
+            self._batch.send(self._transport, datas, self._addr)
+        self._last_timestamp, self._last_time = timestamp, time.monotonic()
         # What the sender's Sender Reports and getStats read, and the transport's counters.
+        count = len(datas)
         sender._RTCRtpSender__ntp_timestamp = ntp
         sender._RTCRtpSender__rtp_timestamp = timestamp
         sender._RTCRtpSender__octet_count += octets
         sender._RTCRtpSender__packet_count += count
-        dtls._RTCDtlsTransport__tx_bytes += sent_bytes
+        dtls._RTCDtlsTransport__tx_bytes += sum(map(len, datas))
         dtls._RTCDtlsTransport__tx_packets += count
+        return True
+
+
+_HEADER_FIELDS = struct.Struct("!BHI")  # RTP header bytes 1-7: marker and payload type, sequence number, timestamp
 
 
 class ForwardTrack(MediaStreamTrack):
@@ -381,7 +482,8 @@ class ForwardTrack(MediaStreamTrack):
         self.source: Publication | None = None
         self.sent = 0
         self._out: RtpOut | None = None
-        self._waiting_for_key = kind == "video"
+        self._rebase = True  # the next packets start a source on this sender (video: at a keyframe)
+        self._live = True  # readyState == "live", without the property call per frame
         self._ended = asyncio.get_event_loop().create_future()
 
     def attach_sender(self, sender: RTCRtpSender) -> None:
@@ -391,9 +493,9 @@ class ForwardTrack(MediaStreamTrack):
         start = sender.send
 
         async def send(parameters) -> None:
+            await start(parameters)  # configures the header extensions RtpOut.header serialises with
             # aiortc's sender sends with the first negotiated codec (`_run_rtp(parameters.codecs[0])`).
             out.payload_type = parameters.codecs[0].payloadType
-            await start(parameters)
 
         sender.send = send
 
@@ -401,7 +503,7 @@ class ForwardTrack(MediaStreamTrack):
         self.unbind()
         self.source = publication
         publication.subscribers.add(self)
-        self._waiting_for_key = self.kind == "video"
+        self._rebase = True
         publication.request_keyframe()  # a new subscriber needs a keyframe to start decoding
 
     def unbind(self) -> None:
@@ -413,32 +515,30 @@ class ForwardTrack(MediaStreamTrack):
         if self.source is not None:
             self.source.request_keyframe()
 
-    def _ready(self) -> bool:
+    def push(self, packets: list[RtpPacket], keyframe: bool, ntp: int, abs_send_time: int) -> None:
         out = self._out
-        if out is None or not out.ready():
-            return False
-        return out.payload_type is not None
-
-    def push(self, payloads: list[bytes], timestamp: int, keyframe: bool, ntp: int) -> None:
-        if self.readyState != "live":
+        if out is None or not self._live:
             return
-        if not self._ready():
-            if self.kind == "video":  # what is dropped now must be followed by a keyframe
-                self._waiting_for_key = True
-            return
-        if self._waiting_for_key:
-            if not keyframe:
-                # Keep asking until a keyframe gets through (the publication throttles the PLIs):
-                # one request can be lost, or answered while this sender was not ready yet, and
-                # the subscriber's browser, having decoded nothing, never asks by itself.
-                self.request_keyframe()
+        if self._rebase:
+            if self.kind == "video" and not keyframe:
+                # Keep asking until a keyframe gets through (the publication throttles the PLIs): one
+                # request can be lost, or answered while this sender was not ready yet, and the
+                # subscriber's browser, having decoded nothing, never asks by itself.
+                if out.ready():
+                    self.request_keyframe()
                 return
-            self._waiting_for_key = False
+            if not out.ready():
+                return
+            out.rebase(packets[0], CLOCK_RATES[self.kind])
         try:
-            self._out.send(payloads, timestamp, ntp)
+            sent = out.send(packets, ntp, abs_send_time)
         except ConnectionError:  # the transport closed under us (SRTP/ICE gone): the track ends soon
             return
-        self.sent += 1
+        if sent:
+            self._rebase = False
+            self.sent += 1
+        else:  # what is dropped now must be followed by a fresh start (for video, a keyframe)
+            self._rebase = True
 
     async def recv(self):
         """aiortc's sender loop parks here: frames never pass through it."""
@@ -448,6 +548,7 @@ class ForwardTrack(MediaStreamTrack):
         raise MediaStreamError
 
     def stop(self) -> None:
+        self._live = False
         self.unbind()
         super().stop()
         if not self._ended.done():

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import queue
 import socket
-import threading
 from fractions import Fraction
 from importlib.metadata import version
 
@@ -16,61 +16,113 @@ import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
 from aiortc.codecs import get_encoder
 from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
-from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 from asyncio.selector_events import _SelectorDatagramTransport
 
-from services.media.forwarding import DatagramBatch, FrameSink, Publication, RawHistory, is_vp8_keyframe
+from services.media.forwarding import (DatagramBatch, PacketSink, Publication, RawHistory, is_vp8_keyframe,
+                                      starts_vp8_keyframe)
 
 
 def test_pinned_versions():
     assert version("aiortc") == "1.16.0"
     assert version("aioice") == "0.13.0"
+    assert version("pylibsrtp") == "1.0.0"
 
 
-def test_receiver_hands_complete_frames_to_a_replaceable_decoder_queue():
+def test_receiver_hands_every_packet_to_a_replaceable_jitter_buffer():
+    """PacketSink stands in for the receiver's jitter buffer: aiortc's handler must still do its REMB,
+    statistics, RTX unwrapping and NACK bookkeeping first, then hand each packet to `add`."""
     handle = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
-    assert "self.__decoder_queue.put((codec, encoded_frame))" in handle
-    receive = inspect.getsource(RTCRtpReceiver.receive)
-    assert "target=decoder_worker" in receive and "self.__decoder_queue" in receive
-    assert list(inspect.signature(aiortc.rtcrtpreceiver.decoder_worker).parameters) == [
-        "loop", "input_q", "output_q", "decode_error"]
+    steps = ["self.__remote_bitrate_estimator.add(", "self.__remote_streams[packet.ssrc].add(packet)",
+             "packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)",
+             "self.__nack_generator.add(packet)", "pli_flag, encoded_frame = self.__jitter_buffer.add(packet)",
+             "if pli_flag:", "if encoded_frame is not None and self.__decoder_thread:"]
+    assert all(step in handle for step in steps)
+    assert [handle.index(step) for step in steps] == sorted(handle.index(step) for step in steps)
+    source = inspect.getsource(aiortc.rtcrtpreceiver)
+    assert source.count("self.__jitter_buffer") == 3  # set for audio, set for video, used in the handler
     assert "self.__decoder_queue.put(None)" in inspect.getsource(RTCRtpReceiver._RTCRtpReceiver__stop_decoder)
 
 
-async def test_publication_replaces_the_queue_and_the_real_worker_ends_on_the_sink():
+class FrameCapture(queue.Queue):
+    """A client receiver's decoder queue that keeps the frames aiortc's jitter buffer assembles."""
+
+    def __init__(self, on_frame) -> None:
+        super().__init__()
+        self._on_frame = on_frame
+
+    def put(self, item, block=True, timeout=None) -> None:
+        if item is None:  # the receiver stops its decoder thread
+            super().put(None)
+        else:
+            self._on_frame(item[1])
+
+
+def _vp8_packets(frame: bytes, seq: int, timestamp: int, picture_id: int = 7) -> list[RtpPacket]:
+    """A VP8 frame as a publisher's browser sends it: aiortc's payloader, marker on the last packet."""
+    payloads = Vp8Encoder._packetize(frame, picture_id)
+    return [RtpPacket(payload_type=96, sequence_number=(seq + i) & 0xFFFF, timestamp=timestamp, ssrc=1111,
+                      marker=int(i == len(payloads) - 1), payload=payload) for i, payload in enumerate(payloads)]
+
+
+async def test_publication_forwards_packets_from_the_receivers_own_path():
+    """Packets go through aiortc's real receive handler into the Publication: audio at once, a video
+    frame as one batch when its last packet arrives (keyframes recognised), a late packet on its own;
+    the receiver never assembles or decodes a frame."""
+    from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
+    from aiortc.rtcrtpreceiver import RemoteStreamTrack
+
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no public STUN server
     try:
-        t = pc.addTransceiver("video", direction="recvonly")
-        assert hasattr(t.receiver, "_RTCRtpReceiver__decoder_queue")
-        pub = Publication("p", "video", t.receiver)
-        sink = t.receiver._RTCRtpReceiver__decoder_queue
-        assert isinstance(sink, FrameSink)
-        got = []
-        pub.subscribers.add(type("S", (), {"push": lambda self, payloads, ts, key, ntp: got.append((payloads, ts, key))})())
+        video, audio = pc.addTransceiver("video", direction="recvonly"), pc.addTransceiver("audio", direction="recvonly")
+        vpub = Publication("p", "video", video.receiver)
+        apub = Publication("p", "audio", audio.receiver)
+        assert isinstance(video.receiver._RTCRtpReceiver__jitter_buffer, PacketSink)
+        got = {"video": [], "audio": []}
+        for pub in (vpub, apub):
+            pub.subscribers.add(type("S", (), {"push": lambda self, packets, key, ntp, ast, kind=pub.kind: got[kind].append(
+                ([(p.sequence_number, p.marker, p.payload) for p in packets], key))})())
         vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
-        frame = b"\x10\x02\x9d\x01\x2a" + bytes(3000)  # a key frame tag, larger than one packet
-        sink.put((vp8, JitterFrame(frame, 9000)))
-        sink.put((vp8, JitterFrame(b"\x11\x02", 12000)))
-        (payloads, ts, key), (second, ts2, key2) = got
-        assert key and ts == 9000 and not key2 and ts2 == 12000
-        # Packetised once, by aiortc's own VP8 payloader: its depacketiser gives the frame back.
-        assert len(payloads) >= 3
-        descriptors = [VpxPayloadDescriptor.parse(p) for p in payloads]
-        assert b"".join(rest for _, rest in descriptors) == frame
-        assert descriptors[0][0].partition_start == 1 and not any(d.partition_start for d, _ in descriptors[1:])
-        first_id = descriptors[0][0].picture_id
-        assert VpxPayloadDescriptor.parse(second[0])[0].picture_id == (first_id + 1) & 0x7FFF
-        # aiortc's own decoder worker, fed our sink, never decodes and ends the track when the receiver stops.
-        out: asyncio.Queue = asyncio.Queue()
-        worker = threading.Thread(target=aiortc.rtcrtpreceiver.decoder_worker,
-                                  args=(asyncio.get_running_loop(), sink, out, threading.Event()))
-        worker.start()
-        sink.put(None)
-        assert await asyncio.wait_for(out.get(), 2) is None
-        worker.join(2)
-        assert not worker.is_alive()
+        opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+        for t in (video, audio):  # what the peer connection sets when the remote description adds a track
+            t.receiver._track = RemoteStreamTrack(kind=t.kind)
+        await video.receiver.receive(RTCRtpReceiveParameters(codecs=[vp8]))
+        await audio.receiver.receive(RTCRtpReceiveParameters(codecs=[opus]))
+
+        async def receive(receiver, packet: RtpPacket) -> None:
+            await receiver._handle_rtp_packet(RtpPacket.parse(packet.serialize()), arrival_time_ms=clock.current_ms())
+
+        key = b"\x10\x02\x9d\x01\x2a" + bytes(3000)  # a key frame tag, larger than one packet
+        keyframe = _vp8_packets(key, 100, 9000)
+        assert len(keyframe) >= 3
+        for packet in keyframe[:-1]:
+            await receive(video.receiver, packet)
+        assert got["video"] == []  # the frame is not complete yet
+        await receive(video.receiver, keyframe[-1])
+        assert got["video"] == [([(p.sequence_number, p.marker, p.payload) for p in keyframe], True)]
+        delta = _vp8_packets(b"\x11\x02" + bytes(100), 100 + len(keyframe), 12000, 8)
+        await receive(video.receiver, delta[0])
+        assert got["video"][-1] == ([(delta[0].sequence_number, 1, delta[0].payload)], False)
+        await receive(video.receiver, keyframe[1])  # a late (retransmitted) packet: on its own, at once
+        assert got["video"][-1] == ([(keyframe[1].sequence_number, 0, keyframe[1].payload)], False)
+        # A frame whose last packet is lost goes on when the next frame starts.
+        lost_end = _vp8_packets(b"\x11\x02" + bytes(3000), 200, 15000, 9)
+        for packet in lost_end[:-1]:
+            await receive(video.receiver, packet)
+        nxt = _vp8_packets(b"\x11\x02", 200 + len(lost_end), 18000, 10)
+        await receive(video.receiver, nxt[0])
+        assert [seq for seq, _, _ in got["video"][-2][0]] == [p.sequence_number for p in lost_end[:-1]]
+        assert vpub.frames == 3 and vpub.keyframes == 1
+        for i in range(3):  # audio: every packet on at once (aiortc's buffer would hold 4)
+            await receive(audio.receiver, RtpPacket(payload_type=111, sequence_number=i, timestamp=960 * i, ssrc=2222,
+                                                    payload=b"\xfc" + bytes([i])))
+            assert got["audio"][-1] == ([(i, 0, b"\xfc" + bytes([i]))], False)
+        assert apub.frames == 3
+        # The receiver counted the packets (Receiver Reports, getStats) and never queued a frame to decode.
+        assert video.receiver._RTCRtpReceiver__remote_streams[1111].packets_received == len(keyframe) + 1 + 1 + len(
+            lost_end) - 1 + 1
+        assert video.receiver._RTCRtpReceiver__decoder_queue.empty()
     finally:
         await pc.close()
 
@@ -104,6 +156,10 @@ def test_transceiver_negotiation_attributes():
 
 def test_vp8_keyframe_bit():
     assert is_vp8_keyframe(b"\x10\x02") and not is_vp8_keyframe(b"\x11\x02") and not is_vp8_keyframe(b"")
+    first, second = Vp8Encoder._packetize(b"\x10\x02" + bytes(2000), 5)
+    assert starts_vp8_keyframe(first) and not starts_vp8_keyframe(second)  # the frame tag is in the first packet
+    assert not starts_vp8_keyframe(Vp8Encoder._packetize(b"\x11\x02", 6)[0])
+    assert not starts_vp8_keyframe(b"") and not starts_vp8_keyframe(b"\x90")  # truncated: no error
 
 
 async def test_socket_buffers_are_reachable_and_enlarged():
@@ -188,7 +244,7 @@ async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch):
     try:
         received = []
         t = client.addTransceiver("video", direction="recvonly")
-        t.receiver._RTCRtpReceiver__decoder_queue = FrameSink(lambda codec, frame: received.append(frame))
+        t.receiver._RTCRtpReceiver__decoder_queue = FrameCapture(received.append)
         await client.setLocalDescription(await client.createOffer())
         await sfu.setRemoteDescription(client.localDescription)
         track = ForwardTrack("video")
@@ -203,19 +259,21 @@ async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch):
         key = b"\x10\x02\x9d\x01\x2a" + bytes(range(256)) * 12  # a key frame tag, four packets' worth
         payloads = Vp8Encoder._packetize(key, 7)
         deadline = asyncio.get_running_loop().time() + 10
-        ts = 0
+        ts, seq = 0, 65000  # the publisher's numbering: the subscriber's sender uses its own
         while not received:  # until connected, frames are dropped (and keyframes asked for)
             assert asyncio.get_running_loop().time() < deadline, "no frame arrived"
             ts += 6000
-            track.push(payloads, ts, True, clock.current_ntp_time())
+            track.push(_vp8_packets(key, seq, ts), True, clock.current_ntp_time(), 0)
+            seq = (seq + len(payloads)) & 0xFFFF
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)  # keyframes pushed before the first one arrived are in flight
         # aiortc's jitter buffer hands a frame on when the next one starts: the last keyframe is still held.
         keys = len(received) + 1
         assert [f.data for f in received] == [key] * (keys - 1)
         for i in range(1, 6):
-            track.push(Vp8Encoder._packetize(b"\x11" + bytes([i]) * 3000, 7 + i), ts + i * 6000, False,
-                       clock.current_ntp_time())
+            frame = _vp8_packets(b"\x11" + bytes([i]) * 3000, seq, ts + i * 6000, 7 + i)
+            track.push(frame, False, clock.current_ntp_time(), 0)
+            seq = (seq + len(frame)) & 0xFFFF
         while len(received) < keys + 4:
             assert asyncio.get_running_loop().time() < deadline, f"{len(received) - keys} of 4 frames arrived"
             await asyncio.sleep(0.02)
@@ -387,3 +445,29 @@ async def test_aioice_gathers_inside_a_port_scope_and_ephemerally_outside_it():
     finally:
         await inside.close()
         await outside.close()
+
+
+def test_srtp_protect_is_pylibsrtps_protect():
+    """SrtpProtect (forwarding.py) calls libsrtp on pylibsrtp's session buffer: the same bytes as
+    ``Session.protect``, which the receiving side's ``unprotect`` accepts, and a clear error for a
+    packet that does not fit."""
+    import pytest
+    from pylibsrtp import Policy, Session
+
+    from services.media.forwarding import SrtpProtect
+
+    key = bytes(range(30))  # AES_CM_128_HMAC_SHA1_80: 16-byte key + 14-byte salt
+
+    def session(direction: int) -> Session:
+        return Session(policy=Policy(key=key, ssrc_type=direction))
+
+    ours, theirs, receiver = SrtpProtect(session(Policy.SSRC_ANY_OUTBOUND)), session(Policy.SSRC_ANY_OUTBOUND), session(
+        Policy.SSRC_ANY_INBOUND)
+    for seq in range(5):
+        plain = RtpPacket(payload_type=96, sequence_number=seq, timestamp=seq * 3000, ssrc=1234,
+                          payload=bytes([seq]) * (100 + 300 * seq)).serialize()
+        protected = ours(plain)
+        assert protected == theirs.protect(plain) and protected != plain
+        assert receiver.unprotect(protected) == plain
+    with pytest.raises(ValueError):
+        ours(bytes(1500))
