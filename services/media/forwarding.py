@@ -446,7 +446,7 @@ class RtpOut:
             ring[seq % RTP_HISTORY_SIZE] = plain  # kept for retransmission on NACK, as aiortc's sender keeps it
             datas.append(protect(plain))
             octets += len(payload)
-            if not _later(self._sequence, seq):
+            if ((seq - self._sequence) & 0xFFFF) < 0x8000:  # not before the next number: continue after it
                 self._sequence = (seq + 1) & 0xFFFF
         if not datas:
             return True

@@ -241,6 +241,13 @@ async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch):
 
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
     sfu, client = RTCPeerConnection(RTCConfiguration(iceServers=[])), RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+    async def wait_for_frames(done) -> None:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not done():
+            assert asyncio.get_running_loop().time() < deadline, f"frames received: {len(received)}"
+            await asyncio.sleep(0.02)
+
     try:
         received = []
         t = client.addTransceiver("video", direction="recvonly")
@@ -327,6 +334,25 @@ async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch):
             assert (rtx.timestamp, rtx.marker, rtx.extensions.mid) == (first.timestamp, 1, first.extensions.mid)
         await st.sender._retransmit((seq - 200) & 0xFFFF)  # no longer in the history: nothing sent
         assert len(retransmitted) == 1
+        # The slot now shows another participant, numbered in its own way: from that source's first
+        # keyframe on, the subscriber gets one continuous stream (sequence numbers go on where they
+        # stopped, the timestamp moves on by the time passed).
+        last_a = received[-1].timestamp
+        track.bind(type("P", (), {"request_keyframe": lambda self: None, "subscribers": set()})())
+        next_seq = out._sequence
+        track.push(_vp8_packets(b"\x11" + bytes(100), 7, 5000), False, clock.current_ntp_time(), 0)
+        assert out._sequence == next_seq  # a delta frame cannot start the new source
+        key_b = b"\x10\x02\x9d\x01\x2a" + bytes(range(200, 256)) * 40
+        frames_b = [_vp8_packets(key_b, 30000, 4_000_000, 40), _vp8_packets(b"\x11" + bytes(2000), 30002, 4_003_000, 41),
+                    _vp8_packets(b"\x11" + bytes(10), 30004, 4_006_000, 42)]
+        for frame in frames_b:
+            track.push(frame, frame is frames_b[0], clock.current_ntp_time(), 0)
+        first_b = RtpPacket.parse(history.ring[next_seq % 128])
+        assert first_b.sequence_number == next_seq and first_b.payload == frames_b[0][0].payload
+        await wait_for_frames(lambda: any(f.data == key_b for f in received) and received[-1].data == b"\x11" + bytes(2000))
+        b_frames = [f for f in received if f.data in (key_b, b"\x11" + bytes(2000))]
+        assert 0 < (b_frames[0].timestamp - last_a) & 0xFFFFFFFF < 90000 * 10
+        assert (b_frames[1].timestamp - b_frames[0].timestamp) & 0xFFFFFFFF == 3000
     finally:
         await sfu.close()
         await client.close()
