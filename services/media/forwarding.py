@@ -132,9 +132,7 @@ def enlarge_socket_buffers(pc, size: int) -> int:
     return count
 
 
-def _later(seq: int, than: int) -> bool:
-    """RTP sequence numbers wrap at 16 bits: `seq` comes after `than` if less than half the space ahead."""
-    return 0 < ((seq - than) & 0xFFFF) < 0x8000
+MAX_MISORDER = 100  # as aiortc's jitter buffer: a packet further behind than this means the source restarted
 
 
 class Publication:
@@ -152,16 +150,21 @@ class Publication:
         self._last_request = -1e9
         self._pending: asyncio.TimerHandle | None = None
         self._frame: list[RtpPacket] = []  # the video frame being received (its packets so far)
-        self._highest: int | None = None  # the highest sequence number received
+        self._ssrc: int | None = None  # the source's SSRC and highest sequence number received
+        self._highest = 0
         setattr(receiver, _JITTER_BUFFER, PacketSink(self._on_packet))
 
     def _on_packet(self, packet: RtpPacket) -> None:
         if not packet.payload:  # padding only (bandwidth probing): nothing to forward
             return
         seq = packet.sequence_number
-        if self._highest is not None and not _later(seq, self._highest):
-            self._fan_out([packet], False)  # late or retransmitted: on at once, on its own
-            return
+        if packet.ssrc != self._ssrc:
+            self._restart(packet)
+        elif not 0 < (seq - self._highest) & 0xFFFF < 0x8000:  # not ahead of what came before
+            if (self._highest - seq) & 0xFFFF <= MAX_MISORDER:
+                self._fan_out([packet], False)  # late or retransmitted: on at once, on its own
+                return
+            self._restart(packet)  # a jump in the numbering
         self._highest = seq
         if self.kind != "video":
             self.frames += 1
@@ -172,6 +175,14 @@ class Publication:
         self._frame.append(packet)
         if packet.marker or len(self._frame) >= GSO_MAX_SEGMENTS:
             self._flush()
+
+    def _restart(self, packet: RtpPacket) -> None:
+        """The source (re)starts its numbering (a new SSRC, or a jump): every subscriber starts it anew."""
+        if self._frame:
+            self._flush()
+        self._ssrc = packet.ssrc
+        for track in tuple(self.subscribers):
+            track.restart()
 
     def _flush(self) -> None:
         frame, self._frame = self._frame, []
@@ -505,6 +516,10 @@ class ForwardTrack(MediaStreamTrack):
         publication.subscribers.add(self)
         self._rebase = True
         publication.request_keyframe()  # a new subscriber needs a keyframe to start decoding
+
+    def restart(self) -> None:
+        """The source's numbering changes: map it afresh from its next packet (video: its next keyframe)."""
+        self._rebase = True
 
     def unbind(self) -> None:
         if self.source is not None:

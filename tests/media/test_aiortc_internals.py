@@ -80,9 +80,12 @@ async def test_publication_forwards_packets_from_the_receivers_own_path():
         apub = Publication("p", "audio", audio.receiver)
         assert isinstance(video.receiver._RTCRtpReceiver__jitter_buffer, PacketSink)
         got = {"video": [], "audio": []}
+        restarts = {"video": 0, "audio": 0}
         for pub in (vpub, apub):
-            pub.subscribers.add(type("S", (), {"push": lambda self, packets, key, ntp, ast, kind=pub.kind: got[kind].append(
-                ([(p.sequence_number, p.marker, p.payload) for p in packets], key))})())
+            pub.subscribers.add(type("S", (), {
+                "push": lambda self, packets, key, ntp, ast, kind=pub.kind: got[kind].append(
+                    ([(p.sequence_number, p.marker, p.payload) for p in packets], key)),
+                "restart": lambda self, kind=pub.kind: restarts.__setitem__(kind, restarts[kind] + 1)})())
         vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
         opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
         for t in (video, audio):  # what the peer connection sets when the remote description adds a track
@@ -119,6 +122,21 @@ async def test_publication_forwards_packets_from_the_receivers_own_path():
                                                     payload=b"\xfc" + bytes([i])))
             assert got["audio"][-1] == ([(i, 0, b"\xfc" + bytes([i]))], False)
         assert apub.frames == 3
+        # The first packet of a source starts it on every subscriber; so does a new SSRC (the browser
+        # restarted its sender) or a jump back in the numbering, and a packet a little behind is only late.
+        assert restarts == {"video": 1, "audio": 1}
+        await receive(audio.receiver, RtpPacket(payload_type=111, sequence_number=40000, timestamp=0, ssrc=2222,
+                                                payload=b"\xfc"))
+        assert restarts["audio"] == 2 and got["audio"][-1][0][0][0] == 40000  # more than half the space ahead: behind
+        await receive(audio.receiver, RtpPacket(payload_type=111, sequence_number=39950, timestamp=0, ssrc=2222,
+                                                payload=b"\xfc"))
+        assert restarts["audio"] == 2  # 50 behind: late, not a restart
+        await receive(audio.receiver, RtpPacket(payload_type=111, sequence_number=39800, timestamp=0, ssrc=2222,
+                                                payload=b"\xfc"))
+        assert restarts["audio"] == 3  # 200 behind: the numbering jumped back
+        await receive(video.receiver, RtpPacket(payload_type=96, sequence_number=7, timestamp=1, ssrc=3333, marker=1,
+                                                payload=delta[0].payload))
+        assert restarts["video"] == 2
         # The receiver counted the packets (Receiver Reports, getStats) and never queued a frame to decode.
         assert video.receiver._RTCRtpReceiver__remote_streams[1111].packets_received == len(keyframe) + 1 + 1 + len(
             lost_end) - 1 + 1
