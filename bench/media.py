@@ -13,6 +13,8 @@ pod may run them where Python's global lock caps one process at one core), CPU s
 For each case it prints the server's CPU (% of one core, from /proc/<pid>/stat), CPU per
 forwarded stream (one participant's audio+video to one receiver), the minimum subscriber
 video fps, and the per-stream CPU ratio to the MediaRelay baseline measured in this run.
+Last, the one-way delay through the media service next to a direct connection
+(bench/media_latency.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from svpl.media.v1 import media_pb2, media_pb2_grpc
 
+from bench import media_latency
 from bench.media_peers import encode_clip
 from devstack.embedded_db import EmbeddedMongo, free_port
 from services.identity.tokens import KeyRing
@@ -191,8 +194,10 @@ async def main() -> None:
         # sfu2: the same rooms over two media processes (one per core), CPU summed.
         cases = ([("relay", 1, 2), ("relay", 1, 3)] + [("sfu", 1, n) for n in (2, 4, 6, 8, 10)]
                  + [("sfu", 8, 5), ("sfu2", 8, 5)])
-        if sys.argv[1:]:  # chosen cases, e.g. `bench/media.py relay:1x2 sfu:1x4` (the relay baseline first)
-            cases = [(a.split(":")[0], int(a.split(":")[1].split("x")[0]), int(a.split("x")[1])) for a in sys.argv[1:]]
+        latency = not sys.argv[1:] or "latency" in sys.argv[1:]
+        chosen = [a for a in sys.argv[1:] if a != "latency"]
+        if sys.argv[1:]:  # chosen cases, e.g. `bench/media.py relay:1x2 sfu:1x4` (the relay baseline first), `latency`
+            cases = [(a.split(":")[0], int(a.split(":")[1].split("x")[0]), int(a.split("x")[1])) for a in chosen]
         results = []
         second: Server | None = None
         for target, rooms, n in cases:
@@ -208,6 +213,12 @@ async def main() -> None:
             print(f"  measured {target} {rooms}x{n}: server {r['cpu']:.1f}% of a core, min {r['min_fps']:.1f} fps,"
                   f" median {r['median_fps']:.1f} fps (publishers sent >= {r['sent_fps']:.1f} fps), busiest load generator {r['generator']:.0f}%;"
                   f" cpu per window {r['windows']}", flush=True)
+        if not cases:
+            relay.terminate()
+        if latency:
+            print("\n".join(await media_latency.measure(video, sfu, keyring, tokens)), flush=True)
+        if not results:
+            return
         base = {r["n"]: r["per_stream"] for r in results if r["target"] == "relay"} or {0: float("nan")}
         full = {r["n"]: r["per_stream_full"] for r in results if r["target"] == "relay"} or {0: float("nan")}
         print()

@@ -226,7 +226,7 @@ class Participant:
                 asyncio.ensure_future(consume(track))
 
 
-async def negotiate(p: Participant, cfg: dict) -> None:
+async def negotiate(p: Participant, cfg: dict, light: bool = True) -> None:
     await p.pc.setLocalDescription(await p.pc.createOffer())
     enlarge_socket_buffers(p.pc, 4 << 20)  # as the media service does
     offer = p.pc.localDescription.sdp
@@ -247,7 +247,8 @@ async def negotiate(p: Participant, cfg: dict) -> None:
         answer = json.loads(await reader.readline())["sdp"]
         writer.close()
     await p.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-    p.count_light()
+    if light:
+        p.count_light()
 
 
 async def main() -> None:

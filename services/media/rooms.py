@@ -22,6 +22,7 @@ from aiortc.sdp import SessionDescription
 
 from services.media import ports
 from services.media.forwarding import ForwardTrack, Publication, enlarge_socket_buffers, restrict_codecs
+from services.media.receive import receive_directly
 from services.media.quality import Quality, QualitySampler, Thresholds
 from services.media.reporter import ConnectionReporter, Report
 from services.media.storage import ClosedRooms, UsedJoinTokens
@@ -268,6 +269,7 @@ class MediaRooms:
                     p.slots[t.kind].append(track)
             await self._answer(pc)
             enlarge_socket_buffers(pc, self._socket_buffer)
+            receive_directly(pc)
         except Exception as exc:  # noqa: BLE001 - a bad offer never leaves a peer connection behind
             await PeerCounter.close(pc)
             await self._used_tokens.release(grant.token_id)
@@ -361,6 +363,7 @@ class MediaRooms:
                     t.direction = "sendrecv"
             await self._answer(pc)
             enlarge_socket_buffers(pc, self._socket_buffer)
+            receive_directly(pc)
         except Exception as exc:  # noqa: BLE001
             await PeerCounter.close(pc)
             if isinstance(exc, (InvalidArgument, ResourceExhausted, asyncio.CancelledError)):

@@ -515,3 +515,25 @@ def test_srtp_protect_is_pylibsrtps_protect():
         assert receiver.unprotect(protected) == plain
     with pytest.raises(ValueError):
         ours(bytes(1500))
+
+
+def test_receive_path_that_receive_directly_reproduces():
+    """services/media/receive.py handles RTP/RTCP in the socket callback as aiortc's DTLS task would."""
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+    from aioice.ice import Connection, StunProtocol
+
+    received = inspect.getsource(StunProtocol.datagram_received)
+    assert "message = stun.parse_message(data)" in received
+    assert "self.receiver.data_received(data, self.local_candidate.component)" in received
+    assert "self._queue.put_nowait((data, component))" in inspect.getsource(Connection.data_received)
+    assert "result = await self._queue.get()" in inspect.getsource(Connection.recvfrom)
+    recv_next = inspect.getsource(RTCDtlsTransport._recv_next)
+    for line in ("self.__rx_bytes += len(data)", "self.__rx_packets += 1",
+                 "elif first_byte > 127 and first_byte < 192 and self._rx_srtp:",
+                 "arrival_time_ms = clock.current_ms()", "data = self._rx_srtp.unprotect_rtcp(data)",
+                 "await self._handle_rtcp_data(data)", "data = self._rx_srtp.unprotect(data)",
+                 "await self._handle_rtp_data(data, arrival_time_ms=arrival_time_ms)",
+                 "except pylibsrtp.Error as exc:"):
+        assert line in recv_next, line
+    assert "self._rx_srtp: Session = None" in inspect.getsource(RTCDtlsTransport.__init__)
+    assert "self._protocols: list[StunProtocol] = []" in inspect.getsource(Connection.__init__)
