@@ -1,4 +1,4 @@
-"""make bench-media: our encoded-frame forwarding next to aiortc's MediaRelay (decode + re-encode
+"""make bench-media: our RTP packet forwarding next to aiortc's MediaRelay (decode + re-encode
 per receiver), in one process tree and one run. Not a test.
 
 Process tree: this orchestrator (embedded database + identity in-process, to admit join
