@@ -213,8 +213,6 @@ async def main() -> None:
             print(f"  measured {target} {rooms}x{n}: server {r['cpu']:.1f}% of a core, min {r['min_fps']:.1f} fps,"
                   f" median {r['median_fps']:.1f} fps (publishers sent >= {r['sent_fps']:.1f} fps), busiest load generator {r['generator']:.0f}%;"
                   f" cpu per window {r['windows']}", flush=True)
-        if not cases:
-            relay.terminate()
         if latency:
             print("\n".join(await media_latency.measure(video, sfu, keyring, tokens)), flush=True)
         if not results:
