@@ -172,6 +172,14 @@ class MediaRooms:
         if not meeting_id:
             raise InvalidArgument("meeting_id", "is required")
         await self._closed.mark_closed(meeting_id)
+        return await self.release_room(meeting_id)
+
+    async def release_room(self, meeting_id: str) -> int:
+        """Drop the room here and disconnect its participants, without recording it closed: the
+        meeting goes on in a room on another instance (roster moved it while this one did not
+        answer), and the participants' clients re-admit into that one."""
+        if not meeting_id:
+            raise InvalidArgument("meeting_id", "is required")
         room = self.rooms.pop(meeting_id, None)
         if room is None:
             return 0

@@ -13,6 +13,7 @@ from services.runtime.auth import services
 ACCESS = {
     "OpenRoom": services("roster"),
     "CloseRoom": services("roster"),
+    "ReleaseRoom": services("roster"),
     "Disconnect": services("roster"),
     "GetRoomState": services("gateway", "roster", "support"),
     "GetLoad": services("roster"),
@@ -47,6 +48,9 @@ class MediaServicer(media_pb2_grpc.MediaServiceServicer):
 
     async def CloseRoom(self, request, context):
         return media_pb2.CloseRoomResponse(disconnected=await self._rooms.close_room(request.meeting_id))
+
+    async def ReleaseRoom(self, request, context):
+        return media_pb2.ReleaseRoomResponse(disconnected=await self._rooms.release_room(request.meeting_id))
 
     async def Disconnect(self, request, context):
         n = await self._rooms.disconnect(request.meeting_id, request.participant_id)

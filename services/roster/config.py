@@ -18,6 +18,9 @@ class RosterSettings(ServiceSettings):
     # At each admission the room's instance is asked for the room (GetRoomState) within this long;
     # no answer (UNAVAILABLE / DEADLINE_EXCEEDED) or a lost room moves the room to another instance.
     media_check_seconds: float = Field(1.5, gt=0, le=10)
+    # After such a move, the instance left behind is asked to release its copy of the room (one
+    # that was only slow still carries participants); one that never answers is given up on after this.
+    left_room_release_seconds: float = Field(600.0, gt=0)
     # Random digits in a dial-in meeting ID (a Luhn check digit is appended, to catch typos).
     dial_in_code_digits: int = Field(9, ge=6, le=15)
     # Lifetime of a join token: only long enough to reach media and negotiate.

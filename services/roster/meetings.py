@@ -22,7 +22,8 @@ from services.roster.peers import Identity, Media, Refused
 from services.roster.store import MeetingStore
 from services.runtime.access_log import AccessLog
 from services.runtime.auth import Caller
-from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from services.runtime.errors import (DomainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
+                                     Unavailable)
 from services.runtime.outbox import Outbox
 
 log = logging.getLogger("svpl.roster")
@@ -31,6 +32,9 @@ INBOX_1177 = "inbox_1177"
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 MAX_NAME = 200
 MAX_TEXT = 4000
+# Pauses (seconds) before each try to release a room left behind, right after its move; then
+# the background pass (every auto_close_check_seconds) asks until left_room_release_seconds.
+RELEASE_RETRIES = (0.0, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ def _id(field: str, value: str) -> str:
 class Roster:
     def __init__(self, store: MeetingStore, identity: Identity, media: Media, access: AccessLog, outbox: Outbox,
                  *, portal_base_url: str, region: str, code_digits: int = 9, join_ttl_seconds: int = 120,
-                 media_check_seconds: float = 1.5) -> None:
+                 media_check_seconds: float = 1.5, left_room_release_seconds: float = 600.0) -> None:
         self.store = store
         self.identity = identity
         self.media = media
@@ -82,6 +86,8 @@ class Roster:
         self.join_ttl_seconds = join_ttl_seconds
         self.media_check_seconds = media_check_seconds
         self._moving: dict[str, asyncio.Lock] = {}  # meeting id -> its room move in this replica
+        self.left_room_release_seconds = left_room_release_seconds
+        self._releasing: set[asyncio.Task] = set()  # releases of rooms left behind, just after a move
         self.on_outbox_message = lambda: None  # wakes the dispatcher
 
     # ------------------------------------------------------------------ access
@@ -272,6 +278,8 @@ class Roster:
             await self.cleanup(m)
         for meeting_id in await self.store.cleanup_pending():
             await self.cleanup(await self.store.get(meeting_id))
+        for meeting_id in await self.store.with_left_rooms():
+            await self.release_left_rooms(await self.store.get(meeting_id))
         return closed
 
     async def run_auto_close(self, after: dt.timedelta, every: float) -> None:
@@ -452,7 +460,7 @@ class Roster:
                 if current.media_control != m.media_control:
                     return current  # moved meanwhile (by this replica or another)
                 lost = m.media_control
-                load = await self.media.least_loaded()
+                load = await self.media.least_loaded(exclude=lost)
                 instance, address = await self.media.open_room(load.control, m.id)
                 m, moved = await self.store.mutate(
                     m.id, lambda x: model.move_room(x, lost, instance or load.instance, load.control, address))
@@ -463,7 +471,48 @@ class Roster:
             metrics.ROOMS_MOVED.inc()
             log.warning("meeting %s: media instance %s did not answer or lost the room; room moved to %s",
                         m.id, lost, m.media_instance)
+            task = asyncio.create_task(self._release_soon(m.id), name=f"svpl-roster-release-{m.id}")
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
         return m
+
+    async def release_left_rooms(self, m: Meeting) -> bool:
+        """Ask each instance the room moved away from to let go of its copy (ReleaseRoom): one that
+        was only slow still carries the participants who were connected there, who never noticed
+        the move; released, their clients re-admit into the moved room. An instance that does not
+        answer is asked again by the background task, and given up on (presumed gone, its room
+        with it) after left_room_release_seconds. True when none is left to release."""
+        done = []
+        for left in m.left_rooms:
+            try:
+                n = await self.media.release_room(left["control"], m.id)
+                log.info("meeting %s: instance %s let go of the room left behind (%d connection(s))",
+                         m.id, left["control"], n)
+            except Unavailable as exc:
+                if (model.now() - left["since"]).total_seconds() < self.left_room_release_seconds:
+                    continue
+                log.warning("meeting %s: instance %s never let go of the room left behind (%s); given up: "
+                            "presumed gone with it", m.id, left["control"], exc.message)
+            done.append(left["control"])
+        if done:
+            await self.store.mutate(m.id, lambda x: model.forget_left_rooms(x, done))
+        return len(done) == len(m.left_rooms)
+
+    async def _release_soon(self, meeting_id: str) -> None:
+        """Right after a move: release the room left behind within seconds (an instance that was
+        only slow answers again soon); the background pass takes over after these tries."""
+        for pause in RELEASE_RETRIES:
+            await asyncio.sleep(pause)
+            try:
+                if await self.release_left_rooms(await self.store.get(meeting_id)):
+                    return
+            except DomainError as exc:  # e.g. the database away: the background pass retries
+                log.warning("meeting %s: releasing the room left behind failed (%s)", meeting_id, exc.message)
+
+    async def close(self) -> None:
+        for task in tuple(self._releasing):
+            task.cancel()
+        await asyncio.gather(*self._releasing, return_exceptions=True)
 
     async def report_connection(self, meeting_id: str, connection_id: str, kind: str, participant_id: str,
                                 connected: bool, label: str, media_instance: str) -> bool:

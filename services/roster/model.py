@@ -137,6 +137,10 @@ class Meeting:
     # Set when the meeting turned final; cleared once media closed the room and identity
     # revoked the meeting's tokens (retried by the background task until done).
     cleanup_pending: bool = False
+    # Instances the room moved away from (they did not answer in time), whose copy of the room is
+    # still to be released there ({"control", "since"}): one that was only slow still carries
+    # connections, and its participants must go to the moved room (retried by the background task).
+    left_rooms: list[dict] = field(default_factory=list)
     version: int = 0
 
     # ------------------------------------------------------------ storage form
@@ -243,7 +247,15 @@ def move_room(m: Meeting, from_control: str, instance: str, control: str, addres
         return False
     m.media_instance, m.media_control, m.media_address = instance, control, address
     m.connections = []
+    m.left_rooms = [x for x in m.left_rooms if x["control"] != control]  # moved back: the room is wanted there
+    if all(x["control"] != from_control for x in m.left_rooms):
+        m.left_rooms.append({"control": from_control, "since": now()})
     return True
+
+
+def forget_left_rooms(m: Meeting, controls: list[str]) -> None:
+    """Those instances let go of their copy of the room (or are given up on)."""
+    m.left_rooms = [x for x in m.left_rooms if x["control"] not in controls]
 
 
 def start(m: Meeting) -> bool:

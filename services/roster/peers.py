@@ -136,8 +136,11 @@ class Media:
             return None  # an instance that does not answer takes no new room
         return Load(address, r.media_instance, r.rooms, r.participants, r.cpu, r.accepting, r.capacity_participants)
 
-    async def least_loaded(self) -> Load:
-        loads = [x for x in await asyncio.gather(*(self._load(a) for a in await self.instances())) if x is not None]
+    async def least_loaded(self, exclude: str = "") -> Load:
+        """The instance to open a new room on; `exclude`: a control address known not to answer (not
+        asked, so a move does not wait for its load call to time out as well)."""
+        addresses = [a for a in await self.instances() if a != exclude]
+        loads = [x for x in await asyncio.gather(*(self._load(a) for a in addresses)) if x is not None]
         candidates = [x for x in loads if x.has_room]
         if not candidates:
             raise Unavailable("no media instance can take a new room right now; try again shortly")
@@ -188,6 +191,15 @@ class Media:
             except grpc.aio.AioRpcError:
                 continue
         raise _unavailable("media", first) from None
+
+    async def release_room(self, control: str, meeting_id: str) -> int:
+        """Ask the instance at `control` to let go of its copy of a room that moved away from it."""
+        try:
+            r = await self._stub(control).ReleaseRoom(media_pb2.ReleaseRoomRequest(meeting_id=meeting_id),
+                                                      metadata=clients.metadata(self._token), timeout=TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable("media", exc) from None
+        return r.disconnected
 
     async def disconnect(self, control: str, meeting_id: str, participant_id: str) -> None:
         try:

@@ -33,7 +33,8 @@ async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
     roster = Roster(store, Identity(identity_channel, settings.service_token), media, access, outbox,
                     portal_base_url=settings.portal_base_url, region=settings.region,
                     code_digits=settings.dial_in_code_digits, join_ttl_seconds=settings.join_token_ttl_seconds,
-                    media_check_seconds=settings.media_check_seconds)
+                    media_check_seconds=settings.media_check_seconds,
+                    left_room_release_seconds=settings.left_room_release_seconds)
     adapters = {}
     if settings.inbox_1177_url:
         adapters[INBOX_1177] = Inbox1177Adapter(settings.inbox_1177_url, settings.inbox_1177_api_key,
@@ -61,6 +62,7 @@ async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await roster.close()
         await dispatcher.stop()
         for adapter in adapters.values():
             await adapter.close()

@@ -49,6 +49,7 @@ class MeetingStore:
         await self.meetings.create_index([("coordinator_hsa_id", ASCENDING), ("start", ASCENDING)])
         await self.meetings.create_index([("state", ASCENDING), ("end", ASCENDING)])
         await self.meetings.create_index([("cleanup_pending", ASCENDING)])
+        await self.meetings.create_index([("left_rooms.control", ASCENDING)], sparse=True)
 
     # ------------------------------------------------------------ create / read
 
@@ -106,6 +107,9 @@ class MeetingStore:
 
     async def cleanup_pending(self) -> list[str]:
         return [doc["_id"] async for doc in self.meetings.find({"cleanup_pending": True}, {"_id": 1})]
+
+    async def with_left_rooms(self) -> list[str]:
+        return [doc["_id"] async for doc in self.meetings.find({"left_rooms.control": {"$exists": True}}, {"_id": 1})]
 
     # ------------------------------------------------------------ change
 

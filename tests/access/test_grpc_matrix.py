@@ -48,7 +48,7 @@ def test_sensitive_methods_are_closed_to_citizens_and_anonymous():
     closed = [("roster", "ListParticipants"), ("roster", "RemoveParticipant"), ("roster", "EndMeeting"),
               ("roster", "ReportConnection"), ("booking", "CreateBooking"), ("booking", "GetBooking"),
               ("identity", "IssueJoinToken"), ("identity", "RevokeTokens"), ("identity", "ListAccessRecords"),
-              ("identity", "SearchDirectory"), ("media", "Negotiate"), ("media", "CloseRoom"),
+              ("identity", "SearchDirectory"), ("media", "Negotiate"), ("media", "CloseRoom"), ("media", "ReleaseRoom"),
               ("support", "ListTickets"), ("support", "EscalateTicket")]
     for service, method in closed:
         for role in ("anonymous", "patient", "next_of_kin"):

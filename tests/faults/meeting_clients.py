@@ -60,6 +60,8 @@ class MediaProcess:
             "SVPL_DB_CHECK_SECONDS": "0.2",
         })
         self.process: subprocess.Popen | None = None
+        self._paused_at = 0.0
+        self.paused_for = 0.0
 
     def start(self) -> "MediaProcess":
         with open(self.log_path, "ab") as log:
@@ -81,6 +83,15 @@ class MediaProcess:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"media not ready within {timeout}s; see {self.log_path}")
             await asyncio.sleep(0.1)
+
+    def pause(self) -> None:
+        """SIGSTOP: the instance stops answering anything (a long pause, a stalled node) until resumed."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+        self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+        self.paused_for = time.monotonic() - self._paused_at
 
     def kill(self) -> None:
         """kill -9: no goodbye to roster, no disconnect reports, no CloseRoom."""

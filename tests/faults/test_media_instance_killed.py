@@ -14,14 +14,14 @@ from pathlib import Path
 import grpc
 import pytest
 from svpl.common.v1 import common_pb2
-from svpl.media.v1 import media_pb2
+from svpl.media.v1 import media_pb2, media_pb2_grpc
 from svpl.roster.v1 import roster_pb2 as R
 
 from devstack.embedded_db import free_port
 from services.roster import model
 from services.runtime import mongo as runtime_mongo
 from services.roster.metrics import ROOMS_MOVED
-from tests.faults.meeting_clients import Client, MediaProcess
+from tests.faults.meeting_clients import STALL_SECONDS, Client, MediaProcess
 from tests.media.peers import wait_for
 from tests.roster.conftest import World
 from tests.roster.helpers import poll, reason
@@ -30,26 +30,42 @@ RECOVERY_SECONDS = 10.0
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def test_meeting_survives_its_media_instance_killed(system_factory, person_token, service_token, tmp_path):
+async def meeting_on_its_own_instance(system_factory, person_token, service_token, tmp_path,
+                                      instance_id: str = "media-doomed", **roster_settings):
+    """A live meeting whose room is on `instance_id`, a media instance in its own process (so it
+    can be killed or paused); the harness's in-process instance, "media-stays", is busier."""
     system = await system_factory(["identity", "media"], overrides={"media": {"instance_id": "media-stays"}})
-    doomed = MediaProcess(system, free_port(), "media-doomed", tmp_path / "media-doomed.log").start()
-    clients: list[Client] = []
+    own = MediaProcess(system, free_port(), instance_id, tmp_path / f"{instance_id}.log").start()
     try:
-        await system.start_service("roster", media_addresses=[system.address("media"), doomed.address])
+        await system.start_service("roster", media_addresses=[system.address("media"), own.address],
+                                   **roster_settings)
         world = World(system, person_token, service_token)
-        await doomed.wait_ready(world.roster_md)
-        for busy in ("busy-1", "busy-2"):  # the in-process instance is busier: the room goes to the doomed one
+        await own.wait_ready(world.roster_md)
+        for busy in ("busy-1", "busy-2"):
             await world.media.OpenRoom(media_pb2.OpenRoomRequest(meeting_id=busy), metadata=world.roster_md)
         m = await world.live()
-        assert m.media_instance == "media-doomed"
+        assert m.media_instance == instance_id
+    except BaseException:
+        own.kill()
+        raise
+    return own, world, m
+
+
+def starter(world, meeting_id: str, clients: list[Client]):
+    def client(name: str) -> Client:
+        c = Client(name, world.roster, world.who(name), world.gateway, meeting_id).start()
+        clients.append(c)
+        return c
+    return client
+
+
+async def test_meeting_survives_its_media_instance_killed(system_factory, person_token, service_token, tmp_path):
+    doomed, world, m = await meeting_on_its_own_instance(system_factory, person_token, service_token, tmp_path)
+    clients: list[Client] = []
+    client = starter(world, m.meeting_id, clients)
+    try:
         staff = await world.register(m.meeting_id, "Rita Region", R.PARTICIPANT_ROLE_REGION_STAFF,
                                      common_pb2.ID_KIND_HSA_ID, "SE2321000057-2001")
-
-        def client(name: str) -> Client:
-            c = Client(name, world.roster, world.who(name), world.gateway, m.meeting_id).start()
-            clients.append(c)
-            return c
-
         coordinator, patient, removed = client("coordinator"), client("patient"), client("region_staff")
         everyone = (coordinator, patient, removed)
         # Each sees the other two before anything goes wrong.
@@ -105,19 +121,50 @@ async def test_meeting_survives_its_media_instance_killed(system_factory, person
         doomed.kill()
 
 
+async def test_an_instance_that_was_only_slow_lets_its_participants_go_to_the_moved_room(
+        system_factory, person_token, service_token, tmp_path):
+    """The room's instance stops answering just long enough for an admission to move the room
+    (longer than roster's check, shorter than a client's stall limit), then answers again. Its
+    participant there never lost a packet and would stay, alone, while everyone admitted after the
+    move meets in the new room. Roster releases the room left behind: the instance drops its
+    participants (without recording the room closed), their clients re-admit, and all meet again."""
+    slow, world, m = await meeting_on_its_own_instance(system_factory, person_token, service_token, tmp_path,
+                                                       "media-slow", media_check_seconds=0.2)
+    clients: list[Client] = []
+    client = starter(world, m.meeting_id, clients)
+    try:
+        coordinator = client("coordinator")
+        await wait_for(lambda: coordinator.joins == 1, 10, what="the coordinator connected on the slow instance")
+        moved_before = ROOMS_MOVED._value.get()
+        slow.pause()
+        try:
+            patient = client("patient")  # admitted while the room's instance does not answer: the room moves
+            await poll(lambda s: s.media_instance == "media-stays", lambda: world.state(m.meeting_id),
+                       "the room to move", timeout=5)
+        finally:
+            slow.resume()
+        paused_for = slow.paused_for
+        assert paused_for < STALL_SECONDS, f"paused {paused_for:.1f}s: the coordinator's client would notice by itself"
+        await wait_for(lambda: coordinator.joins == 2 and all(c.first_video_at() for c in (coordinator, patient)),
+                       RECOVERY_SECONDS, what="the coordinator released from the slow instance and both meeting again")
+        assert ROOMS_MOVED._value.get() - moved_before == 1
+        assert coordinator.admission.media_instance == "media-stays"
+        async with grpc.aio.insecure_channel(slow.address) as channel:
+            left = await media_pb2_grpc.MediaServiceStub(channel).GetRoomState(
+                media_pb2.GetRoomStateRequest(meeting_id=m.meeting_id), metadata=world.roster_md)
+        assert left.status == media_pb2.ROOM_STATUS_UNKNOWN  # released: not closed (the meeting goes on)
+    finally:
+        for c in clients:
+            await c.close()
+        slow.kill()
+
+
 async def test_a_meeting_ended_while_its_instance_is_dead_is_closed_everywhere(system_factory, person_token,
                                                                               service_token, tmp_path):
     """Nobody re-admitted after the kill: End still closes the room for good (through another
     instance, which records the closed id in media's shared database), and the clean-up finishes."""
-    system = await system_factory(["identity", "media"], overrides={"media": {"instance_id": "media-stays"}})
-    doomed = MediaProcess(system, free_port(), "media-doomed", tmp_path / "media-doomed.log").start()
+    doomed, world, m = await meeting_on_its_own_instance(system_factory, person_token, service_token, tmp_path)
     try:
-        await system.start_service("roster", media_addresses=[system.address("media"), doomed.address])
-        world = World(system, person_token, service_token)
-        await doomed.wait_ready(world.roster_md)
-        await world.media.OpenRoom(media_pb2.OpenRoomRequest(meeting_id="busy-elsewhere"), metadata=world.roster_md)
-        m = await world.live()
-        assert m.media_instance == "media-doomed"
         doomed.kill()
         ended = await world.roster.EndMeeting(R.EndMeetingRequest(meeting_id=m.meeting_id),
                                               metadata=world.who("coordinator"))
@@ -125,12 +172,38 @@ async def test_a_meeting_ended_while_its_instance_is_dead_is_closed_everywhere(s
         err = await world.refused(world.media.OpenRoom(media_pb2.OpenRoomRequest(meeting_id=m.meeting_id),
                                                        metadata=world.roster_md), grpc.StatusCode.FAILED_PRECONDITION)
         assert "closed" in err.details()
-        client = runtime_mongo.connect(system.mongo_uri)
+        client = runtime_mongo.connect(world.system.mongo_uri)
         try:
-            stored = await client[f"{system.prefix}_roster"].meetings.find_one({"_id": m.meeting_id})
+            stored = await client[f"{world.system.prefix}_roster"].meetings.find_one({"_id": m.meeting_id})
         finally:
             await client.close()
         assert stored["cleanup_pending"] is False  # not retried against the dead address forever
+    finally:
+        doomed.kill()
+
+
+async def test_a_room_left_on_an_instance_that_never_answers_is_given_up_after_the_release_window(
+        system_factory, person_token, service_token, tmp_path):
+    """The instance a room moved away from is dead: roster keeps asking it to release the room
+    (right after the move, then in its background pass) and stops once left_room_release_seconds
+    have passed, not before."""
+    window = 1.5
+    doomed, world, m = await meeting_on_its_own_instance(system_factory, person_token, service_token, tmp_path,
+                                                         auto_close_check_seconds=0.1, left_room_release_seconds=window)
+    try:
+        doomed.kill()
+        admitting = time.monotonic()
+        await world.admit(m.meeting_id, "coordinator")  # the room moves
+        client = runtime_mongo.connect(world.system.mongo_uri)
+        try:
+            meetings = client[f"{world.system.prefix}_roster"].meetings
+            stored = await meetings.find_one({"_id": m.meeting_id})
+            assert [x["control"] for x in stored["left_rooms"]] == [doomed.address]
+            await poll(lambda doc: doc["left_rooms"] == [], lambda: meetings.find_one({"_id": m.meeting_id}),
+                       "the dead instance to be given up on", timeout=window + 10)
+        finally:
+            await client.close()
+        assert time.monotonic() - admitting >= window - 0.01  # not given up early (stored times: in ms)
     finally:
         doomed.kill()
 
@@ -146,6 +219,12 @@ def test_a_room_moves_once_and_drops_the_lost_instance_connections():
     m.connections = [model.Connection("c2", model.WEBRTC, "p1", media_instance="b")]
     assert not model.move_room(m, "a:1", "c", "c:1", "c:1")
     assert (m.media_instance, [c.id for c in m.connections]) == ("b", ["c2"])
+    assert [x["control"] for x in m.left_rooms] == ["a:1"]  # a's copy of the room is to be released
+    # b goes quiet too, and the room goes back to a (restarted meanwhile): a's copy is wanted, b's is not.
+    assert model.move_room(m, "b:1", "a", "a:1", "a:1")
+    assert [x["control"] for x in m.left_rooms] == ["b:1"]
+    model.forget_left_rooms(m, ["b:1"])
+    assert m.left_rooms == []
     m.state = model.ENDED
     with pytest.raises(model.FailedPrecondition):
         model.move_room(m, "b:1", "c", "c:1", "c:1")
@@ -166,4 +245,4 @@ def test_portal_pages_reconnect_after_their_media_instance_is_killed(tmp_path):
     result = subprocess.run(["unshare", "-rn", "sh", "-c", script], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=150)
     print(result.stdout)
-    assert result.returncode == 0, f"scenario failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, f"scenario failed:\n{result.stdout[-8000:]}\n{result.stderr[-6000:]}"

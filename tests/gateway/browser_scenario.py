@@ -71,18 +71,27 @@ def browser(profile: Path, camera: Path | None = None) -> webdriver.Chrome:
 
 
 def save_failure_evidence(artifacts: Path, named_drivers, stack) -> None:
-    """Best-effort evidence of a failed scenario: each page's screenshot, console and text, each service's log."""
+    """Best-effort evidence of a failed scenario: each page's screenshot, console and text, each
+    service's log, in `artifacts`; and a short digest on stdout (all a CI log keeps): each page's
+    last console lines and each service's last warnings."""
     for name, driver in named_drivers:
         try:
             driver.save_screenshot(str(artifacts / f"failure-{name}.png"))
             logs = driver.get_log("browser")
             page = driver.execute_script("return location.href + '\\n' + document.body.innerText")
             (artifacts / f"failure-{name}-console.txt").write_text("\n".join(str(e) for e in logs) + "\n" + page)
+            print(f"--- {name}'s console, last lines:", *(e.get("message", "")[:200] for e in logs[-6:]),
+                  sep="\n  ", flush=True)
         except Exception:  # noqa: BLE001 - best effort evidence
             pass
     for proc in (stack.procs.values() if stack else ()):
         if proc.log_path.exists():
-            (artifacts / f"failure-{proc.name}.log").write_text(proc.log_path.read_text(errors="replace")[-20000:])
+            text = proc.log_path.read_text(errors="replace")
+            (artifacts / f"failure-{proc.name}.log").write_text(text[-20000:])
+            warnings = [line[:300] for line in text.splitlines() if '"level": "WARNING"' in line or
+                        '"level": "ERROR"' in line][-4:]
+            if warnings:
+                print(f"--- {proc.name}'s last warnings:", *warnings, sep="\n  ", flush=True)
 
 
 def wait(driver, what: str, check, timeout: float = 45.0):

@@ -36,7 +36,7 @@ def test_a_whole_meeting_in_three_browsers():
     script = f"{NAMESPACE_SETUP} && exec {sys.executable} -m tests.gateway.browser_scenario {ARTIFACTS}"
     result = subprocess.run(["unshare", "-rn", "sh", "-c", script], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=400)
-    assert result.returncode == 0, f"scenario failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, f"scenario failed:\n{result.stdout[-8000:]}\n{result.stderr[-6000:]}"
     for shot in ("coordinator-meeting.png", "coordinator-unidentified.png", "coordinator-after-removal.png",
                  "coordinator-ended.png"):
         assert (ARTIFACTS / shot).stat().st_size > 10_000

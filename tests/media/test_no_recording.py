@@ -99,7 +99,7 @@ async def test_a_full_meeting_leaves_no_media_bytes_on_disk(world, tmp_path, mon
 
 def test_no_rpc_or_setting_can_start_a_recording(monkeypatch):
     methods = {m.name for m in media_pb2.DESCRIPTOR.services_by_name["MediaService"].methods}
-    assert methods == {"OpenRoom", "CloseRoom", "Disconnect", "GetRoomState", "GetLoad", "Negotiate",
+    assert methods == {"OpenRoom", "CloseRoom", "ReleaseRoom", "Disconnect", "GetRoomState", "GetLoad", "Negotiate",
                        "NegotiateTestRoom", "GetQualitySnapshot"}
     pattern = re.compile(r"record|dump|capture|archive|save|store|output|file|path|dir", re.I)
     assert [f for f in MediaSettings.model_fields if pattern.search(f)] == []

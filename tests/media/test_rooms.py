@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import grpc
@@ -14,13 +15,23 @@ from svpl.media.v1 import media_pb2
 from tests.media.peers import Peer, wait_for
 
 
-async def test_close_room_disconnects_everyone_within_2s_and_the_room_never_reopens(world):
-    meeting = await world.open_room()
-    peers = [Peer(slots=1), Peer(slots=1)]
+@contextlib.asynccontextmanager
+async def connected_peers(world, meeting: str, n: int = 2):
+    """`n` peers joined to the room and connected; closed on the way out."""
+    peers = [Peer(slots=1) for _ in range(n)]
     try:
         for i, p in enumerate(peers):
             await world.join(p, meeting, f"p{i}")
         await asyncio.wait_for(asyncio.gather(*(p.connected.wait() for p in peers)), 10)
+        yield peers
+    finally:
+        for p in peers:
+            await p.close()
+
+
+async def test_close_room_disconnects_everyone_within_2s_and_the_room_never_reopens(world):
+    meeting = await world.open_room()
+    async with connected_peers(world, meeting) as peers:
         started = time.monotonic()
         closed = await world.media.CloseRoom(media_pb2.CloseRoomRequest(meeting_id=meeting), metadata=world.roster_md)
         assert closed.disconnected == 2
@@ -45,9 +56,32 @@ async def test_close_room_disconnects_everyone_within_2s_and_the_room_never_reop
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await world.open_room(meeting)
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    finally:
-        for p in peers:
-            await p.close()
+
+
+async def test_release_room_disconnects_everyone_and_leaves_the_room_free_to_open_again(world):
+    """A room that moved to another instance: everyone here is let go (their clients re-admit into
+    the moved room), and, unlike CloseRoom, nothing records the room closed: the meeting goes on."""
+    meeting = await world.open_room()
+    async with connected_peers(world, meeting) as peers:
+        released = await world.media.ReleaseRoom(media_pb2.ReleaseRoomRequest(meeting_id=meeting),
+                                                 metadata=world.roster_md)
+        assert released.disconnected == 2
+        await wait_for(lambda: all(p.pc.connectionState in ("closed", "failed") for p in peers),
+                       timeout=2.0, what="peers disconnected")
+        state = await world.media.GetRoomState(media_pb2.GetRoomStateRequest(meeting_id=meeting), metadata=world.roster_md)
+        assert state.status == media_pb2.ROOM_STATUS_UNKNOWN and not state.participants
+        late = Peer(slots=1)
+        with pytest.raises(grpc.aio.AioRpcError) as err:  # a token issued before the move: no room here now
+            await world.join(late, meeting, "p9")
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "not open" in err.value.details()
+        await late.close()
+        again = await world.media.ReleaseRoom(media_pb2.ReleaseRoomRequest(meeting_id=meeting),
+                                              metadata=world.roster_md)
+        assert again.disconnected == 0  # asked twice (a retry): nothing more to do
+        await world.open_room(meeting)  # not closed: the room may come back here
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await world.media.ReleaseRoom(media_pb2.ReleaseRoomRequest(), metadata=world.roster_md)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "meeting_id" in err.value.details()
 
 
 async def test_disconnect_reconnect_state_and_load(world):
