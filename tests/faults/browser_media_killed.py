@@ -26,7 +26,7 @@ from devstack.stack import ROOT, Proc, Stack
 from services.identity.tokens import KeyRing
 from services.runtime import auth
 from tests.gateway.browser_scenario import (Failed, assert_no_console_errors, browser, click, dev_login, js,
-                                            playing_remote_videos, quit_quietly, save_failure_evidence, wait,
+                                            outcome, playing_remote_videos, quit_quietly, save_failure_evidence, wait,
                                             wait_for_others_playing)
 from tests.roster.helpers import COORDINATOR_HSA, create_request
 
@@ -92,6 +92,20 @@ def start_stack(work: Path) -> Stack:
     return stack
 
 
+def first_join_fails_twice(driver) -> None:
+    """The first join meets a network that does not answer: the page says so and lets the person
+    try again. Then the negotiation fails once: the page admits again and negotiates on its own.
+    (Chrome's DevTools blocks the requests, as a dropped network would fail them.)"""
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/admission"]})
+    click(driver, "#join")
+    wait(driver, "the page saying the meeting cannot be reached now", lambda d: outcome(d)[0] == "unavailable")
+    driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/negotiation"]})
+    click(driver, "#join", "the join button, enabled again to try again")
+    wait(driver, "the failed negotiation handled as a lost connection", lambda d: outcome(d)[0] == "reconnecting")
+    driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+
+
 def run(artifacts: Path) -> None:
     artifacts.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="svpl-media-killed-"))
@@ -109,7 +123,8 @@ def run(artifacts: Path) -> None:
         for driver, person in ((coordinator, COORDINATOR_HSA), (staff, STAFF[0])):
             dev_login(driver, base, person)
             driver.get(f"{base}/portal/#/room/{meeting_id}")
-            click(driver, "#join")
+        click(coordinator, "#join")
+        first_join_fails_twice(staff)
         pages = ((coordinator, "coordinator"), (staff, STAFF[1]))
         for driver, who in pages:
             wait_for_others_playing(driver, who, count=1)

@@ -51,21 +51,24 @@ const Media = (() => {
       pc.addTransceiver("video", { direction: "recvonly" });
     }
     pc.addEventListener("track", e => onTrack(e.track, e.transceiver));
-    await pc.setLocalDescription(await pc.createOffer());
-    await gathered(pc);
-    const answer = await negotiate(pc.localDescription.sdp);
-    await pc.setRemoteDescription({ type: "answer", sdp: answer });
-    return pc;
+    return offerAnswer(pc, negotiate);
+  }
+
+  // A failed negotiation closes its peer connection (a retry makes a new one; none is left open).
+  async function offerAnswer(pc, negotiate) {
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      await gathered(pc);
+      await pc.setRemoteDescription({ type: "answer", sdp: await negotiate(pc.localDescription.sdp) });
+      return pc;
+    } catch (err) { pc.close(); throw err; }
   }
 
   async function testRoom(stream, negotiate, onTrack) {
     const pc = new RTCPeerConnection({ iceServers: await iceServers(), bundlePolicy: "max-bundle" });
     for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendrecv", streams: [stream] });
     pc.addEventListener("track", e => onTrack(e.track, e.transceiver));
-    await pc.setLocalDescription(await pc.createOffer());
-    await gathered(pc);
-    await pc.setRemoteDescription({ type: "answer", sdp: await negotiate(pc.localDescription.sdp) });
-    return pc;
+    return offerAnswer(pc, negotiate);
   }
 
   return { localStream, devices, connect, testRoom, countFrames };

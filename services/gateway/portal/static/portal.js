@@ -296,7 +296,10 @@
     mic.addEventListener("change", showSelf);
     // Enabled once the camera and microphone are ready.
     const join = el("button", { type: "button", id: "join", disabled: true }, "Anslut till mötet");
-    join.addEventListener("click", () => { join.disabled = true; enterRoom(id, stream, msg); });
+    join.addEventListener("click", async () => {
+      join.disabled = true;
+      if (await enterRoom(id, stream, msg) === "try again") { join.textContent = "Försök igen"; join.disabled = false; }
+    });
     view("Mötesrummet", msg,
       el("p", {}, "Kontrollera att du ser dig själv och att rätt kamera och mikrofon är valda. Trådbundet nätverk rekommenderas; testa wifi först och undvik att dela mobilt bredband från telefonen."),
       gear, settings, self, el("p", {}, join));
@@ -310,11 +313,21 @@
     if (joinNow) join.click();
   }
 
+  // Joining. A refusal is final (not registered, removed, over...); a server or network that does
+  // not answer right now is not: the person is told so and may try again ("try again").
   async function enterRoom(id, stream, msg) {
     console.info("svpl: asking to join", id);
     let admission;
     try { admission = await api("POST", "/meetings/" + id + "/admission"); }
-    catch (err) { say(msg, "Du kan inte ansluta: " + errorText(err), "error"); msg.dataset.outcome = "refused"; return; }
+    catch (err) {
+      const transient = !(err instanceof SVPL.ApiError) || err.status >= 500 || err.status === 429;
+      say(msg, transient ? "Mötet gick inte att nå just nu. Kontrollera nätverket och försök igen." :
+        "Du kan inte ansluta: " + errorText(err), "error");
+      msg.dataset.outcome = transient ? "unavailable" : "refused";
+      return transient ? "try again" : "refused";
+    }
+    say(msg, "", "info");  // a failed try before this one said so
+    delete msg.dataset.outcome;
     let meeting = {};
     try { meeting = (await api("GET", "/meetings/" + id)).meeting; } catch (err) { /* shown by the events */ }
     const coordinator = leadsMeeting(meeting);
@@ -371,9 +384,10 @@
       }
     };
     Object.assign(room, { grid, msg, onTrack });
-    try { await connectMedia(room, admission); }
-    catch (err) { console.error("svpl: connecting failed", err); say(msg, "Anslutningen misslyckades: " + errorText(err), "error"); return; }
     const thisRoom = room;
+    // A failed first negotiation is handled as a lost connection: admitted again, with back-off.
+    try { await connectMedia(room, admission); }
+    catch (err) { console.warn("svpl: connecting failed; trying again", err); reconnect(thisRoom); }
     // The media service measures each connection (RTT, loss, jitter, bitrate) and says when it is poor.
     const qualityTimer = setInterval(async () => {
       if (thisRoom.closed) return;
