@@ -12,6 +12,7 @@ import re
 
 import grpc
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from prometheus_client import Gauge
 from svpl.roster.v1 import roster_pb2
 
 from services.gateway import access, protojson
@@ -20,6 +21,7 @@ from services.gateway.security import session_from
 from services.runtime import clients
 
 router = APIRouter()
+OPEN_EVENT_STREAMS = Gauge("svpl_gateway_event_streams", "Meeting event WebSockets open now (each holds one roster stream).")
 MEETING_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -60,16 +62,21 @@ async def meeting_events(ws: WebSocket, meeting_id: str) -> None:
             while True:
                 await ws.receive_text()
 
-    watcher = asyncio.create_task(client_gone())
-    try:
+    async def relay() -> None:
         async for event in call:
-            if watcher.done():
-                break
             await ws.send_text(json.dumps(protojson.to_json(event), ensure_ascii=False))
-        if not watcher.done():
-            await ws.close(code=1000, reason="the meeting stream ended")
+        await ws.close(code=1000, reason="the meeting stream ended")
+
+    # Whichever ends first ends both: a page closed (or its network gone) cancels roster's stream
+    # (and the database change stream behind it) at once, not at the meeting's next change.
+    watcher, relaying = asyncio.create_task(client_gone()), asyncio.create_task(relay())
+    OPEN_EVENT_STREAMS.inc()
+    try:
+        await asyncio.wait((watcher, relaying), return_when=asyncio.FIRST_COMPLETED)
+        if relaying.done() and not watcher.done():
+            relaying.result()
     except grpc.aio.AioRpcError as exc:
-        if exc.code() != grpc.StatusCode.CANCELLED and not watcher.done():
+        if exc.code() != grpc.StatusCode.CANCELLED:
             problem = from_rpc_error(exc)
             with contextlib.suppress(Exception):
                 await ws.send_text(json.dumps({"error": problem.body(ws.url.path)}))
@@ -77,5 +84,8 @@ async def meeting_events(ws: WebSocket, meeting_id: str) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
+        OPEN_EVENT_STREAMS.dec()
         call.cancel()
-        watcher.cancel()
+        for task in (watcher, relaying):
+            task.cancel()
+        await asyncio.gather(watcher, relaying, return_exceptions=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from prometheus_client import REGISTRY
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -47,6 +48,28 @@ async def test_events_start_with_a_snapshot_and_follow_agenda_and_end(served):
         assert (await coordinator.post(f"/api/v1/meetings/{meeting_id}/end")).status_code == 200
         ended = await next_event(ws, "MEETING_EVENT_KIND_STATE_CHANGED")
         assert ended["meeting"]["state"] == "MEETING_STATE_ENDED"
+
+
+def open_streams() -> float:
+    return REGISTRY.get_sample_value("svpl_gateway_event_streams") or 0.0
+
+
+async def test_a_closed_page_ends_its_roster_stream_at_once(served):
+    """Nothing happens in the meeting after the page goes: its stream (and roster's, and the
+    database change stream behind it) still ends now, not at the meeting's next change."""
+    address, _, _, new_browser = served
+    coordinator = new_browser()
+    await coordinator.login(COORDINATOR)
+    meeting_id = (await book_video_meeting(coordinator))["meeting_id"]
+    before = open_streams()
+    async with connect(f"ws://{address}/api/v1/meetings/{meeting_id}/events",
+                       additional_headers={"Cookie": cookie_header(coordinator), "Origin": f"http://{address}"}) as ws:
+        await next_event(ws, "MEETING_EVENT_KIND_SNAPSHOT")
+        assert open_streams() == before + 1
+    deadline = asyncio.get_running_loop().time() + 5
+    while open_streams() != before:
+        assert asyncio.get_running_loop().time() < deadline, "the stream outlived its page"
+        await asyncio.sleep(0.05)
 
 
 async def refusal(url: str, headers: dict) -> tuple[int, dict]:
