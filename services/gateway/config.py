@@ -13,6 +13,8 @@ class GatewaySettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     log_level: str = "INFO"
+    # On SIGTERM: how long open requests and WebSockets may take to end before they are cut.
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
     # Prometheus /metrics on its own port (0 picks a free one), as every svpl service.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535)
