@@ -5,17 +5,13 @@ read of patient data in the flow, and the patient's access-log extract lists the
 from __future__ import annotations
 
 import logging
-import re
 
 from svpl.identity.v1 import identity_pb2
 
-from services.identity import personnummer
 from tests.gateway.conftest import COORDINATOR, NEXT_OF_KIN, PATIENT, REGION_STAFF, gateway  # noqa: F401
 from tests.gateway.flow import book_video_meeting, register, start
 from tests.harness import as_token
-
-CANDIDATE = re.compile(r"(?<![0-9])(?:[0-9]{6}[-+ ]?[0-9]{4}|[0-9]{8}[- ]?[0-9]{4})(?![0-9])")
-
+from tests.privacy.detector import personnummer_in
 
 class RawCapture(logging.Handler):
     """Keeps each record's message and extras as the code produced them, before any masking."""
@@ -27,10 +23,6 @@ class RawCapture(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k.startswith("svpl_"))
         self.lines.append(f"{record.name} {record.getMessage()} {extras}")
-
-
-def personnummer_in(line: str) -> list[str]:
-    return [m.group(0) for m in CANDIDATE.finditer(line) if personnummer.is_valid(m.group(0).replace(" ", ""))]
 
 
 async def test_a_whole_meeting_logs_no_personnummer_and_every_patient_read_is_access_logged(gateway, person_token):  # noqa: F811
