@@ -17,11 +17,12 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("svpl_reque
 
 # A personnummer / samordningsnummer shape: optional century, YYMMDD with a plausible
 # month and day (samordningsnummer: day + 60), an optional - or +, and four digits.
-# Not preceded or followed by another digit (so HSA-ids' organisation numbers, whose
-# "month" is not 01-12, are left alone).
+# A whole token: not preceded or followed by a letter or digit (so HSA-ids' organisation
+# numbers, whose "month" is not 01-12, and digit runs inside hex ids, such as a booking id
+# "…70f0504892076e61…", are left alone: a log line's ids stay searchable).
 _PNR_RE = re.compile(
-    r"(?<![0-9])((?:19|20)?[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]|6[1-9]|[78][0-9]|9[01]))"
-    r"([-+]?)([0-9]{4})(?![0-9])"
+    r"(?<![0-9A-Za-z])((?:19|20)?[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]|6[1-9]|[78][0-9]|9[01]))"
+    r"([-+]?)([0-9]{4})(?![0-9A-Za-z])"
 )
 
 

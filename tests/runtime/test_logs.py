@@ -47,6 +47,14 @@ def test_personnummer_in_extra_fields_and_exceptions_is_masked():
 
 def test_hsa_ids_and_other_numbers_stay_readable():
     assert mask_personnummer("SE2321000057-4665 took 1234 ms") == "SE2321000057-4665 took 1234 ms"
+    booking = "GET /api/v1/bookings/4f297a6370f0504892076e6149934680 200"  # digits that pass as a samordningsnummer
+    assert mask_personnummer(booking) == booking
+
+
+def test_a_personnummer_next_to_punctuation_is_masked():
+    assert (mask_personnummer("GET /patients/191212121212?pnr=121212-1212&x=(19121212-1212)") ==
+            "GET /patients/19121212-****?pnr=121212-****&x=(19121212-****)")
+    assert mask_personnummer("id_191212121212") == "id_19121212-****"
 
 
 def test_request_id_is_logged():
