@@ -60,8 +60,6 @@ class MediaProcess:
             "SVPL_DB_CHECK_SECONDS": "0.2",
         })
         self.process: subprocess.Popen | None = None
-        self._paused_at = 0.0
-        self.paused_for = 0.0
 
     def start(self) -> "MediaProcess":
         with open(self.log_path, "ab") as log:
@@ -87,11 +85,9 @@ class MediaProcess:
     def pause(self) -> None:
         """SIGSTOP: the instance stops answering anything (a long pause, a stalled node) until resumed."""
         os.kill(self.process.pid, signal.SIGSTOP)
-        self._paused_at = time.monotonic()
 
     def resume(self) -> None:
         os.kill(self.process.pid, signal.SIGCONT)
-        self.paused_for = time.monotonic() - self._paused_at
 
     def kill(self) -> None:
         """kill -9: no goodbye to roster, no disconnect reports, no CloseRoom."""
@@ -103,8 +99,10 @@ class MediaProcess:
 class Client:
     """One participant's client: join, watch the connection, re-admit and renegotiate on loss."""
 
-    def __init__(self, name: str, roster, who_md, gateway_md, meeting_id: str) -> None:
+    def __init__(self, name: str, roster, who_md, gateway_md, meeting_id: str,
+                 stall_seconds: float = STALL_SECONDS) -> None:
         self.name = name
+        self.stall_seconds = stall_seconds
         self._roster, self._who, self._gateway, self.meeting_id = roster, who_md, gateway_md, meeting_id
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.peer: Peer | None = None
@@ -158,7 +156,7 @@ class Client:
             attempt += 1
 
     async def _watch(self) -> None:
-        """Until the connection is lost: failed/closed, or no packet in for STALL_SECONDS."""
+        """Until the connection is lost: failed/closed, or no packet in for `stall_seconds`."""
         last_bytes, last_change = -1, time.monotonic()
         while True:
             if self.peer.pc.connectionState in ("failed", "closed"):
@@ -168,7 +166,7 @@ class Client:
             now = time.monotonic()
             if received != last_bytes:
                 last_bytes, last_change = received, now
-            elif now - last_change > STALL_SECONDS:
+            elif now - last_change > self.stall_seconds:
                 return
             await asyncio.sleep(0.2)
 
