@@ -140,14 +140,18 @@ class Stack:
 
     def start(self, names: list[str] | None = None, timeout: float = 15.0) -> "Stack":
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.start_database()
-        self.prepare_keys()
-        self.plan()
-        names = names or list(self.procs)
-        for name in names:
-            self.start_process(name)
-        for name in names:
-            self.wait_healthy(name, timeout)
+        try:
+            self.start_database()
+            self.prepare_keys()
+            self.plan()
+            names = names or list(self.procs)
+            for name in names:
+                self.start_process(name)
+            for name in names:
+                self.wait_healthy(name, timeout)
+        except BaseException:
+            self.stop()  # a start that fails leaves nothing running, the database included
+            raise
         return self
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:

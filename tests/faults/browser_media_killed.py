@@ -69,26 +69,30 @@ def hosting_instance(stack: Stack, meeting_id: str) -> str:
 def start_stack(work: Path) -> Stack:
     """The devstack, plus a second media instance; roster places rooms on either."""
     stack = Stack(work / "stack", extra_env={"SVPL_DEVELOPMENT_LOGIN": "true", "SVPL_SHUTDOWN_GRACE_SECONDS": "0.5"})
-    stack.workdir.mkdir(parents=True, exist_ok=True)
-    stack.start_database()
-    stack.prepare_keys()
-    stack.plan()
-    first = stack.procs["media"]
-    first.env["SVPL_INSTANCE_ID"] = "media-1"
-    second = Proc("media-2", free_port(), free_port(), dict(first.env), work / "media-2.log")
-    second.env.update(SVPL_GRPC_PORT=str(second.port), SVPL_METRICS_PORT=str(second.metrics_port),
-                      SVPL_INSTANCE_ID="media-2")
-    stack.procs["roster"].env["SVPL_MEDIA_ADDRESSES"] = json.dumps([first.address, second.address])
-    stack.procs["media-2"] = second
-    for name in stack.procs:
-        if name == "media-2":
-            with open(second.log_path, "ab") as log:
-                second.process = subprocess.Popen([sys.executable, "-m", "services.media"], env=second.env, cwd=ROOT,
-                                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        else:
-            stack.start_process(name)
-    for name in stack.procs:
-        stack.wait_healthy(name, 30)
+    try:
+        stack.workdir.mkdir(parents=True, exist_ok=True)
+        stack.start_database()
+        stack.prepare_keys()
+        stack.plan()
+        first = stack.procs["media"]
+        first.env["SVPL_INSTANCE_ID"] = "media-1"
+        second = Proc("media-2", free_port(), free_port(), dict(first.env), work / "media-2.log")
+        second.env.update(SVPL_GRPC_PORT=str(second.port), SVPL_METRICS_PORT=str(second.metrics_port),
+                          SVPL_INSTANCE_ID="media-2")
+        stack.procs["roster"].env["SVPL_MEDIA_ADDRESSES"] = json.dumps([first.address, second.address])
+        stack.procs["media-2"] = second
+        for name in stack.procs:
+            if name == "media-2":
+                with open(second.log_path, "ab") as log:
+                    second.process = subprocess.Popen([sys.executable, "-m", "services.media"], env=second.env, cwd=ROOT,
+                                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            else:
+                stack.start_process(name)
+        for name in stack.procs:
+            stack.wait_healthy(name, 30)
+    except BaseException:
+        stack.stop()  # a start that fails leaves nothing running
+        raise
     return stack
 
 

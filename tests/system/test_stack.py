@@ -95,3 +95,27 @@ def test_sigterm_turns_the_service_not_serving_then_stops(stack, name):
     channel.close()
     assert proc.process.wait(20) == 0  # a clean exit after the graceful stop
     proc.process = None
+
+
+def test_a_start_that_fails_leaves_nothing_running(tmp_path):
+    """One service cannot start (the gateway's settings do not parse): the stack stops every process
+    it started, the database included, before it reports the failure."""
+    started = []
+
+    class Watched(Stack):
+        def start_database(self) -> None:
+            super().start_database()
+            started.append(self.db.process)
+
+        def start_process(self, name: str) -> None:
+            super().start_process(name)
+            started.append(self.procs[name].process)
+
+    s = Watched(tmp_path / "stack", extra_env={"SVPL_DEVELOPMENT_PEOPLE": "not a list"})
+    try:
+        with pytest.raises(RuntimeError, match="gateway"):
+            s.start(timeout=30)
+        assert len(started) == 1 + len(s.procs)
+        assert [p.args for p in started if p.poll() is None] == []
+    finally:
+        s.stop()  # should this test fail, it leaves nothing behind either
