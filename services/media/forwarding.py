@@ -70,6 +70,7 @@ RTP_HISTORY_SIZE = 128  # aiortc.rtcrtpsender's: NACKs look packets up by sequen
 
 CLOCK_RATES = {"audio": 48000, "video": 90000}  # Opus and VP8 RTP clocks (RFC 7587, RFC 7741)
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+_HEADER_FIELDS = struct.Struct("!BHI")  # RTP header bytes 1-7: marker and payload type, sequence number, timestamp
 
 
 def is_vp8_keyframe(data: bytes) -> bool:
@@ -475,14 +476,12 @@ class RtpOut:
         return True
 
 
-_HEADER_FIELDS = struct.Struct("!BHI")  # RTP header bytes 1-7: marker and payload type, sequence number, timestamp
-
-
 class ForwardTrack(MediaStreamTrack):
-    """An outgoing slot: a publication's frames, sent on the subscriber's sender by `RtpOut`.
+    """An outgoing slot: a publication's packets, sent on the subscriber's sender by `RtpOut`.
 
     Its source can change: a subscriber's slot is bound to whichever participant fills it.
-    aiortc's own sender loop waits in `recv` until the track stops (it never gets a frame)."""
+    aiortc's own sender loop waits in `recv` until the track stops (it never gets a frame: packets
+    go through `push`)."""
 
     def __init__(self, kind: str, mid: str = "") -> None:
         super().__init__()

@@ -276,8 +276,6 @@ class MediaRooms:
                     t.direction = "sendonly"
                     p.slots[t.kind].append(track)
             await self._answer(pc)
-            enlarge_socket_buffers(pc, self._socket_buffer)
-            receive_directly(pc)
         except Exception as exc:  # noqa: BLE001 - a bad offer never leaves a peer connection behind
             await PeerCounter.close(pc)
             await self._used_tokens.release(grant.token_id)
@@ -300,11 +298,14 @@ class MediaRooms:
         return pc.localDescription.sdp, p.connection_id
 
     async def _answer(self, pc: RTCPeerConnection) -> None:
-        """Set the local answer; its ICE host sockets are bound inside the port range when one is set."""
+        """Set the local answer; its ICE host sockets are bound inside the port range when one is set,
+        then get larger buffers and take incoming SRTP in their callbacks (receive.py)."""
         with ports.scope(self._rtc_ports) as usage:
             await pc.setLocalDescription(await pc.createAnswer())
         if usage is not None and usage.exhausted:  # the caller closes the peer connection and its sockets
             raise ResourceExhausted("no free media port on this instance: join again to be placed elsewhere")
+        enlarge_socket_buffers(pc, self._socket_buffer)
+        receive_directly(pc)
 
     def _show(self, publisher: Participant, subscriber: Participant) -> None:
         if publisher.participant_id in subscriber.assigned:
@@ -370,8 +371,6 @@ class MediaRooms:
                     track.bind(pub)
                     t.direction = "sendrecv"
             await self._answer(pc)
-            enlarge_socket_buffers(pc, self._socket_buffer)
-            receive_directly(pc)
         except Exception as exc:  # noqa: BLE001
             await PeerCounter.close(pc)
             if isinstance(exc, (InvalidArgument, ResourceExhausted, asyncio.CancelledError)):
