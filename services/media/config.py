@@ -27,12 +27,18 @@ class MediaSettings(ServiceSettings):
     report_retry_max_seconds: float = Field(5.0, gt=0)
     # An echo test room ends by itself after this long.
     test_room_seconds: float = Field(300.0, gt=0)
+    # Echo test rooms this instance takes at once, as a share of capacity_participants and reserved on top
+    # of it: floor(share x capacity), at least 1 (0 turns test rooms off); one per person (a new one replaces
+    # the person's previous one); over it RESOURCE_EXHAUSTED. It counts peer connections, behind TURN too.
+    # With a port range test rooms bind only the ports beyond capacity_participants (at most their share).
+    test_room_share: float = Field(0.1, ge=0, le=1)
     # Kubernetes: when set, the pod-deletion-cost updater runs (see pod_deletion_cost.py).
     pod_name: str = ""
     # UDP ports of the peer connections' ICE host sockets (services/media/ports.py): 0/0 = ephemeral
     # (behind TURN); both set = every socket inside min..max (published directly, chart turn.enabled=false).
     # One port per peer connection and host address (max-bundle): the range must hold at least
-    # capacity_participants ports (echo test rooms need a port each too, beyond that).
+    # capacity_participants ports; echo test rooms use only the ports beyond that (see test_room_share),
+    # so a range of exactly capacity_participants ports has none for them.
     rtc_port_min: int = Field(0, ge=0, le=65535)
     rtc_port_max: int = Field(0, ge=0, le=65535)
 

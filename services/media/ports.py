@@ -14,6 +14,11 @@ through unchanged. tests/media/test_aiortc_internals.py fails if aioice stops bi
 A full range is not a port conflict: the bind fails with EADDRINUSE like any other (aioice then
 skips the address without leaving a socket), and the scope records the shortage, so the caller
 refuses the offer (RESOURCE_EXHAUSTED) rather than answer without candidates.
+
+Echo test rooms have their own part of the range (:meth:`PortRange.split`, rooms.py): the ports
+beyond capacity_participants, at most their share. A test room's binds are scoped to that part only;
+a meeting's binds try the meetings' part first and then the test rooms' part, so test rooms can never
+hold a port a meeting needs.
 """
 
 from __future__ import annotations
@@ -40,14 +45,27 @@ class PortRange:
         start = random.randrange(len(self))
         return [self.min + (start + i) % len(self) for i in range(len(self))]
 
+    def split(self, tail: int) -> tuple[PortRange, PortRange | None]:
+        """(the first len - tail ports, the last `tail` ports or None when tail is 0); 0 <= tail < len."""
+        if not 0 <= tail < len(self):
+            raise ValueError(f"cannot keep {tail} of the {len(self)} ports {self.min}-{self.max} apart")
+        if tail == 0:
+            return self, None
+        return PortRange(self.min, self.max - tail), PortRange(self.max - tail + 1, self.max)
+
 
 @dataclass
 class Usage:
-    """What binds in one scope did: the ports bound, and whether the range ran out."""
+    """What binds in one scope did: the ports bound, and whether the ranges ran out."""
 
     ports: PortRange
+    # Tried, in this order, after `ports` is full.
+    then: tuple[PortRange, ...] = ()
     bound: list[int] = field(default_factory=list)
     exhausted: bool = False
+
+    def order(self) -> list[int]:
+        return [port for r in (self.ports, *self.then) for port in r.ports()]
 
 
 _scope: contextvars.ContextVar[Usage | None] = contextvars.ContextVar("svpl_media_rtc_ports", default=None)
@@ -59,14 +77,15 @@ class RangeExhausted(OSError):
 
 
 @contextlib.contextmanager
-def scope(ports: PortRange | None) -> Iterator[Usage | None]:
-    """Port-0 UDP binds in this context (and tasks it starts, e.g. aiortc's ICE gathering) use `ports`.
-    None: ephemeral ports as usual. Installs the hook on the running loop if it is not there yet."""
+def scope(ports: PortRange | None, *then: PortRange | None) -> Iterator[Usage | None]:
+    """Port-0 UDP binds in this context (and tasks it starts, e.g. aiortc's ICE gathering) use `ports`,
+    then the ranges in `then` (Nones skipped). None: ephemeral ports as usual. Installs the hook on the
+    running loop if it is not there yet."""
     if ports is None:
         yield None
         return
     install(asyncio.get_running_loop())
-    usage = Usage(ports)
+    usage = Usage(ports, tuple(r for r in then if r is not None))
     token = _scope.set(usage)
     try:
         yield usage
@@ -85,7 +104,7 @@ def install(loop: asyncio.AbstractEventLoop) -> None:
         if usage is None or local_addr is None or remote_addr is not None or local_addr[1] != 0:
             return await original(protocol_factory, local_addr=local_addr, remote_addr=remote_addr, **kwargs)
         host = local_addr[0]
-        for port in usage.ports.ports():
+        for port in usage.order():
             try:
                 result = await original(protocol_factory, local_addr=(host, port, *local_addr[2:]), **kwargs)
             except OSError as exc:

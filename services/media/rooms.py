@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import os
 import time
 import uuid
@@ -28,7 +29,7 @@ from services.media.reporter import ConnectionReporter, Report
 from services.media.storage import ClosedRooms, UsedJoinTokens
 from services.media.tokens import TokenVerifier
 from services.runtime.errors import (
-    FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated,
+    Aborted, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated,
 )
 
 log = logging.getLogger("svpl.media.rooms")
@@ -123,10 +124,43 @@ class Room:
 @dataclass
 class Load:
     rooms: int
-    participants: int
+    participants: int  # meeting participants (what capacity and `accepting` are about)
     forwarded_streams: int
     cpu: float
     accepting: bool
+    test_room_peers: int = 0  # echo test rooms' peer connections, on top of the participants
+    test_room_limit: int = 0
+
+
+TEST_ROOMS_FULL = ("Testrummen på den här mediaservern är fulla just nu: försök igen om en stund. "
+                   "/ The echo test rooms on this media instance are full right now: try again in a while.")
+TEST_ROOM_REPLACED = ("Ett nyare testrum för dig ersatte det här. "
+                      "/ A newer test room of yours replaced this one.")
+
+
+def allowed_test_rooms(share: float, capacity: int, rtc_ports: ports.PortRange | None) -> int:
+    """How many echo test rooms (peer connections) this instance takes at once: `share` of the
+    participant capacity (at least one unless the share is 0), reserved on top of that capacity.
+    With a port range (no TURN) only the ports beyond capacity are theirs, so meetings can always
+    bind a port: when the range holds fewer spare ports than the share, the limit is what it holds."""
+    limit = max(1, math.floor(share * capacity + 1e-9)) if share > 0 else 0
+    if rtc_ports is not None:
+        limit = min(limit, max(0, len(rtc_ports) - capacity))
+    return limit
+
+
+@dataclass
+class EchoRoom:
+    """One person's echo test room: a person has at most one; a new one replaces (closes) the previous
+    one. `held` while it counts against the instance's limit: from the moment its request is let in
+    (before its peer connection exists) until its peer connection is closed (its port is free again)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    latest: int = 0  # the number of this person's newest request: older waiting ones give way to it
+    waiting: int = 0  # requests of this person inside negotiate_test_room
+    held: bool = False
+    pc: RTCPeerConnection | None = None
+    timer: asyncio.TimerHandle | None = None
 
 
 class MediaRooms:
@@ -134,9 +168,21 @@ class MediaRooms:
                  verifier: TokenVerifier,
                  reporter: ConnectionReporter, thresholds: Thresholds, keyframe_interval: float = 0.3,
                  test_room_seconds: float = 300.0, socket_buffer_bytes: int = 4 << 20,
-                 rtc_ports: ports.PortRange | None = None) -> None:
+                 rtc_ports: ports.PortRange | None = None, test_room_share: float = 0.1) -> None:
         self._socket_buffer = socket_buffer_bytes
         self._rtc_ports = rtc_ports
+        # Echo test rooms: a per-instance limit on their peer connections (with TURN and without), and
+        # without TURN their own ports at the top of the range, which meetings use only after their own.
+        self.test_room_limit = allowed_test_rooms(test_room_share, capacity, rtc_ports)
+        wanted = allowed_test_rooms(test_room_share, capacity, None)
+        if self.test_room_limit < wanted:
+            log.warning("the media port range holds %d ports beyond SVPL_CAPACITY_PARTICIPANTS: echo test rooms"
+                        " limited to %d at once (SVPL_TEST_ROOM_SHARE asks %d); widen SVPL_RTC_PORT_MIN/MAX",
+                        self.test_room_limit, self.test_room_limit, wanted)
+        if rtc_ports is not None:
+            self._meeting_ports, self._test_ports = rtc_ports.split(self.test_room_limit)
+        else:
+            self._meeting_ports = self._test_ports = None
         self.instance_id = instance_id
         self.capacity = capacity
         self._closed = closed
@@ -147,7 +193,9 @@ class MediaRooms:
         self._keyframe_interval = keyframe_interval
         self._test_room_seconds = test_room_seconds
         self.rooms: dict[str, Room] = {}
-        self.test_peers: set[RTCPeerConnection] = set()
+        self.test_peers: set[RTCPeerConnection] = set()  # live echo peer connections
+        self._test_rooms: dict[str, EchoRoom] = {}  # by person (a hash of the session token's subject)
+        self._test_refusals, self._test_refusals_logged_at = 0, -math.inf
         self.draining = False
         self._cpu_last = (time.monotonic(), self._cpu_seconds())
         self._cpu_share = 0.0
@@ -238,8 +286,19 @@ class MediaRooms:
     def forwarded_streams(self) -> int:
         return sum(len(p.assigned) for r in self.rooms.values() for p in r.participants.values())
 
+    @property
+    def test_room_peers(self) -> int:
+        """Echo test rooms counted against the limit (live, or being negotiated)."""
+        return sum(1 for t in self._test_rooms.values() if t.held)
+
+    @property
+    def peer_count(self) -> int:
+        """Every person's peer connection here: meeting participants and echo test rooms (HPA metric)."""
+        return self.participant_count + self.test_room_peers
+
     def load(self) -> Load:
-        return Load(len(self.rooms), self.participant_count, self.forwarded_streams, self.cpu_share(), self.accepting)
+        return Load(len(self.rooms), self.participant_count, self.forwarded_streams, self.cpu_share(), self.accepting,
+                    self.test_room_peers, self.test_room_limit)
 
     # ------------------------------------------------------------------ signalling
 
@@ -275,7 +334,7 @@ class MediaRooms:
                     track.attach_sender(t.sender)
                     t.direction = "sendonly"
                     p.slots[t.kind].append(track)
-            await self._answer(pc)
+            await self._answer(pc, self._meeting_ports, self._test_ports)
         except Exception as exc:  # noqa: BLE001 - a bad offer never leaves a peer connection behind
             await PeerCounter.close(pc)
             await self._used_tokens.release(grant.token_id)
@@ -297,10 +356,11 @@ class MediaRooms:
                 self._show(publisher=p, subscriber=other)
         return pc.localDescription.sdp, p.connection_id
 
-    async def _answer(self, pc: RTCPeerConnection) -> None:
-        """Set the local answer; its ICE host sockets are bound inside the port range when one is set,
-        then get larger buffers and take incoming SRTP in their callbacks (receive.py)."""
-        with ports.scope(self._rtc_ports) as usage:
+    async def _answer(self, pc: RTCPeerConnection, port_range: ports.PortRange | None,
+                      *then: ports.PortRange | None) -> None:
+        """Set the local answer; its ICE host sockets are bound inside the port range (then `then`, in
+        order) when one is set, then get larger buffers and take incoming SRTP in their callbacks (receive.py)."""
+        with ports.scope(port_range, *then) as usage:
             await pc.setLocalDescription(await pc.createAnswer())
         if usage is not None and usage.exhausted:  # the caller closes the peer connection and its sockets
             raise ResourceExhausted("no free media port on this instance: join again to be placed elsewhere")
@@ -353,11 +413,71 @@ class MediaRooms:
     # ------------------------------------------------------------------ test room
 
     async def negotiate_test_room(self, session_token: str, sdp_offer: str) -> str:
-        """The echo room: the person's own audio and video come straight back."""
-        await self._verifier.session(session_token)
+        """The echo room: the person's own audio and video come straight back.
+
+        One at a time per person (keyed by the session token's subject, so more sessions do not make
+        more rooms): a new offer replaces (closes) the person's previous test room, as after reloading
+        the page; of several offers at once only the newest is answered, the others are ABORTED. At most
+        `test_room_limit` test rooms per instance (their reserved share, RESOURCE_EXHAUSTED beyond it):
+        meeting participants never wait for them, nor lose a port to them."""
+        person = await self._verifier.session(session_token)
         if self.draining:
             raise FailedPrecondition("this media instance is draining: try again", reason="DRAINING")
         parse_offer(sdp_offer)
+        mine = self._test_rooms.get(person)
+        if mine is None:
+            mine = self._test_rooms[person] = EchoRoom()
+        mine.latest += 1
+        number = mine.latest
+        mine.waiting += 1
+        try:
+            async with mine.lock:
+                if mine.latest != number:
+                    raise Aborted(TEST_ROOM_REPLACED)
+                if self.draining:
+                    raise FailedPrecondition("this media instance is draining: try again", reason="DRAINING")
+                if not mine.held:
+                    if self.test_room_peers >= self.test_room_limit:
+                        self._log_refusal()
+                        raise ResourceExhausted(TEST_ROOMS_FULL)
+                    mine.held = True
+                try:
+                    if mine.pc is not None:  # the person's previous test room ends (and frees its port) first
+                        previous, mine.pc = mine.pc, None
+                        if mine.timer is not None:
+                            mine.timer.cancel()
+                        await self._close_test_peer(previous)
+                    pc = await self._echo(sdp_offer)
+                except BaseException:
+                    mine.held = False
+                    raise
+                mine.pc = pc
+                self.test_peers.add(pc)
+                mine.timer = asyncio.get_running_loop().call_later(
+                    self._test_room_seconds, lambda: asyncio.ensure_future(self._end_test_room(person, mine, pc)))
+
+                @pc.on("connectionstatechange")
+                async def changed() -> None:
+                    if pc.connectionState in ("failed", "closed"):
+                        await self._end_test_room(person, mine, pc)
+
+                return pc.localDescription.sdp
+        finally:
+            mine.waiting -= 1
+            self._forget_test_room(person, mine)
+
+    def _log_refusal(self) -> None:
+        """One line a minute at most, with the count (a flood must not flood the log as well); no person in it."""
+        self._test_refusals += 1
+        now = time.monotonic()
+        if now - self._test_refusals_logged_at >= 60:
+            log.warning("echo test rooms refused: %d since the last report; this instance takes %d at once",
+                        self._test_refusals, self.test_room_limit)
+            self._test_refusals, self._test_refusals_logged_at = 0, now
+
+    async def _echo(self, sdp_offer: str) -> RTCPeerConnection:
+        if self._rtc_ports is not None and self._test_ports is None:  # no port of the range is theirs
+            raise ResourceExhausted(TEST_ROOMS_FULL)
         pc = PeerCounter.new()
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp_offer, type="offer"))
@@ -370,27 +490,34 @@ class MediaRooms:
                     track.attach_sender(t.sender)
                     track.bind(pub)
                     t.direction = "sendrecv"
-            await self._answer(pc)
-        except Exception as exc:  # noqa: BLE001
+            await self._answer(pc, self._test_ports)  # only the test rooms' own ports
+        except BaseException as exc:  # noqa: BLE001 - cancelled too: no peer connection (nor port) is left behind
             await PeerCounter.close(pc)
-            if isinstance(exc, (InvalidArgument, ResourceExhausted, asyncio.CancelledError)):
+            if isinstance(exc, (InvalidArgument, ResourceExhausted)) or not isinstance(exc, Exception):
                 raise
             raise InvalidArgument("sdp_offer", f"cannot be answered ({exc})") from None
-        self.test_peers.add(pc)
+        return pc
 
-        async def end() -> None:
-            self.test_peers.discard(pc)
-            await PeerCounter.close(pc)
+    async def _close_test_peer(self, pc: RTCPeerConnection) -> None:
+        self.test_peers.discard(pc)
+        await PeerCounter.close(pc)
 
-        timer = asyncio.get_running_loop().call_later(self._test_room_seconds, lambda: asyncio.ensure_future(end()))
+    async def _end_test_room(self, person: str, room: EchoRoom, pc: RTCPeerConnection) -> None:
+        """The test room's time is up or its connection failed or closed; its place is free once it is closed."""
+        async with room.lock:
+            if room.pc is pc:
+                room.pc = None
+                if room.timer is not None:
+                    room.timer.cancel()
+                await self._close_test_peer(pc)
+                room.held = False
+            else:  # replaced (and closed) already
+                await self._close_test_peer(pc)
+        self._forget_test_room(person, room)
 
-        @pc.on("connectionstatechange")
-        async def changed() -> None:
-            if pc.connectionState in ("failed", "closed"):
-                timer.cancel()
-                await end()
-
-        return pc.localDescription.sdp
+    def _forget_test_room(self, person: str, room: EchoRoom) -> None:
+        if not room.waiting and not room.held and room.pc is None and self._test_rooms.get(person) is room:
+            del self._test_rooms[person]
 
     # ------------------------------------------------------------------ quality
 
@@ -423,6 +550,11 @@ class MediaRooms:
             people = list(room.participants.values())
             await asyncio.gather(*(self._leave(p, room) for p in people))
         self.rooms.clear()
+        for person, room in list(self._test_rooms.items()):
+            if room.timer is not None:
+                room.timer.cancel()
+            room.pc = None
+            room.held = False
+            self._forget_test_room(person, room)
         for pc in list(self.test_peers):
-            self.test_peers.discard(pc)
-            await PeerCounter.close(pc)
+            await self._close_test_peer(pc)

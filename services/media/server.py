@@ -37,6 +37,7 @@ async def build(settings: MediaSettings) -> tuple[Component, auth.KeySet]:
         test_room_seconds=settings.test_room_seconds,
         socket_buffer_bytes=settings.socket_buffer_bytes,
         rtc_ports=settings.rtc_ports,
+        test_room_share=settings.test_room_share,
     )
     if settings.rtc_ports is not None:  # ICE host sockets inside SVPL_RTC_PORT_MIN..MAX (ports.py)
         ports.install(asyncio.get_running_loop())
@@ -70,4 +71,4 @@ async def build(settings: MediaSettings) -> tuple[Component, auth.KeySet]:
 
     component = Component([binding], start=start, drain=rooms.drain, close=close, mongo=client)
     component.rooms = rooms  # for in-process tests and the benchmark
-    return component, clients.identity_keyset(identity)
+    return component, clients.service_keyset(settings, identity)

@@ -87,6 +87,8 @@ class MediaServicer(media_pb2_grpc.MediaServiceServicer):
             cpu=load.cpu,
             accepting=load.accepting,
             capacity_participants=self._rooms.capacity,
+            test_room_peers=load.test_room_peers,
+            capacity_test_room_peers=load.test_room_limit,
         )
 
     async def Negotiate(self, request, context):

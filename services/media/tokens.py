@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
 import grpc
@@ -57,8 +58,13 @@ class TokenVerifier:
                          r.expires_at.ToDatetime(dt.timezone.utc))
 
     async def session(self, token: str) -> str:
-        """The person id of a valid session token."""
+        """The person a valid session token names (its subject), as a pseudonymous key: a hash of the
+        id kind and id, so what media keeps in memory (and could ever log) is no personnummer. The same
+        person gets the same key from every session (logging in again does not make a new person)."""
         r = await self._verify(token, identity_pb2.TOKEN_KIND_SESSION, "session")
         if r.kind != identity_pb2.TOKEN_KIND_SESSION:
             raise Unauthenticated("not a session token")
-        return r.token_id
+        person = r.principal.person
+        if not person.id:
+            raise Unauthenticated("the session token names no person")
+        return hashlib.sha256(f"svpl-media-person:{person.id_kind}:{person.id}".encode()).hexdigest()

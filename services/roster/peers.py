@@ -134,7 +134,11 @@ class Media:
                                                   timeout=2.0)
         except grpc.aio.AioRpcError:
             return None  # an instance that does not answer takes no new room
-        return Load(address, r.media_instance, r.rooms, r.participants, r.cpu, r.accepting, r.capacity_participants)
+        # Echo test rooms load an instance like participants do: ranked as such. Their limit is reserved on
+        # top of the participant capacity (media's `accepting` is about participants alone), so it is added
+        # to the capacity too. Fields 9/10 are 0 from a media without them: the same as before.
+        return Load(address, r.media_instance, r.rooms, r.participants + r.test_room_peers, r.cpu, r.accepting,
+                    r.capacity_participants + r.capacity_test_room_peers)
 
     async def least_loaded(self, exclude: str = "") -> Load:
         """The instance to open a new room on; `exclude`: a control address known not to answer (not

@@ -172,6 +172,7 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- end -}}
 {{- if eq $c.name "media" -}}
 {{- $_ := set $data "SVPL_CAPACITY_PARTICIPANTS" (toString $root.Values.media.capacityParticipants) -}}
+{{- $_ := set $data "SVPL_TEST_ROOM_SHARE" (toString $root.Values.media.testRoomShare) -}}
 {{- end -}}
 {{- if and (eq $c.name "media") (not $root.Values.turn.enabled) -}}
 {{- $_ := set $data "SVPL_RTC_PORT_MIN" (toString $root.Values.media.rtcPorts.min) -}}
