@@ -153,9 +153,11 @@ class Bookings:
 
     # ------------------------------------------------------------------ access
 
-    async def _record(self, who: Caller, action: str, doc: dict) -> None:
+    async def _record(self, who: Caller, action: str, doc: dict, on_behalf_of: str = "") -> None:
+        """`on_behalf_of`: the person a service (who) acts for; the record names them, via the service."""
         await self.access.record(action, doc["patient"], care_unit=doc["booking_unit"],
-                                 resource=f"booking:{doc['_id']}", actor=who.actor())
+                                 resource=f"booking:{doc['_id']}", actor=on_behalf_of or who.actor(),
+                                 via=who.actor() if on_behalf_of else "")
 
     @staticmethod
     def _require_coordinator(who: Caller, doc: dict) -> None:
@@ -631,7 +633,11 @@ class Bookings:
         return await self._view(fresh)
 
     async def request_rebook(self, who: Caller, booking_id: str, meeting_id: str, reason: str,
-                             ticket_id: str) -> dict:
+                             ticket_id: str, on_behalf_of: str = "") -> dict:
+        """`on_behalf_of`: the person who asked (support's reporter), recorded as requested_by."""
+        on_behalf_of = on_behalf_of.strip()
+        if len(on_behalf_of) > 100:
+            raise InvalidArgument("on_behalf_of.id", "is not an HSA-id or a personnummer")
         if booking_id:
             doc = await self._load(booking_id)
         elif meeting_id:
@@ -643,7 +649,8 @@ class Bookings:
         if not reason.strip() or len(reason) > 1000:
             raise InvalidArgument("reason", "is required (at most 1000 characters)")
         request = {"request_id": uuid.uuid4().hex, "reason": reason.strip(), "ticket_id": ticket_id,
-                   "requested_at": _now(), "requested_by": who.actor()}
+                   "requested_at": _now(), "requested_by": on_behalf_of or who.actor(),
+                   **({"requested_via": who.actor()} if on_behalf_of else {})}
         # One request per ticket: support retries (and its sweep) resend, and must not pile up copies.
         guard = {"_id": doc["_id"]}
         if ticket_id:
@@ -653,7 +660,7 @@ class Bookings:
         if result.modified_count == 0 and ticket_id:
             fresh = await self._load(doc["_id"])
             request = next(r for r in fresh["rebook_requests"] if r.get("ticket_id") == ticket_id)
-        await self._record(who, "booking.rebook_request", doc)
+        await self._record(who, "booking.rebook_request", doc, on_behalf_of)
         return request
 
     # ------------------------------------------------------------------ phone tasks

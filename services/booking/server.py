@@ -70,4 +70,4 @@ async def build(settings: BookingSettings) -> tuple[Component, auth.KeySet]:
         booking_pb2_grpc.add_BookingServiceServicer_to_server,
         ACCESS,
     )
-    return Component([binding], start=start, close=close, mongo=client), clients.identity_keyset(identity)
+    return Component([binding], start=start, close=close, mongo=client), clients.service_keyset(settings, identity)

@@ -196,7 +196,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
 
     async def RequestRebook(self, request, context):
         r = await self.bookings.request_rebook(auth.caller(), request.booking_id, request.meeting_id, request.reason,
-                                               request.ticket_id)
+                                               request.ticket_id, request.on_behalf_of.id)
         return pb.RequestRebookResponse(request=_rebook(r))
 
     async def ListBookingOptions(self, request, context):

@@ -35,6 +35,8 @@ MAX_TEXT = 4000
 # Pauses (seconds) before each try to release a room left behind, right after its move; then
 # the background pass (every auto_close_check_seconds) asks until left_room_release_seconds.
 RELEASE_RETRIES = (0.0, 1.0, 2.0, 4.0, 8.0)
+# GetReportEvidence's one answer for "no such meeting" and "the person is not in it".
+NO_REPORT_MEETING = "no such meeting among the person's meetings"
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,12 @@ class Roster:
         await self.access.record(action, m.patient_personnummer, care_unit=m.care_unit_hsa_id,
                                  resource=f"meeting/{m.id}", purpose="SIP meeting", actor=who.actor())
 
+    async def _read(self, meeting_id: str, who: Caller) -> Meeting:
+        """The meeting, for a caller allowed to see it (not yet access-logged: the caller's read records)."""
+        m = await self.store.get(_id("meeting_id", meeting_id))
+        self._viewer(m, who)
+        return m
+
     async def _change(self, meeting_id: str, who: Caller, change, *, coordinator: bool = True, also=None):
         """Apply a change as `who`; the coordinator check runs on the state being changed."""
 
@@ -186,8 +194,33 @@ class Roster:
     # ------------------------------------------------------------------ reads
 
     async def get(self, meeting_id: str, who: Caller) -> Meeting:
-        m = await self.store.get(_id("meeting_id", meeting_id))
-        self._viewer(m, who)
+        """One meeting's facts. Every read is access-logged, a service's too: the facts (when a
+        meeting about this patient takes place, where, at which care unit, how it went) are the
+        patient's data whoever reads them. (No service reads it on a hot path: media and booking
+        do not call it, support asks GetReportEvidence; the gateway relays a person's read.)"""
+        m = await self._read(meeting_id, who)
+        await self._record(m, "read_meeting", who)
+        return m
+
+    async def report_evidence(self, meeting_id: str, who: Caller, person: PersonInput) -> Meeting:
+        """The meeting, for a fault report `who` (a service: support) files for `person`: only when
+        the person is a registered, not removed participant or one of the meeting's coordinators.
+        "No such meeting" and "not in it" are one answer (NOT_FOUND, same message), so a report never
+        tells whether an id exists. The access record names the person, via the service."""
+        meeting_id = _id("meeting_id", meeting_id)
+        if person.id_kind not in (model.HSA_ID, model.PERSONNUMMER):
+            raise InvalidArgument("on_behalf_of.id_kind", "is required: HSA-id or personnummer")
+        person_id = _id("on_behalf_of.id", person.id)
+        try:
+            m = await self.store.get(meeting_id)
+        except NotFound:
+            m = None
+        p = m.participant_for(person_id, person.id_kind) if m else None
+        if m is None or not (m.is_coordinator(person_id, person.id_kind) or (p is not None and not p.removed)):
+            raise NotFound(NO_REPORT_MEETING)
+        await self.access.record("read_report_evidence", m.patient_personnummer, care_unit=m.care_unit_hsa_id,
+                                 resource=f"meeting/{m.id}", purpose="fault report", actor=person_id,
+                                 via=who.actor())
         return m
 
     async def list_mine(self, who: Caller, start: dt.datetime | None, end: dt.datetime | None,
@@ -549,7 +582,10 @@ class Roster:
     # ------------------------------------------------------------------ agenda
 
     async def agenda(self, meeting_id: str, who: Caller) -> Meeting:
-        return await self.get(meeting_id, who)
+        """Speaking order with names and the recorded summary: access-logged like every read."""
+        m = await self._read(meeting_id, who)
+        await self._record(m, "read_agenda", who)
+        return m
 
     async def advance(self, meeting_id: str, who: Caller, from_step: str) -> Meeting:
         m, _ = await self._change(meeting_id, who, lambda m: model.advance_agenda(m, from_step))
@@ -569,7 +605,7 @@ class Roster:
     async def watch(self, meeting_id: str, who: Caller) -> AsyncIterator[tuple[Meeting, list[tuple[str, str]]]]:
         """(meeting, events) now and after each change, until the meeting is final or the
         watcher is removed. Events: ("snapshot"|"state"|"connections"|"agenda"|"participants"|"removed", pid)."""
-        m = await self.get(meeting_id, who)
+        m = await self._read(meeting_id, who)
         await self._record(m, "watch_meeting", who)
         previous: Meeting | None = None
         async for current in self.store.watch(m.id):

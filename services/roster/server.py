@@ -76,4 +76,4 @@ async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
         roster_pb2_grpc.add_RosterServiceServicer_to_server,
         ACCESS,
     )
-    return Component([binding], start=start, close=close, mongo=db), clients.identity_keyset(identity_channel)
+    return Component([binding], start=start, close=close, mongo=db), clients.service_keyset(settings, identity_channel)

@@ -57,8 +57,13 @@ class AccessLog:
         resource: str = "",
         purpose: str = "",
         actor: str | None = None,
+        via: str = "",
     ) -> None:
-        """Append one record per patient concerned (an empty patient is skipped)."""
+        """Append one record per patient concerned (an empty patient is skipped).
+
+        `actor` is whom the read was for; `via` the service that made the call on their behalf
+        (e.g. actor "1912..."/"SE...", via "service:support"): a record with a via names the person,
+        not the service. Records without one are unchanged (no "via" field)."""
         who = actor or auth.caller().actor()
         now = dt.datetime.now(dt.timezone.utc)
         docs = [
@@ -71,6 +76,7 @@ class AccessLog:
                 "service": self._service,
                 "resource": resource,
                 "purpose": purpose,
+                **({"via": via} if via else {}),
             }
             for patient in ([patients] if isinstance(patients, str) else patients)
             if patient

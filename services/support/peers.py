@@ -1,20 +1,24 @@
 """Support's calls to other services, through their contracts only, with its own service token.
 
-Evidence for a report about a meeting: the meeting's facts and connected list from
-roster, the participant's connection-quality snapshot from media. Whatever cannot
-be had (a service unreachable, the meeting unknown) becomes a note saying what is
-missing; gathering evidence never fails a report. Rebook requests go to booking.
-Results are plain dicts (the domain sees no gRPC types).
+Evidence for a report about a meeting: first roster's facts (state, counts, the room's media
+instance), read on the reporter's behalf (GetReportEvidence: roster answers only when the reporter
+is in the meeting, and its access record names the reporter); then, only for a meeting roster
+confirmed, the connection-quality snapshot from media, and a rebook request to booking (naming the
+reporter as who asked). A meeting that does not exist and someone else's meeting get the same note
+and no meeting data. Whatever cannot be had (a service unreachable) becomes a note saying what is
+missing; gathering evidence never fails a report. Results are plain Python (the domain sees no
+gRPC types).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
+from dataclasses import dataclass
 
 import grpc
 from svpl.booking.v1 import booking_pb2, booking_pb2_grpc
+from svpl.common.v1 import common_pb2
 from svpl.media.v1 import media_pb2, media_pb2_grpc
 from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
 
@@ -31,6 +35,30 @@ REBOOK_REFUSED = "refused"  # booking answered no (unknown meeting, meeting over
 _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
               grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.RESOURCE_EXHAUSTED,
               grpc.StatusCode.UNIMPLEMENTED}  # UNIMPLEMENTED: booking not yet rolled out to this version
+
+
+# What roster said about a meeting named in a report, for its reporter.
+CONFIRMED = "confirmed"  # the reporter is in the meeting: its facts
+NOT_IN_MEETING = "not_in_meeting"  # no such meeting, or not the reporter's: never told apart
+UNCONFIRMED = "unconfirmed"  # roster did not answer (or refused support): nothing is known
+
+_ID_KINDS = {"hsa_id": common_pb2.ID_KIND_HSA_ID, "personnummer": common_pb2.ID_KIND_PERSONNUMMER}
+
+
+def not_in_meeting_note(meeting_id: str) -> str:
+    """The one note for a meeting id that does not exist and for someone else's meeting."""
+    return f"Inget underlag: mötet {meeting_id} finns inte bland anmälarens möten"
+
+
+@dataclass(frozen=True)
+class MeetingFacts:
+    outcome: str
+    state: str = ""
+    registered_count: int = 0
+    connected_count: int = 0
+    media_address: str = ""
+    note: str = ""
+    transient: bool = False  # UNCONFIRMED: worth asking again later
 
 
 def _why(exc: grpc.aio.AioRpcError) -> str:
@@ -64,45 +92,49 @@ class Peers:
         for ch in self._channels.values():
             await ch.close()
 
-    async def meeting_evidence(self, meeting_id: str, participant_id: str) -> dict:
-        """Meeting state and counts (roster) and the quality snapshot (media), as of now."""
-        md = clients.metadata(self._token)
-        notes: list[str] = []
+    async def meeting_facts(self, meeting_id: str, reporter_id: str, reporter_id_kind: str) -> MeetingFacts:
+        """Roster's facts about the meeting, read on the reporter's behalf: roster answers only when the
+        reporter is in the meeting (registered, not removed, or its coordinator / a delegate), and
+        answers "no such meeting" and "not in it" alike (NOT_FOUND); its access record names the reporter."""
+        request = roster_pb2.GetReportEvidenceRequest(meeting_id=meeting_id, on_behalf_of=common_pb2.PersonRef(
+            id=reporter_id, id_kind=_ID_KINDS.get(reporter_id_kind, common_pb2.ID_KIND_UNSPECIFIED)))
+        try:
+            reply = await self._roster.GetReportEvidence(request, metadata=clients.metadata(self._token),
+                                                         timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            # Not found, or not the reporter's meeting, or not a meeting id at all: one and the same.
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return MeetingFacts(NOT_IN_MEETING)
+            return MeetingFacts(UNCONFIRMED, note=f"Mötets läge saknas: roster {_why(exc)}",
+                                transient=exc.code() in _TRANSIENT)
+        return MeetingFacts(CONFIRMED, state=roster_pb2.MeetingState.Name(reply.state),
+                            registered_count=reply.registered_count, connected_count=reply.connected_count,
+                            media_address=reply.media_address)
+
+    async def meeting_evidence(self, meeting_id: str, participant_id: str, facts: MeetingFacts) -> dict:
+        """The evidence for a report: roster's facts and, only for a meeting roster confirmed is the
+        reporter's, the quality snapshot (media), as of now. Anything else gets no meeting data at all,
+        and the same note whether the meeting does not exist or is someone else's."""
         evidence: dict = {"meeting_id": meeting_id, "meeting_state": "", "registered_count": 0,
                           "connected_count": 0, "quality": [], "captured_at": dt.datetime.now(dt.timezone.utc)}
-        media_address = ""
-        roster_answered = False
+        if facts.outcome == NOT_IN_MEETING:
+            evidence["note"] = not_in_meeting_note(meeting_id)
+            return evidence
+        if facts.outcome == UNCONFIRMED:
+            evidence["note"] = (f"{facts.note}; "
+                                "Anslutningskvalitet hämtades inte: mötet kunde inte bekräftas hos roster")
+            return evidence
+        evidence.update(meeting_state=facts.state, registered_count=facts.registered_count,
+                        connected_count=facts.connected_count)
+        notes: list[str] = []
         try:
-            meeting = (await self._roster.GetMeeting(roster_pb2.GetMeetingRequest(meeting_id=meeting_id),
-                                                     metadata=md, timeout=self._timeout)).meeting
-            roster_answered = True
-            evidence["meeting_state"] = roster_pb2.MeetingState.Name(meeting.state)
-            evidence["registered_count"] = meeting.registered_count
-            evidence["connected_count"] = meeting.connected_count
             # The room's own media instance (several media pods: the configured address may not host it).
-            media_address = meeting.media_address
+            snapshot = await self._media(facts.media_address or self._default_media).GetQualitySnapshot(
+                media_pb2.GetQualitySnapshotRequest(meeting_id=meeting_id, participant_id=participant_id),
+                metadata=clients.metadata(self._token), timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                evidence["note"] = f"Mötet {meeting_id} finns inte hos roster"
-                return evidence
-            notes.append(f"Mötets läge saknas: roster {_why(exc)}")
-
-        async def connected() -> None:
-            try:
-                reply = await self._roster.GetConnectedList(
-                    roster_pb2.GetConnectedListRequest(meeting_id=meeting_id), metadata=md, timeout=self._timeout)
-                evidence["connected_count"] = reply.count
-            except grpc.aio.AioRpcError as exc:
-                notes.append(f"Listan över anslutna saknas: roster {_why(exc)}")
-
-        async def quality() -> None:
-            try:
-                snapshot = await self._media(media_address or self._default_media).GetQualitySnapshot(
-                    media_pb2.GetQualitySnapshotRequest(meeting_id=meeting_id, participant_id=participant_id),
-                    metadata=md, timeout=self._timeout)
-            except grpc.aio.AioRpcError as exc:
-                notes.append(f"Anslutningskvalitet saknas: media {_why(exc)}")
-                return
+            notes.append(f"Anslutningskvalitet saknas: media {_why(exc)}")
+        else:
             evidence["quality"] = [
                 {"participant_id": s.participant_id, "round_trip_ms": s.round_trip_ms,
                  "packet_loss": s.packet_loss, "jitter_ms": s.jitter_ms,
@@ -113,19 +145,27 @@ class Peers:
             if not evidence["quality"]:
                 who = f"deltagare {participant_id}" if participant_id else "mötet"
                 notes.append(f"Ingen anslutningskvalitet uppmätt för {who}")
-
-        # Both at once; the connected list only when roster answered at all.
-        await asyncio.gather(*([connected()] if roster_answered else []), quality())
         evidence["note"] = "; ".join(notes)
         if notes:
             log.info("evidence for meeting %s incomplete: %s", meeting_id, evidence["note"])
         return evidence
 
-    async def request_rebook(self, meeting_id: str, reason: str, ticket_id: str) -> tuple[str, str]:
-        """Ask the coordinator (on the booking) to consider rebooking. Returns (outcome, note)."""
+    async def request_rebook(self, meeting_id: str, reason: str, ticket_id: str, facts: MeetingFacts,
+                             reporter_id: str, reporter_id_kind: str) -> tuple[str, str]:
+        """Ask the coordinator (on the booking) to consider rebooking, for the reporter, and only for a
+        meeting roster confirmed is the reporter's (`facts`). Returns (outcome, note)."""
+        if facts.outcome == NOT_IN_MEETING:
+            return REBOOK_REFUSED, "Begäran om ombokning skickades inte: mötet finns inte bland anmälarens möten"
+        if facts.outcome == UNCONFIRMED:
+            if facts.transient:
+                return REBOOK_PENDING, ("Begäran om ombokning väntar: mötet kunde inte bekräftas hos roster, "
+                                        "försöker igen")
+            return REBOOK_REFUSED, "Begäran om ombokning togs inte emot: mötet kunde inte bekräftas hos roster"
         try:
             await self._booking.RequestRebook(
-                booking_pb2.RequestRebookRequest(meeting_id=meeting_id, reason=reason, ticket_id=ticket_id),
+                booking_pb2.RequestRebookRequest(
+                    meeting_id=meeting_id, reason=reason, ticket_id=ticket_id,
+                    on_behalf_of=common_pb2.PersonRef(id=reporter_id, id_kind=_ID_KINDS.get(reporter_id_kind, 0))),
                 metadata=clients.metadata(self._token), timeout=self._timeout)
             return REBOOK_DONE, ""
         except grpc.aio.AioRpcError as exc:

@@ -71,4 +71,4 @@ async def build(settings: SupportSettings) -> tuple[Component, auth.KeySet]:
     )
     log.info("support routing: region %s, %d queues, %d rules, default %s",
              routing.region, len(routing.queues), len(routing.rules), routing.default_queue)
-    return Component([binding], start=start, close=close, mongo=db), clients.identity_keyset(identity)
+    return Component([binding], start=start, close=close, mongo=db), clients.service_keyset(settings, identity)

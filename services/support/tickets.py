@@ -18,7 +18,11 @@ region's queues, a municipality's IT its own staff's tickets in "your own workpl
 Listing filters in the database (paging stays right); a ticket outside the caller's queues
 is PERMISSION_DENIED (reason NOT_YOUR_QUEUE). The reporter (and whoever filed it) keeps
 reading and commenting on their own ticket; the desk a ticket was escalated from keeps
-reading it. A self-reporter's organisation is their login's (it decides which desk sees it).
+reading it. A self-reporter's name and organisation are their login's (the organisation decides
+which desk sees it); only the desk filing for someone else names them.
+
+Evidence and rebook requests are for the reporter's own meeting only: roster decides (on the
+reporter's behalf) and answers a nonexistent meeting and someone else's alike (services/support/peers.py).
 """
 
 from __future__ import annotations
@@ -188,13 +192,22 @@ class Tickets:
         kind = report.reporter_kind or _kind_from_login(who)
         if not _kind_fits_login(kind, who) and not is_desk(who):
             raise InvalidArgument("reporter.kind", f"{kind} does not match how you logged in")
-        # The organisation decides which desk sees the ticket: a login's own (from the directory) wins.
+        # Reporting as yourself, you are who your login says: name and organisation come from the
+        # session token (the directory), never from the request. The organisation decides which desk
+        # sees the ticket. A value that says otherwise is refused, naming the field (leave it empty).
+        name = report.reporter_name.strip()
+        if name and org_key(name) != org_key(who.name):
+            raise InvalidArgument("reporter.name", "you report as yourself: your name is taken from your login "
+                                                   "(only the support desk names someone else)")
         organization = report.organization.strip()
-        if who.organization and organization and org_key(organization) != org_key(who.organization):
+        if organization and org_key(organization) != org_key(who.organization):
+            if who.organization:
+                raise InvalidArgument("reporter.organization", f"you are logged in as staff of {who.organization}; "
+                                                               "report as yourself from there")
             raise InvalidArgument("reporter.organization",
-                                  f"you are logged in as staff of {who.organization}; report as yourself from there")
-        return {"name": report.reporter_name.strip() or who.name, "id": who.id, "id_kind": who.id_kind,
-                "kind": kind, "organization": who.organization or organization, "contact": report.contact}
+                                  "your login names no organisation: leave it empty (only the support desk names one)")
+        return {"name": who.name, "id": who.id, "id_kind": who.id_kind,
+                "kind": kind, "organization": who.organization, "contact": report.contact}
 
     async def file_report(self, report: Report, who: auth.Caller) -> dict:
         reporter = self._check(report, who)
@@ -257,19 +270,30 @@ class Tickets:
         return await self._follow_up(existing) if existing.get("followup") else existing
 
     async def _follow_up(self, doc: dict, late: bool = False) -> dict:
-        """Gather evidence and send the rebook request, each written back durably."""
+        """Gather evidence and send the rebook request, each written back durably.
+
+        Both only for the reporter's own meeting: roster is asked first, on behalf of the reporter
+        stored in the ticket (the caller, or whom the desk filed for; the sweep runs later, without
+        a caller, so it is the stored reporter that counts), every time, so a reporter removed
+        meanwhile gets no rebook. A meeting that does not exist and someone else's meeting give the
+        same answer: no meeting data, the same note."""
         update: dict = {}
+        rebook_status = doc["rebook_status"]
+        reporter = doc["reporter"]
+        if PENDING in (doc["evidence_status"], rebook_status):
+            facts = await self._peers.meeting_facts(doc["meeting_id"], reporter.get("id", ""),
+                                                    reporter.get("id_kind", ""))
         if doc["evidence_status"] == PENDING:
-            evidence = await self._peers.meeting_evidence(doc["meeting_id"], doc["participant_id"])
+            evidence = await self._peers.meeting_evidence(doc["meeting_id"], doc["participant_id"], facts)
             if late:
                 evidence["note"] = "; ".join(filter(None, [
                     "Underlaget hämtades i efterhand (tjänsten startades om medan anmälan togs emot)",
                     evidence["note"]]))
             update.update(evidence=evidence, evidence_status=DONE)
-        rebook_status = doc["rebook_status"]
         if rebook_status == PENDING:
             rebook_status, note = await self._peers.request_rebook(
-                doc["meeting_id"], f"Anslutningsproblem anmält: {doc['description'][:500]}", doc["_id"])
+                doc["meeting_id"], f"Anslutningsproblem anmält: {doc['description'][:500]}", doc["_id"], facts,
+                reporter.get("id", ""), reporter.get("id_kind", ""))
             update.update(rebook_status=rebook_status, rebook_note=note)
         update["followup"] = rebook_status == REBOOK_PENDING
         fresh = await self._tickets.find_one_and_update(

@@ -56,6 +56,10 @@ def test_sensitive_methods_are_closed_to_citizens_and_anonymous():
     assert not SERVICES["support"]["ListTickets"].admits(caller_for("coordinator"))
     assert SERVICES["roster"]["Admit"].admits(caller_for("next_of_kin"))
     assert not SERVICES["roster"]["Admit"].admits(caller_for("service:gateway"))  # only people join
+    # Support reads a meeting only for a fault report, on the reporter's behalf (the domain checks they are in it).
+    assert [r for r in ROLES if SERVICES["roster"]["GetReportEvidence"].admits(caller_for(r))] == ["service:support"]
+    for method in ("GetMeeting", "GetConnectedList"):
+        assert not SERVICES["roster"][method].admits(caller_for("service:support")), method
 
 
 @pytest.fixture(scope="module")

@@ -199,6 +199,33 @@ async def test_every_read_and_write_of_a_booking_leaves_an_access_record(
     assert by_action["booking.rebook_request"]["actor"] == "service:support"
 
 
+async def test_a_rebook_request_made_for_a_reporter_names_the_reporter(booking_system, coordinator, service_token,
+                                                                        mongo):
+    """Support asks for the person who reported (issue #14): the request and its access record name them,
+    via support."""
+    booking = booking_system.stub("booking")
+    created = (await booking.CreateBooking(create_request(), metadata=coordinator)).booking
+    support = as_token(service_token("support"))
+    reporter = common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_PERSONNUMMER, id="198112289874")
+    await booking.RequestRebook(pb.RequestRebookRequest(
+        meeting_id=created.meeting_id, reason="ingen bild", ticket_id="T-R", on_behalf_of=reporter), metadata=support)
+    bad = pb.RequestRebookRequest(meeting_id=created.meeting_id, reason="x", ticket_id="T-X",
+                                  on_behalf_of=common_pb2.PersonRef(id="1" * 101))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await booking.RequestRebook(bad, metadata=support)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith("on_behalf_of.id:")
+    client = runtime_mongo.connect(mongo.uri)
+    try:
+        record = await client[f"{booking_system.prefix}_audit"].access_records.find_one(
+            {"resource": f"booking:{created.booking_id}", "action": "booking.rebook_request"})
+        stored = await client[f"{booking_system.prefix}_booking"].bookings.find_one({"_id": created.booking_id})
+    finally:
+        await client.close()
+    assert (record["actor"], record["via"]) == ("198112289874", "service:support")
+    assert [(r["requested_by"], r["requested_via"]) for r in stored["rebook_requests"]] == [
+        ("198112289874", "service:support")]
+
+
 async def test_options_come_from_configuration_and_email_is_refused_even_when_configured(
         system_factory, coordinator, person_token, tmp_path):
     options = tmp_path / "region.yaml"

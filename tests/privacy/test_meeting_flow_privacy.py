@@ -8,7 +8,8 @@ import logging
 
 from svpl.identity.v1 import identity_pb2
 
-from tests.gateway.conftest import COORDINATOR, NEXT_OF_KIN, PATIENT, REGION_STAFF, gateway  # noqa: F401
+from tests.gateway.conftest import (COORDINATOR, MUNICIPALITY_STAFF, NEXT_OF_KIN, PATIENT, REGION_STAFF,  # noqa: F401
+                                    gateway)
 from tests.gateway.flow import book_video_meeting, register, start
 from tests.harness import as_token
 from tests.privacy.detector import personnummer_in
@@ -33,7 +34,7 @@ async def test_a_whole_meeting_logs_no_personnummer_and_every_patient_read_is_ac
     level = root.level
     root.setLevel(logging.INFO)
     try:
-        coordinator, staff, kin = new_browser(), new_browser(), new_browser()
+        coordinator, staff, kin, stranger = new_browser(), new_browser(), new_browser(), new_browser()
         await coordinator.login(COORDINATOR)
         booking = await book_video_meeting(coordinator, PATIENT)
         meeting_id = booking["meeting_id"]
@@ -47,11 +48,24 @@ async def test_a_whole_meeting_logs_no_personnummer_and_every_patient_read_is_ac
         await kin.login(NEXT_OF_KIN, "LOGIN_METHOD_E_SERVICES_1177")
         assert (await kin.post(f"/api/v1/meetings/{meeting_id}/admission")).status_code == 200
         assert (await kin.get(f"/api/v1/meetings/{meeting_id}/connected")).status_code == 200
+        assert (await kin.get(f"/api/v1/meetings/{meeting_id}")).status_code == 200
+        assert (await kin.get(f"/api/v1/meetings/{meeting_id}/agenda")).status_code == 200
         assert (await coordinator.get(f"/api/v1/meetings/{meeting_id}/reconciliation")).status_code == 200
         report = await kin.post("/api/v1/support/reports", json={
             "problem": "PROBLEM_KIND_CONNECTION",
             "description": "Bilden fryser", "meeting_id": meeting_id})
         assert report.status_code == 200, report.text
+        assert report.json()["ticket"]["evidence"]["meeting_state"] == "MEETING_STATE_LIVE"
+        # Someone logged in but not in the meeting learns nothing about it and asks no rebooking.
+        await stranger.login(MUNICIPALITY_STAFF)
+        probe = await stranger.post("/api/v1/support/reports", json={
+            "problem": "PROBLEM_KIND_CONNECTION", "description": "Bilden fryser", "meeting_id": meeting_id,
+            "request_rebook": True})
+        assert probe.status_code == 200, probe.text
+        evidence = probe.json()["ticket"].get("evidence", {})
+        assert not any(evidence.get(k) for k in ("meeting_state", "registered_count", "connected_count",
+                                                 "quality")), evidence
+        assert not probe.json()["ticket"].get("rebook_requested"), probe.text
         assert (await coordinator.post(f"/api/v1/meetings/{meeting_id}/end")).status_code == 200
     finally:
         root.removeHandler(capture)
@@ -71,6 +85,10 @@ async def test_a_whole_meeting_logs_no_personnummer_and_every_patient_read_is_ac
     for expected in [("booking", "booking.create", COORDINATOR), ("booking", "booking.read", COORDINATOR),
                      ("roster", "register_participant", COORDINATOR), ("roster", "list_participants", COORDINATOR),
                      ("roster", "read_connected_list", NEXT_OF_KIN),
+                     ("roster", "read_meeting", NEXT_OF_KIN), ("roster", "read_agenda", NEXT_OF_KIN),
+                     # the fault report's evidence: read by support for the reporter, named in the log
+                     ("roster", "read_report_evidence", NEXT_OF_KIN),
                      ("roster", "read_reconciliation", COORDINATOR)]:
         assert expected in actions, (expected, actions)
+    assert not [a for a in actions if a[2] in ("service:support", MUNICIPALITY_STAFF)], actions
     assert sum(1 for a in actions if a[1] == "register_participant") >= 2

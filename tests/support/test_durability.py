@@ -51,7 +51,8 @@ async def test_a_report_about_a_meeting_is_filed_even_when_roster_and_media_are_
     assert ticket.state == pb.TICKET_STATE_NEW and ticket.evidence.meeting_id == "m-unreachable"
     note = ticket.evidence.note
     assert "Mötets läge saknas: roster svarade inte" in note
-    assert "Anslutningskvalitet saknas: media svarade inte" in note
+    # Media is asked only about a meeting roster confirmed is the reporter's.
+    assert "Anslutningskvalitet hämtades inte: mötet kunde inte bekräftas hos roster" in note
     assert list(ticket.evidence.quality) == [] and ticket.evidence.meeting_state == ""
 
 

@@ -1,12 +1,14 @@
 """Evidence through the real services: a report about a live meeting carries the participant's
 quality snapshot from media (a real aiortc peer connected through roster's admission) and the
 meeting's state from roster; a connection problem before a meeting asks the coordinator to
-consider rebooking, visible on the booking."""
+consider rebooking, visible on the booking. The reporters here are in the meeting (registered or
+its coordinator): for anyone else see tests/support/test_meeting_membership.py."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+from pymongo import AsyncMongoClient
 from svpl.booking.v1 import booking_pb2
 from svpl.common.v1 import common_pb2
 from svpl.media.v1 import media_pb2
@@ -15,12 +17,22 @@ from svpl.support.v1 import support_pb2 as pb
 
 from tests.booking.conftest import UNIT, eventually
 from tests.booking.conftest import create_request as booking_request
+from tests.conftest import PEOPLE
 from tests.harness import as_token
 from tests.media.peers import Peer, wait_for
 from tests.roster.helpers import create_request as meeting_request
 from tests.support.conftest import file
 
 MEDIA_INSTANCE = "media-support-test"
+MONA = PEOPLE["municipality_staff"]["person_id"]
+
+
+async def audit_records(system, query: dict) -> list[dict]:
+    client = AsyncMongoClient(system.mongo_uri)
+    try:
+        return await client[f"{system.prefix}_audit"]["access_records"].find(query).sort("at", 1).to_list()
+    finally:
+        await client.close()
 
 
 async def test_a_report_about_a_live_meeting_carries_the_quality_snapshot(system_factory, md, service_token):
@@ -82,7 +94,9 @@ async def _connected(roster, mid, coordinator) -> bool:
 async def test_a_report_about_an_unknown_meeting_says_so(system_factory, md):
     system = await system_factory(["identity", "roster", "support"])
     ticket = await file(system, md("region_staff"), problem=pb.PROBLEM_KIND_CONNECTION, meeting_id="no-such-meeting")
-    assert ticket.ticket_id and ticket.evidence.note == "Mötet no-such-meeting finns inte hos roster"
+    # The same note as for someone else's meeting (tests/support/test_meeting_membership.py).
+    assert ticket.ticket_id and ticket.evidence.note == "Inget underlag: mötet no-such-meeting finns inte bland " \
+                                                        "anmälarens möten"
 
 
 async def test_a_connection_problem_before_the_meeting_asks_the_coordinator_to_rebook(system_factory, md,
@@ -91,6 +105,9 @@ async def test_a_connection_problem_before_the_meeting_asks_the_coordinator_to_r
     coordinator = as_token(person_token("coordinator", unit=UNIT))
     booking = (await system.stub("booking").CreateBooking(booking_request(), metadata=coordinator)).booking
     assert booking.meeting_id
+    await system.stub("roster").RegisterParticipant(roster_pb2.RegisterParticipantRequest(
+        meeting_id=booking.meeting_id, full_name="Mona Kommun", role=roster_pb2.PARTICIPANT_ROLE_MUNICIPALITY_STAFF,
+        person=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_HSA_ID, id=MONA)), metadata=coordinator)
 
     ticket = await file(system, md("municipality_staff"), problem=pb.PROBLEM_KIND_CONNECTION,
                         description="Testade anslutningen i testrummet: ingen bild", meeting_id=booking.meeting_id,
@@ -101,6 +118,9 @@ async def test_a_connection_problem_before_the_meeting_asks_the_coordinator_to_r
                                                     metadata=coordinator)).booking
     assert [r.ticket_id for r in seen.rebook_requests] == [ticket.ticket_id]
     assert "ingen bild" in seen.rebook_requests[0].reason
+    # Booking records who asked: the reporter, through support.
+    records = await audit_records(system, {"service": "booking", "action": "booking.rebook_request"})
+    assert [(r["actor"], r.get("via")) for r in records] == [(MONA, "service:support")]
 
 
 async def test_a_rebook_request_booking_could_not_take_is_sent_when_booking_is_back(system_factory, md,
@@ -109,7 +129,8 @@ async def test_a_rebook_request_booking_could_not_take_is_sent_when_booking_is_b
     coordinator = as_token(person_token("coordinator", unit=UNIT))
     booking = (await system.stub("booking").CreateBooking(booking_request(), metadata=coordinator)).booking
     await system.stop_service("booking")
-    ticket = await file(system, md("region_staff"), problem=pb.PROBLEM_KIND_CONNECTION, description="Nätet svajar",
+    # The meeting's coordinator reports (a coordinator is in their own meeting).
+    ticket = await file(system, md("coordinator"), problem=pb.PROBLEM_KIND_CONNECTION, description="Nätet svajar",
                         meeting_id=booking.meeting_id, request_rebook=True)
     assert not ticket.rebook_requested
     assert "Begäran om ombokning väntar: bokningen svarade inte" in ticket.evidence.note

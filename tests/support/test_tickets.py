@@ -134,6 +134,28 @@ async def test_reporting_for_someone_else_is_for_the_desk_only(shared_support, m
     assert ticket.history[0].actor == "SE2321000057-4001"
 
 
+async def test_a_person_reporting_as_themselves_is_named_by_their_login_not_by_the_request(shared_support, md):
+    """Issue #14 (9c): name and organisation come from the login. A request that names someone else
+    (or another organisation, which decides which desk sees the ticket) is refused, naming the field."""
+    staff, citizen = md(**STAFF_A), md("patient")
+    for who, reporter, field in (
+            (staff, pb.Reporter(name="Someone Else"), "reporter.name"),
+            (staff, pb.Reporter(name="Someone Else", organization="Other kommun"), "reporter.name"),
+            (staff, pb.Reporter(organization="Other kommun"), "reporter.organization"),
+            (citizen, pb.Reporter(name="Someone Else"), "reporter.name"),
+            # A citizen's login names no organisation: they cannot give one either.
+            (citizen, pb.Reporter(organization="Other kommun"), "reporter.organization")):
+        err = await _rpc_error(file(shared_support, who, reporter=reporter))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and err.details().startswith(field + ":"), (
+            reporter, err.details())
+    # The login's own name (spelled loosely) or none at all: the ticket shows the login's.
+    for reporter in (pb.Reporter(name="  mona   KOMMUN "), pb.Reporter()):
+        ticket = await file(shared_support, staff, reporter=reporter)
+        assert (ticket.reporter.name, ticket.reporter.organization) == ("Mona Kommun", MUNI_A)
+    ticket = await file(shared_support, citizen)
+    assert (ticket.reporter.name, ticket.reporter.organization) == ("Tolvan Tolvansson", "")
+
+
 @pytest.mark.parametrize("fields, field", [
     (dict(problem=pb.PROBLEM_KIND_UNSPECIFIED), "problem"),
     (dict(description="   "), "description"),
