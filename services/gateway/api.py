@@ -522,6 +522,12 @@ class TestRoomBody(Body):
              summary="The echo test room: see and hear yourself before a meeting")
 @as_gateway("media", "NegotiateTestRoom", gate="any logged-in person (the echo room holds no one else)")
 async def negotiate_test_room(request: Request, me: Me, body: TestRoomBody):
+    # Media holds one test room per person and a capped share of its capacity for all of them;
+    # this limits how often one person can ask (each negotiation costs media a peer connection).
+    wait = request.app.state.test_room_limiter.hit(me.caller.id)
+    if wait:
+        raise Problem(429, "för många försök med testrummet: vänta en stund och försök igen",
+                      reason="TEST_ROOM_RATE", headers={"Retry-After": str(int(wait) + 1)})
     return reply(await access.stub_method(request, backends(request).media())(
         media_pb2.NegotiateTestRoomRequest(session_token=me.token, sdp_offer=body.sdp_offer),
         timeout=timeout(request), metadata=backends(request).as_service()))

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.gateway import access, api, logins, problems, protojson, realtime
 from services.gateway.backends import Backends
 from services.gateway.config import GatewaySettings
-from services.gateway.security import HardeningMiddleware, RateLimiter, RevocationCheck
+from services.gateway.security import ForwardedFor, HardeningMiddleware, RateLimiter, TrustedProxies
 
 PORTAL = Path(__file__).resolve().parent / "portal"
 
@@ -40,7 +40,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.backends = backends
     app.state.admissions = api.Admissions()
     app.state.login_limiter = RateLimiter(settings.login_rate_per_minute)
-    app.state.revocations = RevocationCheck(settings.session_check_seconds)
+    app.state.test_room_limiter = RateLimiter(settings.test_room_rate_per_minute)
+    app.state.trusted_proxies = TrustedProxies(settings.trusted_proxies)
+    app.state.event_streams = realtime.EventStreams(settings.event_streams_per_session,
+                                                    settings.event_streams_per_meeting)
 
     app.add_exception_handler(problems.Problem, problems.problem_handler)
     app.add_exception_handler(grpc.aio.AioRpcError, problems.rpc_error_handler)
@@ -48,6 +51,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, problems.http_error_handler)
     app.add_exception_handler(Exception, problems.unhandled_handler)
     app.add_middleware(HardeningMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Outermost: the client address is settled before anything logs, limits or routes on it.
+    app.add_middleware(ForwardedFor, trusted=settings.trusted_proxies)
 
     app.include_router(logins.router)
     app.include_router(api.router)

@@ -48,13 +48,19 @@ class Backends:
     def keys(self) -> auth.KeySet:
         """Identity's public keys: the gateway verifies session cookies locally."""
         if self._keys is None:
-            self._keys = clients.identity_keyset(self.channel(self._settings.identity_address))
+            self._keys = clients.identity_keyset(
+                self.channel(self._settings.identity_address), self._settings.service_token,
+                poll=self._settings.revocation_poll_seconds,
+                max_staleness=self._settings.revocation_max_staleness_seconds)
         return self._keys
 
     def as_service(self) -> tuple[tuple[str, str], ...]:
         return clients.metadata(self._settings.service_token)
 
     async def close(self) -> None:
+        if self._keys is not None:
+            await self._keys.close()
+            self._keys = None
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()

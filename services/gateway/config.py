@@ -1,4 +1,6 @@
-from pydantic import Field
+import ipaddress
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.runtime.config import ENV_PREFIX
@@ -39,15 +41,27 @@ class GatewaySettings(BaseSettings):
     # SITHS: the TLS terminator forwards the verified client certificate (PEM, URL-encoded
     # as nginx's $ssl_client_escaped_cert) in this header; it is believed only from these addresses.
     siths_certificate_header: str = "x-ssl-client-cert"
+    # The TLS terminators / ingress controllers in front of the gateway, as IP networks (CIDR) or
+    # addresses. Only a request whose TCP peer is in one of them may carry X-Forwarded-For/-Proto
+    # (the client address for rate limits and BankID) and the SITHS certificate header. Empty: none.
     trusted_proxies: list[str] = Field(default_factory=list)
+    # A request's headers must have arrived this long after the connection (or the request's first byte).
+    header_read_timeout_seconds: float = Field(10.0, gt=0)
     # Requests larger than this are refused with 413 before they reach a handler.
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     # Login attempts (start of any login) per client address per minute.
     login_rate_per_minute: int = Field(20, ge=1)
+    # Echo test room negotiations per person per minute (media also holds one test room per person).
+    test_room_rate_per_minute: int = Field(6, ge=1)
+    # Meeting event WebSockets open at once: per session, and per meeting in this gateway process.
+    event_streams_per_session: int = Field(4, ge=1)
+    event_streams_per_meeting: int = Field(60, ge=1)
     # Deadline of each unary call to a service.
     rpc_timeout_seconds: float = Field(10.0, gt=0)
-    # A session found valid by identity is re-checked for revocation (logout) after this long.
-    session_check_seconds: float = Field(5.0, ge=0)
+    # Revoked session tokens (logout) are followed from identity every this many seconds; when they
+    # could not be fetched for revocation_max_staleness_seconds, sessions are refused (503) until they can.
+    revocation_poll_seconds: float = Field(2.0, gt=0)
+    revocation_max_staleness_seconds: float = Field(30.0, gt=0)
     # TURN relay for browsers behind strict firewalls (coturn use-auth-secret): the shared secret
     # and the public URLs, comma-separated (turn:host:3478,turns:host:5349). Empty: no TURN offered.
     turn_secret: str = ""
@@ -55,3 +69,15 @@ class GatewaySettings(BaseSettings):
     turn_ttl_seconds: int = Field(3600, ge=60, le=86400)
     # Cookies are always Secure; this only exists so the public URL can be named in links.
     public_url: str = ""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        """Each entry an IP network or address (never "*" or a host name): normalised CIDR strings."""
+        networks = []
+        for entry in value:
+            try:
+                networks.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP network (CIDR) or address") from None
+        return networks

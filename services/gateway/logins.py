@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import ipaddress
 import secrets
 import urllib.parse
 from typing import Annotated
@@ -23,7 +22,7 @@ from services.gateway import access
 from services.gateway.access import login, public, session_only
 from services.gateway.api import Body, literal
 from services.gateway.problems import Problem, problem_responses
-from services.gateway.security import SESSION_COOKIE, cookie_header, session_from
+from services.gateway.security import SESSION_COOKIE, client_address, cookie_header, peer, session_from
 from services.runtime import auth
 
 BANKID_COOKIE = "svpl_bankid"
@@ -84,18 +83,8 @@ def session_info(caller: auth.Caller, expires_at: str) -> SessionInfo:
                        method=caller.method, organization=caller.organization, expires_at=expires_at)
 
 
-def _client_ip(request: Request) -> str:
-    host = request.client.host if request.client else ""
-    settings = request.app.state.settings
-    if host in settings.trusted_proxies:
-        forwarded = request.headers.get("x-forwarded-for", "")
-        if forwarded:
-            host = forwarded.split(",")[-1].strip() or host
-    return host
-
-
 def _rate_limit(request: Request) -> None:
-    wait = request.app.state.login_limiter.hit(_client_ip(request))
+    wait = request.app.state.login_limiter.hit(client_address(request))
     if wait:
         raise Problem(429, "för många inloggningsförsök från den här adressen: vänta en minut", headers={
             "Retry-After": str(int(wait) + 1)})
@@ -137,7 +126,8 @@ async def logout(request: Request, response: Response) -> LoggedOut:
     if session is not None:
         await access.stub_method(request, request.app.state.backends.identity)(
             identity_pb2.RevokeTokensRequest(token_id=session.caller.token_id, reason="logout"), **_service(request))
-        request.app.state.revocations.forget(session.caller.token_id)
+        # At once in this process; every other process follows identity's list within its poll.
+        request.app.state.backends.keys.revocations.add(session.caller.token_id, session.expires_at)
     response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, "", max_age=0))
     return LoggedOut(logged_out=True)
 
@@ -187,13 +177,8 @@ async def development_login(request: Request, response: Response, body: Developm
 async def siths_login(request: Request, response: Response) -> SessionInfo:
     _rate_limit(request)
     settings = request.app.state.settings
-    peer = request.client.host if request.client else ""
-    try:
-        trusted = any(ipaddress.ip_address(peer) in ipaddress.ip_network(net, strict=False)
-                      for net in settings.trusted_proxies)
-    except ValueError:
-        trusted = False
-    if not trusted:
+    # The TCP peer itself must be the TLS terminator: a forwarded address proves nothing.
+    if peer(request) not in request.app.state.trusted_proxies:
         raise Problem(403, "SITHS-inloggning måste gå via regionens TLS-terminering", reason="UNTRUSTED_PROXY")
     pem = urllib.parse.unquote(request.headers.get(settings.siths_certificate_header, ""))
     if "BEGIN CERTIFICATE" not in pem:
@@ -220,7 +205,7 @@ def _order_ref(request: Request) -> str:
 async def bankid_start(request: Request, response: Response) -> BankIdStart:
     _rate_limit(request)
     answer = await access.stub_method(request, request.app.state.backends.identity)(
-        identity_pb2.StartBankIdLoginRequest(end_user_ip=_client_ip(request)), **_service(request))
+        identity_pb2.StartBankIdLoginRequest(end_user_ip=client_address(request)), **_service(request))
     response.headers.append("set-cookie", cookie_header(BANKID_COOKIE, answer.order_ref, max_age=600,
                                                         path="/api/v1/auth/bankid"))
     return BankIdStart(order_ref=answer.order_ref, auto_start_token=answer.auto_start_token, qr_data=answer.qr_data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import hmac
+import ipaddress
 import logging
 import secrets
 import time
@@ -16,11 +17,10 @@ import uuid
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 
-import grpc
 from fastapi import Request
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from svpl.identity.v1 import identity_pb2
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.gateway.problems import Problem
 from services.runtime import auth, logs
@@ -81,6 +81,52 @@ def _header(scope: Scope, name: bytes) -> str:
         if key == name:
             return value.decode("latin-1")
     return ""
+
+
+class TrustedProxies:
+    """The networks of the TLS terminators / ingress whose forwarded headers are believed."""
+
+    def __init__(self, networks: list[str]) -> None:
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def __contains__(self, host: object) -> bool:
+        try:
+            address = ipaddress.ip_address(str(host))
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+
+# The scope key holding the TCP peer's address, before any forwarded header was applied.
+PEER = "svpl.peer"
+
+
+class ForwardedFor:
+    """X-Forwarded-For and -Proto are believed only when the TCP peer is a trusted proxy: then the
+    client address (rate limits, BankID's end-user IP) is the rightmost address in X-Forwarded-For
+    that is not itself a trusted proxy. The parsing is uvicorn's ProxyHeadersMiddleware; this keeps
+    the peer it replaces (`scope[PEER]`), since a SITHS login must know it came through the TLS
+    terminator, not merely from someone claiming to be behind it."""
+
+    def __init__(self, app: ASGIApp, trusted: list[str]) -> None:
+        self.app = app
+        self.proxied = ProxyHeadersMiddleware(app, trusted_hosts=trusted) if trusted else app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            client = scope.get("client")
+            scope[PEER] = client[0] if client else ""
+        await self.proxied(scope, receive, send)
+
+
+def peer(request: Request) -> str:
+    """The address of the TCP peer (a trusted proxy, or the client itself)."""
+    return request.scope.get(PEER, "")
+
+
+def client_address(request: Request) -> str:
+    """The client's address: the peer's, or the one a trusted proxy reported."""
+    return request.client.host if request.client else ""
 
 
 class _TooLarge(Exception):
@@ -227,36 +273,6 @@ class RateLimiter:
         return 0.0
 
 
-class RevocationCheck:
-    """Whether a session token was revoked (logout), asked of identity. A token identity found valid
-    is not asked about again for `ttl` seconds: one identity call per session and window instead of
-    one per request, and a logout reaches every gateway replica within `ttl`."""
-
-    def __init__(self, ttl: float = 5.0, max_entries: int = 100_000) -> None:
-        self.ttl = ttl
-        self._valid_until: dict[str, float] = {}
-        self._max = max_entries
-
-    async def ensure_valid(self, backends, token: str, token_id: str) -> None:
-        now = time.monotonic()
-        if self._valid_until.get(token_id, 0.0) > now:
-            return
-        try:
-            await backends.identity.VerifyToken(
-                identity_pb2.VerifyTokenRequest(token=token, expected_kind=identity_pb2.TOKEN_KIND_SESSION),
-                metadata=backends.as_service(), timeout=5)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                raise Problem(401, f"inloggningen gäller inte: {exc.details()}") from None
-            raise Problem(503, "en tjänst är tillfälligt otillgänglig: försök igen om en stund") from None
-        if len(self._valid_until) >= self._max:
-            self._valid_until = {k: v for k, v in self._valid_until.items() if v > now}
-        self._valid_until[token_id] = now + self.ttl
-
-    def forget(self, token_id: str) -> None:
-        self._valid_until.pop(token_id, None)
-
-
 @dataclass(frozen=True)
 class Session:
     token: str
@@ -265,7 +281,9 @@ class Session:
 
 
 async def session_from(conn) -> Session:
-    """The person behind the session cookie, verified locally with identity's public keys."""
+    """The person behind the session cookie, verified locally with identity's public keys and the
+    revoked sessions this process follows (auth.Revocations: a logout anywhere reaches it within
+    SVPL_REVOCATION_POLL_SECONDS)."""
     token = conn.cookies.get(SESSION_COOKIE, "")
     if not token:
         raise Problem(401, "logga in först")
@@ -280,7 +298,6 @@ async def session_from(conn) -> Session:
         if isinstance(exc, Unavailable):  # identity's keys not fetched yet and identity away: retry
             raise Problem(503, "en tjänst är tillfälligt otillgänglig: försök igen om en stund") from None
         raise
-    await conn.app.state.revocations.ensure_valid(conn.app.state.backends, token, claims["jti"])
     return Session(token, auth.caller_from_claims(claims, token), int(claims["exp"]))
 
 

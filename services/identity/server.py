@@ -75,6 +75,7 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
         await access_log.ensure_indexes()
         await directory.start()
         await bankid.start_indexes()
+        await tokens.ensure_indexes()
         await e_services.start_indexes()
 
     async def close() -> None:
@@ -89,4 +90,13 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
         identity_pb2_grpc.add_IdentityServiceServicer_to_server,
         ACCESS,
     )
-    return Component([binding], start=start, close=close, mongo=client), keys.keyset()
+    async def fetch_revoked(cursor: str) -> tuple[list[tuple[str, float]], str]:
+        sessions, next_cursor = await tokens.revoked_sessions(cursor)
+        return [(token_id, expires.timestamp()) for token_id, expires in sessions], next_cursor
+
+    # Identity verifies its own callers like every service does: its keys, and the revoked sessions
+    # read from its own database (not over its own contract).
+    keyset = keys.keyset()
+    keyset.revocations = auth.Revocations(fetch_revoked, settings.revocation_poll_seconds,
+                                          settings.revocation_max_staleness_seconds)
+    return Component([binding], start=start, close=close, mongo=client), keyset

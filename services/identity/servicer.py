@@ -45,6 +45,7 @@ ACCESS = {
     "IssueJoinToken": services("roster"),
     "VerifyToken": services("booking", "roster", "media", "support", "gateway"),
     "RevokeTokens": services("roster", "gateway"),
+    "ListRevokedSessions": services("booking", "roster", "media", "support", "gateway"),
     "GetSigningKeys": ANYONE,
     "ListAccessRecords": persons_with(auth.ROLE_ACCESS_LOG),
 }
@@ -206,6 +207,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                                   actor=auth.caller().actor())
         return identity_pb2.RevokeTokensResponse()
 
+    async def ListRevokedSessions(self, request, context):
+        sessions, cursor = await self._tokens.revoked_sessions(request.cursor)
+        return identity_pb2.ListRevokedSessionsResponse(
+            sessions=[identity_pb2.RevokedSession(token_id=tid, expires_at=timestamp(exp)) for tid, exp in sessions],
+            cursor=cursor)
+
     async def GetSigningKeys(self, request, context):
         return identity_pb2.GetSigningKeysResponse(jwks_json=self._keys.jwks_json())
 
@@ -220,5 +227,5 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             records=[identity_pb2.AccessRecord(
                 at=timestamp(r["at"]), actor=r.get("actor", ""), action=r.get("action", ""),
                 patient=r.get("patient", ""), care_unit=r.get("care_unit", ""), service=r.get("service", ""),
-                resource=r.get("resource", ""), purpose=r.get("purpose", "")) for r in records],
+                resource=r.get("resource", ""), purpose=r.get("purpose", ""), via=r.get("via", "")) for r in records],
             page=common_pb2.PageResponse(next_page_token=token))

@@ -30,6 +30,13 @@ DEVELOPMENT = "development"
 HSA_ID = "hsa_id"
 PERSONNUMMER = "personnummer"
 
+# How far behind its cursor a revoked-sessions answer looks again (writes in flight when it was read).
+REVOCATION_OVERLAP = dt.timedelta(seconds=30)
+
+
+def _aware(at: dt.datetime) -> dt.datetime:
+    return at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -80,6 +87,9 @@ class TokenService:
         self._session_ttl = session_ttl
         self._join_default_ttl = join_default_ttl
         self._join_max_ttl = join_max_ttl
+
+    async def ensure_indexes(self) -> None:
+        await self._revocations.create_index("at")
 
     # ------------------------------------------------------------------ issue
 
@@ -145,6 +155,27 @@ class TokenService:
         if claims["typ"] == auth.SERVICE:
             return Verified(**{**verified.__dict__, "service": claims["sub"].removeprefix("service:")})
         raise Unauthenticated("unknown token type")
+
+    # ------------------------------------------------------------------ revoked sessions
+
+    async def revoked_sessions(self, cursor: str = "") -> tuple[list[tuple[str, dt.datetime]], str]:
+        """(token id, expiry) of the session tokens revoked since the cursor, and the next cursor.
+
+        A revoked token's expiry is bounded by its revocation time plus the session lifetime (it was
+        issued before it was revoked). The window reaches REVOCATION_OVERLAP behind the cursor, so a
+        revocation written while the previous answer was read is not missed."""
+        now = dt.datetime.now(dt.timezone.utc)
+        since = now - self._session_ttl
+        if cursor:
+            try:
+                since = max(since, dt.datetime.fromisoformat(cursor) - REVOCATION_OVERLAP)
+            except ValueError:
+                raise InvalidArgument("cursor", "not a cursor this service gave") from None
+        found = self._revocations.find({"_id": {"$gt": "jti:", "$lt": "jti;"}, "at": {"$gte": since}},
+                                       {"_id": 1, "at": 1})
+        sessions = [(doc["_id"].removeprefix("jti:"), _aware(doc["at"]) + self._session_ttl)
+                    async for doc in found]
+        return sessions, now.isoformat()
 
     # ------------------------------------------------------------------ revoke
 

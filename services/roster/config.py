@@ -6,6 +6,9 @@ from services.runtime.config import ServiceSettings
 class RosterSettings(ServiceSettings):
     service_name: str = "roster"
     grpc_port: int = Field(50053, ge=0, le=65535)
+    # Database connections for meeting watches (one change stream per meeting watched on this
+    # replica, shared by its watchers), separate from the pool that reads and writes use.
+    watch_pool_size: int = Field(200, ge=1)
     # The portal's public base URL; a meeting's link is <base>/auth/<region>/login?meeting=<id>.
     portal_base_url: str = "https://localhost:8443"
     # The media instances' gRPC control addresses; empty = [media_address]. Rooms go to the

@@ -26,7 +26,9 @@ log = logging.getLogger("svpl.roster")
 async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
     identity_channel = clients.channel(settings.identity_address)
     db = mongo.connect(settings.mongodb_uri, settings.service_name)
-    store = MeetingStore(db, settings.database_name)
+    # Meeting watches (one change stream per watched meeting) on a pool of their own.
+    watch_db = mongo.connect(settings.mongodb_uri, f"{settings.service_name}-watch", settings.watch_pool_size)
+    store = MeetingStore(db, settings.database_name, watch_db)
     access = AccessLog.for_service(settings, db)
     outbox = Outbox(store.db)
     media = Media(settings.media_instances, settings.service_token, settings.media_pods_dns)
@@ -69,6 +71,7 @@ async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
         await media.close()
         await identity_channel.close()
         await access.close()
+        await watch_db.close()
 
     binding = Binding(
         roster_pb2.DESCRIPTOR.services_by_name["RosterService"],

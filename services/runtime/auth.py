@@ -14,14 +14,18 @@ A service whose ACCESS lacks a method of its contract does not start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterable
 
 import jwt
 
-from services.runtime.errors import PermissionDenied, Unauthenticated
+from services.runtime.errors import PermissionDenied, Unauthenticated, Unavailable
+
+log = logging.getLogger("svpl.auth")
 
 ISSUER = "svpl-identity"
 AUDIENCE = "svpl"
@@ -135,15 +139,102 @@ def services(*names: str) -> Rule:
 JwksFetcher = Callable[[], Awaitable[str]]
 
 
-class KeySet:
-    """Identity's public keys by key id; refreshed (at most every `min_refresh` s) on an unknown kid."""
+# (cursor) -> (revoked session token ids with their expiry in seconds since the epoch, next cursor)
+RevocationFetcher = Callable[[str], Awaitable[tuple[list[tuple[str, float]], str]]]
 
-    def __init__(self, fetch: JwksFetcher, min_refresh: float = 5.0) -> None:
+
+class Revocations:
+    """Session tokens revoked at identity (logout), followed by every process that verifies tokens
+    locally, so a logout reaches every service within `poll` seconds.
+
+    Chosen over short-lived access tokens refreshed by the gateway: a person's token is relayed
+    from the gateway through services to services (support → roster), so every hop would need the
+    refresh; and the list is small (revoked, unexpired sessions), read incrementally with a cursor.
+    When the list could not be fetched for `max_staleness` seconds (identity away), session tokens
+    are refused as UNAVAILABLE (retryable) rather than believed: failing closed, bounded by that."""
+
+    def __init__(self, fetch: RevocationFetcher, poll: float = 2.0, max_staleness: float = 30.0) -> None:
+        self._fetch = fetch
+        self.poll = poll
+        self.max_staleness = max_staleness
+        self._revoked: dict[str, float] = {}  # token id -> its expiry (epoch seconds)
+        self._cursor = ""
+        self._synced_at = 0.0  # monotonic time of the last successful fetch
+        self._task: asyncio.Task | None = None
+        self._first: asyncio.Future | None = None
+
+    async def _sync(self) -> None:
+        revoked, cursor = await self._fetch(self._cursor)
+        now = time.time()
+        self._revoked.update((tid, exp) for tid, exp in revoked if exp > now)
+        self._revoked = {tid: exp for tid, exp in self._revoked.items() if exp > now}
+        self._cursor = cursor
+        self._synced_at = time.monotonic()
+
+    async def _follow(self) -> None:
+        failing = False
+        while True:
+            try:
+                await self._sync()
+                if failing:
+                    log.info("revocation list reachable again")
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - identity away: keep the last list, retry
+                if not failing:
+                    log.warning("revocation list unreachable (%s): keeping the last one for at most %.0fs",
+                                exc.__class__.__name__, self.max_staleness)
+                failing = True
+            if self._first is not None and not self._first.done():
+                self._first.set_result(None)
+            await asyncio.sleep(self.poll)
+
+    async def start(self) -> None:
+        """Start following (idempotent); returns after the first fetch was tried."""
+        if self._task is None:
+            self._first = asyncio.get_running_loop().create_future()
+            self._task = asyncio.create_task(self._follow(), name="svpl-revocations")
+        await asyncio.shield(self._first)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def add(self, token_id: str, expires_at: float) -> None:
+        """A revocation this process made itself (the gateway's logout): effective here at once."""
+        self._revoked[token_id] = expires_at
+
+    def is_revoked(self, token_id: str) -> bool:
+        return token_id in self._revoked
+
+    async def check(self, token_id: str) -> None:
+        """Unauthenticated when the session token is revoked; Unavailable when the list is too old."""
+        await self.start()
+        if token_id in self._revoked:
+            raise Unauthenticated("token has been revoked (logged out): log in again")
+        if time.monotonic() - self._synced_at > self.max_staleness:
+            raise Unavailable("cannot confirm that the session is still valid (identity unreachable); try again")
+
+
+class KeySet:
+    """Identity's public keys by key id; refreshed (at most every `min_refresh` s) on an unknown kid.
+    With `revocations`, session tokens are also checked against the revocation list."""
+
+    def __init__(self, fetch: JwksFetcher, min_refresh: float = 5.0, revocations: Revocations | None = None) -> None:
         self._fetch = fetch
         self._keys: dict[str, object] = {}
         self._fetched_at = 0.0
         self._min_refresh = min_refresh
         self._lock = asyncio.Lock()
+        self.revocations = revocations
+
+    async def close(self) -> None:
+        if self.revocations is not None:
+            await self.revocations.close()
 
     @classmethod
     def static(cls, jwks_json: str) -> "KeySet":
@@ -193,6 +284,8 @@ async def decode_token(keys: KeySet, token: str, audience: str = AUDIENCE, typ: 
         raise Unauthenticated(f"token is invalid ({exc.__class__.__name__})") from None
     if typ is not None and claims.get("typ") != typ:
         raise Unauthenticated(f"expected a {typ} token")
+    if claims.get("typ") == SESSION and keys.revocations is not None:
+        await keys.revocations.check(claims["jti"])
     return claims
 
 

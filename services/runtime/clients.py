@@ -53,11 +53,24 @@ def as_caller() -> tuple[tuple[str, str], ...]:
     return metadata(auth.caller().token)
 
 
-def identity_keyset(identity_channel: grpc.aio.Channel) -> auth.KeySet:
-    """Identity's public keys, fetched over its contract."""
+def service_keyset(settings, identity_channel: grpc.aio.Channel) -> auth.KeySet:
+    """What a service verifies callers with: identity's keys and the revoked sessions, as configured."""
+    return identity_keyset(identity_channel, settings.service_token, poll=settings.revocation_poll_seconds,
+                           max_staleness=settings.revocation_max_staleness_seconds)
+
+
+def identity_keyset(identity_channel: grpc.aio.Channel, service_token: str = "", *, poll: float = 2.0,
+                    max_staleness: float = 30.0) -> auth.KeySet:
+    """Identity's public keys, fetched over its contract; with this service's token, also the revoked
+    session tokens (ListRevokedSessions), followed every `poll` seconds."""
     from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
 
     stub = identity_pb2_grpc.IdentityServiceStub(identity_channel)
+
+    async def fetch_revoked(cursor: str) -> tuple[list[tuple[str, float]], str]:
+        answer = await stub.ListRevokedSessions(identity_pb2.ListRevokedSessionsRequest(cursor=cursor),
+                                                metadata=auth.bearer(service_token), timeout=5)
+        return [(s.token_id, s.expires_at.ToSeconds()) for s in answer.sessions], answer.cursor
 
     async def fetch() -> str:
         try:
@@ -68,4 +81,5 @@ def identity_keyset(identity_channel: grpc.aio.Channel) -> auth.KeySet:
                                      "try again") from None
         return response.jwks_json
 
-    return auth.KeySet(fetch)
+    revocations = auth.Revocations(fetch_revoked, poll, max_staleness) if service_token else None
+    return auth.KeySet(fetch, revocations=revocations)

@@ -42,6 +42,10 @@ class ServiceSettings(BaseSettings):
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # How often readiness re-checks the database.
     db_check_seconds: float = Field(2.0, gt=0)
+    # Revoked session tokens (logout) are fetched from identity this often; when they could not be
+    # fetched for revocation_max_staleness_seconds, persons' calls are refused (UNAVAILABLE) until they can.
+    revocation_poll_seconds: float = Field(2.0, gt=0)
+    revocation_max_staleness_seconds: float = Field(30.0, gt=0)
 
     @property
     def database_name(self) -> str:

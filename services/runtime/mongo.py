@@ -9,7 +9,7 @@ from pymongo import AsyncMongoClient, WriteConcern
 DURABLE = WriteConcern(w="majority", j=True)
 
 
-def connect(uri: str, app_name: str = "svpl") -> AsyncMongoClient:
+def connect(uri: str, app_name: str = "svpl", max_pool_size: int = 100) -> AsyncMongoClient:
     """A client that reconnects by itself; operations wait up to 5 s for a server."""
     return AsyncMongoClient(
         uri,
@@ -18,4 +18,5 @@ def connect(uri: str, app_name: str = "svpl") -> AsyncMongoClient:
         serverSelectionTimeoutMS=5000,
         connectTimeoutMS=3000,
         uuidRepresentation="standard",
+        maxPoolSize=max_pool_size,
     )

@@ -179,6 +179,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     component: Component
     db_check_seconds: float = 2.0
+    keys: auth.KeySet | None = None
     _ready: bool = True
     _db_ok: bool = True
     _watch: asyncio.Task | None = None
@@ -226,6 +227,8 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         if self.component.close:
             await self.component.close()
+        if self.keys is not None:
+            await self.keys.close()
         if self.component.mongo is not None:
             await self.component.mongo.close()
 
@@ -262,7 +265,7 @@ async def start_server(
     if component.start:
         await component.start()
     await server.start()
-    running = RunningServer(server, port, health_servicer, component, db_check_seconds)
+    running = RunningServer(server, port, health_servicer, component, db_check_seconds, keys)
     await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     await running.set_ready(True)
     running.watch_database()

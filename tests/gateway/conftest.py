@@ -3,6 +3,9 @@ transport (cookies as a browser keeps them), the services run on the real databa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import httpx
 import pytest
 
@@ -81,28 +84,36 @@ async def gateway(system_factory):
     await app.state.backends.close()
 
 
-@pytest.fixture
-async def served(gateway):
-    """The same gateway app served by uvicorn on a loopback port (for WebSocket and plain HTTP clients)."""
-    import asyncio
-
+@contextlib.asynccontextmanager
+async def serving(app):
+    """`app` served by uvicorn as production serves it (forwarded headers, header timeout) on a
+    loopback port; yields the address."""
     import uvicorn
 
     from devstack.embedded_db import free_port
+    from services.gateway.serving import server_config
 
-    app, system, new_browser = gateway
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                                           lifespan="off", ws="websockets-sansio"))
+    server = uvicorn.Server(server_config(app, app.state.settings, port=port, lifespan="off"))
     task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield f"127.0.0.1:{port}", app, system, new_browser
-    server.should_exit = True
-    await task
+    try:
+        for _ in range(200):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.02)
+        assert server.started, "uvicorn did not start"
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def served(gateway):
+    """The same gateway app served by uvicorn on a loopback port (for WebSocket and plain HTTP clients)."""
+    app, system, new_browser = gateway
+    async with serving(app) as address:
+        yield address, app, system, new_browser
 
 
 # The identity tests' BankID (RP API v6, mutual TLS) and 1177 (OpenID Connect) test servers.

@@ -125,3 +125,30 @@ async def test_watch_ends_unavailable_when_the_database_dies(tmp_path, keys_dir,
     finally:
         await system.stop()
         database.stop()
+
+
+async def test_a_meetings_many_watchers_share_one_change_stream_and_cannot_starve_its_writes(world):
+    """120 watch streams on one meeting (what 120 open event pages cost roster before the gateway
+    capped them): every one gets the snapshot and the change, and the coordinator's reads and
+    writes still answer at once (they used to wait for the database connections the change
+    streams held, and time out)."""
+    m = await world.live()
+    coordinator = world.who("coordinator")
+    streams = [world.roster.WatchMeeting(R.WatchMeetingRequest(meeting_id=m.meeting_id), metadata=coordinator)
+               for _ in range(120)]
+    try:
+        events = [s.__aiter__() for s in streams]
+        snapshots = await asyncio.wait_for(asyncio.gather(*(e.__anext__() for e in events)), 20)
+        assert {s.kind for s in snapshots} == {R.MEETING_EVENT_KIND_SNAPSHOT}
+        for _ in range(3):
+            await world.roster.ListParticipants(R.ListParticipantsRequest(meeting_id=m.meeting_id),
+                                                metadata=coordinator, timeout=3)
+        agenda = await world.roster.GetAgenda(R.GetAgendaRequest(meeting_id=m.meeting_id), metadata=coordinator,
+                                              timeout=3)
+        await world.roster.AdvanceAgenda(R.AdvanceAgendaRequest(meeting_id=m.meeting_id, from_step=agenda.agenda.step),
+                                         metadata=coordinator, timeout=3)
+        changes = await asyncio.wait_for(asyncio.gather(*(e.__anext__() for e in events)), 20)
+        assert {c.kind for c in changes} == {R.MEETING_EVENT_KIND_AGENDA_CHANGED}
+    finally:
+        for s in streams:
+            s.cancel()
