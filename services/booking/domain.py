@@ -34,6 +34,7 @@ from pymongo.errors import DuplicateKeyError
 from services.booking import messaging
 from services.booking.options import EMAIL, PHONE, SECURE_MESSAGING, BookingOptions
 from services.booking.peers import IdentityValidator, MeetingRef, RosterMeetings
+from services.runtime import names as person_names
 from services.runtime.access_log import AccessLog
 from services.runtime.auth import Caller
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
@@ -206,8 +207,7 @@ class Bookings:
                 raise InvalidArgument(f"{where}.channel", f"{p.channel} is not enabled in this region")
             if p.kind not in PARTY_KINDS:
                 raise InvalidArgument(f"{where}.kind", "is required")
-            if not p.name.strip() or len(p.name) > 200:
-                raise InvalidArgument(f"{where}.name", "is required (at most 200 characters)")
+            person_names.checked(f"{where}.name", p.name)
             if not p.address.strip() or len(p.address) > 320:
                 raise InvalidArgument(f"{where}.address", "is required: the secure-messaging recipient"
                                                           " or the phone number (at most 320 characters)")
@@ -369,7 +369,7 @@ class Bookings:
             "_id": uuid.uuid4().hex,
             "booking_id": booking["_id"],
             "coordinator": booking["coordinator"],
-            "party": {"party_id": uuid.uuid4().hex, "kind": party.kind, "name": party.name.strip(),
+            "party": {"party_id": uuid.uuid4().hex, "kind": party.kind, "name": person_names.checked("name", party.name),
                       "channel": party.channel, "address": party.address.strip()},
             "awaiting_meeting": True,
             "message_id": "",
@@ -476,11 +476,9 @@ class Bookings:
         """The invitation id is the confirmation code sent to the party over the secure channel."""
         if not invitation_id:
             raise InvalidArgument("invitation_id", "is required")
-        cleaned = [n.strip() for n in names]
-        if not cleaned:
-            raise InvalidArgument("attendee_names", "name at least one person who will attend")
-        if len(cleaned) > MAX_NAMES or any(not n or len(n) > 200 for n in cleaned):
-            raise InvalidArgument("attendee_names", f"1 to {MAX_NAMES} non-empty names of at most 200 characters")
+        if not names or len(names) > MAX_NAMES:
+            raise InvalidArgument("attendee_names", f"name 1 to {MAX_NAMES} people who will attend")
+        cleaned = [person_names.checked(f"attendee_names[{i}]", n) for i, n in enumerate(names)]
         inv = await self.invitations.find_one({"_id": invitation_id})
         if inv is None:
             raise NotFound(f"invitation {invitation_id} does not exist")

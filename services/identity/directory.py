@@ -26,7 +26,7 @@ from typing import Protocol
 
 from pymongo import ASCENDING
 
-from services.runtime import auth
+from services.runtime import auth, names
 from services.runtime.errors import InvalidArgument, Unavailable
 
 REGION = "region"
@@ -47,6 +47,11 @@ class DirectoryPerson:
     unit: str = ""
     organization_kind: str = ""  # REGION | MUNICIPALITY | ""
     functional_roles: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        # Whatever the source (LDAP, the export file, the demo data): names fit for display.
+        for attribute in ("given_name", "surname", "title", "organization", "unit"):
+            object.__setattr__(self, attribute, names.displayable(getattr(self, attribute)))
 
     @property
     def name(self) -> str:

@@ -17,7 +17,7 @@ import jwt
 from pymongo.errors import DuplicateKeyError
 
 from services.identity.tokens import KeyRing
-from services.runtime import auth
+from services.runtime import auth, names
 from services.runtime.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from services.runtime.mongo import DURABLE
 
@@ -209,5 +209,6 @@ def staff_principal(person, method: str, assurance: str) -> Principal:
 
 
 def citizen_principal(personnummer: str, name: str, method: str, assurance: str) -> Principal:
-    return Principal(person_id=personnummer, id_kind=PERSONNUMMER, name=name, method=method, assurance=assurance,
+    return Principal(person_id=personnummer, id_kind=PERSONNUMMER, name=names.displayable(name), method=method,
+                     assurance=assurance,
                      roles=(auth.ROLE_CITIZEN,))

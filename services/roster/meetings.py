@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from services.roster import codes, metrics, model
 from services.roster.model import Meeting, Participant
+from services.runtime import names
 from services.roster.peers import Identity, Media, Refused
 from services.roster.store import MeetingStore
 from services.runtime.access_log import AccessLog
@@ -329,8 +330,8 @@ class Roster:
 
     async def register(self, meeting_id: str, who: Caller, full_name: str, role: str, person: PersonInput,
                        methods: list[str], physically_present: bool, organization: str) -> Participant:
-        full_name = _text("full_name", full_name, MAX_NAME, required=True)
-        organization = _text("organization", organization, MAX_NAME)
+        full_name = names.checked("full_name", full_name, MAX_NAME)
+        organization = names.checked("organization", organization, MAX_NAME, required=False)
         if role not in model.ROLES:
             raise InvalidArgument("role", "is required: coordinator, region staff, municipality staff, external, "
                                           "patient or next of kin")

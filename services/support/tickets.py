@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from services.runtime import auth
+from services.runtime import auth, names
 from services.runtime.access_log import AccessLog
 from services.runtime.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from services.runtime.mongo import DURABLE
@@ -182,11 +182,10 @@ class Tickets:
                 raise InvalidArgument("reporter.person.id_kind", "say whether the ID is an HSA-id or a personnummer")
             if not report.reporter_kind:
                 raise InvalidArgument("reporter.kind", "say who the reporter is when filing on their behalf")
-            if not report.reporter_name.strip():
-                raise InvalidArgument("reporter.name", "the reporter's name when filing on their behalf")
-            return {"name": report.reporter_name.strip(), "id": report.reporter_id,
-                    "id_kind": report.reporter_id_kind, "kind": report.reporter_kind,
-                    "organization": report.organization, "contact": report.contact}
+            return {"name": names.checked("reporter.name", report.reporter_name),
+                    "id": report.reporter_id, "id_kind": report.reporter_id_kind, "kind": report.reporter_kind,
+                    "organization": names.checked("reporter.organization", report.organization, required=False),
+                    "contact": names.checked("reporter.contact", report.contact, required=False)}
         if not who.is_person:
             raise PermissionDenied("a service cannot file a report as itself")
         kind = report.reporter_kind or _kind_from_login(who)
@@ -206,8 +205,9 @@ class Tickets:
                                                                "report as yourself from there")
             raise InvalidArgument("reporter.organization",
                                   "your login names no organisation: leave it empty (only the support desk names one)")
-        return {"name": who.name, "id": who.id, "id_kind": who.id_kind,
-                "kind": kind, "organization": who.organization, "contact": report.contact}
+        return {"name": who.name, "id": who.id, "id_kind": who.id_kind, "kind": kind,
+                "organization": who.organization,
+                "contact": names.checked("reporter.contact", report.contact, required=False)}
 
     async def file_report(self, report: Report, who: auth.Caller) -> dict:
         reporter = self._check(report, who)

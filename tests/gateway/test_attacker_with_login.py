@@ -24,7 +24,7 @@ from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
 from services.runtime import auth
 from tests.gateway.conftest import COORDINATOR, PATIENT, Browser, gateway_settings, serving
-from tests.gateway.flow import book_video_meeting, start
+from tests.gateway.flow import UNIT, book_video_meeting, start
 
 CSRF = {"cookie": "svpl_csrf=t", "x-csrf-token": "t"}
 
@@ -287,3 +287,30 @@ async def test_test_room_negotiations_are_rate_limited_per_person(gateway):
     assert limited.status_code == 429 and limited.json()["reason"] == "TEST_ROOM_RATE"
     assert int(limited.headers["retry-after"]) >= 1
     assert (await other.post("/api/v1/test-room/negotiation", json=offer)).status_code != 429
+
+
+# ------------------------------------------------------------------ names (item 8)
+
+
+@pytest.mark.parametrize("name", ["Eve\x00", "Eve\u202eevE", "E\u200bve", "Eve\r\nKoordinator"])
+async def test_a_name_that_would_spoof_the_display_is_refused_and_changes_nothing(gateway, name):
+    _, _, new_browser = gateway
+    coordinator = new_browser()
+    await coordinator.login(COORDINATOR)
+    meeting_id = (await book_video_meeting(coordinator))["meeting_id"]
+    before = (await coordinator.get(f"/api/v1/meetings/{meeting_id}/participants")).json()
+    refused = await coordinator.post(f"/api/v1/meetings/{meeting_id}/participants", json={
+        "full_name": name, "role": "PARTICIPANT_ROLE_REGION_STAFF",
+        "person": {"id_kind": "ID_KIND_HSA_ID", "id": "SE2321000057-2001"}})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["errors"][0]["field"] == "full_name"
+    assert (await coordinator.get(f"/api/v1/meetings/{meeting_id}/participants")).json() == before
+    options = (await coordinator.get("/api/v1/booking-options")).json()
+    party = await coordinator.post("/api/v1/bookings", json={
+        "idempotency_key": f"spoof-{len(name)}-{ord(name[3])}", "patient_personnummer": PATIENT,
+        "start": (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat(),
+        "duration_minutes": 60, "booking_unit_hsa_id": UNIT,
+        "care_service": options["video_care_service"], "contact_type": options["video_contact_type"],
+        "parties": [{"kind": "PARTY_KIND_MUNICIPALITY_UNIT", "name": name, "channel": "CHANNEL_PHONE",
+                     "address": "036-10 10 10"}]})
+    assert party.status_code == 400 and party.json()["errors"][0]["field"].endswith(".name"), party.text

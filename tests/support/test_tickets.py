@@ -132,6 +132,11 @@ async def test_reporting_for_someone_else_is_for_the_desk_only(shared_support, m
     ticket = await file(shared_support, md("support_desk"), reporter=someone)
     assert ticket.reporter.person.id == "SE2120000829-3999" and ticket.routing.queue.queue_id == "kommunens_it"
     assert ticket.history[0].actor == "SE2321000057-4001"
+    # Issue #14 (8): a name the desk types in cannot carry control or direction characters.
+    for name in ("Kalle\u202e Kommun", "Kalle\x00", "Kalle\r\nKommun"):
+        spoofed = pb.Reporter(name=name, kind=someone.kind, person=someone.person, organization=MUNI_A)
+        err = await _rpc_error(file(shared_support, md("support_desk"), reporter=spoofed))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and err.details().startswith("reporter.name:")
 
 
 async def test_a_person_reporting_as_themselves_is_named_by_their_login_not_by_the_request(shared_support, md):
