@@ -39,6 +39,16 @@ class System:
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
 
+    async def access_records(self, query: dict) -> list[dict]:
+        """The access records (this system's audit database) matching `query`, oldest first."""
+        from pymongo import AsyncMongoClient
+
+        client = AsyncMongoClient(self.mongo_uri)
+        try:
+            return await client[f"{self.prefix}_audit"]["access_records"].find(query).sort("at", 1).to_list()
+        finally:
+            await client.close()
+
     def settings(self, name: str, **extra):
         module, cls = SETTINGS[name]
         settings_cls = getattr(importlib.import_module(module), cls)

@@ -656,3 +656,24 @@ def test_helm_test_pod_checks_that_the_gateway_answers(render):
     script = container["command"][-1]
     assert f"http://{FULL}-gateway:8080/healthz" in script
     compile(script, "helm-test", "exec")  # the probe script is valid Python
+
+
+def test_gateway_believes_forwarded_headers_only_from_the_configured_proxies(chart, render):
+    """Issue #14: the gateway's trusted proxies are networks the chart passes as SVPL_TRUSTED_PROXIES
+    (none by default), in a form the gateway's settings parse; a host name or "*" is refused."""
+    import os
+    from unittest import mock
+
+    from services.gateway.config import GatewaySettings
+
+    default = render().config("gateway")
+    assert json.loads(default["SVPL_TRUSTED_PROXIES"]) == [] and "SVPL_PUBLIC_URL" not in default
+    config = render({"gateway": {"trustedProxies": ["10.42.0.0/16", "fd00::/8"],
+                                 "publicUrl": "https://vardmote.example.se"}}).config("gateway")
+    with mock.patch.dict(os.environ, {k: v for k, v in config.items() if k.startswith("SVPL_")}):
+        settings = GatewaySettings(service_token="t")
+    assert settings.trusted_proxies == ["10.42.0.0/16", "fd00::/8"]
+    assert settings.public_url == "https://vardmote.example.se"
+    for bad in (["*"], ["ingress.example.se"], "10.0.0.0/8"):
+        with pytest.raises((helm.HelmRenderError, helm.HelmValuesError)):
+            chart.render(merged({"gateway": {"trustedProxies": bad}}), name=RELEASE, namespace=NAMESPACE)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pymongo import AsyncMongoClient
 from svpl.booking.v1 import booking_pb2
 from svpl.common.v1 import common_pb2
 from svpl.media.v1 import media_pb2
@@ -25,14 +24,6 @@ from tests.support.conftest import file
 
 MEDIA_INSTANCE = "media-support-test"
 MONA = PEOPLE["municipality_staff"]["person_id"]
-
-
-async def audit_records(system, query: dict) -> list[dict]:
-    client = AsyncMongoClient(system.mongo_uri)
-    try:
-        return await client[f"{system.prefix}_audit"]["access_records"].find(query).sort("at", 1).to_list()
-    finally:
-        await client.close()
 
 
 async def test_a_report_about_a_live_meeting_carries_the_quality_snapshot(system_factory, md, service_token):
@@ -119,7 +110,7 @@ async def test_a_connection_problem_before_the_meeting_asks_the_coordinator_to_r
     assert [r.ticket_id for r in seen.rebook_requests] == [ticket.ticket_id]
     assert "ingen bild" in seen.rebook_requests[0].reason
     # Booking records who asked: the reporter, through support.
-    records = await audit_records(system, {"service": "booking", "action": "booking.rebook_request"})
+    records = await system.access_records({"service": "booking", "action": "booking.rebook_request"})
     assert [(r["actor"], r.get("via")) for r in records] == [(MONA, "service:support")]
 
 

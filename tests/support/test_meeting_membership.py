@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 
 from google.protobuf import text_format
-from pymongo import AsyncMongoClient
 from svpl.booking.v1 import booking_pb2
 from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2
@@ -53,14 +52,6 @@ async def _rebook_requests(system, booking, coordinator) -> list:
     return list(seen.rebook_requests)
 
 
-async def _audit(system, query: dict) -> list[dict]:
-    client = AsyncMongoClient(system.mongo_uri)
-    try:
-        return await client[f"{system.prefix}_audit"]["access_records"].find(query).sort("at", 1).to_list()
-    finally:
-        await client.close()
-
-
 async def test_a_report_about_someone_elses_meeting_carries_nothing_asks_nothing_and_tells_nothing(
         system_factory, md, person_token):
     system = await system_factory(["identity", "roster", "booking", "support"])
@@ -89,7 +80,7 @@ async def test_a_report_about_someone_elses_meeting_carries_nothing_asks_nothing
                                                     metadata=stranger)).ticket
     assert again.evidence.meeting_state == "" and not again.rebook_requested
     # Nothing of the meeting was read for the stranger, nor by support on its own account.
-    records = await _audit(system, {"resource": f"meeting/{booking.meeting_id}"})
+    records = await system.access_records({"resource": f"meeting/{booking.meeting_id}"})
     assert not [r for r in records if r["actor"] in (KIN, "service:support")], records
 
 
@@ -134,5 +125,5 @@ async def test_a_report_by_someone_in_the_meeting_carries_its_data_and_the_log_n
     assert roster_reads == [("read_report_evidence", KIN), ("read_report_evidence", PATIENT)]
     assert ("booking", "booking.rebook_request", KIN) in [(r.service, r.action, r.actor) for r in extract]
     assert not [r for r in extract if r.actor == "service:support"]
-    via = await _audit(system, {"action": {"$in": ["read_report_evidence", "booking.rebook_request"]}})
+    via = await system.access_records({"action": {"$in": ["read_report_evidence", "booking.rebook_request"]}})
     assert {r.get("via") for r in via} == {"service:support"}

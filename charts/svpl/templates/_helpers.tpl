@@ -178,6 +178,12 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- $_ := set $data "SVPL_RTC_PORT_MIN" (toString $root.Values.media.rtcPorts.min) -}}
 {{- $_ := set $data "SVPL_RTC_PORT_MAX" (toString $root.Values.media.rtcPorts.max) -}}
 {{- end -}}
+{{- if eq $c.name "gateway" -}}
+{{- $_ := set $data "SVPL_TRUSTED_PROXIES" (toJson $root.Values.gateway.trustedProxies) -}}
+{{- with $root.Values.gateway.publicUrl -}}
+{{- $_ := set $data "SVPL_PUBLIC_URL" . -}}
+{{- end -}}
+{{- end -}}
 {{- if and $root.Values.turn.enabled (eq $c.name "gateway") -}}
 {{- $_ := set $data "SVPL_TURN_URLS" (printf "turn:%s:3478?transport=udp,turn:%s:3478?transport=tcp" $root.Values.turn.publicHost $root.Values.turn.publicHost) -}}
 {{- end -}}
