@@ -2,42 +2,25 @@
 
 aiortc's MediaRelay decodes every incoming frame and re-encodes it for every receiver
 (12-14 % of a core per outgoing stream here). An SFU only needs to rewrite RTP headers.
-No library does this for aiortc, so it is written here against aiortc 1.16.0's internals
-(pinned in pyproject.toml with aioice and pylibsrtp; tests/media/test_aiortc_internals.py fails
-if an upgrade changes any of them):
+No library does this for aiortc, so it is written against aiortc's internals, all of them in
+services/media/rtc_internals.py (the versions pinned there and in pyproject.toml;
+tests/media/test_aiortc_internals.py fails if an upgrade changes any of them):
 
-- Receiving: ``RTCRtpReceiver._handle_rtp_packet`` feeds the bitrate estimator (REMB), the
-  receive statistics (Receiver Reports, getStats) and the NACK generator, unwraps RTX, and then
-  hands every packet to its private jitter buffer (``_RTCRtpReceiver__jitter_buffer.add``),
-  which assembles frames for the decoder. We replace that jitter buffer with a
-  :class:`PacketSink`: all of aiortc's receive bookkeeping stays, and each packet goes on at
-  once. aiortc's buffer would hold audio for 4 packets (its prefetch, ~80 ms) and a video frame
-  until the next frame starts (~67 ms at 15 fps); nothing is ever decoded, the decoder thread
-  only sees the final ``None``.
+- Receiving: aiortc's receiver does its receive statistics, NACKs, RTX unwrapping and bandwidth
+  estimation (REMB), and then hands each packet to its jitter buffer for frame assembly; a
+  :class:`Publication` takes that buffer's place (``rtc_internals.divert_received_packets``), so
+  each packet goes on at once and nothing is ever decoded.
 - A :class:`Publication` forwards an audio packet as it comes, and a video frame's packets when
   its last one (RTP marker) arrives: a frame cannot be decoded before that, and one batch per
-  frame lets the kernel send it in one ``sendmsg`` (UDP GSO). Late packets (the publisher's
-  retransmissions after our NACKs) go on alone, at once.
-- Sending: aiortc's own sender loop (``RTCRtpSender._run_rtp``) costs several nested awaits and
-  an ``RtpPacket`` serialisation per packet, and needs frames. :class:`RtpOut` does what that
-  loop does: for each subscriber the publisher's packet keeps its payload (the VP8 payload
-  descriptor included) and gets the subscriber sender's header (its SSRC, payload type, MID and
-  abs-send-time extensions, serialised by aiortc once and then patched), its sequence number and
-  timestamp shifted into the sender's own spaces (continuous when the slot changes publisher),
-  is SRTP-protected by the DTLS transport's libsrtp session and goes straight to the nominated
-  ICE pair's socket (asyncio's ``_SelectorDatagramTransport._sock``) when nothing is queued in
-  the transport; otherwise through the transport, which keeps the order.
-  It keeps the sender's RTP history (NACK retransmission: the sender's ``__rtp_history`` is
-  replaced by a :class:`RawHistory` ring of plain RTP bytes, parsed only for ``_retransmit``),
-  its Sender Report counters and the DTLS transport's byte counters as aiortc's loop does.
-  aiortc's loop itself stays parked in :meth:`ForwardTrack.recv` until the track stops.
-- ``RTCRtpSender._handle_rtcp_packet`` calls ``self._send_keyframe()`` for PLI and
-  FIR; we override it per sender to ask the publisher (throttled).
-- ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)`` sends a PLI to the publisher.
-- ``RTCRtpTransceiver._codecs`` is the negotiated codec list the answer and the
-  sender use; we keep only the codecs we forward (VP8, Opus).
-- aiortc's ICE transport keeps its aioice ``Connection`` in ``_connection``, whose
-  ``_protocols`` hold the UDP sockets; we enlarge their buffers (see enlarge_socket_buffers).
+  frame lets the kernel send it in one ``sendmsg`` (UDP GSO, :class:`DatagramBatch`). Late packets
+  (the publisher's retransmissions after our NACKs) go on alone, at once.
+- Sending: ``rtc_internals.RtpOut`` does what aiortc's sender loop does, per subscriber: the
+  publisher's packet keeps its payload and gets the subscriber sender's header, sequence numbers
+  and timestamps (continuous when the slot changes publisher), is SRTP-protected and goes straight
+  to the nominated ICE pair's socket; the sender's retransmission history, Sender Report counters
+  and getStats stay right. aiortc's loop itself stays parked in :meth:`ForwardTrack.recv`.
+- Keyframe requests (PLI, FIR) from a subscriber go to the publisher, throttled.
+- We keep only the codecs we forward (VP8, Opus) in the negotiated list.
 
 No media is written anywhere: packets live in memory only, for as long as a send or the
 retransmission ring of 128 packets needs them.
@@ -47,30 +30,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
-import struct
 import sys
 import time
-from typing import Callable
 
-from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
-from aiortc.codecs.vpx import VpxPayloadDescriptor
-from aiortc.rtcdtlstransport import State as DtlsState
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtp import RtpPacket
-from pylibsrtp import SRTP_MAX_TRAILER_LEN
-from pylibsrtp._binding import ffi as srtp_ffi, lib as srtp_lib
+from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+
+from services.media.rtc_internals import (
+    RtpOut, RtpPacket, VpxPayloadDescriptor, attach_rtp_out, current_ntp_time, divert_received_packets,
+    ice_sockets, negotiated_codecs, pli_sender, set_negotiated_codecs,
+)
 
 log = logging.getLogger("svpl.media.forwarding")
 
 # Codecs we forward (the payloader of the outgoing side must match the incoming bitstream).
 FORWARDED_CODECS = {"audio": "audio/opus", "video": "video/VP8"}
-RTP_HISTORY_SIZE = 128  # aiortc.rtcrtpsender's: NACKs look packets up by sequence number modulo this
 
 CLOCK_RATES = {"audio": 48000, "video": 90000}  # Opus and VP8 RTP clocks (RFC 7587, RFC 7741)
-_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
-_HEADER_FIELDS = struct.Struct("!BHI")  # RTP header bytes 1-7: marker and payload type, sequence number, timestamp
 
 
 def is_vp8_keyframe(data: bytes) -> bool:
@@ -90,31 +66,16 @@ def starts_vp8_keyframe(payload: bytes) -> bool:
     return is_vp8_keyframe(data)
 
 
-class PacketSink:
-    """Stands in for a receiver's jitter buffer: each packet aiortc's receiver has counted, checked and
-    NACK-tracked goes to `on_packet` at once instead of into frame assembly for a decoder."""
-
-    def __init__(self, on_packet: Callable[[RtpPacket], None]) -> None:
-        self._on_packet = on_packet
-
-    def add(self, packet: RtpPacket) -> tuple[bool, None]:
-        """aiortc's ``JitterBuffer.add``: (send a PLI?, a complete frame for the decoder): never either."""
-        try:
-            self._on_packet(packet)
-        except Exception:  # noqa: BLE001 - never break the receiver's RTP path
-            log.exception("forwarding a packet failed")
-        return False, None
-
-
 def restrict_codecs(transceiver: RTCRtpTransceiver) -> None:
     """Keep only the forwarded codec (and its RTX) in the negotiated list."""
     wanted = FORWARDED_CODECS[transceiver.kind].lower()
-    keep = [c for c in transceiver._codecs if c.mimeType.lower() == wanted]
+    codecs = negotiated_codecs(transceiver)
+    keep = [c for c in codecs if c.mimeType.lower() == wanted]
     pts = {c.payloadType for c in keep}
-    rtx = [c for c in transceiver._codecs if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") in pts]
+    rtx = [c for c in codecs if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") in pts]
     if not keep:
         raise ValueError(f"the offer has no {wanted} for {transceiver.kind}")
-    transceiver._codecs = keep + rtx
+    set_negotiated_codecs(transceiver, keep + rtx)
 
 
 def enlarge_socket_buffers(pc, size: int) -> int:
@@ -124,14 +85,10 @@ def enlarge_socket_buffers(pc, size: int) -> int:
     scheduled, the default ~208 kB receive buffer (a few dozen datagrams on loopback) overflows
     and whole frames are lost. The kernel caps the size at net.core.rmem_max / wmem_max."""
     count = 0
-    for t in pc.getTransceivers():
-        connection = getattr(t.receiver.transport.transport, "_connection", None)
-        for protocol in getattr(connection, "_protocols", ()):
-            sock = protocol.transport.get_extra_info("socket") if getattr(protocol, "transport", None) else None
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-                count += 1
+    for sock in ice_sockets(pc):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+        count += 1
     return count
 
 
@@ -155,7 +112,8 @@ class Publication:
         self._frame: list[RtpPacket] = []  # the video frame being received (its packets so far)
         self._ssrc: int | None = None  # the source's SSRC and highest sequence number received
         self._highest = 0
-        setattr(receiver, _JITTER_BUFFER, PacketSink(self._on_packet))
+        self._pli = pli_sender(receiver)
+        divert_received_packets(receiver, self._on_packet)
 
     def _on_packet(self, packet: RtpPacket) -> None:
         if not packet.payload:  # padding only (bandwidth probing): nothing to forward
@@ -196,7 +154,7 @@ class Publication:
 
     def _fan_out(self, packets: list[RtpPacket], keyframe: bool) -> None:
         # One NTP send time for the whole fan-out (aiortc's loop reads the clock twice per packet).
-        ntp = clock.current_ntp_time()
+        ntp = current_ntp_time()
         abs_send_time = (ntp >> 14) & 0x00FFFFFF  # RTP abs-send-time: 6.18 fixed-point seconds
         for track in tuple(self.subscribers):
             track.push(packets, keyframe, ntp, abs_send_time)
@@ -220,34 +178,13 @@ class Publication:
         self._last_request = now
         for source in self.receiver.getSynchronizationSources():
             self.keyframe_requests += 1
-            asyncio.ensure_future(self.receiver._send_rtcp_pli(source.source))
+            asyncio.ensure_future(self._pli(source.source))
 
     def close(self) -> None:
         if self._pending:
             self._pending.cancel()
         for track in tuple(self.subscribers):
             track.unbind()
-
-
-class RawHistory:
-    """The sender's RTP history (aiortc's ``__rtp_history``: sequence number % 128 -> packet) kept as
-    the plain RTP bytes sent, in a fixed ring; a packet object is parsed only when a NACK asks for it.
-
-    aiortc's ``RTCRtpSender._retransmit`` is its only reader and calls only ``get``; its own send loop
-    (parked, see ForwardTrack.recv) would store packets with ``[]=``."""
-
-    __slots__ = ("ring", "extensions_map")
-
-    def __init__(self, extensions_map) -> None:
-        self.ring: list[bytes | None] = [None] * RTP_HISTORY_SIZE
-        self.extensions_map = extensions_map  # the sender's, configured when it starts
-
-    def get(self, index: int, default=None):
-        data = self.ring[index]
-        return default if data is None else RtpPacket.parse(data, self.extensions_map)
-
-    def __setitem__(self, index: int, packet: RtpPacket) -> None:
-        self.ring[index] = packet.serialize(self.extensions_map)
 
 
 # Linux UDP GSO (udp(7) UDP_SEGMENT, Linux >= 4.18; Python 3.11's socket module has no constant): one
@@ -306,176 +243,6 @@ class DatagramBatch:
         transport.sendto(data, addr)
 
 
-class SrtpProtect:
-    """libsrtp's ``srtp_protect`` on a DTLS transport's outgoing SRTP session, without pylibsrtp's
-    per-call wrapping.
-
-    ``pylibsrtp.Session.protect`` checks its argument's type, allocates a length cell and resolves the
-    binding on every call; under cProfile at a forwarder's packet rate that wrapping took about
-    twice the time of the encryption itself. This keeps one length cell and calls the same function on the session's own buffer
-    (``_srtp``, ``_cdata``, ``_buffer``: pylibsrtp 1.0.0, pinned; tests/media/test_aiortc_internals.py
-    checks them). One event loop thread uses a session, so sharing its buffer is safe, as it is
-    for pylibsrtp's own calls."""
-
-    __slots__ = ("_session", "_call", "_srtp", "_cdata", "_buffer", "_length", "_limit")
-
-    def __init__(self, session) -> None:
-        self._session = session  # keeps the libsrtp context (freed with the session) alive
-        self._call = srtp_lib.srtp_protect
-        self._srtp = session._srtp[0]
-        self._cdata = session._cdata
-        self._buffer = session._buffer
-        self._length = srtp_ffi.new("int *")
-        self._limit = len(session._cdata) - SRTP_MAX_TRAILER_LEN
-
-    def __call__(self, plain: bytes) -> bytes:
-        size = len(plain)
-        if size > self._limit:
-            raise ValueError("packet is too long")
-        buffer = self._buffer
-        buffer[0:size] = plain
-        length = self._length
-        length[0] = size
-        status = self._call(self._srtp, self._cdata, length)
-        if status:
-            raise ConnectionError(f"SRTP protect failed (libsrtp status {status})")
-        return buffer[0:length[0]]
-
-
-class RtpOut:
-    """Sends a source's RTP packets on one `RTCRtpSender`, re-headed as its `_run_rtp` loop would.
-
-    What a send needs from the connection (the nominated pair's transport and address, the SRTP
-    session) is looked up again only when the DTLS transport or the nominated pair changes."""
-
-    def __init__(self, sender: RTCRtpSender) -> None:
-        self.sender = sender
-        self.payload_type: int | None = None  # set once the sender has started (ForwardTrack.attach_sender)
-        self._sequence = random.randint(0, 0xFFFF)  # the next sequence number this sender uses
-        self._timestamp_origin = random.getrandbits(32)
-        self._sequence_offset = self._timestamp_offset = 0  # source -> this sender (see rebase)
-        self._first = 0  # the source's first sequence number sent since rebase
-        self._last_timestamp: int | None = None
-        self._last_time = 0.0
-        history = RawHistory(sender._RTCRtpSender__rtp_header_extensions_map)
-        sender._RTCRtpSender__rtp_history = history
-        self._ring = history.ring
-        self._extensions = None  # MID and abs-send-time, as aiortc's loop sets them (for _serialize)
-        self._header: bytes | None = None  # this sender's serialised RTP header, per frame patched
-        self._abs_send_time_at: int | None = None  # offset of the 3 abs-send-time bytes in it
-        self._patchable = False  # whether the header differs between frames only in those bytes and the timestamp
-        self._batch = DatagramBatch()
-        self._dtls = None  # the sender's DTLS transport the route below was taken from
-        self._nominated: dict = {}  # its ICE connection's nominated pairs (aioice keeps one dict per connection)
-        self._pair = None
-        self._transport = self._addr = self._protect = None
-
-    def _serialize(self, timestamp: int, abs_send_time: int) -> bytes:
-        packet = RtpPacket(payload_type=self.payload_type, timestamp=timestamp, ssrc=self.sender._ssrc)
-        packet.extensions = self._extensions
-        self._extensions.abs_send_time = abs_send_time
-        return packet.serialize(self.sender._RTCRtpSender__rtp_header_extensions_map)
-
-    def header(self, timestamp: int, abs_send_time: int) -> bytearray:
-        """aiortc's serialisation of this sender's header; after the first frame only the timestamp
-        and (where negotiated, i.e. video) abs-send-time bytes are rewritten (the rest is the same
-        for every frame)."""
-        if self._header is None:
-            self._extensions = RtpPacket().extensions
-            self._extensions.mid = self.sender._RTCRtpSender__mid
-            self._header = self._serialize(0, 0)
-            probe = self._serialize(0, 0xFFFFFF)
-            changed = [i for i, (a, b) in enumerate(zip(self._header, probe)) if a != b]
-            if len(changed) == 3 and changed[2] == changed[0] + 2 and len(probe) == len(self._header):
-                self._abs_send_time_at = changed[0]
-                self._patchable = True
-            elif not changed and len(probe) == len(self._header):
-                self._patchable = True  # abs-send-time not negotiated (audio): only the timestamp changes
-        if not self._patchable:
-            return bytearray(self._serialize(timestamp, abs_send_time))
-        header = bytearray(self._header)
-        header[4:8] = timestamp.to_bytes(4, "big")
-        at = self._abs_send_time_at
-        if at is not None:
-            header[at:at + 3] = abs_send_time.to_bytes(3, "big")
-        return header
-
-    def ready(self) -> bool:
-        """The sender has started and its DTLS transport is connected (what aiortc's ``_send_rtp`` checks)."""
-        return self.payload_type is not None and self.sender._RTCRtpSender__transport._state is DtlsState.CONNECTED
-
-    def _route(self, dtls) -> bool:
-        """Take the nominated pair's transport and address and the SRTP session; False while there is none."""
-        if dtls is not self._dtls:
-            self._dtls, self._nominated, self._pair = dtls, dtls.transport._connection._nominated, None
-        pair = self._nominated.get(1)
-        if pair is None:
-            return False
-        if pair is not self._pair:
-            self._pair, self._transport, self._addr = pair, pair.protocol.transport, pair.remote_addr
-            self._protect = SrtpProtect(dtls._tx_srtp)
-        return True
-
-    def rebase(self, first: RtpPacket, clock_rate: int) -> None:
-        """Map a (new) source's sequence numbers and timestamps into this sender's, from `first` on:
-        the sequence continues where it stopped and the timestamp advances by the time that passed,
-        so the subscriber's browser sees one stream whichever participant fills the slot."""
-        now = time.monotonic()
-        if self._last_timestamp is None:
-            timestamp = self._timestamp_origin
-        else:
-            timestamp = self._last_timestamp + max(1, int((now - self._last_time) * clock_rate))
-        self._timestamp_offset = (timestamp - first.timestamp) & 0xFFFFFFFF
-        self._sequence_offset = (self._sequence - first.sequence_number) & 0xFFFF
-        self._first = first.sequence_number
-
-    def send(self, packets: list[RtpPacket], ntp: int, abs_send_time: int) -> bool:
-        """Sends a source's packets (after `rebase`); False (nothing sent) while the sender is not
-        started or not connected."""
-        sender = self.sender
-        dtls = sender._RTCRtpSender__transport
-        if self.payload_type is None or dtls._state is not DtlsState.CONNECTED or not sender._enabled:
-            return False
-        if (dtls is not self._dtls or self._nominated.get(1) is not self._pair) and not self._route(dtls):
-            return False
-        protect, ring, first = self._protect, self._ring, self._first
-        sequence_offset, timestamp_offset = self._sequence_offset, self._timestamp_offset
-        header = self.header(0, abs_send_time)
-        pt = self.payload_type
-        datas = []
-        octets = 0
-        timestamp = seq = None
-        for packet in packets:
-            if (packet.sequence_number - first) & 0xFFFF >= 0x8000:
-                continue  # from before this source was started on this sender
-            seq = (packet.sequence_number + sequence_offset) & 0xFFFF
-            timestamp = (packet.timestamp + timestamp_offset) & 0xFFFFFFFF
-            _HEADER_FIELDS.pack_into(header, 1, pt | 0x80 if packet.marker else pt, seq, timestamp)
-            payload = packet.payload
-            plain = bytes(header) + payload
-            ring[seq % RTP_HISTORY_SIZE] = plain  # kept for retransmission on NACK, as aiortc's sender keeps it
-            datas.append(protect(plain))
-            octets += len(payload)
-            if ((seq - self._sequence) & 0xFFFF) < 0x8000:  # not before the next number: continue after it
-                self._sequence = (seq + 1) & 0xFFFF
-        if not datas:
-            return True
-        if len(datas) == 1:
-            self._batch.send_one(self._transport, datas[0], self._addr)
-        else:
-            self._batch.send(self._transport, datas, self._addr)
-        self._last_timestamp, self._last_time = timestamp, time.monotonic()
-        # What the sender's Sender Reports and getStats read, and the transport's counters.
-        count = len(datas)
-        sender._RTCRtpSender__ntp_timestamp = ntp
-        sender._RTCRtpSender__rtp_timestamp = timestamp
-        sender._RTCRtpSender__octet_count += octets
-        sender._RTCRtpSender__packet_count += count
-        dtls._RTCDtlsTransport__tx_bytes += sum(map(len, datas))
-        dtls._RTCDtlsTransport__tx_packets += count
-        return True
-
-
 class ForwardTrack(MediaStreamTrack):
     """An outgoing slot: a publication's packets, sent on the subscriber's sender by `RtpOut`.
 
@@ -496,16 +263,7 @@ class ForwardTrack(MediaStreamTrack):
 
     def attach_sender(self, sender: RTCRtpSender) -> None:
         # PLI / FIR from the subscriber: forward to the publisher instead of "encoding" a keyframe.
-        sender._send_keyframe = self.request_keyframe
-        self._out = out = RtpOut(sender)
-        start = sender.send
-
-        async def send(parameters) -> None:
-            await start(parameters)  # configures the header extensions RtpOut.header serialises with
-            # aiortc's sender sends with the first negotiated codec (`_run_rtp(parameters.codecs[0])`).
-            out.payload_type = parameters.codecs[0].payloadType
-
-        sender.send = send
+        self._out = attach_rtp_out(sender, self.request_keyframe, DatagramBatch())
 
     def bind(self, publication: Publication) -> None:
         self.unbind()

@@ -2,14 +2,14 @@
 
 Without TURN (the chart's turn.enabled=false) browsers reach a media pod directly on the ports
 its node publishes, so every ICE host socket must be bound inside that range. aioice 0.13 (pinned,
-under aiortc 1.16) binds each host candidate with
-``loop.create_datagram_endpoint(..., local_addr=(address, 0))`` and has no option to choose the
-port: upstream has asked for one since aioice issue #47, and the pull requests adding it (#63,
-#112 `port_range`) are not merged in any release, and aiortc would not pass it through anyway.
-So this is hand-written: :func:`install` wraps ``create_datagram_endpoint`` on the running loop
-(an instance attribute, no aioice fork); inside a :func:`scope` a bind to port 0 tries the range's
-ports from a random offset, skipping those in use (EADDRINUSE), and passes every other call
-through unchanged. tests/media/test_aiortc_internals.py fails if aioice stops binding that way.
+under aiortc 1.16) has no option to choose the port: upstream has asked for one since aioice issue
+#47, and the pull requests adding it (#63, #112 `port_range`) are not merged in any release, and
+aiortc would not pass it through anyway. So this is hand-written: :func:`install` has
+``rtc_internals.intercept_host_candidate_binds`` (the one place that knows how aioice binds its host
+candidates: the running loop's ``create_datagram_endpoint`` with port 0) hand every such bind to
+this module; inside a :func:`scope` it tries the range's ports from a random offset, skipping those
+in use (EADDRINUSE), and outside one it binds port 0 as before. tests/media/test_aiortc_internals.py
+fails if aioice stops binding that way.
 
 A full range is not a port conflict: the bind fails with EADDRINUSE like any other (aioice then
 skips the address without leaving a socket), and the scope records the shortage, so the caller
@@ -28,8 +28,10 @@ import contextlib
 import contextvars
 import errno
 import random
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+
+from services.media.rtc_internals import intercept_host_candidate_binds
 
 
 @dataclass(frozen=True)
@@ -94,27 +96,24 @@ def scope(ports: PortRange | None, *then: PortRange | None) -> Iterator[Usage | 
 
 
 def install(loop: asyncio.AbstractEventLoop) -> None:
-    """Wrap `loop.create_datagram_endpoint` once; outside a scope it behaves exactly as before."""
-    if getattr(loop.create_datagram_endpoint, "_svpl_rtc_ports", False):
-        return
-    original = loop.create_datagram_endpoint
+    """Take over the port of aioice's host candidate binds on `loop`, once; outside a scope they bind
+    port 0, exactly as before."""
+    intercept_host_candidate_binds(loop, _bind)
 
-    async def create_datagram_endpoint(protocol_factory, local_addr=None, remote_addr=None, **kwargs):
-        usage = _scope.get()
-        if usage is None or local_addr is None or remote_addr is not None or local_addr[1] != 0:
-            return await original(protocol_factory, local_addr=local_addr, remote_addr=remote_addr, **kwargs)
-        host = local_addr[0]
-        for port in usage.order():
-            try:
-                result = await original(protocol_factory, local_addr=(host, port, *local_addr[2:]), **kwargs)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    continue
-                raise
-            usage.bound.append(port)
-            return result
-        usage.exhausted = True
-        raise RangeExhausted(usage.ports)
 
-    create_datagram_endpoint._svpl_rtc_ports = True  # type: ignore[attr-defined]
-    loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
+async def _bind(open_port: Callable[[int], Awaitable]):
+    """One host candidate's bind: `open_port(port)` is aioice's own bind with that port."""
+    usage = _scope.get()
+    if usage is None:
+        return await open_port(0)
+    for port in usage.order():
+        try:
+            result = await open_port(port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                continue
+            raise
+        usage.bound.append(port)
+        return result
+    usage.exhausted = True
+    raise RangeExhausted(usage.ports)

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from services.media.metrics import QUALITY_WARNINGS
+from services.media.rtc_internals import negotiated_codecs
 
 POOR_CONNECTION = "Din anslutning är svag: använd nätverkskabel om du kan"
 HIGH_DELAY = "Lång fördröjning i anslutningen"
@@ -70,7 +71,8 @@ class QualitySampler:
         rtts, losses, jitters = [], [], []
         received = sent = 0
         for t in pc.getTransceivers():
-            clock = t._codecs[0].clockRate if t._codecs else (48000 if t.kind == "audio" else 90000)
+            codecs = negotiated_codecs(t)
+            clock = codecs[0].clockRate if codecs else (48000 if t.kind == "audio" else 90000)
             reports = list((await t.receiver.getStats()).values()) + list((await t.sender.getStats()).values())
             for s in reports:
                 if s.type == "inbound-rtp":  # what the participant sends us

@@ -17,15 +17,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.rtcconfiguration import RTCBundlePolicy
-from aiortc.sdp import SessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from services.media import ports
 from services.media.forwarding import ForwardTrack, Publication, enlarge_socket_buffers, restrict_codecs
 from services.media.receive import receive_directly
 from services.media.quality import Quality, QualitySampler, Thresholds
 from services.media.reporter import ConnectionReporter, Report
+from services.media.rtc_internals import offered_direction, parse_sdp
 from services.media.storage import ClosedRooms, UsedJoinTokens
 from services.media.tokens import TokenVerifier
 from services.runtime.errors import (
@@ -83,7 +82,7 @@ def parse_offer(sdp: str) -> None:
     if sdp.count("\nm=") + sdp.startswith("m=") > MAX_MEDIA_SECTIONS:
         raise InvalidArgument("sdp_offer", f"more than {MAX_MEDIA_SECTIONS} media sections")
     try:
-        desc = SessionDescription.parse(sdp)
+        desc = parse_sdp(sdp)
     except Exception as exc:  # noqa: BLE001 - any parse failure is the client's input
         raise InvalidArgument("sdp_offer", f"is not a valid SDP offer ({exc.__class__.__name__})") from None
     media = [m for m in desc.media if m.kind in ("audio", "video")]
@@ -325,10 +324,10 @@ class MediaRooms:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp_offer, type="offer"))
             for t in pc.getTransceivers():
                 restrict_codecs(t)
-                if t._offerDirection in ("recvonly", "sendrecv") and t.receiver.track is not None:
+                if offered_direction(t) in ("recvonly", "sendrecv") and t.receiver.track is not None:
                     p.publications.append(Publication(p.participant_id, t.kind, t.receiver, self._keyframe_interval))
                     t.direction = "recvonly"
-                elif t._offerDirection == "sendonly":
+                elif offered_direction(t) == "sendonly":
                     track = ForwardTrack(t.kind, t.mid or "")
                     t.sender.replaceTrack(track)
                     track.attach_sender(t.sender)
@@ -483,7 +482,7 @@ class MediaRooms:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp_offer, type="offer"))
             for t in pc.getTransceivers():
                 restrict_codecs(t)
-                if t._offerDirection == "sendrecv" and t.receiver.track is not None:
+                if offered_direction(t) == "sendrecv" and t.receiver.track is not None:
                     pub = Publication("echo", t.kind, t.receiver, self._keyframe_interval)
                     track = ForwardTrack(t.kind)
                     t.sender.replaceTrack(track)

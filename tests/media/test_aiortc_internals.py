@@ -1,15 +1,21 @@
-"""The aiortc 1.16 internals the forwarder relies on (services/media/forwarding.py).
+"""The aiortc, aioice and pylibsrtp internals services/media relies on, all of them used in one module,
+services/media/rtc_internals.py (the adapter), and only there.
 
-These fail on an aiortc upgrade that changes any of them; then re-check forwarding.py."""
+These are the tripwire for a version bump: they fail on an upgrade that changes any of them; then
+re-check rtc_internals.py (and its PINNED versions with pyproject.toml's pins)."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import inspect
 import queue
+import re
 import socket
+import tomllib
 from fractions import Fraction
 from importlib.metadata import version
+from pathlib import Path
 
 import aiortc.rtcrtpreceiver
 import av
@@ -20,14 +26,60 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 from asyncio.selector_events import _SelectorDatagramTransport
 
-from services.media.forwarding import (DatagramBatch, PacketSink, Publication, RawHistory, is_vp8_keyframe,
-                                      starts_vp8_keyframe)
+from services.media import rtc_internals
+from services.media.forwarding import DatagramBatch, Publication, is_vp8_keyframe, starts_vp8_keyframe
+from services.media.rtc_internals import PINNED, PacketSink, RawHistory
+from tests.polling import poll
 
 
 def test_pinned_versions():
-    assert version("aiortc") == "1.16.0"
-    assert version("aioice") == "0.13.0"
-    assert version("pylibsrtp") == "1.0.0"
+    """The installed versions are the ones the adapter is written against, and pyproject.toml pins
+    exactly those."""
+    assert PINNED == {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}
+    for name, pinned in PINNED.items():
+        assert version(name) == pinned, name
+    with open(Path(__file__).parents[2] / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    dependencies = {d for extra in project.get("optional-dependencies", {}).values() for d in extra}
+    dependencies.update(project["dependencies"])
+    for name, pinned in PINNED.items():
+        assert [d for d in dependencies if re.match(rf"{name}\b", d)] == [f"{name}=={pinned}"], name
+
+
+# Where a module other than the adapter may use a private name of a library that is not one of these:
+# asyncio's datagram transport socket (forwarding.DatagramBatch, checked in test_sender_loop_that_rtp_out_reproduces).
+OTHER_PRIVATE_NAMES = {("forwarding.py", "_sock")}
+LIBRARIES = ("aiortc", "aioice", "pylibsrtp")
+
+
+def test_only_the_adapter_touches_the_libraries_internals():
+    """No other module of services/media imports from these libraries' submodules (their public API is
+    the package itself: ``from aiortc import ...``), names a private attribute of anything but itself
+    (``x._name`` where x is not self/cls, or by getattr/setattr), or a mangled name in a string."""
+    media = Path(rtc_internals.__file__).parent
+    found = []
+    for path in sorted(media.glob("*.py")):
+        if path.name == "rtc_internals.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in LIBRARIES:
+                if "." in node.module:
+                    found.append(f"{where} from {node.module} import")
+            elif isinstance(node, ast.Import):
+                found += [f"{where} import {a.name}" for a in node.names if a.name.split(".")[0] in LIBRARIES
+                          and "." in a.name]
+            elif (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.endswith("__")
+                  and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                found.append(f"{where} .{node.attr}")
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                  and node.func.id in ("getattr", "setattr", "hasattr", "delattr") and len(node.args) > 1
+                  and isinstance(node.args[1], ast.Constant) and str(node.args[1].value).startswith("_")
+                  and (path.name, node.args[1].value) not in OTHER_PRIVATE_NAMES):
+                found.append(f"{where} {node.func.id}(..., {node.args[1].value!r})")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and re.match(r"_RTC\w+__", node.value):
+                found.append(f"{where} {node.value!r}")
+    assert found == [], "use services/media/rtc_internals.py for these"
 
 
 def test_receiver_hands_every_packet_to_a_replaceable_jitter_buffer():
@@ -172,6 +224,30 @@ def test_transceiver_negotiation_attributes():
     assert "_codecs" in inspect.getsource(RTCRtpTransceiver.__init__)
 
 
+async def test_negotiation_through_the_adapter():
+    """offered_direction (the offer's direction seen from our side) and negotiated_codecs read what the
+    remote offer set; set_negotiated_codecs decides what the answer offers."""
+    from services.media.rtc_internals import negotiated_codecs, offered_direction, set_negotiated_codecs
+
+    client, server = RTCPeerConnection(RTCConfiguration(iceServers=[])), RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        client.addTransceiver("video", direction="recvonly")
+        client.addTransceiver("audio", direction="sendrecv")
+        await client.setLocalDescription(await client.createOffer())
+        await server.setRemoteDescription(client.localDescription)
+        video, audio = server.getTransceivers()
+        assert (offered_direction(video), offered_direction(audio)) == ("sendonly", "sendrecv")
+        vp8 = [c for c in negotiated_codecs(video) if c.mimeType == "video/VP8"]
+        assert vp8 and len(negotiated_codecs(video)) > len(vp8)
+        set_negotiated_codecs(video, vp8)
+        await server.setLocalDescription(await server.createAnswer())
+        rtpmaps = [line for line in server.localDescription.sdp.splitlines() if line.startswith("a=rtpmap:")]
+        assert [line for line in rtpmaps if "/90000" in line] == [f"a=rtpmap:{vp8[0].payloadType} VP8/90000"]
+    finally:
+        await client.close()
+        await server.close()
+
+
 def test_vp8_keyframe_bit():
     assert is_vp8_keyframe(b"\x10\x02") and not is_vp8_keyframe(b"\x11\x02") and not is_vp8_keyframe(b"")
     first, second = Vp8Encoder._packetize(b"\x10\x02" + bytes(2000), 5)
@@ -200,13 +276,13 @@ async def test_socket_buffers_are_reachable_and_enlarged():
 
 
 def test_sender_loop_that_rtp_out_reproduces():
-    """RtpOut (forwarding.py) sends as `RTCRtpSender._run_rtp` does and keeps the state it keeps."""
+    """RtpOut (rtc_internals.py) sends as `RTCRtpSender._run_rtp` does and keeps the state it keeps."""
     import aiortc.rtcrtpsender as sender_module
     from aiortc.rtcdtlstransport import RTCDtlsTransport
     from aiortc.rtcicetransport import RTCIceTransport
     from aioice.ice import Connection, StunProtocol
 
-    from services.media.forwarding import RTP_HISTORY_SIZE
+    from services.media.rtc_internals import RTP_HISTORY_SIZE
 
     assert sender_module.RTP_HISTORY_SIZE == RTP_HISTORY_SIZE
     assert "self._run_rtp(parameters.codecs[0])" in inspect.getsource(RTCRtpSender.send)
@@ -261,10 +337,7 @@ async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch):
     sfu, client = RTCPeerConnection(RTCConfiguration(iceServers=[])), RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
     async def wait_for_frames(done) -> None:
-        deadline = asyncio.get_running_loop().time() + 10
-        while not done():
-            assert asyncio.get_running_loop().time() < deadline, f"frames received: {len(received)}"
-            await asyncio.sleep(0.02)
+        await poll(done, 10, lambda: f"the frames (received: {len(received)})", 0.02)
 
     try:
         received = []
@@ -432,7 +505,7 @@ async def test_rtp_out_audio_header_is_aiortcs_serialisation():
     from aiortc.codecs import HEADER_EXTENSIONS
     from aiortc.rtcrtpparameters import RTCRtpParameters
 
-    from services.media.forwarding import RtpOut
+    from services.media.rtc_internals import RtpOut
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
@@ -440,7 +513,7 @@ async def test_rtp_out_audio_header_is_aiortcs_serialisation():
         extensions_map = sender._RTCRtpSender__rtp_header_extensions_map
         extensions_map.configure(RTCRtpParameters(headerExtensions=HEADER_EXTENSIONS["audio"]))
         sender._RTCRtpSender__mid = "1"
-        out = RtpOut(sender)
+        out = RtpOut(sender, DatagramBatch())
         out.payload_type = 111
         for timestamp, abs_send_time in ((0, 0), (123456789, 0xABCDEF), (0xFFFFFFFF, 7)):
             expected = RtpPacket(payload_type=111, timestamp=timestamp, ssrc=sender._ssrc)
@@ -453,8 +526,9 @@ async def test_rtp_out_audio_header_is_aiortcs_serialisation():
 
 
 def test_aioice_binds_host_candidates_on_the_running_loop_with_port_0():
-    """services/media/ports.py ranges ICE host ports by wrapping the running loop's create_datagram_endpoint:
-    if aioice binds some other way (or gains a port-range option), re-check ports.py."""
+    """rtc_internals.intercept_host_candidate_binds (for services/media/ports.py) ranges ICE host ports by
+    wrapping the running loop's create_datagram_endpoint: if aioice binds some other way (or gains a
+    port-range option), re-check it."""
     import aioice.ice
 
     src = inspect.getsource(aioice.ice.Connection.get_component_candidates)
@@ -491,13 +565,13 @@ async def test_aioice_gathers_inside_a_port_scope_and_ephemerally_outside_it():
 
 
 def test_srtp_protect_is_pylibsrtps_protect():
-    """SrtpProtect (forwarding.py) calls libsrtp on pylibsrtp's session buffer: the same bytes as
+    """SrtpProtect (rtc_internals.py) calls libsrtp on pylibsrtp's session buffer: the same bytes as
     ``Session.protect``, which the receiving side's ``unprotect`` accepts, and a clear error for a
     packet that does not fit."""
     import pytest
     from pylibsrtp import Policy, Session
 
-    from services.media.forwarding import SrtpProtect
+    from services.media.rtc_internals import SrtpProtect
 
     key = bytes(range(30))  # AES_CM_128_HMAC_SHA1_80: 16-byte key + 14-byte salt
 
@@ -517,7 +591,8 @@ def test_srtp_protect_is_pylibsrtps_protect():
 
 
 def test_receive_path_that_receive_directly_reproduces():
-    """services/media/receive.py handles RTP/RTCP in the socket callback as aiortc's DTLS task would."""
+    """rtc_internals.receive_in_callback (for services/media/receive.py) handles RTP/RTCP in the socket
+    callback as aiortc's DTLS task would."""
     from aiortc.rtcdtlstransport import RTCDtlsTransport
     from aioice.ice import Connection, StunProtocol
 
@@ -536,3 +611,115 @@ def test_receive_path_that_receive_directly_reproduces():
         assert line in recv_next, line
     assert "self._rx_srtp: Session = None" in inspect.getsource(RTCDtlsTransport.__init__)
     assert "self._protocols: list[StunProtocol] = []" in inspect.getsource(Connection.__init__)
+
+
+async def test_handlers_run_in_place_never_suspend_with_real_packets(monkeypatch):
+    """rtc_internals.run_now runs aiortc's RTP and RTCP handlers to their end in the socket's callback, on
+    the assumption that they never suspend. With real traffic (a client's audio and video echoed back to it
+    as the test room does: its Sender and Receiver Reports, its media) and with the packets that make
+    aiortc send from inside a handler (a NACK: a retransmission; PLI, FIR: a keyframe request; REMB; a
+    gap in the sequence: our NACK; BYE), the first step ends the handler: ``send(None)`` raises
+    StopIteration, and run_now never raised HandlerSuspended."""
+    import collections
+
+    import aioice.ice
+    import pytest
+    from aiortc.mediastreams import MediaStreamError
+    from aiortc.rtp import (RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RTCP_RTPFB_NACK, RtcpByePacket, RtcpPacket,
+                            RtcpPsfbPacket, RtcpRtpfbPacket, pack_remb_fci)
+
+    from services.media.forwarding import ForwardTrack, restrict_codecs
+    from services.media.receive import receive_directly
+    from services.media.rtc_internals import HandlerSuspended, negotiated_codecs
+    from tests.media.peers import SyntheticAudio, SyntheticVideo
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []  # what reached the loop's exception handler (a HandlerSuspended would)
+    previous_handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda loop, context: errors.append(context))
+    handled: collections.Counter[str] = collections.Counter()  # packet kinds run_now ran the handlers for
+    run_now = rtc_internals.run_now
+
+    def recording(coro) -> None:
+        data = coro.cr_frame.f_locals["data"]  # the handler's argument (it has not started yet)
+        if coro.cr_code.co_name == "_handle_rtcp_data":
+            handled.update(type(p).__name__ for p in RtcpPacket.parse(data))
+        else:
+            handled["RtpPacket"] += 1
+        run_now(coro)
+
+    monkeypatch.setattr(rtc_internals, "run_now", recording)  # the socket callback looks it up per datagram
+
+    def first_step_ends(coro) -> None:
+        with pytest.raises(StopIteration):
+            coro.send(None)
+
+    server, client = RTCPeerConnection(RTCConfiguration(iceServers=[])), RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    frames: collections.Counter[str] = collections.Counter()
+
+    async def consume(track) -> None:
+        try:
+            while True:
+                await track.recv()
+                frames[track.kind] += 1
+        except MediaStreamError:
+            pass
+
+    client.on("track", lambda track: asyncio.ensure_future(consume(track)))
+    try:
+        client.addTrack(SyntheticAudio())
+        client.addTrack(SyntheticVideo(160, 120))
+        await client.setLocalDescription(await client.createOffer())
+        await server.setRemoteDescription(client.localDescription)
+        pubs, tracks = {}, {}
+        for t in server.getTransceivers():  # as the test room (rooms.py) sets it up
+            restrict_codecs(t)
+            pubs[t.kind], tracks[t.kind] = Publication("echo", t.kind, t.receiver), ForwardTrack(t.kind)
+            t.sender.replaceTrack(tracks[t.kind])
+            tracks[t.kind].attach_sender(t.sender)
+            tracks[t.kind].bind(pubs[t.kind])
+            t.direction = "sendrecv"
+        await server.setLocalDescription(await server.createAnswer())
+        assert receive_directly(server) >= 1
+        await client.setRemoteDescription(server.localDescription)
+        await poll(lambda: frames["video"] >= 10 and frames["audio"] >= 25
+                   and all(handled[k] for k in ("RtpPacket", "RtcpSrPacket", "RtcpRrPacket")), 15,
+                   lambda: f"echoed media and the client's reports through the direct path ({frames}, {handled})")
+        assert not [e for e in errors if isinstance(e.get("exception"), HandlerSuspended)], errors
+
+        video = next(t for t in server.getTransceivers() if t.kind == "video")
+        dtls, sender = video.receiver.transport, video.sender
+        ssrc = sender._ssrc  # our sender's, which the client's feedback names
+        (source,) = [s.source for s in video.receiver.getSynchronizationSources()]  # the client's video
+
+        def sent() -> int:
+            return dtls._RTCDtlsTransport__tx_packets
+
+        # A NACK for the last packet we sent: aiortc's sender retransmits it, within the first step.
+        last = (tracks["video"]._out._sequence - 1) & 0xFFFF
+        before = sent()
+        first_step_ends(dtls._handle_rtcp_data(bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=ssrc,
+                                                                     lost=[last]))))
+        assert sent() == before + 1
+        # PLI and FIR reach our keyframe hook (on to the publisher, throttled); REMB is taken note of.
+        requests = pubs["video"].keyframe_requests
+        for fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            first_step_ends(dtls._handle_rtcp_data(bytes(RtcpPsfbPacket(fmt=fmt, ssrc=1, media_ssrc=ssrc))))
+        assert pubs["video"].keyframe_requests > requests or pubs["video"]._pending is not None
+        first_step_ends(dtls._handle_rtcp_data(bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0,
+                                                                    fci=pack_remb_fci(300_000, [ssrc])))))
+        # A gap in the client's numbering: our receiver sends a NACK, within the first step (the packet
+        # has no payload, so nothing is forwarded).
+        gap = RtpPacket(payload_type=negotiated_codecs(video)[0].payloadType, ssrc=source,
+                        sequence_number=(pubs["video"]._highest + 3) & 0xFFFF, timestamp=0)
+        before = sent()
+        first_step_ends(dtls._handle_rtp_data(gap.serialize(), arrival_time_ms=clock.current_ms()))
+        assert sent() == before + 1
+        first_step_ends(dtls._handle_rtcp_data(bytes(RtcpByePacket(sources=[source]))))  # the client leaves
+        assert video.receiver._RTCRtpReceiver__decoder_thread is None
+        assert not [e for e in errors if isinstance(e.get("exception"), HandlerSuspended)], errors
+    finally:
+        loop.set_exception_handler(previous_handler)
+        await client.close()
+        await server.close()

@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 
 import aioice.ice
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdtlstransport import State as DtlsState
 
-from services.media.receive import receive_directly, run_now
-from tests.media.peers import SyntheticAudio, SyntheticVideo, wait_for
+from services.media.receive import receive_directly
+from services.media.rtc_internals import HandlerSuspended, run_now
+from tests.media.peers import SyntheticAudio, SyntheticVideo
+from tests.polling import poll
 
 
 async def test_media_arrives_through_the_direct_path_and_a_close_still_closes(monkeypatch):
@@ -48,20 +51,20 @@ async def test_media_arrives_through_the_direct_path_and_a_close_still_closes(mo
 
         connection._queue.put_nowait = watch
         await client.setRemoteDescription(server.localDescription)
-        await wait_for(lambda: frames["video"] >= 20 and frames["audio"] >= 50, 15, what="media through the direct path")
+        await poll(lambda: frames["video"] >= 20 and frames["audio"] >= 50, 15, what="media through the direct path")
         # Once connected, no RTP/RTCP datagram took the queue: before, DTLS (and early media) did.
         assert any(20 <= first < 64 for first, _ in queued)
         assert not [first for first, connected in queued if connected and 127 < first < 192]
         stats = [s for s in (await server.getStats()).values() if s.type == "transport"][0]
         assert stats.packetsReceived >= 70 and stats.bytesReceived > 0  # counted as aiortc counts them
         await client.close()  # the DTLS close_notify takes aiortc's own path and ends the connection
-        await wait_for(lambda: server.connectionState == "closed", 10, what="the server side closed")
+        await poll(lambda: server.connectionState == "closed", 10, what="the server side closed")
     finally:
         await client.close()
         await server.close()
 
 
-async def test_run_now_finishes_in_place_or_in_a_task():
+async def test_run_now_finishes_in_place_and_fails_loudly_if_a_handler_suspends():
     done = []
 
     async def at_once() -> None:
@@ -74,10 +77,13 @@ async def test_run_now_finishes_in_place_or_in_a_task():
     async def suspends() -> None:
         done.append(await gate)
 
-    run_now(suspends())
+    # aiortc's handlers never suspend (test_aiortc_internals checks it with real packets): one that does
+    # breaks the assumption, and says so; its rest still runs, in a task.
+    with pytest.raises(HandlerSuspended, match="suspends.* suspended"):
+        run_now(suspends())
     assert done == ["at once"]
     gate.set_result("later")
-    await wait_for(lambda: done == ["at once", "later"], 2, what="the suspended rest finished by a task")
+    await poll(lambda: done == ["at once", "later"], 2, what="the suspended rest finished by a task")
 
     async def fails() -> None:
         raise ValueError("bad datagram")

@@ -1,0 +1,516 @@
+"""The one module that touches aiortc's, aioice's and pylibsrtp's internals (STYLE.md: private names of
+third-party libraries in one module).
+
+The media service forwards RTP packets between peer connections without decoding them, receives SRTP
+in the socket's callback and binds its ICE sockets inside a port range. aiortc has no public API for
+any of that, so this module does it against the internals of exactly the versions in :data:`PINNED`
+(pyproject.toml pins the same, exactly); everything else in services/media calls the names below and
+aiortc's public API only. tests/media/test_aiortc_internals.py is the tripwire for a version bump: it
+checks each internal named here against the installed libraries' source and behaviour, and that no
+other module of services/media uses a private name of these libraries.
+
+What is here, and why (performance throughout; the hot path keeps the objects and bound methods these
+return, so no call layer is added per packet):
+
+- Names from undocumented modules, re-exported as they are: :class:`RtpPacket`, :func:`is_rtcp`,
+  :class:`VpxPayloadDescriptor`, :func:`parse_sdp`, :func:`current_ntp_time`, :func:`current_ms`.
+- Negotiation: :func:`negotiated_codecs` / :func:`set_negotiated_codecs` (``RTCRtpTransceiver._codecs``)
+  and :func:`offered_direction` (``RTCRtpTransceiver._offerDirection``).
+- Packet forwarding, receiving side: :func:`divert_received_packets` puts a :class:`PacketSink` in place of
+  the receiver's jitter buffer; :func:`pli_sender` (``RTCRtpReceiver._send_rtcp_pli``).
+- Packet forwarding, sending side: :func:`attach_rtp_out` and :class:`RtpOut` do what
+  ``RTCRtpSender._run_rtp`` does, on the sender's and its transports' private state, with a
+  :class:`RawHistory` as the sender's retransmission history.
+- SRTP on the session buffer: :class:`SrtpProtect` (pylibsrtp's ``_binding``, ``Session._srtp``,
+  ``_cdata``, ``_buffer``).
+- Direct receive: :func:`receive_in_callback` replaces aioice's ``datagram_received`` for SRTP/SRTCP;
+  :func:`run_now` runs aiortc's handlers in place and raises :class:`HandlerSuspended` if one suspends.
+- ICE sockets: :func:`ice_sockets` (aioice ``Connection._protocols``) and
+  :func:`intercept_host_candidate_binds` (how aioice binds its host candidates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any
+
+import pylibsrtp
+from aiortc.clock import current_ms, current_ntp_time
+from aiortc.codecs.vpx import VpxPayloadDescriptor
+from aiortc.rtcdtlstransport import State as DtlsState
+from aiortc.rtp import RtpPacket, is_rtcp
+from aiortc.sdp import SessionDescription
+from pylibsrtp import SRTP_MAX_TRAILER_LEN
+from pylibsrtp._binding import ffi as srtp_ffi
+from pylibsrtp._binding import lib as srtp_lib
+
+# The loggers the code below logged to before it moved here (services/media/forwarding.py, receive.py).
+forwarding_log = logging.getLogger("svpl.media.forwarding")
+receive_log = logging.getLogger("svpl.media.receive")
+
+# The versions whose internals this module is written against (pyproject.toml pins the same).
+PINNED = {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}
+
+__all__ = [
+    "PINNED", "HandlerSuspended", "PacketSink", "RawHistory", "RtpOut", "RtpPacket", "SrtpProtect",
+    "VpxPayloadDescriptor", "attach_rtp_out", "current_ms", "current_ntp_time", "divert_received_packets",
+    "ice_sockets", "intercept_host_candidate_binds", "is_rtcp", "negotiated_codecs", "offered_direction",
+    "parse_sdp", "pli_sender", "receive_in_callback", "run_now", "set_negotiated_codecs",
+]
+
+# ---------------------------------------------------------------------------------------------------------
+# Names from aiortc's undocumented modules, as they are (no wrapper: some are used per packet).
+#
+# RtpPacket, is_rtcp (aiortc.rtp): the packet objects aiortc's receiver hands on, its RTP serialisation, and
+#     its RTP/RTCP demultiplexing (RFC 5761).
+# VpxPayloadDescriptor (aiortc.codecs.vpx): the VP8 payload descriptor parser (RFC 7741 4.2).
+# current_ntp_time, current_ms (aiortc.clock): the clocks aiortc stamps Sender Reports, abs-send-time and
+#     arrival times with.
+
+parse_sdp = SessionDescription.parse
+"""aiortc.sdp's ``SessionDescription.parse``: the SDP parser aiortc itself uses, to check an offer before any
+peer connection exists."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Negotiation
+
+
+def negotiated_codecs(transceiver) -> list:
+    """``RTCRtpTransceiver._codecs``: the codecs negotiated from the remote offer, which the answer and the
+    sender use (the first is the one sent), set by ``RTCPeerConnection.setRemoteDescription``."""
+    return transceiver._codecs
+
+
+def set_negotiated_codecs(transceiver, codecs: list) -> None:
+    """Replace ``RTCRtpTransceiver._codecs`` (before the answer is created): what we forward must be the
+    only codec the answer offers, the forwarded bitstream is never transcoded."""
+    transceiver._codecs = codecs
+
+
+def offered_direction(transceiver) -> str | None:
+    """``RTCRtpTransceiver._offerDirection``: the remote offer's m-line direction seen from our side
+    (reversed: the peer's "sendonly" is our "recvonly"); aiortc keeps no public copy (``direction`` is
+    ours to set, ``currentDirection`` exists only after the answer)."""
+    return transceiver._offerDirection
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Packet forwarding: the receiving side
+
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+
+
+class PacketSink:
+    """Stands in for a receiver's jitter buffer: each packet aiortc's receiver has counted, checked and
+    NACK-tracked goes to `on_packet` at once instead of into frame assembly for a decoder."""
+
+    def __init__(self, on_packet: Callable[[RtpPacket], None]) -> None:
+        self._on_packet = on_packet
+
+    def add(self, packet: RtpPacket) -> tuple[bool, None]:
+        """aiortc's ``JitterBuffer.add``: (send a PLI?, a complete frame for the decoder): never either."""
+        try:
+            self._on_packet(packet)
+        except Exception:  # noqa: BLE001 - never break the receiver's RTP path
+            forwarding_log.exception("forwarding a packet failed")
+        return False, None
+
+
+def divert_received_packets(receiver, on_packet: Callable[[RtpPacket], None]) -> PacketSink:
+    """Every RTP packet `receiver` gets goes to `on_packet`, after aiortc's own receive bookkeeping.
+
+    ``RTCRtpReceiver._handle_rtp_packet`` feeds the bitrate estimator (REMB), the receive statistics
+    (Receiver Reports, getStats) and the NACK generator, unwraps RTX, and then hands every packet to its
+    private jitter buffer (``_RTCRtpReceiver__jitter_buffer.add``), which assembles frames for the
+    decoder. A :class:`PacketSink` takes that buffer's place: all of aiortc's receive bookkeeping stays,
+    and each packet goes on at once (aiortc's buffer held audio ~80 ms and video a frame, ~67 ms);
+    nothing is ever decoded, the decoder thread only sees the final ``None``."""
+    sink = PacketSink(on_packet)
+    setattr(receiver, _JITTER_BUFFER, sink)
+    return sink
+
+
+def pli_sender(receiver) -> Callable[[int], Coroutine[Any, Any, None]]:
+    """``RTCRtpReceiver._send_rtcp_pli``, bound: ``pli(media_ssrc)`` is a coroutine that sends a Picture
+    Loss Indication for that source to the remote sender (there is no public way to ask for a keyframe)."""
+    return receiver._send_rtcp_pli
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Packet forwarding: the sending side
+
+RTP_HISTORY_SIZE = 128  # aiortc.rtcrtpsender's: NACKs look packets up by sequence number modulo this
+_HEADER_FIELDS = struct.Struct("!BHI")  # RTP header bytes 1-7: marker and payload type, sequence number, timestamp
+
+
+class RawHistory:
+    """The sender's RTP history (aiortc's ``__rtp_history``: sequence number % 128 -> packet) kept as
+    the plain RTP bytes sent, in a fixed ring; a packet object is parsed only when a NACK asks for it.
+
+    aiortc's ``RTCRtpSender._retransmit`` is its only reader and calls only ``get``; its own send loop
+    (parked, see forwarding.ForwardTrack.recv) would store packets with ``[]=``."""
+
+    __slots__ = ("extensions_map", "ring")
+
+    def __init__(self, extensions_map) -> None:
+        self.ring: list[bytes | None] = [None] * RTP_HISTORY_SIZE
+        self.extensions_map = extensions_map  # the sender's, configured when it starts
+
+    def get(self, index: int, default=None):
+        data = self.ring[index]
+        return default if data is None else RtpPacket.parse(data, self.extensions_map)
+
+    def __setitem__(self, index: int, packet: RtpPacket) -> None:
+        self.ring[index] = packet.serialize(self.extensions_map)
+
+
+class SrtpProtect:
+    """libsrtp's ``srtp_protect`` on a DTLS transport's outgoing SRTP session, without pylibsrtp's
+    per-call wrapping.
+
+    ``pylibsrtp.Session.protect`` checks its argument's type, allocates a length cell and resolves the
+    binding on every call; under cProfile at a forwarder's packet rate that wrapping took about
+    twice the time of the encryption itself. This keeps one length cell and calls the same function on
+    the session's own buffer (pylibsrtp's ``_binding`` module and the session's ``_srtp``, ``_cdata``,
+    ``_buffer``). One event loop thread uses a session, so sharing its buffer is safe, as it is for
+    pylibsrtp's own calls."""
+
+    __slots__ = ("_buffer", "_call", "_cdata", "_length", "_limit", "_session", "_srtp")
+
+    def __init__(self, session) -> None:
+        self._session = session  # keeps the libsrtp context (freed with the session) alive
+        self._call = srtp_lib.srtp_protect
+        self._srtp = session._srtp[0]
+        self._cdata = session._cdata
+        self._buffer = session._buffer
+        self._length = srtp_ffi.new("int *")
+        self._limit = len(session._cdata) - SRTP_MAX_TRAILER_LEN
+
+    def __call__(self, plain: bytes) -> bytes:
+        size = len(plain)
+        if size > self._limit:
+            raise ValueError("packet is too long")
+        buffer = self._buffer
+        buffer[0:size] = plain
+        length = self._length
+        length[0] = size
+        status = self._call(self._srtp, self._cdata, length)
+        if status:
+            raise ConnectionError(f"SRTP protect failed (libsrtp status {status})")
+        return buffer[0:length[0]]
+
+
+class RtpOut:
+    """Sends a source's RTP packets on one `RTCRtpSender`, re-headed as its `_run_rtp` loop would.
+
+    aiortc's sender loop (``RTCRtpSender._run_rtp``) costs several nested awaits and an ``RtpPacket``
+    serialisation per packet, and needs frames. This does what that loop does: each packet keeps its
+    payload (the VP8 payload descriptor included) and gets the sender's header (its SSRC, payload type,
+    MID and abs-send-time extensions, serialised by aiortc once and then patched), its sequence number
+    and timestamp shifted into the sender's own spaces (continuous when the slot changes source), is
+    SRTP-protected by the DTLS transport's libsrtp session (:class:`SrtpProtect`) and goes to the
+    nominated ICE pair's asyncio transport through `batch` (forwarding.DatagramBatch). It keeps the
+    sender's RTP history (a :class:`RawHistory` replaces ``__rtp_history``, for NACK retransmission by
+    ``_retransmit``), its Sender Report counters and the DTLS transport's byte counters as aiortc's
+    loop does.
+
+    What a send needs from the connection (the nominated pair's transport and address, the SRTP
+    session) is looked up again only when the DTLS transport or the nominated pair changes."""
+
+    def __init__(self, sender, batch) -> None:
+        self.sender: Any = sender
+        self.payload_type: int | None = None  # set once the sender has started (attach_rtp_out)
+        self._sequence = random.randint(0, 0xFFFF)  # the next sequence number this sender uses
+        self._timestamp_origin = random.getrandbits(32)
+        self._sequence_offset = self._timestamp_offset = 0  # source -> this sender (see rebase)
+        self._first = 0  # the source's first sequence number sent since rebase
+        self._last_timestamp: int | None = None
+        self._last_time = 0.0
+        history = RawHistory(sender._RTCRtpSender__rtp_header_extensions_map)
+        sender._RTCRtpSender__rtp_history = history
+        self._ring = history.ring
+        self._extensions: Any = None  # MID and abs-send-time, as aiortc's loop sets them (for _serialize)
+        self._header: bytes | None = None  # this sender's serialised RTP header, per frame patched
+        self._abs_send_time_at: int | None = None  # offset of the 3 abs-send-time bytes in it
+        self._patchable = False  # whether the header differs between frames only in those bytes and the timestamp
+        self._batch = batch
+        self._dtls = None  # the sender's DTLS transport the route below was taken from
+        self._nominated: dict = {}  # its ICE connection's nominated pairs (aioice keeps one dict per connection)
+        self._pair = None
+        self._transport: Any = None
+        self._addr: Any = None
+        self._protect: Any = None
+
+    def _serialize(self, timestamp: int, abs_send_time: int) -> bytes:
+        packet = RtpPacket(payload_type=self.payload_type, timestamp=timestamp, ssrc=self.sender._ssrc)  # type: ignore[arg-type]
+        packet.extensions = self._extensions
+        self._extensions.abs_send_time = abs_send_time
+        return packet.serialize(self.sender._RTCRtpSender__rtp_header_extensions_map)
+
+    def header(self, timestamp: int, abs_send_time: int) -> bytearray:
+        """aiortc's serialisation of this sender's header; after the first frame only the timestamp
+        and (where negotiated, i.e. video) abs-send-time bytes are rewritten (the rest is the same
+        for every frame)."""
+        if self._header is None:
+            self._extensions = RtpPacket().extensions
+            self._extensions.mid = self.sender._RTCRtpSender__mid
+            self._header = self._serialize(0, 0)
+            probe = self._serialize(0, 0xFFFFFF)
+            changed = [i for i, (a, b) in enumerate(zip(self._header, probe)) if a != b]
+            if len(changed) == 3 and changed[2] == changed[0] + 2 and len(probe) == len(self._header):
+                self._abs_send_time_at = changed[0]
+                self._patchable = True
+            elif not changed and len(probe) == len(self._header):
+                self._patchable = True  # abs-send-time not negotiated (audio): only the timestamp changes
+        if not self._patchable:
+            return bytearray(self._serialize(timestamp, abs_send_time))
+        header = bytearray(self._header)
+        header[4:8] = timestamp.to_bytes(4, "big")
+        at = self._abs_send_time_at
+        if at is not None:
+            header[at:at + 3] = abs_send_time.to_bytes(3, "big")
+        return header
+
+    def ready(self) -> bool:
+        """The sender has started and its DTLS transport is connected (what aiortc's ``_send_rtp`` checks)."""
+        return self.payload_type is not None and self.sender._RTCRtpSender__transport._state is DtlsState.CONNECTED
+
+    def _route(self, dtls) -> bool:
+        """Take the nominated pair's transport and address and the SRTP session; False while there is none."""
+        if dtls is not self._dtls:
+            self._dtls, self._nominated, self._pair = dtls, dtls.transport._connection._nominated, None
+        pair = self._nominated.get(1)
+        if pair is None:
+            return False
+        if pair is not self._pair:
+            self._pair, self._transport, self._addr = pair, pair.protocol.transport, pair.remote_addr
+            self._protect = SrtpProtect(dtls._tx_srtp)
+        return True
+
+    def rebase(self, first: RtpPacket, clock_rate: int) -> None:
+        """Map a (new) source's sequence numbers and timestamps into this sender's, from `first` on:
+        the sequence continues where it stopped and the timestamp advances by the time that passed,
+        so the subscriber's browser sees one stream whichever participant fills the slot."""
+        now = time.monotonic()
+        if self._last_timestamp is None:
+            timestamp = self._timestamp_origin
+        else:
+            timestamp = self._last_timestamp + max(1, int((now - self._last_time) * clock_rate))
+        self._timestamp_offset = (timestamp - first.timestamp) & 0xFFFFFFFF
+        self._sequence_offset = (self._sequence - first.sequence_number) & 0xFFFF
+        self._first = first.sequence_number
+
+    def send(self, packets: list[RtpPacket], ntp: int, abs_send_time: int) -> bool:
+        """Sends a source's packets (after `rebase`); False (nothing sent) while the sender is not
+        started or not connected."""
+        sender = self.sender
+        dtls = sender._RTCRtpSender__transport
+        if self.payload_type is None or dtls._state is not DtlsState.CONNECTED or not sender._enabled:
+            return False
+        if (dtls is not self._dtls or self._nominated.get(1) is not self._pair) and not self._route(dtls):
+            return False
+        protect, ring, first = self._protect, self._ring, self._first
+        sequence_offset, timestamp_offset = self._sequence_offset, self._timestamp_offset
+        header = self.header(0, abs_send_time)
+        pt = self.payload_type
+        datas = []
+        octets = 0
+        timestamp = seq = None
+        for packet in packets:
+            if (packet.sequence_number - first) & 0xFFFF >= 0x8000:
+                continue  # from before this source was started on this sender
+            seq = (packet.sequence_number + sequence_offset) & 0xFFFF
+            timestamp = (packet.timestamp + timestamp_offset) & 0xFFFFFFFF
+            _HEADER_FIELDS.pack_into(header, 1, pt | 0x80 if packet.marker else pt, seq, timestamp)
+            payload = packet.payload
+            plain = bytes(header) + payload
+            ring[seq % RTP_HISTORY_SIZE] = plain  # kept for retransmission on NACK, as aiortc's sender keeps it
+            datas.append(protect(plain))
+            octets += len(payload)
+            if ((seq - self._sequence) & 0xFFFF) < 0x8000:  # not before the next number: continue after it
+                self._sequence = (seq + 1) & 0xFFFF
+        if not datas:
+            return True
+        if len(datas) == 1:
+            self._batch.send_one(self._transport, datas[0], self._addr)
+        else:
+            self._batch.send(self._transport, datas, self._addr)
+        self._last_timestamp, self._last_time = timestamp, time.monotonic()
+        # What the sender's Sender Reports and getStats read, and the transport's counters.
+        count = len(datas)
+        sender._RTCRtpSender__ntp_timestamp = ntp
+        sender._RTCRtpSender__rtp_timestamp = timestamp
+        sender._RTCRtpSender__octet_count += octets
+        sender._RTCRtpSender__packet_count += count
+        dtls._RTCDtlsTransport__tx_bytes += sum(map(len, datas))
+        dtls._RTCDtlsTransport__tx_packets += count
+        return True
+
+
+def attach_rtp_out(sender, on_keyframe_request: Callable[[], None], batch) -> RtpOut:
+    """Make `sender` an :class:`RtpOut`'s: keyframe requests from its remote receiver go to
+    `on_keyframe_request`, and the RtpOut learns the payload type when the sender starts.
+
+    ``RTCRtpSender._handle_rtcp_packet`` calls ``self._send_keyframe()`` for PLI and FIR (to make its
+    encoder produce one); it is overridden on this sender to ask the publisher instead. aiortc's sender
+    sends with the first negotiated codec (``_run_rtp(parameters.codecs[0])`` in ``send``), and ``send``
+    configures the header extensions map :meth:`RtpOut.header` serialises with."""
+    sender._send_keyframe = on_keyframe_request
+    out = RtpOut(sender, batch)
+    start = sender.send
+
+    async def send(parameters) -> None:
+        await start(parameters)  # configures the header extensions RtpOut.header serialises with
+        out.payload_type = parameters.codecs[0].payloadType
+
+    sender.send = send
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ICE sockets
+
+
+def ice_sockets(pc) -> Iterator:
+    """The UDP sockets of `pc`'s ICE connections, per transceiver (a bundled socket once per transceiver).
+
+    aiortc's ``RTCIceTransport`` keeps its aioice ``Connection`` in ``_connection``, whose ``_protocols``
+    (one per local candidate) hold the asyncio datagram transports; neither offers a public way to them."""
+    for t in pc.getTransceivers():
+        connection = getattr(t.receiver.transport.transport, "_connection", None)
+        for protocol in getattr(connection, "_protocols", ()):
+            sock = protocol.transport.get_extra_info("socket") if getattr(protocol, "transport", None) else None
+            if sock is not None:
+                yield sock
+
+
+def intercept_host_candidate_binds(loop: asyncio.AbstractEventLoop,
+                                   bind: Callable[[Callable[[int], Awaitable]], Awaitable]) -> None:
+    """Let `bind` choose the port of every ICE host candidate socket aioice opens on `loop`.
+
+    aioice 0.13 (``Connection.get_component_candidates``) binds each host candidate with the running
+    loop's ``create_datagram_endpoint(..., local_addr=(address, 0))`` and has no option to choose the
+    port (aioice issue #47; pull requests #63 and #112 are not in any release, and aiortc would not pass
+    one through). So `loop.create_datagram_endpoint` is wrapped, once (an instance attribute, no fork):
+    a bind of that shape (local port 0, no remote address) calls ``await bind(open_port)``, where
+    ``open_port(port)`` is the original call with that port (0: an ephemeral one, as before); every
+    other call passes through unchanged."""
+    if getattr(loop.create_datagram_endpoint, "_svpl_rtc_ports", False):
+        return
+    original = loop.create_datagram_endpoint
+
+    async def create_datagram_endpoint(protocol_factory, local_addr=None, remote_addr=None, **kwargs):
+        if local_addr is None or remote_addr is not None or local_addr[1] != 0:
+            return await original(protocol_factory, local_addr=local_addr, remote_addr=remote_addr, **kwargs)
+
+        def open_port(port: int) -> Awaitable:
+            return original(protocol_factory, local_addr=(local_addr[0], port, *local_addr[2:]), **kwargs)
+
+        return await bind(open_port)
+
+    create_datagram_endpoint._svpl_rtc_ports = True  # type: ignore[attr-defined]
+    loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Direct receive: SRTP/SRTCP handled in the socket's callback (the design is in receive.py)
+
+
+class HandlerSuspended(RuntimeError):
+    """An aiortc handler that :func:`run_now` runs in place suspended: the assumption it is run on (the
+    pinned aiortc's handlers end in a synchronous ``sendto`` and never suspend) no longer holds."""
+
+
+def run_now(coro: Coroutine) -> None:
+    """Run one of aiortc's handler coroutines to its end, here and now.
+
+    The pinned aiortc's ``RTCDtlsTransport._handle_rtp_data`` / ``_handle_rtcp_data`` and what they
+    await (receive statistics, NACK/PLI/REMB/retransmission sends through ``_send_rtp`` and aioice's
+    ``Connection.send``, which end in the datagram transport's synchronous ``sendto``) never suspend, so
+    the first ``send(None)`` ends the coroutine (tests/media/test_aiortc_internals.py checks it with
+    real packets). Should one ever suspend, its rest still runs (in a task), and :class:`HandlerSuspended`
+    is raised: the assumption is broken, and that must not pass silently. An exception from the handler
+    itself is logged and the datagram dropped, as aiortc's receive task would."""
+    try:
+        awaited = coro.send(None)
+    except StopIteration:
+        return
+    except Exception:  # noqa: BLE001 - as aiortc's receive task would: drop the datagram, keep receiving
+        receive_log.exception("handling a media datagram failed")
+        return
+    asyncio.ensure_future(_finish(coro, awaited))
+    raise HandlerSuspended(
+        f"{getattr(coro, '__qualname__', coro)!s} suspended (awaiting {awaited!r}); aiortc's handlers are run "
+        f"in place on the assumption that they never do: re-check services/media/rtc_internals.py against "
+        f"the installed aiortc")
+
+
+async def _finish(coro: Coroutine, awaited) -> None:
+    """What a Task does for a coroutine, for the rest of one already started: wait for the future it
+    awaits (or yield once for a bare ``yield``), then resume it, until it ends."""
+    while True:
+        if awaited is None:
+            await asyncio.sleep(0)
+        else:
+            try:
+                await awaited
+            except BaseException:  # noqa: BLE001, S110 - the coroutine sees the outcome itself when resumed
+                pass
+        try:
+            awaited = coro.send(None)
+        except StopIteration:
+            return
+        except Exception:  # noqa: BLE001
+            receive_log.exception("handling a media datagram failed")
+            return
+
+
+def receive_in_callback(dtls) -> int:
+    """Handle `dtls`'s incoming SRTP/SRTCP in its sockets' callbacks; returns how many sockets were set.
+
+    aiortc 1.16 receives every datagram through aioice: ``StunProtocol.datagram_received`` tries to parse
+    it as STUN, ``Connection.data_received`` puts it on ``Connection._queue``, and the DTLS transport's
+    task resumes ``__run`` → ``_recv_next`` → ``RTCIceTransport._recv`` → ``Connection.recv`` to take it
+    off. This replaces ``datagram_received`` on each of the ICE connection's ``_protocols``: a datagram
+    whose first byte says RTP/RTCP (128-191, RFC 7983) arriving while the DTLS transport is connected
+    (``_state``, ``_rx_srtp``) and nothing waits in aioice's queue is handled as ``_recv_next`` would:
+    counted (``__rx_bytes``, ``__rx_packets``), unprotected with ``_rx_srtp`` and given to
+    ``_handle_rtp_data`` / ``_handle_rtcp_data``, run by :func:`run_now`. Everything else (STUN, DTLS
+    records, media before the handshake or behind queued datagrams, so the order is kept) takes aioice's
+    own path."""
+    connection = dtls.transport._connection
+    count = 0
+    for protocol in connection._protocols:
+        protocol.datagram_received = _direct(protocol.datagram_received, connection._queue, dtls)
+        count += 1
+    return count
+
+
+def _direct(through_aioice, waiting: asyncio.Queue, dtls):
+    """`through_aioice`: the protocol's own method, for everything else; `waiting`: aioice's queue of
+    received datagrams, which the DTLS transport's task takes from."""
+
+    def datagram_received(data: bytes, addr) -> None:
+        if (data and 127 < data[0] < 192 and dtls._state is DtlsState.CONNECTED and dtls._rx_srtp is not None
+                and waiting.empty()):
+            dtls._RTCDtlsTransport__rx_bytes += len(data)
+            dtls._RTCDtlsTransport__rx_packets += 1
+            arrival_time_ms = current_ms()
+            try:
+                if is_rtcp(data):
+                    handling = dtls._handle_rtcp_data(dtls._rx_srtp.unprotect_rtcp(data))
+                else:
+                    handling = dtls._handle_rtp_data(dtls._rx_srtp.unprotect(data), arrival_time_ms=arrival_time_ms)
+            except pylibsrtp.Error:  # aiortc drops what does not authenticate (replayed, forged, corrupt)
+                return
+            run_now(handling)
+            return
+        through_aioice(data, addr)
+
+    return datagram_received
