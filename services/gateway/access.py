@@ -5,10 +5,10 @@ one gRPC method (that service's ACCESS rule, enforced by its interceptor, decide
 method with the gateway's service token behind a gate of its own (a logged-in person holding a
 join token the gateway issued), needs only a logged-in person, or is public (logins, pages).
 
-`call()` (api.py) and the events WebSocket take the method to call from the route's declaration,
-so a route cannot relay to a method it did not declare; `check_declared()` refuses to build an
-app with an undeclared route, like the gRPC interceptor refuses a service with an undeclared
-method. tests/access/test_gateway_matrix.py derives every route × role expectation from this."""
+`call()` (routes/common.py) and the events WebSocket take the method to call from the route's
+declaration, so a route cannot relay to a method it did not declare; `check_declared()` refuses to
+build an app with an undeclared route, like the gRPC interceptor refuses a service with an
+undeclared method. tests/access/test_gateway_matrix.py derives every route × role expectation from this."""
 
 from __future__ import annotations
 

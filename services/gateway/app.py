@@ -1,7 +1,9 @@
 """The gateway's FastAPI application: the one HTTP entry for frontends.
 
-REST under /api/v1 (OpenAPI at /api/v1/openapi.json, committed as services/gateway/openapi.json),
-the meeting events WebSocket, the logins, and the meeting portal's static pages."""
+REST under /api/v1 (one router per API tag, services/gateway/routes/; OpenAPI at
+/api/v1/openapi.json, committed as services/gateway/openapi.json), the meeting events WebSocket,
+the logins, and the meeting portal's static pages. What the handlers use of the app (`app.state`,
+filled here) they get as typed dependencies (services/gateway/dependencies.py)."""
 
 from __future__ import annotations
 
@@ -9,17 +11,27 @@ import contextlib
 from pathlib import Path
 
 import grpc
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.gateway import access, api, logins, problems, protojson, realtime
+from services.gateway import access, logins, problems, protojson, realtime, routes
 from services.gateway.backends import Backends
 from services.gateway.config import GatewaySettings
-from services.gateway.security import ForwardedFor, HardeningMiddleware, RateLimiter, TrustedProxies
+from services.gateway.routes.common import RESPONSE_MESSAGES
+from services.gateway.routes.joining import Admissions
+from services.gateway.security import (
+    BodyLimit,
+    CsrfCheck,
+    ForwardedFor,
+    RateLimiter,
+    RequestIdAndHeaders,
+    RouteMetrics,
+    TrustedProxies,
+)
 
 PORTAL = Path(__file__).resolve().parent / "portal"
 
@@ -38,7 +50,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                               "State-changing requests need the svpl_csrf cookie's value in X-CSRF-Token.")
     app.state.settings = settings
     app.state.backends = backends
-    app.state.admissions = api.Admissions()
+    app.state.admissions = Admissions()
     app.state.login_limiter = RateLimiter(settings.login_rate_per_minute)
     app.state.test_room_limiter = RateLimiter(settings.test_room_rate_per_minute)
     app.state.trusted_proxies = TrustedProxies(settings.trusted_proxies)
@@ -50,12 +62,18 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, problems.validation_handler)
     app.add_exception_handler(StarletteHTTPException, problems.http_error_handler)
     app.add_exception_handler(Exception, problems.unhandled_handler)
-    app.add_middleware(HardeningMiddleware, max_body_bytes=settings.max_body_bytes)
-    # Outermost: the client address is settled before anything logs, limits or routes on it.
+    # The last added is the outermost. Outermost: the client address is settled before anything
+    # logs, limits or routes on it; then every response's headers, the CSRF check, the body limit;
+    # innermost the metrics and log line (a request the guards refuse is neither counted nor logged).
+    app.add_middleware(RouteMetrics)
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(CsrfCheck)
+    app.add_middleware(RequestIdAndHeaders)
     app.add_middleware(ForwardedFor, trusted=settings.trusted_proxies)
 
     app.include_router(logins.router)
-    app.include_router(api.router)
+    for router in routes.ROUTERS:
+        app.include_router(router)
     app.include_router(realtime.router)
 
     @app.get("/healthz", include_in_schema=False)
@@ -70,8 +88,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.get("/auth/{region}/login", include_in_schema=False)
     @access.public
-    async def login_page(request: Request, region: logins.Region):
-        logins._check_region(request, region)
+    async def login_page(region: logins.Region):
+        logins.check_region(settings, region)
         return FileResponse(PORTAL / "login.html", headers={"cache-control": "no-store"})
 
     @app.get("/portal/", include_in_schema=False)
@@ -87,7 +105,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                                  routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components["Problem"] = problems.PROBLEM_SCHEMA
-            components.update(protojson.schemas_for(api.RESPONSE_MESSAGES))
+            components.update(protojson.schemas_for(RESPONSE_MESSAGES))
             for name in ("HTTPValidationError", "ValidationError"):
                 components.pop(name, None)
             for path in schema.get("paths", {}).values():

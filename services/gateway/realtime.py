@@ -19,16 +19,20 @@ import json
 import re
 import time
 import urllib.parse
+from typing import Annotated
 
 import grpc
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 from prometheus_client import Gauge
 from svpl.roster.v1 import roster_pb2
 
 from services.gateway import access, protojson
+from services.gateway.backends import Backends
+from services.gateway.config import GatewaySettings
+from services.gateway.dependencies import BackendsDep, SettingsDep, get_event_streams
 from services.gateway.problems import Problem, from_rpc_error
 from services.gateway.security import Session, session_from
-from services.runtime import clients
+from services.runtime import auth, clients
 
 router = APIRouter()
 OPEN_EVENT_STREAMS = Gauge("svpl_gateway_event_streams", "Meeting event WebSockets open now.")
@@ -40,9 +44,9 @@ SNAPSHOT = "MEETING_EVENT_KIND_SNAPSHOT"
 BACKLOG = 256
 
 
-def _expected_origin(ws: WebSocket) -> str:
+def _expected_origin(ws: WebSocket, settings: GatewaySettings) -> str:
     """The portal's own origin: the public URL's when it is configured, else this request's scheme and host."""
-    public = ws.app.state.settings.public_url
+    public = settings.public_url
     if public:
         parts = urllib.parse.urlsplit(public)
         return f"{parts.scheme}://{parts.netloc}".lower()
@@ -50,9 +54,9 @@ def _expected_origin(ws: WebSocket) -> str:
     return f"{scheme}://{ws.headers.get('host', '')}".lower()
 
 
-def _same_origin(ws: WebSocket) -> bool:
+def _same_origin(ws: WebSocket, settings: GatewaySettings) -> bool:
     origin = ws.headers.get("origin", "").lower()
-    return bool(origin) and origin == _expected_origin(ws)
+    return bool(origin) and origin == _expected_origin(ws, settings)
 
 
 async def _refuse(ws: WebSocket, problem: Problem) -> None:
@@ -156,9 +160,12 @@ class EventStreams:
             del self._watches[key]
 
 
-async def _session_ends(ws: WebSocket, session: Session) -> Problem:
+EventStreamsDep = Annotated[EventStreams, Depends(get_event_streams)]
+
+
+async def _session_ends(keys: auth.KeySet, session: Session) -> Problem:
     """Returns when the session is logged out (the revocation list this process follows) or expires."""
-    revocations = ws.app.state.backends.keys.revocations
+    revocations = keys.revocations
     step = min(1.0, revocations.poll) if revocations else 1.0
     while True:
         if revocations is not None and revocations.is_revoked(session.caller.token_id):
@@ -170,19 +177,19 @@ async def _session_ends(ws: WebSocket, session: Session) -> Problem:
 
 @router.websocket("/api/v1/meetings/{meeting_id}/events")
 @access.relays("roster", "WatchMeeting")
-async def meeting_events(ws: WebSocket, meeting_id: str) -> None:
-    if not _same_origin(ws):
+async def meeting_events(ws: WebSocket, meeting_id: str, backends: BackendsDep, settings: SettingsDep,
+                         streams: EventStreamsDep) -> None:
+    if not _same_origin(ws, settings):
         await _refuse(ws, Problem(403, "anslutningen måste komma från portalens egna sidor", reason="ORIGIN"))
         return
     if not MEETING_ID.match(meeting_id):
         await _refuse(ws, Problem(400, "meeting_id: inte ett mötes-id"))
         return
     try:
-        session = await session_from(ws)
+        session = await session_from(ws, backends.keys)
     except Problem as problem:
         await _refuse(ws, problem)
         return
-    streams: EventStreams = ws.app.state.event_streams
     token_id = session.caller.token_id
     try:
         streams.take(token_id, meeting_id)
@@ -190,13 +197,13 @@ async def meeting_events(ws: WebSocket, meeting_id: str) -> None:
         await _refuse(ws, problem)
         return
     try:
-        await _relay(ws, streams, meeting_id, session)
+        await _relay(ws, backends, streams, meeting_id, session)
     finally:
         streams.give_back(token_id, meeting_id)
 
 
-async def _relay(ws: WebSocket, streams: EventStreams, meeting_id: str, session: Session) -> None:
-    stub = ws.app.state.backends.roster
+async def _relay(ws: WebSocket, backends: Backends, streams: EventStreams, meeting_id: str, session: Session) -> None:
+    stub = backends.roster
     watch = streams.watch(meeting_id, session.caller.token_id, lambda: access.stub_method(ws, stub)(
         roster_pb2.WatchMeetingRequest(meeting_id=meeting_id), metadata=clients.metadata(session.token)))
     page = watch.subscribe()
@@ -227,7 +234,7 @@ async def _relay(ws: WebSocket, streams: EventStreams, meeting_id: str, session:
         # Whichever ends first ends all: a page closed (or its network gone) leaves the shared
         # stream at once, not at the meeting's next change; a logout or expiry closes the page.
         tasks = [asyncio.create_task(client_gone()), asyncio.create_task(relay()),
-                 asyncio.create_task(_session_ends(ws, session))]
+                 asyncio.create_task(_session_ends(backends.keys, session))]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finished = done.pop()

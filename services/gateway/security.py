@@ -1,8 +1,11 @@
 """The gateway's HTTP hardening: security headers (strict CSP), request body limit, CSRF
 double-submit check, login rate limits, and the session cookie.
 
-Written as small pure-ASGI middleware because they must also guard requests that no route
-matches (and must stop an oversized body while it streams, before any handler reads it).
+Written as small pure-ASGI middleware, one job each, because they must also guard requests that
+no route matches (and must stop an oversized body while it streams, before any handler reads it).
+`create_app` stacks them, outermost first: ForwardedFor (the client address), RequestIdAndHeaders
+(request id, security headers, the CSRF cookie), CsrfCheck, BodyLimit, RouteMetrics (metrics and
+the log line by route template).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from http.cookies import SimpleCookie
 
 from fastapi import Request
 from prometheus_client import Counter, Histogram
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -129,16 +133,13 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-class _TooLarge(Exception):
-    pass
+class RequestIdAndHeaders:
+    """The request id (X-Request-Id, else a new one) for the logs and problem details of the request,
+    or of the WebSocket; on every HTTP response the security headers, the request id, no-store for
+    the API, and a new CSRF cookie when the browser has none."""
 
-
-class HardeningMiddleware:
-    """Request id, security headers, the CSRF cookie, the CSRF check and the body size limit."""
-
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.max_body = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -149,15 +150,10 @@ class HardeningMiddleware:
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
-        cookies = _cookies(scope)
-        new_csrf = "" if cookies.get(CSRF_COOKIE) else secrets.token_urlsafe(32)
-        started = too_large = swallow = False
-        status, began = 0, time.perf_counter()
+        new_csrf = "" if _cookies(scope).get(CSRF_COOKIE) else secrets.token_urlsafe(32)
 
-        async def emit(message: Message) -> None:
-            nonlocal started, status
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                started, status = True, message["status"]
                 headers = list(message.get("headers", [])) + SECURITY_HEADERS + [(b"x-request-id", rid.encode())]
                 if scope["path"].startswith("/api/"):
                     headers.append((b"cache-control", b"no-store"))
@@ -166,59 +162,89 @@ class HardeningMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        async def reply(problem: Problem) -> None:
-            await problem.response(scope["path"])(scope, receive, emit)
+        await self.app(scope, receive, send_with_headers)
 
-        def too_large_problem() -> Problem:
-            return Problem(413, f"begäran är större än {self.max_body} byte")
 
-        async def send_wrapped(message: Message) -> None:
-            nonlocal swallow
-            if swallow:
-                return
-            if message["type"] == "http.response.start" and too_large:
-                # The framework turns a failed body read into its own error; the truth is 413.
-                swallow = True
-                await reply(too_large_problem())
-                return
-            await emit(message)
+async def _refuse(problem: Problem, scope: Scope, receive: Receive, send: Send) -> None:
+    await problem.response(scope["path"])(scope, receive, send)
 
-        if scope["method"] in UNSAFE_METHODS and scope["path"].startswith("/api/"):
+
+class CsrfCheck:
+    """A state-changing API request must carry the svpl_csrf cookie's value in X-CSRF-Token
+    (double submit): 403 before anything else reads it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in UNSAFE_METHODS and scope["path"].startswith("/api/"):
             sent = _header(scope, CSRF_HEADER.encode())
-            expected = cookies.get(CSRF_COOKIE, "")
+            expected = _cookies(scope).get(CSRF_COOKIE, "")
             if not expected or not sent or not hmac.compare_digest(sent.encode(), expected.encode()):
-                await reply(Problem(403, "CSRF-token saknas eller är fel: skicka kakan svpl_csrf:s värde "
-                                         "i huvudet X-CSRF-Token", reason="CSRF"))
+                await _refuse(Problem(403, "CSRF-token saknas eller är fel: skicka kakan svpl_csrf:s värde "
+                                           "i huvudet X-CSRF-Token", reason="CSRF"), scope, receive, send)
                 return
+        await self.app(scope, receive, send)
+
+
+class _TooLarge(StarletteHTTPException):
+    """Raised by a body read over the limit. An HTTPException, so FastAPI's body parsing passes it
+    on (instead of answering 400) and the app answers 413 itself."""
+
+
+class BodyLimit:
+    """Requests larger than `max_body_bytes` are refused with 413: by their content-length before
+    any handler runs; a streamed state-changing body of unknown length is read (up to the limit)
+    before any handler runs; and any body read past the limit answers 413, whatever the framework
+    made of the failed read."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+
+    def _too_large(self) -> Problem:
+        return Problem(413, f"begäran är större än {self.max_body} byte")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         length = _header(scope, b"content-length")
         if length:
             if not length.isdigit():
-                await reply(Problem(400, "content-length: inte ett tal"))
+                await _refuse(Problem(400, "content-length: inte ett tal"), scope, receive, send)
                 return
             if int(length) > self.max_body:
-                await reply(too_large_problem())
+                await _refuse(self._too_large(), scope, receive, send)
                 return
         elif scope["method"] in UNSAFE_METHODS:
             # A streamed body of unknown length: read it (up to the limit) before any handler runs, so a
             # route that never reads its body (logout, open, start) cannot act on an oversized request.
-            chunks, size, more = [], 0, True
-            while more:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return  # the client went away
-                chunks.append(message.get("body", b""))
-                size += len(chunks[-1])
-                more = message.get("more_body", False)
-                if size > self.max_body:
-                    await reply(too_large_problem())
-                    return
-            buffered: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
-            upstream = receive
+            body = await self._read_within_limit(receive)
+            if body is None:
+                return  # the client went away
+            if len(body) > self.max_body:
+                await _refuse(self._too_large(), scope, receive, send)
+                return
+            receive = _buffered(body, receive)
+        await self._limit_reads(scope, receive, send)
 
-            async def receive() -> Message:  # noqa: F811 - the buffered body first, then the real channel
-                return buffered.pop() if buffered else await upstream()
+    async def _read_within_limit(self, receive: Receive) -> bytes | None:
+        """The whole body, or its first chunks past the limit; None when the client went away."""
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_body:
+                break
+        return b"".join(chunks)
 
-        received = 0
+    async def _limit_reads(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received, too_large, started, swallow = 0, False, False, False
 
         async def receive_limited() -> Message:
             nonlocal received, too_large
@@ -227,20 +253,66 @@ class HardeningMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_body:
                     too_large = True
-                    raise _TooLarge
+                    raise _TooLarge(413, self._too_large().detail)
             return message
 
+        async def send_checked(message: Message) -> None:
+            nonlocal started, swallow
+            if swallow:
+                return
+            if message["type"] == "http.response.start":
+                if too_large:
+                    # Whatever the app answers to a failed body read, the truth is 413.
+                    swallow = True
+                    await _refuse(self._too_large(), scope, receive, send)
+                    return
+                started = True
+            await send(message)
+
         try:
-            await self.app(scope, receive_limited, send_wrapped)
+            await self.app(scope, receive_limited, send_checked)
         except _TooLarge:
-            if not started:
-                await reply(too_large_problem())
+            if not started and not swallow:
+                await _refuse(self._too_large(), scope, receive, send)
+
+
+def _buffered(body: bytes, receive: Receive) -> Receive:
+    """The body read ahead first, then the real channel (for the disconnect)."""
+    buffered: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return buffered.pop() if buffered else await receive()
+
+    return replay
+
+
+class RouteMetrics:
+    """Metrics by route template (never the raw path: ids would explode the label set), one log line
+    per request. Inside the guards above: a request they refuse is neither counted nor logged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status, began = 0, time.perf_counter()
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
         finally:
             self._observe(scope, status, time.perf_counter() - began)
 
     @staticmethod
     def _observe(scope: Scope, status: int, seconds: float) -> None:
-        """Metrics by route template (never the raw path: ids would explode the label set), one log line."""
+        # The router records the matched route in the scope (the same dict) while it handles the request.
         route = getattr(scope.get("route"), "path", "") or "unmatched"
         HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
         HTTP_LATENCY.labels(route, scope["method"]).observe(seconds)
@@ -280,14 +352,13 @@ class Session:
     expires_at: int = 0  # the token's exp (seconds since the epoch)
 
 
-async def session_from(conn) -> Session:
+async def session_from(conn, keys: auth.KeySet) -> Session:
     """The person behind the session cookie, verified locally with identity's public keys and the
     revoked sessions this process follows (auth.Revocations: a logout anywhere reaches it within
-    SVPL_REVOCATION_POLL_SECONDS)."""
+    SVPL_REVOCATION_POLL_SECONDS). As a FastAPI dependency: dependencies.Me."""
     token = conn.cookies.get(SESSION_COOKIE, "")
     if not token:
         raise Problem(401, "logga in först")
-    keys = conn.app.state.backends.keys
     try:
         claims = await auth.decode_token(keys, token, typ=auth.SESSION)
     except Exception as exc:  # noqa: BLE001 - Unauthenticated, or identity unreachable for the keys
@@ -299,8 +370,3 @@ async def session_from(conn) -> Session:
             raise Problem(503, "en tjänst är tillfälligt otillgänglig: försök igen om en stund") from None
         raise
     return Session(token, auth.caller_from_claims(claims, token), int(claims["exp"]))
-
-
-async def current_session(request: Request) -> Session:
-    """FastAPI dependency: the logged-in person of this request (401 problem otherwise)."""
-    return await session_from(request)

@@ -24,15 +24,15 @@ from svpl.support.v1 import support_pb2
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from devstack.harness import ORDER
 from services.gateway import access
-from services.gateway.api import call, enum_names
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
+from services.gateway.routes.common import call, enum_names
 from services.runtime import auth
 from tests.conftest import PEOPLE
 from tests.gateway.conftest import gateway, served  # noqa: F401 - the gateway wired to the services
 from tests.gateway.flow import book_video_meeting, register, start
-from tests.harness import ORDER
 
 ACCESS = {name: importlib.import_module(f"services.{name}.servicer").ACCESS for name in ORDER}
 ROLES = ["anonymous", "patient", "next_of_kin", "municipality_staff", "region_staff", "coordinator",

@@ -1,0 +1,139 @@
+"""REST /api/v1 "meetings": a meeting's life (open, start, end, abort), its participants,
+removals, who is connected, the reconciliation and the confidentiality assessment, each relayed
+to roster with the person's own token."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import AwareDatetime, Field
+from svpl.common.v1 import common_pb2
+from svpl.roster.v1 import roster_pb2
+
+from services.gateway.access import relays
+from services.gateway.dependencies import Me
+from services.gateway.routes.common import Body, Id, answers, literal, relayed, time_range
+
+router = APIRouter(prefix="/api/v1", tags=["meetings"])
+
+
+@router.get("/meetings", responses=answers(roster_pb2.ListMyMeetingsResponse))
+@relays("roster", "ListMyMeetings")
+async def list_meetings(request: Request, me: Me,
+                        start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+                        end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+                        page_token: Annotated[str, Query(max_length=500)] = ""):
+    msg = roster_pb2.ListMyMeetingsRequest(period=time_range(start, end),
+                                           page=common_pb2.PageRequest(page_token=page_token))
+    return await relayed(request, me, msg)
+
+
+@router.get("/meetings/{meeting_id}", responses=answers(roster_pb2.GetMeetingResponse, 404))
+@relays("roster", "GetMeeting")
+async def get_meeting(request: Request, me: Me, meeting_id: Id):
+    return await relayed(request, me, roster_pb2.GetMeetingRequest(meeting_id=meeting_id))
+
+
+def _lifecycle(rpc: str, request_cls, response_cls, summary: str):
+    @relays("roster", rpc)
+    async def handler(request: Request, me: Me, meeting_id: Id):
+        return await relayed(request, me, request_cls(meeting_id=meeting_id))
+
+    handler.__name__ = f"{rpc[0].lower()}{rpc[1:]}"
+    return handler, answers(response_cls, 404, 409), summary
+
+
+for _path, (_rpc, _req, _resp, _summary) in {
+    "open": ("OpenMeeting", roster_pb2.OpenMeetingRequest, roster_pb2.OpenMeetingResponse, "Open the meeting room"),
+    "start": ("StartMeeting", roster_pb2.StartMeetingRequest, roster_pb2.StartMeetingResponse, "Start the meeting"),
+    "end": ("EndMeeting", roster_pb2.EndMeetingRequest, roster_pb2.EndMeetingResponse,
+            "End the meeting: final, nobody can stay or rejoin"),
+}.items():
+    _handler, _responses, _summary = _lifecycle(_rpc, _req, _resp, _summary)
+    router.add_api_route(f"/meetings/{{meeting_id}}/{_path}", _handler, methods=["POST"], responses=_responses,
+                         summary=_summary)
+
+
+class AbortBody(Body):
+    reason: str = Field("", max_length=1000)
+
+
+@router.post("/meetings/{meeting_id}/abort", responses=answers(roster_pb2.AbortMeetingResponse, 404, 409))
+@relays("roster", "AbortMeeting")
+async def abort_meeting(request: Request, me: Me, meeting_id: Id, body: AbortBody):
+    return await relayed(request, me, roster_pb2.AbortMeetingRequest(meeting_id=meeting_id, reason=body.reason))
+
+
+class PersonBody(Body):
+    id_kind: literal(common_pb2.IdKind)
+    id: str = Field(min_length=1, max_length=40)
+
+
+class RegisterBody(Body):
+    full_name: str = Field(min_length=1, max_length=200)
+    role: literal(roster_pb2.ParticipantRole)
+    person: PersonBody
+    allowed_methods: list[literal(common_pb2.LoginMethod)] = Field(default_factory=list, max_length=4)
+    physically_present: bool = False
+    organization: str = Field("", max_length=200)
+
+
+@router.get("/meetings/{meeting_id}/participants", responses=answers(roster_pb2.ListParticipantsResponse, 404))
+@relays("roster", "ListParticipants")
+async def list_participants(request: Request, me: Me, meeting_id: Id):
+    return await relayed(request, me, roster_pb2.ListParticipantsRequest(meeting_id=meeting_id))
+
+
+@router.post("/meetings/{meeting_id}/participants",
+             responses=answers(roster_pb2.RegisterParticipantResponse, 404, 409))
+@relays("roster", "RegisterParticipant")
+async def register_participant(request: Request, me: Me, meeting_id: Id, body: RegisterBody):
+    msg = roster_pb2.RegisterParticipantRequest(
+        meeting_id=meeting_id, full_name=body.full_name, role=body.role,
+        person=common_pb2.PersonRef(id_kind=body.person.id_kind, id=body.person.id, display_name=body.full_name),
+        allowed_methods=body.allowed_methods, physically_present=body.physically_present,
+        organization=body.organization,
+    )
+    return await relayed(request, me, msg)
+
+
+class RemovalBody(Body):
+    participant_id: str = Field("", max_length=128)
+    connection_id: str = Field("", max_length=128)
+    reason: str = Field("", max_length=1000)
+
+
+@router.post("/meetings/{meeting_id}/removals", responses=answers(roster_pb2.RemoveParticipantResponse, 404, 409),
+             summary="Remove a participant or an unidentified connection (they cannot come back)")
+@relays("roster", "RemoveParticipant")
+async def remove_participant(request: Request, me: Me, meeting_id: Id, body: RemovalBody):
+    msg = roster_pb2.RemoveParticipantRequest(meeting_id=meeting_id, participant_id=body.participant_id,
+                                              connection_id=body.connection_id, reason=body.reason)
+    return await relayed(request, me, msg)
+
+
+@router.get("/meetings/{meeting_id}/connected", responses=answers(roster_pb2.GetConnectedListResponse, 404))
+@relays("roster", "GetConnectedList")
+async def connected_list(request: Request, me: Me, meeting_id: Id):
+    return await relayed(request, me, roster_pb2.GetConnectedListRequest(meeting_id=meeting_id))
+
+
+@router.get("/meetings/{meeting_id}/reconciliation", responses=answers(roster_pb2.GetReconciliationResponse, 404))
+@relays("roster", "GetReconciliation")
+async def reconciliation(request: Request, me: Me, meeting_id: Id):
+    return await relayed(request, me, roster_pb2.GetReconciliationRequest(meeting_id=meeting_id))
+
+
+class AssessmentBody(Body):
+    care_provider: str = Field(min_length=1, max_length=200)
+    note: str = Field("", max_length=2000)
+
+
+@router.post("/meetings/{meeting_id}/confidentiality-assessment",
+             responses=answers(roster_pb2.RecordConfidentialityAssessmentResponse, 404, 409))
+@relays("roster", "RecordConfidentialityAssessment")
+async def confidentiality_assessment(request: Request, me: Me, meeting_id: Id, body: AssessmentBody):
+    msg = roster_pb2.RecordConfidentialityAssessmentRequest(meeting_id=meeting_id, care_provider=body.care_provider,
+                                                            note=body.note)
+    return await relayed(request, me, msg)
