@@ -6,12 +6,15 @@ booking's own coordinator, staff of its booking unit).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from svpl.booking.v1 import booking_pb2 as pb
 from svpl.booking.v1 import booking_pb2_grpc
 from svpl.common.v1 import common_pb2
 
-from services.booking import domain
-from services.booking.domain import Bookings, NewBooking, PartyInput
+from services.booking.bookings import Bookings, BookingView
+from services.booking.model import (Booking, InvitationState, InvitationView, NewBooking, Party, PartyInput,
+                                    PhoneTask, RebookRequest, Status)
 from services.booking.options import BookingOptions
 from services.runtime import auth
 from services.runtime.auth import LOGGED_IN, persons_with, services
@@ -38,12 +41,12 @@ ACCESS = {
 }
 
 STATUS = {
-    domain.PROPOSED: pb.BOOKING_STATUS_PROPOSED,
-    domain.BOOKED: pb.BOOKING_STATUS_BOOKED,
-    domain.CANCELLED: pb.BOOKING_STATUS_CANCELLED,
-    domain.FULFILLED: pb.BOOKING_STATUS_FULFILLED,
-    domain.NOSHOW: pb.BOOKING_STATUS_NOSHOW,
-    domain.ENTERED_IN_ERROR: pb.BOOKING_STATUS_ENTERED_IN_ERROR,
+    Status.PROPOSED: pb.BOOKING_STATUS_PROPOSED,
+    Status.BOOKED: pb.BOOKING_STATUS_BOOKED,
+    Status.CANCELLED: pb.BOOKING_STATUS_CANCELLED,
+    Status.FULFILLED: pb.BOOKING_STATUS_FULFILLED,
+    Status.NOSHOW: pb.BOOKING_STATUS_NOSHOW,
+    Status.ENTERED_IN_ERROR: pb.BOOKING_STATUS_ENTERED_IN_ERROR,
 }
 STATUS_NAME = {v: k for k, v in STATUS.items()}
 CHANNEL = {"secure_messaging": pb.CHANNEL_SECURE_MESSAGING, "phone": pb.CHANNEL_PHONE, "email": pb.CHANNEL_EMAIL}
@@ -57,10 +60,10 @@ KIND = {
 }
 KIND_NAME = {v: k for k, v in KIND.items()}
 INVITATION_STATE = {
-    domain.INVITED: pb.INVITATION_STATE_INVITED,
-    domain.INV_DELIVERED: pb.INVITATION_STATE_DELIVERED,
-    domain.CONFIRMED: pb.INVITATION_STATE_CONFIRMED,
-    domain.PHONE_TASK: pb.INVITATION_STATE_PHONE_TASK,
+    InvitationState.INVITED: pb.INVITATION_STATE_INVITED,
+    InvitationState.DELIVERED: pb.INVITATION_STATE_DELIVERED,
+    InvitationState.CONFIRMED: pb.INVITATION_STATE_CONFIRMED,
+    InvitationState.PHONE_TASK: pb.INVITATION_STATE_PHONE_TASK,
 }
 
 
@@ -69,56 +72,56 @@ def _parties(parties) -> tuple[PartyInput, ...]:
                  for p in parties)
 
 
-def _party(party: dict) -> pb.Party:
-    return pb.Party(party_id=party["party_id"], kind=KIND[party["kind"]], name=party["name"],
-                    channel=CHANNEL[party["channel"]], address=party["address"])
+def _party(party: Party) -> pb.Party:
+    return pb.Party(party_id=party.party_id, kind=KIND[party.kind], name=party.name,
+                    channel=CHANNEL[party.channel], address=party.address)
 
 
-def _invitation(inv: dict) -> pb.Invitation:
+def _invitation(view: InvitationView) -> pb.Invitation:
+    inv = view.invitation
     return pb.Invitation(
-        invitation_id=inv["_id"], party=_party(inv["party"]), state=INVITATION_STATE[inv["state"]],
-        attendee_names=inv.get("attendee_names", []), delivered_at=to_timestamp(inv.get("delivered_at")),
-        confirmed_at=to_timestamp(inv.get("confirmed_at")), delivery_attempts=inv.get("delivery_attempts", 0),
-        last_error=inv.get("last_error", ""),
+        invitation_id=inv.id, party=_party(inv.party), state=INVITATION_STATE[view.state],
+        attendee_names=inv.attendee_names, delivered_at=to_timestamp(view.delivered_at),
+        confirmed_at=to_timestamp(inv.confirmed_at), delivery_attempts=view.delivery_attempts,
+        last_error=view.last_error,
     )
 
 
-def _rebook(r: dict) -> pb.RebookRequest:
-    return pb.RebookRequest(request_id=r["request_id"], reason=r["reason"], ticket_id=r.get("ticket_id", ""),
-                            requested_at=to_timestamp(r["requested_at"]))
+def _rebook(r: RebookRequest) -> pb.RebookRequest:
+    return pb.RebookRequest(request_id=r.request_id, reason=r.reason, ticket_id=r.ticket_id,
+                            requested_at=to_timestamp(r.requested_at))
 
 
-def _booking(doc: dict, invitations: list[dict] = ()) -> pb.Booking:
+def _booking(b: Booking, invitations: Sequence[InvitationView] = ()) -> pb.Booking:
     return pb.Booking(
-        booking_id=doc["_id"],
-        status=STATUS[doc["status"]],
-        patient=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_PERSONNUMMER, id=doc["patient"]),
-        start=to_timestamp(doc["start"]),
-        duration_minutes=doc["duration_minutes"],
-        booking_unit_hsa_id=doc["booking_unit"],
-        coordinator_hsa_id=doc["coordinator"],
-        care_service=doc["care_service"],
-        contact_type=doc["contact_type"],
-        meeting_id=doc["meeting_id"],
-        dial_in_code=doc["dial_in_code"],
-        portal_url=doc["portal_url"],
-        meeting_pending=doc["meeting_pending"],
+        booking_id=b.id,
+        status=STATUS[b.status],
+        patient=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_PERSONNUMMER, id=b.patient),
+        start=to_timestamp(b.start),
+        duration_minutes=b.duration_minutes,
+        booking_unit_hsa_id=b.booking_unit,
+        coordinator_hsa_id=b.coordinator,
+        care_service=b.care_service,
+        contact_type=b.contact_type,
+        meeting_id=b.meeting_id,
+        dial_in_code=b.dial_in_code,
+        portal_url=b.portal_url,
+        meeting_pending=b.meeting_pending,
         invitations=[_invitation(i) for i in invitations],
-        rebook_requests=[_rebook(r) for r in doc.get("rebook_requests", [])],
-        created_at=to_timestamp(doc["created_at"]),
-        updated_at=to_timestamp(doc["updated_at"]),
-        cancel_reason=doc.get("cancel_reason", ""),
+        rebook_requests=[_rebook(r) for r in b.rebook_requests],
+        created_at=to_timestamp(b.created_at),
+        updated_at=to_timestamp(b.updated_at),
+        cancel_reason=b.cancel_reason,
     )
 
 
-def _view(view: domain.BookingView) -> pb.Booking:
-    return _booking(view.doc, view.invitations)
+def _view(view: BookingView) -> pb.Booking:
+    return _booking(view.booking, view.invitations)
 
 
-def _task(task: dict) -> pb.PhoneTask:
-    return pb.PhoneTask(task_id=task["_id"], booking_id=task["booking_id"], party=_party(task["party"]),
-                        instructions=task["instructions"], done=task["done"],
-                        created_at=to_timestamp(task["created_at"]))
+def _task(task: PhoneTask) -> pb.PhoneTask:
+    return pb.PhoneTask(task_id=task.id, booking_id=task.booking_id, party=_party(task.party),
+                        instructions=task.instructions, done=task.done, created_at=to_timestamp(task.created_at))
 
 
 class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
@@ -144,12 +147,12 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
         return pb.GetBookingResponse(booking=_view(await self.bookings.get(auth.caller(), request.booking_id)))
 
     async def ListBookings(self, request, context):
-        docs, token = await self.bookings.list(
+        bookings, token = await self.bookings.list(
             auth.caller(), unit=request.booking_unit_hsa_id, coordinator=request.coordinator_hsa_id,
             start=to_datetime(request.period.start, "period.start"),
             end=to_datetime(request.period.end, "period.end"),
             page_size=request.page.page_size, page_token=request.page.page_token)
-        return pb.ListBookingsResponse(bookings=[_booking(d) for d in docs],
+        return pb.ListBookingsResponse(bookings=[_booking(b) for b in bookings],
                                        page=common_pb2.PageResponse(next_page_token=token))
 
     async def FindBookingByDialInCode(self, request, context):

@@ -7,12 +7,16 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from pymongo import ASCENDING
+from bson import ObjectId
 
-from services.identity import paging
 from services.identity import personnummer as pnr
+from services.runtime import paging
 from services.runtime.access_log import AccessLog
 from services.runtime.errors import InvalidArgument
+from services.runtime.paging import Key, Keyset
+
+# The extract's order (and a page token's position): when, then the record's id.
+ORDER = Keyset(Key("at", dt.datetime), Key("_id", ObjectId))
 
 
 @dataclass(frozen=True)
@@ -33,14 +37,12 @@ class AccessExtract:
             raise InvalidArgument("period.end", "must be after period.start")
         query = ExtractQuery(number, start, end)
         size = paging.page_size(page_size)
-        offset = paging.decode(page_token, query)
         selector: dict = {"patient": number}
         if start or end:
             selector["at"] = {**({"$gte": start} if start else {}), **({"$lt": end} if end else {})}
-        cursor = (self._log.collection.find(selector, {"_id": 0})
-                  .sort([("at", ASCENDING), ("_id", ASCENDING)]).skip(offset).limit(size + 1))
-        records = [r async for r in cursor]
+        records, token = await ORDER.page(self._log.collection, selector, query=query, size=size, token=page_token)
         await self._log.record("identity.list_access_records", number, resource="access_records",
                                purpose="access-log extract for the patient")
-        more = len(records) > size
-        return records[:size], paging.encode(offset + size, query) if more else ""
+        for record in records:
+            del record["_id"]
+        return records, token

@@ -148,7 +148,7 @@ class BankIdLogin:
         self._tokens = tokens
         self._clock = clock
 
-    async def start_indexes(self) -> None:
+    async def ensure_indexes(self) -> None:
         await self._orders.create_index("expires_at", expireAfterSeconds=0)
 
     def _require(self) -> BankIdClient:

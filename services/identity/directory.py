@@ -6,7 +6,7 @@
   an export file (JSON lines with HSA attribute names); the default for `make run`.
 
 Attributes, as HSA names them: hsaIdentity, givenName, sn, title, o (organisation),
-ou (unit). Two attributes are svpl's own (schema: tests/identity/hsa.schema, OIDs
+ou (unit). Two attributes are svpl's own (schema: devstack/hsa.schema, OIDs
 under a private test arc): `hsaSvplOrganizationKind` ("region" | "municipality",
 single-valued) gives the region_staff / municipality_staff role, and `hsaSvplRole`
 (multi-valued: coordinator, support_desk, access_log) gives svpl's functional roles.
@@ -28,12 +28,16 @@ from pymongo import ASCENDING
 
 from services.runtime import auth, names
 from services.runtime.errors import InvalidArgument, Unavailable
+from services.runtime.paging import Key, Keyset
 
 REGION = "region"
 MUNICIPALITY = "municipality"
 FUNCTIONAL_ROLES = (auth.ROLE_COORDINATOR, auth.ROLE_SUPPORT_DESK, auth.ROLE_ACCESS_LOG)
 log = logging.getLogger("svpl.identity.directory")
 SEARCH_CAP = 2000  # most matches a search ranks; narrow the search beyond this
+# A search's order, and the position a page token holds: surname, given name (case folded), HSA-id
+# (the local copy's fields; DirectoryPerson.sort_key gives the same for a person from LDAP).
+ORDER = Keyset(Key("sn_lc", str), Key("given_lc", str), Key("_id", str))
 ATTRIBUTES = ["hsaIdentity", "givenName", "sn", "title", "o", "ou", "hsaSvplOrganizationKind", "hsaSvplRole"]
 
 
@@ -68,6 +72,7 @@ class DirectoryPerson:
         return roles
 
     def sort_key(self) -> tuple[str, str, str]:
+        """Its position in a search (ORDER)."""
         return (self.surname.casefold(), self.given_name.casefold(), self.hsa_id)
 
 
@@ -120,14 +125,17 @@ class Query:
 
 
 class Directory(Protocol):
+    async def ensure_indexes(self) -> None: ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
     async def lookup(self, hsa_id: str) -> DirectoryPerson | None: ...
 
-    async def search(self, query: Query, offset: int, limit: int) -> tuple[list[DirectoryPerson], bool]:
-        """One page of matches, ordered by surname, given name, HSA-id; and whether more follow."""
+    async def search(self, query: Query, after: tuple | None, limit: int) -> tuple[list[DirectoryPerson], bool]:
+        """One page of matches after the position `after` (ORDER: surname, given name, HSA-id; None: from
+        the first), and whether more follow."""
         ...
 
 
@@ -154,8 +162,10 @@ class LocalDirectory:
         self._meta = db["directory_meta"]
         self._export_file = export_file
 
-    async def start(self) -> None:
+    async def ensure_indexes(self) -> None:
         await self._people.create_index([("sn_lc", ASCENDING), ("given_lc", ASCENDING), ("_id", ASCENDING)])
+
+    async def start(self) -> None:
         if self._export_file:
             await self.load_export(self._export_file)
 
@@ -201,7 +211,7 @@ class LocalDirectory:
         doc = await self._people.find_one({"_id": hsa_id})
         return self._person(doc) if doc else None
 
-    async def search(self, query: Query, offset: int, limit: int) -> tuple[list[DirectoryPerson], bool]:
+    async def search(self, query: Query, after: tuple | None, limit: int) -> tuple[list[DirectoryPerson], bool]:
         clauses = []
         for word in query.words:
             prefix = "^" + re.escape(word.casefold())
@@ -210,9 +220,9 @@ class LocalDirectory:
             clauses.append({"org_lc": query.organization.casefold()})
         if query.unit:
             clauses.append({"unit_lc": query.unit.casefold()})
-        cursor = (self._people.find({"$and": clauses})
-                  .sort([("sn_lc", ASCENDING), ("given_lc", ASCENDING), ("_id", ASCENDING)])
-                  .skip(offset).limit(limit + 1))
+        if after is not None:
+            clauses.append(ORDER.after(after))
+        cursor = self._people.find({"$and": clauses}).sort(ORDER.sort()).limit(limit + 1)
         people = [self._person(d) async for d in cursor]
         return people[:limit], len(people) > limit
 
@@ -239,6 +249,9 @@ class LdapDirectory:
         self._timeout = timeout
         self._conn = None
         self._ldap3 = ldap3
+
+    async def ensure_indexes(self) -> None:
+        pass  # the directory server's own
 
     async def start(self) -> None:
         from ldap3.core.exceptions import LDAPException
@@ -289,7 +302,7 @@ class LdapDirectory:
         people = await asyncio.to_thread(self._search_sync, flt, 2)
         return people[0] if people else None
 
-    async def search(self, query: Query, offset: int, limit: int) -> tuple[list[DirectoryPerson], bool]:
+    async def search(self, query: Query, after: tuple | None, limit: int) -> tuple[list[DirectoryPerson], bool]:
         from ldap3.utils.conv import escape_filter_chars
 
         parts = ["(objectClass=hsaSvplPerson)"]
@@ -303,4 +316,5 @@ class LdapDirectory:
         people = await asyncio.to_thread(self._search_sync, "(&" + "".join(parts) + ")", SEARCH_CAP)
         # LDAP has no portable server-side sort: rank here, the same order as the local copy.
         people.sort(key=DirectoryPerson.sort_key)
-        return people[offset:offset + limit], len(people) > offset + limit
+        people = ORDER.following(people, after, DirectoryPerson.sort_key)
+        return people[:limit], len(people) > limit

@@ -60,7 +60,7 @@ class Oidc1177Login:
     def configured(self) -> bool:
         return bool(self._issuer and self._client_id)
 
-    async def start_indexes(self) -> None:
+    async def ensure_indexes(self) -> None:
         await self._pending.create_index("expires_at", expireAfterSeconds=0)
 
     def _client(self, redirect_uri: str) -> AsyncOAuth2Client:

@@ -19,7 +19,7 @@ from services.identity.token_service import TokenService
 from services.identity.tokens import KeyRing
 from services.runtime import auth, mongo
 from services.runtime.access_log import AccessLog
-from services.runtime.server import Binding, Component
+from services.runtime.server import Binding, Component, Resources
 
 log = logging.getLogger("svpl.identity")
 
@@ -33,70 +33,64 @@ def make_directory(settings: IdentitySettings, db) -> Directory:
 
 
 async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
-    keys = KeyRing.load(settings.signing_keys_dir)
-    client = mongo.connect(settings.mongodb_uri, settings.service_name)
-    db = client[settings.database_name]
-    access_log = AccessLog.for_service(settings, client)
-    tokens = TokenService(
-        keys, db,
-        session_ttl=dt.timedelta(seconds=settings.session_ttl_seconds),
-        join_default_ttl=dt.timedelta(seconds=settings.join_token_default_ttl_seconds),
-        join_max_ttl=dt.timedelta(seconds=settings.join_token_max_ttl_seconds),
-    )
-    directory = make_directory(settings, db)
-    citizens = load_citizens(settings.demo_citizens_file) if settings.development_login else {}
-    development = DevelopmentLogin(settings.development_login, directory, tokens, citizens)
-    revocation = None
-    if settings.siths_revocation == "ocsp":
-        revocation = OcspChecker(url_override=settings.siths_ocsp_url,
-                                 timeout_seconds=settings.siths_ocsp_timeout_seconds,
-                                 cache_seconds=settings.siths_ocsp_cache_seconds,
-                                 cache_size=settings.siths_ocsp_cache_size)
-    siths = SithsLogin(load_ca_certificates(settings.siths_ca_files), directory, tokens, revocation)
-    bankid_client = None
-    if settings.bankid_url:
-        bankid_client = BankIdClient(settings.bankid_url, settings.bankid_client_cert_file,
-                                     settings.bankid_client_key_file, settings.bankid_ca_file,
-                                     settings.bankid_timeout_seconds)
-    bankid = BankIdLogin(bankid_client, db, tokens)
-    e_services = Oidc1177Login(
-        settings.oidc_1177_issuer, settings.oidc_1177_client_id, settings.oidc_1177_client_secret, db, tokens,
-        ca_file=settings.oidc_1177_ca_file, scope=settings.oidc_1177_scope,
-        personnummer_claim=settings.oidc_1177_personnummer_claim,
-        state_ttl=dt.timedelta(seconds=settings.login_state_ttl_seconds))
-    servicer = IdentityServicer(keys, tokens, directory, development, access_log, siths, bankid, e_services,
-                                AccessExtract(access_log))
+    async with Resources() as opened:
+        keys = KeyRing.load(settings.signing_keys_dir)
+        client = opened.closing(mongo.connect(settings.mongodb_uri, settings.service_name))
+        db = client[settings.database_name]
+        access_log = opened.closing(AccessLog.for_service(settings, client))
+        tokens = TokenService(
+            keys, db,
+            session_ttl=dt.timedelta(seconds=settings.session_ttl_seconds),
+            join_default_ttl=dt.timedelta(seconds=settings.join_token_default_ttl_seconds),
+            join_max_ttl=dt.timedelta(seconds=settings.join_token_max_ttl_seconds),
+        )
+        directory = opened.closing(make_directory(settings, db))
+        citizens = load_citizens(settings.demo_citizens_file) if settings.development_login else {}
+        development = DevelopmentLogin(settings.development_login, directory, tokens, citizens)
+        revocation = None
+        if settings.siths_revocation == "ocsp":
+            revocation = opened.closing(OcspChecker(url_override=settings.siths_ocsp_url,
+                                                    timeout_seconds=settings.siths_ocsp_timeout_seconds,
+                                                    cache_seconds=settings.siths_ocsp_cache_seconds,
+                                                    cache_size=settings.siths_ocsp_cache_size))
+        siths = SithsLogin(load_ca_certificates(settings.siths_ca_files), directory, tokens, revocation)
+        bankid_client = None
+        if settings.bankid_url:
+            bankid_client = opened.closing(BankIdClient(settings.bankid_url, settings.bankid_client_cert_file,
+                                                        settings.bankid_client_key_file, settings.bankid_ca_file,
+                                                        settings.bankid_timeout_seconds))
+        bankid = BankIdLogin(bankid_client, db, tokens)
+        e_services = Oidc1177Login(
+            settings.oidc_1177_issuer, settings.oidc_1177_client_id, settings.oidc_1177_client_secret, db, tokens,
+            ca_file=settings.oidc_1177_ca_file, scope=settings.oidc_1177_scope,
+            personnummer_claim=settings.oidc_1177_personnummer_claim,
+            state_ttl=dt.timedelta(seconds=settings.login_state_ttl_seconds))
+        servicer = IdentityServicer(keys, tokens, directory, development, access_log, siths, bankid, e_services,
+                                    AccessExtract(access_log))
 
-    async def start() -> None:
-        if settings.development_login:
-            log.warning("development login is ON: anyone can log in as a demo person (never in production)")
-        if settings.siths_revocation == "off":
-            log.warning("SITHS revocation checking is OFF: a revoked card can log in (never in production)")
-        await access_log.ensure_indexes()
-        await directory.start()
-        await bankid.start_indexes()
-        await tokens.ensure_indexes()
-        await e_services.start_indexes()
+        async def start() -> None:
+            if settings.development_login:
+                log.warning("development login is ON: anyone can log in as a demo person (never in production)")
+            if settings.siths_revocation == "off":
+                log.warning("SITHS revocation checking is OFF: a revoked card can log in (never in production)")
+            await directory.start()
 
-    async def close() -> None:
-        await directory.close()
-        await bankid.close()
-        await siths.close()
-        await access_log.close()
+        binding = Binding(
+            identity_pb2.DESCRIPTOR.services_by_name["IdentityService"],
+            servicer,
+            identity_pb2_grpc.add_IdentityServiceServicer_to_server,
+            ACCESS,
+        )
 
-    binding = Binding(
-        identity_pb2.DESCRIPTOR.services_by_name["IdentityService"],
-        servicer,
-        identity_pb2_grpc.add_IdentityServiceServicer_to_server,
-        ACCESS,
-    )
-    async def fetch_revoked(cursor: str) -> tuple[list[tuple[str, float]], str]:
-        sessions, next_cursor = await tokens.revoked_sessions(cursor)
-        return [(token_id, expires.timestamp()) for token_id, expires in sessions], next_cursor
+        async def fetch_revoked(cursor: str) -> tuple[list[tuple[str, float]], str]:
+            sessions, next_cursor = await tokens.revoked_sessions(cursor)
+            return [(token_id, expires.timestamp()) for token_id, expires in sessions], next_cursor
 
-    # Identity verifies its own callers like every service does: its keys, and the revoked sessions
-    # read from its own database (not over its own contract).
-    keyset = keys.keyset()
-    keyset.revocations = auth.Revocations(fetch_revoked, settings.revocation_poll_seconds,
-                                          settings.revocation_max_staleness_seconds)
-    return Component([binding], start=start, close=close, mongo=client), keyset
+        # Identity verifies its own callers like every service does: its keys, and the revoked sessions
+        # read from its own database (not over its own contract).
+        keyset = keys.keyset()
+        keyset.revocations = auth.Revocations(fetch_revoked, settings.revocation_poll_seconds,
+                                              settings.revocation_max_staleness_seconds)
+        component = Component([binding], resources=opened.pop_all(), start=start, mongo=client,
+                              indexes=[access_log, directory, bankid, tokens, e_services])
+        return component, keyset

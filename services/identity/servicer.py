@@ -10,18 +10,17 @@ from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from services.identity import bankid
 from services.identity import hsa_id as hsa
-from services.identity import paging
 from services.identity import personnummer as pnr
 from services.identity.access_extract import AccessExtract
 from services.identity.bankid import BankIdLogin
 from services.identity.development import DevelopmentLogin as DevelopmentProvider
-from services.identity.directory import MUNICIPALITY, REGION, Directory, DirectoryPerson, Query
+from services.identity.directory import MUNICIPALITY, ORDER, REGION, Directory, DirectoryPerson, Query
 from services.identity.oidc1177 import Oidc1177Login
 from services.identity.siths import SithsLogin
 from services.identity.token_service import (BANKID, DEVELOPMENT, E_SERVICES_1177, HSA_ID, PERSONNUMMER, SITHS,
                                              Principal, Session, TokenService)
 from services.identity.tokens import KeyRing
-from services.runtime import auth
+from services.runtime import auth, paging
 from services.runtime.access_log import AccessLog
 from services.runtime.auth import ANYONE, LOGGED_IN, persons_with, services
 from services.runtime.errors import NotFound, PermissionDenied
@@ -133,11 +132,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def SearchDirectory(self, request, context):
         query = Query.parse(request.name, request.organization, request.unit)
         size = paging.page_size(request.page.page_size)
-        offset = paging.decode(request.page.page_token, query)
-        people, more = await self._directory.search(query, offset, size)
+        after = ORDER.position(request.page.page_token, query)
+        people, more = await self._directory.search(query, after, size)
         await self._access_log.record("identity.search_directory", [p.hsa_id for p in people],
                                       resource="directory/search", purpose=request.purpose.strip()[:500])
-        token = paging.encode(offset + size, query) if more else ""
+        token = ORDER.token(people[-1].sort_key(), query) if more and people else ""
         return identity_pb2.SearchDirectoryResponse(people=[person_pb(p) for p in people],
                                                     page=common_pb2.PageResponse(next_page_token=token))
 

@@ -15,60 +15,54 @@ from services.media.servicer import ACCESS, MediaServicer
 from services.media.storage import ClosedRooms, UsedJoinTokens
 from services.media.tokens import TokenVerifier
 from services.runtime import auth, clients, mongo
-from services.runtime.server import Binding, Component
+from services.runtime.server import Binding, Component, Resources
 
 
 async def build(settings: MediaSettings) -> tuple[Component, auth.KeySet]:
-    identity = clients.channel(settings.identity_address)
-    roster = clients.channel(settings.roster_address)
-    client = mongo.connect(settings.mongodb_uri, settings.service_name)
-    reporter = ConnectionReporter(roster, settings.service_token, settings.instance_id,
-                                  max_backoff=settings.report_retry_max_seconds)
-    used_tokens = UsedJoinTokens(client[settings.database_name])
-    rooms = MediaRooms(
-        instance_id=settings.instance_id,
-        capacity=settings.capacity_participants,
-        closed=ClosedRooms(client[settings.database_name]),
-        used_tokens=used_tokens,
-        verifier=TokenVerifier(identity, settings.service_token),
-        reporter=reporter,
-        thresholds=Thresholds(settings.poor_round_trip_ms, settings.poor_packet_loss, settings.poor_jitter_ms),
-        keyframe_interval=settings.keyframe_interval_seconds,
-        test_room_seconds=settings.test_room_seconds,
-        socket_buffer_bytes=settings.socket_buffer_bytes,
-        rtc_ports=settings.rtc_ports,
-        test_room_share=settings.test_room_share,
-    )
-    if settings.rtc_ports is not None:  # ICE host sockets inside SVPL_RTC_PORT_MIN..MAX (ports.py)
-        ports.install(asyncio.get_running_loop())
-    metrics.bind(rooms)
-    binding = Binding(
-        media_pb2.DESCRIPTOR.services_by_name["MediaService"],
-        MediaServicer(rooms, settings.address),
-        media_pb2_grpc.add_MediaServiceServicer_to_server,
-        ACCESS,
-    )
-
-    tasks: list[asyncio.Task] = []
-
-    async def start() -> None:
-        await used_tokens.ensure_indexes()
-        reporter.start()
+    async with Resources() as opened:
+        identity = opened.closing(clients.channel(settings.identity_address))
+        roster = opened.closing(clients.channel(settings.roster_address))
+        client = opened.closing(mongo.connect(settings.mongodb_uri, settings.service_name))
+        reporter = opened.closing(ConnectionReporter(roster, settings.service_token, settings.instance_id,
+                                                     max_backoff=settings.report_retry_max_seconds))
+        used_tokens = UsedJoinTokens(client[settings.database_name])
+        rooms = MediaRooms(
+            instance_id=settings.instance_id,
+            capacity=settings.capacity_participants,
+            closed=ClosedRooms(client[settings.database_name]),
+            used_tokens=used_tokens,
+            verifier=TokenVerifier(identity, settings.service_token),
+            reporter=reporter,
+            thresholds=Thresholds(settings.poor_round_trip_ms, settings.poor_packet_loss, settings.poor_jitter_ms),
+            keyframe_interval=settings.keyframe_interval_seconds,
+            test_room_seconds=settings.test_room_seconds,
+            socket_buffer_bytes=settings.socket_buffer_bytes,
+            rtc_ports=settings.rtc_ports,
+            test_room_share=settings.test_room_share,
+        )
+        opened.closing(rooms, rooms.shutdown)  # everyone still connected is disconnected first
+        if settings.rtc_ports is not None:  # ICE host sockets inside SVPL_RTC_PORT_MIN..MAX (ports.py)
+            ports.install(asyncio.get_running_loop())
+        metrics.bind(rooms)
+        binding = Binding(
+            media_pb2.DESCRIPTOR.services_by_name["MediaService"],
+            MediaServicer(rooms, settings.address),
+            media_pb2_grpc.add_MediaServiceServicer_to_server,
+            ACCESS,
+        )
+        background = {}
         if settings.pod_name:  # in Kubernetes: keep the pod-deletion-cost annotation equal to the load
             from services.media.pod_deletion_cost import from_environment
 
             updater = from_environment(lambda: rooms.participant_count)
             if updater is not None:
-                tasks.append(asyncio.create_task(updater.run(), name="svpl-pod-deletion-cost"))
+                background["svpl-pod-deletion-cost"] = updater.run
 
-    async def close() -> None:
-        for task in tasks:
-            task.cancel()
-        await rooms.shutdown()
-        await reporter.close()
-        await roster.close()
-        await identity.close()
+        async def start() -> None:
+            reporter.start()
 
-    component = Component([binding], start=start, drain=rooms.drain, close=close, mongo=client)
-    component.rooms = rooms  # for in-process tests and the benchmark
-    return component, clients.service_keyset(settings, identity)
+        keys = clients.service_keyset(settings, identity)
+        component = Component([binding], resources=opened.pop_all(), indexes=[used_tokens], start=start,
+                              background=background, drain=rooms.drain, mongo=client)
+        component.rooms = rooms  # for in-process tests and the benchmark
+        return component, keys

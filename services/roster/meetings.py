@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from services.roster import codes, metrics, model
 from services.roster.model import Meeting, Participant
-from services.runtime import names
+from services.runtime import names, paging
 from services.roster.peers import Identity, Media, Refused
 from services.roster.store import MeetingStore
 from services.runtime.access_log import AccessLog
@@ -225,8 +225,8 @@ class Roster:
         return m
 
     async def list_mine(self, who: Caller, start: dt.datetime | None, end: dt.datetime | None,
-                        offset: int, size: int) -> list[Meeting]:
-        return await self.store.for_person(who.id, start, end, offset, size)
+                        page_size: int, page_token: str) -> tuple[list[Meeting], str]:
+        return await self.store.for_person(who.id, start, end, paging.page_size(page_size), page_token)
 
     async def resolve_code(self, code: str) -> Meeting:
         code = (code or "").strip().replace(" ", "").replace("-", "")

@@ -169,18 +169,10 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
 
     async def ListMyMeetings(self, request, context):
         start, end = time_range(request.period, "period")
-        size = request.page.page_size or 50
-        if not 0 < size <= 500:
-            raise InvalidArgument("page.page_size", "between 1 and 500")
-        token = request.page.page_token
-        # ASCII digits only ("²".isdigit() is true, int() refuses it) and an offset the database can skip.
-        if token and not (token.isascii() and token.isdigit() and len(token) <= 9):
-            raise InvalidArgument("page.page_token", "not a token from a previous page")
-        offset = int(token or 0)
-        found = await self._r.list_mine(auth.caller(), start, end, offset, size + 1)
-        next_token = str(offset + size) if len(found) > size else ""
-        return roster_pb2.ListMyMeetingsResponse(meetings=[meeting_pb(m) for m in found[:size]],
-                                                 page=common_pb2.PageResponse(next_page_token=next_token))
+        found, token = await self._r.list_mine(auth.caller(), start, end, request.page.page_size,
+                                               request.page.page_token)
+        return roster_pb2.ListMyMeetingsResponse(meetings=[meeting_pb(m) for m in found],
+                                                 page=common_pb2.PageResponse(next_page_token=token))
 
     async def ResolveDialInCode(self, request, context):
         m = await self._r.resolve_code(request.dial_in_code)

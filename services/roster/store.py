@@ -1,17 +1,17 @@
 """Meetings in MongoDB: one document per meeting, changed only by a versioned replace.
 
-`mutate` reads the meeting, applies a plain-Python change (model.py), and replaces the
-document only if its version is still the one read (optimistic concurrency); on a lost
-race it re-reads and re-applies, so every rule is checked against the state the change
-lands on, across any number of roster replicas. A final state therefore can never be
-overwritten by a change computed from an older state.
+`mutate` (the runtime's VersionedStore) reads the meeting, applies a plain-Python change
+(model.py), and replaces the document only if its version is still the one read (optimistic
+concurrency); on a lost race it re-reads and re-applies, so every rule is checked against the
+state the change lands on, across any number of roster replicas. A final state therefore can
+never be overwritten by a change computed from an older state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Callable
 
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -20,28 +20,22 @@ from services.roster import model
 from services.roster.model import Meeting
 from services.runtime.errors import Aborted, NotFound, Unavailable
 from services.runtime.mongo import DURABLE
-from services.runtime.outbox import in_transaction
+from services.runtime.paging import Key, Keyset
+from services.runtime.store import VersionedStore
 
-T = TypeVar("T")
-MAX_RACES = 50
+# A person's meetings in pages: by start, then id (the position a page token holds).
+LISTING = Keyset(Key("start", dt.datetime), Key("_id", str))
 MAX_CODE_TRIES = 20
 
 
-class _Conflict(Exception):
-    """Another writer changed the meeting between our read and our write."""
-
-
-class _CountedLock(asyncio.Lock):
-    users = 0
-
-
-class MeetingStore:
+class MeetingStore(VersionedStore[Meeting]):
     def __init__(self, client: AsyncMongoClient, database: str, watch_client: AsyncMongoClient | None = None) -> None:
-        self._locks: dict[str, _CountedLock] = {}
-        self._feeds: dict[str, _Feed] = {}
-        self.client = client
         self.db = client[database]
-        self.meetings = self.db.get_collection("meetings", write_concern=DURABLE)
+        super().__init__(client, self.db.get_collection("meetings", write_concern=DURABLE),
+                         from_doc=Meeting.from_doc, to_doc=Meeting.to_doc, missing=lambda _: NotFound("no such meeting"),
+                         contended="the meeting is being changed by others right now; try again")
+        self.meetings = self.collection
+        self._feeds: dict[str, _Feed] = {}
         # Change streams hold a connection while they wait: on their own pool, they cannot take
         # the connections that writes need.
         self.watched = (watch_client or client)[database].get_collection("meetings")
@@ -66,7 +60,7 @@ class MeetingStore:
                 return existing, False
             meeting.dial_in_code = new_code()
             try:
-                await self.meetings.insert_one(meeting.to_doc())
+                await self.insert(meeting)
                 return meeting, True
             except DuplicateKeyError as exc:
                 if "booking_id" in ((exc.details or {}).get("keyPattern") or {}):
@@ -74,23 +68,16 @@ class MeetingStore:
                 # The dial-in code collided with another meeting's: draw another.
         raise Aborted("could not allocate a unique dial-in code; try again")
 
-    async def get(self, meeting_id: str) -> Meeting:
-        doc = await self.meetings.find_one({"_id": meeting_id}) if meeting_id else None
-        if doc is None:
-            raise NotFound("no such meeting")
-        return Meeting.from_doc(doc)
-
     async def by_booking(self, booking_id: str) -> Meeting | None:
-        doc = await self.meetings.find_one({"booking_id": booking_id})
-        return Meeting.from_doc(doc) if doc else None
+        return await self.find_one({"booking_id": booking_id})
 
     async def by_code(self, code: str) -> Meeting | None:
-        doc = await self.meetings.find_one({"dial_in_code": code})
-        return Meeting.from_doc(doc) if doc else None
+        return await self.find_one({"dial_in_code": code})
 
     async def for_person(self, person_id: str, start: dt.datetime | None, end: dt.datetime | None,
-                         skip: int, limit: int) -> list[Meeting]:
-        """Meetings the person coordinates, co-leads or is registered in (not removed), by start."""
+                         size: int, page_token: str) -> tuple[list[Meeting], str]:
+        """Meetings the person coordinates, co-leads or is registered in (not removed), by start:
+        one page (LISTING order) and the next page's token."""
         query: dict = {"$or": [
             {"coordinator_hsa_id": person_id},
             {"delegates": person_id},
@@ -100,8 +87,9 @@ class MeetingStore:
             query["end"] = {"$gt": start}
         if end:
             query["start"] = {"$lt": end}
-        cursor = self.meetings.find(query).sort([("start", ASCENDING), ("_id", ASCENDING)]).skip(skip).limit(limit)
-        return [Meeting.from_doc(doc) async for doc in cursor]
+        docs, token = await LISTING.page(self.meetings, query, query=(person_id, start, end), size=size,
+                                         token=page_token)
+        return [Meeting.from_doc(doc) for doc in docs], token
 
     async def due_for_auto_close(self, cutoff: dt.datetime) -> list[str]:
         cursor = self.meetings.find(
@@ -114,60 +102,6 @@ class MeetingStore:
 
     async def with_left_rooms(self) -> list[str]:
         return [doc["_id"] async for doc in self.meetings.find({"left_rooms.control": {"$exists": True}}, {"_id": 1})]
-
-    # ------------------------------------------------------------ change
-
-    async def mutate(
-        self,
-        meeting_id: str,
-        change: Callable[[Meeting], T],
-        also: Callable[[object, Meeting, T], Awaitable[None]] | None = None,
-    ) -> tuple[Meeting, T]:
-        """Apply `change` to the current meeting and store it (if it changed anything).
-
-        `also(session, meeting, result)` runs in the same transaction as the write (the
-        outbox message of a registration): both are stored, or neither."""
-        # Writers in this process take turns per meeting, so they do not race each other
-        # (a lost race costs a re-read and a retry); across replicas the version decides.
-        lock = self._locks.setdefault(meeting_id, _CountedLock())
-        lock.users += 1
-        try:
-            async with lock:
-                return await self._mutate(meeting_id, change, also)
-        finally:
-            lock.users -= 1
-            if not lock.users:
-                self._locks.pop(meeting_id, None)
-
-    async def _mutate(self, meeting_id, change, also):
-        for _ in range(MAX_RACES):
-            meeting = await self.get(meeting_id)
-            before = meeting.to_doc()
-            result = change(meeting)  # raises a domain error: nothing is written
-            after = meeting.to_doc()
-            if after == before:
-                return meeting, result
-            version = meeting.version
-            meeting.version = version + 1
-            after["version"] = version + 1
-            try:
-                if also is None:
-                    await self._replace(None, meeting_id, version, after)
-                else:
-                    async def work(session):
-                        await self._replace(session, meeting_id, version, after)
-                        await also(session, meeting, result)
-
-                    await in_transaction(self.client, work)
-            except _Conflict:
-                continue
-            return meeting, result
-        raise Aborted("the meeting is being changed by others right now; try again")
-
-    async def _replace(self, session, meeting_id: str, version: int, doc: dict) -> None:
-        done = await self.meetings.replace_one({"_id": meeting_id, "version": version}, doc, session=session)
-        if done.matched_count != 1:
-            raise _Conflict()
 
     # ------------------------------------------------------------ watch
 

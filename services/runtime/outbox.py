@@ -15,8 +15,8 @@ Shape of the parts:
   failure (timeouts, 5xx, unreachable) and :class:`PermanentDeliveryError` when a
   retry can't help (the receiver refuses the message). Any other exception counts as
   retryable.
-- :class:`Dispatcher` (an asyncio task; the service's ``Component.start`` starts it,
-  ``close`` stops it) claims due messages with a *lease* (owner + expiry), delivers
+- :class:`Dispatcher` (an asyncio task; the service's ``Component.start`` starts it, and
+  its ``stop`` is registered in the service's ``Resources``) claims due messages with a *lease* (owner + expiry), delivers
   them, and records the outcome: ``delivered``, or back to ``pending`` with an
   exponential backoff with jitter, or ``failed`` (permanent error or attempts used up).
   A dispatcher that dies while holding a lease loses nothing: when the lease

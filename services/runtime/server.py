@@ -7,6 +7,11 @@ exceptions to status codes (never leaking internals) and records RPC metrics.
 `main` adds logging, the metrics port, and SIGTERM handling: readiness
 (the service's own health name) turns NOT_SERVING, the service drains, the server
 stops with a grace period, and then overall health turns NOT_SERVING.
+
+A service's `build(settings)` registers everything it opens (clients, channels, background
+tasks, dispatchers, the directory) once, in its `Resources` (an AsyncExitStack), as it opens it;
+the runtime closes them in reverse order, each awaited, after the server stopped. The owners of
+collections are listed in `Component.indexes`: their `ensure_indexes()` runs at start.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import signal
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, Coroutine, Protocol, Sequence, TypeVar
 
 import grpc
 import pymongo.errors
@@ -35,6 +40,8 @@ from services.runtime.config import ServiceSettings, load_settings
 from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, PermissionDenied
 
 log = logging.getLogger("svpl.server")
+
+R = TypeVar("R")
 
 # Liveness probes ask the overall health (""); readiness probes ask the service's own name.
 LIVENESS = ""
@@ -59,19 +66,90 @@ class Binding:
             )
 
 
+class Resources(contextlib.AsyncExitStack):
+    """Everything a service opened, registered once where it is opened and closed in reverse
+    order, each close awaited (the last opened closes first: a dispatcher before the client it
+    uses, the client before the channel under it).
+
+    `build` opens into one and hands it to its Component with `pop_all()`, so a build that fails
+    half-way closes what it had opened already:
+
+        async with Resources() as opened:
+            channel = opened.closing(clients.channel(address))
+            ...
+            return Component([binding], resources=opened.pop_all(), ...), keys
+    """
+
+    def closing(self, resource: R, close: Callable[[], Any] | None = None) -> R:
+        """Register `resource`: on close, `close()` (default: its `aclose` or `close`), awaited if
+        it returns an awaitable. Returns the resource, so it is registered where it is opened."""
+        if close is None:  # looked up on the type: a database client answers any attribute with a database
+            name = "aclose" if hasattr(type(resource), "aclose") else "close"
+            close = getattr(resource, name)
+        closer = close
+
+        async def _close() -> None:
+            result = closer()
+            if inspect.isawaitable(result):
+                await result
+
+        self.push_async_callback(_close)
+        return resource
+
+    def task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+        """Run `coro` as a background task, cancelled and awaited on close (an error it ended with is
+        logged, not raised: closing goes on with the rest)."""
+        task = asyncio.create_task(coro, name=name)
+
+        async def _stop() -> None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # noqa: BLE001 - the task already failed; closing the rest matters more
+                log.exception("background task %s had failed", name)
+
+        self.push_async_callback(_stop)
+        return task
+
+
+class HasIndexes(Protocol):
+    async def ensure_indexes(self) -> None: ...
+
+
 @dataclass
 class Component:
-    """What a service hands the runtime: its bindings and lifecycle hooks."""
+    """What a service hands the runtime: its bindings, what it opened, and lifecycle hooks."""
 
     bindings: list[Binding]
+    # Everything the service opened (closed in reverse, awaited, after the server stopped).
+    resources: Resources = field(default_factory=Resources)
+    # Owners of collections: each one's ensure_indexes() runs at start, before `start`.
+    indexes: Sequence[HasIndexes] = ()
+    # Runs at start, after the indexes, before the server takes calls.
     start: Callable[[], Awaitable[None]] | None = None
+    # Background work: started after `start` (name -> coroutine function), cancelled and awaited on close.
+    background: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = field(default_factory=dict)
     # Called on SIGTERM after readiness turns NOT_SERVING, with the grace in seconds.
     drain: Callable[[float], Awaitable[None]] | None = None
-    close: Callable[[], Awaitable[None]] | None = None
     # Extra health names (readiness of a sub-part).
     health_names: list[str] = field(default_factory=list)
-    # The service's database: readiness follows whether it answers.
+    # The service's database: readiness follows whether it answers (register it in `resources` to close it).
     mongo: object | None = None
+
+    async def open(self) -> None:
+        """Indexes, the start hook, then the background tasks (registered in `resources`)."""
+        for owner in self.indexes:
+            await owner.ensure_indexes()
+        if self.start:
+            await self.start()
+        for name, run in self.background.items():
+            self.resources.task(run(), name=name)
+
+    async def close(self) -> None:
+        """Close everything the service opened, in reverse order."""
+        await self.resources.aclose()
 
 
 def _status_for(exc: DomainError) -> status_pb2.Status:
@@ -220,17 +298,18 @@ class RunningServer:
     async def stop(self, grace: float) -> None:
         if self._watch:
             self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
         await self.set_ready(False)
         if self.component.drain:
             await self.component.drain(grace)
         await self.server.stop(grace)
         await self.health.enter_graceful_shutdown()
-        if self.component.close:
-            await self.component.close()
+        # The keys' revocation follower first: it calls identity over a channel the component closes.
         if self.keys is not None:
             await self.keys.close()
-        if self.component.mongo is not None:
-            await self.component.mongo.close()
+        await self.component.close()
 
 
 async def start_server(
@@ -259,12 +338,17 @@ async def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [b.descriptor.full_name for b in component.bindings]
     reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise RuntimeError(f"could not bind {address}")
-    if component.start:
-        await component.start()
-    await server.start()
+    try:
+        port = server.add_insecure_port(address)
+        if port == 0:
+            raise RuntimeError(f"could not bind {address}")
+        await component.open()
+        await server.start()
+    except BaseException:
+        # Nothing serves: what the service opened is closed again.
+        await server.stop(None)
+        await component.close()
+        raise
     running = RunningServer(server, port, health_servicer, component, db_check_seconds, keys)
     await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     await running.set_ready(True)

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.runtime import auth
+from services.runtime.errors import PermissionDenied
+from services.support.model import Ticket
 from services.support.routing_table import (STAFFED_BY_REGION, STAFFED_BY_REPORTER_ORGANIZATION, QueueSpec,
                                             RoutingTable)
 
@@ -60,23 +62,31 @@ class DeskScope:
             return {"queue_id": {"$in": []}}
         return clauses[0] if len(clauses) == 1 else {"$or": clauses}
 
-    def staffs(self, queue_id: str, doc: dict) -> bool:
+    def staffs(self, queue_id: str, ticket: Ticket) -> bool:
         """Does this caller staff `queue_id` for this ticket?"""
         if queue_id in self.whole:
             return True
-        return queue_id in self.own_organization and doc.get("org_key", "") == self.org
+        return queue_id in self.own_organization and ticket.org_key == self.org
 
-    def works(self, doc: dict) -> bool:
-        return self.staffs(doc["queue_id"], doc)
+    def works(self, ticket: Ticket) -> bool:
+        return self.staffs(ticket.queue_id, ticket)
 
-    def has_worked(self, doc: dict) -> bool:
+    def has_worked(self, ticket: Ticket) -> bool:
         """Staffs the ticket's current queue or a queue it was escalated from."""
-        queues = {doc["queue_id"]} | {h["from_queue"] for h in doc["history"] if h["action"] == "escalated"}
-        return any(self.staffs(q, doc) for q in queues)
+        return any(self.staffs(q, ticket) for q in {ticket.queue_id} | ticket.escalated_from())
+
+    def require_works(self, ticket: Ticket) -> None:
+        """Refused unless the caller staffs the ticket's current queue."""
+        if not self.works(ticket):
+            raise PermissionDenied(f"ticket {ticket.id} is not in a queue you staff", reason=NOT_YOUR_QUEUE)
+
+
+def is_desk(who: auth.Caller) -> bool:
+    return who.is_person and who.has_role(auth.ROLE_SUPPORT_DESK)
 
 
 def scope_of(who: auth.Caller, routing: RoutingTable) -> DeskScope:
-    if not (who.is_person and who.has_role(auth.ROLE_SUPPORT_DESK)):
+    if not is_desk(who):
         return DeskScope()
     org = org_key(who.organization)
     region = who.has_role(auth.ROLE_REGION_STAFF)

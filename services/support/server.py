@@ -7,7 +7,6 @@ message naming the rule, before anything else is opened.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 
@@ -15,7 +14,7 @@ from svpl.support.v1 import support_pb2, support_pb2_grpc
 
 from services.runtime import auth, clients, mongo
 from services.runtime.access_log import AccessLog
-from services.runtime.server import Binding, Component
+from services.runtime.server import Binding, Component, Resources
 from services.support import routing_table
 from services.support.config import SupportSettings
 from services.support.peers import Peers
@@ -30,45 +29,35 @@ async def build(settings: SupportSettings) -> tuple[Component, auth.KeySet]:
     if routing.region != settings.region:
         raise routing_table.RoutingTableError(
             f"svpl: routing table is for region {routing.region!r} but SVPL_REGION is {settings.region!r}")
-    identity = clients.channel(settings.identity_address)
-    db = mongo.connect(settings.mongodb_uri, settings.service_name)
-    peers = Peers(settings.roster_address, settings.booking_address, settings.media_address,
-                  settings.service_token, settings.support_evidence_timeout_seconds)
-    access = AccessLog.for_service(settings, db)
-    tickets = Tickets(db[settings.database_name], routing, peers, access, settings.support_description_max_chars)
-    # A follow-up younger than this may still be running in a live request.
-    settled = dt.timedelta(seconds=3 * settings.support_evidence_timeout_seconds + 5)
-    background: list[asyncio.Task] = []
+    async with Resources() as opened:
+        identity = opened.closing(clients.channel(settings.identity_address))
+        db = opened.closing(mongo.connect(settings.mongodb_uri, settings.service_name))
+        peers = opened.closing(Peers(settings.roster_address, settings.booking_address, settings.media_address,
+                                     settings.service_token, settings.support_evidence_timeout_seconds))
+        access = opened.closing(AccessLog.for_service(settings, db))
+        tickets = Tickets(db[settings.database_name], routing, peers, access, settings.support_description_max_chars)
+        # A follow-up younger than this may still be running in a live request.
+        settled = dt.timedelta(seconds=3 * settings.support_evidence_timeout_seconds + 5)
 
-    async def housekeeping() -> None:
-        """Refresh the open-tickets gauge and finish follow-ups a restart cut short."""
-        while True:
-            try:
-                await tickets.refresh_gauge()
-                await tickets.sweep(settled)
-            except Exception:  # noqa: BLE001 - the database may be away; readiness says so
-                log.warning("support housekeeping failed; retrying", exc_info=True)
-            await asyncio.sleep(settings.support_sweep_seconds)
+        async def housekeeping() -> None:
+            """Refresh the open-tickets gauge and finish follow-ups a restart cut short."""
+            while True:
+                try:
+                    await tickets.refresh_gauge()
+                    await tickets.sweep(settled)
+                except Exception:  # noqa: BLE001 - the database may be away; readiness says so
+                    log.warning("support housekeeping failed; retrying", exc_info=True)
+                await asyncio.sleep(settings.support_sweep_seconds)
 
-    async def start() -> None:
-        await tickets.ensure_indexes()
-        background.append(asyncio.create_task(housekeeping(), name="svpl-support-housekeeping"))
-
-    async def close() -> None:
-        for task in background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await peers.close()
-        await identity.close()
-        await access.close()
-
-    binding = Binding(
-        support_pb2.DESCRIPTOR.services_by_name["SupportService"],
-        SupportServicer(tickets),
-        support_pb2_grpc.add_SupportServiceServicer_to_server,
-        ACCESS,
-    )
-    log.info("support routing: region %s, %d queues, %d rules, default %s",
-             routing.region, len(routing.queues), len(routing.rules), routing.default_queue)
-    return Component([binding], start=start, close=close, mongo=db), clients.service_keyset(settings, identity)
+        binding = Binding(
+            support_pb2.DESCRIPTOR.services_by_name["SupportService"],
+            SupportServicer(tickets),
+            support_pb2_grpc.add_SupportServiceServicer_to_server,
+            ACCESS,
+        )
+        log.info("support routing: region %s, %d queues, %d rules, default %s",
+                 routing.region, len(routing.queues), len(routing.rules), routing.default_queue)
+        keys = clients.service_keyset(settings, identity)
+        component = Component([binding], resources=opened.pop_all(), indexes=[tickets, access], mongo=db,
+                              background={"svpl-support-housekeeping": housekeeping})
+        return component, keys

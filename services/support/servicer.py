@@ -18,8 +18,10 @@ from svpl.support.v1 import support_pb2, support_pb2_grpc
 from services.runtime import auth
 from services.runtime.timestamps import to_timestamp as _ts
 from services.runtime.auth import LOGGED_IN, persons_with
+from services.support.model import Progress, Rebook, Ticket
+from services.support.reports import Report
 from services.support.routing_table import QueueSpec, RoutingTable
-from services.support.tickets import Report, Tickets
+from services.support.tickets import Tickets
 
 DESK = persons_with(auth.ROLE_SUPPORT_DESK)
 
@@ -67,10 +69,8 @@ def queue_pb(q: QueueSpec) -> support_pb2.Queue:
                              contact_text=q.text())
 
 
-def ticket_pb(doc: dict, routing: RoutingTable) -> support_pb2.Ticket:
-    r = doc["reporter"]
-    queue = routing.queue(doc["queue_id"])
-    ev = doc.get("evidence")
+def evidence_pb(t: Ticket) -> support_pb2.MeetingEvidence | None:
+    ev = t.evidence
     evidence = None
     if ev:
         evidence = support_pb2.MeetingEvidence(
@@ -83,34 +83,40 @@ def ticket_pb(doc: dict, routing: RoutingTable) -> support_pb2.Ticket:
                 outbound_bitrate_kbps=s["outbound_bitrate_kbps"], warnings=s["warnings"],
                 measured_at=_ts(s.get("measured_at"))) for s in ev["quality"]],
         )
-    elif doc.get("evidence_status") == "pending":
-        evidence = support_pb2.MeetingEvidence(meeting_id=doc["meeting_id"], note="Underlaget hämtas")
-    if doc.get("rebook_note"):
-        evidence = evidence or support_pb2.MeetingEvidence(meeting_id=doc["meeting_id"])
-        evidence.note = "; ".join(filter(None, [evidence.note, doc["rebook_note"]]))
+    elif t.evidence_status == Progress.PENDING:
+        evidence = support_pb2.MeetingEvidence(meeting_id=t.meeting_id, note="Underlaget hämtas")
+    if t.rebook_note:
+        evidence = evidence or support_pb2.MeetingEvidence(meeting_id=t.meeting_id)
+        evidence.note = "; ".join(filter(None, [evidence.note, t.rebook_note]))
+    return evidence
+
+
+def ticket_pb(t: Ticket, routing: RoutingTable) -> support_pb2.Ticket:
+    r = t.reporter
+    queue = routing.queue(t.queue_id)
     return support_pb2.Ticket(
-        ticket_id=doc["_id"],
+        ticket_id=t.id,
         reporter=support_pb2.Reporter(
-            name=r["name"], kind=_reporter_kind(r["kind"]), organization=r["organization"], contact=r["contact"],
-            person=common_pb2.PersonRef(id=r["id"], id_kind=_ID_KIND_PB.get(r["id_kind"], 0), display_name=r["name"]),
+            name=r.name, kind=_reporter_kind(r.kind), organization=r.organization, contact=r.contact,
+            person=common_pb2.PersonRef(id=r.id, id_kind=_ID_KIND_PB.get(r.id_kind, 0), display_name=r.name),
         ),
-        problem=_problem(doc["problem"]),
-        description=doc["description"],
-        meeting_id=doc["meeting_id"],
-        participant_id=doc["participant_id"],
-        state=_state(doc["state"]),
-        routing=support_pb2.Routing(queue=queue_pb(queue) if queue else support_pb2.Queue(queue_id=doc["queue_id"]),
-                                    rule_id=doc["rule_id"]),
-        assignee=doc["assignee"],
-        evidence=evidence,
+        problem=_problem(t.problem),
+        description=t.description,
+        meeting_id=t.meeting_id,
+        participant_id=t.participant_id,
+        state=_state(t.state),
+        routing=support_pb2.Routing(queue=queue_pb(queue) if queue else support_pb2.Queue(queue_id=t.queue_id),
+                                    rule_id=t.rule_id),
+        assignee=t.assignee,
+        evidence=evidence_pb(t),
         history=[support_pb2.HistoryEntry(
-            at=_ts(h["at"]), actor=h["actor"], action=h["action"], from_queue=h["from_queue"],
-            to_queue=h["to_queue"], from_state=_state(h["from_state"]), to_state=_state(h["to_state"]),
-            text=h["text"]) for h in doc["history"]],
-        created_at=_ts(doc["created_at"]),
-        first_response_at=_ts(doc.get("first_response_at")),
-        rebook_requested=doc.get("rebook_status") == "done",
-        not_municipality_fault=doc.get("not_municipality_fault", False),
+            at=_ts(h.at), actor=h.actor, action=h.action, from_queue=h.from_queue,
+            to_queue=h.to_queue, from_state=_state(h.from_state), to_state=_state(h.to_state),
+            text=h.text) for h in t.history],
+        created_at=_ts(t.created_at),
+        first_response_at=_ts(t.first_response_at),
+        rebook_requested=t.rebook_status == Rebook.DONE,
+        not_municipality_fault=t.not_municipality_fault,
     )
 
 
@@ -119,8 +125,8 @@ class SupportServicer(support_pb2_grpc.SupportServiceServicer):
         self._tickets = tickets
         self._routing = tickets.routing
 
-    def _out(self, doc: dict) -> support_pb2.Ticket:
-        return ticket_pb(doc, self._routing)
+    def _out(self, t: Ticket) -> support_pb2.Ticket:
+        return ticket_pb(t, self._routing)
 
     async def FileReport(self, request, context):
         rep = request.reporter
@@ -138,36 +144,35 @@ class SupportServicer(support_pb2_grpc.SupportServiceServicer):
             request_rebook=request.request_rebook,
             idempotency_key=request.idempotency_key,
         )
-        doc = await self._tickets.file_report(report, auth.caller())
-        return support_pb2.FileReportResponse(ticket=self._out(doc))
+        return support_pb2.FileReportResponse(ticket=self._out(await self._tickets.file_report(report, auth.caller())))
 
     async def GetTicket(self, request, context):
         return support_pb2.GetTicketResponse(ticket=self._out(await self._tickets.get(request.ticket_id, auth.caller())))
 
     async def ListTickets(self, request, context):
         states = [_enum_in(support_pb2.TicketState, "TICKET_STATE_", s) for s in request.states]
-        docs, token = await self._tickets.list(
+        tickets, token = await self._tickets.list(
             auth.caller(), queue_id=request.queue_id, states=states, min_age_seconds=request.min_age_seconds,
             page_size=request.page.page_size, page_token=request.page.page_token)
-        return support_pb2.ListTicketsResponse(tickets=[self._out(d) for d in docs],
+        return support_pb2.ListTicketsResponse(tickets=[self._out(t) for t in tickets],
                                                page=common_pb2.PageResponse(next_page_token=token))
 
     async def AssignTicket(self, request, context):
-        doc = await self._tickets.assign(request.ticket_id, request.assignee, auth.caller())
-        return support_pb2.AssignTicketResponse(ticket=self._out(doc))
+        t = await self._tickets.assign(request.ticket_id, request.assignee, auth.caller())
+        return support_pb2.AssignTicketResponse(ticket=self._out(t))
 
     async def CommentTicket(self, request, context):
-        doc = await self._tickets.comment(request.ticket_id, request.text, auth.caller())
-        return support_pb2.CommentTicketResponse(ticket=self._out(doc))
+        t = await self._tickets.comment(request.ticket_id, request.text, auth.caller())
+        return support_pb2.CommentTicketResponse(ticket=self._out(t))
 
     async def EscalateTicket(self, request, context):
-        doc = await self._tickets.escalate(request.ticket_id, request.reason, auth.caller())
-        return support_pb2.EscalateTicketResponse(ticket=self._out(doc))
+        t = await self._tickets.escalate(request.ticket_id, request.reason, auth.caller())
+        return support_pb2.EscalateTicketResponse(ticket=self._out(t))
 
     async def ChangeTicketState(self, request, context):
         state = _enum_in(support_pb2.TicketState, "TICKET_STATE_", request.state)
-        doc = await self._tickets.change_state(request.ticket_id, state, request.note, auth.caller())
-        return support_pb2.ChangeTicketStateResponse(ticket=self._out(doc))
+        t = await self._tickets.change_state(request.ticket_id, state, request.note, auth.caller())
+        return support_pb2.ChangeTicketStateResponse(ticket=self._out(t))
 
     async def GetRoutingTable(self, request, context):
         t = self._routing
