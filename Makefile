@@ -47,12 +47,15 @@ test-fast: install
 chart-test: install
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/charts
 
-# One image per service (needs a Docker engine; not run in CI). IMAGE_REGISTRY/IMAGE_TAG as in the chart's values.
+# One image per service, each from the one Dockerfile (needs a Docker engine; not run in CI).
+# IMAGE_REGISTRY/IMAGE_TAG as in the chart's values; service:port, the port as the chart's.
 IMAGE_REGISTRY ?= registry.example.org/svpl
 IMAGE_TAG ?= 0.1.0
-IMAGE_SERVICES := identity booking roster media support gateway
+IMAGE_SERVICES := identity:50051 booking:50052 roster:50053 media:50054 support:50055 gateway:8080
 images:
-	for s in $(IMAGE_SERVICES); do docker build -f services/$$s/Dockerfile -t $(IMAGE_REGISTRY)/svpl-$$s:$(IMAGE_TAG) . || exit 1; done
+	for sp in $(IMAGE_SERVICES); do s=$${sp%%:*}; \
+		docker build --build-arg SERVICE=$$s --build-arg PORT=$${sp#*:} -t $(IMAGE_REGISTRY)/svpl-$$s:$(IMAGE_TAG) . || exit 1; \
+	done
 
 # CreateBooking through gRPC vs the raw pymongo operations it needs, same server, same run (not a test).
 BENCH_BOOKING_N ?= 200

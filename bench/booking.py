@@ -19,11 +19,11 @@ from google.protobuf import timestamp_pb2
 from svpl.booking.v1 import booking_pb2 as pb
 
 from devstack.embedded_db import EmbeddedMongo
+from devstack.harness import ORDER, System
 from services.identity.tokens import KeyRing
 from services.runtime import auth, mongo
 from services.runtime.outbox import in_transaction
 from bench.timing import measure, pct
-from tests.harness import ORDER, System
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 CONCURRENCY = 8

@@ -23,10 +23,10 @@ from pathlib import Path
 import ldap3
 from personnummer.personnummer import Personnummer
 
+from devstack.slapd import BASE_DN, READER_DN, READER_PASSWORD, Slapd
 from services.identity import hsa_id, personnummer
 from services.identity.demo.generate import directory
 from services.identity.directory import LdapDirectory
-from tests.identity.slapd import BASE_DN, READER_DN, READER_PASSWORD, Slapd
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
 LOOKUPS = max(200, N // 10)

@@ -40,8 +40,8 @@ from svpl.media.v1 import media_pb2, media_pb2_grpc
 from bench import media_latency
 from bench.media_peers import encode_clip
 from devstack.embedded_db import EmbeddedMongo, free_port
+from devstack.harness import ORDER, System, as_token
 from services.identity.tokens import KeyRing
-from tests.harness import ORDER, System, as_token
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable

@@ -25,7 +25,7 @@ from aiortc.rtp import RtpPacket
 from svpl.media.v1 import media_pb2
 
 from bench.media_peers import Participant, loopback_only, negotiate
-from tests.harness import as_token
+from devstack.harness import as_token
 
 TAIL = 64  # bytes of a frame's last packet that identify it
 AUDIO_SIZE = 64  # numbered audio payloads: 0xFC (an Opus TOC byte), a 3-byte number, padding

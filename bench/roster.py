@@ -22,11 +22,11 @@ from pathlib import Path
 from svpl.roster.v1 import roster_pb2 as R
 
 from devstack.embedded_db import EmbeddedMongo
+from devstack.harness import ORDER, System
+from devstack.samples import create_request
 from services.identity.tokens import KeyRing
 from services.runtime import auth, mongo
 from bench.timing import measure, pct
-from tests.harness import ORDER, System
-from tests.roster.helpers import create_request
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 400
 CONCURRENCY = 16

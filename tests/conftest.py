@@ -102,7 +102,7 @@ def keys_dir(keyring, tmp_path_factory):
 @pytest.fixture
 async def system_factory(mongo, keys_dir, service_token):
     """Build a whole in-process system: `sys = await system_factory(["identity", "roster"])`."""
-    from tests.harness import ORDER, System
+    from devstack.harness import ORDER, System
 
     systems = []
 

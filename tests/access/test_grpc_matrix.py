@@ -16,10 +16,10 @@ import grpc
 import pytest
 from svpl.roster.v1 import roster_pb2
 
+from devstack.harness import ORDER, as_token
+from devstack.samples import create_request
 from services.runtime import auth
 from tests.conftest import PEOPLE
-from tests.harness import ORDER, as_token
-from tests.roster.helpers import create_request
 
 SERVICES = {name: importlib.import_module(f"services.{name}.servicer").ACCESS for name in ORDER}
 DESCRIPTORS = {

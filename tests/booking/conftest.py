@@ -3,7 +3,6 @@ with secure messaging delivered to tests/booking/cosmic_receiver.py over HTTP.""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 
@@ -11,8 +10,8 @@ import pytest
 from google.protobuf import timestamp_pb2
 from svpl.booking.v1 import booking_pb2 as pb
 
+from devstack.harness import as_token
 from tests.booking.cosmic_receiver import CosmicReceiver
-from tests.harness import as_token
 
 SIP = "Samordnad individuell plan besök"
 VIDEO_TEAM = "Distanskontakt video team"
@@ -71,15 +70,3 @@ def create_request(key=None, care_service=SIP, contact_type=VIDEO_TEAM, parties=
     values.update(fields)
     return pb.CreateBookingRequest(**values)
 
-
-async def eventually(check, timeout=15.0, interval=0.05):
-    """Poll an async check until it returns something truthy (no fixed sleeps)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"not reached within {timeout}s (last: {result!r})")
-        await asyncio.sleep(interval)

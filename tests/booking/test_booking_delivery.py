@@ -6,8 +6,9 @@ from __future__ import annotations
 from svpl.booking.v1 import booking_pb2 as pb
 from svpl.roster.v1 import roster_pb2
 
-from tests.booking.conftest import FAST_OUTBOX, create_request, eventually, party
-from tests.harness import as_token
+from devstack.harness import as_token
+from tests.booking.conftest import FAST_OUTBOX, create_request, party
+from tests.polling import poll
 
 
 async def _invitations(booking, booking_id, who):
@@ -21,7 +22,7 @@ async def test_dispatcher_killed_mid_delivery_then_restarted_delivers_every_invi
     receiver.hang_after_accepting = True  # the receiver keeps each message but the answer never comes
     created = (await booking.CreateBooking(create_request(parties=[party(n) for n in names]),
                                            metadata=coordinator)).booking
-    await eventually(lambda: _true(receiver.hanging.is_set()))
+    await poll(lambda: _true(receiver.hanging.is_set()), 15, "the receiver holding a delivery")
     await booking_system.stop_service("booking")  # kills the dispatcher mid-delivery
     kept_before_kill = set(receiver.accepted)
     assert kept_before_kill  # some messages reached the receiver, none was recorded as delivered
@@ -33,7 +34,7 @@ async def test_dispatcher_killed_mid_delivery_then_restarted_delivers_every_invi
         invs = await _invitations(booking, created.booking_id, coordinator)
         return invs if all(i.state == pb.INVITATION_STATE_DELIVERED for i in invs) else None
 
-    invitations = await eventually(all_delivered)
+    invitations = await poll(all_delivered, 15, "every invitation delivered by the new dispatcher")
     assert len(invitations) == len(names)
     # Exactly once at the receiver: one kept message per party ...
     assert len(receiver.accepted) == len(names)
@@ -74,12 +75,12 @@ async def test_roster_down_books_with_meeting_pending_and_the_room_is_made_when_
                                       metadata=coordinator)).booking
         return b if not b.meeting_pending else None
 
-    done = await eventually(room_made, timeout=30)
+    done = await poll(room_made, 30, "the pending booking's room made")
     assert done.meeting_id and done.dial_in_code and done.portal_url
     meeting = (await system.stub("roster").GetMeeting(roster_pb2.GetMeetingRequest(meeting_id=done.meeting_id),
                                                       metadata=as_token(service_token("booking")))).meeting
     assert meeting.booking_id == done.booking_id
-    message = (await eventually(lambda: _first(receiver.accepted)))
+    message = (await poll(lambda: _first(receiver.accepted), 15, "the invitation received"))
     assert done.dial_in_code in message["body"]
     tasks = (await booking.ListPhoneTasks(pb.ListPhoneTasksRequest(), metadata=coordinator)).tasks
     assert len(tasks) == 1 and done.dial_in_code in tasks[0].instructions
@@ -88,7 +89,7 @@ async def test_roster_down_books_with_meeting_pending_and_the_room_is_made_when_
                                       metadata=coordinator)).booking
         return b if b.meeting_id and not b.meeting_pending else None
 
-    doomed = await eventually(doomed_room, timeout=30)
+    doomed = await poll(doomed_room, 30, "the doomed booking's room made")
     state = (await system.stub("roster").GetMeeting(roster_pb2.GetMeetingRequest(meeting_id=doomed.meeting_id),
                                                     metadata=as_token(service_token("booking")))).meeting.state
     assert doomed.status == pb.BOOKING_STATUS_CANCELLED and state == roster_pb2.MEETING_STATE_CANCELLED

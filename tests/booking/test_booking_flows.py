@@ -9,10 +9,11 @@ import pytest
 from svpl.booking.v1 import booking_pb2 as pb
 from svpl.roster.v1 import roster_pb2
 
+from devstack.harness import as_token
 from tests.booking.conftest import (
-    COORDINATOR, PATIENT, SIP, UNIT, VIDEO_TEAM, create_request, eventually, in_days, party, ts,
+    COORDINATOR, PATIENT, SIP, UNIT, VIDEO_TEAM, create_request, in_days, party, ts,
 )
-from tests.harness import as_token
+from tests.polling import poll
 
 
 async def test_only_the_sip_video_combination_creates_a_room(booking_system, coordinator, service_token):
@@ -87,7 +88,7 @@ async def test_party_without_secure_channel_gets_a_phone_task_and_no_message(boo
         by_name = {i.party.name: i for i in invs}
         return by_name if by_name["Hemtjänst Söder"].state == pb.INVITATION_STATE_DELIVERED else None
 
-    by_name = await eventually(states)
+    by_name = await poll(states, 15, "the invitation delivered")
     assert by_name["Avdelning 12"].state == pb.INVITATION_STATE_PHONE_TASK
     # Exactly one message was sent: to the secure-messaging party, none for the phone party.
     assert [m["recipient"] for m in receiver.accepted.values()] == ["cosmic:hemtjänst-söder"]
@@ -105,7 +106,7 @@ async def test_cancel_makes_the_meeting_unjoinable_and_notifies_parties(booking_
     booking, roster = booking_system.stub("booking"), booking_system.stub("roster")
     created = (await booking.CreateBooking(create_request(parties=[party("Hemtjänst Öst")]),
                                            metadata=coordinator)).booking
-    await eventually(lambda: _received(receiver, 1))
+    await poll(lambda: _received(receiver, 1), 15, "the invitation received")
     cancelled = (await booking.CancelBooking(pb.CancelBookingRequest(booking_id=created.booking_id,
                                                                      reason="patienten inlagd"),
                                              metadata=coordinator)).booking
@@ -116,7 +117,7 @@ async def test_cancel_makes_the_meeting_unjoinable_and_notifies_parties(booking_
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await roster.OpenMeeting(roster_pb2.OpenMeetingRequest(meeting_id=created.meeting_id), metadata=coordinator)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    notices = await eventually(lambda: _received(receiver, 2))
+    notices = await poll(lambda: _received(receiver, 2), 15, "the cancellation notice received")
     assert any("Inställt" in m["subject"] for m in notices)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await booking.RescheduleBooking(pb.RescheduleBookingRequest(booking_id=created.booking_id,

@@ -10,12 +10,13 @@ from svpl.booking.v1 import booking_pb2 as pb
 from svpl.common.v1 import common_pb2
 from svpl.roster.v1 import roster_pb2
 
+from devstack.harness import as_token
 from services.booking.options import OptionsError, load_options
 from services.runtime import mongo as runtime_mongo
 from tests.booking.conftest import (
-    COORDINATOR, PATIENT, UNIT, create_request, eventually, in_days, party, ts,
+    COORDINATOR, PATIENT, UNIT, create_request, in_days, party, ts,
 )
-from tests.harness import as_token
+from tests.polling import poll
 
 
 async def _code(call) -> grpc.StatusCode:
@@ -81,7 +82,7 @@ async def test_reschedule_moves_the_meeting_and_reinvites_but_a_past_booking_can
                                        metadata=as_token(service_token("booking")))).meeting
     assert meeting.scheduled.start.ToDatetime(tzinfo=dt.timezone.utc) == new_start
     assert meeting.scheduled.end.ToDatetime(tzinfo=dt.timezone.utc) == new_start + dt.timedelta(minutes=45)
-    messages = await eventually(lambda: _at_least(receiver.accepted, 2))
+    messages = await poll(lambda: _at_least(receiver.accepted, 2), 15, "the invitation and the new time received")
     assert sorted(m["subject"].split(":")[0] for m in messages) == ["Kallelse", "Ändrad tid"]
 
     # A booking whose time has passed can't be moved (its start is put in the past directly in the database).
@@ -112,7 +113,7 @@ async def test_parties_confirm_with_names_and_the_coordinator_sees_each_state(
                                               metadata=coordinator)).invitations
         return invs if all(i.state == pb.INVITATION_STATE_DELIVERED for i in invs) else None
 
-    invs = await eventually(delivered)
+    invs = await poll(delivered, 15, "every invitation delivered")
     municipality = as_token(person_token("municipality_staff"))
     confirmed = (await booking.ConfirmInvitation(pb.ConfirmInvitationRequest(
         invitation_id=invs[0].invitation_id, attendee_names=["Mona Kommun", " Karl Karlsson "]),
@@ -141,7 +142,7 @@ async def test_parties_confirm_with_names_and_the_coordinator_sees_each_state(
         return [i for i in invs if i.invitation_id == added[0].invitation_id
                 and i.state == pb.INVITATION_STATE_DELIVERED] or None
 
-    await eventually(added_delivered)
+    await poll(added_delivered, 15, "the added party's invitation delivered")
 
 
 async def test_list_paginates_filters_by_time_and_finds_by_dial_in_code(booking_system, coordinator):

@@ -13,6 +13,7 @@ from services.runtime.outbox import (
     DELIVERED, FAILED, PENDING, Backoff, Dispatcher, Outbox, OutboxMessage, PermanentDeliveryError,
     RetryableDeliveryError, in_transaction,
 )
+from tests.polling import poll
 
 
 @pytest.fixture
@@ -22,17 +23,6 @@ async def db(mongo):
     yield client, client[name]
     await client.drop_database(name)
     await client.close()
-
-
-async def eventually(predicate, timeout=10.0, interval=0.02):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(interval)
 
 
 class Receiver:
@@ -89,7 +79,7 @@ async def test_retryable_failures_back_off_record_attempts_then_deliver(db):
     assert await dispatcher.run_once() == 0  # not due yet
     dispatcher.start()
     try:
-        done = await eventually(lambda: _state(outbox, message_id, DELIVERED))
+        done = await poll(lambda: _state(outbox, message_id, DELIVERED), 10, "the message delivered", 0.02)
     finally:
         await dispatcher.stop()
     assert done["attempts"] == 3 and done["last_error"] == ""
@@ -134,7 +124,7 @@ async def test_killed_dispatcher_mid_delivery_loses_nothing_and_receiver_dedupes
     second = Dispatcher(outbox, {"test": receiver}, lease_seconds=5, poll_seconds=0.02, owner="second")
     second.start()
     try:
-        await eventually(lambda: _all_delivered(outbox, ids))
+        await poll(lambda: _all_delivered(outbox, ids), 10, "every message delivered by the second dispatcher", 0.02)
     finally:
         await second.stop()
     assert set(receiver.accepted) == set(ids)  # every message once at the receiver

@@ -22,13 +22,13 @@ from svpl.common.v1 import common_pb2
 from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
 
 from devstack.embedded_db import free_port
+from devstack.samples import COORDINATOR_HSA, create_request
 from devstack.stack import ROOT, Proc, Stack
 from services.identity.tokens import KeyRing
 from services.runtime import auth
 from tests.gateway.browser_scenario import (Failed, assert_no_console_errors, browser, click, dev_login, js,
                                             outcome, playing_remote_videos, quit_quietly, save_failure_evidence, wait,
                                             wait_for_others_playing)
-from tests.roster.helpers import COORDINATOR_HSA, create_request
 
 STAFF = ("SE2321000057-2001", "Rita Region")
 RECOVERY_SECONDS = 10.0

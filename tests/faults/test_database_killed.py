@@ -11,9 +11,10 @@ import pytest
 from svpl.booking.v1 import booking_pb2 as pb
 
 from devstack.embedded_db import EmbeddedMongo
-from tests.booking.conftest import FAST_OUTBOX, create_request, eventually, party
+from devstack.harness import System, as_token
+from tests.booking.conftest import FAST_OUTBOX, create_request, party
 from tests.booking.cosmic_receiver import CosmicReceiver
-from tests.harness import System, as_token
+from tests.polling import poll
 
 TOTAL = 16
 KILL_AFTER = 6
@@ -72,7 +73,7 @@ async def test_acknowledged_bookings_and_invitations_survive_kill_9(own_database
         async def all_delivered():
             return len(receiver.accepted) == TOTAL
 
-        await eventually(all_delivered, timeout=60)
+        await poll(all_delivered, 60, "every invitation delivered")
         assert len(receiver.accepted) == TOTAL  # one message per invitation: none lost, none doubled
         assert {m.get("recipient") for m in receiver.accepted.values()} == {
             f"cosmic:kommun-{i}" for i in range(TOTAL)

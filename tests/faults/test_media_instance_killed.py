@@ -22,9 +22,9 @@ from services.roster import model
 from services.runtime import mongo as runtime_mongo
 from services.roster.metrics import ROOMS_MOVED
 from tests.faults.meeting_clients import Client, MediaProcess
-from tests.media.peers import wait_for
+from tests.polling import poll
 from tests.roster.conftest import World
-from tests.roster.helpers import poll, reason
+from tests.roster.helpers import reason
 
 RECOVERY_SECONDS = 10.0
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,37 +69,37 @@ async def test_meeting_survives_its_media_instance_killed(system_factory, person
         coordinator, patient, removed = client("coordinator"), client("patient"), client("region_staff")
         everyone = (coordinator, patient, removed)
         # Each sees the other two before anything goes wrong.
-        await wait_for(lambda: all(len(c.peer and c.peer.video_received() or []) == 2 for c in everyone), 20,
-                       what="three participants seeing each other on the first instance")
+        await poll(lambda: all(len(c.peer and c.peer.video_received() or []) == 2 for c in everyone), 20,
+                   what="three participants seeing each other on the first instance")
         listing = R.GetConnectedListRequest(meeting_id=m.meeting_id)
 
         async def connected_names():
             return sorted(p.full_name for p in (await world.roster.GetConnectedList(
                 listing, metadata=world.who("coordinator"))).people)
 
-        await poll(lambda names: len(names) == 3, connected_names, "three connected")
+        await poll(connected_names, 10, "three connected", until=lambda names: len(names) == 3)
         await world.roster.RemoveParticipant(R.RemoveParticipantRequest(
             meeting_id=m.meeting_id, participant_id=staff.participant_id, reason="fel person"),
             metadata=world.who("coordinator"))
         # The removed participant's client tries to come back, as any dropped client does, and is refused.
-        await wait_for(lambda: removed.outcome == "ADMIT_REFUSAL_REMOVED", 10, what="the removed client to stop")
-        await poll(lambda names: names == ["Tolvan Tolvansson", "Vera Samordnare"], connected_names,
-                   "the removed participant to leave the connected list")
+        await poll(lambda: removed.outcome == "ADMIT_REFUSAL_REMOVED", 10, what="the removed client to stop")
+        await poll(connected_names, 10, "the removed participant to leave the connected list",
+                   until=lambda names: names == ["Tolvan Tolvansson", "Vera Samordnare"])
 
         moved_before = ROOMS_MOVED._value.get()
         doomed.kill()
         killed_at = time.monotonic()
         frames_before = {c.name: c.video_frames() for c in (coordinator, patient)}
         # The clients notice on their own, re-admit, and are placed on the other instance.
-        await wait_for(lambda: all(c.joins == 2 and c.first_video_at() for c in (coordinator, patient)),
-                       RECOVERY_SECONDS, what="both clients to see each other again on the other instance")
+        await poll(lambda: all(c.joins == 2 and c.first_video_at() for c in (coordinator, patient)),
+                   RECOVERY_SECONDS, what="both clients to see each other again on the other instance")
         recovered = {c.name: c.first_video_at() - killed_at for c in (coordinator, patient)}
         noticed = {c.name: c.lost_at[-1] - killed_at for c in (coordinator, patient)}
         print(f"\nkilled -> loss noticed {noticed}; killed -> first video again {recovered}; "
               f"frames before the kill {frames_before}")
         # And the video keeps coming (not one frame and a stall).
-        await wait_for(lambda: all(c.video_frames() >= 15 for c in (coordinator, patient)), 10,
-                       what="video to keep flowing after the move")
+        await poll(lambda: all(c.video_frames() >= 15 for c in (coordinator, patient)), 10,
+                   what="video to keep flowing after the move")
         assert ROOMS_MOVED._value.get() - moved_before == 1  # two re-admissions at once: moved once
         for c in (coordinator, patient):
             assert c.admission.media_instance == "media-stays"
@@ -134,17 +134,17 @@ async def test_an_instance_that_was_only_slow_lets_its_participants_go_to_the_mo
     client = starter(world, m.meeting_id, clients)
     try:
         coordinator = client("coordinator", stall_seconds=60.0)  # only a closed connection makes it re-admit
-        await wait_for(lambda: coordinator.joins == 1, 10, what="the coordinator connected on the slow instance")
+        await poll(lambda: coordinator.joins == 1, 10, what="the coordinator connected on the slow instance")
         moved_before = ROOMS_MOVED._value.get()
         slow.pause()
         try:
             patient = client("patient")  # admitted while the room's instance does not answer: the room moves
-            await poll(lambda s: s.media_instance == "media-stays", lambda: world.state(m.meeting_id),
-                       "the room to move", timeout=5)
+            await poll(lambda: world.state(m.meeting_id), 5, "the room to move",
+                       until=lambda s: s.media_instance == "media-stays")
         finally:
             slow.resume()
-        await wait_for(lambda: coordinator.joins == 2 and all(c.first_video_at() for c in (coordinator, patient)),
-                       RECOVERY_SECONDS, what="the coordinator released from the slow instance and both meeting again")
+        await poll(lambda: coordinator.joins == 2 and all(c.first_video_at() for c in (coordinator, patient)),
+                   RECOVERY_SECONDS, what="the coordinator released from the slow instance and both meeting again")
         assert ROOMS_MOVED._value.get() - moved_before == 1
         assert coordinator.admission.media_instance == "media-stays"
         async with grpc.aio.insecure_channel(slow.address) as channel:
@@ -197,8 +197,8 @@ async def test_a_room_left_on_an_instance_that_never_answers_is_given_up_after_t
             meetings = client[f"{world.system.prefix}_roster"].meetings
             stored = await meetings.find_one({"_id": m.meeting_id})
             assert [x["control"] for x in stored["left_rooms"]] == [doomed.address]
-            await poll(lambda doc: doc["left_rooms"] == [], lambda: meetings.find_one({"_id": m.meeting_id}),
-                       "the dead instance to be given up on", timeout=window + 10)
+            await poll(lambda: meetings.find_one({"_id": m.meeting_id}), window + 10,
+                       "the dead instance to be given up on", until=lambda doc: doc["left_rooms"] == [])
         finally:
             await client.close()
         assert time.monotonic() - admitting >= window - 0.01  # not given up early (stored times: in ms)

@@ -11,7 +11,6 @@ import asyncio
 import collections
 import datetime as dt
 import random
-import time
 
 import grpc
 import pytest
@@ -20,12 +19,13 @@ from svpl.common.v1 import common_pb2
 from svpl.roster.v1 import roster_pb2 as rpb
 from svpl.support.v1 import support_pb2 as spb
 
+from devstack.harness import as_token
 from devstack.stack import Stack
 from tests.booking.cosmic_receiver import CosmicReceiver
 from tests.booking.conftest import COORDINATOR, UNIT
 from tests.conftest import PEOPLE
 from tests.faults.service_flow import STAFF, FlowClient, GrpcFlowClient, HttpFlowClient
-from tests.harness import as_token
+from tests.polling import poll
 
 FAST = {"SVPL_OUTBOX_POLL_SECONDS": "0.05", "SVPL_OUTBOX_LEASE_SECONDS": "1", "SVPL_OUTBOX_BACKOFF_BASE_SECONDS": "0.05",
         "SVPL_OUTBOX_BACKOFF_CAP_SECONDS": "0.3", "SVPL_MEETING_RETRY_DELAY_SECONDS": "0.2",
@@ -34,14 +34,6 @@ FAST = {"SVPL_OUTBOX_POLL_SECONDS": "0.05", "SVPL_OUTBOX_LEASE_SECONDS": "1", "S
 
 
 TRANSACTION_LIFETIME = 60
-
-
-async def poll(check, timeout: float, what) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what() if callable(what) else what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

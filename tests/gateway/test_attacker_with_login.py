@@ -25,19 +25,9 @@ from services.gateway.config import GatewaySettings
 from services.runtime import auth
 from tests.gateway.conftest import COORDINATOR, PATIENT, Browser, gateway_settings, serving
 from tests.gateway.flow import UNIT, book_video_meeting, start
+from tests.polling import poll
 
 CSRF = {"cookie": "svpl_csrf=t", "x-csrf-token": "t"}
-
-
-async def poll(check, timeout: float, what: str):
-    """check() until it returns something truthy, or fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        await asyncio.sleep(0.1)
 
 
 def cookie_header(browser: Browser) -> str:

@@ -12,6 +12,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.gateway.conftest import COORDINATOR
 from tests.gateway.flow import book_video_meeting, start
+from tests.polling import poll
 
 
 def cookie_header(browser) -> str:
@@ -66,10 +67,7 @@ async def test_a_closed_page_ends_its_roster_stream_at_once(served):
                        additional_headers={"Cookie": cookie_header(coordinator), "Origin": f"http://{address}"}) as ws:
         await next_event(ws, "MEETING_EVENT_KIND_SNAPSHOT")
         assert open_streams() == before + 1
-    deadline = asyncio.get_running_loop().time() + 5
-    while open_streams() != before:
-        assert asyncio.get_running_loop().time() < deadline, "the stream outlived its page"
-        await asyncio.sleep(0.05)
+    await poll(lambda: open_streams() == before, 5, "the stream to end with its page")
 
 
 async def refusal(url: str, headers: dict) -> tuple[int, dict]:

@@ -309,7 +309,7 @@ async def test_test_room_signalling_is_relayed_to_media_and_quality_needs_a_join
 async def test_coordinator_sees_and_removes_an_unidentified_connection(gateway):
     from svpl.roster.v1 import roster_pb2
 
-    from tests.harness import as_token
+    from devstack.harness import as_token
 
     _, system, new_browser = gateway
     coordinator = new_browser()

@@ -9,7 +9,8 @@ import asyncio
 
 from tests.gateway.conftest import COORDINATOR, REGION_STAFF
 from tests.gateway.flow import book_video_meeting, register, start
-from tests.media.peers import Peer, wait_for
+from tests.media.peers import Peer
+from tests.polling import poll
 
 
 async def join(browser, meeting_id: str, peer: Peer) -> dict:
@@ -34,8 +35,8 @@ async def test_two_peers_meet_through_the_gateway_then_abort_ends_it_for_good(ga
     try:
         mine = await join(coordinator, meeting_id, peers[0])
         await join(staff, meeting_id, peers[1])
-        await wait_for(lambda: all(p.video_received() and p.video_received()[0].frames > 5 for p in peers), 20,
-                       what="each peer receiving the other's video")
+        await poll(lambda: all(p.video_received() and p.video_received()[0].frames > 5 for p in peers), 20,
+                   what="each peer receiving the other's video")
 
         async def connected() -> dict:
             return (await staff.get(f"/api/v1/meetings/{meeting_id}/connected")).json()
@@ -53,7 +54,7 @@ async def test_two_peers_meet_through_the_gateway_then_abort_ends_it_for_good(ga
 
         aborted = await coordinator.post(f"/api/v1/meetings/{meeting_id}/abort", json={"reason": "oidentifierad"})
         assert aborted.json()["meeting"]["state"] == "MEETING_STATE_ABORTED"
-        await wait_for(lambda: all(p.closed.is_set() for p in peers), 10, what="media closing both connections")
+        await poll(lambda: all(p.closed.is_set() for p in peers), 10, what="media closing both connections")
         refused = await staff.post(f"/api/v1/meetings/{meeting_id}/admission")
         assert refused.status_code == 409 and refused.json()["reason"] == "ADMIT_REFUSAL_FINISHED"
     finally:

@@ -10,7 +10,8 @@ import asyncio
 from tests.gateway.conftest import COORDINATOR, MUNICIPALITY_STAFF, PATIENT, REGION_STAFF
 from tests.gateway.flow import book_video_meeting, register, start
 from tests.gateway.test_signalling import join
-from tests.media.peers import Peer, wait_for
+from tests.media.peers import Peer
+from tests.polling import poll
 
 SIZES = {"Vera Samordnare": (160, 120), "Rita Region": (176, 144), "Mona Kommun": (192, 144)}
 
@@ -49,7 +50,7 @@ async def test_each_caller_gets_its_own_slots_named_by_whom_they_carry(gateway):
     try:
         admitted = {name: await join(people[name], meeting_id, peers[name]) for name in people}
         ids = {name: a["participant_id"] for name, a in admitted.items()}
-        await wait_for(lambda: all(len(p.video_received()) == 2 and all(r.sizes for r in p.video_received())
+        await poll(lambda: all(len(p.video_received()) == 2 and all(r.sizes for r in p.video_received())
                                    for p in peers.values()), 20, what="each peer receiving the other two's video")
 
         for name, browser in people.items():

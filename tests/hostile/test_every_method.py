@@ -13,8 +13,8 @@ from google.protobuf import descriptor as _d
 from google.protobuf import message_factory
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from devstack.harness import as_token
 from tests.conftest import PEOPLE
-from tests.harness import as_token
 from tests.hostile.test_grpc_inputs import OPERATOR_TEXT
 
 SERVICES = ["identity", "roster", "booking", "support", "media"]

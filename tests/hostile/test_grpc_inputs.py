@@ -17,9 +17,9 @@ from svpl.identity.v1 import identity_pb2
 from svpl.roster.v1 import roster_pb2
 from svpl.support.v1 import support_pb2
 
+from devstack.harness import as_token
 from tests.gateway.conftest import COORDINATOR
 from tests.gateway.flow import book_video_meeting
-from tests.harness import as_token
 from tests.hostile.conftest import changed, settled
 
 REFUSED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,

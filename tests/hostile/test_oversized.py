@@ -10,9 +10,9 @@ import json
 
 import grpc
 
+from devstack.harness import as_token
 from tests.gateway.conftest import COORDINATOR
 from tests.gateway.flow import book_video_meeting
-from tests.harness import as_token
 from tests.hostile.conftest import changed, settled
 
 SERVICES = ["identity", "roster", "booking", "support", "media"]

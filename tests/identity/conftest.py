@@ -1,5 +1,6 @@
-"""Every log record emitted while the identity tests run is kept, unmasked, so that
-test_zz_no_personnummer_in_logs.py can check that no personnummer reached a log line."""
+"""Identity test set-up. Every log record an identity test emits is kept raw (before any masking
+filter) and, after the test, checked for a personnummer in clear: each test is checked on its own,
+whatever order the tests run in (test_no_personnummer_in_logs.py proves the check sees a flow's lines)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from devstack.embedded_db import free_port
 from tests.identity.ocsp_responder import OcspTestResponder
 from tests.identity.pki import make_ca
+from tests.privacy.detector import personnummer_in
 
 
 class RawCapture(logging.Handler):
@@ -27,18 +29,22 @@ class RawCapture(logging.Handler):
         self.lines.append(" ".join(parts))
 
 
-CAPTURE = RawCapture()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def capture_all_logs():
+@pytest.fixture(autouse=True)
+def raw_logs():
+    """This test's log records, raw; after the test (an error at its teardown) none may carry a
+    personnummer in clear."""
+    capture = RawCapture()
     root = logging.getLogger()
     old_level = root.level
-    root.addHandler(CAPTURE)
+    root.addHandler(capture)
     root.setLevel(logging.INFO)  # the services' default level
-    yield CAPTURE
-    root.removeHandler(CAPTURE)
-    root.setLevel(old_level)
+    try:
+        yield capture
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(old_level)
+    leaks = [(line, personnummer_in(line)) for line in capture.lines if personnummer_in(line)]
+    assert not leaks, f"a personnummer in clear in a log line: {leaks[:5]}"
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +57,7 @@ def directory_entries():
 
 @pytest.fixture(scope="session")
 def slapd(tmp_path_factory, directory_entries):
-    from tests.identity.slapd import Slapd, slapd_available
+    from devstack.slapd import Slapd, slapd_available
 
     if not slapd_available():
         pytest.fail("slapd is not installed: run `make system-deps` (Debian packages slapd ldap-utils)")

@@ -14,7 +14,7 @@ from joserfc.jwk import ECKey
 from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2 as pb
 
-from tests.harness import as_token
+from devstack.harness import as_token
 from tests.identity.oidc_provider import PNR_CLAIM
 from tests.identity.test_tokens_rpc import field_violation
 

@@ -12,9 +12,9 @@ from pymongo import AsyncMongoClient
 from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2 as pb
 
+from devstack.harness import as_token
 from services.runtime import auth
 from services.runtime.access_log import AccessLog
-from tests.harness import as_token
 from tests.identity.test_tokens_rpc import field_violation
 
 PATIENT, OTHER = "191212121212", "198112289874"

@@ -12,9 +12,9 @@ import pytest
 from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2 as pb
 
+from devstack.harness import as_token
 from services.identity.bankid import RFA1, RFA6, RFA8, RFA9, RFA21, RFA22, BankIdClient, BankIdLogin, qr_data
 from services.runtime.errors import Unavailable
-from tests.harness import as_token
 from tests.identity.test_tokens_rpc import field_violation
 
 

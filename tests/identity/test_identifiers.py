@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from personnummer.personnummer import Personnummer as Reference
 from svpl.identity.v1 import identity_pb2 as pb
 
+from devstack.harness import as_token
 from services.identity import hsa_id, personnummer
 from services.identity.personnummer import luhn_check_digit, parse
 from services.runtime.errors import InvalidArgument
-from tests.harness import as_token
 from tests.identity.test_tokens_rpc import field_violation
 
 TODAY = dt.date(2026, 11, 25)

@@ -11,9 +11,9 @@ import pytest
 from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2 as pb
 
+from devstack.harness import as_token
 from services.identity.siths import SithsLogin
 from services.runtime.errors import Unauthenticated
-from tests.harness import as_token
 from tests.identity.pki import make_ca, make_leaf
 
 

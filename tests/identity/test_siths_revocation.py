@@ -13,10 +13,9 @@ from prometheus_client import REGISTRY
 from svpl.identity.v1 import identity_pb2 as pb
 
 from devstack.embedded_db import free_port
+from devstack.harness import as_token
 from services.identity.siths import UNCHECKED, OcspChecker, SithsLogin
 from services.runtime.errors import Unauthenticated, Unavailable
-from tests.harness import as_token
-from tests.identity.conftest import CAPTURE
 from tests.identity.pki import make_ca, make_leaf
 
 HSA = "SE2321000057-1001"  # Vera Samordnare in the demo directory
@@ -72,16 +71,16 @@ async def test_good_card_logs_in_asking_the_responder_its_certificate_names(syst
 
 
 async def test_revoked_card_is_refused_and_logged_with_hsa_id_and_reason(system_factory, pki, tmp_path, ocsp,
-                                                                         service_token):
+                                                                         service_token, raw_logs):
     system = await make_system(system_factory, pki, tmp_path)
     pem, leaf, _ = card(pki, ocsp.url)
     ocsp.status[leaf.serial_number] = "revoked"
-    seen = len(CAPTURE.lines)
+    seen = len(raw_logs.lines)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await login_rpc(system, service_token, pem)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert err.value.details() == "the card certificate has been revoked"
-    logged = [line for line in CAPTURE.lines[seen:] if "revoked" in line]
+    logged = [line for line in raw_logs.lines[seen:] if "revoked" in line]
     assert logged and HSA in logged[0] and "keyCompromise" in logged[0]
 
 
@@ -134,14 +133,14 @@ async def test_a_delegated_responder_with_ocsp_signing_is_believed(pki, ocsp, ch
     ("other_serial", "not about this card"),
     ("down", "HTTP 503"),
 ])
-async def test_unusable_answers_refuse_the_login(pki, ocsp, checker, mode, logged):
+async def test_unusable_answers_refuse_the_login(pki, ocsp, checker, mode, logged, raw_logs):
     _, leaf, issuer = card(pki, ocsp.url)
     ocsp.mode = mode
-    seen = len(CAPTURE.lines)
+    seen = len(raw_logs.lines)
     with pytest.raises(Unavailable) as err:
         await checker.check(leaf, issuer, HSA)
     assert err.value.message == UNCHECKED
-    assert any(logged in line for line in CAPTURE.lines[seen:])
+    assert any(logged in line for line in raw_logs.lines[seen:])
     assert ocsp.requests[leaf.serial_number] == (0 if mode == "down" else 1)
 
 

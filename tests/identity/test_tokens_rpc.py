@@ -12,9 +12,9 @@ from grpc_status import rpc_status
 from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2 as pb
 
+from devstack.harness import as_token
 from services.identity.tokens import KeyRing
 from services.runtime import auth
-from tests.harness import as_token
 
 
 @pytest.fixture

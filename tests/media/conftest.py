@@ -9,7 +9,7 @@ import uuid
 import pytest
 from svpl.media.v1 import media_pb2
 
-from tests.harness import as_token
+from devstack.harness import as_token
 
 INSTANCE = "media-test-1"
 

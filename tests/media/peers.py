@@ -152,10 +152,3 @@ class Peer:
         for t in self._tasks:
             t.cancel()
 
-
-async def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)

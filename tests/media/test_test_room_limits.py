@@ -23,8 +23,9 @@ from services.media.rooms import PeerCounter
 from services.runtime import auth
 from services.runtime.config import load_settings
 from tests.media.conftest import INSTANCE, MediaWorld
-from tests.media.peers import Peer, wait_for
+from tests.media.peers import Peer
 from tests.media.test_rtc_ports import candidate_ports, free_udp_range
+from tests.polling import poll
 
 CAPACITY = 4
 
@@ -91,7 +92,7 @@ async def test_one_persons_flood_leaves_one_test_room_and_meetings_keep_their_po
         assert "OK" in codes(results)
         # Older offers still waiting give way to the newest; none of them is a second room.
         assert set(codes(results)) <= {"OK", grpc.StatusCode.ABORTED}, codes(results)
-        await wait_for(lambda: len(world.rooms.test_peers) <= 1, 5, what="replaced test rooms closed")
+        await poll(lambda: len(world.rooms.test_peers) <= 1, 5, what="replaced test rooms closed")
         assert world.rooms.test_room_peers == 1 and len(world.rooms.test_peers) == 1
 
         # More, one after another (a script reloading the page): still one at a time.
@@ -103,7 +104,7 @@ async def test_one_persons_flood_leaves_one_test_room_and_meetings_keep_their_po
         # The last one is a full test room: connected, echoing, on one of the test rooms' ports.
         last = peers[-1]
         await asyncio.wait_for(last.connected.wait(), 10)
-        await wait_for(lambda: last.video_received() and last.audio_received(), 10, what="own media echoed back")
+        await poll(lambda: last.video_received() and last.audio_received(), 10, what="own media echoed back")
         assert candidate_ports(last.pc.remoteDescription.sdp) <= set(ports[-2:])
         # The ones before it were replaced: media closed their peer connections.
         assert [pc.connectionState for pc in world.rooms.test_peers] == ["connected"]
@@ -168,7 +169,7 @@ async def test_behind_turn_peer_connections_are_capped_and_counted_in_the_load(b
         people = codes(results[:30]).count("OK") + ("OK" in codes(results[30:]))
         assert people == 2, codes(results)
         assert set(codes(results)) <= {"OK", grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED}
-        await wait_for(lambda: len(world.rooms.test_peers) == 2, 5, what="replaced test rooms closed")
+        await poll(lambda: len(world.rooms.test_peers) == 2, 5, what="replaced test rooms closed")
         assert world.rooms.test_room_peers == 2
 
         # Placement and the HPA see the test rooms.
@@ -204,8 +205,8 @@ async def test_a_test_room_lasts_its_time_and_then_frees_its_place(system_factor
         await asyncio.sleep(1.0)
         assert peer.pc.connectionState == "connected" and world.rooms.test_room_peers == 1
         # ... then ends, and its place is free for the next person.
-        await wait_for(lambda: world.rooms.test_room_peers == 0 and not world.rooms.test_peers, 5,
-                       what="test room ended")
+        await poll(lambda: world.rooms.test_room_peers == 0 and not world.rooms.test_peers, 5,
+                   what="test room ended")
         await late.answer((await echo(world, person_token("next_of_kin"), late.pc.localDescription.sdp)).sdp_answer)
         await asyncio.wait_for(late.connected.wait(), 10)
     finally:

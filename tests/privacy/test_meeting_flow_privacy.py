@@ -8,10 +8,10 @@ import logging
 
 from svpl.identity.v1 import identity_pb2
 
+from devstack.harness import as_token
 from tests.gateway.conftest import (COORDINATOR, MUNICIPALITY_STAFF, NEXT_OF_KIN, PATIENT, REGION_STAFF,  # noqa: F401
                                     gateway)
 from tests.gateway.flow import book_video_meeting, register, start
-from tests.harness import as_token
 from tests.privacy.detector import personnummer_in
 
 class RawCapture(logging.Handler):

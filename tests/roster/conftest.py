@@ -9,8 +9,8 @@ from svpl.common.v1 import common_pb2
 from svpl.media.v1 import media_pb2
 from svpl.roster.v1 import roster_pb2
 
-from tests.harness import as_token
-from tests.roster.helpers import create_request
+from devstack.harness import as_token
+from devstack.samples import create_request
 
 MEDIA_INSTANCE = "media-roster-test"
 

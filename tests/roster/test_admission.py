@@ -10,9 +10,10 @@ from svpl.identity.v1 import identity_pb2
 from svpl.media.v1 import media_pb2
 from svpl.roster.v1 import roster_pb2
 
-from tests.media.peers import Peer, wait_for
+from tests.media.peers import Peer
+from tests.polling import poll
 from tests.roster.conftest import MEDIA_INSTANCE
-from tests.roster.helpers import poll, reason
+from tests.roster.helpers import reason
 
 DENIED, PRECONDITION = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION
 
@@ -110,17 +111,17 @@ async def test_removed_participant_cannot_come_back_by_any_path(world):
     peer = Peer(publish=False, slots=1)
     try:
         await world.negotiate(peer, admitted, m.meeting_id)
-        await wait_for(peer.connected.is_set, 15, what="the patient's peer to connect")
+        await poll(peer.connected.is_set, 15, what="the patient's peer to connect")
         listing = roster_pb2.GetConnectedListRequest(meeting_id=m.meeting_id)
 
         async def connected_names():
             return [p.full_name for p in (await world.roster.GetConnectedList(listing, metadata=world.who("coordinator"))).people]
 
-        await poll(lambda names: names == ["Tolvan Tolvansson"], connected_names, "media's connect report")
+        await poll(connected_names, 10, "media's connect report", until=lambda names: names == ["Tolvan Tolvansson"])
         await world.roster.RemoveParticipant(
             roster_pb2.RemoveParticipantRequest(meeting_id=m.meeting_id, participant_id=admitted.participant_id,
                                                 reason="fel person"), metadata=world.who("coordinator"))
-        await wait_for(peer.closed.is_set, 10, what="media to disconnect the removed participant")
+        await poll(peer.closed.is_set, 10, what="media to disconnect the removed participant")
         assert await connected_names() == []
     finally:
         await peer.close()
@@ -152,11 +153,11 @@ async def test_after_end_nobody_stays_or_gets_back_in(world):
     peer = Peer(publish=False, slots=1)
     try:
         await world.negotiate(peer, patient, m.meeting_id)
-        await wait_for(peer.connected.is_set, 15, what="the patient's peer to connect")
+        await poll(peer.connected.is_set, 15, what="the patient's peer to connect")
         ended = await world.roster.EndMeeting(roster_pb2.EndMeetingRequest(meeting_id=m.meeting_id),
                                               metadata=world.who("coordinator"))
         assert ended.meeting.state == roster_pb2.MEETING_STATE_ENDED and ended.meeting.connected_count == 0
-        await wait_for(peer.closed.is_set, 10, what="the room to close")
+        await poll(peer.closed.is_set, 10, what="the room to close")
     finally:
         await peer.close()
     for who in ("patient", "next_of_kin", "coordinator"):

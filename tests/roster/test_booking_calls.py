@@ -10,8 +10,9 @@ import grpc
 import pytest
 from svpl.roster.v1 import roster_pb2
 
+from devstack.samples import create_request, scheduled
 from services.roster import codes
-from tests.roster.helpers import create_request, md, reason, scheduled
+from tests.roster.helpers import md, reason
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 from svpl.common.v1 import common_pb2
 from svpl.roster.v1 import roster_pb2 as R
 
+from devstack.samples import scheduled
 from tests.roster.conftest import MEDIA_INSTANCE
-from tests.roster.helpers import scheduled
 
 ORDER = {R.MEETING_STATE_SCHEDULED: 0, R.MEETING_STATE_OPEN: 1, R.MEETING_STATE_LIVE: 2,
          R.MEETING_STATE_ENDED: 3, R.MEETING_STATE_ABORTED: 3, R.MEETING_STATE_CANCELLED: 3}

@@ -8,8 +8,9 @@ from pymongo import AsyncMongoClient
 from svpl.common.v1 import common_pb2
 from svpl.roster.v1 import roster_pb2
 
+from devstack.samples import PATIENT_PNR
 from tests.roster.conftest import MEDIA_INSTANCE
-from tests.roster.helpers import PATIENT_PNR, reason
+from tests.roster.helpers import reason
 
 R = roster_pb2
 

@@ -11,10 +11,11 @@ from pymongo import AsyncMongoClient
 from svpl.common.v1 import common_pb2
 from svpl.roster.v1 import roster_pb2
 
+from devstack.samples import scheduled
 from services.roster.inbox1177 import Inbox1177Adapter
 from services.runtime.outbox import OutboxMessage, PermanentDeliveryError, RetryableDeliveryError
+from tests.polling import poll
 from tests.roster.conftest import World
-from tests.roster.helpers import poll, scheduled
 from tests.roster.inbox_1177_receiver import Inbox1177Receiver
 
 NEXT_OF_KIN = "198112289874"
@@ -35,8 +36,8 @@ async def test_next_of_kin_gets_one_inbox_message_despite_failures(system_factor
     inbox.failures = ["503", "TECHNICAL_ERROR"]  # the first two attempts fail, transiently
     m = await world.meeting()
     nok = await world.register_next_of_kin(m.meeting_id)
-    messages = await poll(lambda msgs: len(msgs) == 1, lambda: _messages(inbox), "the 1177 inbox message",
-                          timeout=15)
+    messages = await poll(lambda: _messages(inbox), 15, "the 1177 inbox message",
+                          until=lambda msgs: len(msgs) == 1)
     (message_id, message), = messages.items()
     assert message_id == f"nok-{m.meeting_id}-{nok.participant_id}"
     assert message["subject_of_care"] == NEXT_OF_KIN and message["care_unit"] == "SE2321000057-7001"
@@ -58,7 +59,7 @@ async def test_staff_registration_sends_nothing(system_factory, person_token, se
     await world.register(m.meeting_id, "Rita Region", roster_pb2.PARTICIPANT_ROLE_REGION_STAFF,
                          common_pb2.ID_KIND_HSA_ID, "SE2321000057-2001")
     await world.register_next_of_kin(m.meeting_id)
-    await poll(lambda msgs: len(msgs) == 1, lambda: _messages(inbox), "the next of kin's message")
+    await poll(lambda: _messages(inbox), 10, "the next of kin's message", until=lambda msgs: len(msgs) == 1)
     assert [x["subject_of_care"] for x in inbox.messages.values()] == [NEXT_OF_KIN]
 
 
@@ -107,7 +108,7 @@ async def test_next_of_kin_hear_of_a_new_time_and_of_a_cancellation(system_facto
                                          metadata=world.booking)
     await world.roster.CancelMeeting(roster_pb2.CancelMeetingRequest(meeting_id=m.meeting_id), metadata=world.booking)
     await world.roster.CancelMeeting(roster_pb2.CancelMeetingRequest(meeting_id=m.meeting_id), metadata=world.booking)
-    messages = await poll(lambda msgs: len(msgs) >= 3, lambda: _messages(inbox), "three inbox messages", timeout=15)
+    messages = await poll(lambda: _messages(inbox), 15, "three inbox messages", until=lambda msgs: len(msgs) >= 3)
     subjects = sorted(x["subject"] for x in messages.values())
     assert subjects == ["Inbjudan till SIP-möte", "Ny tid för SIP-möte", "SIP-mötet är inställt"]
     local = new_time.start.ToDatetime(tzinfo=dt.timezone.utc).astimezone(ZoneInfo("Europe/Stockholm"))

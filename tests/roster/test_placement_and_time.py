@@ -12,10 +12,12 @@ from svpl.media.v1 import media_pb2
 from svpl.roster.v1 import roster_pb2 as R
 
 from devstack.embedded_db import free_port
+from devstack.samples import scheduled
 from services.media.server import build as build_media
 from services.runtime.server import start_server
+from tests.polling import poll
 from tests.roster.conftest import MEDIA_INSTANCE, World
-from tests.roster.helpers import poll, reason, scheduled
+from tests.roster.helpers import reason
 
 
 async def test_room_goes_to_the_least_loaded_media_instance(system_factory, person_token, service_token):
@@ -76,12 +78,13 @@ async def test_meeting_never_ended_is_closed_after_its_booked_end(system_factory
     later = await world.meeting()
     m = await world.live(scheduled=scheduled(start_in=-dt.timedelta(minutes=30), length=dt.timedelta(minutes=30, seconds=1)))
     patient = await world.admit(m.meeting_id, "patient")
-    await poll(lambda s: s.state == R.MEETING_STATE_ENDED, lambda: world.state(m.meeting_id), "the automatic close")
+    await poll(lambda: world.state(m.meeting_id), 10, "the automatic close",
+               until=lambda s: s.state == R.MEETING_STATE_ENDED)
     err = await world.refused(world.admit(m.meeting_id, "patient"), grpc.StatusCode.FAILED_PRECONDITION)
     assert reason(err) == "ADMIT_REFUSAL_FINISHED"
-    room = await poll(lambda r: r.status == media_pb2.ROOM_STATUS_CLOSED,
-                      lambda: world.media.GetRoomState(media_pb2.GetRoomStateRequest(meeting_id=m.meeting_id),
-                                                       metadata=world.roster_md), "the room to close")
+    room = await poll(lambda: world.media.GetRoomState(media_pb2.GetRoomStateRequest(meeting_id=m.meeting_id),
+                                                       metadata=world.roster_md), 10, "the room to close",
+                      until=lambda r: r.status == media_pb2.ROOM_STATUS_CLOSED)
     assert not room.participants
     verify = await world.refused(world.system.stub("identity").VerifyToken(
         identity_pb2.VerifyTokenRequest(token=patient.join_token),

@@ -16,9 +16,9 @@ from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2
 from svpl.roster.v1 import roster_pb2 as R
 
+from devstack.harness import as_token
+from devstack.samples import COORDINATOR_HSA, PATIENT_PNR
 from tests.conftest import PEOPLE
-from tests.harness import as_token
-from tests.roster.helpers import COORDINATOR_HSA, PATIENT_PNR
 
 REGION_STAFF_HSA = PEOPLE["region_staff"]["person_id"]
 KIN_PNR = PEOPLE["next_of_kin"]["person_id"]

@@ -12,11 +12,12 @@ from svpl.roster.v1 import roster_pb2 as R
 from svpl.roster.v1 import roster_pb2_grpc
 
 from devstack.embedded_db import EmbeddedMongo, free_port
+from devstack.harness import ORDER, System
 from services.roster.server import build as build_roster
 from services.runtime.server import start_server
-from tests.harness import ORDER, System
+from tests.polling import poll
 from tests.roster.conftest import MEDIA_INSTANCE, World
-from tests.roster.helpers import poll, reason
+from tests.roster.helpers import reason
 
 
 def connect(meeting_id: str, connection_id: str) -> R.ReportConnectionRequest:
@@ -99,7 +100,7 @@ async def test_end_while_identity_is_away_is_final_and_cleaned_up_when_it_is_bac
         except grpc.aio.AioRpcError as exc:
             return exc.details()
 
-    assert "revoked" in await poll(lambda d: "revoked" in d, verify, "the retried revocation", timeout=15)
+    assert "revoked" in await poll(verify, 15, "the retried revocation", until=lambda d: "revoked" in d)
 
 
 async def test_watch_ends_unavailable_when_the_database_dies(tmp_path, keys_dir, service_token, person_token):

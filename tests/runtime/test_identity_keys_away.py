@@ -6,9 +6,9 @@ import grpc
 from svpl.support.v1 import support_pb2, support_pb2_grpc
 
 from devstack.embedded_db import free_port
+from devstack.harness import as_token
 from services.runtime import clients
 from services.runtime.server import Binding, Component
-from tests.harness import as_token
 from tests.runtime.test_server import ACCESS, DESCRIPTOR, ProbeServicer
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from svpl.support.v1 import support_pb2
 
+from devstack.harness import as_token
 from services.runtime import auth
 from tests.conftest import PEOPLE
-from tests.harness import as_token
 
 # Who reports, as the tests log in (tests/conftest.py PEOPLE), and an external actor.
 EXTERNAL = dict(person_id="198112289874", id_kind="personnummer", name="Frida Försäkring", method="bankid",
@@ -37,7 +37,7 @@ async def support(system_factory):
 @pytest.fixture(scope="module")
 async def shared_support(mongo, keys_dir, service_token):
     """One identity + support for a whole module (tests that only file and read tickets)."""
-    from tests.harness import ORDER, System
+    from devstack.harness import ORDER, System
 
     system = System(mongo.uri, keys_dir, {name: service_token(name) for name in ORDER + ["gateway"]})
     await system.start(["identity", "support"])

@@ -21,7 +21,7 @@ from svpl.support.v1 import support_pb2_grpc as pb_grpc
 
 from devstack.embedded_db import free_port
 
-from tests.booking.conftest import eventually
+from tests.polling import poll
 from tests.support.conftest import file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +65,7 @@ async def test_the_sweep_finishes_evidence_a_restart_cut_short_when_nobody_retri
     client = AsyncMongoClient(support.mongo_uri)
     tickets = client[f"{support.prefix}_support"]["tickets"]
     try:
-        stored = await eventually(lambda: tickets.find_one({"meeting_id": "m-sweep"}))
+        stored = await poll(lambda: tickets.find_one({"meeting_id": "m-sweep"}), 15, "the ticket stored")
         await support.stop_service("support")
         with pytest.raises(grpc.aio.AioRpcError):
             await call
@@ -113,9 +113,9 @@ async def test_no_report_is_lost_when_the_support_process_is_killed_mid_request(
     tickets = client[f"{system.prefix}_support"]["tickets"]
     process = _support_process(system, black_hole, port)
     try:
-        await eventually(lambda: _serving(channel), timeout=20)
+        await poll(lambda: _serving(channel), 20, "support serving")
         call = asyncio.ensure_future(stub.FileReport(request, metadata=who))
-        stored = await eventually(lambda: tickets.find_one({"meeting_id": "m-kill"}))
+        stored = await poll(lambda: tickets.find_one({"meeting_id": "m-kill"}), 15, "the ticket stored")
         process.kill()  # kill -9, while it waits for roster
         process.wait(10)
         with pytest.raises(grpc.aio.AioRpcError):
@@ -123,7 +123,7 @@ async def test_no_report_is_lost_when_the_support_process_is_killed_mid_request(
 
         # Back up; roster now refuses at once (nothing listens at its address).
         process = _support_process(system, f"127.0.0.1:{free_port()}", port)
-        await eventually(lambda: _serving(channel), timeout=20)
+        await poll(lambda: _serving(channel), 20, "support serving")
         desk = await stub.ListTickets(pb.ListTicketsRequest(), metadata=md("support_desk"))
         assert [t.ticket_id for t in desk.tickets] == [stored["_id"]]
         again = (await stub.FileReport(request, metadata=who)).ticket  # the client's retry

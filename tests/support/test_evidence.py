@@ -14,12 +14,13 @@ from svpl.media.v1 import media_pb2
 from svpl.roster.v1 import roster_pb2
 from svpl.support.v1 import support_pb2 as pb
 
-from tests.booking.conftest import UNIT, eventually
+from devstack.harness import as_token
+from devstack.samples import create_request as meeting_request
+from tests.booking.conftest import UNIT
 from tests.booking.conftest import create_request as booking_request
 from tests.conftest import PEOPLE
-from tests.harness import as_token
-from tests.media.peers import Peer, wait_for
-from tests.roster.helpers import create_request as meeting_request
+from tests.media.peers import Peer
+from tests.polling import poll
 from tests.support.conftest import file
 
 MEDIA_INSTANCE = "media-support-test"
@@ -47,7 +48,7 @@ async def test_a_report_about_a_live_meeting_carries_the_quality_snapshot(system
             media_pb2.NegotiateRequest(join_token=admitted.join_token, sdp_offer=offer, meeting_id=mid),
             metadata=as_token(service_token("gateway")))
         await peer.answer(answer.sdp_answer)
-        await wait_for(peer.connected.is_set, 15, what="the participant's peer to connect")
+        await poll(peer.connected.is_set, 15, what="the participant's peer to connect")
         snapshot_request = media_pb2.GetQualitySnapshotRequest(meeting_id=mid, participant_id=admitted.participant_id)
 
         async def measured():
@@ -55,8 +56,8 @@ async def test_a_report_about_a_live_meeting_carries_the_quality_snapshot(system
                 snapshot_request, metadata=as_token(service_token("support")))).stats
             return stats if stats and stats[0].inbound_bitrate_kbps > 0 else None
 
-        await eventually(measured)  # media has bytes from the peer: a real measurement exists
-        await eventually(lambda: _connected(roster, mid, coordinator))
+        await poll(measured, 15, "a quality measurement")  # media has bytes from the peer: a real measurement exists
+        await poll(lambda: _connected(roster, mid, coordinator), 15, "the coordinator connected")
 
         ticket = await file(system, md("region_staff"), problem=pb.PROBLEM_KIND_CONNECTION,
                             description="Bilden hackar", meeting_id=mid, participant_id=admitted.participant_id)

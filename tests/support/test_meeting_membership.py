@@ -18,10 +18,10 @@ from svpl.identity.v1 import identity_pb2
 from svpl.roster.v1 import roster_pb2
 from svpl.support.v1 import support_pb2 as pb
 
+from devstack.harness import as_token
 from tests.booking.conftest import PATIENT, UNIT
 from tests.booking.conftest import create_request as booking_request
 from tests.conftest import PEOPLE
-from tests.harness import as_token
 from tests.support.conftest import file
 
 KIN = PEOPLE["next_of_kin"]["person_id"]

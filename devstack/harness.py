@@ -1,6 +1,6 @@
 """The whole gRPC system in-process, on the real database: every service built by its own
 `build(settings)` exactly as `python -m services.<name>` does, on pre-picked loopback ports,
-each with fresh databases. Tests call it through the contracts."""
+each with fresh databases. Tests and benchmarks call it through the contracts."""
 
 from __future__ import annotations
 

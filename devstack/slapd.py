@@ -1,6 +1,6 @@
-"""A real OpenLDAP slapd for the tests: generated slapd.conf with the small HSA schema,
-entries loaded offline with slapadd, then started on a loopback port (foreground, so
-the test owns the process)."""
+"""A real OpenLDAP slapd for the tests and benchmarks: generated slapd.conf with the small HSA
+schema (hsa.schema, next to this file), entries loaded offline with slapadd, then started on a
+loopback port (foreground, so the caller owns the process)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,53 @@
+# syntax=docker/dockerfile:1
+# Every svpl service's image, from this one file: SERVICE names the service, PORT the port it
+# serves (the chart's). Build from the repository root (see `make images`):
+#   docker build --build-arg SERVICE=media --build-arg PORT=50054 -t svpl-media .
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+# Build stage: the virtual environment with this service's dependencies only (pyproject.toml's
+# common core plus the service's extra, binary wheels only) and the gRPC code generated from
+# protos/ with the pinned grpcio-tools. A SERVICE without an extra stops the build here.
+FROM ${PYTHON_IMAGE} AS build
+ARG SERVICE
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+extras = p['optional-dependencies']; service = sys.argv[1]; \
+service in extras and service != 'dev' or sys.exit(f'SERVICE={service!r}: not one of {sorted(set(extras) - {\"dev\"})}'); \
+print('\n'.join(p['dependencies'] + extras[service])); \
+print('\n'.join(d for d in extras['dev'] if d.startswith('grpcio-tools')), file=open('tools.txt', 'w'))" "${SERVICE}" \
+        > requirements.txt \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: -r requirements.txt \
+ && python -m venv /opt/tools \
+ && /opt/tools/bin/pip install --no-cache-dir --only-binary=:all: -r tools.txt
+COPY protos/ protos/
+RUN mkdir gen \
+ && find protos -name '*.proto' -exec /opt/tools/bin/python -m grpc_tools.protoc -Iprotos \
+        --python_out=gen --grpc_python_out=gen {} +
+
+# Runtime stage: the venv, the generated code, services/runtime and this one service's sources;
+# no compilers, no pip tools venv, no protos; a non-root user; a read-only root filesystem works.
+FROM ${PYTHON_IMAGE}
+ARG SERVICE
+ARG PORT
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app:/app/gen \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    SERVICE=${SERVICE}
+RUN groupadd --system --gid 10001 svpl \
+ && useradd --system --uid 10001 --gid svpl --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin svpl
+WORKDIR /app
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /src/gen gen/
+COPY services/__init__.py services/
+COPY services/runtime/ services/runtime/
+COPY services/${SERVICE}/ services/${SERVICE}/
+RUN python -m compileall -q services gen
+USER 10001:10001
+# The service's own port and Prometheus /metrics (SVPL_METRICS_PORT, as the chart sets it).
+EXPOSE ${PORT} 9464
+# `python -m services.<SERVICE>` as PID 1 (exec), with any arguments given to the container.
+ENTRYPOINT ["/bin/sh", "-c", "exec python -m \"services.${SERVICE}\" \"$@\"", "--"]
