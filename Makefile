@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 GEN_STAMP := gen/.generated
 GRPC_TOOLS := $(PYTHON) -m grpc_tools.protoc
 
-.PHONY: install gen run test test-fast system-deps chart-test images bench bench-identity bench-booking bench-media bench-roster bench-load openapi clean
+.PHONY: install gen run lint test test-fast system-deps chart-test images bench bench-identity bench-booking bench-media bench-roster bench-load openapi clean
 
 install: $(STAMP) $(GEN_STAMP)
 
@@ -37,7 +37,11 @@ run: install
 system-deps:
 	./scripts/system-deps.sh
 
-test: install system-deps
+# Lint and types (rules and strictness in pyproject.toml); part of `make test`.
+lint: install
+	$(BIN)/ruff check services tests bench devstack
+
+test: install system-deps lint
 	$(PYTHON) -m pytest -q -p no:cacheprovider
 
 test-fast: install

@@ -18,12 +18,12 @@ from pathlib import Path
 from google.protobuf import timestamp_pb2
 from svpl.booking.v1 import booking_pb2 as pb
 
+from bench.timing import measure, pct
 from devstack.embedded_db import EmbeddedMongo
 from devstack.harness import ORDER, System
 from services.identity.tokens import KeyRing
 from services.runtime import auth, mongo
 from services.runtime.outbox import in_transaction
-from bench.timing import measure, pct
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 CONCURRENCY = 8
@@ -117,11 +117,11 @@ async def main() -> None:
                 # Interleaved rounds, so both sides see the same load on this shared machine.
                 grpc_lat, raw_lat, grpc_time, raw_time = [], [], 0.0, 0.0
                 for _ in range(ROUNDS):
-                    rate, lat = await measure(lambda _: stub.CreateBooking(_request(video), metadata=md),
+                    rate, lat = await measure(lambda _, video=video: stub.CreateBooking(_request(video), metadata=md),
                                                N // ROUNDS, CONCURRENCY)
                     grpc_lat += lat
                     grpc_time += (N // ROUNDS) / rate
-                    rate, lat = await measure(lambda _: _raw_booking(client, raw_db, audit, video),
+                    rate, lat = await measure(lambda _, video=video: _raw_booking(client, raw_db, audit, video),
                                                N // ROUNDS, CONCURRENCY)
                     raw_lat += lat
                     raw_time += (N // ROUNDS) / rate

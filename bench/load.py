@@ -116,7 +116,7 @@ async def meeting_loop(base: str, http: httpx.AsyncClient, rec: Recorder, deadli
                 await rec.step("admit", staff.request("POST", f"/api/v1/meetings/{meeting_id}/admission"))
                 await rec.step("connected", staff.request("GET", f"/api/v1/meetings/{meeting_id}/connected"))
                 await rec.step("end", coordinator.request("POST", f"/api/v1/meetings/{meeting_id}/end"))
-        except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
+        except (TimeoutError, OSError, websockets.WebSocketException) as exc:
             rec.errors[f"watch: {exc.__class__.__name__}"] += 1
 
 

@@ -211,7 +211,8 @@ async def main() -> None:
             if target == "relay" and not any(c[0] == "relay" for c in cases[len(results):]):
                 relay.terminate()  # the baseline is measured: free its CPU for the cases that follow
             print(f"  measured {target} {rooms}x{n}: server {r['cpu']:.1f}% of a core, min {r['min_fps']:.1f} fps,"
-                  f" median {r['median_fps']:.1f} fps (publishers sent >= {r['sent_fps']:.1f} fps), busiest load generator {r['generator']:.0f}%;"
+                  f" median {r['median_fps']:.1f} fps (publishers sent >= {r['sent_fps']:.1f} fps),"
+                  f" busiest load generator {r['generator']:.0f}%;"
                   f" cpu per window {r['windows']}", flush=True)
         if latency:
             print("\n".join(await media_latency.measure(video, sfu, keyring, tokens)), flush=True)

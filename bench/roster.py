@@ -21,12 +21,12 @@ from pathlib import Path
 
 from svpl.roster.v1 import roster_pb2 as R
 
+from bench.timing import measure, pct
 from devstack.embedded_db import EmbeddedMongo
 from devstack.harness import ORDER, System
 from devstack.samples import create_request
 from services.identity.tokens import KeyRing
 from services.runtime import auth, mongo
-from bench.timing import measure, pct
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 400
 CONCURRENCY = 16

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pymongo
 
-
 # Ports are handed to child processes that bind them later. A port the kernel picks with
 # bind(0) comes from the ephemeral range, where any outgoing connection made meanwhile
 # (a test's client, the database driver) can take it first: CI saw exactly that race.
@@ -66,7 +65,7 @@ class EmbeddedMongo:
         # retryWrites=false: SecantusDB's retryable-write table slows every write after ~10k writes.
         return f"mongodb://127.0.0.1:{self.port}/?retryWrites=false"
 
-    def start(self, timeout: float = 20.0) -> "EmbeddedMongo":
+    def start(self, timeout: float = 20.0) -> EmbeddedMongo:
         self.storage.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(

@@ -68,7 +68,7 @@ class System:
         values.update(extra)
         return settings_cls(**values)
 
-    async def start(self, names: list[str] | None = None) -> "System":
+    async def start(self, names: list[str] | None = None) -> System:
         names = names or ORDER
         for name in ORDER:
             self.ports.setdefault(name, free_port())

@@ -90,7 +90,7 @@ class Slapd:
         path.write_text(conf)
         return path
 
-    def start(self) -> "Slapd":
+    def start(self) -> Slapd:
         conf = self._config()
         ldif = self.workdir / "entries.ldif"
         ldif.write_text(to_ldif(self.entries), encoding="utf-8")

@@ -138,7 +138,7 @@ class Stack:
             tail = proc.log_path.read_text(errors="replace")[-2000:] if proc.log_path.exists() else ""
             raise RuntimeError(f"{proc.name} exited early:\n{tail}")
 
-    def start(self, names: list[str] | None = None, timeout: float = 15.0) -> "Stack":
+    def start(self, names: list[str] | None = None, timeout: float = 15.0) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self.start_database()

@@ -28,9 +28,23 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from services.booking import messaging, model
-from services.booking.model import (ENTERED_IN_ERROR_REASON, MAX_KEY, MAX_REASON, MAX_REBOOK_REASON, OUTCOMES,
-                                    Booking, Invitation, InvitationView, NewBooking, Notice, PartyInput, PhoneTask,
-                                    RebookRequest, Room, Status)
+from services.booking.model import (
+    ENTERED_IN_ERROR_REASON,
+    MAX_KEY,
+    MAX_REASON,
+    MAX_REBOOK_REASON,
+    OUTCOMES,
+    Booking,
+    Invitation,
+    InvitationView,
+    NewBooking,
+    Notice,
+    PartyInput,
+    PhoneTask,
+    RebookRequest,
+    Room,
+    Status,
+)
 from services.booking.options import PHONE, BookingOptions
 from services.booking.peers import IdentityValidator, RosterMeetings
 from services.booking.store import BookingStore
@@ -38,8 +52,14 @@ from services.runtime import paging
 from services.runtime.access_log import AccessLog
 from services.runtime.auth import Caller
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
-from services.runtime.outbox import (DELIVERED, Outbox, OutboxMessage, PermanentDeliveryError,
-                                     RetryableDeliveryError, in_transaction)
+from services.runtime.outbox import (
+    DELIVERED,
+    Outbox,
+    OutboxMessage,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    in_transaction,
+)
 
 log = logging.getLogger("svpl.booking")
 

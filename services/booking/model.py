@@ -15,9 +15,10 @@ import datetime as dt
 import hashlib
 import json
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.booking.options import EMAIL, PHONE, SECURE_MESSAGING
@@ -192,7 +193,7 @@ class RebookRequest:
         return doc
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> "RebookRequest":
+    def from_doc(cls, doc: Mapping[str, Any]) -> RebookRequest:
         return cls(request_id=doc["request_id"], reason=doc.get("reason", ""), ticket_id=doc.get("ticket_id", ""),
                    requested_at=doc["requested_at"], requested_by=doc.get("requested_by", ""),
                    requested_via=doc.get("requested_via", ""))
@@ -234,7 +235,7 @@ class Booking:
         return doc
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> "Booking":
+    def from_doc(cls, doc: Mapping[str, Any]) -> Booking:
         return _from(cls, doc, status=Status(doc["status"]), version=doc.get("version", 0),
                      rebook_requests=[RebookRequest.from_doc(r) for r in doc.get("rebook_requests", [])])
 
@@ -350,7 +351,7 @@ class Party:
     address: str
 
     @classmethod
-    def from_input(cls, p: PartyInput) -> "Party":
+    def from_input(cls, p: PartyInput) -> Party:
         return cls(uuid.uuid4().hex, p.kind, person_names.checked("name", p.name), p.channel, p.address.strip())
 
 
@@ -371,7 +372,7 @@ class Invitation:
     extra: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def new(cls, b: Booking, p: PartyInput, at: dt.datetime) -> "Invitation":
+    def new(cls, b: Booking, p: PartyInput, at: dt.datetime) -> Invitation:
         return cls(uuid.uuid4().hex, b.id, b.coordinator, Party.from_input(p), at)
 
     def to_doc(self) -> dict:
@@ -380,7 +381,7 @@ class Invitation:
         return doc
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> "Invitation":
+    def from_doc(cls, doc: Mapping[str, Any]) -> Invitation:
         return _from(cls, doc, party=Party(**doc["party"]))
 
 
@@ -429,7 +430,7 @@ class PhoneTask:
         return doc
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> "PhoneTask":
+    def from_doc(cls, doc: Mapping[str, Any]) -> PhoneTask:
         return _from(cls, doc, party=Party(**doc["party"]))
 
 

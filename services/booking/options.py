@@ -37,7 +37,7 @@ class BookingOptions(BaseModel):
     party_channels: tuple[str, ...] = (SECURE_MESSAGING, PHONE)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "BookingOptions":
+    def _consistent(self) -> BookingOptions:
         for name, values in (("care_services", self.care_services), ("contact_types", self.contact_types)):
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} lists a value twice")

@@ -11,8 +11,8 @@ import logging
 from svpl.booking.v1 import booking_pb2, booking_pb2_grpc
 
 from services.booking import messaging
-from services.booking.config import BookingSettings
 from services.booking.bookings import MEETING_CHANNEL, Bookings, MeetingChannel
+from services.booking.config import BookingSettings
 from services.booking.options import load_options
 from services.booking.peers import IdentityValidator, RosterMeetings
 from services.booking.servicer import ACCESS, BookingServicer

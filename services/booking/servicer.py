@@ -6,15 +6,24 @@ booking's own coordinator, staff of its booking unit).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from svpl.booking.v1 import booking_pb2 as pb
 from svpl.booking.v1 import booking_pb2_grpc
 from svpl.common.v1 import common_pb2
 
 from services.booking.bookings import Bookings, BookingView
-from services.booking.model import (Booking, InvitationState, InvitationView, NewBooking, Party, PartyInput,
-                                    PhoneTask, RebookRequest, Status)
+from services.booking.model import (
+    Booking,
+    InvitationState,
+    InvitationView,
+    NewBooking,
+    Party,
+    PartyInput,
+    PhoneTask,
+    RebookRequest,
+    Status,
+)
 from services.booking.options import BookingOptions
 from services.runtime import auth
 from services.runtime.auth import LOGGED_IN, persons_with, services

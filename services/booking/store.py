@@ -10,7 +10,8 @@ version 0. Invitations and phone tasks are changed field by field (`$set`), neve
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient
 

@@ -12,8 +12,9 @@ undeclared method. tests/access/test_gateway_matrix.py derives every route × ro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Mount

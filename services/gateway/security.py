@@ -75,7 +75,7 @@ def _cookies(scope: Scope) -> dict[str, str]:
         if key == b"cookie":
             try:
                 jar.load(value.decode("latin-1"))
-            except Exception:  # noqa: BLE001 - a malformed cookie header is ignored
+            except Exception:  # noqa: BLE001, S110 - a malformed cookie header is ignored
                 pass
     return {k: m.value for k, m in jar.items()}
 
@@ -361,7 +361,7 @@ async def session_from(conn, keys: auth.KeySet) -> Session:
         raise Problem(401, "logga in först")
     try:
         claims = await auth.decode_token(keys, token, typ=auth.SESSION)
-    except Exception as exc:  # noqa: BLE001 - Unauthenticated, or identity unreachable for the keys
+    except Exception as exc:
         from services.runtime.errors import Unauthenticated, Unavailable
 
         if isinstance(exc, Unauthenticated):

@@ -14,8 +14,16 @@ from pathlib import Path
 from services.identity import hsa_id as hsa
 from services.identity import personnummer as pnr
 from services.identity.directory import Directory
-from services.identity.token_service import (BANKID, DEVELOPMENT, E_SERVICES_1177, SITHS, Session, TokenService,
-                                             citizen_principal, staff_principal)
+from services.identity.token_service import (
+    BANKID,
+    DEVELOPMENT,
+    E_SERVICES_1177,
+    SITHS,
+    Session,
+    TokenService,
+    citizen_principal,
+    staff_principal,
+)
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 DEMO_CITIZENS = Path(__file__).resolve().parent / "demo" / "citizens.json"

@@ -113,7 +113,7 @@ class Query:
     unit: str = ""
 
     @classmethod
-    def parse(cls, name: str, organization: str = "", unit: str = "") -> "Query":
+    def parse(cls, name: str, organization: str = "", unit: str = "") -> Query:
         text = " ".join((name or "").split())
         if len(text) < 2:
             raise InvalidArgument("name", "give at least 2 characters of a given name and/or surname")
@@ -174,7 +174,7 @@ class LocalDirectory:
 
     async def load_export(self, path: str | Path) -> int:
         """Replace the copy with the export's entries when the file changed; returns entries loaded."""
-        raw = Path(path).read_bytes()
+        raw = await asyncio.to_thread(Path(path).read_bytes)
         digest = hashlib.sha256(raw).hexdigest()
         meta = await self._meta.find_one({"_id": "export"})
         if meta and meta.get("sha256") == digest:

@@ -22,7 +22,8 @@ SWEDEN = ZoneInfo("Europe/Stockholm")  # "today" for birth dates is the Swedish 
 PERSONNUMMER = "personnummer"
 SAMORDNINGSNUMMER = "samordningsnummer"
 
-_SHAPE = re.compile(r"^(?P<century>[0-9]{2})?(?P<yy>[0-9]{2})(?P<mm>[0-9]{2})(?P<dd>[0-9]{2})(?P<sep>[-+]?)(?P<serial>[0-9]{3})(?P<check>[0-9])$")
+_SHAPE = re.compile(r"^(?P<century>[0-9]{2})?(?P<yy>[0-9]{2})(?P<mm>[0-9]{2})(?P<dd>[0-9]{2})"
+                    r"(?P<sep>[-+]?)(?P<serial>[0-9]{3})(?P<check>[0-9])$")
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
 from services.identity.access_extract import AccessExtract
 from services.identity.bankid import BankIdClient, BankIdLogin
 from services.identity.config import IdentitySettings
-from services.identity.oidc1177 import Oidc1177Login
 from services.identity.development import DEMO_DIRECTORY, DevelopmentLogin, load_citizens
 from services.identity.directory import Directory, LdapDirectory, LocalDirectory
+from services.identity.oidc1177 import Oidc1177Login
 from services.identity.servicer import ACCESS, IdentityServicer
 from services.identity.siths import OcspChecker, SithsLogin, load_ca_certificates
 from services.identity.token_service import TokenService

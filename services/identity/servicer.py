@@ -17,8 +17,17 @@ from services.identity.development import DevelopmentLogin as DevelopmentProvide
 from services.identity.directory import MUNICIPALITY, ORDER, REGION, Directory, DirectoryPerson, Query
 from services.identity.oidc1177 import Oidc1177Login
 from services.identity.siths import SithsLogin
-from services.identity.token_service import (BANKID, DEVELOPMENT, E_SERVICES_1177, HSA_ID, PERSONNUMMER, SITHS,
-                                             Principal, Session, TokenService)
+from services.identity.token_service import (
+    BANKID,
+    DEVELOPMENT,
+    E_SERVICES_1177,
+    HSA_ID,
+    PERSONNUMMER,
+    SITHS,
+    Principal,
+    Session,
+    TokenService,
+)
 from services.identity.tokens import KeyRing
 from services.runtime import auth, paging
 from services.runtime.access_log import AccessLog

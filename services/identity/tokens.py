@@ -41,11 +41,11 @@ class KeyRing:
         return self.keys[0]
 
     @classmethod
-    def generate(cls, kid: str | None = None) -> "KeyRing":
+    def generate(cls, kid: str | None = None) -> KeyRing:
         return cls([SigningKey(kid or uuid.uuid4().hex[:16], Ed25519PrivateKey.generate())])
 
     @classmethod
-    def load(cls, directory: str | Path) -> "KeyRing":
+    def load(cls, directory: str | Path) -> KeyRing:
         """Every `<kid>.pem` in the directory; the newest file signs."""
         files = sorted(Path(directory).glob("*.pem"), key=lambda p: p.stat().st_mtime, reverse=True)
         keys = []

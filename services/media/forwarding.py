@@ -37,8 +37,16 @@ import time
 from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 
 from services.media.rtc_internals import (
-    RtpOut, RtpPacket, VpxPayloadDescriptor, attach_rtp_out, current_ntp_time, divert_received_packets,
-    ice_sockets, negotiated_codecs, pli_sender, set_negotiated_codecs,
+    RtpOut,
+    RtpPacket,
+    VpxPayloadDescriptor,
+    attach_rtp_out,
+    current_ntp_time,
+    divert_received_packets,
+    ice_sockets,
+    negotiated_codecs,
+    pli_sender,
+    set_negotiated_codecs,
 )
 
 log = logging.getLogger("svpl.media.forwarding")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from kubernetes import client
 from kubernetes.config.incluster_config import InClusterConfigLoader

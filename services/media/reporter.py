@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 import grpc
 from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
@@ -78,7 +78,7 @@ class ConnectionReporter:
             if not allowed and report.connected and report.on_denied is not None:
                 try:
                     await report.on_denied()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("dropping a denied participant failed")
 
     async def _send(self, r: Report) -> bool:

@@ -21,14 +21,20 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 
 from services.media import ports
 from services.media.forwarding import ForwardTrack, Publication, enlarge_socket_buffers, restrict_codecs
-from services.media.receive import receive_directly
 from services.media.quality import Quality, QualitySampler, Thresholds
+from services.media.receive import receive_directly
 from services.media.reporter import ConnectionReporter, Report
 from services.media.rtc_internals import offered_direction, parse_sdp
 from services.media.storage import ClosedRooms, UsedJoinTokens
 from services.media.tokens import TokenVerifier
 from services.runtime.errors import (
-    Aborted, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated,
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
 )
 
 log = logging.getLogger("svpl.media.rooms")
@@ -63,7 +69,7 @@ class PeerCounter:
                     for stop in (dtls.stop, dtls.transport.stop):
                         try:
                             await stop()
-                        except Exception:  # noqa: BLE001 - already stopped or never started
+                        except Exception:  # noqa: BLE001, S110 - already stopped or never started
                             pass
 
 
@@ -334,7 +340,7 @@ class MediaRooms:
                     t.direction = "sendonly"
                     p.slots[t.kind].append(track)
             await self._answer(pc, self._meeting_ports, self._test_ports)
-        except Exception as exc:  # noqa: BLE001 - a bad offer never leaves a peer connection behind
+        except Exception as exc:
             await PeerCounter.close(pc)
             await self._used_tokens.release(grant.token_id)
             if isinstance(exc, (InvalidArgument, ResourceExhausted, asyncio.CancelledError)):
@@ -490,7 +496,7 @@ class MediaRooms:
                     track.bind(pub)
                     t.direction = "sendrecv"
             await self._answer(pc, self._test_ports)  # only the test rooms' own ports
-        except BaseException as exc:  # noqa: BLE001 - cancelled too: no peer connection (nor port) is left behind
+        except BaseException as exc:
             await PeerCounter.close(pc)
             if isinstance(exc, (InvalidArgument, ResourceExhausted)) or not isinstance(exc, Exception):
                 raise
@@ -539,7 +545,9 @@ class MediaRooms:
         """Take no new rooms; keep live rooms until they end or the grace passes, then close them."""
         self.draining = True
         deadline = time.monotonic() + grace
-        while self.rooms and time.monotonic() < deadline:
+        # Rooms end from their own tasks (the coordinator ends them, or the last one leaves): a light
+        # poll until they are gone or the grace has passed is all this needs.
+        while self.rooms and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         await self.shutdown()
 

@@ -466,7 +466,7 @@ async def _finish(coro: Coroutine, awaited) -> None:
             awaited = coro.send(None)
         except StopIteration:
             return
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - one bad datagram must not stop the socket's callback
             receive_log.exception("handling a media datagram failed")
             return
 

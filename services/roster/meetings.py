@@ -12,19 +12,25 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 from zoneinfo import ZoneInfo
 
 from services.roster import codes, metrics, model
 from services.roster.model import Meeting, Participant
-from services.runtime import names, paging
 from services.roster.peers import Identity, Media, Refused
 from services.roster.store import MeetingStore
+from services.runtime import names, paging
 from services.runtime.access_log import AccessLog
 from services.runtime.auth import Caller
-from services.runtime.errors import (DomainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
-                                     Unavailable)
+from services.runtime.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from services.runtime.outbox import Outbox
 
 log = logging.getLogger("svpl.roster")
@@ -322,7 +328,7 @@ class Roster:
                 await self.auto_close(after)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - e.g. database unreachable: try again next round
+            except Exception:
                 log.warning("auto-close pass failed; retrying", exc_info=True)
             await asyncio.sleep(every)
 

@@ -43,7 +43,8 @@ ROLE_RULES: dict[str, tuple[str, frozenset[str], tuple[str, ...]]] = {
 
 # ---------------------------------------------------------------- agenda (the routine's six steps)
 
-NOT_STARTED, WELCOME, PURPOSE, INDIVIDUAL_ON_REASON = "not_started", "welcome", "purpose_and_confidentiality", "individual_on_reason"
+NOT_STARTED, WELCOME = "not_started", "welcome"
+PURPOSE, INDIVIDUAL_ON_REASON = "purpose_and_confidentiality", "individual_on_reason"
 INTRODUCTIONS, QUESTIONS, SUMMARY, DONE = "introductions", "questions", "summary", "done"
 AGENDA = (NOT_STARTED, WELCOME, PURPOSE, INDIVIDUAL_ON_REASON, INTRODUCTIONS, QUESTIONS, SUMMARY, DONE)
 
@@ -151,7 +152,7 @@ class Meeting:
         return doc
 
     @classmethod
-    def from_doc(cls, doc: dict) -> "Meeting":
+    def from_doc(cls, doc: dict) -> Meeting:
         doc = dict(doc)
         doc["id"] = doc.pop("_id")
         doc["participants"] = [Participant(**p) for p in doc.get("participants", [])]

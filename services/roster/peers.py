@@ -160,7 +160,7 @@ class Media:
             raise _unavailable("media", exc) from None
         return r.media_instance, r.address
 
-    async def hosts_room(self, control: str, meeting_id: str, timeout: float) -> bool:
+    async def hosts_room(self, control: str, meeting_id: str, timeout: float) -> bool:  # noqa: ASYNC109 - the call's gRPC deadline
         """Whether the instance at `control` answers and still holds the room. False when it does
         not answer in time (UNAVAILABLE, DEADLINE_EXCEEDED: killed, its node gone) or answers that
         it does not know the room (it restarted and lost it). A room it reports closed counts as

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.errors import DuplicateKeyError, PyMongoError

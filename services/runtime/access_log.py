@@ -27,7 +27,7 @@ class AccessLog:
         self._own_client: AsyncMongoClient | None = None
 
     @classmethod
-    def for_service(cls, settings: ServiceSettings, client: AsyncMongoClient) -> "AccessLog":
+    def for_service(cls, settings: ServiceSettings, client: AsyncMongoClient) -> AccessLog:
         """The service's access log: on its own server when SVPL_AUDIT_MONGODB_URI is set, else on `client`."""
         if not settings.audit_mongodb_uri:
             return cls(client, settings.service_name, settings.audit_database)

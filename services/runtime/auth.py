@@ -18,8 +18,8 @@ import contextlib
 import contextvars
 import logging
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Iterable
 
 import jwt
 
@@ -94,7 +94,7 @@ class Rule:
     services: frozenset[str] = frozenset()
     anonymous: bool = False
 
-    def __or__(self, other: "Rule") -> "Rule":
+    def __or__(self, other: Rule) -> Rule:
         if self.persons is None:
             persons = other.persons
         elif other.persons is None:
@@ -237,7 +237,7 @@ class KeySet:
             await self.revocations.close()
 
     @classmethod
-    def static(cls, jwks_json: str) -> "KeySet":
+    def static(cls, jwks_json: str) -> KeySet:
         async def fetch() -> str:
             return jwks_json
 

@@ -55,8 +55,9 @@ import logging
 import random
 import socket
 import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import Counter
 from pymongo import ASCENDING, ReturnDocument
@@ -108,7 +109,7 @@ class OutboxMessage:
     created_at: dt.datetime
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> "OutboxMessage":
+    def from_doc(cls, doc: Mapping[str, Any]) -> OutboxMessage:
         return cls(doc["_id"], doc["channel"], doc.get("payload") or {}, doc.get("attempts", 0), doc["created_at"])
 
 
@@ -266,7 +267,7 @@ class Dispatcher:
                 handled = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - e.g. database unreachable: keep going
+            except Exception:
                 log.warning("%s dispatcher: pass failed; retrying", self.name, exc_info=True)
                 handled = 0
             if handled:

@@ -23,8 +23,9 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from bson import ObjectId
 from bson.errors import BSONError
@@ -34,7 +35,7 @@ from services.runtime.errors import InvalidArgument
 
 DEFAULT_SIZE = 50
 MAX_SIZE = 500
-TOKEN_FIELD = "page.page_token"
+TOKEN_FIELD = "page.page_token"  # noqa: S105 - a field name, not a secret
 SIZE_FIELD = "page.page_size"
 MAX_TOKEN_CHARS = 2000
 

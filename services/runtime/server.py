@@ -24,8 +24,9 @@ import logging
 import signal
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Coroutine, Protocol, Sequence, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import pymongo.errors
@@ -107,7 +108,7 @@ class Resources(contextlib.AsyncExitStack):
                 await task
             except asyncio.CancelledError:
                 pass
-            except Exception:  # noqa: BLE001 - the task already failed; closing the rest matters more
+            except Exception:
                 log.exception("background task %s had failed", name)
 
         self.push_async_callback(_stop)
@@ -209,7 +210,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 outcome = exc.code
                 st = rpc_status.to_status(_status_for(exc))
                 await context.abort(st.code, st.details, st.trailing_metadata)
-            except Exception:  # noqa: BLE001 - logged here, never leaked to the client
+            except Exception:
                 outcome = grpc.StatusCode.INTERNAL
                 log.exception("unhandled error in %s", full)
                 await context.abort(outcome, f"internal error (request id {logs.request_id_var.get()})")

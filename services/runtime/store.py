@@ -18,7 +18,8 @@ fresh document (no list or dict shared with the model), so a change is seen as o
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Generic, Mapping, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
 
 import bson
 from bson.binary import UuidRepresentation

@@ -1,5 +1,5 @@
+from services.runtime.server import main
 from services.support.config import SupportSettings
 from services.support.server import build
-from services.runtime.server import main
 
 main(SupportSettings, build)

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from services.runtime import auth
 from services.runtime.errors import PermissionDenied
 from services.support.model import Ticket
-from services.support.routing_table import (STAFFED_BY_REGION, STAFFED_BY_REPORTER_ORGANIZATION, QueueSpec,
-                                            RoutingTable)
+from services.support.routing_table import STAFFED_BY_REGION, STAFFED_BY_REPORTER_ORGANIZATION, QueueSpec, RoutingTable
 
 NOT_YOUR_QUEUE = "NOT_YOUR_QUEUE"
 

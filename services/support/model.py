@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 
@@ -110,7 +111,7 @@ class Reporter:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> "Reporter":
+    def from_doc(cls, doc: Mapping[str, Any]) -> Reporter:
         return cls(name=doc.get("name", ""), id=doc.get("id", ""), id_kind=doc.get("id_kind", ""),
                    kind=doc.get("kind", ""), organization=doc.get("organization", ""),
                    contact=doc.get("contact", ""))
@@ -129,7 +130,7 @@ class HistoryEntry:
     text: str = ""
 
     @classmethod
-    def by(cls, actor: Actor, at: dt.datetime, action: str, **fields: str) -> "HistoryEntry":
+    def by(cls, actor: Actor, at: dt.datetime, action: str, **fields: str) -> HistoryEntry:
         return cls(at, actor.id, actor.name, action, **fields)
 
 
@@ -186,7 +187,7 @@ class Ticket:
         return {**self.extra, **doc}
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> "Ticket":
+    def from_doc(cls, doc: Mapping[str, Any]) -> Ticket:
         known = {f.name for f in dataclasses.fields(cls)} | {"_id"}
         return cls(
             id=doc["_id"], idem=doc.get("idem", ""), fingerprint=doc.get("fingerprint", ""),

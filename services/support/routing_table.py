@@ -63,7 +63,7 @@ class QueueSpec(BaseModel):
     staffed_by: StaffedBy
 
     @model_validator(mode="after")
-    def _reachable(self) -> "QueueSpec":
+    def _reachable(self) -> QueueSpec:
         if not (self.email or self.phone or self.own_workplace or self.contact_text):
             raise ValueError("needs an email, a phone, own_workplace or a contact_text")
         if (self.phone_option or self.phone_option_label) and not self.phone:
@@ -116,7 +116,7 @@ class RoutingTable(BaseModel):
     rules: list[RuleSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "RoutingTable":
+    def _consistent(self) -> RoutingTable:
         queue_ids: set[str] = set()
         for q in self.queues:
             if q.id in queue_ids:
@@ -147,7 +147,7 @@ class RoutingTable(BaseModel):
     def queue(self, queue_id: str) -> QueueSpec | None:
         return next((q for q in self.queues if q.id == queue_id), None)
 
-    def route(self, reporter: str, problem: str) -> "Route":
+    def route(self, reporter: str, problem: str) -> Route:
         for rule in self.rules:
             if rule.matches(reporter, problem):
                 return Route(self.queue(rule.queue), rule.id)

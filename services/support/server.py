@@ -45,7 +45,7 @@ async def build(settings: SupportSettings) -> tuple[Component, auth.KeySet]:
                 try:
                     await tickets.refresh_gauge()
                     await tickets.sweep(settled)
-                except Exception:  # noqa: BLE001 - the database may be away; readiness says so
+                except Exception:
                     log.warning("support housekeeping failed; retrying", exc_info=True)
                 await asyncio.sleep(settings.support_sweep_seconds)
 

@@ -16,8 +16,8 @@ from svpl.common.v1 import common_pb2
 from svpl.support.v1 import support_pb2, support_pb2_grpc
 
 from services.runtime import auth
-from services.runtime.timestamps import to_timestamp as _ts
 from services.runtime.auth import LOGGED_IN, persons_with
+from services.runtime.timestamps import to_timestamp as _ts
 from services.support.model import Progress, Rebook, Ticket
 from services.support.reports import Report
 from services.support.routing_table import QueueSpec, RoutingTable

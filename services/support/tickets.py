@@ -36,7 +36,7 @@ import hashlib
 import json
 import logging
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from pymongo.errors import DuplicateKeyError
 
@@ -159,7 +159,7 @@ class Tickets:
             try:
                 await self._follow_up(t, late=t.evidence_status == Progress.PENDING)
                 done += 1
-            except Exception:  # noqa: BLE001 - one bad ticket must not stop the sweep
+            except Exception:
                 log.exception("follow-up of ticket %s failed", t.id)
         return done
 

@@ -232,7 +232,7 @@ async def _websocket(address: str, path: str, browser) -> tuple[int, str]:
     raise AssertionError(f"{path}: the refused stream stayed open")
 
 
-async def test_every_route_for_every_role_matches_the_declaration(served):
+async def test_every_route_for_every_role_matches_the_declaration(served):  # noqa: F811 - the fixture
     address, app, system, new_browser = served
     region = app.state.settings.region
     browsers, who = {}, {}

@@ -57,7 +57,7 @@ class CosmicReceiver:
             await self._release.wait()  # answered only when the receiver stops
         return JSONResponse({"message_id": message_id, "duplicate": duplicate}, status_code=200 if duplicate else 201)
 
-    async def start(self) -> "CosmicReceiver":
+    async def start(self) -> CosmicReceiver:
         app = Starlette(routes=[Route("/messages", self._messages, methods=["POST"])])
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, lifespan="off", log_level="warning",
                                 access_log=False)

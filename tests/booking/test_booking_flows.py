@@ -11,7 +11,13 @@ from svpl.roster.v1 import roster_pb2
 
 from devstack.harness import as_token
 from tests.booking.conftest import (
-    COORDINATOR, PATIENT, SIP, UNIT, VIDEO_TEAM, create_request, in_days, party, ts,
+    COORDINATOR,
+    SIP,
+    VIDEO_TEAM,
+    create_request,
+    in_days,
+    party,
+    ts,
 )
 from tests.polling import poll
 

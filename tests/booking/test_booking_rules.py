@@ -14,7 +14,13 @@ from devstack.harness import as_token
 from services.booking.options import OptionsError, load_options
 from services.runtime import mongo as runtime_mongo
 from tests.booking.conftest import (
-    COORDINATOR, PATIENT, UNIT, create_request, in_days, party, ts,
+    COORDINATOR,
+    PATIENT,
+    UNIT,
+    create_request,
+    in_days,
+    party,
+    ts,
 )
 from tests.polling import poll
 

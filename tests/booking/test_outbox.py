@@ -10,8 +10,16 @@ import pytest
 
 from services.runtime import mongo as runtime_mongo
 from services.runtime.outbox import (
-    DELIVERED, FAILED, PENDING, Backoff, Dispatcher, Outbox, OutboxMessage, PermanentDeliveryError,
-    RetryableDeliveryError, in_transaction,
+    DELIVERED,
+    FAILED,
+    PENDING,
+    Backoff,
+    Dispatcher,
+    Outbox,
+    OutboxMessage,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    in_transaction,
 )
 from tests.polling import poll
 

@@ -5,7 +5,6 @@ secrets by reference, network paths of ARCHITECTURE.md, development login refuse
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 
@@ -13,7 +12,6 @@ import helm_python as helm
 import kubernetes_validate
 import promql_parser
 import pytest
-import yaml
 
 from tests.charts.conftest import CHART, NAMESPACE, RELEASE, ROOT, SERVICES, merged
 

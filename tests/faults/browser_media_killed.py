@@ -26,9 +26,20 @@ from devstack.samples import COORDINATOR_HSA, create_request
 from devstack.stack import ROOT, Proc, Stack
 from services.identity.tokens import KeyRing
 from services.runtime import auth
-from tests.gateway.browser_scenario import (Failed, assert_no_console_errors, browser, click, dev_login, js,
-                                            outcome, playing_remote_videos, quit_quietly, save_failure_evidence, wait,
-                                            wait_for_others_playing)
+from tests.gateway.browser_scenario import (
+    Failed,
+    assert_no_console_errors,
+    browser,
+    click,
+    dev_login,
+    js,
+    outcome,
+    playing_remote_videos,
+    quit_quietly,
+    save_failure_evidence,
+    wait,
+    wait_for_others_playing,
+)
 
 STAFF = ("SE2321000057-2001", "Rita Region")
 RECOVERY_SECONDS = 10.0
@@ -142,7 +153,7 @@ def run(artifacts: Path) -> None:
         recovered = {}
         for driver, who in pages:
             wait(driver, f"{who} reconnected and playing the other's video again",
-                 lambda d: reconnects(d) > before[who] and any(f > 5 for f in playing_remote_videos(d)),
+                 lambda d, who=who: reconnects(d) > before[who] and any(f > 5 for f in playing_remote_videos(d)),
                  RECOVERY_SECONDS - (time.monotonic() - killed_at))
             recovered[who] = time.monotonic() - killed_at
         print(f"killed {doomed} -> both pages playing again: {recovered}", flush=True)

@@ -61,7 +61,7 @@ class MediaProcess:
         })
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "MediaProcess":
+    def start(self) -> MediaProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([sys.executable, "-c", _LOOPBACK_MEDIA], env=self.env, cwd=ROOT,
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -112,7 +112,7 @@ class Client:
         self.lost_at: list[float] = []  # when the client noticed each loss (monotonic)
         self._task: asyncio.Task | None = None
 
-    def start(self) -> "Client":
+    def start(self) -> Client:
         self._task = asyncio.create_task(self._run())
         return self
 
@@ -143,7 +143,7 @@ class Client:
                                            meeting_id=self.meeting_id), metadata=self._gateway, timeout=10)
             await peer.answer(reply.sdp_answer)
             await asyncio.wait_for(peer.connected.wait(), 5)
-        except (grpc.aio.AioRpcError, asyncio.TimeoutError):
+        except (TimeoutError, grpc.aio.AioRpcError):
             await peer.close()
             return False
         self.joins += 1

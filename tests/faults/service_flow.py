@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import itertools
 import time
-import datetime as dt
 import uuid
 from dataclasses import dataclass, field
 

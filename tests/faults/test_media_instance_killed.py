@@ -19,8 +19,8 @@ from svpl.roster.v1 import roster_pb2 as R
 
 from devstack.embedded_db import free_port
 from services.roster import model
-from services.runtime import mongo as runtime_mongo
 from services.roster.metrics import ROOMS_MOVED
+from services.runtime import mongo as runtime_mongo
 from tests.faults.meeting_clients import Client, MediaProcess
 from tests.polling import poll
 from tests.roster.conftest import World

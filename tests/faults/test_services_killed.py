@@ -21,8 +21,8 @@ from svpl.support.v1 import support_pb2 as spb
 
 from devstack.harness import as_token
 from devstack.stack import Stack
-from tests.booking.cosmic_receiver import CosmicReceiver
 from tests.booking.conftest import COORDINATOR, UNIT
+from tests.booking.cosmic_receiver import CosmicReceiver
 from tests.conftest import PEOPLE
 from tests.faults.service_flow import STAFF, FlowClient, GrpcFlowClient, HttpFlowClient
 from tests.polling import poll

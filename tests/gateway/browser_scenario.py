@@ -271,9 +271,10 @@ def run(artifacts: Path) -> None:
             click(coordinator, "#hsa-search-button")
             click(coordinator, "#hsa-results button", f"{name} in the directory search")
             wait(coordinator, "the form filled from the directory",
-                 lambda d: d.find_element(By.ID, "p-id").get_attribute("value") == hsa_id)
+                 lambda d, hsa_id=hsa_id: d.find_element(By.ID, "p-id").get_attribute("value") == hsa_id)
             click(coordinator, "#register-submit")
-            wait(coordinator, f"{name} registered", lambda d: name in d.find_element(By.ID, "participants").text)
+            wait(coordinator, f"{name} registered",
+                 lambda d, name=name: name in d.find_element(By.ID, "participants").text)
 
         # ... records that the confidentiality assessment was made ...
         type_into(coordinator, "#assessment-provider", "Region Jönköpings län")

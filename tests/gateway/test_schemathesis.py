@@ -10,8 +10,8 @@ import collections
 import hypothesis
 import requests
 import schemathesis
-from schemathesis import checks
 from hypothesis import HealthCheck, Phase
+from schemathesis import checks
 
 from tests.gateway.conftest import COORDINATOR
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-
 from tests.gateway.conftest import COORDINATOR, REGION_STAFF
 from tests.gateway.flow import book_video_meeting, register, start
 from tests.media.peers import Peer

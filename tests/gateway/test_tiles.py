@@ -55,7 +55,7 @@ async def test_each_caller_gets_its_own_slots_named_by_whom_they_carry(gateway):
 
         for name, browser in people.items():
             others = {n for n in people if n != name}
-            tiles = await tiles_when(browser, meeting_id, lambda t: {x["full_name"] for x in t} == others,
+            tiles = await tiles_when(browser, meeting_id, lambda t, others=others: {x["full_name"] for x in t} == others,
                                      f"{name}'s tiles naming {sorted(others)}")
             # Only what the portal needs: no media address, no person identifier beyond a participant id.
             assert all(set(t) == {"mid", "participant_id", "full_name"} for t in tiles), tiles

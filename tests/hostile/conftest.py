@@ -7,12 +7,10 @@ import asyncio
 import hashlib
 
 import pytest
-
 from bson import json_util
 from pymongo import AsyncMongoClient
 
 from tests.gateway.conftest import Browser, gateway, served  # noqa: F401
-
 
 _clients: dict[str, AsyncMongoClient] = {}
 

@@ -11,7 +11,8 @@ import grpc
 import pytest
 from google.protobuf import descriptor as _d
 from google.protobuf import message_factory
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from devstack.harness import as_token
 from tests.conftest import PEOPLE

@@ -10,7 +10,8 @@ import json
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from svpl.booking.v1 import booking_pb2
 from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2

@@ -111,7 +111,7 @@ async def test_operator_injection_in_every_field_is_refused_and_changes_nothing(
         body_schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
         body = baseline(doc, body_schema) if body_schema else None
 
-        async def send(path_values: dict, query: dict | list, json_body) -> object:
+        async def send(path_values: dict, query: dict | list, json_body, path=path, method=method) -> object:
             url = path.format(**{k: urllib.parse.quote(str(v), safe="") for k, v in path_values.items()})
             if method == "get":
                 return await coordinator.get(url, params=query)

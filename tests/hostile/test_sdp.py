@@ -9,7 +9,8 @@ import os
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from svpl.media.v1 import media_pb2
 
 from services.media.rooms import PeerCounter

@@ -13,11 +13,11 @@ from pymongo import AsyncMongoClient
 from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2 as pb
 
+from devstack.embedded_db import free_port
 from devstack.harness import as_token
 from devstack.slapd import BASE_DN, READER_DN, READER_PASSWORD
 from services.identity.directory import LdapDirectory, LocalDirectory, Query, person_from_attributes
 from services.runtime.errors import InvalidArgument, Unavailable
-from devstack.embedded_db import free_port
 from tests.identity.test_tokens_rpc import field_violation
 
 

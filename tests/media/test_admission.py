@@ -103,7 +103,8 @@ async def test_an_offer_without_vp8_is_refused_without_a_leak(world):
             if line.startswith("m=video"):
                 parts = line.split()
                 line = " ".join(parts[:3] + [p for p in parts[3:] if p not in vp8])
-            elif any(line.startswith(f"a={k}:{pt} ") or line == f"a={k}:{pt}" for pt in vp8 for k in ("rtpmap", "fmtp", "rtcp-fb")):
+            elif any(line.startswith(f"a={k}:{pt} ") or line == f"a={k}:{pt}"
+                     for pt in vp8 for k in ("rtpmap", "fmtp", "rtcp-fb")):
                 continue
             lines.append(line)
         h264_only = "\r\n".join(lines)

@@ -13,6 +13,7 @@ import queue
 import re
 import socket
 import tomllib
+from asyncio.selector_events import _SelectorDatagramTransport
 from fractions import Fraction
 from importlib.metadata import version
 from pathlib import Path
@@ -21,10 +22,9 @@ import aiortc.rtcrtpreceiver
 import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
 from aiortc.codecs import get_encoder
-from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
+from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
-from asyncio.selector_events import _SelectorDatagramTransport
 
 from services.media import rtc_internals
 from services.media.forwarding import DatagramBatch, Publication, is_vp8_keyframe, starts_vp8_keyframe
@@ -278,9 +278,9 @@ async def test_socket_buffers_are_reachable_and_enlarged():
 def test_sender_loop_that_rtp_out_reproduces():
     """RtpOut (rtc_internals.py) sends as `RTCRtpSender._run_rtp` does and keeps the state it keeps."""
     import aiortc.rtcrtpsender as sender_module
+    from aioice.ice import Connection, StunProtocol
     from aiortc.rtcdtlstransport import RTCDtlsTransport
     from aiortc.rtcicetransport import RTCIceTransport
-    from aioice.ice import Connection, StunProtocol
 
     from services.media.rtc_internals import RTP_HISTORY_SIZE
 
@@ -593,8 +593,8 @@ def test_srtp_protect_is_pylibsrtps_protect():
 def test_receive_path_that_receive_directly_reproduces():
     """rtc_internals.receive_in_callback (for services/media/receive.py) handles RTP/RTCP in the socket
     callback as aiortc's DTLS task would."""
-    from aiortc.rtcdtlstransport import RTCDtlsTransport
     from aioice.ice import Connection, StunProtocol
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
 
     received = inspect.getsource(StunProtocol.datagram_received)
     assert "message = stun.parse_message(data)" in received
@@ -625,8 +625,17 @@ async def test_handlers_run_in_place_never_suspend_with_real_packets(monkeypatch
     import aioice.ice
     import pytest
     from aiortc.mediastreams import MediaStreamError
-    from aiortc.rtp import (RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RTCP_RTPFB_NACK, RtcpByePacket, RtcpPacket,
-                            RtcpPsfbPacket, RtcpRtpfbPacket, pack_remb_fci)
+    from aiortc.rtp import (
+        RTCP_PSFB_APP,
+        RTCP_PSFB_FIR,
+        RTCP_PSFB_PLI,
+        RTCP_RTPFB_NACK,
+        RtcpByePacket,
+        RtcpPacket,
+        RtcpPsfbPacket,
+        RtcpRtpfbPacket,
+        pack_remb_fci,
+    )
 
     from services.media.forwarding import ForwardTrack, restrict_codecs
     from services.media.receive import receive_directly

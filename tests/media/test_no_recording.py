@@ -9,7 +9,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
 from svpl.media.v1 import media_pb2
 
 from services.media.config import MediaSettings

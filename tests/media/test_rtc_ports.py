@@ -103,11 +103,16 @@ async def test_peers_connect_on_ports_in_the_range_a_full_range_refuses_and_a_fr
 
 
 @pytest.mark.parametrize(("env", "message"), [
-    ({"SVPL_RTC_PORT_MIN": "40000"}, "SVPL_RTC_PORT_MAX: Value error, SVPL_RTC_PORT_MIN and SVPL_RTC_PORT_MAX are set together"),
-    ({"SVPL_RTC_PORT_MAX": "40000"}, "SVPL_RTC_PORT_MAX: Value error, SVPL_RTC_PORT_MIN and SVPL_RTC_PORT_MAX are set together"),
-    ({"SVPL_RTC_PORT_MIN": "80", "SVPL_RTC_PORT_MAX": "200"}, "SVPL_RTC_PORT_MIN: Value error, must be 0 (ephemeral ports) or between 1024"),
-    ({"SVPL_RTC_PORT_MIN": "40010", "SVPL_RTC_PORT_MAX": "40000"}, "SVPL_RTC_PORT_MAX: Value error, must not be below SVPL_RTC_PORT_MIN (40010)"),
-    ({"SVPL_RTC_PORT_MIN": "40000", "SVPL_RTC_PORT_MAX": "70000"}, "SVPL_RTC_PORT_MAX: Input should be less than or equal to 65535"),
+    ({"SVPL_RTC_PORT_MIN": "40000"},
+     "SVPL_RTC_PORT_MAX: Value error, SVPL_RTC_PORT_MIN and SVPL_RTC_PORT_MAX are set together"),
+    ({"SVPL_RTC_PORT_MAX": "40000"},
+     "SVPL_RTC_PORT_MAX: Value error, SVPL_RTC_PORT_MIN and SVPL_RTC_PORT_MAX are set together"),
+    ({"SVPL_RTC_PORT_MIN": "80", "SVPL_RTC_PORT_MAX": "200"},
+     "SVPL_RTC_PORT_MIN: Value error, must be 0 (ephemeral ports) or between 1024"),
+    ({"SVPL_RTC_PORT_MIN": "40010", "SVPL_RTC_PORT_MAX": "40000"},
+     "SVPL_RTC_PORT_MAX: Value error, must not be below SVPL_RTC_PORT_MIN (40010)"),
+    ({"SVPL_RTC_PORT_MIN": "40000", "SVPL_RTC_PORT_MAX": "70000"},
+     "SVPL_RTC_PORT_MAX: Input should be less than or equal to 65535"),
     ({"SVPL_RTC_PORT_MIN": "40000", "SVPL_RTC_PORT_MAX": "40031"},
      "the range 40000-40031 holds 32 ports, fewer than SVPL_CAPACITY_PARTICIPANTS (60)"),
     ({"SVPL_RTC_PORT_MIN": "40000", "SVPL_RTC_PORT_MAX": "40031", "SVPL_CAPACITY_PARTICIPANTS": "40"},

@@ -9,10 +9,10 @@ import logging
 from svpl.identity.v1 import identity_pb2
 
 from devstack.harness import as_token
-from tests.gateway.conftest import (COORDINATOR, MUNICIPALITY_STAFF, NEXT_OF_KIN, PATIENT, REGION_STAFF,  # noqa: F401
-                                    gateway)
+from tests.gateway.conftest import COORDINATOR, MUNICIPALITY_STAFF, NEXT_OF_KIN, PATIENT, REGION_STAFF, gateway  # noqa: F401
 from tests.gateway.flow import book_video_meeting, register, start
 from tests.privacy.detector import personnummer_in
+
 
 class RawCapture(logging.Handler):
     """Keeps each record's message and extras as the code produced them, before any masking."""

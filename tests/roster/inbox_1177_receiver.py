@@ -70,7 +70,7 @@ class Inbox1177Receiver:
                     "headers": [(b"content-type", b"text/xml; charset=utf-8")]})
         await send({"type": "http.response.body", "body": reply})
 
-    async def start(self) -> "Inbox1177Receiver":
+    async def start(self) -> Inbox1177Receiver:
         self._server = uvicorn.Server(uvicorn.Config(self, host="127.0.0.1", port=self.port, log_level="warning",
                                                      lifespan="off"))
         self._task = asyncio.create_task(self._server.serve())

@@ -1,6 +1,7 @@
 """Dial-in meeting IDs: well formed, and a single mistyped digit or swapped neighbours is caught."""
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.roster import codes
 

@@ -4,7 +4,8 @@ cancelled), and a meeting's state only ever moves forward. Run through the real 
 from __future__ import annotations
 
 import grpc
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from svpl.common.v1 import common_pb2
 from svpl.roster.v1 import roster_pb2 as R
 

@@ -84,7 +84,8 @@ def test_connections_of_removed_people_or_finished_meetings_are_not_allowed():
 
 def test_final_states_accept_no_transition():
     for final in (M.ENDED, M.ABORTED, M.CANCELLED):
-        for change in (lambda m: M.place(m, "i", "c", "a"), M.start, lambda m: M.finish(m, M.ENDED if m.state != M.ENDED else M.ABORTED, ""),
+        for change in (lambda m: M.place(m, "i", "c", "a"), M.start,
+                       lambda m: M.finish(m, M.ENDED if m.state != M.ENDED else M.ABORTED, ""),
                        lambda m: M.reschedule(m, m.start, m.end), lambda m: M.advance_agenda(m, ""),
                        M.auto_close):
             m = meeting(final)

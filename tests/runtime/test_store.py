@@ -26,7 +26,7 @@ class Counter:
         return {"_id": self.id, "value": self.value, "seen": list(self.seen), "version": self.version}
 
     @classmethod
-    def from_doc(cls, doc) -> "Counter":
+    def from_doc(cls, doc) -> Counter:
         return cls(doc["_id"], doc["value"], list(doc.get("seen", [])), doc.get("version", 0))
 
 

@@ -20,7 +20,6 @@ from svpl.support.v1 import support_pb2 as pb
 from svpl.support.v1 import support_pb2_grpc as pb_grpc
 
 from devstack.embedded_db import free_port
-
 from tests.polling import poll
 from tests.support.conftest import file
 

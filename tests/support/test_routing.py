@@ -13,8 +13,8 @@ import pytest
 from svpl.support.v1 import support_pb2 as pb
 
 from services.support import routing_table
-from services.support.routing_table import RoutingTableError
 from services.support.config import SupportSettings
+from services.support.routing_table import RoutingTableError
 from services.support.server import build
 from tests.support.conftest import EXTERNAL, STAFF_A, file
 
