@@ -40,6 +40,7 @@ system-deps:
 # Lint and types (rules and strictness in pyproject.toml); part of `make test`.
 lint: install
 	$(BIN)/ruff check services tests bench devstack
+	$(BIN)/mypy
 
 test: install system-deps lint
 	$(PYTHON) -m pytest -q -p no:cacheprovider

@@ -78,7 +78,8 @@ class Recorder:
         return response.json()
 
 
-async def meeting_loop(base: str, http: httpx.AsyncClient, rec: Recorder, deadline: float, made: list) -> None:
+async def meeting_loop(base: str, http: httpx.AsyncClient, rec: Recorder, deadline: float,
+                       made: list[tuple[str, str]]) -> None:
     coordinator, staff = Client(http), Client(http)
     await coordinator.login(COORDINATOR)
     await staff.login(REGION_STAFF)
@@ -133,7 +134,8 @@ async def run(base: str) -> dict:
             t = time.perf_counter()
             (await http.get("/healthz")).raise_for_status()
             baseline.append(time.perf_counter() - t)
-        rec, made = Recorder(), []
+        rec = Recorder()
+        made: list[tuple[str, str]] = []
         began = time.monotonic()
         await asyncio.gather(*(meeting_loop(base, http, rec, began + SECONDS, made) for _ in range(CONCURRENCY)))
         elapsed = time.monotonic() - began

@@ -32,6 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -63,20 +64,32 @@ class Server:
     pid: int
     address: str
     instance: str = ""
-    stub: object = None  # the MediaService stub, for the media service (None for the relay)
+    stub: media_pb2_grpc.MediaServiceStub | None = None  # the media service's (None for the relay)
+
+
+def send(p: subprocess.Popen[str], line: str) -> None:
+    """One line to a load generator (started with stdin piped)."""
+    stdin = cast(IO[str], p.stdin)
+    stdin.write(line + "\n")
+    stdin.flush()
+
+
+async def receive(p: subprocess.Popen[str]) -> str:
+    """One line from a load generator (started with stdout piped)."""
+    return await asyncio.to_thread(cast(IO[str], p.stdout).readline)
 
 
 async def run_case(target: str, servers: list[Server], rooms: int, n: int, keyring: KeyRing, tokens: dict,
                    processes: int) -> dict:
     """Rooms are spread round-robin over `servers` (one media process per core when there are two)."""
     specs = []
-    opened = []
+    opened: list[tuple[media_pb2_grpc.MediaServiceStub, str]] = []
     for r in range(rooms):
         server = servers[r % len(servers)]
         room = f"bench-{uuid.uuid4().hex[:8]}"
         if server.stub:
             await server.stub.OpenRoom(media_pb2.OpenRoomRequest(meeting_id=room), metadata=as_token(tokens["roster"]))
-            opened.append((server, room))
+            opened.append((server.stub, room))
         for i in range(n):
             token = keyring.issue_join_token(meeting_id=room, participant_id=f"p{i}", media_instance=server.instance,
                                              ttl=dt.timedelta(minutes=10))[0] if server.stub else ""
@@ -87,11 +100,10 @@ async def run_case(target: str, servers: list[Server], rooms: int, n: int, keyri
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
              for c in chunks if c]
     for p, c in zip(procs, chunks):
-        p.stdin.write(json.dumps({**cfg, "participants": c}) + "\n")
-        p.stdin.flush()
+        send(p, json.dumps({**cfg, "participants": c}))
     try:
         for p in procs:
-            line = await asyncio.to_thread(p.stdout.readline)
+            line = await receive(p)
             if line.strip() != "ready":
                 raise RuntimeError(f"load generator failed: {line.strip() or 'no output'}")
         await asyncio.sleep(WARMUP)
@@ -106,20 +118,18 @@ async def run_case(target: str, servers: list[Server], rooms: int, n: int, keyri
         results = []
         for _, _, t0, t1 in windows:
             for p in procs:
-                p.stdin.write(f"report {t0} {t1}\n")
-                p.stdin.flush()
-            results.append([json.loads(await asyncio.to_thread(p.stdout.readline)) for p in procs])
+                send(p, f"report {t0} {t1}")
+            results.append([json.loads(await receive(p)) for p in procs])
         for p in procs:
-            p.stdin.write("stop\n")
-            p.stdin.flush()
+            send(p, "stop")
     finally:
         for p in procs:
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
-        for server, room in opened:
-            await server.stub.CloseRoom(media_pb2.CloseRoomRequest(meeting_id=room), metadata=as_token(tokens["roster"]))
+        for stub, room in opened:
+            await stub.CloseRoom(media_pb2.CloseRoomRequest(meeting_id=room), metadata=as_token(tokens["roster"]))
     streams = rooms * n * (n - 1)
     middle = sorted(range(WINDOWS), key=lambda i: windows[i][0])[WINDOWS // 2]
     cpu, generator = windows[middle][0], windows[middle][1]
@@ -201,10 +211,12 @@ async def main() -> None:
         results = []
         second: Server | None = None
         for target, rooms, n in cases:
-            if target == "sfu2" and second is None:
-                second = await media_process(INSTANCE + "-2")
-            targets = {"relay": [Server(relay.pid, f"127.0.0.1:{relay_port}")], "sfu": [sfu],
-                       "sfu2": [sfu, second]}[target]
+            if target == "sfu2":
+                if second is None:
+                    second = await media_process(INSTANCE + "-2")
+                targets = [sfu, second]
+            else:
+                targets = {"relay": [Server(relay.pid, f"127.0.0.1:{relay_port}")], "sfu": [sfu]}[target]
             processes = 1 if rooms * n <= 4 else 2
             r = await run_case(target, targets, rooms, n, keyring, tokens, processes)
             results.append(r)

@@ -56,7 +56,7 @@ class Tap:
                 self.sent.setdefault(key, []).append(time.monotonic())
             await send(data)
 
-        dtls._send_rtp = tapped
+        dtls._send_rtp = tapped  # type: ignore[method-assign]  # a tap on this one transport
 
     def on_receive(self, pc: RTCPeerConnection) -> None:
         dtls = pc.getTransceivers()[0].receiver.transport
@@ -68,7 +68,7 @@ class Tap:
                 self.arrived.append((key, time.monotonic()))
             await handle(data, arrival_time_ms=arrival_time_ms)
 
-        dtls._handle_rtp_data = tapped
+        dtls._handle_rtp_data = tapped  # type: ignore[method-assign]  # a tap on this one transport
 
     def delays(self, kind: str, since: float) -> list[float]:
         out = []

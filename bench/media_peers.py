@@ -30,7 +30,7 @@ from fractions import Fraction
 import aioice.ice
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
@@ -51,7 +51,7 @@ def encode_clip() -> tuple[list[bytes], list[bytes]]:
     codec = av.CodecContext.create("libvpx", "w")
     codec.width, codec.height, codec.pix_fmt = WIDTH, HEIGHT, "yuv420p"
     codec.time_base = Fraction(1, FPS)
-    codec.framerate = FPS
+    codec.framerate = Fraction(FPS)
     codec.bit_rate = 600_000
     codec.gop_size = 10_000
     codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
@@ -76,9 +76,9 @@ def encode_clip() -> tuple[list[bytes], list[bytes]]:
     tone = (np.sin(2 * np.pi * 440 * t) * 3000).astype(np.int16)
     audio = []
     for i in range(50):
-        frame = av.AudioFrame.from_ndarray(np.repeat(tone, 2).reshape(1, -1), format="s16", layout="stereo")
-        frame.sample_rate, frame.pts = 48000, i * 960
-        audio += [bytes(p) for p in opus.encode(frame)]
+        sound = av.AudioFrame.from_ndarray(np.repeat(tone, 2).reshape(1, -1), format="s16", layout="stereo")
+        sound.sample_rate, sound.pts = 48000, i * 960
+        audio += [bytes(p) for p in opus.encode(sound)]
     return video[:CLIP_FRAMES], audio
 
 
@@ -166,7 +166,7 @@ def count_light(pc: RTCPeerConnection, counters: dict[int, LightCounter]) -> Non
                     return
             received(data, addr)
 
-        protocol.datagram_received = datagram_received
+        protocol.datagram_received = datagram_received  # type: ignore[method-assign]  # patched per socket on purpose
 
 
 class Participant:
@@ -179,9 +179,10 @@ class Participant:
         for track in (self.audio, self.video):
             sender = self.pc.addTrack(track)
             if track.kind == "video":
-                sender._send_keyframe = track.keyframe  # a PLI/FIR restarts the clip at its keyframe
+                # a PLI/FIR restarts the clip at its keyframe
+                sender._send_keyframe = track.keyframe  # type: ignore[method-assign]  # aiortc's hook, replaced
         self.slots: list[Slot] = []
-        self.light: dict[object, Slot] = {}  # transceiver -> slot counted by LightCounter
+        self.light: dict[RTCRtpTransceiver, Slot] = {}  # transceiver -> slot counted by LightCounter
         for _ in range(spec["slots"]):
             for kind in ("audio", "video"):
                 t = self.pc.addTransceiver(kind, direction="recvonly")
@@ -194,7 +195,8 @@ class Participant:
 
     def count_light(self) -> None:
         """After negotiation: the answer names the SSRC the media server sends on each slot."""
-        ssrcs = {m.rtp.muxId: m.ssrc[0].ssrc for m in SessionDescription.parse(self.pc.remoteDescription.sdp).media if m.ssrc}
+        answer = SessionDescription.parse(self.pc.remoteDescription.sdp)
+        ssrcs: dict[str | None, int] = {m.rtp.muxId: m.ssrc[0].ssrc for m in answer.media if m.ssrc}
         self.counters = {t: (ssrcs[t.mid], LightCounter(slot)) for t, slot in self.light.items()}
         count_light(self.pc, {ssrc: counter for ssrc, counter in self.counters.values()})
         self.reports = asyncio.ensure_future(self.report_light())
@@ -207,7 +209,9 @@ class Participant:
                 if counter.received:
                     info = RtcpReceiverInfo(ssrc=ssrc, fraction_lost=0, packets_lost=0, highest_sequence=counter.highest,
                                             jitter=0, lsr=0, dlsr=0)
-                    await t.receiver._send_rtcp(RtcpRrPacket(ssrc=t.receiver._RTCRtpReceiver__rtcp_ssrc, reports=[info]))
+                    # aiortc's private __rtcp_ssrc, by its mangled name (which mypy does not model)
+                    rtcp_ssrc = t.receiver._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+                    await t.receiver._send_rtcp(RtcpRrPacket(ssrc=rtcp_ssrc, reports=[info]))
 
     def _decode(self, transceiver, slot: Slot) -> None:
         async def consume(track) -> None:

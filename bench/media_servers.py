@@ -12,8 +12,21 @@ import asyncio
 import json
 import os
 import sys
+from typing import TYPE_CHECKING, TypedDict
 
 from bench.media_peers import loopback_only
+
+if TYPE_CHECKING:
+    from aiortc import RTCPeerConnection, RTCRtpTransceiver
+    from aiortc.mediastreams import MediaStreamTrack
+
+
+class Member(TypedDict):
+    """One relay participant: its connection, the tracks it publishes and its receive slots per kind."""
+
+    pc: RTCPeerConnection
+    tracks: dict[str, MediaStreamTrack]
+    slots: dict[str, list[RTCRtpTransceiver]]
 
 
 async def relay_server(port: int) -> None:
@@ -22,9 +35,9 @@ async def relay_server(port: int) -> None:
     from aiortc.rtcconfiguration import RTCBundlePolicy
 
     relay = MediaRelay()
-    rooms: dict[str, list[dict]] = {}
+    rooms: dict[str, list[Member]] = {}
 
-    def show(publisher: dict, subscriber: dict) -> None:
+    def show(publisher: Member, subscriber: Member) -> None:
         for kind in ("audio", "video"):
             track = publisher["tracks"].get(kind)
             free = [t for t in subscriber["slots"][kind] if t.sender.track is None]
@@ -34,7 +47,7 @@ async def relay_server(port: int) -> None:
     async def handle(reader, writer) -> None:
         request = json.loads(await reader.readline())
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
-        me = {"pc": pc, "tracks": {}, "slots": {"audio": [], "video": []}}
+        me: Member = {"pc": pc, "tracks": {}, "slots": {"audio": [], "video": []}}
 
         @pc.on("track")
         def on_track(track) -> None:

@@ -15,19 +15,36 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BENCHES = ["bench-identity", "bench-booking", "bench-roster", "bench-media", "bench-load"]
 
 
-def machine() -> dict:
+class Machine(TypedDict):
+    cpus: int | None
+    python: str
+    platform: str
+    load_average_at_start: list[float]
+
+
+class Result(TypedDict):
+    bench: str
+    exit_code: int
+    seconds: float
+    output: str
+    stderr_tail: str
+
+
+def machine() -> Machine:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main(names: list[str]) -> int:
-    results, failed = [], 0
+    results: list[Result] = []
+    failed = 0
     for name in names or BENCHES:
         started = time.monotonic()
         proc = subprocess.run(["make", "--no-print-directory", name], cwd=ROOT, capture_output=True, text=True)
@@ -36,13 +53,13 @@ def main(names: list[str]) -> int:
                         "output": output.strip(), "stderr_tail": proc.stderr[-2000:] if proc.returncode else ""})
         failed += proc.returncode != 0
         print(f"{name}: exit {proc.returncode} in {results[-1]['seconds']} s", flush=True)
-    report = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "results": results}
+    when, host = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), machine()
+    report = {"when": when, "machine": host, "results": results}
     (HERE / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     lines = ["# svpl benchmark report", "",
-             f"Run {report['when']} on {report['machine']['cpus']} cores, Python {report['machine']['python']}, "
-             f"{report['machine']['platform']} (load average at start "
-             f"{report['machine']['load_average_at_start']}). Every figure is printed next to the baseline "
+             f"Run {when} on {host['cpus']} cores, Python {host['python']}, "
+             f"{host['platform']} (load average at start "
+             f"{host['load_average_at_start']}). Every figure is printed next to the baseline "
              "measured in the same run, as a ratio; absolute numbers on these shared machines are noisy.", ""]
     for r in results:
         lines += [f"## {r['bench']} (exit {r['exit_code']}, {r['seconds']} s)", "", "```", r["output"] or "(no output)",

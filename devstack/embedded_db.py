@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pymongo
 
@@ -75,7 +76,8 @@ class EmbeddedMongo:
         )
         log.close()
         deadline = time.monotonic() + timeout
-        client = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=250, connectTimeoutMS=250)
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+            self.uri, serverSelectionTimeoutMS=250, connectTimeoutMS=250)
         try:
             while True:
                 if self.process.poll() is not None:

@@ -8,6 +8,7 @@ import importlib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -43,7 +44,7 @@ class System:
         """The access records (this system's audit database) matching `query`, oldest first."""
         from pymongo import AsyncMongoClient
 
-        client = AsyncMongoClient(self.mongo_uri)
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.mongo_uri)
         try:
             return await client[f"{self.prefix}_audit"]["access_records"].find(query).sort("at", 1).to_list()
         finally:

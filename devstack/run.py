@@ -19,7 +19,7 @@ def main() -> int:
         stack.stop()
         return 1
     print(f"\nsvpl is running ({time.monotonic() - started:.1f}s to healthy). Logs in {stack.workdir}/")
-    print(f"  {'database':10} {stack.db.uri}")
+    print(f"  {'database':10} {stack.database.uri}")
     for name, proc in stack.procs.items():
         extra = f"metrics http://127.0.0.1:{proc.metrics_port}/metrics" if proc.metrics_port else ""
         print(f"  {name:10} {proc.address:18} {extra}")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import IO, cast
 
 from devstack.embedded_db import free_port
 
@@ -102,7 +103,8 @@ class Slapd:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"slapd exited: {self.process.stderr.read().decode(errors='replace')[-2000:]}")
+                stderr = cast(IO[bytes], self.process.stderr)  # stderr=PIPE above
+                raise RuntimeError(f"slapd exited: {stderr.read().decode(errors='replace')[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self

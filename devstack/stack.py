@@ -34,6 +34,13 @@ class Proc:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def running(self) -> subprocess.Popen:
+        """The process, from start_process() until it is stopped."""
+        if self.process is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self.process
+
 
 @dataclass
 class Stack:
@@ -46,6 +53,13 @@ class Stack:
 
     def _port(self, fixed: int) -> int:
         return fixed if self.fixed_ports else free_port()
+
+    @property
+    def database(self) -> EmbeddedMongo:
+        """The embedded database, once start_database() has run."""
+        if self.db is None:
+            raise RuntimeError("the database is not started")
+        return self.db
 
     @property
     def keys_dir(self) -> Path:
@@ -68,7 +82,7 @@ class Stack:
             {
                 "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
                 "PYTHONUNBUFFERED": "1",
-                "SVPL_MONGODB_URI": self.db.uri,
+                "SVPL_MONGODB_URI": self.database.uri,
                 "SVPL_SERVICE_TOKEN": self.tokens[name],
                 "SVPL_SIGNING_KEYS_DIR": str(self.keys_dir),
                 "SVPL_SHUTDOWN_GRACE_SECONDS": "3",

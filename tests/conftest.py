@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any, TypedDict
 
 import pytest
 
@@ -46,22 +47,30 @@ def service_token(keyring):
     return mint
 
 
+class Person(TypedDict):
+    person_id: str
+    id_kind: str
+    name: str
+    method: str
+    roles: list[str]
+
+
 # Staff and citizens the tests log in as. Skatteverket's published test personnummer only.
-PEOPLE = {
-    "coordinator": dict(person_id="SE2321000057-1001", id_kind="hsa_id", name="Vera Samordnare", method="siths",
-                        roles=[auth.ROLE_STAFF, auth.ROLE_REGION_STAFF, auth.ROLE_COORDINATOR]),
-    "other_coordinator": dict(person_id="SE2321000057-1002", id_kind="hsa_id", name="Olle Annan", method="siths",
-                              roles=[auth.ROLE_STAFF, auth.ROLE_REGION_STAFF, auth.ROLE_COORDINATOR]),
-    "region_staff": dict(person_id="SE2321000057-2001", id_kind="hsa_id", name="Rita Region", method="siths",
-                         roles=[auth.ROLE_STAFF, auth.ROLE_REGION_STAFF]),
-    "municipality_staff": dict(person_id="SE2120000829-3001", id_kind="hsa_id", name="Mona Kommun", method="siths",
-                               roles=[auth.ROLE_STAFF, auth.ROLE_MUNICIPALITY_STAFF]),
-    "support_desk": dict(person_id="SE2321000057-4001", id_kind="hsa_id", name="Sam Support", method="siths",
-                         roles=[auth.ROLE_STAFF, auth.ROLE_REGION_STAFF, auth.ROLE_SUPPORT_DESK]),
-    "patient": dict(person_id="191212121212", id_kind="personnummer", name="Tolvan Tolvansson", method="bankid",
-                    roles=[auth.ROLE_CITIZEN]),
-    "next_of_kin": dict(person_id="198112289874", id_kind="personnummer", name="Nils Närstående",
-                        method="e_services_1177", roles=[auth.ROLE_CITIZEN]),
+PEOPLE: dict[str, Person] = {
+    "coordinator": Person(person_id="SE2321000057-1001", id_kind="hsa_id", name="Vera Samordnare", method="siths",
+                          roles=[auth.ROLE_STAFF, auth.ROLE_REGION_STAFF, auth.ROLE_COORDINATOR]),
+    "other_coordinator": Person(person_id="SE2321000057-1002", id_kind="hsa_id", name="Olle Annan", method="siths",
+                                roles=[auth.ROLE_STAFF, auth.ROLE_REGION_STAFF, auth.ROLE_COORDINATOR]),
+    "region_staff": Person(person_id="SE2321000057-2001", id_kind="hsa_id", name="Rita Region", method="siths",
+                           roles=[auth.ROLE_STAFF, auth.ROLE_REGION_STAFF]),
+    "municipality_staff": Person(person_id="SE2120000829-3001", id_kind="hsa_id", name="Mona Kommun", method="siths",
+                                 roles=[auth.ROLE_STAFF, auth.ROLE_MUNICIPALITY_STAFF]),
+    "support_desk": Person(person_id="SE2321000057-4001", id_kind="hsa_id", name="Sam Support", method="siths",
+                           roles=[auth.ROLE_STAFF, auth.ROLE_REGION_STAFF, auth.ROLE_SUPPORT_DESK]),
+    "patient": Person(person_id="191212121212", id_kind="personnummer", name="Tolvan Tolvansson", method="bankid",
+                      roles=[auth.ROLE_CITIZEN]),
+    "next_of_kin": Person(person_id="198112289874", id_kind="personnummer", name="Nils Närstående",
+                          method="e_services_1177", roles=[auth.ROLE_CITIZEN]),
 }
 
 
@@ -70,7 +79,7 @@ def person_token(keyring):
     """person_token("coordinator") or person_token(person_id=..., roles=[...], ...)."""
 
     def mint(who: str | None = None, ttl: dt.timedelta = dt.timedelta(hours=1), **fields) -> str:
-        spec = {**(PEOPLE[who] if who else {}), **fields}
+        spec: dict[str, Any] = {**PEOPLE[who], **fields} if who else dict(fields)
         spec.setdefault("assurance", "high")
         return keyring.issue_session_token(ttl=ttl, **spec)[0]
 

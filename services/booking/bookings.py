@@ -20,10 +20,11 @@ Design decisions:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import datetime as dt
 import logging
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from pymongo.errors import DuplicateKeyError
 
@@ -185,7 +186,7 @@ class Bookings:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        patient, unit, coordinator = results
+        patient, unit, coordinator = cast(tuple[str, str, str], results)  # no exception: raised above
         if coordinator != who.id:
             raise PermissionDenied("a coordinator books their own visits: coordinator_hsa_id must be the caller",
                                    reason="NOT_BOOKING_COORDINATOR")
@@ -378,6 +379,7 @@ class Bookings:
             raise FailedPrecondition("a booking in the past can't be moved", reason="BOOKING_IN_PAST")
         duration = duration or b.duration_minutes
         model.check_time(start, duration)
+        start = cast(dt.datetime, start)  # checked: not None
         if b.meeting_pending:
             raise FailedPrecondition("the meeting room is still being created; try again shortly",
                                      reason="MEETING_PENDING")
@@ -452,7 +454,7 @@ class Bookings:
     # ------------------------------------------------------------------ phone tasks
 
     async def list_phone_tasks(self, who: Caller, coordinator: str, include_done: bool, page_size: int,
-                               page_token: str) -> tuple[list[PhoneTask], str]:
+                               page_token: str) -> tuple[builtins.list[PhoneTask], str]:  # list: a method here
         coordinator = coordinator or who.id
         if coordinator != who.id:
             raise PermissionDenied("a coordinator sees their own phone tasks only", reason="NOT_TASK_OWNER")

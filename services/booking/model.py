@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from services.booking.options import EMAIL, PHONE, SECURE_MESSAGING
@@ -91,7 +91,20 @@ def booking_id_for(coordinator: str, idempotency_key: str) -> str:
     return uuid.uuid5(_ID_NAMESPACE, f"{coordinator}\n{idempotency_key}").hex
 
 
-def _from(cls, doc: Mapping[str, Any], **parsed: Any):
+class _Stored(Protocol):
+    """A dataclass stored as one document: `id` is its `_id`, `extra` the stored fields this version does not know."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+    id: str
+    extra: dict[str, Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+
+S = TypeVar("S", bound=_Stored)
+
+
+def _from(cls: type[S], doc: Mapping[str, Any], **parsed: Any) -> S:
     """A dataclass from a stored document: `_id` is `id`, parsed fields as given, unknown fields kept."""
     names = {f.name for f in dataclasses.fields(cls)}
     values = {("id" if k == "_id" else k): v for k, v in doc.items()}
@@ -100,7 +113,7 @@ def _from(cls, doc: Mapping[str, Any], **parsed: Any):
     return cls(**{k: v for k, v in values.items() if k in names and k != "extra"}, extra=extra)
 
 
-def _to(item) -> dict:
+def _to(item: _Stored) -> dict[str, Any]:
     doc = {f.name: getattr(item, f.name) for f in dataclasses.fields(item) if f.name not in ("id", "extra")}
     return {**item.extra, "_id": item.id, **doc}
 
@@ -186,7 +199,7 @@ class RebookRequest:
     requested_by: str  # the person who asked (support's reporter), or the caller
     requested_via: str = ""  # the service that asked on their behalf (stored only when set)
 
-    def to_doc(self) -> dict:
+    def to_doc(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
         if not self.requested_via:
             del doc["requested_via"]
@@ -226,9 +239,9 @@ class Booking:
     cancel_reason: str = ""
     version: int = 0
     # Stored fields this version does not know: written back as they are.
-    extra: dict = field(default_factory=dict, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def to_doc(self) -> dict:
+    def to_doc(self) -> dict[str, Any]:
         doc = _to(self)
         doc["status"] = self.status.value
         doc["rebook_requests"] = [r.to_doc() for r in self.rebook_requests]
@@ -258,9 +271,10 @@ class Booking:
 def booked(booking_id: str, key: str, req: NewBooking, *, patient: str, unit: str, coordinator: str,
            coordinator_name: str, video: bool, at: dt.datetime) -> Booking:
     """A new booking (booked). A video booking waits for its room (meeting_pending)."""
+    start = cast(dt.datetime, req.start)  # the request was checked (check_time): it has a start
     return Booking(
         id=booking_id, idempotency_key=key, fingerprint=req.fingerprint(), status=Status.BOOKED, patient=patient,
-        start=req.start, duration_minutes=req.duration_minutes, booking_unit=unit, coordinator=coordinator,
+        start=start, duration_minutes=req.duration_minutes, booking_unit=unit, coordinator=coordinator,
         coordinator_name=coordinator_name, care_service=req.care_service, contact_type=req.contact_type,
         video=video, meeting_pending=video, created_at=at, updated_at=at,
     )
@@ -369,13 +383,13 @@ class Invitation:
     attendee_names: list[str] = field(default_factory=list)
     confirmed_at: dt.datetime | None = None
     confirmed_by: str = ""
-    extra: dict = field(default_factory=dict, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def new(cls, b: Booking, p: PartyInput, at: dt.datetime) -> Invitation:
         return cls(uuid.uuid4().hex, b.id, b.coordinator, Party.from_input(p), at)
 
-    def to_doc(self) -> dict:
+    def to_doc(self) -> dict[str, Any]:
         doc = _to(self)
         doc["party"] = dataclasses.asdict(self.party)
         return doc
@@ -422,9 +436,9 @@ class PhoneTask:
     created_at: dt.datetime
     done: bool = False
     done_at: dt.datetime | None = None
-    extra: dict = field(default_factory=dict, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def to_doc(self) -> dict:
+    def to_doc(self) -> dict[str, Any]:
         doc = _to(self)
         doc["party"] = dataclasses.asdict(self.party)
         return doc

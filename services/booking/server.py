@@ -18,7 +18,7 @@ from services.booking.peers import IdentityValidator, RosterMeetings
 from services.booking.servicer import ACCESS, BookingServicer
 from services.runtime import auth, clients, mongo
 from services.runtime.access_log import AccessLog
-from services.runtime.outbox import Backoff, Dispatcher, Outbox
+from services.runtime.outbox import Backoff, ChannelAdapter, Dispatcher, Outbox
 from services.runtime.server import Binding, Component, Resources
 
 log = logging.getLogger("svpl.booking")
@@ -39,7 +39,7 @@ async def build(settings: BookingSettings) -> tuple[Component, auth.KeySet]:
             RosterMeetings(roster, settings.service_token, settings.call_timeout_seconds),
             meeting_retry_delay=settings.meeting_retry_delay_seconds,
         )
-        adapters = {MEETING_CHANNEL: MeetingChannel(bookings)}
+        adapters: dict[str, ChannelAdapter] = {MEETING_CHANNEL: MeetingChannel(bookings)}
         secure = None
         if settings.cosmic_link_url:
             secure = opened.closing(messaging.HttpSecureMessaging(

@@ -56,7 +56,7 @@ def as_gateway(service: str, rpc: str, gate: str, relaying: tuple[str, str] | tu
     """The route calls `service.rpc` with the gateway's token, for a logged-in person past `gate`;
     with `relaying=(service, rpc)` it also calls that method with the person's own token (its ACCESS
     rule and domain rules decide too: e.g. names the person may see)."""
-    return _declare(RouteAccess("gateway", service, rpc, gate, tuple(relaying)))
+    return _declare(RouteAccess("gateway", service, rpc, gate, relaying))
 
 
 def login(service: str, rpc: str) -> Callable:

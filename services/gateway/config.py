@@ -13,13 +13,13 @@ class GatewaySettings(BaseSettings):
 
     service_name: str = "gateway"
     http_host: str = "127.0.0.1"
-    http_port: int = Field(8080, ge=0, le=65535)
+    http_port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
     # On SIGTERM: how long open requests and WebSockets may take to end before they are cut.
-    shutdown_grace_seconds: float = Field(10.0, ge=0)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     # Prometheus /metrics on its own port (0 picks a free one), as every svpl service.
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     region: str = "rjl"
     identity_address: str = "127.0.0.1:50051"
     booking_address: str = "127.0.0.1:50052"
@@ -46,27 +46,27 @@ class GatewaySettings(BaseSettings):
     # (the client address for rate limits and BankID) and the SITHS certificate header. Empty: none.
     trusted_proxies: list[str] = Field(default_factory=list)
     # A request's headers must have arrived this long after the connection (or the request's first byte).
-    header_read_timeout_seconds: float = Field(10.0, gt=0)
+    header_read_timeout_seconds: float = Field(default=10.0, gt=0)
     # Requests larger than this are refused with 413 before they reach a handler.
-    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Login attempts (start of any login) per client address per minute.
-    login_rate_per_minute: int = Field(20, ge=1)
+    login_rate_per_minute: int = Field(default=20, ge=1)
     # Echo test room negotiations per person per minute (media also holds one test room per person).
-    test_room_rate_per_minute: int = Field(6, ge=1)
+    test_room_rate_per_minute: int = Field(default=6, ge=1)
     # Meeting event WebSockets open at once: per session, and per meeting in this gateway process.
-    event_streams_per_session: int = Field(4, ge=1)
-    event_streams_per_meeting: int = Field(60, ge=1)
+    event_streams_per_session: int = Field(default=4, ge=1)
+    event_streams_per_meeting: int = Field(default=60, ge=1)
     # Deadline of each unary call to a service.
-    rpc_timeout_seconds: float = Field(10.0, gt=0)
+    rpc_timeout_seconds: float = Field(default=10.0, gt=0)
     # Revoked session tokens (logout) are followed from identity every this many seconds; when they
     # could not be fetched for revocation_max_staleness_seconds, sessions are refused (503) until they can.
-    revocation_poll_seconds: float = Field(2.0, gt=0)
-    revocation_max_staleness_seconds: float = Field(30.0, gt=0)
+    revocation_poll_seconds: float = Field(default=2.0, gt=0)
+    revocation_max_staleness_seconds: float = Field(default=30.0, gt=0)
     # TURN relay for browsers behind strict firewalls (coturn use-auth-secret): the shared secret
     # and the public URLs, comma-separated (turn:host:3478,turns:host:5349). Empty: no TURN offered.
     turn_secret: str = ""
     turn_urls: str = ""
-    turn_ttl_seconds: int = Field(3600, ge=60, le=86400)
+    turn_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
     # Cookies are always Secure; this only exists so the public URL can be named in links.
     public_url: str = ""
 

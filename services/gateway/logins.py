@@ -9,7 +9,7 @@ import datetime as dt
 import io
 import secrets
 import urllib.parse
-from typing import Annotated
+from typing import Annotated, cast
 
 import segno
 from fastapi import APIRouter, Path, Request, Response
@@ -23,7 +23,7 @@ from services.gateway.access import login, public, session_only
 from services.gateway.config import GatewaySettings
 from services.gateway.dependencies import BackendsDep, LoginLimiterDep, Me, SettingsDep, TrustedProxiesDep
 from services.gateway.problems import Problem, problem_responses
-from services.gateway.routes.common import Body, as_service, literal
+from services.gateway.routes.common import Body, LoginMethodName, as_service
 from services.gateway.security import SESSION_COOKIE, RateLimiter, client_address, cookie_header, peer, session_from
 from services.runtime import auth
 
@@ -124,7 +124,8 @@ async def logout(request: Request, response: Response, backends: BackendsDep, se
             identity_pb2.RevokeTokensRequest(token_id=session.caller.token_id, reason="logout"),
             **as_service(backends, settings))
         # At once in this process; every other process follows identity's list within its poll.
-        backends.keys.revocations.add(session.caller.token_id, session.expires_at)
+        # (The keys follow revocations whenever the gateway has a service token, which the call above needed.)
+        cast(auth.Revocations, backends.keys.revocations).add(session.caller.token_id, session.expires_at)
     response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, "", max_age=0))
     return LoggedOut(logged_out=True)
 
@@ -151,7 +152,7 @@ async def development_people(settings: SettingsDep) -> DevPeople:
 
 class DevelopmentLoginBody(Body):
     person_id: str = Field(min_length=1, max_length=40)
-    method: literal(common_pb2.LoginMethod) | None = None
+    method: LoginMethodName | None = None
 
 
 @router.post("/api/v1/auth/development", tags=["auth"], responses={200: {"model": SessionInfo}, **AUTH_PROBLEMS},
@@ -162,7 +163,8 @@ async def development_login(request: Request, response: Response, body: Developm
     _require_development(settings)
     _rate_limit(limiter, request)
     answer = await access.stub_method(request, backends.identity)(
-        identity_pb2.DevelopmentLoginRequest(person_id=body.person_id, method=body.method or 0),
+        identity_pb2.DevelopmentLoginRequest(person_id=body.person_id,
+                                             method=body.method or common_pb2.LOGIN_METHOD_UNSPECIFIED),
         **as_service(backends, settings))
     return await _logged_in(backends.keys, answer.session, response)
 

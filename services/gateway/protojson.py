@@ -4,9 +4,15 @@ documented shape cannot drift from what is sent."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from google.protobuf import descriptor as _d
 from google.protobuf import json_format
 from google.protobuf.message import Message
+
+if TYPE_CHECKING:
+    # Message.DESCRIPTOR is typed as descriptor.Descriptor or this (the upb implementation's descriptor).
+    from google._upb._message import Descriptor as _UpbDescriptor
 
 _SCALARS = {
     _d.FieldDescriptor.TYPE_DOUBLE: {"type": "number"},
@@ -50,8 +56,13 @@ def to_json(message: Message) -> dict:
     ))
 
 
-def ref(descriptor: _d.Descriptor) -> dict:
+def ref(descriptor: _d.Descriptor | _UpbDescriptor) -> dict:
     return {"$ref": f"#/components/schemas/{descriptor.full_name}"}
+
+
+def _message_type(field: _d.FieldDescriptor) -> _d.Descriptor:
+    """A message field's message type (set on every field of TYPE_MESSAGE)."""
+    return cast(_d.Descriptor, field.message_type)
 
 
 def schemas_for(descriptors: list[_d.Descriptor]) -> dict[str, dict]:
@@ -60,16 +71,18 @@ def schemas_for(descriptors: list[_d.Descriptor]) -> dict[str, dict]:
 
     def field_schema(field: _d.FieldDescriptor) -> dict:
         if field.type == _d.FieldDescriptor.TYPE_MESSAGE:
-            name = field.message_type.full_name
-            if field.message_type.GetOptions().map_entry:
-                value = field.message_type.fields_by_name["value"]
+            message_type = _message_type(field)
+            name = message_type.full_name
+            if message_type.GetOptions().map_entry:
+                value = message_type.fields_by_name["value"]
                 return {"type": "object", "additionalProperties": field_schema(value)}
             if name in _WELL_KNOWN:
                 return dict(_WELL_KNOWN[name])
-            visit(field.message_type)
-            return ref(field.message_type)
+            visit(message_type)
+            return ref(message_type)
         if field.type == _d.FieldDescriptor.TYPE_ENUM:
-            return {"type": "string", "enum": [v.name for v in field.enum_type.values]}
+            enum_type = cast(_d.EnumDescriptor, field.enum_type)  # set on every enum field
+            return {"type": "string", "enum": [v.name for v in enum_type.values]}
         return dict(_SCALARS[field.type])
 
     def visit(desc: _d.Descriptor) -> None:
@@ -82,7 +95,7 @@ def schemas_for(descriptors: list[_d.Descriptor]) -> dict[str, dict]:
                 continue
             schema = field_schema(field)
             repeated = field.is_repeated and not (
-                field.type == _d.FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry)
+                field.type == _d.FieldDescriptor.TYPE_MESSAGE and _message_type(field).GetOptions().map_entry)
             if repeated:
                 schema = {"type": "array", "items": schema}
             props[field.name] = schema

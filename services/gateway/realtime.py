@@ -228,7 +228,7 @@ async def _relay(ws: WebSocket, backends: Backends, streams: EventStreams, meeti
                     await ws.close(code=1013, reason="too far behind: reconnect")
                     return None
                 else:
-                    exc: grpc.aio.AioRpcError = value  # type: ignore[assignment]
+                    exc: grpc.aio.AioRpcError = value
                     return None if exc.code() == grpc.StatusCode.CANCELLED else from_rpc_error(exc)
 
         # Whichever ends first ends all: a page closed (or its network gone) leaves the shared

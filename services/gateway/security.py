@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
+from typing import TYPE_CHECKING, cast
 
 from fastapi import Request
 from prometheus_client import Counter, Histogram
@@ -28,6 +29,9 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.gateway.problems import Problem
 from services.runtime import auth, logs
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGI3Application
 
 log = logging.getLogger("svpl.gateway")
 
@@ -114,7 +118,11 @@ class ForwardedFor:
 
     def __init__(self, app: ASGIApp, trusted: list[str]) -> None:
         self.app = app
-        self.proxied = ProxyHeadersMiddleware(app, trusted_hosts=trusted) if trusted else app
+        # uvicorn types an ASGI app's scope and messages as its own TypedDicts, starlette as plain mappings:
+        # the same interface, which neither library's types convert to the other's.
+        self.proxied: ASGIApp = cast(
+            ASGIApp, ProxyHeadersMiddleware(cast("ASGI3Application", app), trusted_hosts=trusted)
+        ) if trusted else app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):

@@ -28,7 +28,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     header_timeout: float = 10.0
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    # asyncio.Protocol.connection_made takes any BaseTransport; uvicorn's narrows it to a Transport (same ignore).
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
         super().connection_made(transport)
         self._header_deadline: asyncio.TimerHandle | None = None
         self._arm()
@@ -38,8 +39,9 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
     def _disarm(self) -> None:
-        if getattr(self, "_header_deadline", None) is not None:
-            self._header_deadline.cancel()
+        deadline: asyncio.TimerHandle | None = getattr(self, "_header_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
             self._header_deadline = None
 
     def _headers_too_slow(self) -> None:
@@ -70,5 +72,7 @@ def server_config(app, settings: GatewaySettings, *, port: int | None = None, **
         # Forwarded headers are handled in the app, from the trusted proxies only.
         proxy_headers=False, server_header=False,
         # On SIGTERM: no new connections, then up to the grace for open requests and WebSockets to end.
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds, **extra,
+        # uvicorn annotates this an int, but only hands it to asyncio.wait_for's timeout (a float is fine).
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,  # type: ignore[arg-type]  # uvicorn: int
+        **extra,
     )

@@ -22,7 +22,7 @@ import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pymongo import ASCENDING
 
@@ -212,7 +212,7 @@ class LocalDirectory:
         return self._person(doc) if doc else None
 
     async def search(self, query: Query, after: tuple | None, limit: int) -> tuple[list[DirectoryPerson], bool]:
-        clauses = []
+        clauses: list[dict[str, Any]] = []
         for word in query.words:
             prefix = "^" + re.escape(word.casefold())
             clauses.append({"$or": [{"given_lc": {"$regex": prefix}}, {"sn_lc": {"$regex": prefix}}]})

@@ -17,12 +17,13 @@ import secrets
 import ssl
 import time
 import warnings
+from typing import cast
 from urllib.parse import urlsplit
 
 import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, KeySetSerialization
 
 from services.identity import personnummer as pnr
 from services.identity.token_service import E_SERVICES_1177, Session, TokenService, citizen_principal
@@ -86,7 +87,9 @@ class Oidc1177Login:
 
     async def _keyset(self, refresh: bool = False) -> KeySet:
         if self._keys is None or (refresh and time.monotonic() - self._keys_fetched > 10):
-            self._keys = KeySet.import_key_set(await self._get_json((await self.metadata())["jwks_uri"]))
+            # The provider's JWK Set document (RFC 7517), as its metadata names it: KeySet reads each key.
+            jwks = cast(KeySetSerialization, await self._get_json((await self.metadata())["jwks_uri"]))
+            self._keys = KeySet.import_key_set(jwks)
             self._keys_fetched = time.monotonic()
         return self._keys
 

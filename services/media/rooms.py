@@ -184,6 +184,8 @@ class MediaRooms:
             log.warning("the media port range holds %d ports beyond SVPL_CAPACITY_PARTICIPANTS: echo test rooms"
                         " limited to %d at once (SVPL_TEST_ROOM_SHARE asks %d); widen SVPL_RTC_PORT_MIN/MAX",
                         self.test_room_limit, self.test_room_limit, wanted)
+        self._meeting_ports: ports.PortRange | None
+        self._test_ports: ports.PortRange | None
         if rtc_ports is not None:
             self._meeting_ports, self._test_ports = rtc_ports.split(self.test_room_limit)
         else:
@@ -557,11 +559,11 @@ class MediaRooms:
             people = list(room.participants.values())
             await asyncio.gather(*(self._leave(p, room) for p in people))
         self.rooms.clear()
-        for person, room in list(self._test_rooms.items()):
-            if room.timer is not None:
-                room.timer.cancel()
-            room.pc = None
-            room.held = False
-            self._forget_test_room(person, room)
+        for person, echo in list(self._test_rooms.items()):
+            if echo.timer is not None:
+                echo.timer.cancel()
+            echo.pc = None
+            echo.held = False
+            self._forget_test_room(person, echo)
         for pc in list(self.test_peers):
             await self._close_test_peer(pc)

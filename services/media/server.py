@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 
 from svpl.media.v1 import media_pb2, media_pb2_grpc
 
@@ -18,7 +19,14 @@ from services.runtime import auth, clients, mongo
 from services.runtime.server import Binding, Component, Resources
 
 
-async def build(settings: MediaSettings) -> tuple[Component, auth.KeySet]:
+@dataclass
+class MediaComponent(Component):
+    """media's component, with its rooms at hand for in-process tests and the benchmark."""
+
+    rooms: MediaRooms = field(kw_only=True)
+
+
+async def build(settings: MediaSettings) -> tuple[MediaComponent, auth.KeySet]:
     async with Resources() as opened:
         identity = opened.closing(clients.channel(settings.identity_address))
         roster = opened.closing(clients.channel(settings.roster_address))
@@ -62,7 +70,6 @@ async def build(settings: MediaSettings) -> tuple[Component, auth.KeySet]:
             reporter.start()
 
         keys = clients.service_keyset(settings, identity)
-        component = Component([binding], resources=opened.pop_all(), indexes=[used_tokens], start=start,
-                              background=background, drain=rooms.drain, mongo=client)
-        component.rooms = rooms  # for in-process tests and the benchmark
+        component = MediaComponent([binding], resources=opened.pop_all(), indexes=[used_tokens], start=start,
+                                   background=background, drain=rooms.drain, mongo=client, rooms=rooms)
         return component, keys

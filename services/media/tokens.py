@@ -35,7 +35,7 @@ class TokenVerifier:
         self._stub = identity_pb2_grpc.IdentityServiceStub(channel)
         self._token = service_token
 
-    async def _verify(self, token: str, kind: int, what: str) -> identity_pb2.VerifyTokenResponse:
+    async def _verify(self, token: str, kind: identity_pb2.TokenKind, what: str) -> identity_pb2.VerifyTokenResponse:
         if not token:
             raise Unauthenticated(f"a {what} token is required")
         try:

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 
@@ -122,7 +123,7 @@ class Meeting:
     media_control: str = ""
     media_address: str = ""
     physically_present_note: str = ""
-    confidentiality: list[dict] = field(default_factory=list)
+    confidentiality: list[dict[str, Any]] = field(default_factory=list)
     participants: list[Participant] = field(default_factory=list)
     connections: list[Connection] = field(default_factory=list)
     # Connections that were removed (unidentified ones): media reports of them are refused.
@@ -141,18 +142,18 @@ class Meeting:
     # Instances the room moved away from (they did not answer in time), whose copy of the room is
     # still to be released there ({"control", "since"}): one that was only slow still carries
     # connections, and its participants must go to the moved room (retried by the background task).
-    left_rooms: list[dict] = field(default_factory=list)
+    left_rooms: list[dict[str, Any]] = field(default_factory=list)
     version: int = 0
 
     # ------------------------------------------------------------ storage form
 
-    def to_doc(self) -> dict:
+    def to_doc(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
         doc["_id"] = doc.pop("id")
         return doc
 
     @classmethod
-    def from_doc(cls, doc: dict) -> Meeting:
+    def from_doc(cls, doc: dict[str, Any]) -> Meeting:
         doc = dict(doc)
         doc["id"] = doc.pop("_id")
         doc["participants"] = [Participant(**p) for p in doc.get("participants", [])]

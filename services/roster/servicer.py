@@ -8,6 +8,7 @@ not removed participant of *this* meeting".
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
 from svpl.common.v1 import common_pb2
 from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
@@ -64,9 +65,12 @@ STATES = {
     model.LIVE: roster_pb2.MEETING_STATE_LIVE, model.ENDED: roster_pb2.MEETING_STATE_ENDED,
     model.ABORTED: roster_pb2.MEETING_STATE_ABORTED, model.CANCELLED: roster_pb2.MEETING_STATE_CANCELLED,
 }
-ROLES = {name: roster_pb2.ParticipantRole.Value(f"PARTICIPANT_ROLE_{name.upper()}") for name in model.ROLES}
+# (An enum's Value() is typed as a plain int.)
+ROLES = {name: cast(roster_pb2.ParticipantRole, roster_pb2.ParticipantRole.Value(f"PARTICIPANT_ROLE_{name.upper()}"))
+         for name in model.ROLES}
 ROLE_NAMES = {v: k for k, v in ROLES.items()}
-STEPS = {name: roster_pb2.AgendaStep.Value(f"AGENDA_STEP_{name.upper()}") for name in model.AGENDA}
+STEPS = {name: cast(roster_pb2.AgendaStep, roster_pb2.AgendaStep.Value(f"AGENDA_STEP_{name.upper()}"))
+         for name in model.AGENDA}
 STEP_NAMES = {v: k for k, v in STEPS.items()}
 METHODS = {model.SITHS: common_pb2.LOGIN_METHOD_SITHS, model.BANKID: common_pb2.LOGIN_METHOD_BANKID,
            model.E_SERVICES_1177: common_pb2.LOGIN_METHOD_E_SERVICES_1177}
@@ -115,8 +119,8 @@ def participant_pb(p: model.Participant, connected: bool = False) -> roster_pb2.
 
 
 def connection_pb(c: model.Connection) -> roster_pb2.Connection:
-    return roster_pb2.Connection(connection_id=c.id, kind=KINDS.get(c.kind, 0), participant_id=c.participant_id,
-                                 label=c.label, connected_at=ts(c.connected_at))
+    return roster_pb2.Connection(connection_id=c.id, kind=KINDS.get(c.kind, roster_pb2.CONNECTION_KIND_UNSPECIFIED),
+                                 participant_id=c.participant_id, label=c.label, connected_at=ts(c.connected_at))
 
 
 def person_pb(p: model.Participant) -> roster_pb2.ConnectedPerson:

@@ -9,8 +9,10 @@ the patient) but never reach application logs: this module logs nothing about th
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 
 from services.runtime import auth
 from services.runtime.config import ServiceSettings
@@ -21,13 +23,13 @@ COLLECTION = "access_records"
 
 
 class AccessLog:
-    def __init__(self, client: AsyncMongoClient, service: str, database: str = AUDIT_DATABASE) -> None:
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], service: str, database: str = AUDIT_DATABASE) -> None:
         self._records = client[database].get_collection(COLLECTION, write_concern=DURABLE)
         self._service = service
-        self._own_client: AsyncMongoClient | None = None
+        self._own_client: AsyncMongoClient[dict[str, Any]] | None = None
 
     @classmethod
-    def for_service(cls, settings: ServiceSettings, client: AsyncMongoClient) -> AccessLog:
+    def for_service(cls, settings: ServiceSettings, client: AsyncMongoClient[dict[str, Any]]) -> AccessLog:
         """The service's access log: on its own server when SVPL_AUDIT_MONGODB_URI is set, else on `client`."""
         if not settings.audit_mongodb_uri:
             return cls(client, settings.service_name, settings.audit_database)
@@ -42,7 +44,7 @@ class AccessLog:
             await self._own_client.close()
 
     @property
-    def collection(self):
+    def collection(self) -> AsyncCollection[dict[str, Any]]:
         return self._records
 
     async def ensure_indexes(self) -> None:

@@ -14,16 +14,18 @@ A service whose ACCESS lacks a method of its contract does not start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import jwt
+from jwt.algorithms import AllowedPublicKeys
 
 from services.runtime.errors import PermissionDenied, Unauthenticated, Unavailable
+from services.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger("svpl.auth")
 
@@ -160,8 +162,8 @@ class Revocations:
         self._revoked: dict[str, float] = {}  # token id -> its expiry (epoch seconds)
         self._cursor = ""
         self._synced_at = 0.0  # monotonic time of the last successful fetch
-        self._task: asyncio.Task | None = None
-        self._first: asyncio.Future | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._first: asyncio.Future[None] | None = None
 
     async def _sync(self) -> None:
         revoked, cursor = await self._fetch(self._cursor)
@@ -195,13 +197,11 @@ class Revocations:
         if self._task is None:
             self._first = asyncio.get_running_loop().create_future()
             self._task = asyncio.create_task(self._follow(), name="svpl-revocations")
-        await asyncio.shield(self._first)
+        await asyncio.shield(cast(asyncio.Future[None], self._first))  # set with the task
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task, "svpl-revocations")
             self._task = None
 
     def add(self, token_id: str, expires_at: float) -> None:
@@ -226,7 +226,7 @@ class KeySet:
 
     def __init__(self, fetch: JwksFetcher, min_refresh: float = 5.0, revocations: Revocations | None = None) -> None:
         self._fetch = fetch
-        self._keys: dict[str, object] = {}
+        self._keys: dict[str | None, AllowedPublicKeys] = {}  # a key without a kid is kept under None
         self._fetched_at = 0.0
         self._min_refresh = min_refresh
         self._lock = asyncio.Lock()
@@ -251,7 +251,7 @@ class KeySet:
             self._keys = {k.key_id: k.key for k in jwks.keys}
             self._fetched_at = time.monotonic()
 
-    async def key(self, kid: str):
+    async def key(self, kid: str) -> AllowedPublicKeys:
         if kid not in self._keys:
             await self._refresh()
         try:
@@ -260,7 +260,7 @@ class KeySet:
             raise Unauthenticated("token signed with an unknown key") from None
 
 
-async def decode_token(keys: KeySet, token: str, audience: str = AUDIENCE, typ: str | None = None) -> dict:
+async def decode_token(keys: KeySet, token: str, audience: str = AUDIENCE, typ: str | None = None) -> dict[str, Any]:
     """Verify signature, issuer, audience, expiry and type; return the claims."""
     try:
         header = jwt.get_unverified_header(token)
@@ -289,7 +289,7 @@ async def decode_token(keys: KeySet, token: str, audience: str = AUDIENCE, typ: 
     return claims
 
 
-def caller_from_claims(claims: dict, token: str) -> Caller:
+def caller_from_claims(claims: dict[str, Any], token: str) -> Caller:
     if claims["typ"] == SERVICE:
         return Caller(kind="service", id=claims["sub"].removeprefix("service:"), id_kind="service",
                       token=token, token_id=claims["jti"])
@@ -310,7 +310,7 @@ def caller_from_claims(claims: dict, token: str) -> Caller:
     raise Unauthenticated("this token cannot be used to call services")
 
 
-async def authenticate(keys: KeySet | None, metadata: Iterable[tuple[str, str]]) -> Caller:
+async def authenticate(keys: KeySet | None, metadata: Iterable[tuple[str, str | bytes]]) -> Caller:
     """The caller named by the request's bearer token, or ANONYMOUS when there is none."""
     token = ""
     for key, value in metadata or ():

@@ -11,6 +11,7 @@ import json
 import grpc
 
 from services.runtime import auth, errors, logs
+from services.runtime.config import ServiceSettings
 
 _RETRY_CONFIG = json.dumps(
     {
@@ -53,7 +54,7 @@ def as_caller() -> tuple[tuple[str, str], ...]:
     return metadata(auth.caller().token)
 
 
-def service_keyset(settings, identity_channel: grpc.aio.Channel) -> auth.KeySet:
+def service_keyset(settings: ServiceSettings, identity_channel: grpc.aio.Channel) -> auth.KeySet:
     """What a service verifies callers with: identity's keys and the revoked sessions, as configured."""
     return identity_keyset(identity_channel, settings.service_token, poll=settings.revocation_poll_seconds,
                            max_staleness=settings.revocation_max_staleness_seconds)
@@ -65,16 +66,18 @@ def identity_keyset(identity_channel: grpc.aio.Channel, service_token: str = "",
     session tokens (ListRevokedSessions), followed every `poll` seconds."""
     from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
 
-    stub = identity_pb2_grpc.IdentityServiceStub(identity_channel)
+    # identity_pb2_grpc.py is generated without annotations (and has no .pyi): its constructor is untyped.
+    stub = identity_pb2_grpc.IdentityServiceStub(identity_channel)  # type: ignore[no-untyped-call]  # - generated
 
     async def fetch_revoked(cursor: str) -> tuple[list[tuple[str, float]], str]:
-        answer = await stub.ListRevokedSessions(identity_pb2.ListRevokedSessionsRequest(cursor=cursor),
-                                                metadata=auth.bearer(service_token), timeout=5)
+        answer: identity_pb2.ListRevokedSessionsResponse = await stub.ListRevokedSessions(
+            identity_pb2.ListRevokedSessionsRequest(cursor=cursor), metadata=auth.bearer(service_token), timeout=5)
         return [(s.token_id, s.expires_at.ToSeconds()) for s in answer.sessions], answer.cursor
 
     async def fetch() -> str:
         try:
-            response = await stub.GetSigningKeys(identity_pb2.GetSigningKeysRequest(), timeout=5)
+            response: identity_pb2.GetSigningKeysResponse = await stub.GetSigningKeys(
+                identity_pb2.GetSigningKeysRequest(), timeout=5)
         except grpc.aio.AioRpcError as exc:
             # Identity away (restarting): the caller may retry, so UNAVAILABLE, not an unhandled INTERNAL.
             raise errors.Unavailable(f"identity's signing keys are unreachable ({exc.code().name}); "

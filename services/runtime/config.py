@@ -6,7 +6,7 @@ validation error into one clear line naming the environment variable and exits.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,12 +59,12 @@ class SettingsError(SystemExit):
     """Start-up stops here: the message names each bad environment variable."""
 
 
-def _env_name(settings_cls: type[BaseSettings], loc: tuple) -> str:
+def _env_name(settings_cls: type[BaseSettings], loc: tuple[int | str, ...]) -> str:
     prefix = settings_cls.model_config.get("env_prefix", "") or ""
     return (prefix + "_".join(str(p) for p in loc)).upper()
 
 
-def load_settings(settings_cls: type[S], **overrides) -> S:
+def load_settings(settings_cls: type[S], **overrides: Any) -> S:
     """Build settings from the environment, or exit with a message naming every bad variable."""
     try:
         return settings_cls(**overrides)

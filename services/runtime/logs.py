@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import sys
+from typing import TextIO
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("svpl_request_id", default="")
 
@@ -72,7 +73,7 @@ class JsonFormatter(logging.Formatter):
         return mask_personnummer(json.dumps(entry, default=str, ensure_ascii=False))
 
 
-def setup_logging(service: str, level: str = "INFO", stream=None) -> logging.Handler:
+def setup_logging(service: str, level: str = "INFO", stream: TextIO | None = None) -> logging.Handler:
     """Route every logger to one JSON handler on stdout with the masking filter."""
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter(service))

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from prometheus_client import Counter
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -118,7 +118,8 @@ class ChannelAdapter(Protocol):
         """Hand the message to the channel; raise RetryableDeliveryError / PermanentDeliveryError."""
 
 
-async def in_transaction(client, callback: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
+async def in_transaction(client: AsyncMongoClient[dict[str, Any]],
+                         callback: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
     """Run `callback(session)` in one durable MongoDB transaction (retried on transient errors).
 
     The callback may run more than once, so it must only do database work with `session`.
@@ -130,7 +131,7 @@ async def in_transaction(client, callback: Callable[[AsyncClientSession], Awaita
 class Outbox:
     """Writes messages in the caller's transaction and reads their delivery state."""
 
-    def __init__(self, db: AsyncDatabase, collection: str = COLLECTION) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], collection: str = COLLECTION) -> None:
         self.collection = db.get_collection(collection, write_concern=DURABLE)
 
     async def ensure_indexes(self) -> None:
@@ -154,8 +155,9 @@ class Outbox:
         Returns the message id. A message id that already exists raises DuplicateKeyError,
         which aborts the caller's transaction (nothing half-written)."""
         now = _now()
+        new_id = message_id or self.new_id()
         doc = {
-            "_id": message_id or self.new_id(),
+            "_id": new_id,
             "channel": channel,
             "payload": dict(payload),
             "state": PENDING,
@@ -169,12 +171,12 @@ class Outbox:
             "failed_at": None,
         }
         await self.collection.insert_one(doc, session=session)
-        return doc["_id"]
+        return new_id
 
-    async def get(self, message_id: str) -> dict | None:
+    async def get(self, message_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": message_id})
 
-    async def get_many(self, message_ids: Iterable[str]) -> dict[str, dict]:
+    async def get_many(self, message_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         ids = [m for m in message_ids if m]
         if not ids:
             return {}
@@ -202,7 +204,7 @@ class Backoff:
     rng: random.Random = field(default_factory=random.Random)
 
     def delay(self, attempt: int) -> float:
-        ceiling = min(self.cap, self.base * (2 ** max(0, attempt - 1)))
+        ceiling = min(self.cap, self.base * (2.0 ** max(0, attempt - 1)))
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
 
@@ -237,7 +239,7 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.name = name
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -278,7 +280,7 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ one pass
 
-    async def claim(self) -> dict | None:
+    async def claim(self) -> dict[str, Any] | None:
         """Atomically take one due message: pending and available (never claimed, backoff
         elapsed, or a lease that expired)."""
         now = _now()
@@ -304,7 +306,7 @@ class Dispatcher:
             await asyncio.gather(*(self._deliver(doc) for doc in claimed))
         return len(claimed)
 
-    async def _deliver(self, doc: dict) -> None:
+    async def _deliver(self, doc: dict[str, Any]) -> None:
         message = OutboxMessage.from_doc(doc)
         adapter = self.adapters[message.channel]
         try:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from bson import ObjectId
 from bson.errors import BSONError
 from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 
 from services.runtime.errors import InvalidArgument
 
@@ -134,7 +135,7 @@ class Keyset:
                              separators=(",", ":"), ensure_ascii=False).encode()
         return base64.urlsafe_b64encode(payload).decode().rstrip("=") + "." + _digest(payload)
 
-    def position(self, token: str, query: object) -> tuple | None:
+    def position(self, token: str, query: object) -> tuple[object, ...] | None:
         """The position a token names (None: no token, the first page); INVALID_ARGUMENT otherwise."""
         if not token:
             return None
@@ -160,11 +161,11 @@ class Keyset:
     def sort(self) -> list[tuple[str, int]]:
         return [(k.field, k.direction) for k in self.keys]
 
-    def of(self, doc: Mapping[str, Any]) -> tuple:
+    def of(self, doc: Mapping[str, Any]) -> tuple[Any, ...]:
         """A document's position."""
         return tuple(doc[k.field] for k in self.keys)
 
-    def after(self, position: Sequence[object]) -> dict:
+    def after(self, position: Sequence[object]) -> dict[str, Any]:
         """The filter for the items strictly after `position` in this order."""
         clauses = []
         for i, key in enumerate(self.keys):
@@ -173,8 +174,9 @@ class Keyset:
             clauses.append(clause)
         return clauses[0] if len(clauses) == 1 else {"$or": clauses}
 
-    async def page(self, collection, selector: dict, *, query: object, size: int, token: str,
-                   projection: Mapping[str, Any] | None = None) -> tuple[list[dict], str]:
+    async def page(self, collection: AsyncCollection[dict[str, Any]], selector: dict[str, Any], *, query: object,
+                   size: int, token: str,
+                   projection: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], str]:
         """One page of `selector`'s documents in this order, and the next page's token ("" at the end).
         `query` is what the caller asked for (its fingerprint binds the token to it)."""
         position = self.position(token, query)

@@ -24,9 +24,9 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import grpc
 import pymongo.errors
@@ -35,10 +35,12 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from pymongo import AsyncMongoClient
 
 from services.runtime import auth, logs, metrics
 from services.runtime.config import ServiceSettings, load_settings
 from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, PermissionDenied
+from services.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger("svpl.server")
 
@@ -97,19 +99,13 @@ class Resources(contextlib.AsyncExitStack):
         self.push_async_callback(_close)
         return resource
 
-    def task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+    def task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run `coro` as a background task, cancelled and awaited on close (an error it ended with is
         logged, not raised: closing goes on with the rest)."""
         task = asyncio.create_task(coro, name=name)
 
         async def _stop() -> None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                log.exception("background task %s had failed", name)
+            await cancel_and_wait(task, name)
 
         self.push_async_callback(_stop)
         return task
@@ -137,7 +133,7 @@ class Component:
     # Extra health names (readiness of a sub-part).
     health_names: list[str] = field(default_factory=list)
     # The service's database: readiness follows whether it answers (register it in `resources` to close it).
-    mongo: object | None = None
+    mongo: AsyncMongoClient[dict[str, Any]] | None = None
 
     async def open(self) -> None:
         """Indexes, the start hook, then the background tasks (registered in `resources`)."""
@@ -172,7 +168,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         self._keys = keys
         self._access = access  # by full method name "/pkg.Service/Method"
 
-    async def intercept_service(self, continuation, handler_call_details):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
@@ -183,11 +183,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             rule = auth.ANYONE
 
         @contextlib.asynccontextmanager
-        async def guarded(context):
+        async def guarded(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
             """Request id, caller, access rule; then every outcome mapped to a status and counted."""
             started, outcome = time.perf_counter(), None
             md = context.invocation_metadata() or ()
-            rid = next((v for k, v in md if k == "x-request-id"), "") or uuid.uuid4().hex
+            # Metadata values are bytes only under "-bin" keys.
+            rid = cast(str, next((v for k, v in md if k == "x-request-id"), "")) or uuid.uuid4().hex
             logs.request_id_var.set(rid[:64])
             try:
                 who = await auth.authenticate(self._keys, md)
@@ -220,34 +221,39 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 metrics.RPC_HANDLED.labels(service, method, name).inc()
                 metrics.RPC_LATENCY.labels(service, method).observe(time.perf_counter() - started)
 
-        def rebuild(factory, wrapped):
+        def rebuild(factory: Callable[..., grpc.RpcMethodHandler[Any, Any]],
+                    wrapped: Callable[..., Any]) -> grpc.RpcMethodHandler[Any, Any]:
             return factory(wrapped, request_deserializer=handler.request_deserializer,
                            response_serializer=handler.response_serializer)
 
+        # grpc.aio calls a behaviour with its own context and awaits (or iterates) what it returns; the
+        # stubs type RpcMethodHandler's behaviours as those of grpc's synchronous server.
+        behavior: Callable[..., Any]
         if handler.unary_unary:
-            behavior = handler.unary_unary
+            behavior = cast(Callable[..., Awaitable[Any]], handler.unary_unary)
 
-            async def unary(request, context):
+            async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 async with guarded(context):
                     return await behavior(request, context)
 
             return rebuild(grpc.unary_unary_rpc_method_handler, unary)
         if handler.unary_stream:
-            behavior = handler.unary_stream
+            behavior = cast(Callable[..., Any], handler.unary_stream)  # an async generator or a coroutine function
             if inspect.isasyncgenfunction(behavior):
 
-                async def stream(request, context):
+                async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                     async with guarded(context):
                         async for item in behavior(request, context):
                             yield item
 
-            else:  # a coroutine that writes with context.write (e.g. the library health Watch)
+                return rebuild(grpc.unary_stream_rpc_method_handler, stream)
 
-                async def stream(request, context):
-                    async with guarded(context):
-                        await behavior(request, context)
+            # a coroutine that writes with context.write (e.g. the library health Watch)
+            async def writes(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+                async with guarded(context):
+                    await behavior(request, context)
 
-            return rebuild(grpc.unary_stream_rpc_method_handler, stream)
+            return rebuild(grpc.unary_stream_rpc_method_handler, writes)
         return handler  # client-streaming RPCs: none in svpl contracts
 
 
@@ -261,7 +267,7 @@ class RunningServer:
     keys: auth.KeySet | None = None
     _ready: bool = True
     _db_ok: bool = True
-    _watch: asyncio.Task | None = None
+    _watch: asyncio.Task[None] | None = None
 
     @property
     def readiness_names(self) -> list[str]:
@@ -279,14 +285,14 @@ class RunningServer:
 
     def watch_database(self) -> None:
         if self.component.mongo is not None:
-            self._watch = asyncio.create_task(self._database_watch(), name="svpl-db-watch")
+            self._watch = asyncio.create_task(self._database_watch(self.component.mongo), name="svpl-db-watch")
 
-    async def _database_watch(self) -> None:
+    async def _database_watch(self, mongo: AsyncMongoClient[dict[str, Any]]) -> None:
         """Readiness follows the database: not ready while it is unreachable, ready when it is back.
         The client reconnects by itself; the process never exits for a database outage."""
         while True:
             try:
-                await asyncio.wait_for(self.component.mongo.admin.command("ping"), self.db_check_seconds + 3)
+                await asyncio.wait_for(mongo.admin.command("ping"), self.db_check_seconds + 3)
                 ok = True
             except Exception:  # noqa: BLE001 - any failure means not reachable
                 ok = False
@@ -298,9 +304,7 @@ class RunningServer:
 
     async def stop(self, grace: float) -> None:
         if self._watch:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            await cancel_and_wait(self._watch, "svpl-db-watch")
             self._watch = None
         await self.set_ready(False)
         if self.component.drain:
@@ -357,10 +361,12 @@ async def start_server(
     return running
 
 
-Build = Callable[[ServiceSettings], Awaitable[tuple[Component, auth.KeySet | None]]]
+S = TypeVar("S", bound=ServiceSettings)
+# A service's build: its settings (a ServiceSettings subclass) -> its component and the keys callers are verified with.
+Build = Callable[[S], Awaitable[tuple[Component, auth.KeySet | None]]]
 
 
-async def serve(settings: ServiceSettings, build: Build) -> None:
+async def serve(settings: S, build: Build[S]) -> None:
     metrics_port = metrics.start_metrics_server(settings.metrics_host, settings.metrics_port)
     component, keys = await build(settings)
     running = await start_server(
@@ -385,7 +391,7 @@ async def serve(settings: ServiceSettings, build: Build) -> None:
     log.info("%s stopped", settings.service_name)
 
 
-def main(settings_cls: type[ServiceSettings], build: Build) -> None:
+def main(settings_cls: type[S], build: Build[S]) -> None:
     """Entry point of every service: `python -m services.<name>`."""
     settings = load_settings(settings_cls)
     logs.setup_logging(settings.service_name, settings.log_level)

@@ -25,13 +25,15 @@ import bson
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
 
 from services.runtime.errors import Aborted, DomainError, NotFound
 from services.runtime.outbox import in_transaction
 
 R = TypeVar("R")
 MAX_RACES = 50
-_CODEC: CodecOptions = CodecOptions(tz_aware=True, uuid_representation=UuidRepresentation.STANDARD)
+_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, uuid_representation=UuidRepresentation.STANDARD)
 
 
 class Versioned(Protocol):
@@ -56,8 +58,9 @@ class VersionedStore(Generic[T]):
     `missing(id)` is the error for an id that does not exist; `contended` the message when
     MAX_RACES writers in a row won the race."""
 
-    def __init__(self, client: AsyncMongoClient, collection, *, from_doc: Callable[[Any], T],
-                 to_doc: Callable[[T], dict], missing: Callable[[str], DomainError] = lambda _: NotFound("not found"),
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], collection: AsyncCollection[dict[str, Any]], *,
+                 from_doc: Callable[[Any], T], to_doc: Callable[[T], dict[str, Any]],
+                 missing: Callable[[str], DomainError] = lambda _: NotFound("not found"),
                  contended: str = "it is being changed by others right now; try again",
                  max_races: int = MAX_RACES) -> None:
         self.client = client
@@ -71,18 +74,18 @@ class VersionedStore(Generic[T]):
 
     # ------------------------------------------------------------ read
 
-    async def get(self, item_id: str, session=None) -> T:
+    async def get(self, item_id: str, session: AsyncClientSession | None = None) -> T:
         doc = await self.collection.find_one({"_id": item_id}, session=session) if item_id else None
         if doc is None:
             raise self._missing(item_id)
         return self.from_doc(doc)
 
-    async def find_one(self, selector: Mapping[str, Any], session=None) -> T | None:
+    async def find_one(self, selector: Mapping[str, Any], session: AsyncClientSession | None = None) -> T | None:
         doc = await self.collection.find_one(selector, session=session)
         return self.from_doc(doc) if doc is not None else None
 
     async def find(self, selector: Mapping[str, Any], *, sort: list[tuple[str, int]] | None = None,
-                   session=None) -> list[T]:
+                   session: AsyncClientSession | None = None) -> list[T]:
         cursor = self.collection.find(selector, session=session)
         if sort:
             cursor = cursor.sort(sort)
@@ -94,7 +97,7 @@ class VersionedStore(Generic[T]):
 
     # ------------------------------------------------------------ write
 
-    async def insert(self, item: T, session=None) -> None:
+    async def insert(self, item: T, session: AsyncClientSession | None = None) -> None:
         """A new document (DuplicateKeyError when its `_id` or a unique key exists)."""
         await self.collection.insert_one(self.to_doc(item), session=session)
 
@@ -119,7 +122,8 @@ class VersionedStore(Generic[T]):
             if not lock.users:
                 self._locks.pop(item_id, None)
 
-    async def _mutate(self, item_id: str, change: Callable[[T], R], also, always: bool) -> tuple[T, R]:
+    async def _mutate(self, item_id: str, change: Callable[[T], R],
+                      also: Callable[[Any, T, R], Awaitable[None]] | None, always: bool) -> tuple[T, R]:
         for _ in range(self._max_races):
             item = await self.get(item_id)
             before = self.to_doc(item)
@@ -134,7 +138,8 @@ class VersionedStore(Generic[T]):
                 if also is None:
                     await self._replace(None, item_id, version, after)
                 else:
-                    async def work(session, item=item, result=result, after=after, version=version):
+                    async def work(session: AsyncClientSession, item: T = item, result: R = result,
+                                   after: dict[str, Any] = after, version: int = version) -> None:
                         await self._replace(session, item_id, version, after)
                         await also(session, item, result)
 
@@ -144,7 +149,8 @@ class VersionedStore(Generic[T]):
             return item, result
         raise Aborted(self._contended)
 
-    async def _replace(self, session, item_id: str, version: int, doc: dict) -> None:
+    async def _replace(self, session: AsyncClientSession | None, item_id: str, version: int,
+                       doc: dict[str, Any]) -> None:
         # Version 0 is also a document stored without one (null matches a missing field).
         expected: object = version if version else {"$in": [0, None]}
         done = await self.collection.replace_one({"_id": item_id, "version": expected}, doc, session=session)

@@ -19,6 +19,7 @@ reveals nothing guessable.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from services.runtime import auth
 from services.runtime.errors import PermissionDenied
@@ -48,9 +49,9 @@ class DeskScope:
     def staffs_part_of(self, queue_id: str) -> bool:
         return queue_id in self.whole or queue_id in self.own_organization
 
-    def query(self, queue_id: str = "") -> dict:
+    def query(self, queue_id: str = "") -> dict[str, Any]:
         """The database filter for the tickets this caller works (optionally in one queue)."""
-        clauses = []
+        clauses: list[dict[str, Any]] = []
         whole = [q for q in sorted(self.whole) if not queue_id or q == queue_id]
         own = [q for q in sorted(self.own_organization) if not queue_id or q == queue_id]
         if whole:
@@ -105,5 +106,5 @@ def landing_queue(routing: RoutingTable, queue: QueueSpec, organization: str) ->
         return queue
     target = routing.queue(queue.escalates_to) if queue.escalates_to else None
     if target is None or target.staffed_by == STAFFED_BY_REPORTER_ORGANIZATION:
-        target = routing.queue(routing.default_queue)
+        target = routing.defined_queue(routing.default_queue)
     return target

@@ -107,7 +107,7 @@ class Reporter:
     organization: str
     contact: str
 
-    def to_doc(self) -> dict:
+    def to_doc(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
@@ -155,7 +155,7 @@ class Ticket:
     updated_at: dt.datetime
     state: TicketState = TicketState.NEW
     assignee: str = ""
-    evidence: dict | None = None  # as services/support/peers.py gathered it
+    evidence: dict[str, Any] | None = None  # as services/support/peers.py gathered it
     evidence_status: Progress = Progress.NONE
     rebook_status: Rebook = Rebook.NONE
     rebook_note: str = ""
@@ -166,11 +166,11 @@ class Ticket:
     not_municipality_fault: bool = False  # stored once escalated
     version: int = 0
     # Stored fields this version does not know: written back as they are.
-    extra: dict = field(default_factory=dict, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------ storage form
 
-    def to_doc(self) -> dict:
+    def to_doc(self) -> dict[str, Any]:
         doc = {
             "_id": self.id, "idem": self.idem, "fingerprint": self.fingerprint, "version": self.version,
             "reporter": self.reporter.to_doc(), "filed_by": self.filed_by, "problem": self.problem,
@@ -241,7 +241,7 @@ def filed(ticket_id: str, idem: str, fingerprint: str, reporter: Reporter, by: A
     )
 
 
-def record_follow_up(t: Ticket, evidence: dict | None, rebook: tuple[str, str] | None) -> None:
+def record_follow_up(t: Ticket, evidence: dict[str, Any] | None, rebook: tuple[str, str] | None) -> None:
     """The evidence gathered and the rebook request's (outcome, note), written back; a rebook still
     pending keeps the ticket for the sweep."""
     if evidence is not None:

@@ -165,7 +165,8 @@ class Peers:
             await self._booking.RequestRebook(
                 booking_pb2.RequestRebookRequest(
                     meeting_id=meeting_id, reason=reason, ticket_id=ticket_id,
-                    on_behalf_of=common_pb2.PersonRef(id=reporter_id, id_kind=_ID_KINDS.get(reporter_id_kind, 0))),
+                    on_behalf_of=common_pb2.PersonRef(
+                        id=reporter_id, id_kind=_ID_KINDS.get(reporter_id_kind, common_pb2.ID_KIND_UNSPECIFIED))),
                 metadata=clients.metadata(self._token), timeout=self._timeout)
             return REBOOK_DONE, ""
         except grpc.aio.AioRpcError as exc:

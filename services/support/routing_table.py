@@ -25,10 +25,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 ReporterKind = Literal["municipality_staff", "region_staff", "citizen", "external_actor"]
 ProblemKind = Literal[
@@ -36,9 +37,9 @@ ProblemKind = Literal[
 ]
 # Who staffs a queue (see the module docstring).
 StaffedBy = Literal["region", "reporter_organization"]
-STAFFED_BY_REGION, STAFFED_BY_REPORTER_ORGANIZATION = StaffedBy.__args__
-REPORTER_KINDS: tuple[str, ...] = ReporterKind.__args__
-PROBLEM_KINDS: tuple[str, ...] = ProblemKind.__args__
+STAFFED_BY_REGION, STAFFED_BY_REPORTER_ORGANIZATION = cast(tuple[StaffedBy, StaffedBy], get_args(StaffedBy))
+REPORTER_KINDS: tuple[str, ...] = get_args(ReporterKind)
+PROBLEM_KINDS: tuple[str, ...] = get_args(ProblemKind)
 DEFAULT_RULE = "default"
 OWN_WORKPLACE_TEXT = "Kontakta IT-supporten på din egen arbetsplats"
 
@@ -127,7 +128,7 @@ class RoutingTable(BaseModel):
                 raise ValueError(f"queue {q.id!r}: escalates_to {q.escalates_to!r} is not another defined queue")
         if self.default_queue not in queue_ids:
             raise ValueError(f"default_queue {self.default_queue!r} is not a defined queue")
-        if self.queue(self.default_queue).staffed_by == STAFFED_BY_REPORTER_ORGANIZATION:
+        if self.defined_queue(self.default_queue).staffed_by == STAFFED_BY_REPORTER_ORGANIZATION:
             raise ValueError(f"default_queue {self.default_queue!r} is staffed_by reporter_organization: a report "
                              "no rule matches must reach a desk whoever files it")
         seen: set[str] = set()
@@ -147,11 +148,15 @@ class RoutingTable(BaseModel):
     def queue(self, queue_id: str) -> QueueSpec | None:
         return next((q for q in self.queues if q.id == queue_id), None)
 
+    def defined_queue(self, queue_id: str) -> QueueSpec:
+        """A queue the table itself names (the default queue, a rule's queue): validation checked it exists."""
+        return cast(QueueSpec, self.queue(queue_id))
+
     def route(self, reporter: str, problem: str) -> Route:
         for rule in self.rules:
             if rule.matches(reporter, problem):
-                return Route(self.queue(rule.queue), rule.id)
-        return Route(self.queue(self.default_queue), DEFAULT_RULE)
+                return Route(self.defined_queue(rule.queue), rule.id)
+        return Route(self.defined_queue(self.default_queue), DEFAULT_RULE)
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,7 @@ class RoutingTableError(SystemExit):
     """Start-up stops here; the message names the file and the bad rule or queue."""
 
 
-def _describe(raw: object, err: dict) -> str:
+def _describe(raw: object, err: ErrorDetails) -> str:
     loc = list(err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if len(loc) >= 2 and loc[0] in ("rules", "queues") and isinstance(loc[1], int):

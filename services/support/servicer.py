@@ -12,6 +12,8 @@ the desk a ticket was escalated from keeps reading it.
 
 from __future__ import annotations
 
+from typing import cast
+
 from svpl.common.v1 import common_pb2
 from svpl.support.v1 import support_pb2, support_pb2_grpc
 
@@ -51,16 +53,17 @@ def _enum_out(enum, prefix: str, value: str) -> int:
     return enum.Value(prefix + value.upper()) if value else 0
 
 
-def _reporter_kind(value: str) -> int:
-    return _enum_out(support_pb2.ReporterKind, "REPORTER_KIND_", value)
+# The numbers are the enums' values: the generated messages take them (their .pyi names only the enum type).
+def _reporter_kind(value: str) -> support_pb2.ReporterKind:
+    return cast(support_pb2.ReporterKind, _enum_out(support_pb2.ReporterKind, "REPORTER_KIND_", value))
 
 
-def _problem(value: str) -> int:
-    return _enum_out(support_pb2.ProblemKind, "PROBLEM_KIND_", value)
+def _problem(value: str) -> support_pb2.ProblemKind:
+    return cast(support_pb2.ProblemKind, _enum_out(support_pb2.ProblemKind, "PROBLEM_KIND_", value))
 
 
-def _state(value: str) -> int:
-    return _enum_out(support_pb2.TicketState, "TICKET_STATE_", value)
+def _state(value: str) -> support_pb2.TicketState:
+    return cast(support_pb2.TicketState, _enum_out(support_pb2.TicketState, "TICKET_STATE_", value))
 
 
 def queue_pb(q: QueueSpec) -> support_pb2.Queue:
@@ -98,7 +101,8 @@ def ticket_pb(t: Ticket, routing: RoutingTable) -> support_pb2.Ticket:
         ticket_id=t.id,
         reporter=support_pb2.Reporter(
             name=r.name, kind=_reporter_kind(r.kind), organization=r.organization, contact=r.contact,
-            person=common_pb2.PersonRef(id=r.id, id_kind=_ID_KIND_PB.get(r.id_kind, 0), display_name=r.name),
+            person=common_pb2.PersonRef(id=r.id, id_kind=_ID_KIND_PB.get(r.id_kind, common_pb2.ID_KIND_UNSPECIFIED),
+                                        display_name=r.name),
         ),
         problem=_problem(t.problem),
         description=t.description,

@@ -8,8 +8,10 @@ loses nothing); `idem` is unique, so a retried report with the same key finds th
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
 
 from services.runtime.errors import NotFound
 from services.runtime.mongo import DURABLE
@@ -22,7 +24,7 @@ LISTING = Keyset(Key("created_at", dt.datetime, DESCENDING), Key("_id", str, DES
 
 
 class TicketStore(VersionedStore[Ticket]):
-    def __init__(self, db) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         super().__init__(db.client, db.get_collection("tickets", write_concern=DURABLE),
                          from_doc=Ticket.from_doc, to_doc=Ticket.to_doc,
                          missing=lambda ticket_id: NotFound(f"ticket {ticket_id} not found"),
@@ -40,7 +42,7 @@ class TicketStore(VersionedStore[Ticket]):
     async def by_idem(self, idem: str) -> Ticket | None:
         return await self.find_one({"idem": idem})
 
-    async def page(self, selector: dict, *, query: object, size: int, token: str) -> tuple[list[Ticket], str]:
+    async def page(self, selector: dict[str, Any], *, query: object, size: int, token: str) -> tuple[list[Ticket], str]:
         """One page of the listing (newest first) and the next page's token."""
         docs, next_token = await LISTING.page(self.collection, selector, query=query, size=size, token=token)
         return [Ticket.from_doc(d) for d in docs], next_token
@@ -52,6 +54,6 @@ class TicketStore(VersionedStore[Ticket]):
 
     async def open_counts(self) -> dict[tuple[str, str], int]:
         """Open tickets by (queue, state)."""
-        pipeline = [{"$match": {"state": {"$in": list(OPEN_STATES)}}},
-                    {"$group": {"_id": {"q": "$queue_id", "s": "$state"}, "n": {"$sum": 1}}}]
+        pipeline: list[dict[str, Any]] = [{"$match": {"state": {"$in": list(OPEN_STATES)}}},
+                                          {"$group": {"_id": {"q": "$queue_id", "s": "$state"}, "n": {"$sum": 1}}}]
         return {(row["_id"]["q"], row["_id"]["s"]): row["n"] async for row in await self.collection.aggregate(pipeline)}

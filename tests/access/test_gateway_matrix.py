@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
@@ -44,7 +46,7 @@ REFUSED = {401, 403}
 
 # A minimal valid-shaped request for every route: (method, path template) -> request options
 # (a function of the test's context: the meeting, the coordinator's join token).
-SAMPLES = {
+SAMPLES: dict[tuple[str, str], dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]] = {
     ("GET", "/api/v1/openapi.json"): {},
     ("GET", "/api/v1/session"): {},
     ("GET", "/api/v1/auth/development/people"): {},
@@ -116,7 +118,7 @@ ORDER_LAST = {("POST", "/api/v1/meetings/{meeting_id}/admission"): -1,
               ("POST", "/api/v1/auth/development"): 2, ("POST", "/api/v1/auth/logout"): 3}
 
 
-def rows(app) -> list[tuple[str, str, access.RouteAccess]]:
+def rows(app) -> list[tuple[str, str, access.RouteAccess | None]]:
     out = []
     for route in access.routes(app):
         methods = getattr(route, "methods", None)
@@ -228,6 +230,8 @@ async def _websocket(address: str, path: str, browser) -> tuple[int, str]:
         try:
             await asyncio.wait_for(ws.recv(), 10)
         except ConnectionClosed as closed:
+            if closed.rcvd is None:
+                raise AssertionError(f"{path}: the stream closed without a close frame") from closed
             return closed.rcvd.code - 4000, json.dumps(first["error"], ensure_ascii=False)
     raise AssertionError(f"{path}: the refused stream stayed open")
 

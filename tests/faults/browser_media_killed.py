@@ -147,8 +147,8 @@ def run(artifacts: Path) -> None:
 
         doomed = {"media-1": "media", "media-2": "media-2"}[hosting_instance(stack, meeting_id)]
         before = {who: reconnects(driver) for driver, who in pages}  # a loaded machine may have moved the room once already
-        os.kill(stack.procs[doomed].process.pid, signal.SIGKILL)  # kill -9: no goodbye to anyone
-        stack.procs[doomed].process.wait()
+        os.kill(stack.procs[doomed].running.pid, signal.SIGKILL)  # kill -9: no goodbye to anyone
+        stack.procs[doomed].running.wait()
         killed_at = time.monotonic()
         recovered = {}
         for driver, who in pages:

@@ -61,6 +61,13 @@ class MediaProcess:
         })
         self.process: subprocess.Popen | None = None
 
+    @property
+    def running(self) -> subprocess.Popen:
+        """The process, once started."""
+        if self.process is None:
+            raise RuntimeError(f"media {self.address} is not started")
+        return self.process
+
     def start(self) -> MediaProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([sys.executable, "-c", _LOOPBACK_MEDIA], env=self.env, cwd=ROOT,
@@ -71,7 +78,7 @@ class MediaProcess:
         stub = media_pb2_grpc.MediaServiceStub(grpc.aio.insecure_channel(self.address))
         deadline = time.monotonic() + timeout
         while True:
-            if self.process.poll() is not None:
+            if self.running.poll() is not None:
                 raise RuntimeError(f"media exited early: {self.log_path.read_text(errors='replace')[-2000:]}")
             try:
                 if (await stub.GetLoad(media_pb2.GetLoadRequest(), metadata=roster_md, timeout=1)).accepting:
@@ -84,10 +91,10 @@ class MediaProcess:
 
     def pause(self) -> None:
         """SIGSTOP: the instance stops answering anything (a long pause, a stalled node) until resumed."""
-        os.kill(self.process.pid, signal.SIGSTOP)
+        os.kill(self.running.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
-        os.kill(self.process.pid, signal.SIGCONT)
+        os.kill(self.running.pid, signal.SIGCONT)
 
     def kill(self) -> None:
         """kill -9: no goodbye to roster, no disconnect reports, no CloseRoom."""
@@ -120,8 +127,14 @@ class Client:
         return sum(r.frames for r in self.peer.video_received()) if self.peer else 0
 
     def first_video_at(self) -> float | None:
-        times = [r.first_at for r in self.peer.video_received()] if self.peer else []
+        times = [r.first_at for r in self.peer.video_received() if r.first_at is not None] if self.peer else []
         return min(times) if times else None
+
+    @property
+    def _connected_peer(self) -> Peer:
+        if self.peer is None:
+            raise RuntimeError(f"{self.name} is not connected")
+        return self.peer
 
     async def _connect_once(self) -> bool:
         """One admission + negotiation; False to try again later, True when connected or stopped."""
@@ -157,11 +170,12 @@ class Client:
 
     async def _watch(self) -> None:
         """Until the connection is lost: failed/closed, or no packet in for `stall_seconds`."""
+        peer = self._connected_peer
         last_bytes, last_change = -1, time.monotonic()
         while True:
-            if self.peer.pc.connectionState in ("failed", "closed"):
+            if peer.pc.connectionState in ("failed", "closed"):
                 return
-            stats = await self.peer.pc.getStats()
+            stats = await peer.pc.getStats()
             received = sum(s.bytesReceived for s in stats.values() if s.type == "transport")
             now = time.monotonic()
             if received != last_bytes:
@@ -175,7 +189,7 @@ class Client:
         while not self.outcome:
             await self._watch()
             self.lost_at.append(time.monotonic())
-            await self.peer.close()
+            await self._connected_peer.close()
             await self._connect()
 
     async def close(self) -> None:

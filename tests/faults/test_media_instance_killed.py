@@ -42,7 +42,7 @@ async def meeting_on_its_own_instance(system_factory, person_token, service_toke
         world = World(system, person_token, service_token)
         await own.wait_ready(world.roster_md)
         for busy in ("busy-1", "busy-2"):
-            await world.media.OpenRoom(media_pb2.OpenRoomRequest(meeting_id=busy), metadata=world.roster_md)
+            await world.media_stub.OpenRoom(media_pb2.OpenRoomRequest(meeting_id=busy), metadata=world.roster_md)
         m = await world.live()
         assert m.media_instance == instance_id
     except BaseException:

@@ -142,7 +142,7 @@ async def nothing_half_done(stack: Stack, receiver: CosmicReceiver, tokens: dict
             page = reply.page.next_page_token
             if not page:
                 break
-        meetings = collections.Counter()
+        meetings: collections.Counter[str] = collections.Counter()
         page = ""
         while True:
             reply = await roster.ListMyMeetings(rpb.ListMyMeetingsRequest(

@@ -76,6 +76,8 @@ async def refusal(url: str, headers: dict) -> tuple[int, dict]:
         try:
             await asyncio.wait_for(ws.recv(), 5)
         except ConnectionClosed as closed:
+            if closed.rcvd is None:
+                raise AssertionError("the connection closed without a close frame") from closed
             return closed.rcvd.code, message
     raise AssertionError("the connection stayed open")
 

@@ -12,6 +12,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase
 from schemathesis import checks
+from schemathesis.core.result import Err
 
 from tests.gateway.conftest import COORDINATOR
 
@@ -42,7 +43,11 @@ def run_schemathesis(address: str, schema_doc: dict, cookies: str, csrf: str,
     # Secure cookies are not sent over plain http by requests' jar: carry them as a header.
     headers = {"Cookie": cookies, "X-CSRF-Token": csrf}
     failures: list[str] = []
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = []
+    for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()  # the document itself is invalid
+        operations.append(result.ok())
     assert len(operations) > 30
     for operation in operations:
         if operation.path == "/api/v1/auth/logout":

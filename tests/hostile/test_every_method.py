@@ -27,12 +27,19 @@ UINTS = {F.TYPE_UINT32: 32, F.TYPE_FIXED32: 32, F.TYPE_UINT64: 64, F.TYPE_FIXED6
 text = st.one_of(st.sampled_from(OPERATOR_TEXT + ["", "SE2321000057-1001", "191212121212"]), st.text(max_size=40))
 
 
+def message_type(field: F) -> _d.Descriptor:
+    """The type of a TYPE_MESSAGE field (the other fields have none)."""
+    if field.message_type is None:
+        raise ValueError(f"{field.full_name} is not a message field")
+    return field.message_type
+
+
 def field_values(field: F, depth: int):
     if field.type == F.TYPE_MESSAGE:
-        if field.message_type.full_name == "google.protobuf.Timestamp":
+        if message_type(field).full_name == "google.protobuf.Timestamp":
             return st.builds(lambda s, n: {"seconds": s, "nanos": n}, st.integers(-(2**40), 2**40),
                              st.integers(-(2**31), 2**31 - 1))
-        return messages(field.message_type, depth + 1)
+        return messages(message_type(field), depth + 1)
     if field.type == F.TYPE_STRING:
         return text
     if field.type == F.TYPE_BYTES:
@@ -55,7 +62,7 @@ def messages(desc: _d.Descriptor, depth: int = 0):
         return st.just({})
     fields = {}
     for field in desc.fields:
-        if field.type == F.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+        if field.type == F.TYPE_MESSAGE and message_type(field).GetOptions().map_entry:
             continue
         values = field_values(field, depth)
         fields[field.name] = st.lists(values, max_size=3) if field.is_repeated else values

@@ -22,7 +22,7 @@ OFFER: dict = {}
 
 def udp_sockets() -> int:
     """This process's open UDP sockets (ICE candidates are UDP sockets)."""
-    inodes = set()
+    inodes: set[str] = set()
     for table in ("/proc/net/udp", "/proc/net/udp6"):
         with open(table) as f:
             inodes.update(line.split()[9] for line in f.readlines()[1:])

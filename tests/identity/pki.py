@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def make_ca(cn: str = "SITHS e-id Test CA", issuer: Issued | None = None) -> Iss
 
 
 def make_leaf(ca: Issued, cn: str, *, serial_number: str | None = None, days_valid: tuple[int, int] = (-1, 365),
-              digital_signature: bool = True, client_auth: bool = True, server_names: list[str] = (),
+              digital_signature: bool = True, client_auth: bool = True, server_names: Sequence[str] = (),
               ocsp_url: str | None = None) -> Issued:
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (

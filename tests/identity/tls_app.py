@@ -8,7 +8,7 @@ import uvicorn
 
 
 class TlsApp:
-    def __init__(self, app, port: int, certfile: str, keyfile: str, **ssl_options) -> None:
+    def __init__(self, app, port: int, certfile: str | None, keyfile: str | None, **ssl_options) -> None:
         self.port = port
         self._server = uvicorn.Server(uvicorn.Config(
             app, host="127.0.0.1", port=port, ssl_certfile=certfile, ssl_keyfile=keyfile, log_level="warning",

@@ -75,7 +75,7 @@ class SyntheticAudio(MediaStreamTrack):
 @dataclass
 class Received:
     kind: str
-    mid: str = ""
+    mid: str | None = ""
     frames: int = 0
     first_at: float | None = None
     sizes: set = field(default_factory=set)
@@ -98,7 +98,7 @@ class Peer:
         self._tasks: list[asyncio.Task] = []
         self.connected = asyncio.Event()
         self.closed = asyncio.Event()
-        if publish:
+        if self.audio is not None and self.video is not None:  # publish
             self.pc.addTrack(self.audio)
             self.pc.addTrack(self.video)
         for _ in range(slots):

@@ -22,7 +22,7 @@ async def refused(world, token: str, sdp: str, code: grpc.StatusCode, meeting_id
     assert err.value.code() == code, err.value.details()
     assert PeerCounter.created == created, "a peer connection was created for a refused offer"
     assert len(PeerCounter.live) == live
-    return err.value.details()
+    return err.value.details() or ""
 
 
 async def test_bad_join_tokens_get_no_peer_connection(world):

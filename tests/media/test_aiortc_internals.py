@@ -13,7 +13,7 @@ import queue
 import re
 import socket
 import tomllib
-from asyncio.selector_events import _SelectorDatagramTransport
+from asyncio.selector_events import _SelectorDatagramTransport  # type: ignore[attr-defined]  # not in typeshed
 from fractions import Fraction
 from importlib.metadata import version
 from pathlib import Path

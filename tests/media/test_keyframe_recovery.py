@@ -20,7 +20,7 @@ class Out:
     def __init__(self) -> None:
         self.is_ready = False
         self.payload_type = 96
-        self.sent: list[int] = []
+        self.sent: list[int | str] = []  # timestamps, and "rebase"
 
     def ready(self) -> bool:
         return self.is_ready

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 from svpl.common.v1 import common_pb2
-from svpl.media.v1 import media_pb2
+from svpl.media.v1 import media_pb2, media_pb2_grpc
 from svpl.roster.v1 import roster_pb2
 
 from devstack.harness import as_token
@@ -19,13 +19,21 @@ class World:
     def __init__(self, system, person_token, service_token) -> None:
         self.system = system
         self.roster = system.stub("roster")
-        self.media = system.stub("media") if "media" in system.running else None
+        self.media: media_pb2_grpc.MediaServiceStub | None = (
+            system.stub("media") if "media" in system.running else None)
         self.person_token = person_token
         self.booking = as_token(service_token("booking"))
         self.media_md = as_token(service_token("media"))
         self.gateway = as_token(service_token("gateway"))
         self.roster_md = as_token(service_token("roster"))
         self._count = 0
+
+    @property
+    def media_stub(self) -> media_pb2_grpc.MediaServiceStub:
+        """The media service, which must have been running when this World was made."""
+        if self.media is None:
+            raise RuntimeError("media is not running in this system")
+        return self.media
 
     def who(self, name: str, **fields):
         return as_token(self.person_token(name, **fields))
@@ -35,8 +43,8 @@ class World:
         booking_id = kw.pop("booking_id", f"booking-{id(self)}-{self._count}")
         return (await self.roster.CreateMeeting(create_request(booking_id, **kw), metadata=self.booking)).meeting
 
-    async def register(self, meeting_id: str, name: str, role: int, id_kind: int, person_id: str,
-                       methods=(), by: str = "coordinator", **kw) -> roster_pb2.Participant:
+    async def register(self, meeting_id: str, name: str, role: roster_pb2.ParticipantRole, id_kind: common_pb2.IdKind,
+                       person_id: str, methods=(), by: str = "coordinator", **kw) -> roster_pb2.Participant:
         request = roster_pb2.RegisterParticipantRequest(
             meeting_id=meeting_id, full_name=name, role=role,
             person=common_pb2.PersonRef(id_kind=id_kind, id=person_id), allowed_methods=list(methods), **kw)
@@ -65,7 +73,7 @@ class World:
 
     async def negotiate(self, peer, admitted: roster_pb2.AdmitResponse, meeting_id: str):
         sdp = await peer.offer()
-        reply = await self.media.Negotiate(
+        reply = await self.media_stub.Negotiate(
             media_pb2.NegotiateRequest(join_token=admitted.join_token, sdp_offer=sdp, meeting_id=meeting_id),
             metadata=self.gateway)
         await peer.answer(reply.sdp_answer)

@@ -79,6 +79,6 @@ class Inbox1177Receiver:
         return self
 
     async def stop(self) -> None:
-        if self._server:
+        if self._server and self._task:
             self._server.should_exit = True
             await self._task

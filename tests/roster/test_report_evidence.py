@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from pymongo import AsyncMongoClient
 from svpl.common.v1 import common_pb2
@@ -44,7 +46,7 @@ async def _extract(world, patient: str = PATIENT_PNR) -> list[tuple[str, str, st
 
 
 async def _records(world, mongo, meeting_id: str) -> list[dict]:
-    client = AsyncMongoClient(mongo.uri)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo.uri)
     try:
         return await client[f"{world.system.prefix}_audit"]["access_records"].find(
             {"resource": f"meeting/{meeting_id}"}).sort("at", 1).to_list()

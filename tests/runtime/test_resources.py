@@ -84,3 +84,28 @@ async def test_a_start_that_fails_closes_what_the_service_opened(keyring):
     with pytest.raises(RuntimeError):
         await start_server(Component([binding()], resources=resources, start=start), keyring.keyset())
     assert log == ["client"]
+
+
+async def test_a_task_that_swallows_its_cancellation_still_ends_on_close():
+    """pymongo turns a cancellation inside a database operation into a network error; a loop that
+    outlives database outages catches it and goes on. Closing must still end such a task (a
+    service's stop used to wait for ever on its database watch)."""
+    import asyncio
+
+    from services.runtime.tasks import cancel_and_wait
+
+    swallowed = 0
+
+    async def outage_tolerant_loop() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(0.02)  # a database operation
+            except asyncio.CancelledError:
+                swallowed += 1  # as pymongo's AutoReconnect, caught by `except Exception`
+            await asyncio.sleep(0.05)  # the loop's pause before the next check
+
+    task = asyncio.create_task(outage_tolerant_loop())
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(cancel_and_wait(task, "loop"), 5)
+    assert task.done() and swallowed >= 1

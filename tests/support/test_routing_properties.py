@@ -15,8 +15,10 @@ from services.support.routing_table import PROBLEM_KINDS, REPORTER_KINDS, Routin
 
 # Mostly valid pieces, with a few bad ones mixed in (unknown queue or kind, bad e-mail, no contact).
 queue_ids = st.sampled_from(["a", "a", "b", "b", "c", "nowhere"])
-contacts = st.sampled_from([{"email": "it@rjl.se"}, {"phone": "010 241 41 50", "phone_option": "1"},
-                            {"own_workplace": True}, {"contact_text": "Ring 1177"}, {"email": "inte-en-adress"}, {}])
+contact_options: list[dict[str, str | bool]] = [
+    {"email": "it@rjl.se"}, {"phone": "010 241 41 50", "phone_option": "1"}, {"own_workplace": True},
+    {"contact_text": "Ring 1177"}, {"email": "inte-en-adress"}, {}]
+contacts = st.sampled_from(contact_options)
 staffing = st.sampled_from([{"staffed_by": "region"}, {"staffed_by": "reporter_organization"}] * 3
                            + [{"staffed_by": "nobody"}, {}])
 queues = st.lists(st.tuples(st.sampled_from(["b", "c", "d"]), contacts, st.sampled_from([None, None, "a", "b", "x"]),

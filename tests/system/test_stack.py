@@ -37,7 +37,7 @@ def health_status(address: str, service: str) -> int:
 
 def wait_for_status(address: str, service: str, wanted: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
-    last = None
+    last: int | grpc.StatusCode | None = None
     while time.monotonic() < deadline:
         try:
             last = health_status(address, service)
@@ -105,7 +105,7 @@ def test_a_start_that_fails_leaves_nothing_running(tmp_path):
     class Watched(Stack):
         def start_database(self) -> None:
             super().start_database()
-            started.append(self.db.process)
+            started.append(self.database.process)
 
         def start_process(self, name: str) -> None:
             super().start_process(name)

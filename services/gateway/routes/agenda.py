@@ -9,7 +9,7 @@ from svpl.roster.v1 import roster_pb2
 
 from services.gateway.access import relays
 from services.gateway.dependencies import Me
-from services.gateway.routes.common import Body, Id, answers, literal, relayed
+from services.gateway.routes.common import AgendaStepName, Body, Id, answers, relayed
 
 router = APIRouter(prefix="/api/v1", tags=["agenda"])
 
@@ -21,7 +21,7 @@ async def get_agenda(request: Request, me: Me, meeting_id: Id):
 
 
 class AdvanceBody(Body):
-    from_step: literal(roster_pb2.AgendaStep)
+    from_step: AgendaStepName
 
 
 @router.post("/meetings/{meeting_id}/agenda/advance", responses=answers(roster_pb2.AdvanceAgendaResponse, 404, 409))

@@ -12,15 +12,15 @@ from svpl.common.v1 import common_pb2
 
 from services.gateway.access import relays
 from services.gateway.dependencies import Me
-from services.gateway.routes.common import Body, Id, answers, literal, relayed, time_range, ts
+from services.gateway.routes.common import Body, ChannelName, Id, PartyKindName, answers, relayed, time_range, ts
 
 router = APIRouter(prefix="/api/v1", tags=["bookings"])
 
 
 class PartyBody(Body):
-    kind: literal(booking_pb2.PartyKind)
+    kind: PartyKindName
     name: str = Field(min_length=1, max_length=200)
-    channel: literal(booking_pb2.Channel)
+    channel: ChannelName
     address: str = Field("", max_length=200)
 
 

@@ -13,7 +13,10 @@ from fastapi import Path, Request
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from pydantic import BaseModel, ConfigDict
+from svpl.booking.v1 import booking_pb2
 from svpl.common.v1 import common_pb2
+from svpl.roster.v1 import roster_pb2
+from svpl.support.v1 import support_pb2
 
 from services.gateway import access, protojson
 from services.gateway.backends import Backends
@@ -42,7 +45,27 @@ def enum_names(enum_type) -> tuple[str, ...]:
 
 
 def literal(enum_type):
-    return typing.Literal[enum_names(enum_type)]  # type: ignore[valid-type]
+    return typing.Literal[enum_names(enum_type)]
+
+
+# The enums a request body names by their names. Computed from the descriptors, a Literal is no type
+# to a type checker: to it these are strings, to pydantic (and the OpenAPI document) those names.
+if typing.TYPE_CHECKING:
+    AgendaStepName = str
+    ChannelName = str
+    IdKindName = str
+    LoginMethodName = str
+    ParticipantRoleName = str
+    PartyKindName = str
+    ProblemKindName = str
+else:
+    AgendaStepName = literal(roster_pb2.AgendaStep)
+    ChannelName = literal(booking_pb2.Channel)
+    IdKindName = literal(common_pb2.IdKind)
+    LoginMethodName = literal(common_pb2.LoginMethod)
+    ParticipantRoleName = literal(roster_pb2.ParticipantRole)
+    PartyKindName = literal(booking_pb2.PartyKind)
+    ProblemKindName = literal(support_pb2.ProblemKind)
 
 
 class Body(BaseModel):

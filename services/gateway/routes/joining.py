@@ -10,7 +10,7 @@ import datetime as dt
 import hashlib
 import hmac
 import time
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
@@ -80,7 +80,7 @@ AdmissionsDep = Annotated[Admissions, Depends(get_admissions)]
              summary="Ask to join: a short-lived join token for this meeting's media instance")
 @relays("roster", "Admit")
 async def admit(request: Request, me: Me, meeting_id: Id, admissions: AdmissionsDep) -> Admission:
-    answer = await call(request, me, roster_pb2.AdmitRequest(meeting_id=meeting_id))
+    answer = cast(roster_pb2.AdmitResponse, await call(request, me, roster_pb2.AdmitRequest(meeting_id=meeting_id)))
     expires = answer.expires_at.ToDatetime(dt.timezone.utc) if answer.HasField("expires_at") else None
     ttl = (expires - dt.datetime.now(dt.timezone.utc)).total_seconds() if expires else 300.0
     admissions.remember(answer.join_token, meeting_id, answer.media_address, ttl, me.caller.id, answer.participant_id)
@@ -146,7 +146,8 @@ async def my_tiles(request: Request, me: Me, meeting_id: Id, admissions: Admissi
         raise Problem(409, "anslut till mötet först: rutorna hör till mötesanslutningen", reason="NOT_JOINED")
     participant_id, address = admitted
     # Roster first: it refuses a person who is removed or not in the meeting (any more).
-    connected = await call(request, me, roster_pb2.GetConnectedListRequest(meeting_id=meeting_id))
+    connected = cast(roster_pb2.GetConnectedListResponse,
+                     await call(request, me, roster_pb2.GetConnectedListRequest(meeting_id=meeting_id)))
     state = await access.stub_method(request, backends.media(address))(
         media_pb2.GetRoomStateRequest(meeting_id=meeting_id), **as_service(backends, settings))
     names = {p.participant_id: p.full_name for p in connected.people}

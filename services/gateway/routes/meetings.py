@@ -13,7 +13,16 @@ from svpl.roster.v1 import roster_pb2
 
 from services.gateway.access import relays
 from services.gateway.dependencies import Me
-from services.gateway.routes.common import Body, Id, answers, literal, relayed, time_range
+from services.gateway.routes.common import (
+    Body,
+    Id,
+    IdKindName,
+    LoginMethodName,
+    ParticipantRoleName,
+    answers,
+    relayed,
+    time_range,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["meetings"])
 
@@ -66,15 +75,15 @@ async def abort_meeting(request: Request, me: Me, meeting_id: Id, body: AbortBod
 
 
 class PersonBody(Body):
-    id_kind: literal(common_pb2.IdKind)
+    id_kind: IdKindName
     id: str = Field(min_length=1, max_length=40)
 
 
 class RegisterBody(Body):
     full_name: str = Field(min_length=1, max_length=200)
-    role: literal(roster_pb2.ParticipantRole)
+    role: ParticipantRoleName
     person: PersonBody
-    allowed_methods: list[literal(common_pb2.LoginMethod)] = Field(default_factory=list, max_length=4)
+    allowed_methods: list[LoginMethodName] = Field(default_factory=list, max_length=4)
     physically_present: bool = False
     organization: str = Field("", max_length=200)
 

@@ -10,7 +10,7 @@ from svpl.support.v1 import support_pb2
 
 from services.gateway.access import relays
 from services.gateway.dependencies import Me
-from services.gateway.routes.common import Body, answers, literal, relayed
+from services.gateway.routes.common import Body, ProblemKindName, answers, relayed
 from services.runtime import auth
 
 router = APIRouter(prefix="/api/v1", tags=["support"])
@@ -23,7 +23,7 @@ async def routing_table(request: Request, me: Me):
 
 
 class ReportBody(Body):
-    problem: literal(support_pb2.ProblemKind)
+    problem: ProblemKindName
     description: str = Field(min_length=1, max_length=5000)
     meeting_id: str = Field("", max_length=128)
     participant_id: str = Field("", max_length=128)
@@ -32,7 +32,7 @@ class ReportBody(Body):
     idempotency_key: str = Field("", max_length=100, pattern=r"^[A-Za-z0-9_-]*$")
 
 
-def reporter_kind(caller: auth.Caller) -> int:
+def reporter_kind(caller: auth.Caller) -> support_pb2.ReporterKind:
     if caller.has_role(auth.ROLE_MUNICIPALITY_STAFF):
         return support_pb2.REPORTER_KIND_MUNICIPALITY_STAFF
     if caller.has_role(auth.ROLE_REGION_STAFF):
