@@ -233,6 +233,3 @@ class BankIdLogin:
         await self._orders.update_one({"_id": order["_id"], "status": PENDING},
                                       {"$set": {"status": FAILED}, "$unset": {"qr_start_secret": ""}})
 
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()

@@ -235,10 +235,6 @@ class SithsLogin:
         self._tokens = tokens
         self._revocation = revocation
 
-    async def close(self) -> None:
-        if self._revocation:
-            await self._revocation.close()
-
     def verify_chain(self, chain_pem: str, now: dt.datetime | None = None
                      ) -> tuple[str, x509.Certificate, x509.Certificate]:
         """(HSA-id, card certificate, its issuing CA) of a valid chain; revocation is not checked."""
