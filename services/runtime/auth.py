@@ -213,7 +213,8 @@ class Revocations:
 
     async def check(self, token_id: str) -> None:
         """Unauthenticated when the session token is revoked; Unavailable when the list is too old."""
-        await self.start()
+        if self._first is None or not self._first.done():  # once started, every call skips this
+            await self.start()
         if token_id in self._revoked:
             raise Unauthenticated("token has been revoked (logged out): log in again")
         if time.monotonic() - self._synced_at > self.max_staleness:

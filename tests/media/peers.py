@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +71,16 @@ class SyntheticAudio(MediaStreamTrack):
         frame.time_base = fractions.Fraction(1, 48000)
         self.sent += 1
         return frame
+
+
+async def count_frames(track: MediaStreamTrack, frames: MutableMapping[str, int]) -> None:
+    """Receive `track` until it ends, counting its frames by kind into `frames`."""
+    try:
+        while True:
+            await track.recv()
+            frames[track.kind] += 1
+    except MediaStreamError:
+        pass
 
 
 @dataclass

@@ -624,7 +624,6 @@ async def test_handlers_run_in_place_never_suspend_with_real_packets(monkeypatch
 
     import aioice.ice
     import pytest
-    from aiortc.mediastreams import MediaStreamError
     from aiortc.rtp import (
         RTCP_PSFB_APP,
         RTCP_PSFB_FIR,
@@ -640,7 +639,7 @@ async def test_handlers_run_in_place_never_suspend_with_real_packets(monkeypatch
     from services.media.forwarding import ForwardTrack, restrict_codecs
     from services.media.receive import receive_directly
     from services.media.rtc_internals import HandlerSuspended, negotiated_codecs
-    from tests.media.peers import SyntheticAudio, SyntheticVideo
+    from tests.media.peers import SyntheticAudio, SyntheticVideo, count_frames
 
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
     loop = asyncio.get_running_loop()
@@ -666,16 +665,7 @@ async def test_handlers_run_in_place_never_suspend_with_real_packets(monkeypatch
 
     server, client = RTCPeerConnection(RTCConfiguration(iceServers=[])), RTCPeerConnection(RTCConfiguration(iceServers=[]))
     frames: collections.Counter[str] = collections.Counter()
-
-    async def consume(track) -> None:
-        try:
-            while True:
-                await track.recv()
-                frames[track.kind] += 1
-        except MediaStreamError:
-            pass
-
-    client.on("track", lambda track: asyncio.ensure_future(consume(track)))
+    client.on("track", lambda track: asyncio.ensure_future(count_frames(track, frames)))
     try:
         client.addTrack(SyntheticAudio())
         client.addTrack(SyntheticVideo(160, 120))

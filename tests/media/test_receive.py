@@ -9,29 +9,19 @@ import asyncio
 import aioice.ice
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
-from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdtlstransport import State as DtlsState
 
 from services.media.receive import receive_directly
 from services.media.rtc_internals import HandlerSuspended, run_now
-from tests.media.peers import SyntheticAudio, SyntheticVideo
+from tests.media.peers import SyntheticAudio, SyntheticVideo, count_frames
 from tests.polling import poll
 
 
 async def test_media_arrives_through_the_direct_path_and_a_close_still_closes(monkeypatch):
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
     server, client = RTCPeerConnection(RTCConfiguration(iceServers=[])), RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    frames = {"audio": 0, "video": 0}
-
-    async def consume(track) -> None:
-        try:
-            while True:
-                await track.recv()
-                frames[track.kind] += 1
-        except MediaStreamError:
-            pass
-
-    server.on("track", lambda track: asyncio.ensure_future(consume(track)))
+    frames: dict[str, int] = {"audio": 0, "video": 0}
+    server.on("track", lambda track: asyncio.ensure_future(count_frames(track, frames)))
     try:
         client.addTrack(SyntheticAudio())
         client.addTrack(SyntheticVideo(160, 120))
