@@ -25,8 +25,8 @@ from personnummer.personnummer import Personnummer
 
 from devstack.slapd import BASE_DN, READER_DN, READER_PASSWORD, Slapd
 from services.identity import hsa_id, personnummer
-from services.identity.demo.generate import directory
-from services.identity.directory import LdapDirectory
+from services.identity.demo.generate import directory, people
+from services.identity.directory import HsaMapping, LdapDirectory
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
 LOOKUPS = max(200, N // 10)
@@ -86,7 +86,7 @@ def bench_validations() -> None:
 
 async def bench_ldap() -> None:
     entries = directory(count=400, seed=7)
-    ids = [e["hsaIdentity"] for e in entries]
+    ids = [e["hsaIdentity"] for e in people(entries)]
     rnd = random.Random(2)
     wanted = [rnd.choice(ids) for _ in range(LOOKUPS)]
     server = Slapd(Path(tempfile.mkdtemp(prefix="bench-slapd-")), entries).start()
@@ -94,11 +94,11 @@ async def bench_ldap() -> None:
         # The same client strategy LdapDirectory uses (thread-safe synchronous), called directly.
         raw = ldap3.Connection(ldap3.Server(server.url, get_info=ldap3.NONE), READER_DN, READER_PASSWORD,
                                client_strategy=ldap3.SAFE_SYNC, auto_bind=True, read_only=True)
-        attrs = ["hsaIdentity", "givenName", "sn", "title", "o", "ou", "hsaSvplOrganizationKind", "hsaSvplRole"]
+        attrs = HsaMapping().person_attributes()
 
         def raw_lookups(items):
             for hsa in items:
-                _, _, response, _ = raw.search(BASE_DN, f"(&(objectClass=hsaSvplPerson)(hsaIdentity={hsa}))",
+                _, _, response, _ = raw.search(BASE_DN, f"(&(objectClass=HSAPersonExtension)(hsaIdentity={hsa}))",
                                                attributes=attrs)
                 assert response
 

@@ -1,6 +1,7 @@
-"""A real OpenLDAP slapd for the tests and benchmarks: generated slapd.conf with the small HSA
-schema (hsa.schema, next to this file), entries loaded offline with slapadd, then started on a
-loopback port (foreground, so the caller owns the process)."""
+"""A real OpenLDAP slapd for the tests and benchmarks: generated slapd.conf with HSA's schema names
+(hsa.schema, next to this file), the entries of an HSA export (services/identity/demo/generate.py:
+localities, organisations, units, persons, commissions under c=SE) loaded offline with slapadd, then
+started on a loopback port (foreground, so the caller owns the process)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from devstack.embedded_db import free_port
 
 HERE = Path(__file__).resolve().parent
 SCHEMA_DIR = Path("/etc/ldap/schema")
-BASE_DN = "dc=hsa,dc=test"
+BASE_DN = "c=SE"
 READER_DN = f"cn=svpl-identity,ou=services,{BASE_DN}"
 READER_PASSWORD = "reader-secret"
 MODULE_DIRS = [Path("/usr/lib/ldap"), Path("/usr/lib/x86_64-linux-gnu/ldap"), Path("/usr/lib64/openldap")]
@@ -34,19 +35,18 @@ def _value(attr: str, value: str) -> str:
 
 
 def to_ldif(entries: list[dict]) -> str:
+    """The base entries and the export's entries (each a `dn` and its attributes) as LDIF."""
     blocks = [
-        f"dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\ndc: hsa\no: HSA test",
-        f"dn: ou=people,{BASE_DN}\nobjectClass: organizationalUnit\nou: people",
+        f"dn: {BASE_DN}\nobjectClass: country\nc: SE",
         f"dn: ou=services,{BASE_DN}\nobjectClass: organizationalUnit\nou: services",
         f"dn: {READER_DN}\nobjectClass: person\nobjectClass: simpleSecurityObject\ncn: svpl-identity\n"
         f"sn: svpl\nuserPassword: {READER_PASSWORD}",
     ]
     for e in entries:
-        lines = [f"dn: hsaIdentity={e['hsaIdentity']},ou=people,{BASE_DN}", "objectClass: hsaSvplPerson"]
-        for attr in ("hsaIdentity", "givenName", "sn", "cn", "title", "o", "ou", "hsaSvplOrganizationKind"):
-            if e.get(attr):
-                lines.append(_value(attr, e[attr]))
-        lines += [_value("hsaSvplRole", r) for r in e.get("hsaSvplRole", [])]
+        lines = [_value("dn", e["dn"])]
+        for attr, values in e.items():
+            if attr != "dn":
+                lines += [_value(attr, v) for v in (values if isinstance(values, list) else [values]) if v != ""]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
@@ -80,7 +80,7 @@ class Slapd:
             f"directory {data}",
             "maxsize 67108864",
             "index objectClass eq",
-            "index hsaIdentity eq",
+            "index hsaIdentity,hsaCommissionMember eq",
             "index givenName,sn sub,eq",
             # Only bound users read the directory; anonymous may only authenticate.
             "access to attrs=userPassword by anonymous auth by * none",

@@ -2,6 +2,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from services.identity.directory import HsaMapping
 from services.runtime.config import ServiceSettings
 
 
@@ -31,6 +32,14 @@ class IdentitySettings(ServiceSettings):
     ldap_bind_password: str = ""
     ldap_ca_file: str = ""  # CA bundle for ldaps:// (empty: the system store)
     ldap_timeout_seconds: float = Field(5.0, gt=0)
+    # An LDAP filter added to every person search (e.g. "(hsaIdentity=SE2321000057*)"); empty: none.
+    ldap_person_filter: str = ""
+    # How HSA's entries are read (object classes, attribute names, the hsaSystemRole values that give
+    # svpl roles, organisation numbers of regions / municipalities, who sees protected persons):
+    # SVPL_HSA as JSON, e.g. '{"system_id": "SE2321000057-SVPL"}'. See services/identity/directory.py.
+    hsa: HsaMapping = HsaMapping()
+    # An Inera test environment: test HSA-ids (TSTNMT…, T-SERVICES-SE…) are accepted. Never in production.
+    test_environment: bool = False
     # Demo citizens (personnummer + name) the development login may use; empty: the bundled demo file.
     demo_citizens_file: str = ""
 

@@ -37,8 +37,10 @@ def load_citizens(path: str | Path = "") -> dict[str, str]:
 
 
 class DevelopmentLogin:
-    def __init__(self, enabled: bool, directory: Directory, tokens: TokenService, citizens: dict[str, str]) -> None:
+    def __init__(self, enabled: bool, directory: Directory, tokens: TokenService, citizens: dict[str, str], *,
+                 test_environment: bool = False) -> None:
         self._enabled = enabled
+        self._test_environment = test_environment
         self._directory = directory
         self._tokens = tokens
         self._citizens = citizens
@@ -52,10 +54,10 @@ class DevelopmentLogin:
         person_id = (person_id or "").strip()
         if not person_id:
             raise InvalidArgument("person_id", "is required: a demo person's HSA-id or personnummer")
-        if person_id.upper().startswith("SE"):
+        if person_id.upper().startswith(("SE", *hsa.TEST_PREFIXES)):
             if method not in ("", SITHS, DEVELOPMENT):
                 raise InvalidArgument("method", "staff (HSA-id) log in with SITHS")
-            hsa_id = hsa.parse(person_id, "person_id").normalized
+            hsa_id = hsa.parse(person_id, "person_id", test_environment=self._test_environment).normalized
             person = await self._directory.lookup(hsa_id)
             if person is None:
                 raise NotFound(f"no demo person {hsa_id} in the directory")

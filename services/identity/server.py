@@ -27,9 +27,10 @@ log = logging.getLogger("svpl.identity")
 def make_directory(settings: IdentitySettings, db) -> Directory:
     if settings.directory_backend == "ldap":
         return LdapDirectory(settings.ldap_url, settings.ldap_base_dn, settings.ldap_bind_dn,
-                             settings.ldap_bind_password, settings.ldap_ca_file, settings.ldap_timeout_seconds)
+                             settings.ldap_bind_password, settings.ldap_ca_file, settings.ldap_timeout_seconds,
+                             mapping=settings.hsa, extra_filter=settings.ldap_person_filter)
     export = settings.directory_export_file or (str(DEMO_DIRECTORY) if settings.development_login else "")
-    return LocalDirectory(db, export)
+    return LocalDirectory(db, export, settings.hsa)
 
 
 async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
@@ -46,7 +47,8 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
         )
         directory = opened.closing(make_directory(settings, db))
         citizens = load_citizens(settings.demo_citizens_file) if settings.development_login else {}
-        development = DevelopmentLogin(settings.development_login, directory, tokens, citizens)
+        development = DevelopmentLogin(settings.development_login, directory, tokens, citizens,
+                                       test_environment=settings.test_environment)
         revocation = None
         if settings.siths_revocation == "ocsp":
             revocation = opened.closing(OcspChecker(url_override=settings.siths_ocsp_url,
@@ -66,7 +68,8 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
             personnummer_claim=settings.oidc_1177_personnummer_claim,
             state_ttl=dt.timedelta(seconds=settings.login_state_ttl_seconds))
         servicer = IdentityServicer(keys, tokens, directory, development, access_log, siths, bankid, e_services,
-                                    AccessExtract(access_log))
+                                    AccessExtract(access_log), mapping=settings.hsa,
+                                    test_environment=settings.test_environment)
 
         async def start() -> None:
             if settings.development_login:

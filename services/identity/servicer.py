@@ -14,7 +14,15 @@ from services.identity import personnummer as pnr
 from services.identity.access_extract import AccessExtract
 from services.identity.bankid import BankIdLogin
 from services.identity.development import DevelopmentLogin as DevelopmentProvider
-from services.identity.directory import MUNICIPALITY, ORDER, REGION, Directory, DirectoryPerson, Query
+from services.identity.directory import (
+    MUNICIPALITY,
+    ORDER,
+    REGION,
+    Directory,
+    DirectoryPerson,
+    HsaMapping,
+    Query,
+)
 from services.identity.oidc1177 import Oidc1177Login
 from services.identity.siths import SithsLogin
 from services.identity.token_service import (
@@ -103,7 +111,7 @@ def person_pb(p: DirectoryPerson) -> identity_pb2.DirectoryPerson:
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def __init__(self, keys: KeyRing, tokens: TokenService, directory: Directory, development: DevelopmentProvider,
                  access_log: AccessLog, siths: SithsLogin, bankid: BankIdLogin, e_services: Oidc1177Login,
-                 extract: AccessExtract) -> None:
+                 extract: AccessExtract, *, mapping: HsaMapping | None = None, test_environment: bool = False) -> None:
         self._keys = keys
         self._tokens = tokens
         self._directory = directory
@@ -113,6 +121,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self._bankid = bankid
         self._e_services = e_services
         self._extract = extract
+        self._mapping = mapping or HsaMapping()
+        self._test_environment = test_environment
 
     # ------------------------------------------------------------ identifiers
 
@@ -124,13 +134,13 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             normalized=p.normalized, birth_date=p.birth_date.isoformat(), kind=kind, masked=p.masked)
 
     async def ValidateHsaId(self, request, context):
-        h = hsa.parse(request.hsa_id)
+        h = hsa.parse(request.hsa_id, test_environment=self._test_environment)
         return identity_pb2.ValidateHsaIdResponse(normalized=h.normalized, organization_number=h.organization_number)
 
     # ------------------------------------------------------------ directory
 
     async def LookupPerson(self, request, context):
-        hsa_id = hsa.parse(request.hsa_id).normalized
+        hsa_id = hsa.parse(request.hsa_id, test_environment=self._test_environment).normalized
         person = await self._directory.lookup(hsa_id)
         if person is None:
             raise NotFound(f"{hsa_id} is not in the HSA directory")
@@ -139,7 +149,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return identity_pb2.LookupPersonResponse(person=person_pb(person))
 
     async def SearchDirectory(self, request, context):
-        query = Query.parse(request.name, request.organization, request.unit)
+        # Protected persons (skyddade personuppgifter) only for those who may see them.
+        query = Query.parse(request.name, request.organization, request.unit,
+                            include_protected=self._mapping.sees_protected(auth.caller().roles))
         size = paging.page_size(request.page.page_size)
         after = ORDER.position(request.page.page_token, query)
         people, more = await self._directory.search(query, after, size)

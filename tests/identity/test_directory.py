@@ -16,7 +16,8 @@ from svpl.identity.v1 import identity_pb2 as pb
 from devstack.embedded_db import free_port
 from devstack.harness import as_token
 from devstack.slapd import BASE_DN, READER_DN, READER_PASSWORD
-from services.identity.directory import LdapDirectory, LocalDirectory, Query, person_from_attributes
+from services.identity.demo.generate import people as persons_of
+from services.identity.directory import HsaMapping, LdapDirectory, LocalDirectory, Query, person_from_entry
 from services.runtime.errors import InvalidArgument, Unavailable
 from tests.identity.test_tokens_rpc import field_violation
 
@@ -57,6 +58,9 @@ async def test_lookup_by_hsa_id_reads_the_hsa_attributes(directory):
     assert (vera.given_name, vera.surname, vera.title, vera.organization, vera.unit) == (
         "Vera", "Samordnare", "Samordnare SIP", "Region Jönköpings län", "Vårdcentralen Centrum")
     assert vera.roles() == ["staff", "region_staff", "coordinator"]
+    assert (vera.organization_number, vera.mail, vera.protected) == (
+        "2321000057", "se2321000057-1001@example.invalid", False)
+    assert [(c.purpose, c.rights) for c in vera.commissions] == [("Vård och behandling", ("Läsa;Alla;SJF",))]
     mona = await directory.lookup("SE2120000829-3001")
     assert mona.roles() == ["staff", "municipality_staff"]
     assert (await directory.lookup("SE2321000057-5001")).roles() == ["staff", "region_staff", "access_log"]
@@ -67,15 +71,16 @@ async def test_search_by_start_of_given_name_and_surname(directory, directory_en
     people, more = await directory.search(Query.parse("vera sam"), None, 10)
     assert [p.hsa_id for p in people] == ["SE2321000057-1001"] and not more
     people, _ = await directory.search(Query.parse("Åberg"), None, 500)
-    expected = {e["hsaIdentity"] for e in directory_entries if e["sn"] == "Åberg"}
+    expected = {e["hsaIdentity"] for e in persons_of(directory_entries) if e["sn"] == "Åberg"
+                and "hsaProtectedPerson" not in e}
     assert expected and {p.hsa_id for p in people} == expected
 
 
 async def test_search_within_organisation_and_unit(directory, directory_entries):
     query = Query.parse("an", organization="Jönköpings kommun", unit="Socialtjänsten")
     people, _ = await directory.search(query, None, 500)
-    expected = {e["hsaIdentity"] for e in directory_entries
-                if e["o"] == "Jönköpings kommun" and e["ou"] == "Socialtjänsten"
+    expected = {e["hsaIdentity"] for e in persons_of(directory_entries)
+                if e["o"] == "Jönköpings kommun" and e["ou"] == "Socialtjänsten" and "hsaProtectedPerson" not in e
                 and any(n.lower().startswith("an") for n in (e["givenName"], e["sn"]))}
     assert expected and {p.hsa_id for p in people} == expected
 
@@ -126,24 +131,55 @@ async def test_local_copy_reloads_only_a_changed_export(mongo, tmp_path, directo
     client = AsyncMongoClient(mongo.uri, tz_aware=True)
     db = client[f"dir_{uuid.uuid4().hex[:8]}"]
     path = tmp_path / "export.jsonl"
-    path.write_text("".join(json.dumps(e) + "\n" for e in directory_entries[:10]))
+    persons = persons_of(directory_entries)
+    structure = [e for e in directory_entries if e not in persons and "hsaCommission" not in e["objectClass"]]
+    path.write_text("".join(json.dumps(e) + "\n" for e in structure + persons[:10]))
     d = LocalDirectory(db, str(path))
     assert await d.load_export(path) == 10
     assert await d.load_export(path) == 0  # unchanged
-    changed = [dict(directory_entries[0], title="Överläkare")] + directory_entries[20:22]
-    path.write_text("".join(json.dumps(e) + "\n" for e in changed))
+    changed = [dict(persons[0], title="Överläkare")] + persons[20:22]
+    path.write_text("".join(json.dumps(e) + "\n" for e in structure + changed))
     assert await d.load_export(path) == 3
     assert (await d.lookup(changed[0]["hsaIdentity"])).title == "Överläkare"
-    assert await d.lookup(directory_entries[5]["hsaIdentity"]) is None
+    assert await d.lookup(persons[5]["hsaIdentity"]) is None
     await client.drop_database(db.name)
     await client.close()
 
 
-def test_entry_attributes_map_to_roles_and_unknown_roles_are_ignored():
-    p = person_from_attributes({"hsaIdentity": ["SE2120000829-9"], "givenName": ["A"], "sn": ["B"],
-                                "hsaSvplOrganizationKind": ["Municipality"],
-                                "hsaSvplRole": ["Coordinator", "superuser", "support_desk"]})
+def test_roles_come_from_the_organisation_number_and_svpls_system_roles():
+    mapping = HsaMapping()
+    p = person_from_entry({"hsaIdentity": ["SE2120000829-9"], "givenName": ["A"], "sn": ["B"],
+                           "hsaSystemRole": ["SVPL;coordinator", "SVPL;superuser", "SVPL;support_desk",
+                                             "ANNAT;access_log"]}, mapping, "212000-0829")
     assert p.roles() == ["staff", "municipality_staff", "coordinator", "support_desk"]
+    region = person_from_entry({"hsaIdentity": "SE2321000057-9"}, mapping, "162321000057")
+    assert (region.roles(), region.organization_number) == (["staff", "region_staff"], "2321000057")
+    # An organisation number the rules do not know gives no region / municipality role.
+    assert person_from_entry({"hsaIdentity": "SE5565594230-9"}, mapping, "5565594230").roles() == ["staff"]
+
+
+def test_every_name_svpl_reads_is_configuration():
+    mapping = HsaMapping(given_name="gn", surname="surname", system_role="roles", system_id="SE2321000057-SVPL",
+                         system_roles={"samordnare": "coordinator"}, organization_kinds={"5565594230": "region"},
+                         protected="skyddad")
+    p = person_from_entry({"hsaIdentity": "SE5565594230-9", "gn": "Ada", "surname": "Lind", "skyddad": "true",
+                           "roles": ["SE2321000057-SVPL;samordnare", "SVPL;coordinator"]}, mapping, "5565594230")
+    assert (p.name, p.protected, p.roles()) == ("Ada Lind", True, ["staff", "region_staff", "coordinator"])
+
+
+async def test_protected_persons_are_never_in_a_search_for_those_who_may_not_see_them(directory,
+                                                                                     directory_entries):
+    hidden = [e for e in persons_of(directory_entries) if e.get("hsaProtectedPerson") == "TRUE"]
+    assert hidden, "the generated directory has protected persons"
+    target = hidden[0]
+    query = Query.parse(f"{target['givenName']} {target['sn']}")
+    shown, _ = await directory.search(query, None, 500)
+    assert target["hsaIdentity"] not in {p.hsa_id for p in shown}
+    allowed, _ = await directory.search(Query.parse(query.words[0] + " " + query.words[1], include_protected=True),
+                                        None, 500)
+    assert target["hsaIdentity"] in {p.hsa_id for p in allowed}
+    # A lookup by the exact HSA-id (their own login) still finds them.
+    assert (await directory.lookup(target["hsaIdentity"])).protected
 
 
 # ---------------------------------------------------------------- over gRPC, LDAP back-end
@@ -213,16 +249,44 @@ async def test_development_login_reads_roles_from_ldap(ldap_system, service_toke
 async def test_ldaps_verifies_the_directory_server_certificate(tmp_path, directory_entries, tls_files):
     from devstack.slapd import Slapd
 
-    server = Slapd(tmp_path, directory_entries[:20], tls=(tls_files["server_cert"], tls_files["server_key"])).start()
+    server = Slapd(tmp_path, directory_entries[:40], tls=(tls_files["server_cert"], tls_files["server_key"])).start()
+    first = persons_of(directory_entries[:40])[0]
     try:
         trusted = LdapDirectory(server.url, BASE_DN, READER_DN, READER_PASSWORD, ca_file=tls_files["server_ca"])
         await trusted.start()
-        assert (await trusted.lookup(directory_entries[0]["hsaIdentity"])).surname == directory_entries[0]["sn"]
+        assert (await trusted.lookup(first["hsaIdentity"])).surname == first["sn"]
         await trusted.close()
         wrong_ca = LdapDirectory(server.url, BASE_DN, READER_DN, READER_PASSWORD, ca_file=tls_files["client_ca"],
                                  timeout=1)
         await wrong_ca.start()
         with pytest.raises(Unavailable):
-            await wrong_ca.lookup(directory_entries[0]["hsaIdentity"])
+            await wrong_ca.lookup(first["hsaIdentity"])
     finally:
         server.stop()
+
+
+async def test_a_coordinator_cannot_find_a_protected_person_by_searching(ldap_system, person_token,
+                                                                         directory_entries):
+    target = next(e for e in persons_of(directory_entries) if e.get("hsaProtectedPerson") == "TRUE")
+    stub = ldap_system.stub("identity")
+    r = await stub.SearchDirectory(pb.SearchDirectoryRequest(name=f"{target['givenName']} {target['sn']}",
+                                                             purpose="find a participant"),
+                                   metadata=as_token(person_token("coordinator")))
+    assert target["hsaIdentity"] not in {p.hsa_id for p in r.people}
+    # Told the exact HSA-id by the person, a coordinator still reaches them (and the read is recorded).
+    r = await stub.LookupPerson(pb.LookupPersonRequest(hsa_id=target["hsaIdentity"], purpose="invite"),
+                                metadata=as_token(person_token("coordinator")))
+    assert r.person.hsa_id == target["hsaIdentity"]
+
+
+async def test_test_environment_hsa_ids_only_where_configured(system_factory, service_token):
+    gw = as_token(service_token("booking"))
+    production = (await system_factory(["identity"])).stub("identity")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await production.ValidateHsaId(pb.ValidateHsaIdRequest(hsa_id="TSTNMT2321000156-1019"), metadata=gw)
+    assert field_violation(err.value)[0] == "hsa_id"
+    test = (await system_factory(["identity"], overrides={"identity": dict(test_environment=True)})).stub("identity")
+    r = await test.ValidateHsaId(pb.ValidateHsaIdRequest(hsa_id="TSTNMT2321000156-1019"), metadata=gw)
+    assert (r.normalized, r.organization_number) == ("TSTNMT2321000156-1019", "2321000156")
+    r = await production.ValidateHsaId(pb.ValidateHsaIdRequest(hsa_id="SE165565594230-1000"), metadata=gw)
+    assert r.organization_number == "5565594230"

@@ -146,17 +146,34 @@ def test_future_birth_dates_are_refused(day, serial):
     (" SE2120000829-abcXYZ09 ", "SE2120000829-abcXYZ09", "2120000829"),
     ("se2321000057-1", "SE2321000057-1", "2321000057"),
     ("SE2321000057-" + "A" * 18, "SE2321000057-" + "A" * 18, "2321000057"),  # exactly 31
+    ("SE165565594230-1000", "SE165565594230-1000", "5565594230"),  # Inera's own: 12-digit form
+    ("SE165565594230-WEBCERT00001", "SE165565594230-WEBCERT00001", "5565594230"),
 ])
 def test_valid_hsa_ids(text, normalized, org):
     h = hsa_id.parse(text)
-    assert (h.normalized, h.organization_number) == (normalized, org)
+    assert (h.normalized, h.organization_number, h.test) == (normalized, org, False)
+
+
+@pytest.mark.parametrize("text, org", [
+    ("TSTNMT2321000156-1019", "2321000156"),  # a real test SITHS card's HSA-id
+    ("T-SERVICES-SE165565594230-11JQ", "5565594230"),  # a real test function certificate's
+])
+def test_test_environment_hsa_ids_only_in_a_test_environment(text, org):
+    h = hsa_id.parse(text, test_environment=True)
+    assert (h.normalized, h.organization_number, h.test) == (text, org, True)
+    with pytest.raises(InvalidArgument) as err:
+        hsa_id.parse(text)
+    assert err.value.description == "a test-environment HSA-id (TSTNMT…, T-SERVICES-SE…) is not accepted here"
+    assert not hsa_id.is_valid(text) and hsa_id.is_valid(text, test_environment=True)
 
 
 @pytest.mark.parametrize("text, message", [
     ("SE2321000057-" + "A" * 19, "an HSA-id has at most 31 characters (this one has 32)"),
     ("DK2321000057-1", "an HSA-id starts with SE"),
-    ("SE232100005-1", "SE must be followed by the 10-digit organisation number"),
-    ("SE2321000057_1", "a '-' must follow the 10-digit organisation number"),
+    ("SE232100005-1", "SE must be followed by the organisation number: 10 digits, or 12 beginning with 16"),
+    ("SE232321000057-1", "SE must be followed by the organisation number: 10 digits, or 12 beginning with 16"),
+    ("SE2321000057_1", "a '-' must follow the organisation number"),
+    ("TSTNMT2321000156_1", "a test-environment HSA-id (TSTNMT…, T-SERVICES-SE…) is not accepted here"),
     ("SE2321000057-", "after the '-', one or more of A-Z a-z 0-9"),
     ("SE2321000057-Åsa", "after the '-', only A-Z a-z 0-9 are allowed (found 'Å')"),
     ("SE2321000057-a@b", "after the '-', only A-Z a-z 0-9 are allowed (found '@')"),
@@ -169,7 +186,7 @@ def test_invalid_hsa_ids(text, message):
 
 
 @settings(deadline=None)  # a shared, busy machine: no per-example deadline
-@given(st.from_regex(r"\ASE[0-9]{10}-[A-Za-z0-9]{1,18}\Z"))
+@given(st.from_regex(r"\ASE(16)?[0-9]{10}-[A-Za-z0-9]{1,16}\Z"))
 def test_every_well_formed_hsa_id_is_accepted(text):
     assert hsa_id.parse(text).normalized == text
 
@@ -178,7 +195,7 @@ def test_every_well_formed_hsa_id_is_accepted(text):
 @given(st.text(max_size=40))
 def test_hsa_id_is_accepted_only_when_it_matches_the_rule(text):
     import re
-    ok = re.fullmatch(r"SE[0-9]{10}-[A-Za-z0-9]+", text.strip(), flags=re.ASCII) and len(text.strip()) <= 31
+    ok = re.fullmatch(r"SE(16)?[0-9]{10}-[A-Za-z0-9]+", text.strip(), flags=re.ASCII) and len(text.strip()) <= 31
     assert hsa_id.is_valid(text) == bool(ok)
 
 

@@ -1,5 +1,10 @@
 """Generate the demo HSA export and demo citizens (deterministic; `python -m services.identity.demo.generate`).
 
+The export has HSA's shape (services/identity/directory.py): one LDAP entry per line (`dn` and
+attributes by their HSA names): localities, organisations with their organisation number
+(`orgNo`, which makes them region or municipality), units, persons (`HSAPersonExtension`, with
+svpl's functional roles as hsaSystemRole `SVPL;<role>`) and their commissions (`hsaCommission`).
+
 The people of tests/conftest.py (PEOPLE) are included with the same HSA-ids, names and
 roles, so a development login and the tests speak of the same people. Everyone else is
 generated. Citizens use personnummer in Skatteverket's test-number style (serials 98x).
@@ -51,24 +56,67 @@ NAMED = [
 CITIZENS = [("191212121212", "Tolvan Tolvansson"), ("198112289874", "Nils Närstående")]
 
 
-def entry(hsa_id, given, surname, title, org_index, unit, roles):
+PERSON_CLASSES = ["top", "person", "organizationalPerson", "inetOrgPerson", "HSAPersonExtension", "securePerson"]
+COUNTY = "Jönköpings län"
+PURPOSE = "Vård och behandling"
+RIGHT = "Läsa;Alla;SJF"
+SYSTEM_ID = "SVPL"  # the hsaSystemRole system id of the demo (HsaMapping.system_id's default)
+
+
+def organization_dn(org_index: int) -> str:
+    return f"o={ORGANIZATIONS[org_index][1]},l={COUNTY},c=SE"
+
+
+def structure() -> list[dict]:
+    """The locality, the organisations (with orgNo) and their units."""
+    entries: list[dict] = [{"dn": f"l={COUNTY},c=SE", "objectClass": ["top", "locality"], "l": COUNTY}]
+    for i, (number, name, _, units) in enumerate(ORGANIZATIONS):
+        # HSA's own organisation object class is not needed by svpl; extensibleObject carries orgNo here.
+        entries.append({"dn": organization_dn(i), "objectClass": ["top", "organization", "extensibleObject"],
+                        "o": name, "orgNo": number, "hsaIdentity": f"SE{number}-ORG"})
+        named_units = [n[5] for n in NAMED if n[4] == i and n[5] not in units]
+        entries += [{"dn": f"ou={u},{organization_dn(i)}", "objectClass": ["top", "organizationalUnit"], "ou": u}
+                    for u in [*units, *dict.fromkeys(named_units)]]
+    return entries
+
+
+def entry(hsa_id, given, surname, title, org_index, unit, roles, protected=False):
     _, org, kind, _ = ORGANIZATIONS[org_index]
-    return {"hsaIdentity": hsa_id, "givenName": given, "sn": surname, "cn": f"{given} {surname}", "title": title,
-            "o": org, "ou": unit, "hsaSvplOrganizationKind": kind, "hsaSvplRole": roles}
+    person = {"dn": f"hsaIdentity={hsa_id},ou={unit},{organization_dn(org_index)}", "objectClass": PERSON_CLASSES,
+              "hsaIdentity": hsa_id, "givenName": given, "sn": surname, "cn": f"{given} {surname}", "title": title,
+              "hsaTitle": [title] if title in ("Sjuksköterska", "Läkare", "Psykolog", "Arbetsterapeut",
+                                                 "Fysioterapeut") else [],
+              "mail": f"{hsa_id.lower()}@example.invalid", "o": org, "ou": unit,
+              "hsaSystemRole": [f"{SYSTEM_ID};{r}" for r in roles]}
+    if protected:
+        person["hsaProtectedPerson"] = "TRUE"
+    commission = {"dn": f"hsaIdentity={hsa_id}-MIU,ou={unit},{organization_dn(org_index)}",
+                  "objectClass": ["top", "hsaCommission"], "cn": f"{PURPOSE}, {unit}",
+                  "hsaIdentity": f"{hsa_id}-MIU", "hsaCommissionMember": [hsa_id], "hsaCommissionPurpose": PURPOSE,
+                  "hsaCommissionRight": [RIGHT]}
+    return [person, commission]
+
+
+def people(entries: list[dict]) -> list[dict]:
+    """The person entries of an export."""
+    return [e for e in entries if "HSAPersonExtension" in e.get("objectClass", ())]
 
 
 def directory(count: int = 240, seed: int = 2026) -> list[dict]:
     rnd = random.Random(seed)
-    people = [entry(*n) for n in NAMED]
-    for i in range(count - len(people)):
+    entries = structure()
+    for n in NAMED:
+        entries += entry(*n)
+    for i in range(count - len(NAMED)):
         org_index = rnd.choices(range(len(ORGANIZATIONS)), weights=[6, 3, 1])[0]
         number, _, kind, units = ORGANIZATIONS[org_index]
         roles = ["coordinator"] if rnd.random() < 0.12 else []
         if kind == "region" and rnd.random() < 0.03:
             roles.append("support_desk")
-        people.append(entry(f"SE{number}-{7000 + i}", rnd.choice(GIVEN), rnd.choice(SURNAMES),
-                            rnd.choice(TITLES[kind]), org_index, rnd.choice(units), roles))
-    return people
+        # A few people have protected personal data (skyddade personuppgifter).
+        entries += entry(f"SE{number}-{7000 + i}", rnd.choice(GIVEN), rnd.choice(SURNAMES), rnd.choice(TITLES[kind]),
+                         org_index, rnd.choice(units), roles, protected=rnd.random() < 0.02)
+    return entries
 
 
 def citizens(count: int = 20, seed: int = 2026) -> list[dict]:
