@@ -45,6 +45,18 @@ class IdentitySettings(ServiceSettings):
 
     # SITHS: PEM file(s) with the trusted SITHS CA certificates (comma-separated paths).
     siths_ca_files: str = ""
+    # Issuing CAs (subject common names, comma-separated) whose certificates log people in: the
+    # "Person HSA-id" CAs. In Inera's test environment their names begin with "TEST".
+    siths_person_ca_names: str = "SITHS e-id Person HSA-id 3 CA v1,SITHS e-id Person HSA-id 2 CA v1"
+    # CAs of the card's personnummer-based certificate and of function certificates: refused with a
+    # message telling the person to pick the HSA-id certificate.
+    siths_person_id_ca_names: str = ("SITHS e-id Person ID 3 CA v1,SITHS e-id Person ID 2 CA v1,"
+                                     "SITHS e-id Person ID Mobile CA v1")
+    siths_function_ca_names: str = "SITHS e-id Function CA v1"
+    # Certificate policy OIDs (comma-separated) that mean LoA 3 (regular cards, eIDAS substantial) and
+    # LoA 2 (replacement cards), as Inera publishes them for SITHS e-id. A card naming neither is refused.
+    siths_loa3_policy_oids: str = ""
+    siths_loa2_policy_oids: str = ""
     # Revocation of SITHS cards by OCSP (RFC 6960), failing closed. "off" only for the local
     # development stack (the chart refuses it).
     siths_revocation: Literal["ocsp", "off"] = "ocsp"

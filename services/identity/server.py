@@ -55,7 +55,11 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
                                                     timeout_seconds=settings.siths_ocsp_timeout_seconds,
                                                     cache_seconds=settings.siths_ocsp_cache_seconds,
                                                     cache_size=settings.siths_ocsp_cache_size))
-        siths = SithsLogin(load_ca_certificates(settings.siths_ca_files), directory, tokens, revocation)
+        siths = SithsLogin(load_ca_certificates(settings.siths_ca_files), directory, tokens, revocation,
+                           person_cas=settings.siths_person_ca_names, person_id_cas=settings.siths_person_id_ca_names,
+                           function_cas=settings.siths_function_ca_names,
+                           loa3_policies=settings.siths_loa3_policy_oids, loa2_policies=settings.siths_loa2_policy_oids,
+                           test_environment=settings.test_environment)
         bankid_client = None
         if settings.bankid_url:
             bankid_client = opened.closing(BankIdClient(settings.bankid_url, settings.bankid_client_cert_file,

@@ -5,6 +5,15 @@ constraints, client-auth extended key usage) and that the card's key may sign
 (key usage digitalSignature), then reads the HSA-id from the subject serialNumber
 (OID 2.5.4.5) and the person's roles from the HSA directory.
 
+Which certificate, and how sure (Inera, "SITHS e-id" PKI; docs/INTEGRATIONS.md): a SITHS e-id card
+holds two login certificates, one naming the HSA-id (issued by a "Person HSA-id" CA) and one
+naming the personnummer (a "Person ID" CA); function certificates (the "Function" CA) name a
+system, not a person. Only certificates from the configured "Person HSA-id" issuing CAs log in; the
+personnummer-based card certificate and function certificates are refused with a message telling
+the person to pick the other certificate. The assurance level is read from the card's certificate
+policies (configured OIDs: LoA 3 = eIDAS substantial for regular cards, LoA 2 = low for
+replacement cards); a card naming neither is refused.
+
 Revocation (a lost or stolen card) is checked by OCSP (RFC 6960) at every login that
 is not answered from the cache: the responder is the one the card names in its
 Authority Information Access extension (or the configured `siths_ocsp_url`). The
@@ -35,13 +44,25 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from services.identity import hsa_id as hsa
+from services.identity import personnummer as pnr
 from services.identity.directory import Directory
 from services.identity.metrics import SITHS_REVOCATION
 from services.identity.token_service import SITHS, Session, TokenService, staff_principal
 from services.runtime.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 
 log = logging.getLogger("svpl.identity.siths")
-ASSURANCE = "high"  # SITHS e-id: eIDAS high / LoA 3
+LOA3 = "substantial"  # SITHS e-id regular and Mobilt SITHS cards: LoA 3, eIDAS substantial
+LOA2 = "low"  # SITHS e-id replacement cards: LoA 2
+PERSON_HSA_ID_CAS = ("SITHS e-id Person HSA-id 3 CA v1", "SITHS e-id Person HSA-id 2 CA v1")
+PERSON_ID_CAS = ("SITHS e-id Person ID 3 CA v1", "SITHS e-id Person ID 2 CA v1", "SITHS e-id Person ID Mobile CA v1")
+FUNCTION_CAS = ("SITHS e-id Function CA v1",)
+PICK_HSA_ID = ("Välj certifikatet med ditt HSA-id när webbläsaren frågar (SITHS-kortet har två; "
+               "stäng webbläsaren och försök igen).")
+FUNCTION_CERTIFICATE = ("Det valda certifikatet är ett funktionscertifikat, som inte får användas för att "
+                        "logga in en person. " + PICK_HSA_ID)
+PERSONNUMMER_CERTIFICATE = "Det valda certifikatet bygger på ditt personnummer. " + PICK_HSA_ID
+NOT_A_PERSON_HSA_ID_CA = "Certifikatet är inte utfärdat av en SITHS-CA för inloggning med HSA-id. " + PICK_HSA_ID
+NO_KNOWN_POLICY = "Certifikatet anger ingen känd tillitsnivå för SITHS; det kan inte användas för inloggning."
 MAX_CHAIN_PEM = 64 * 1024
 # The Web PKI end-entity profile, except that a card names its holder in the subject
 # (serialNumber = HSA-id) and need not carry a subjectAltName.
@@ -227,13 +248,51 @@ class OcspChecker:
         raise OcspError("signed by neither the card's CA nor a responder certificate it issued")
 
 
+def _names(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(v.strip() for v in items if v.strip())
+
+
 class SithsLogin:
     def __init__(self, ca_certificates: list[x509.Certificate], directory: Directory, tokens: TokenService,
-                 revocation: OcspChecker | None = None) -> None:
+                 revocation: OcspChecker | None = None, *, person_cas: str | tuple[str, ...] = PERSON_HSA_ID_CAS,
+                 person_id_cas: str | tuple[str, ...] = PERSON_ID_CAS,
+                 function_cas: str | tuple[str, ...] = FUNCTION_CAS, loa3_policies: str | tuple[str, ...] = (),
+                 loa2_policies: str | tuple[str, ...] = (), test_environment: bool = False) -> None:
         self._store = Store(ca_certificates) if ca_certificates else None
         self._directory = directory
         self._tokens = tokens
         self._revocation = revocation
+        self._person_cas = _names(person_cas)
+        self._person_id_cas = _names(person_id_cas)
+        self._function_cas = _names(function_cas)
+        self._loa = {oid: LOA2 for oid in _names(loa2_policies)} | {oid: LOA3 for oid in _names(loa3_policies)}
+        self._test_environment = test_environment
+
+    def _which_certificate(self, leaf: x509.Certificate, issuer: x509.Certificate, serial: str) -> None:
+        """Refuses anything but a card's HSA-id certificate, saying which certificate to pick instead."""
+        names = issuer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        issuer_name = str(names[0].value) if names else ""
+        if issuer_name in self._function_cas:
+            raise Unauthenticated(FUNCTION_CERTIFICATE)
+        if issuer_name in self._person_id_cas or pnr.is_valid(serial):
+            raise Unauthenticated(PERSONNUMMER_CERTIFICATE)
+        if issuer_name not in self._person_cas:
+            log.info("SITHS certificate from an issuing CA that is not a Person HSA-id CA: %s", issuer_name)
+            raise Unauthenticated(NOT_A_PERSON_HSA_ID_CA)
+
+    def assurance(self, leaf: x509.Certificate) -> str:
+        """LoA by the card's certificate policies: LoA 3 (substantial) wins over LoA 2 (low)."""
+        try:
+            policies = leaf.extensions.get_extension_for_class(x509.CertificatePolicies).value
+        except x509.ExtensionNotFound:
+            policies = x509.CertificatePolicies([])
+        levels = {self._loa.get(p.policy_identifier.dotted_string) for p in policies} - {None}
+        if LOA3 in levels:
+            return LOA3
+        if LOA2 in levels:
+            return LOA2
+        raise Unauthenticated(NO_KNOWN_POLICY)
 
     def verify_chain(self, chain_pem: str, now: dt.datetime | None = None
                      ) -> tuple[str, x509.Certificate, x509.Certificate]:
@@ -268,23 +327,26 @@ class SithsLogin:
         except VerificationError as exc:
             log.info("SITHS certificate refused: %s", exc)
             raise Unauthenticated("the card certificate is not issued by a trusted SITHS CA") from None
+        if len(verified.chain) < 2:
+            raise Unauthenticated("the card certificate is not issued by a trusted SITHS CA")
         serials = leaf.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+        serial = str(serials[0].value) if serials else ""
+        self._which_certificate(leaf, verified.chain[1], serial)
         if not serials:
             raise Unauthenticated("the card certificate carries no HSA-id (subject serialNumber)")
         try:
-            hsa_id = hsa.parse(str(serials[0].value)).normalized
+            hsa_id = hsa.parse(serial, test_environment=self._test_environment).normalized
         except InvalidArgument:
             raise Unauthenticated("the card certificate's serialNumber is not an HSA-id") from None
-        if len(verified.chain) < 2:
-            raise Unauthenticated("the card certificate is not issued by a trusted SITHS CA")
         return hsa_id, leaf, verified.chain[1]
 
     async def login(self, chain_pem: str) -> Session:
         hsa_id, leaf, issuer = self.verify_chain(chain_pem)
+        assurance = self.assurance(leaf)
         if self._revocation is not None:
             await self._revocation.check(leaf, issuer, hsa_id)
         person = await self._directory.lookup(hsa_id)
         if person is None:
             raise PermissionDenied(f"{hsa_id} is not in the HSA directory", reason="NOT_IN_DIRECTORY")
-        log.info("SITHS login", extra={"svpl_hsa_id": hsa_id})
-        return self._tokens.issue_session(staff_principal(person, SITHS, ASSURANCE))
+        log.info("SITHS login", extra={"svpl_hsa_id": hsa_id, "svpl_assurance": assurance})
+        return self._tokens.issue_session(staff_principal(person, SITHS, assurance))

@@ -44,7 +44,7 @@ class Principal:
     id_kind: str  # HSA_ID | PERSONNUMMER
     name: str
     method: str  # SITHS | BANKID | E_SERVICES_1177 (a development login names the method it pretends)
-    assurance: str  # "high" | "substantial" | "development"
+    assurance: str  # eIDAS level: "high" | "substantial" | "low", or "development"
     roles: tuple[str, ...] = ()
     organization: str = ""
     unit: str = ""

@@ -163,16 +163,16 @@ async def test_siths_certificate_header_is_believed_only_from_a_trusted_proxy(sy
 
     from devstack.embedded_db import free_port
     from tests.identity.ocsp_responder import OcspTestResponder
-    from tests.identity.pki import make_ca, make_leaf
+    from tests.identity.pki import PERSON_HSA_ID_CA, SITHS_SETTINGS, make_ca, make_leaf
 
     root = make_ca("SITHS Root CA v1 Test")
-    issuing = make_ca("SITHS e-id Person ID 3 CA Test", issuer=root)
+    issuing = make_ca(PERSON_HSA_ID_CA, issuer=root)
     ca_file = tmp_path / "siths-ca.pem"
     ca_file.write_text(root.pem)
     ocsp = await OcspTestResponder(free_port(), issuing).start()  # revocation is checked, as in production
     # (The development flag only loads the demo HSA directory here; the login is a real SITHS one.)
     system = await system_factory(["identity"], overrides={"identity": {
-        "siths_ca_files": str(ca_file), "development_login": True, "siths_ocsp_url": ocsp.url}})
+        "siths_ca_files": str(ca_file), "development_login": True, "siths_ocsp_url": ocsp.url, **SITHS_SETTINGS}})
     app = create_app(gateway_settings(system, trusted_proxies=["10.1.0.0/16"]))
     direct, proxied = Browser(app, "192.0.2.7"), Browser(app, "10.1.2.3")
     card = make_leaf(issuing, "Vera Samordnare", serial_number=COORDINATOR)

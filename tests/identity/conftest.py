@@ -10,7 +10,7 @@ import pytest
 
 from devstack.embedded_db import free_port
 from tests.identity.ocsp_responder import OcspTestResponder
-from tests.identity.pki import make_ca
+from tests.identity.pki import PERSON_HSA_ID_CA, make_ca
 from tests.privacy.detector import personnummer_in
 
 
@@ -110,7 +110,7 @@ async def oidc_provider(tls_files):
 def pki():
     """A SITHS-like root CA and the issuing CA of the test cards: (root, issuing)."""
     root = make_ca("SITHS Root CA v1 Test")
-    return root, make_ca("SITHS e-id Person ID 3 CA Test", issuer=root)
+    return root, make_ca(PERSON_HSA_ID_CA, issuer=root)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 NOW = dt.datetime.now(dt.timezone.utc)
+# The test SITHS e-id PKI: issuing CA names as in Inera's test environment ("TEST" + the production
+# name), and certificate policy OIDs for LoA 3 / LoA 2 under a private test arc (the identity
+# settings in SITHS_SETTINGS make them the configured ones).
+PERSON_HSA_ID_CA = "TEST SITHS e-id Person HSA-id 3 CA v1"
+REPLACEMENT_CA = "TEST SITHS e-id Person HSA-id 2 CA v1"
+PERSON_ID_CA = "TEST SITHS e-id Person ID 3 CA v1"
+FUNCTION_CA = "TEST SITHS e-id Function CA v1"
+LOA3_POLICY = "1.3.6.1.4.1.4203.666.22.3"
+LOA2_POLICY = "1.3.6.1.4.1.4203.666.22.2"
+SITHS_SETTINGS = {"siths_person_ca_names": f"{PERSON_HSA_ID_CA},{REPLACEMENT_CA}",
+                  "siths_person_id_ca_names": PERSON_ID_CA, "siths_function_ca_names": FUNCTION_CA,
+                  "siths_loa3_policy_oids": LOA3_POLICY, "siths_loa2_policy_oids": LOA2_POLICY}
 
 
 @dataclass
@@ -72,7 +84,9 @@ def make_ca(cn: str = "SITHS e-id Test CA", issuer: Issued | None = None) -> Iss
 
 def make_leaf(ca: Issued, cn: str, *, serial_number: str | None = None, days_valid: tuple[int, int] = (-1, 365),
               digital_signature: bool = True, client_auth: bool = True, server_names: Sequence[str] = (),
-              ocsp_url: str | None = None) -> Issued:
+              ocsp_url: str | None = None, policies: Sequence[str] | None = None) -> Issued:
+    """A certificate issued by `ca`. A client certificate names the LoA 3 test policy unless
+    `policies` says otherwise (a server certificate names none)."""
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
         x509.CertificateBuilder()
@@ -96,6 +110,11 @@ def make_leaf(ca: Issued, cn: str, *, serial_number: str | None = None, days_val
         sans = [x509.IPAddress(ipaddress.ip_address(n)) if n[0].isdigit() else x509.DNSName(n) for n in server_names]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    if policies is None:
+        policies = [] if server_names or not client_auth else [LOA3_POLICY]
+    if policies:
+        builder = builder.add_extension(x509.CertificatePolicies(
+            [x509.PolicyInformation(x509.ObjectIdentifier(oid), None) for oid in policies]), critical=False)
     if ocsp_url:
         builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
             AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]), critical=False)
@@ -120,3 +139,13 @@ def make_ocsp_responder(ca: Issued, cn: str = "SITHS OCSP responder Test", *, oc
         .sign(ca.key, hashes.SHA256())
     )
     return Issued(cert, key)
+
+
+def siths_login(ca_certificates: list[x509.Certificate]):
+    """A SithsLogin (no directory, no tokens) configured like SITHS_SETTINGS, for chain checks."""
+    from services.identity.siths import SithsLogin
+
+    s = SITHS_SETTINGS
+    return SithsLogin(ca_certificates, None, None, person_cas=s["siths_person_ca_names"],  # type: ignore[arg-type]
+                      person_id_cas=s["siths_person_id_ca_names"], function_cas=s["siths_function_ca_names"],
+                      loa3_policies=s["siths_loa3_policy_oids"], loa2_policies=s["siths_loa2_policy_oids"])

@@ -14,9 +14,9 @@ from svpl.identity.v1 import identity_pb2 as pb
 
 from devstack.embedded_db import free_port
 from devstack.harness import as_token
-from services.identity.siths import UNCHECKED, OcspChecker, SithsLogin
+from services.identity.siths import UNCHECKED, OcspChecker
 from services.runtime.errors import Unauthenticated, Unavailable
-from tests.identity.pki import make_ca, make_leaf
+from tests.identity.pki import PERSON_HSA_ID_CA, SITHS_SETTINGS, make_ca, make_leaf, siths_login
 
 HSA = "SE2321000057-1001"  # Vera Samordnare in the demo directory
 
@@ -50,7 +50,7 @@ async def make_system(system_factory, pki, tmp_path, **identity):
     ca_file.write_text(pki[0].pem)
     # (development_login only loads the demo HSA directory; the login is a real SITHS one.)
     return await system_factory(["identity"], overrides={"identity": dict(
-        siths_ca_files=str(ca_file), development_login=True, **identity)})
+        siths_ca_files=str(ca_file), development_login=True, **SITHS_SETTINGS, **identity)})
 
 
 async def login_rpc(system, service_token, pem):
@@ -158,7 +158,7 @@ async def test_a_responder_that_answers_too_late_refuses_the_login(pki, ocsp):
 async def test_a_responder_certificate_from_another_ca_is_not_believed(pki, ocsp, checker):
     # A card of another CA that names our responder: the CA-signed answer matches neither
     # the card's issuer nor a responder certificate that issuer issued.
-    other = make_ca("SITHS e-id Person ID 3 CA Test", issuer=pki[0])
+    other = make_ca(PERSON_HSA_ID_CA, issuer=pki[0])
     leaf = make_leaf(other, "V", serial_number=HSA, ocsp_url=ocsp.url)
     with pytest.raises(Unavailable):
         await checker.check(leaf.cert, other.cert, HSA)
@@ -226,5 +226,5 @@ async def test_the_cache_ends_at_next_update_and_is_bounded(pki, ocsp):
 def test_chain_checks_stay_synchronous_and_name_the_issuing_ca(pki):
     root, issuing = pki
     leaf = make_leaf(issuing, "V", serial_number=HSA)
-    hsa_id, card_cert, issuer = SithsLogin([root.cert], None, None).verify_chain(leaf.pem + issuing.pem)
+    hsa_id, card_cert, issuer = siths_login([root.cert]).verify_chain(leaf.pem + issuing.pem)
     assert (hsa_id, card_cert, issuer) == (HSA, leaf.cert, issuing.cert)
