@@ -7,6 +7,10 @@ one login), including `qrStartSecret`, which never leaves identity: GetBankIdQr
 computes the animated QR content here each second,
 `bankid.<qrStartToken>.<seconds since auth>.<hex HMAC-SHA256(qrStartSecret, seconds)>`.
 A completed order issues exactly one session token (the order is consumed atomically).
+The completion data's evidence, BankID's `signature` (the signed login, base64 XML) and
+`ocspResponse` (the certificate's status at that moment, base64), is kept with the login's record
+(collection `login_records`, keyed by the session's token id, written durably before the session is
+returned): what shows later that this person logged in, and with which BankID.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pymongo import ReturnDocument
 from services.identity import personnummer as pnr
 from services.identity.token_service import BANKID, Session, TokenService, citizen_principal
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.runtime.mongo import DURABLE
 
 log = logging.getLogger("svpl.identity.bankid")
 ASSURANCE = "substantial"  # BankID: Swedish LoA 3, eIDAS substantial
@@ -47,13 +52,16 @@ RFA17 = ("Misslyckades att läsa av QR-koden. Starta BankID-appen och läs av QR
          "BankID hos din bank. Installera appen från din appbutik eller https://install.bankid.com.")
 RFA21 = "Identifiering eller underskrift pågår."
 RFA22 = "Okänt fel. Försök igen."
-RFA23 = "Fortsätt i BankID-appen."
+RFA23 = "Fotografera och läs av din ID-handling med BankID-appen."
 SEARCHING = "Söker efter BankID, det kan ta en liten stund…"
+# userCallConfirm (the app asks the user to confirm a call with the RP) has no RFA text of its own;
+# svpl starts no phone orders, so a short instruction of ours.
+CONFIRM_CALL = "Bekräfta samtalet i BankID-appen."
 
 HINT_MESSAGES = {
     PENDING: {
         "outstandingTransaction": RFA1, "noClient": RFA1, "started": SEARCHING, "userMrtd": RFA23,
-        "userCallConfirm": RFA23, "userSign": RFA9,
+        "userCallConfirm": CONFIRM_CALL, "userSign": RFA9,
     },
     FAILED: {
         "expiredTransaction": RFA8, "certificateErr": RFA16, "userCancel": RFA6, "cancelled": RFA3,
@@ -145,6 +153,7 @@ class BankIdLogin:
     def __init__(self, client: BankIdClient | None, db, tokens: TokenService, clock=time.time) -> None:
         self._client = client
         self._orders = db["bankid_orders"]
+        self._records = db.get_collection("login_records", write_concern=DURABLE)
         self._tokens = tokens
         self._clock = clock
 
@@ -202,7 +211,8 @@ class BankIdLogin:
         if status == PENDING:
             return Collected(PENDING, hint, user_message(PENDING, hint))
         if status == COMPLETE:
-            user = result.get("completionData", {}).get("user", {})
+            completion = result.get("completionData", {})
+            user = completion.get("user", {})
             try:
                 number = pnr.parse(user.get("personalNumber", ""), "personalNumber").normalized
             except InvalidArgument:
@@ -217,6 +227,14 @@ class BankIdLogin:
             name = user.get("name") or f"{user.get('givenName', '')} {user.get('surname', '')}".strip()
             log.info("BankID login", extra={"svpl_person": pnr.mask(number)})
             session = self._tokens.issue_session(citizen_principal(number, name, BANKID, ASSURANCE))
+            await self._records.insert_one({
+                "_id": session.token_id, "method": BANKID, "person_id": number, "order_ref": order["_id"],
+                "at": dt.datetime.now(dt.timezone.utc), "expires_at": session.expires_at,
+                "signature": str(completion.get("signature", "")),
+                "ocsp_response": str(completion.get("ocspResponse", "")),
+                "bankid_issue_date": str(completion.get("bankIdIssueDate", "")),
+                "device_ip": str(completion.get("device", {}).get("ipAddress", "")),
+            })
             return Collected(COMPLETE, "", "", session)
         await self._orders.update_one({"_id": order["_id"]},
                                       {"$set": {"status": FAILED}, "$unset": {"qr_start_secret": ""}})

@@ -13,7 +13,19 @@ from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2 as pb
 
 from devstack.harness import as_token
-from services.identity.bankid import RFA1, RFA6, RFA8, RFA9, RFA21, RFA22, BankIdClient, BankIdLogin, qr_data
+from services.identity.bankid import (
+    RFA1,
+    RFA6,
+    RFA8,
+    RFA9,
+    RFA21,
+    RFA22,
+    RFA23,
+    BankIdClient,
+    BankIdLogin,
+    qr_data,
+    user_message,
+)
 from services.runtime.errors import Unavailable
 from tests.identity.test_tokens_rpc import field_violation
 
@@ -75,6 +87,29 @@ async def test_completed_order_issues_one_citizen_session(system, gw, bankid_ser
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert bankid_server.requests[-1][0] == "collect" and bankid_server.requests[-1][1] == {
         "orderRef": started.order_ref}
+
+
+async def test_the_logins_record_keeps_bankids_signature_and_ocsp_response(system, gw, bankid_server, mongo):
+    from pymongo import AsyncMongoClient
+
+    bankid_server.script_next("complete")
+    started = await start(system, gw)
+    while (r := await collect(system, gw, started.order_ref)).status == pb.BANK_ID_STATUS_PENDING:
+        pass
+    v = await system.stub("identity").VerifyToken(pb.VerifyTokenRequest(token=r.session.token), metadata=gw)
+    client = AsyncMongoClient(mongo.uri, tz_aware=True)
+    try:
+        records = [d async for d in client[f"{system.prefix}_identity"]["login_records"].find({})]
+    finally:
+        await client.close()
+    assert [(x["_id"], x["method"], x["person_id"], x["order_ref"], x["signature"], x["ocsp_response"])
+            for x in records] == [(v.token_id, "bankid", "191212121212", started.order_ref, "PHNpZ25hdHVyZS8+",
+                                   "b2NzcA==")]
+
+
+def test_rfa23_is_for_the_id_document_and_call_confirmation_has_its_own_text():
+    assert user_message("pending", "userMrtd") == "Fotografera och läs av din ID-handling med BankID-appen."
+    assert user_message("pending", "userCallConfirm") not in (RFA23, RFA21)
 
 
 async def test_qr_secret_never_leaves_identity(system, gw, bankid_server):

@@ -11,14 +11,21 @@
     catch (err) { say("login-message", errorText(err), "error"); }
   });
 
+  // BankID's launch links: on a phone or tablet the universal link (https://app.bankid.com/), which the
+  // BankID app claims (and which opens the app's store page when it is not installed); on a computer
+  // the bankid:/// scheme, which the desktop app registers.
+  const mobile = /Android|iPhone|iPad|iPod|Mobile/i.test(navigator.userAgent)
+    || (navigator.platform === "MacIntel" && navigator.maxTouchPoints > 1);
+  const bankIdLaunchUrl = (token) => (mobile ? "https://app.bankid.com/" : "bankid:///")
+    + "?autostarttoken=" + encodeURIComponent(token) + "&redirect=null";
+
   let poll = null;
   const stopPolling = () => { if (poll) clearInterval(poll); poll = null; };
   document.getElementById("bankid-start").addEventListener("click", async () => {
     try {
       const order = await api("POST", "/auth/bankid");
       document.getElementById("bankid-progress").hidden = false;
-      document.getElementById("bankid-open").href =
-        "bankid:///?autostarttoken=" + encodeURIComponent(order.auto_start_token) + "&redirect=null";
+      document.getElementById("bankid-open").href = bankIdLaunchUrl(order.auto_start_token);
       const qr = document.getElementById("bankid-qr");
       qr.src = "/api/v1/auth/bankid/qr.svg?t=" + Date.now();
       let tick = 0;
