@@ -49,6 +49,7 @@ from services.booking.model import (
 from services.booking.options import PHONE, BookingOptions
 from services.booking.peers import IdentityValidator, RosterMeetings
 from services.booking.store import BookingStore
+from services.runtime import names as person_names
 from services.runtime import paging
 from services.runtime.access_log import AccessLog
 from services.runtime.auth import Caller
@@ -463,6 +464,25 @@ class Bookings:
             query["done"] = False
         return await self.store.phone_task_page(query, query=(coordinator, include_done),
                                                 size=paging.page_size(page_size), token=page_token)
+
+    async def add_undelivered_task(self, booking_id: str, key: str, name: str, instructions: str) -> PhoneTask:
+        """roster's call: a person (a next of kin) was not reached; the coordinator phones them."""
+        if not (key or "").strip() or len(key) > 200:
+            raise InvalidArgument("task_key", "is required (at most 200 characters)")
+        name = person_names.checked("person_name", name)
+        instructions = (instructions or "").strip()
+        if not instructions or len(instructions) > 4000:
+            raise InvalidArgument("instructions", "is required (at most 4000 characters)")
+        b = await self._load(booking_id)
+        task = model.undelivered_task(b, key.strip(), name, instructions, model.now())
+        existing = await self.store.phone_task(task.id)
+        if existing is not None:
+            return existing
+        try:
+            await self.store.add_phone_task(task, None)
+        except DuplicateKeyError:  # a concurrent retry added it
+            pass
+        return await self.store.phone_task(task.id) or task
 
     async def complete_phone_task(self, who: Caller, task_id: str) -> PhoneTask:
         if not task_id:

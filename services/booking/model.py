@@ -48,9 +48,10 @@ class PartyKind(StrEnum):
     EXTERNAL_BODY = "external_body"
     PATIENT = "patient"
     PRIMARY_CARE = "primary_care"
+    NEXT_OF_KIN = "next_of_kin"  # phone tasks from roster only: next of kin are never invited here
 
 
-PARTY_KINDS = tuple(k.value for k in PartyKind)
+PARTY_KINDS = tuple(k.value for k in PartyKind if k != PartyKind.NEXT_OF_KIN)
 
 
 class InvitationState(StrEnum):
@@ -470,6 +471,13 @@ def phone_task(b: Booking, inv: Invitation, kind: Notice, at: dt.datetime) -> Ph
     party = inv.party
     return PhoneTask(uuid.uuid4().hex, b.id, b.coordinator, inv.id, party, kind.value,
                      f"Ring {party.name} på {party.address}: {subject}\n{body}", at)
+
+
+def undelivered_task(b: Booking, key: str, name: str, instructions: str, at: dt.datetime) -> PhoneTask:
+    """The coordinator's task to phone a person a message could not reach (one per `key`)."""
+    party = Party(f"undelivered-{key}", PartyKind.NEXT_OF_KIN.value, name, PHONE, "")
+    return PhoneTask(f"undelivered-{key}", b.id, b.coordinator, "", party, Notice.INVITATION.value,
+                     instructions, at)
 
 
 def confirm(inv: Invitation, names: list[str], by: str, at: dt.datetime) -> None:

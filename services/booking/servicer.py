@@ -45,6 +45,7 @@ ACCESS = {
     "ConfirmInvitation": STAFF,
     "ListPhoneTasks": COORDINATOR,
     "CompletePhoneTask": COORDINATOR,
+    "AddPhoneTask": services("roster"),
     "RequestRebook": services("support"),
     "ListBookingOptions": LOGGED_IN,
 }
@@ -66,6 +67,7 @@ KIND = {
     "external_body": pb.PARTY_KIND_EXTERNAL_BODY,
     "patient": pb.PARTY_KIND_PATIENT,
     "primary_care": pb.PARTY_KIND_PRIMARY_CARE,
+    "next_of_kin": pb.PARTY_KIND_NEXT_OF_KIN,
 }
 KIND_NAME = {v: k for k, v in KIND.items()}
 INVITATION_STATE = {
@@ -201,6 +203,11 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
             request.page.page_token)
         return pb.ListPhoneTasksResponse(tasks=[_task(t) for t in tasks],
                                          page=common_pb2.PageResponse(next_page_token=token))
+
+    async def AddPhoneTask(self, request, context):
+        task = await self.bookings.add_undelivered_task(request.booking_id, request.task_key, request.person_name,
+                                                        request.instructions)
+        return pb.AddPhoneTaskResponse(task=_task(task))
 
     async def CompletePhoneTask(self, request, context):
         return pb.CompletePhoneTaskResponse(task=_task(await self.bookings.complete_phone_task(auth.caller(),

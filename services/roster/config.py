@@ -32,9 +32,16 @@ class RosterSettings(ServiceSettings):
     auto_close_after_seconds: float = Field(2 * 3600, ge=0)
     # How often the background task looks for such meetings (and unfinished clean-ups).
     auto_close_check_seconds: float = Field(60.0, gt=0)
-    # 1177 e-services inbox API (next of kin get a message when registered).
+    # 1177 inbox (next of kin get a message when registered): AddMessage 2.0 over the national service
+    # platform (NTjP). The platform's address for the contract, e.g. https://<ntjp>/vp/AddMessage/2/rivtabp21.
     inbox_1177_url: str = ""
-    inbox_1177_api_key: str = ""
+    # Mutual TLS: the platform knows svpl by this client certificate (a SITHS function certificate, PEM,
+    # from a Secret) and its key; only inbox_1177_ca_file (empty: the system store) is trusted for the platform.
+    inbox_1177_client_cert_file: str = ""
+    inbox_1177_client_key_file: str = ""
+    inbox_1177_ca_file: str = ""
+    # The 1177 inbox producer's logical address (RIV-TA BP 2.1 LogicalAddress header).
+    inbox_1177_logical_address: str = "5565594230"
     inbox_1177_timeout_seconds: float = Field(10.0, gt=0)
     outbox_poll_seconds: float = Field(1.0, gt=0)
     # Retries of a failed delivery wait about base * 2**(attempt-1) seconds (with jitter), at most the cap.

@@ -31,11 +31,12 @@ from services.runtime.errors import (
     PermissionDenied,
     Unavailable,
 )
-from services.runtime.outbox import Outbox
+from services.runtime.outbox import Outbox, OutboxMessage
 
 log = logging.getLogger("svpl.roster")
 
 INBOX_1177 = "inbox_1177"
+PHONE_TASK = "booking_phone_task"  # the coordinator's phone task when a 1177 inbox message is refused for good
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 MAX_NAME = 200
 MAX_TEXT = 4000
@@ -382,10 +383,30 @@ class Roster:
                f"Du kan också ringa in med mötes-ID {m.dial_in_code}.")
         for p in people:
             payload = {"personnummer": p.person_id, "subject": subject, "body": f"Hej {p.full_name}!\n\n{text}{how}\n",
-                       "meeting_id": m.id, "participant_id": p.id, "care_unit": m.care_unit_hsa_id}
+                       "meeting_id": m.id, "participant_id": p.id, "care_unit": m.care_unit_hsa_id,
+                       "name": p.full_name, "booking_id": m.booking_id}
             # One message per participant and meeting version: a retried transaction adds it once.
             suffix = "" if kind == "invited" else f"-{kind}-{m.version}"
             await self.outbox.add(session, INBOX_1177, payload, message_id=f"nok-{m.id}-{p.id}{suffix}")
+
+    async def inbox_notices(self, m: Meeting) -> dict[str, str]:
+        """participant id → the outbox state (pending | delivered | failed) of each next of kin's
+        1177 invitation: the coordinator sees who was not notified."""
+        kin = {f"nok-{m.id}-{p.id}": p.id for p in m.participants if p.role == model.NEXT_OF_KIN}
+        docs = await self.outbox.get_many(kin)
+        return {kin[message_id]: doc["state"] for message_id, doc in docs.items()}
+
+    @staticmethod
+    def inbox_fallback(message: OutboxMessage, error: str) -> tuple[str, dict] | None:
+        """For a 1177 inbox message refused for good: the coordinator's phone task (booking's)."""
+        p = message.payload
+        if not p.get("booking_id"):
+            return None
+        name = p.get("name") or "närstående"
+        instructions = (f"Meddelandet till {name}s 1177-inkorg kunde inte lämnas ({error[:300]}). "
+                        f"Ring {name} (närstående) och berätta:\n{p.get('subject', '')}\n{p.get('body', '')}")
+        return PHONE_TASK, {"booking_id": p["booking_id"], "task_key": message.message_id, "person_name": name,
+                            "instructions": instructions}
 
     async def list_participants(self, meeting_id: str, who: Caller) -> Meeting:
         m = await self._coordinated(meeting_id, who)

@@ -1,4 +1,4 @@
-"""Roster's calls to identity and media, through their contracts only.
+"""Roster's calls to identity, media and booking, through their contracts only.
 
 Each call carries roster's own service token. gRPC failures become domain errors:
 identity's INVALID_ARGUMENT on an ID is the caller's bad input (passed on with the
@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass
 
 import grpc
+from svpl.booking.v1 import booking_pb2, booking_pb2_grpc
 from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
 from svpl.media.v1 import media_pb2, media_pb2_grpc
@@ -20,6 +21,7 @@ from svpl.media.v1 import media_pb2, media_pb2_grpc
 from services.roster import model
 from services.runtime import clients
 from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, Unavailable
+from services.runtime.outbox import OutboxMessage, PermanentDeliveryError, RetryableDeliveryError
 
 TIMEOUT = 5.0
 
@@ -30,6 +32,28 @@ class Refused(FailedPrecondition):
 
 def _unavailable(peer: str, exc: grpc.aio.AioRpcError) -> DomainError:
     return Unavailable(f"{peer} is unavailable right now ({exc.code().name}); try again")
+
+
+class BookingPhoneTasks:
+    """ChannelAdapter (outbox): the coordinator's phone task for a person a message did not reach,
+    added by booking (AddPhoneTask, idempotent on the key). Booking being away is retried."""
+
+    def __init__(self, channel: grpc.aio.Channel, service_token: str) -> None:
+        self._stub = booking_pb2_grpc.BookingServiceStub(channel)
+        self._token = service_token
+
+    async def deliver(self, message: OutboxMessage) -> None:
+        p = message.payload
+        try:
+            await self._stub.AddPhoneTask(booking_pb2.AddPhoneTaskRequest(
+                booking_id=p["booking_id"], task_key=p["task_key"], person_name=p["person_name"],
+                instructions=p["instructions"]), metadata=clients.metadata(self._token), timeout=TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                              grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              grpc.StatusCode.INTERNAL):  # booking away, or a fault a deployment mends
+                raise RetryableDeliveryError(f"booking: {exc.code().name}") from None
+            raise PermanentDeliveryError(f"booking refused the phone task: {exc.code().name}") from None
 
 
 class Identity:

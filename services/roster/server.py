@@ -9,13 +9,13 @@ from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
 
 from services.roster.config import RosterSettings
 from services.roster.inbox1177 import Inbox1177Adapter
-from services.roster.meetings import INBOX_1177, Roster
-from services.roster.peers import Identity, Media
+from services.roster.meetings import INBOX_1177, PHONE_TASK, Roster
+from services.roster.peers import BookingPhoneTasks, Identity, Media
 from services.roster.servicer import ACCESS, RosterServicer
 from services.roster.store import MeetingStore
 from services.runtime import auth, clients, mongo
 from services.runtime.access_log import AccessLog
-from services.runtime.outbox import Backoff, Dispatcher, Outbox
+from services.runtime.outbox import Backoff, ChannelAdapter, Dispatcher, Outbox
 from services.runtime.server import Binding, Component, Resources
 
 log = logging.getLogger("svpl.roster")
@@ -37,21 +37,24 @@ async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
                         code_digits=settings.dial_in_code_digits, join_ttl_seconds=settings.join_token_ttl_seconds,
                         media_check_seconds=settings.media_check_seconds,
                         left_room_release_seconds=settings.left_room_release_seconds)
-        adapters = {}
+        booking_channel = opened.closing(clients.channel(settings.booking_address))
+        adapters: dict[str, ChannelAdapter] = {PHONE_TASK: BookingPhoneTasks(booking_channel, settings.service_token)}
         if settings.inbox_1177_url:
             adapters[INBOX_1177] = opened.closing(Inbox1177Adapter(
-                settings.inbox_1177_url, settings.inbox_1177_api_key, settings.inbox_1177_timeout_seconds))
+                settings.inbox_1177_url, client_cert=settings.inbox_1177_client_cert_file,
+                client_key=settings.inbox_1177_client_key_file, ca_file=settings.inbox_1177_ca_file,
+                timeout=settings.inbox_1177_timeout_seconds, logical_address=settings.inbox_1177_logical_address))
         else:
             log.warning("SVPL_INBOX_1177_URL is not set: 1177 inbox messages stay queued until it is")
         dispatcher = Dispatcher(outbox, adapters, poll_seconds=settings.outbox_poll_seconds, name="roster-outbox",
-                                backoff=Backoff(settings.outbox_retry_base_seconds, settings.outbox_retry_cap_seconds))
+                                backoff=Backoff(settings.outbox_retry_base_seconds, settings.outbox_retry_cap_seconds),
+                                fallbacks={INBOX_1177: Roster.inbox_fallback})
         opened.closing(dispatcher, dispatcher.stop)
         roster.on_outbox_message = dispatcher.notify
         opened.closing(roster)  # its room releases still running
 
         async def start() -> None:
-            if adapters:
-                dispatcher.start()
+            dispatcher.start()
 
         binding = Binding(
             roster_pb2.DESCRIPTOR.services_by_name["RosterService"],

@@ -109,12 +109,17 @@ def meeting_pb(m: model.Meeting) -> roster_pb2.Meeting:
     )
 
 
-def participant_pb(p: model.Participant, connected: bool = False) -> roster_pb2.Participant:
+INBOX_NOTICES = {"pending": roster_pb2.INBOX_NOTICE_PENDING, "delivered": roster_pb2.INBOX_NOTICE_DELIVERED,
+                 "failed": roster_pb2.INBOX_NOTICE_NOT_DELIVERED}
+
+
+def participant_pb(p: model.Participant, connected: bool = False, inbox_notice: str = "") -> roster_pb2.Participant:
     return roster_pb2.Participant(
         participant_id=p.id, full_name=p.full_name, role=ROLES[p.role],
         person=common_pb2.PersonRef(id_kind=ID_KINDS[p.id_kind], id=p.person_id, display_name=p.full_name),
         allowed_methods=[METHODS[x] for x in p.methods], physically_present=p.physically_present,
         removed=p.removed, connected=connected, organization=p.organization,
+        inbox_notice=INBOX_NOTICES.get(inbox_notice, roster_pb2.INBOX_NOTICE_UNSPECIFIED),
     )
 
 
@@ -219,7 +224,9 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
     async def ListParticipants(self, request, context):
         m = await self._r.list_participants(request.meeting_id, auth.caller())
         ids = m.connected_participant_ids()
-        return roster_pb2.ListParticipantsResponse(participants=[participant_pb(p, p.id in ids) for p in m.participants])
+        notices = await self._r.inbox_notices(m)
+        return roster_pb2.ListParticipantsResponse(participants=[participant_pb(p, p.id in ids, notices.get(p.id, ""))
+                                                                 for p in m.participants])
 
     async def SetPhysicalPresence(self, request, context):
         p = await self._r.set_presence(request.meeting_id, auth.caller(), request.participant_id,

@@ -24,6 +24,10 @@ Shape of the parts:
   its lease is abandoned and counted as a retryable failure, so two dispatchers never
   deliver one message at the same time because of a slow receiver.
   Outcomes are counted in ``svpl_outbox_deliveries_total{outbox, channel, outcome}``.
+- A failed message is *parked*: it stays, with its last error, and is never retried. A channel
+  may name a *fallback* (``Dispatcher(fallbacks=...)``): for a permanent failure it gives the
+  message that does the job another way (for example a phone task for a person), added as a new
+  outbox message in the same transaction that parks the failed one, so it is never lost either.
 
 Delivery is therefore at-least-once (a dispatcher killed after the receiver accepted
 but before "delivered" was recorded will deliver again). Every message carries a
@@ -111,6 +115,11 @@ class OutboxMessage:
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> OutboxMessage:
         return cls(doc["_id"], doc["channel"], doc.get("payload") or {}, doc.get("attempts", 0), doc["created_at"])
+
+
+# A channel's fallback: (channel, payload) of the message to send instead of one that failed for good
+# (given the message and the error), or None for nothing.
+Fallback = Callable[[OutboxMessage, str], "tuple[str, Mapping[str, Any]] | None"]
 
 
 class ChannelAdapter(Protocol):
@@ -228,6 +237,7 @@ class Dispatcher:
         backoff: Backoff | None = None,
         max_attempts: int | None = None,
         name: str = "outbox",
+        fallbacks: Mapping[str, Fallback] | None = None,
     ) -> None:
         self.outbox = outbox
         self.adapters = dict(adapters)
@@ -238,6 +248,7 @@ class Dispatcher:
         self.backoff = backoff or Backoff()
         self.max_attempts = max_attempts
         self.name = name
+        self.fallbacks = dict(fallbacks or {})
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -350,7 +361,20 @@ class Dispatcher:
     async def _failed(self, message: OutboxMessage, error: str) -> None:
         DELIVERIES.labels(self.name, message.channel, "failed").inc()
         log.warning("%s: message %s failed permanently: %s", self.name, message.message_id, error[:200])
-        await self.outbox.collection.update_one(
-            {"_id": message.message_id, "state": PENDING},
-            {"$set": {"state": FAILED, "failed_at": _now(), "lease_owner": None, "last_error": error[:1000]}},
-        )
+        fallback = self.fallbacks.get(message.channel)
+        instead = fallback(message, error) if fallback else None
+
+        async def park(session: AsyncClientSession | None) -> None:
+            result = await self.outbox.collection.update_one(
+                {"_id": message.message_id, "state": PENDING},
+                {"$set": {"state": FAILED, "failed_at": _now(), "lease_owner": None, "last_error": error[:1000]}},
+                session=session,
+            )
+            if instead is not None and result.modified_count == 1:
+                await self.outbox.add(session, instead[0], instead[1], message_id=f"{message.message_id}-fallback")
+
+        if instead is None:
+            await park(None)
+            return
+        await in_transaction(self.outbox.collection.database.client, park)
+        self.notify()

@@ -469,7 +469,7 @@ EXPECTED_CALLS = {
     ("gateway", "identity"), ("gateway", "booking"), ("gateway", "roster"), ("gateway", "media"),
     ("gateway", "support"),
     ("booking", "roster"), ("booking", "identity"),
-    ("roster", "identity"), ("roster", "media"),
+    ("roster", "identity"), ("roster", "media"), ("roster", "booking"),  # booking: phone tasks for parked 1177 messages
     ("media", "roster"), ("media", "identity"),
     ("support", "identity"), ("support", "roster"), ("support", "media"), ("support", "booking"),
 }

@@ -28,7 +28,7 @@ the contracts). kind grpc|http; port; database: uses MongoDB; calls: the service
 {{- define "svpl.facts" -}}
 identity: {kind: grpc, port: 50051, health: svpl.identity.v1.IdentityService, database: true, metrics: true, calls: []}
 booking: {kind: grpc, port: 50052, health: svpl.booking.v1.BookingService, database: true, metrics: true, calls: [identity, roster]}
-roster: {kind: grpc, port: 50053, health: svpl.roster.v1.RosterService, database: true, metrics: true, calls: [identity, media]}
+roster: {kind: grpc, port: 50053, health: svpl.roster.v1.RosterService, database: true, metrics: true, calls: [identity, media, booking]}
 media: {kind: grpc, port: 50054, health: svpl.media.v1.MediaService, database: true, metrics: true, calls: [identity, roster]}
 support: {kind: grpc, port: 50055, health: svpl.support.v1.SupportService, database: true, metrics: true, calls: [identity, roster, media, booking]}
 gateway: {kind: http, port: 8080, health: "", database: false, metrics: true, calls: [identity, booking, roster, media, support]}
@@ -170,6 +170,12 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- $_ := set $data "SVPL_SITHS_OCSP_URL" . -}}
 {{- end -}}
 {{- end -}}
+{{- if eq $c.name "roster" -}}
+{{- include "svpl.inbox1177Config" (dict "root" $root "data" $data) -}}
+{{- end -}}
+{{- if eq $c.name "identity" -}}
+{{- include "svpl.nationalLoginConfig" (dict "root" $root "data" $data) -}}
+{{- end -}}
 {{- if eq $c.name "media" -}}
 {{- $_ := set $data "SVPL_CAPACITY_PARTICIPANTS" (toString $root.Values.media.capacityParticipants) -}}
 {{- $_ := set $data "SVPL_TEST_ROOM_SHARE" (toString $root.Values.media.testRoomShare) -}}
@@ -191,4 +197,32 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- $_ := set $data $k (toString $v) -}}
 {{- end -}}
 {{- toYaml $data -}}
+{{- end -}}
+
+
+{{- /* The 1177 inbox over the national service platform (roster): its address, logical address and
+the mounted client-certificate Secret (values: inbox1177). */ -}}
+{{- define "svpl.inbox1177Config" -}}
+{{- $v := .root.Values.inbox1177 -}}
+{{- if $v.url -}}
+{{- $_ := set .data "SVPL_INBOX_1177_URL" $v.url -}}
+{{- $_ := set .data "SVPL_INBOX_1177_LOGICAL_ADDRESS" $v.logicalAddress -}}
+{{- $_ := required "inbox1177.clientCertSecret is required with inbox1177.url: the platform knows svpl by its SITHS function certificate" $v.clientCertSecret -}}
+{{- $_ := set .data "SVPL_INBOX_1177_CLIENT_CERT_FILE" "/var/run/svpl/inbox-1177/tls.crt" -}}
+{{- $_ := set .data "SVPL_INBOX_1177_CLIENT_KEY_FILE" "/var/run/svpl/inbox-1177/tls.key" -}}
+{{- $_ := set .data "SVPL_INBOX_1177_CA_FILE" "/var/run/svpl/inbox-1177/ca.crt" -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* Identity's national-login settings: the Inera test-environment flag, SITHS assurance policies,
+and the 1177 login (values: testEnvironment, identity.siths, identity.e1177). */ -}}
+{{- define "svpl.nationalLoginConfig" -}}
+{{- $root := .root -}}
+{{- $_ := set .data "SVPL_TEST_ENVIRONMENT" (toString $root.Values.testEnvironment) -}}
+{{- with $root.Values.identity.siths.loa3PolicyOids -}}
+{{- $_ := set $.data "SVPL_SITHS_LOA3_POLICY_OIDS" . -}}
+{{- end -}}
+{{- with $root.Values.identity.siths.loa2PolicyOids -}}
+{{- $_ := set $.data "SVPL_SITHS_LOA2_POLICY_OIDS" . -}}
+{{- end -}}
 {{- end -}}

@@ -13,6 +13,10 @@
   const ROLES = { PARTICIPANT_ROLE_COORDINATOR: "Samordnare", PARTICIPANT_ROLE_REGION_STAFF: "Regionpersonal",
     PARTICIPANT_ROLE_MUNICIPALITY_STAFF: "Kommunpersonal", PARTICIPANT_ROLE_EXTERNAL: "Extern deltagare",
     PARTICIPANT_ROLE_PATIENT: "Den enskilde (patient)", PARTICIPANT_ROLE_NEXT_OF_KIN: "Närstående" };
+  // A next of kin's invitation in their 1177 inbox, as the coordinator sees it.
+  const INBOX = { INBOX_NOTICE_PENDING: "meddelande till 1177-inkorgen på väg",
+    INBOX_NOTICE_DELIVERED: "meddelande lämnat i 1177-inkorgen",
+    INBOX_NOTICE_NOT_DELIVERED: "EJ aviserad: meddelandet till 1177-inkorgen kunde inte lämnas. Ring (se dina telefonuppgifter)." };
   const STEPS = { AGENDA_STEP_NOT_STARTED: "Inte påbörjat", AGENDA_STEP_WELCOME: "Alla hälsas välkomna",
     AGENDA_STEP_PURPOSE_AND_CONFIDENTIALITY: "Syfte, tystnadsplikt och sekretess",
     AGENDA_STEP_INDIVIDUAL_ON_REASON: "Den enskilde berättar varför mötet hålls",
@@ -157,7 +161,9 @@
         for (const p of (await api("GET", "/meetings/" + id + "/participants")).participants) {
           body.append(el("tr", {}, el("td", {}, p.full_name), el("td", {}, ROLES[p.role] || p.role),
             el("td", {}, p.person ? (p.person.id_kind === "ID_KIND_PERSONNUMMER" ? p.person.id.slice(0, 8) + "-****" : p.person.id) : ""),
-            el("td", {}, p.removed ? "Borttagen" : p.connected ? "Ansluten" : "Registrerad")));
+            el("td", {}, p.removed ? "Borttagen" : p.connected ? "Ansluten" : "Registrerad",
+              INBOX[p.inbox_notice] ? el("span", { class: "inbox-notice", "data-inbox": p.inbox_notice },
+                " – " + INBOX[p.inbox_notice]) : "")));
         }
       } catch (err) { say(msg, errorText(err), "error"); }
     };

@@ -1,0 +1,54 @@
+"""The chart's settings for the national integrations (issue #22): the 1177 inbox over the national
+service platform with its client-certificate Secret, the Inera test-environment flag, and SITHS
+assurance policies; each value reaches the setting the service reads."""
+
+from __future__ import annotations
+
+import helm_python as helm
+import pytest
+
+from services.identity.config import IdentitySettings
+from services.roster.config import RosterSettings
+from tests.charts.conftest import NAMESPACE, RELEASE, merged
+
+INBOX = {"inbox1177": {"url": "https://ntjp.example.se/vp/AddMessage/2/rivtabp21",
+                       "clientCertSecret": "svpl-ntjp-function-cert"}}
+
+
+def test_the_inbox_client_certificate_comes_from_its_secret(render):
+    r = render(INBOX)
+    config = r.config("roster")
+    assert config["SVPL_INBOX_1177_URL"] == INBOX["inbox1177"]["url"]
+    assert config["SVPL_INBOX_1177_LOGICAL_ADDRESS"] == "5565594230"
+    assert config["SVPL_INBOX_1177_CLIENT_CERT_FILE"] == "/var/run/svpl/inbox-1177/tls.crt"
+    assert {k.removeprefix("SVPL_").lower() for k in config if "INBOX" in k} <= set(RosterSettings.model_fields)
+    pod = r.deployment("roster")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "inbox-1177-client")
+    assert volume["secret"]["secretName"] == "svpl-ntjp-function-cert"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "inbox-1177-client")
+    assert (mount["mountPath"], mount["readOnly"]) == ("/var/run/svpl/inbox-1177", True)
+    assert "SVPL_INBOX_1177_URL" not in render().config("roster")  # off unless configured
+
+
+def test_an_inbox_without_a_client_certificate_is_refused(chart):
+    with pytest.raises(helm.HelmRenderError, match="inbox1177.clientCertSecret is required"):
+        chart.render(merged({"inbox1177": {"url": INBOX["inbox1177"]["url"]}}), name=RELEASE, namespace=NAMESPACE)
+
+
+def test_identity_gets_the_test_environment_flag_and_siths_policies(render):
+    config = render().config("identity")
+    assert config["SVPL_TEST_ENVIRONMENT"] == "false"
+    config = render({"testEnvironment": True, "identity": {"siths": {"loa3PolicyOids": "1.2.3.4",
+                                                                     "loa2PolicyOids": "1.2.3.5"}}}).config("identity")
+    assert (config["SVPL_TEST_ENVIRONMENT"], config["SVPL_SITHS_LOA3_POLICY_OIDS"],
+            config["SVPL_SITHS_LOA2_POLICY_OIDS"]) == ("true", "1.2.3.4", "1.2.3.5")
+    assert {"test_environment", "siths_loa3_policy_oids", "siths_loa2_policy_oids"} <= set(IdentitySettings.model_fields)
+
+
+@pytest.mark.parametrize("overlay, message", [
+    ({"inbox1177": {"url": "http://plain.example"}}, "/inbox1177/url"),
+    ({"identity": {"siths": {"loa3PolicyOids": "not an oid"}}}, "/identity/siths/loa3PolicyOids"),
+])
+def test_the_schema_refuses_bad_values(chart, overlay, message):
+    with pytest.raises(helm.HelmValuesError, match=message):
+        chart.render(merged(overlay), name=RELEASE, namespace=NAMESPACE)
