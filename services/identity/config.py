@@ -74,12 +74,20 @@ class IdentitySettings(ServiceSettings):
     bankid_ca_file: str = ""  # the CA that signs the BankID server certificate
     bankid_timeout_seconds: float = Field(10.0, gt=0)
 
-    # 1177 e-services login (OpenID Connect relying party).
+    # 1177 e-services login for citizens: "oidc" (the Swedish OIDC profile) or "saml" (SAML 2.0 Web SSO,
+    # as Inera's citizen IdP is published). Either way the login must reach e_services_1177_min_loa
+    # (3: LoA 3, eIDAS substantial); weaker logins are refused.
+    e_services_1177_protocol: Literal["oidc", "saml"] = "oidc"
+    e_services_1177_min_loa: int = Field(3, ge=2, le=4)
+    # OpenID Connect relying party.
     oidc_1177_issuer: str = ""  # discovery at <issuer>/.well-known/openid-configuration
     oidc_1177_client_id: str = ""
+    # Client authentication: private_key_jwt with this key (PEM; the profile's default), else the secret.
+    oidc_1177_client_key_file: str = ""
     oidc_1177_client_secret: str = ""
     oidc_1177_ca_file: str = ""
-    oidc_1177_scope: str = "openid"
-    # The ID-token claim that carries the personnummer.
+    oidc_1177_scope: str = "openid https://id.oidc.se/scope/naturalPersonNumber"
+    # The ID-token claims that carry the personnummer, and the samordningsnummer.
     oidc_1177_personnummer_claim: str = "https://id.oidc.se/claim/personalIdentityNumber"
+    oidc_1177_coordination_number_claim: str = "https://id.oidc.se/claim/coordinationNumber"
     login_state_ttl_seconds: int = Field(600, ge=30, le=3600)

@@ -8,6 +8,7 @@ import logging
 from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from services.identity.access_extract import AccessExtract
+from services.identity.assurance import Assurance
 from services.identity.bankid import BankIdClient, BankIdLogin
 from services.identity.config import IdentitySettings
 from services.identity.development import DEMO_DIRECTORY, DevelopmentLogin, load_citizens
@@ -70,6 +71,9 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
             settings.oidc_1177_issuer, settings.oidc_1177_client_id, settings.oidc_1177_client_secret, db, tokens,
             ca_file=settings.oidc_1177_ca_file, scope=settings.oidc_1177_scope,
             personnummer_claim=settings.oidc_1177_personnummer_claim,
+            coordination_number_claim=settings.oidc_1177_coordination_number_claim,
+            client_key_file=settings.oidc_1177_client_key_file,
+            assurance=Assurance(settings.e_services_1177_min_loa),
             state_ttl=dt.timedelta(seconds=settings.login_state_ttl_seconds))
         servicer = IdentityServicer(keys, tokens, directory, development, access_log, siths, bankid, e_services,
                                     AccessExtract(access_log), mapping=settings.hsa,

@@ -20,7 +20,7 @@ async def login_app(system_factory, bankid_server, oidc_provider, tls_files):
         bankid_url=bankid_server.url, bankid_client_cert_file=tls_files["rp_cert"],
         bankid_client_key_file=tls_files["rp_key"], bankid_ca_file=tls_files["server_ca"],
         oidc_1177_issuer=oidc_provider.issuer, oidc_1177_client_id="svpl-rjl",
-        oidc_1177_client_secret="test-client-secret", oidc_1177_ca_file=tls_files["server_ca"])})
+        oidc_1177_client_key_file=tls_files["oidc_client_key"], oidc_1177_ca_file=tls_files["server_ca"])})
     app = create_app(gateway_settings(system, development_login=False, public_url="https://gateway.test"))
     yield app
     await app.state.backends.close()

@@ -5,6 +5,7 @@ whatever order the tests run in (test_no_personnummer_in_logs.py proves the chec
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +82,12 @@ def tls_files(tmp_path_factory):
     files["rp_cert"], files["rp_key"] = make_leaf(client_ca, "svpl RP").write(d, "rp")
     stranger = make_ca("Someone else's CA")
     files["stranger_cert"], files["stranger_key"] = make_leaf(stranger, "not our RP").write(d, "stranger")
+    # The 1177 OIDC client's key (private_key_jwt): the public half is registered at the provider.
+    oidc_client = make_ca("svpl 1177 client key")
+    files["oidc_client_key"] = d / "oidc-client.key"
+    files["oidc_client_key"].write_text(oidc_client.key_pem)
+    files["oidc_client_public"] = d / "oidc-client.pub"
+    files["oidc_client_public"].write_text(oidc_client.public_pem)
     return {k: str(v) for k, v in files.items()}
 
 
@@ -101,7 +108,7 @@ async def oidc_provider(tls_files):
     from tests.identity.oidc_provider import OidcTestProvider
 
     provider = await OidcTestProvider(free_port(), tls_files["server_cert"], tls_files["server_key"],
-                                      "svpl-rjl", "test-client-secret").start()
+                                      "svpl-rjl", Path(tls_files["oidc_client_public"]).read_text()).start()
     yield provider
     await provider.stop()
 

@@ -43,6 +43,11 @@ class Issued:
         return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()).decode()
 
+    @property
+    def public_pem(self) -> str:
+        return self.key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
     def write(self, directory: Path, name: str) -> tuple[Path, Path]:
         cert, key = directory / f"{name}.pem", directory / f"{name}.key"
         cert.write_text(self.pem)

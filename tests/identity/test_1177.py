@@ -1,6 +1,7 @@
-"""1177 login as an OpenID Connect relying party (authorization code + PKCE) against
-the test provider over TLS: the personnummer comes from the verified ID token; tampered,
-replayed or mismatched logins are refused."""
+"""1177 login as an OpenID Connect relying party (authorization code + PKCE, the Swedish OIDC
+profile: the naturalPersonNumber scope, private_key_jwt, a minimum LoA) against the test provider
+over TLS: the personnummer (or samordningsnummer) comes from the verified ID token; tampered,
+replayed, mismatched or too weak logins are refused."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2 as pb
 
 from devstack.harness import as_token
-from tests.identity.oidc_provider import PNR_CLAIM
+from tests.identity.oidc_provider import ASSERTION_TYPE, COORDINATION_CLAIM, LOA3, PNR_CLAIM, PNR_SCOPE
 from tests.identity.test_tokens_rpc import field_violation
 
 REDIRECT = "https://portal.example/auth/rjl/1177/callback"
@@ -25,7 +26,7 @@ REDIRECT = "https://portal.example/auth/rjl/1177/callback"
 async def system(system_factory, oidc_provider, tls_files):
     return await system_factory(["identity"], overrides={"identity": dict(
         oidc_1177_issuer=oidc_provider.issuer, oidc_1177_client_id="svpl-rjl",
-        oidc_1177_client_secret="test-client-secret", oidc_1177_ca_file=tls_files["server_ca"])})
+        oidc_1177_client_key_file=tls_files["oidc_client_key"], oidc_1177_ca_file=tls_files["server_ca"])})
 
 
 @pytest.fixture
@@ -43,12 +44,13 @@ async def browser(url: str, ca_file: str) -> dict:
     return {k: v[0] for k, v in parse_qs(back.query).items()}
 
 
-async def log_in(system, gw, tls_files, redirect=REDIRECT):
+async def log_in(system, gw, tls_files, redirect=REDIRECT, profile=True):
     stub = system.stub("identity")
     started = await stub.Start1177Login(pb.Start1177LoginRequest(redirect_uri=REDIRECT), metadata=gw)
     query = parse_qs(urlsplit(started.authorization_url).query)
     assert query["code_challenge_method"] == ["S256"] and query["state"] == [started.state]
     assert query["nonce"][0] and query["code_challenge"][0]
+    assert not profile or (PNR_SCOPE in query["scope"][0].split() and LOA3 in query["acr_values"][0].split())
     back = await browser(started.authorization_url, tls_files["server_ca"])
     assert back["state"] == started.state
     return back, await stub.Complete1177Login(
@@ -63,7 +65,48 @@ async def test_next_of_kin_logs_in_with_1177(system, gw, tls_files, oidc_provide
         "198112289874", common_pb2.ID_KIND_PERSONNUMMER, "Nils Närstående", common_pb2.LOGIN_METHOD_E_SERVICES_1177,
         ["citizen"], "substantial")
     assert oidc_provider.token_requests[-1] == {"grant_type": "authorization_code", "redirect_uri": REDIRECT,
-                                                "has_verifier": True}
+                                                "has_verifier": True, "auth": ASSERTION_TYPE}
+
+
+async def test_a_samordningsnummer_holder_logs_in(system, gw, tls_files, oidc_provider):
+    oidc_provider.user = {COORDINATION_CLAIM: "197010632391", "name": "Sam Ordning"}
+    try:
+        _, r = await log_in(system, gw, tls_files)
+    finally:
+        oidc_provider.user = {PNR_CLAIM: "198112289874", "name": "Nils Närstående"}
+    assert (r.session.principal.person.id, r.session.principal.assurance) == ("197010632391", "substantial")
+
+
+@pytest.mark.parametrize("acr", ["http://id.elegnamnden.se/loa/1.0/loa2", "", "http://id.sambi.se/loa/loa1"])
+async def test_a_login_below_the_minimum_assurance_is_refused_in_swedish(system, gw, tls_files, oidc_provider, acr):
+    oidc_provider.acr = acr
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await log_in(system, gw, tls_files)
+    finally:
+        oidc_provider.acr = LOA3
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "kräver minst tillitsnivå 3" in err.value.details()
+
+
+async def test_without_the_scope_the_provider_sends_no_personnummer(system_factory, gw, tls_files, oidc_provider):
+    """What happened with svpl's old default scope (openid only) at a profile-compliant provider."""
+    system = await system_factory(["identity"], overrides={"identity": dict(
+        oidc_1177_issuer=oidc_provider.issuer, oidc_1177_client_id="svpl-rjl", oidc_1177_scope="openid",
+        oidc_1177_client_key_file=tls_files["oidc_client_key"], oidc_1177_ca_file=tls_files["server_ca"])})
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await log_in(system, gw, tls_files, profile=False)
+    assert "no valid personnummer" in err.value.details()
+
+
+async def test_a_client_without_the_registered_key_is_not_let_in(system_factory, gw, tls_files, oidc_provider):
+    system = await system_factory(["identity"], overrides={"identity": dict(
+        oidc_1177_issuer=oidc_provider.issuer, oidc_1177_client_id="svpl-rjl", oidc_1177_client_secret="guess",
+        oidc_1177_ca_file=tls_files["server_ca"])})
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await log_in(system, gw, tls_files)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert oidc_provider.token_requests[-1]["auth"] == "Basic"
 
 
 async def test_a_state_is_used_once(system, gw, tls_files):

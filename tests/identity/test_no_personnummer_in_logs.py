@@ -29,7 +29,7 @@ async def test_identity_logged_something_and_no_personnummer_in_clear(
         bankid_url=bankid_server.url, bankid_client_cert_file=tls_files["rp_cert"],
         bankid_client_key_file=tls_files["rp_key"], bankid_ca_file=tls_files["server_ca"],
         oidc_1177_issuer=oidc_provider.issuer, oidc_1177_client_id="svpl-rjl",
-        oidc_1177_client_secret="test-client-secret", oidc_1177_ca_file=tls_files["server_ca"])})
+        oidc_1177_client_key_file=tls_files["oidc_client_key"], oidc_1177_ca_file=tls_files["server_ca"])})
     identity, gw = system.stub("identity"), as_token(service_token("gateway"))
 
     # The patient logs in with BankID (the test server's user: Tolvan Tolvansson, 191212121212).
