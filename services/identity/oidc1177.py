@@ -97,7 +97,7 @@ class Oidc1177Login:
             key = RSAKey.import_key(self._client_key)
         client = AsyncOAuth2Client(self._client_id, key, scope=self._scope, redirect_uri=redirect_uri,
                                    code_challenge_method="S256", verify=self._verify, timeout=self._timeout,
-                                   token_endpoint_auth_method="private_key_jwt")
+                                   token_endpoint_auth_method=PrivateKeyJWT.name)
         client.register_client_auth_method(PrivateKeyJWT(token_endpoint, alg="ES256" if key.key_type == "EC"
                                                          else "RS256"))
         return client
