@@ -4,6 +4,8 @@ set -euo pipefail
 need=()
 command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need+=(slapd)
 command -v ldapadd >/dev/null 2>&1 || need+=(ldap-utils)
+# SAML signatures for the 1177 SAML login (pysaml2 runs xmlsec1).
+command -v xmlsec1 >/dev/null 2>&1 || need+=(xmlsec1)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 # The browser test runs in a private network namespace (unshare -rn; `ip` brings loopback up).

@@ -264,6 +264,7 @@ async def bankid_cancel(request: Request, response: Response, backends: Backends
 # ------------------------------------------------------------------ 1177 e-services (OpenID Connect)
 
 Region = Annotated[str, Path(pattern=r"^[a-z0-9-]{1,20}$")]
+MAX_SAML_FORM = 512 * 1024  # a SAMLResponse with its signature and certificate is a few kB
 
 
 def check_region(settings: GatewaySettings, region: str) -> None:
@@ -285,10 +286,12 @@ async def start_1177(request: Request, region: Region, backends: BackendsDep, se
     answer = await access.stub_method(request, backends.identity)(
         identity_pb2.Start1177LoginRequest(redirect_uri=_callback_uri(request, settings, region)),
         **as_service(backends, settings))
-    # SameSite=Strict would drop this cookie on the identity provider's redirect back: Lax, for this one only.
+    # SameSite=Strict would drop this cookie on the identity provider's redirect back, and Lax on a SAML
+    # IdP's cross-site POST back: None, for this one only (it binds the answer to this browser; it
+    # grants nothing by itself and lives only under /auth/<region>/1177).
     redirect = RedirectResponse(answer.authorization_url, status_code=303)
     redirect.headers.append("set-cookie", f"{OIDC_COOKIE}={answer.state}; Path=/auth/{region}/1177; Secure; "
-                                          "HttpOnly; SameSite=Lax; Max-Age=600")
+                                          "HttpOnly; SameSite=None; Max-Age=600")
     return redirect
 
 
@@ -296,10 +299,30 @@ async def start_1177(request: Request, region: Region, backends: BackendsDep, se
 @login("identity", "Complete1177Login")
 async def callback_1177(request: Request, region: Region, backends: BackendsDep, settings: SettingsDep,
                         state: str = "", code: str = "", error: str = ""):
+    """OpenID Connect: the provider redirects back with the code and the state."""
+    if error:
+        check_region(settings, region)
+        raise Problem(401, f"inloggningen via 1177 slutfördes inte ({error[:100]})")
+    return await _complete_1177(request, region, backends, settings, state, code)
+
+
+@router.post("/auth/{region}/1177/callback", include_in_schema=False)
+@login("identity", "Complete1177Login")
+async def saml_callback_1177(request: Request, region: Region, backends: BackendsDep, settings: SettingsDep):
+    """SAML 2.0 (HTTP-POST binding): the IdP's page posts SAMLResponse and RelayState (the state)."""
+    check_region(settings, region)
+    body = await request.body()
+    if len(body) > MAX_SAML_FORM:
+        raise Problem(413, "svaret från 1177 är för stort")
+    form = urllib.parse.parse_qs(body.decode("ascii", "replace"), max_num_fields=10)
+    return await _complete_1177(request, region, backends, settings, form.get("RelayState", [""])[0],
+                                form.get("SAMLResponse", [""])[0])
+
+
+async def _complete_1177(request: Request, region: str, backends, settings: GatewaySettings, state: str,
+                         code: str) -> RedirectResponse:
     check_region(settings, region)
     expected = request.cookies.get(OIDC_COOKIE, "")
-    if error:
-        raise Problem(401, f"inloggningen via 1177 slutfördes inte ({error[:100]})")
     if not expected or not state or not secrets.compare_digest(expected, state) or not code:
         raise Problem(400, "svaret från 1177 hör inte till den här webbläsaren: börja om", reason="STATE")
     answer = await access.stub_method(request, backends.identity)(
@@ -309,7 +332,7 @@ async def callback_1177(request: Request, region: Region, backends: BackendsDep,
     redirect = RedirectResponse("/portal/", status_code=303)
     await _logged_in(backends.keys, answer.session, redirect)
     redirect.headers.append("set-cookie", f"{OIDC_COOKIE}=; Path=/auth/{region}/1177; Secure; HttpOnly; "
-                                          "SameSite=Lax; Max-Age=0")
+                                          "SameSite=None; Max-Age=0")
     return redirect
 
 

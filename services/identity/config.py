@@ -90,4 +90,12 @@ class IdentitySettings(ServiceSettings):
     # The ID-token claims that carry the personnummer, and the samordningsnummer.
     oidc_1177_personnummer_claim: str = "https://id.oidc.se/claim/personalIdentityNumber"
     oidc_1177_coordination_number_claim: str = "https://id.oidc.se/claim/coordinationNumber"
+    # SAML 2.0 service provider: our entityID, the IdP's metadata (a file, e.g. from a ConfigMap) and,
+    # when it lists several, which IdP; our signing key and certificate (a Secret; the IdP has them
+    # in our SP metadata).
+    saml_1177_sp_entity_id: str = ""
+    saml_1177_idp_metadata_file: str = ""
+    saml_1177_idp_entity_id: str = ""
+    saml_1177_sp_key_file: str = ""
+    saml_1177_sp_cert_file: str = ""
     login_state_ttl_seconds: int = Field(600, ge=30, le=3600)

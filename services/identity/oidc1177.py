@@ -132,7 +132,8 @@ class Oidc1177Login:
             raise FailedPrecondition("1177 login is not configured", reason="E_SERVICES_1177_NOT_CONFIGURED")
 
     @staticmethod
-    def _redirect(redirect_uri: str) -> str:
+    def redirect_uri(redirect_uri: str) -> str:
+        """A checked redirect URI (also the SAML path's assertion consumer service)."""
         uri = (redirect_uri or "").strip()
         try:
             parts = urlsplit(uri)
@@ -149,7 +150,7 @@ class Oidc1177Login:
     async def start(self, redirect_uri: str) -> tuple[str, str]:
         """The provider's authorization URL for the browser, and the state that will come back."""
         self._require()
-        uri = self._redirect(redirect_uri)
+        uri = self.redirect_uri(redirect_uri)
         meta = await self.metadata()
         state, nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(64)
         async with self._client(uri) as client:
@@ -172,7 +173,7 @@ class Oidc1177Login:
         if pending is None or pending["expires_at"] < dt.datetime.now(dt.timezone.utc):
             raise FailedPrecondition("this 1177 login is unknown, used or expired: start again",
                                      reason="UNKNOWN_STATE")
-        if self._redirect(redirect_uri) != pending["redirect_uri"]:
+        if self.redirect_uri(redirect_uri) != pending["redirect_uri"]:
             raise InvalidArgument("redirect_uri", "must be the one the login started with")
         meta = await self.metadata()
         try:

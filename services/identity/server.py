@@ -14,6 +14,7 @@ from services.identity.config import IdentitySettings
 from services.identity.development import DEMO_DIRECTORY, DevelopmentLogin, load_citizens
 from services.identity.directory import Directory, LdapDirectory, LocalDirectory
 from services.identity.oidc1177 import Oidc1177Login
+from services.identity.saml1177 import Saml1177Login
 from services.identity.servicer import ACCESS, IdentityServicer
 from services.identity.siths import OcspChecker, SithsLogin, load_ca_certificates
 from services.identity.token_service import TokenService
@@ -67,14 +68,21 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
                                                         settings.bankid_client_key_file, settings.bankid_ca_file,
                                                         settings.bankid_timeout_seconds))
         bankid = BankIdLogin(bankid_client, db, tokens)
-        e_services = Oidc1177Login(
-            settings.oidc_1177_issuer, settings.oidc_1177_client_id, settings.oidc_1177_client_secret, db, tokens,
-            ca_file=settings.oidc_1177_ca_file, scope=settings.oidc_1177_scope,
-            personnummer_claim=settings.oidc_1177_personnummer_claim,
-            coordination_number_claim=settings.oidc_1177_coordination_number_claim,
-            client_key_file=settings.oidc_1177_client_key_file,
-            assurance=Assurance(settings.e_services_1177_min_loa),
-            state_ttl=dt.timedelta(seconds=settings.login_state_ttl_seconds))
+        assurance = Assurance(settings.e_services_1177_min_loa)
+        state_ttl = dt.timedelta(seconds=settings.login_state_ttl_seconds)
+        e_services: Oidc1177Login | Saml1177Login
+        if settings.e_services_1177_protocol == "saml":
+            e_services = Saml1177Login(
+                settings.saml_1177_sp_entity_id, settings.saml_1177_idp_metadata_file, settings.saml_1177_sp_key_file,
+                settings.saml_1177_sp_cert_file, db, tokens, idp_entity_id=settings.saml_1177_idp_entity_id,
+                assurance=assurance, state_ttl=state_ttl)
+        else:
+            e_services = Oidc1177Login(
+                settings.oidc_1177_issuer, settings.oidc_1177_client_id, settings.oidc_1177_client_secret, db,
+                tokens, ca_file=settings.oidc_1177_ca_file, scope=settings.oidc_1177_scope,
+                personnummer_claim=settings.oidc_1177_personnummer_claim,
+                coordination_number_claim=settings.oidc_1177_coordination_number_claim,
+                client_key_file=settings.oidc_1177_client_key_file, assurance=assurance, state_ttl=state_ttl)
         servicer = IdentityServicer(keys, tokens, directory, development, access_log, siths, bankid, e_services,
                                     AccessExtract(access_log), mapping=settings.hsa,
                                     test_environment=settings.test_environment)

@@ -24,6 +24,7 @@ from services.identity.directory import (
     Query,
 )
 from services.identity.oidc1177 import Oidc1177Login
+from services.identity.saml1177 import Saml1177Login
 from services.identity.siths import SithsLogin
 from services.identity.token_service import (
     BANKID,
@@ -110,7 +111,8 @@ def person_pb(p: DirectoryPerson) -> identity_pb2.DirectoryPerson:
 
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def __init__(self, keys: KeyRing, tokens: TokenService, directory: Directory, development: DevelopmentProvider,
-                 access_log: AccessLog, siths: SithsLogin, bankid: BankIdLogin, e_services: Oidc1177Login,
+                 access_log: AccessLog, siths: SithsLogin, bankid: BankIdLogin,
+                 e_services: Oidc1177Login | Saml1177Login,
                  extract: AccessExtract, *, mapping: HsaMapping | None = None, test_environment: bool = False) -> None:
         self._keys = keys
         self._tokens = tokens

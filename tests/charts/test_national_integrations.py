@@ -45,9 +45,19 @@ def test_identity_gets_the_test_environment_flag_and_siths_policies(render):
     assert {"test_environment", "siths_loa3_policy_oids", "siths_loa2_policy_oids"} <= set(IdentitySettings.model_fields)
 
 
+def test_identity_gets_the_1177_protocol_and_minimum_assurance(render):
+    config = render().config("identity")
+    assert (config["SVPL_E_SERVICES_1177_PROTOCOL"], config["SVPL_E_SERVICES_1177_MIN_LOA"]) == ("oidc", "3")
+    config = render({"identity": {"e1177": {"protocol": "saml", "minLoa": 4}}}).config("identity")
+    assert (config["SVPL_E_SERVICES_1177_PROTOCOL"], config["SVPL_E_SERVICES_1177_MIN_LOA"]) == ("saml", "4")
+    assert {"e_services_1177_protocol", "e_services_1177_min_loa"} <= set(IdentitySettings.model_fields)
+
+
 @pytest.mark.parametrize("overlay, message", [
     ({"inbox1177": {"url": "http://plain.example"}}, "/inbox1177/url"),
     ({"identity": {"siths": {"loa3PolicyOids": "not an oid"}}}, "/identity/siths/loa3PolicyOids"),
+    ({"identity": {"e1177": {"minLoa": 1}}}, "/identity/e1177/minLoa"),
+    ({"identity": {"e1177": {"protocol": "wsfed"}}}, "/identity/e1177/protocol"),
 ])
 def test_the_schema_refuses_bad_values(chart, overlay, message):
     with pytest.raises(helm.HelmValuesError, match=message):

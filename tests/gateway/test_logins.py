@@ -82,6 +82,33 @@ async def test_1177_login_redirects_to_the_provider_and_back_with_a_session(logi
         await browser.close()
 
 
+async def test_1177_login_over_saml_posts_back_to_the_same_callback(system_factory, tmp_path):
+    """The SAML path (SVPL_E_SERVICES_1177_PROTOCOL=saml): the IdP's page posts the SAMLResponse
+    back cross-site; the state cookie still binds it to the browser that started."""
+    from tests.identity.saml_idp import LOA3, SP, SamlTestIdp
+
+    idp = SamlTestIdp(tmp_path, "https://gateway.test/auth/rjl/1177/callback")
+    system = await system_factory(["identity"], overrides={"identity": dict(
+        e_services_1177_protocol="saml", saml_1177_sp_entity_id=SP, saml_1177_idp_metadata_file=str(idp.idp_metadata),
+        saml_1177_sp_key_file=idp.sp_key, saml_1177_sp_cert_file=idp.sp_cert)})
+    app = create_app(gateway_settings(system, development_login=False, public_url="https://gateway.test"))
+    browser, stranger = Browser(app), Browser(app)
+    try:
+        started = await browser.get("/auth/rjl/1177")
+        assert started.status_code == 303 and "SameSite=None" in started.headers["set-cookie"]
+        request, relay_state = idp.request(started.headers["location"])
+        form = {"SAMLResponse": idp.answer(request, "198112289874", LOA3), "RelayState": relay_state}
+        assert (await stranger.post("/auth/rjl/1177/callback", data=form)).status_code == 400
+        done = await browser.post("/auth/rjl/1177/callback", data=form)
+        assert done.status_code == 303 and done.headers["location"] == "/portal/"
+        me = (await browser.get("/api/v1/session")).json()
+        assert me["method"] == "e_services_1177" and me["name"] == "Nils Närstående"
+    finally:
+        await browser.close()
+        await stranger.close()
+        await app.state.backends.close()
+
+
 async def test_logout_revokes_the_session_so_a_copied_cookie_stops_working(gateway):
     _, _, new_browser = gateway
     browser = new_browser()

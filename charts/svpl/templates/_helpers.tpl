@@ -225,4 +225,6 @@ and the 1177 login (values: testEnvironment, identity.siths, identity.e1177). */
 {{- with $root.Values.identity.siths.loa2PolicyOids -}}
 {{- $_ := set $.data "SVPL_SITHS_LOA2_POLICY_OIDS" . -}}
 {{- end -}}
+{{- $_ := set .data "SVPL_E_SERVICES_1177_PROTOCOL" $root.Values.identity.e1177.protocol -}}
+{{- $_ := set .data "SVPL_E_SERVICES_1177_MIN_LOA" (toString $root.Values.identity.e1177.minLoa) -}}
 {{- end -}}
