@@ -489,7 +489,7 @@ class LdapDirectory:
         found = self._search_sync(self._base, f"(&(objectClass={m.commission_class})(|{members}))",
                                   [m.identity, m.commission_member, m.commission_purpose, m.commission_right],
                                   SEARCH_CAP)
-        wanted, result = set(hsa_ids), {}
+        wanted, result = set(hsa_ids), dict[str, list[Commission]]()
         for _, attrs in found:
             for member in _members(attrs, m):
                 if member in wanted:

@@ -89,10 +89,12 @@ class Inbox1177Receiver:
                 return 500, _fault(kind)
             return 200, _response("ERROR", kind, "simulated")
         req = envelope.find(f".//{C}AddMessage")
+        if req is None:
+            return 500, _fault("not an AddMessage request")
         care_unit = req.findtext(f"{C}careUnit/{C}careUnitId") or ""
         if not care_unit:
             return 200, _response("ERROR", "VALIDATION_ERROR", "careUnitId is required")
-        self.messages.setdefault(req.findtext(f"{C}messageId"), {
+        self.messages.setdefault(req.findtext(f"{C}messageId") or "", {
             "subject_of_care": req.findtext(f"{C}subjectOfCareId"), "care_unit": care_unit,
             "subject": req.findtext(f"{C}subject"), "body": req.findtext(f"{C}body"), "caller": serial,
         })
