@@ -19,13 +19,12 @@ from devstack.embedded_db import free_port
 from services.gateway.app import create_app
 from tests.gateway.browser_scenario import CHROMIUM_FLAGS
 from tests.gateway.conftest import gateway_settings
-from tests.identity.conftest import bankid_server, tls_files  # noqa: F401 - fixtures
 
 PHONE = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Mobile Safari/537.36"
 
 
 @pytest.fixture
-async def portal(system_factory, bankid_server, tls_files):  # noqa: F811 - the fixtures above
+async def portal(system_factory, bankid_server, tls_files):
     system = await system_factory(["identity"], overrides={"identity": dict(
         bankid_url=bankid_server.url, bankid_client_cert_file=tls_files["rp_cert"],
         bankid_client_key_file=tls_files["rp_key"], bankid_ca_file=tls_files["server_ca"])})
@@ -70,7 +69,7 @@ def launch_link(base: str, user_agent: str | None) -> str:
 
 
 @pytest.mark.slow
-async def test_a_phone_gets_bankids_universal_link_and_a_computer_the_app_scheme(portal, bankid_server):
+async def test_a_phone_gets_bankids_universal_link_and_a_computer_the_app_scheme(portal):
     phone = await asyncio.to_thread(launch_link, portal, PHONE)
     computer = await asyncio.to_thread(launch_link, portal, None)
     for link, start in ((phone, "https://app.bankid.com/?"), (computer, "bankid:///?")):
