@@ -59,6 +59,7 @@ SAMPLES: dict[tuple[str, str], dict[str, Any] | Callable[[dict[str, Any]], dict[
     ("POST", "/api/v1/auth/bankid/cancel"): {},
     ("GET", "/auth/{region}/1177"): {},
     ("GET", "/auth/{region}/1177/callback"): {"params": {"state": "s", "code": "c"}},
+    ("POST", "/auth/{region}/1177/callback"): {"data": {"RelayState": "s", "SAMLResponse": "c"}},
     ("POST", "/api/v1/auth/logout"): {},
     ("GET", "/api/v1/booking-options"): {},
     ("POST", "/api/v1/bookings"): {"json": {
