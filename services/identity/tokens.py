@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.runtime import auth
 
-
 # Service tokens: the default lifetime and the longest the CLI issues (see issue_service_token).
 SERVICE_TOKEN_TTL = dt.timedelta(days=30)
 MAX_SERVICE_TOKEN_TTL = dt.timedelta(days=90)

@@ -100,7 +100,9 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
         log.info("TLS certificate reloaded", extra={"svpl_tls_cert": str(files.cert)})
         return config
 
-    return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=True)
+    # The stubs type the fetcher as never returning None, but None is gRPC's "unchanged" (its docstring).
+    return grpc.dynamic_ssl_server_credentials(initial, fetch,  # type: ignore[arg-type]  # types-grpcio
+                                               require_client_authentication=True)
 
 
 def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:

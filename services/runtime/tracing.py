@@ -72,7 +72,7 @@ def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
         return []
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    return [aio_server_interceptor()]
+    return [aio_server_interceptor()]  # type: ignore[no-untyped-call]  # the instrumentation is untyped
 
 
 def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
@@ -81,7 +81,7 @@ def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
         return []
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-    return list(aio_client_interceptors())
+    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]  # the instrumentation is untyped
 
 
 def carrier() -> dict[str, str]:
