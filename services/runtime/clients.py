@@ -44,19 +44,17 @@ def channel(address: str, tls: ClientTls | None = None, *, server_name: str = ""
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
-    interceptors = tracing.client_interceptors()
     if tls is None:
-        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+        return grpc.aio.insecure_channel(address, options=options)
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
-    return ReloadingChannel(tls, lambda credentials: grpc.aio.secure_channel(
-        address, credentials, options=options, interceptors=interceptors))
+    return ReloadingChannel(tls, lambda credentials: grpc.aio.secure_channel(address, credentials, options=options))
 
 
 def metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """Bearer token and the current request id, for an outgoing call."""
+    """Bearer token, the current request id and trace (W3C traceparent), for an outgoing call."""
     rid = logs.request_id_var.get()
-    return auth.bearer(token) + ((("x-request-id", rid),) if rid else ())
+    return auth.bearer(token) + ((("x-request-id", rid),) if rid else ()) + tracing.outgoing()
 
 
 def as_caller() -> tuple[tuple[str, str], ...]:

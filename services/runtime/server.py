@@ -164,9 +164,10 @@ def _status_for(exc: DomainError) -> status_pb2.Status:
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Authentication, access rules, exception → status mapping and metrics, in one place."""
 
-    def __init__(self, keys: auth.KeySet | None, access: dict[str, auth.Rule]) -> None:
+    def __init__(self, keys: auth.KeySet | None, access: dict[str, auth.Rule], traced: bool = False) -> None:
         self._keys = keys
         self._access = access  # by full method name "/pkg.Service/Method"
+        self._traced = traced  # a span per call (tracing.py), in the trace the caller's metadata names
 
     async def intercept_service(
         self,
@@ -190,6 +191,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             # Metadata values are bytes only under "-bin" keys.
             rid = cast(str, next((v for k, v in md if k == "x-request-id"), "")) or uuid.uuid4().hex
             logs.request_id_var.set(rid[:64])
+            spans = contextlib.ExitStack()  # the call's span, current until its outcome is recorded
+            span = spans.enter_context(tracing.server_span(full, md)) if self._traced else None
             try:
                 who = await auth.authenticate(self._keys, md)
                 auth.current_caller.set(who)
@@ -220,6 +223,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 name = code.name if isinstance(code, grpc.StatusCode) else str(code)
                 metrics.RPC_HANDLED.labels(service, method, name).inc()
                 metrics.RPC_LATENCY.labels(service, method).observe(time.perf_counter() - started)
+                if span is not None:
+                    if isinstance(code, grpc.StatusCode):
+                        tracing.set_grpc_status(span, code)
+                    spans.close()
 
         def rebuild(factory: Callable[..., grpc.RpcMethodHandler[Any, Any]],
                     wrapped: Callable[..., Any]) -> grpc.RpcMethodHandler[Any, Any]:
@@ -340,8 +347,7 @@ async def start_server(
         b.check_access_complete()
         access.update({f"/{b.descriptor.full_name}/{m}": r for m, r in b.access.items()})
     server = grpc.aio.server(
-        # The trace span outermost: it covers authentication, the handler and the status mapping.
-        interceptors=[*tracing.server_interceptors(), ServiceInterceptor(keys, access)],
+        interceptors=[ServiceInterceptor(keys, access, traced=tracing.enabled())],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

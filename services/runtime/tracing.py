@@ -3,9 +3,15 @@
 
 Off unless an OTLP endpoint is configured (SVPL_OTLP_ENDPOINT, or the standard
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT): then `setup` installs the SDK's
-tracer provider with a batching OTLP/gRPC exporter. The gRPC spans come from the
-opentelemetry-instrumentation-grpc package's grpc.aio interceptors, the HTTP spans from its FastAPI
+tracer provider with a batching OTLP/gRPC exporter. The HTTP spans come from OpenTelemetry's FastAPI
 instrumentation; the log formatter (logs.py) writes the current trace and span ids.
+
+gRPC: the traceparent goes out with every call's metadata (clients.metadata, which every call
+uses) and the server span is opened by the one server interceptor (server.ServiceInterceptor).
+Not opentelemetry-instrumentation-grpc (0.66b2): its grpc.aio server interceptor iterates every
+server-streaming handler as an async generator, so the library health service's Watch (a coroutine
+writing with context.write) fails under it, and its client interceptor turns every server stream
+into a bare async generator (no `read()`, and a span open as long as a meeting's watch).
 
 A span carries method names, status codes and ids only: no request body, no personnummer.
 """
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,6 +37,7 @@ log = logging.getLogger("svpl.tracing")
 
 # The key under which an outbox message keeps the carrier of the trace it was written in.
 OUTBOX_FIELD = "trace"
+_PROPAGATED = ("traceparent", "tracestate")
 _tracer = trace.get_tracer("svpl")
 
 
@@ -66,22 +73,25 @@ def enabled() -> bool:
     return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
-def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
-    """The gRPC server span per call, its parent taken from the caller's traceparent metadata."""
-    if not enabled():
-        return []
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
-
-    return [aio_server_interceptor()]  # type: ignore[no-untyped-call]  # the instrumentation is untyped
+def outgoing() -> tuple[tuple[str, str], ...]:
+    """The current trace as gRPC metadata (traceparent, tracestate); nothing outside a recorded span."""
+    return tuple(carrier().items())
 
 
-def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    """The gRPC client span per call, with the traceparent added to the call's metadata."""
-    if not enabled():
-        return []
-    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+@contextmanager
+def server_span(full_method: str, metadata: Sequence[tuple[str, str | bytes]]) -> Iterator[trace.Span]:
+    """The span of one served call, in the trace the caller's traceparent metadata names."""
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    parent = propagate.extract({k: v for k, v in metadata if k in _PROPAGATED and isinstance(v, str)})
+    with _tracer.start_as_current_span(full_method, context=parent, kind=trace.SpanKind.SERVER, attributes={
+            "rpc.system": "grpc", "rpc.service": service, "rpc.method": method}) as span:
+        yield span
 
-    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]  # the instrumentation is untyped
+
+def set_grpc_status(span: trace.Span, code: grpc.StatusCode) -> None:
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code is not grpc.StatusCode.OK:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
 
 
 def carrier() -> dict[str, str]:
