@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -79,7 +79,7 @@ def outgoing() -> tuple[tuple[str, str], ...]:
 
 
 @contextmanager
-def server_span(full_method: str, metadata: Sequence[tuple[str, str | bytes]]) -> Iterator[trace.Span]:
+def server_span(full_method: str, metadata: Iterable[tuple[str, str | bytes]]) -> Iterator[trace.Span]:
     """The span of one served call, in the trace the caller's traceparent metadata names."""
     service, _, method = full_method.lstrip("/").rpartition("/")
     parent = propagate.extract({k: v for k, v in metadata if k in _PROPAGATED and isinstance(v, str)})
