@@ -101,7 +101,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         # whole request; the gRPC calls made for it and the log lines written in it are in its trace.
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="/healthz,/static/.*")
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="/healthz,/static/.*",
+                                           server_request_hook=tracing.without_query)
 
     app.include_router(logins.router)
     for router in routes.ROUTERS:

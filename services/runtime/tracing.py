@@ -73,6 +73,22 @@ def enabled() -> bool:
     return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
+# The HTTP span attributes that carry the request's query string (older and current conventions).
+_URL_ATTRIBUTES = ("http.url", "http.target", "url.full", "url.query")
+
+
+def without_query(span: trace.Span, scope: Mapping[str, Any]) -> None:
+    """An HTTP server span keeps the path, not the query string: a search's query is what a person
+    typed (a name, even a personnummer), and the trace backend is no place for it."""
+    attributes = getattr(span, "attributes", None) or {}
+    for key in _URL_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str) and "?" in value:
+            span.set_attribute(key, value.split("?", 1)[0])
+        elif key == "url.query" and value:
+            span.set_attribute(key, "")
+
+
 def outgoing() -> tuple[tuple[str, str], ...]:
     """The current trace as gRPC metadata (traceparent, tracestate); nothing outside a recorded span."""
     return tuple(carrier().items())
