@@ -77,6 +77,13 @@ def test_plaintext_between_services_is_refused_unless_a_mesh_does_mutual_tls(cha
     assert "SVPL_TLS_CERT_FILE" not in "".join(meshed.values())
 
 
+def test_a_component_cannot_turn_its_tls_off_through_its_environment(chart):
+    for overlay in ({"components": {"booking": {"env": {"SVPL_TLS_CERT_FILE": ""}}}},
+                    {"components": {"roster": {"extraEnv": [{"name": "SVPL_TLS_CA_FILE", "value": "/tmp/any.pem"}]}}}):
+        with pytest.raises(helm.HelmRenderError, match="is set by serviceTls"):
+            chart.render(merged(overlay), name=RELEASE, namespace=NAMESPACE)
+
+
 def test_tracing_reaches_every_component_and_the_collector_through_the_policies(render):
     r = render(TRACING)
     for s in SERVICES:

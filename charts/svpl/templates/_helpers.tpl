@@ -90,6 +90,17 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- if and .Values.serviceTls.enabled .Values.serviceTls.certManager.enabled (not .Values.serviceTls.certManager.issuerRef.name) -}}
 {{- fail "serviceTls.certManager.issuerRef.name is required when serviceTls.certManager.enabled: the cert-manager Issuer of the services' CA" -}}
 {{- end -}}
+{{- range $name, $c := .Values.components -}}
+{{- $names := keys ($c.env | default dict) -}}
+{{- range $e := ($c.extraEnv | default list) -}}
+{{- $names = append $names $e.name -}}
+{{- end -}}
+{{- range $k := $names -}}
+{{- if or (hasPrefix "SVPL_TLS_" (upper $k)) (eq (upper $k) "SVPL_HEALTH_PORT") -}}
+{{- fail (printf "components.%s: %s is set by serviceTls (mutual TLS between the services cannot be changed per component)" $name (upper $k)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if .Values.developmentLogin -}}
 {{- fail "developmentLogin: the development login cannot be enabled in a Kubernetes deployment (it exists only for `make run`)" -}}
 {{- end -}}
