@@ -38,7 +38,7 @@ from grpc_status import rpc_status
 from pymongo import AsyncMongoClient
 
 from services.runtime import auth, logs, metrics, tls, tracing
-from services.runtime.config import ServiceSettings, load_settings
+from services.runtime.config import ServiceSettings, SettingsError, load_settings
 from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, PermissionDenied
 from services.runtime.tasks import cancel_and_wait
 
@@ -437,4 +437,7 @@ def main(settings_cls: type[S], build: Build[S]) -> None:
     """Entry point of every service: `python -m services.<name>`."""
     settings = load_settings(settings_cls)
     logs.setup_logging(settings.service_name, settings.log_level)
-    asyncio.run(serve(settings, build))
+    try:
+        asyncio.run(serve(settings, build))
+    except tls.TlsConfigError as exc:  # start-up stops with one line naming the file, no traceback
+        raise SettingsError(f"svpl: {exc}") from None
