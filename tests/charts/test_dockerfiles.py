@@ -333,3 +333,9 @@ def test_the_files_the_image_copies_are_enough_for_every_import_of_the_service(i
                 dists = {canonicalize_name(d) for d in providers.get(top, [])}
                 assert dists & installed, (f"{source.relative_to(app)} imports {name}: not in pyproject.toml's core "
                                            f"or the {service} extra")
+
+
+def test_the_gateway_image_gets_no_webrtc_stack_and_no_kubernetes_client():
+    gateway, media = locked("gateway"), locked("media")
+    assert {"aiortc", "aioice", "pylibsrtp", "av", "kubernetes"} <= set(media)
+    assert not {"aiortc", "aioice", "pylibsrtp", "av", "kubernetes"} & set(gateway)
