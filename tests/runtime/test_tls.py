@@ -18,12 +18,12 @@ from services.runtime.config import ServiceSettings
 from services.runtime.server import Component
 from services.runtime.tls import ClientTls, TlsConfigError, TlsFiles, channel_credentials, server_credentials
 from tests.gateway.conftest import COORDINATOR, Browser, gateway_settings
-from tests.gateway.flow import book_video_meeting
+from tests.gateway.flow import book_video_meeting, start
 from tests.identity.pki import make_ca
 from tests.polling import poll
 from tests.service_tls import ServicePki, mount, new_pki
 
-SERVICES = ["identity", "roster", "booking"]
+SERVICES = ["identity", "media", "roster", "booking"]
 
 
 @pytest.fixture
@@ -63,18 +63,20 @@ async def tls_server(serve, keyring, pki):
     return await serve(Component([]), keyring.keyset(), tls_files=pki.files("probe"))
 
 
-async def test_services_book_a_meeting_over_mutual_tls(system_factory, pki):
-    """Gateway → identity, booking → roster → identity: every hop a TLS connection, each side's
-    certificate verified; the booking made through the gateway's HTTP API as a coordinator does."""
-    overrides = {name: pki.settings(name) for name in SERVICES}
+async def test_services_book_and_start_a_meeting_over_mutual_tls(system_factory, pki):
+    """Gateway → identity, booking → roster → identity, roster → media: every hop a TLS connection,
+    each side's certificate verified; a coordinator books and starts a meeting through the gateway's
+    HTTP API. Media is called at its address and verified by its name (as in the cluster)."""
+    overrides = {name: {**pki.settings(name), "tls_media_server_name": "svpl-media"} for name in SERVICES}
     overrides["identity"]["development_login"] = True
     system = await system_factory(SERVICES, overrides=overrides)
-    app = create_app(gateway_settings(system, **pki.settings("gateway")))
+    app = create_app(gateway_settings(system, **pki.settings("gateway"), tls_media_server_name="svpl-media"))
     browser = Browser(app)
     try:
         await browser.login(COORDINATOR)
         booking = await book_video_meeting(browser)
-        assert booking["meeting_id"]
+        meeting = await start(browser, booking["meeting_id"])
+        assert meeting["media_instance"], meeting
     finally:
         await browser.close()
         await app.state.backends.close()
