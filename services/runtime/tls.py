@@ -85,15 +85,22 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
         return stamp, grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
     loaded, initial = configuration()
+    refused: Stamp | None = None  # files found unusable: said once, tried again when they change
 
     def fetch() -> grpc.ServerCertificateConfiguration | None:
         """gRPC calls this on each new handshake (from its own thread): None keeps the current files."""
-        nonlocal loaded
+        nonlocal loaded, refused
         try:
-            if files.stamp() == loaded:
-                return None
+            now = files.stamp()
+        except OSError as exc:  # mid-swap: the next handshake looks again
+            log.warning("TLS certificate files unreadable, serving the previous ones: %s", exc)
+            return None
+        if now in (loaded, refused):
+            return None
+        try:
             stamp, config = configuration()
         except (OSError, TlsConfigError) as exc:  # half-rotated files: keep serving with the previous ones
+            refused = now
             log.warning("TLS certificate not reloaded, serving the previous one: %s", exc)
             return None
         loaded = stamp

@@ -167,3 +167,19 @@ async def test_probes_get_health_in_plaintext_on_their_own_port_and_nothing_else
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await stream.read()
         assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_files_that_do_not_belong_together_leave_the_previous_certificate_in_use(tls_server, pki):
+    """A rotation seen half-way (a certificate with another one's key) is not taken: new connections
+    keep getting the previous certificate, until the files belong together again."""
+    observer = pki.files("observer")
+    first = served_certificate(tls_server.port, observer)
+    files = mount(pki.root / "probe", pki.issue("probe"), pki.ca)
+    files.key.resolve().write_text(pki.issue("someone-else").key_pem)  # the new version's key replaced
+    async with grpc.aio.secure_channel(f"localhost:{tls_server.port}", channel_credentials(observer)) as fresh:
+        assert await check(fresh) == health_pb2.HealthCheckResponse.SERVING
+    assert served_certificate(tls_server.port, observer).serial_number == first.serial_number
+    renewed = pki.issue("probe")
+    mount(pki.root / "probe", renewed, pki.ca)
+    await poll(lambda: served_certificate(tls_server.port, observer).serial_number, timeout=10,
+               what="the renewed certificate served", until=lambda serial: serial == renewed.cert.serial_number)
