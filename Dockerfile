@@ -2,26 +2,26 @@
 # Every svpl service's image, from this one file: SERVICE names the service, PORT the port it
 # serves (the chart's). Build from the repository root (see `make images`):
 #   docker build --build-arg SERVICE=media --build-arg PORT=50054 -t svpl-media .
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# The base image by tag and by the digest of its multi-architecture index: a rebuild gets the same
+# bytes. Refresh both together (a new patch release or Debian fixes): `make pin-base-image` (needs
+# Docker) looks the tag's current digest up and writes it here.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
-# Build stage: the virtual environment with this service's dependencies only (pyproject.toml's
-# common core plus the service's extra, binary wheels only) and the gRPC code generated from
-# protos/ with the pinned grpcio-tools. A SERVICE without an extra stops the build here.
+# Build stage: the virtual environment with this service's dependencies only, from its lock file
+# (requirements/<SERVICE>.txt: the common core plus the service's extra, every package pinned with
+# its hashes, binary wheels only; `make lock` writes them) and the gRPC code generated from protos/
+# with the locked grpcio-tools. A SERVICE without a lock file of its own stops the build here.
 FROM ${PYTHON_IMAGE} AS build
 ARG SERVICE
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml ./
-RUN python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-extras = p['optional-dependencies']; service = sys.argv[1]; \
-service in extras and service != 'dev' or sys.exit(f'SERVICE={service!r}: not one of {sorted(set(extras) - {\"dev\"})}'); \
-print('\n'.join(p['dependencies'] + extras[service])); \
-print('\n'.join(d for d in extras['dev'] if d.startswith('grpcio-tools')), file=open('tools.txt', 'w'))" "${SERVICE}" \
-        > requirements.txt \
+COPY requirements/ requirements/
+RUN case "${SERVICE}" in ""|dev|tools|*/*) false ;; esac && test -f "requirements/${SERVICE}.txt" \
+        || { echo "SERVICE=${SERVICE}: not one of identity booking roster media support gateway" >&2; exit 1; } \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: -r requirements.txt \
+ && /opt/venv/bin/pip install --no-cache-dir --require-hashes --only-binary=:all: -r "requirements/${SERVICE}.txt" \
  && python -m venv /opt/tools \
- && /opt/tools/bin/pip install --no-cache-dir --only-binary=:all: -r tools.txt
+ && /opt/tools/bin/pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements/tools.txt
 COPY protos/ protos/
 RUN mkdir gen \
  && find protos -name '*.proto' -exec /opt/tools/bin/python -m grpc_tools.protoc -Iprotos \

@@ -11,14 +11,17 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 GEN_STAMP := gen/.generated
 GRPC_TOOLS := $(PYTHON) -m grpc_tools.protoc
 
-.PHONY: install gen run lint test test-fast system-deps chart-test images bench bench-identity bench-booking bench-media bench-roster bench-load openapi clean
+.PHONY: install gen run lint test test-fast system-deps chart-test images lock pin-base-image bench bench-identity bench-booking bench-media bench-roster bench-load openapi clean
 
 install: $(STAMP) $(GEN_STAMP)
 
-$(STAMP): pyproject.toml
+# Everything from the lock file: exact versions, each file checked against its hash (make lock writes it).
+LOCK := requirements/dev.txt
+
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install -q --disable-pip-version-check '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r $(LOCK)
 	# The code runs from this tree: put it and gen/ on the venv's path.
 	printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" > "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/svpl-src.pth"
 	touch $@
@@ -61,6 +64,18 @@ images:
 	for sp in $(IMAGE_SERVICES); do s=$${sp%%:*}; \
 		docker build --build-arg SERVICE=$$s --build-arg PORT=$${sp#*:} -t $(IMAGE_REGISTRY)/svpl-$$s:$(IMAGE_TAG) . || exit 1; \
 	done
+
+# The lock files (requirements/*.txt, with hashes) from pyproject.toml's ranges: after changing a dependency.
+lock: $(STAMP)
+	UV=$(BIN)/uv ./scripts/lock.sh
+
+# The Dockerfile's base image: the tag's current multi-architecture digest, written into the Dockerfile.
+PYTHON_TAG := $(shell sed -n 's/^ARG PYTHON_IMAGE=\([^@]*\).*/\1/p' Dockerfile)
+pin-base-image:
+	digest=$$(docker buildx imagetools inspect $(PYTHON_TAG) --format '{{json .Manifest.Digest}}' | tr -d '"') \
+		&& test -n "$$digest" \
+		&& sed -i "s|^ARG PYTHON_IMAGE=.*|ARG PYTHON_IMAGE=$(PYTHON_TAG)@$$digest|" Dockerfile \
+		&& grep '^ARG PYTHON_IMAGE=' Dockerfile
 
 # CreateBooking through gRPC vs the raw pymongo operations it needs, same server, same run (not a test).
 BENCH_BOOKING_N ?= 200

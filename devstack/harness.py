@@ -13,8 +13,9 @@ from typing import Any
 import grpc
 
 from devstack.embedded_db import free_port
-from services.runtime import auth
-from services.runtime.server import RunningServer, start_server
+from services.runtime import auth, clients
+from services.runtime.server import RunningServer, health_address, start_server
+from services.runtime.tls import ClientTls
 
 ORDER = ["identity", "media", "roster", "booking", "support"]
 SETTINGS = {
@@ -36,6 +37,9 @@ class System:
     running: dict[str, RunningServer] = field(default_factory=dict)
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     overrides: dict[str, dict] = field(default_factory=dict)
+    # With mutual TLS (each service's tls_* files in `overrides`): the certificate the test's own
+    # channels present.
+    client_tls: ClientTls | None = None
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
@@ -82,7 +86,7 @@ class System:
         settings = self.settings(name, **extra)
         component, keys = await build(settings)
         running = await start_server(component, keys, self.address(name), settings.max_message_bytes,
-                                     settings.db_check_seconds)
+                                     settings.db_check_seconds, settings.tls_files, health_address(settings))
         self.running[name] = running
         return running
 
@@ -93,7 +97,7 @@ class System:
 
     def channel(self, name: str) -> grpc.aio.Channel:
         if name not in self.channels:
-            self.channels[name] = grpc.aio.insecure_channel(self.address(name))
+            self.channels[name] = clients.channel(self.address(name), self.client_tls)
         return self.channels[name]
 
     def stub(self, name: str):

@@ -91,8 +91,8 @@ async def serve():
     """Start Components in-process on port 0; everything started is stopped at the end."""
     running = []
 
-    async def start(component, keys):
-        server = await start_server(component, keys, "127.0.0.1:0")
+    async def start(component, keys, **options):
+        server = await start_server(component, keys, "127.0.0.1:0", **options)
         running.append(server)
         return server
 

@@ -27,8 +27,8 @@ log = logging.getLogger("svpl.booking")
 async def build(settings: BookingSettings) -> tuple[Component, auth.KeySet]:
     options = load_options(settings.booking_options_file)
     async with Resources() as opened:
-        identity = opened.closing(clients.channel(settings.identity_address))
-        roster = opened.closing(clients.channel(settings.roster_address))
+        identity = opened.closing(clients.channel(settings.identity_address, settings.client_tls))
+        roster = opened.closing(clients.channel(settings.roster_address, settings.client_tls))
         client = opened.closing(mongo.connect(settings.mongodb_uri, settings.service_name))
         access = opened.closing(AccessLog.for_service(settings, client))
         db = client[settings.database_name]

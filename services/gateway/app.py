@@ -33,6 +33,7 @@ from services.gateway.security import (
     RouteMetrics,
     TrustedProxies,
 )
+from services.runtime import tracing
 
 PORTAL = Path(__file__).resolve().parent / "portal"
 
@@ -95,6 +96,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.add_middleware(CsrfCheck)
     app.add_middleware(RequestIdAndHeaders)
     app.add_middleware(ForwardedFor, trusted=settings.trusted_proxies)
+    if tracing.enabled():
+        # Outermost: the server span (its parent from the request's W3C traceparent, if any) covers the
+        # whole request; the gRPC calls made for it and the log lines written in it are in its trace.
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="/healthz,/static/.*",
+                                           server_request_hook=tracing.without_query)
 
     app.include_router(logins.router)
     for router in routes.ROUTERS:

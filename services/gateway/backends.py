@@ -19,9 +19,9 @@ class Backends:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._keys: auth.KeySet | None = None
 
-    def channel(self, address: str) -> grpc.aio.Channel:
+    def channel(self, address: str, server_name: str = "") -> grpc.aio.Channel:
         if address not in self._channels:
-            self._channels[address] = clients.channel(address)
+            self._channels[address] = clients.channel(address, self._settings.client_tls, server_name=server_name)
         return self._channels[address]
 
     @property
@@ -42,7 +42,9 @@ class Backends:
 
     def media(self, address: str = "") -> media_pb2_grpc.MediaServiceStub:
         """The media instance at `address` (as roster's Admit named it), or the configured one."""
-        return media_pb2_grpc.MediaServiceStub(self.channel(address or self._settings.media_address))
+        # A media instance is called at its pod address: TLS verifies media's own name instead.
+        return media_pb2_grpc.MediaServiceStub(
+            self.channel(address or self._settings.media_address, self._settings.tls_media_server_name))
 
     @property
     def keys(self) -> auth.KeySet:

@@ -1,12 +1,12 @@
 import ipaddress
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from services.runtime.config import ENV_PREFIX
+from services.runtime.config import ENV_PREFIX, TlsSettings, TracingSettings
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(TlsSettings, TracingSettings):
     """The gateway is HTTP, not gRPC: its own settings, the same loading rules."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)

@@ -19,6 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.runtime import auth
 
+# Service tokens: the default lifetime and the longest the CLI issues (see issue_service_token).
+SERVICE_TOKEN_TTL = dt.timedelta(days=30)
+MAX_SERVICE_TOKEN_TTL = dt.timedelta(days=90)
+
 
 @dataclass(frozen=True)
 class SigningKey:
@@ -82,7 +86,11 @@ class KeyRing:
         token = jwt.encode(payload, self.current.private_key, algorithm=auth.ALGORITHM, headers={"kid": self.current.kid})
         return token, jti, expires
 
-    def issue_service_token(self, service: str, ttl: dt.timedelta = dt.timedelta(days=365)) -> str:
+    def issue_service_token(self, service: str, ttl: dt.timedelta = SERVICE_TOKEN_TTL) -> str:
+        """A service's own token. 30 days by default (was a year): service calls now also need the
+        service's TLS certificate, but a token copied out of a Secret or a log stays usable until it
+        expires, and a retired signing key can be dropped only once every token it signed has expired.
+        30 days lets both rotations run monthly (re-mint, restart); MAX_SERVICE_TOKEN_TTL bounds it."""
         return self.sign({"typ": auth.SERVICE, "sub": f"service:{service}"}, ttl)[0]
 
     def issue_session_token(

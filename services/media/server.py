@@ -28,8 +28,8 @@ class MediaComponent(Component):
 
 async def build(settings: MediaSettings) -> tuple[MediaComponent, auth.KeySet]:
     async with Resources() as opened:
-        identity = opened.closing(clients.channel(settings.identity_address))
-        roster = opened.closing(clients.channel(settings.roster_address))
+        identity = opened.closing(clients.channel(settings.identity_address, settings.client_tls))
+        roster = opened.closing(clients.channel(settings.roster_address, settings.client_tls))
         client = opened.closing(mongo.connect(settings.mongodb_uri, settings.service_name))
         reporter = opened.closing(ConnectionReporter(roster, settings.service_token, settings.instance_id,
                                                      max_backoff=settings.report_retry_max_seconds))

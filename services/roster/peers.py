@@ -22,6 +22,7 @@ from services.roster import model
 from services.runtime import clients
 from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, Unavailable
 from services.runtime.outbox import OutboxMessage, PermanentDeliveryError, RetryableDeliveryError
+from services.runtime.tls import ClientTls
 
 TIMEOUT = 5.0
 
@@ -122,8 +123,11 @@ class Load:
 class Media:
     """The media instances (one channel each, by control address)."""
 
-    def __init__(self, addresses: list[str], service_token: str, pods_dns: str = "") -> None:
+    def __init__(self, addresses: list[str], service_token: str, pods_dns: str = "",
+                 tls: ClientTls | None = None, server_name: str = "") -> None:
         self.addresses = list(addresses)
+        # Instances are called at their pod address: TLS verifies media's name (server_name) instead.
+        self._tls, self._server_name = tls, server_name
         self._pods_dns = pods_dns
         self._token = service_token
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -145,7 +149,7 @@ class Media:
 
     def _stub(self, address: str) -> media_pb2_grpc.MediaServiceStub:
         if address not in self._channels:
-            self._channels[address] = clients.channel(address)
+            self._channels[address] = clients.channel(address, self._tls, server_name=self._server_name)
         return media_pb2_grpc.MediaServiceStub(self._channels[address])
 
     async def close(self) -> None:

@@ -23,7 +23,7 @@ log = logging.getLogger("svpl.roster")
 
 async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
     async with Resources() as opened:
-        identity_channel = opened.closing(clients.channel(settings.identity_address))
+        identity_channel = opened.closing(clients.channel(settings.identity_address, settings.client_tls))
         db = opened.closing(mongo.connect(settings.mongodb_uri, settings.service_name))
         # Meeting watches (one change stream per watched meeting) on a pool of their own.
         watch_db = opened.closing(mongo.connect(settings.mongodb_uri, f"{settings.service_name}-watch",
@@ -31,7 +31,8 @@ async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
         store = MeetingStore(db, settings.database_name, watch_db)
         access = opened.closing(AccessLog.for_service(settings, db))
         outbox = Outbox(store.db)
-        media = opened.closing(Media(settings.media_instances, settings.service_token, settings.media_pods_dns))
+        media = opened.closing(Media(settings.media_instances, settings.service_token, settings.media_pods_dns,
+                                           settings.client_tls, settings.tls_media_server_name))
         roster = Roster(store, Identity(identity_channel, settings.service_token), media, access, outbox,
                         portal_base_url=settings.portal_base_url, region=settings.region,
                         code_digits=settings.dial_in_code_digits, join_ttl_seconds=settings.join_token_ttl_seconds,

@@ -1,7 +1,9 @@
 """Channels to other svpl services, through their contracts only.
 
-Calls carry a bearer token: the person's own (relayed) or this service's, and the
-request id. Transient UNAVAILABLE is retried by gRPC's own retry policy.
+Calls carry a bearer token: the person's own (relayed) or this service's, the request id and,
+when tracing is on, the W3C traceparent. Transient UNAVAILABLE is retried by gRPC's own retry
+policy. With TLS configured a channel is mutually authenticated and follows certificate rotation
+(services/runtime/tls.py).
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import json
 
 import grpc
 
-from services.runtime import auth, errors, logs
+from services.runtime import auth, errors, logs, tracing
 from services.runtime.config import ServiceSettings
+from services.runtime.tls import ClientTls, ReloadingChannel
 
 _RETRY_CONFIG = json.dumps(
     {
@@ -31,22 +34,27 @@ _RETRY_CONFIG = json.dumps(
 )
 
 
-def channel(address: str, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.service_config", _RETRY_CONFIG),
-            ("grpc.enable_retries", 1),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ],
-    )
+def channel(address: str, tls: ClientTls | None = None, *, server_name: str = "",
+            max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.Channel:
+    """A channel to `address`: mutual TLS with `tls` (verifying `server_name` where given, else the
+    address's host), plaintext without (`make run` and tests only)."""
+    options: list[tuple[str, str | int]] = [
+        ("grpc.service_config", _RETRY_CONFIG),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return ReloadingChannel(tls, lambda credentials: grpc.aio.secure_channel(address, credentials, options=options))
 
 
 def metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """Bearer token and the current request id, for an outgoing call."""
+    """Bearer token, the current request id and trace (W3C traceparent), for an outgoing call."""
     rid = logs.request_id_var.get()
-    return auth.bearer(token) + ((("x-request-id", rid),) if rid else ())
+    return auth.bearer(token) + ((("x-request-id", rid),) if rid else ()) + tracing.outgoing()
 
 
 def as_caller() -> tuple[tuple[str, str], ...]:

@@ -6,15 +6,65 @@ validation error into one clear line naming the environment variable and exits.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.runtime.tls import ClientTls, TlsFiles
 
 ENV_PREFIX = "SVPL_"
 
 
-class ServiceSettings(BaseSettings):
+class TlsSettings(BaseSettings):
+    """Mutual TLS between the services (services/runtime/tls.py): all three files, or none (plaintext,
+    for `make run` and tests only; the chart always sets them)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # This service's certificate (PEM, with its chain), its key, and the CA bundle peers chain to.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    # Channels look for rotated files this often (servers look on every new connection).
+    tls_reload_seconds: float = Field(10.0, gt=0)
+    # The name media's certificate carries: media instances are called at their pod address, which no
+    # certificate names, so channels to media verify this name instead (the chart: the media Service).
+    tls_media_server_name: str = ""
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> TlsSettings:
+        given = [bool(f) for f in (self.tls_cert_file, self.tls_key_file, self.tls_ca_file)]
+        if any(given) and not all(given):
+            raise ValueError("SVPL_TLS_CERT_FILE, SVPL_TLS_KEY_FILE and SVPL_TLS_CA_FILE: set all three or none")
+        return self
+
+    @property
+    def tls_files(self) -> TlsFiles | None:
+        if not self.tls_cert_file:
+            return None
+        return TlsFiles(Path(self.tls_cert_file), Path(self.tls_key_file), Path(self.tls_ca_file))
+
+    @property
+    def client_tls(self) -> ClientTls | None:
+        files = self.tls_files
+        return ClientTls(files, self.tls_reload_seconds) if files else None
+
+
+class TracingSettings(BaseSettings):
+    """OpenTelemetry tracing (services/runtime/tracing.py): off unless an OTLP endpoint is set, here or
+    in the standard OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # The collector's OTLP/gRPC endpoint, e.g. http://otel-collector.observability:4317.
+    otlp_endpoint: str = ""
+    # Share of new traces recorded (parent-based: a trace started elsewhere keeps its decision).
+    trace_sample_ratio: float = Field(1.0, ge=0, le=1)
+
+
+class ServiceSettings(TlsSettings, TracingSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     service_name: str = Field(description="Name of this service, e.g. booking")
@@ -46,6 +96,9 @@ class ServiceSettings(BaseSettings):
     # fetched for revocation_max_staleness_seconds, persons' calls are refused (UNAVAILABLE) until they can.
     revocation_poll_seconds: float = Field(2.0, gt=0)
     revocation_max_staleness_seconds: float = Field(30.0, gt=0)
+    # A plaintext port serving only the gRPC health service, for Kubernetes' grpc probes (the kubelet
+    # speaks no TLS); 0: none (health is then asked on the service's own port).
+    health_port: int = Field(0, ge=0, le=65535)
 
     @property
     def database_name(self) -> str:
@@ -72,7 +125,9 @@ def load_settings(settings_cls: type[S], **overrides: Any) -> S:
         lines = []
         for err in exc.errors():
             name = _env_name(settings_cls, err["loc"])
-            if err["type"] == "missing":
+            if not err["loc"]:  # a rule over several settings names them itself
+                lines.append(err["msg"].removeprefix("Value error, "))
+            elif err["type"] == "missing":
                 lines.append(f"{name} is required but not set")
             else:
                 lines.append(f"{name}: {err['msg']}")

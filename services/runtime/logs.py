@@ -1,4 +1,5 @@
-"""JSON logs to stdout with a request id, and personnummer masked by the logging layer itself.
+"""JSON logs to stdout with a request id (and, while tracing, the trace and span ids), and
+personnummer masked by the logging layer itself.
 
 The masking filter is attached to the handler, so every record, from our code or a
 library, passes through it: no call site can forget.
@@ -13,6 +14,8 @@ import logging
 import re
 import sys
 from typing import TextIO
+
+from opentelemetry import trace
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("svpl_request_id", default="")
 
@@ -64,6 +67,10 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:  # the same ids the trace shows: a log line found from a trace and back
+            entry["trace_id"] = trace.format_trace_id(span.trace_id)
+            entry["span_id"] = trace.format_span_id(span.span_id)
         for key, value in record.__dict__.items():
             if key.startswith("svpl_"):
                 entry[key[5:]] = value

@@ -44,6 +44,7 @@ Document fields (collection ``outbox`` by default)::
     lease_owner    dispatcher holding the lease, or None
     attempts       claims so far (a killed attempt counts)
     last_error     text of the last failure ("" if none)
+    trace          the W3C traceparent/tracestate it was written under (tracing on), continued on delivery
     created_at / last_attempt_at / delivered_at / failed_at
 
 Hand-written because no well-kept Python library implements a MongoDB outbox with
@@ -68,6 +69,7 @@ from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.runtime import tracing
 from services.runtime.mongo import DURABLE
 
 log = logging.getLogger("svpl.outbox")
@@ -179,6 +181,9 @@ class Outbox:
             "delivered_at": None,
             "failed_at": None,
         }
+        headers = tracing.carrier()
+        if headers:
+            doc[tracing.OUTBOX_FIELD] = headers
         await self.collection.insert_one(doc, session=session)
         return new_id
 
@@ -323,7 +328,11 @@ class Dispatcher:
         try:
             # A delivery never outlives its lease (else another dispatcher would deliver it too).
             async with asyncio.timeout(self.lease.total_seconds() * 0.9):
-                await adapter.deliver(message)
+                with tracing.continued(f"outbox deliver {message.channel}", doc.get(tracing.OUTBOX_FIELD),
+                                       **{"messaging.system": "svpl-outbox",
+                                          "messaging.destination.name": message.channel,
+                                          "messaging.message.id": message.message_id}):
+                    await adapter.deliver(message)
         except PermanentDeliveryError as exc:
             await self._failed(message, str(exc) or exc.__class__.__name__)
         except asyncio.CancelledError:

@@ -37,8 +37,8 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from pymongo import AsyncMongoClient
 
-from services.runtime import auth, logs, metrics
-from services.runtime.config import ServiceSettings, load_settings
+from services.runtime import auth, logs, metrics, tls, tracing
+from services.runtime.config import ServiceSettings, SettingsError, load_settings
 from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, PermissionDenied
 from services.runtime.tasks import cancel_and_wait
 
@@ -164,9 +164,10 @@ def _status_for(exc: DomainError) -> status_pb2.Status:
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Authentication, access rules, exception → status mapping and metrics, in one place."""
 
-    def __init__(self, keys: auth.KeySet | None, access: dict[str, auth.Rule]) -> None:
+    def __init__(self, keys: auth.KeySet | None, access: dict[str, auth.Rule], traced: bool = False) -> None:
         self._keys = keys
         self._access = access  # by full method name "/pkg.Service/Method"
+        self._traced = traced  # a span per call (tracing.py), in the trace the caller's metadata names
 
     async def intercept_service(
         self,
@@ -190,6 +191,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             # Metadata values are bytes only under "-bin" keys.
             rid = cast(str, next((v for k, v in md if k == "x-request-id"), "")) or uuid.uuid4().hex
             logs.request_id_var.set(rid[:64])
+            spans = contextlib.ExitStack()  # the call's span, current until its outcome is recorded
+            span = spans.enter_context(tracing.server_span(full, md)) if self._traced else None
             try:
                 who = await auth.authenticate(self._keys, md)
                 auth.current_caller.set(who)
@@ -220,6 +223,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 name = code.name if isinstance(code, grpc.StatusCode) else str(code)
                 metrics.RPC_HANDLED.labels(service, method, name).inc()
                 metrics.RPC_LATENCY.labels(service, method).observe(time.perf_counter() - started)
+                if span is not None:
+                    if isinstance(code, grpc.StatusCode):
+                        tracing.set_grpc_status(span, code)
+                    spans.close()
 
         def rebuild(factory: Callable[..., grpc.RpcMethodHandler[Any, Any]],
                     wrapped: Callable[..., Any]) -> grpc.RpcMethodHandler[Any, Any]:
@@ -265,6 +272,9 @@ class RunningServer:
     component: Component
     db_check_seconds: float = 2.0
     keys: auth.KeySet | None = None
+    # The plaintext health-only server for the kubelet's probes, when the service speaks TLS.
+    health_server: grpc.aio.Server | None = None
+    health_port: int = 0
     _ready: bool = True
     _db_ok: bool = True
     _watch: asyncio.Task[None] | None = None
@@ -311,6 +321,8 @@ class RunningServer:
             await self.component.drain(grace)
         await self.server.stop(grace)
         await self.health.enter_graceful_shutdown()
+        if self.health_server is not None:
+            await self.health_server.stop(None)
         # The keys' revocation follower first: it calls identity over a channel the component closes.
         if self.keys is not None:
             await self.keys.close()
@@ -323,14 +335,19 @@ async def start_server(
     address: str = "127.0.0.1:0",
     max_message_bytes: int = 4 * 1024 * 1024,
     db_check_seconds: float = 2.0,
+    tls_files: tls.TlsFiles | None = None,
+    health_address: str = "",
 ) -> RunningServer:
-    """Bind, register, start. Tests pass port 0 and read the bound port back."""
+    """Bind, register, start. Tests pass port 0 and read the bound port back.
+
+    With `tls_files` the port speaks mutual TLS only (a client certificate from the CA is required);
+    `health_address` then serves the health service alone in plaintext, for the kubelet's probes."""
     access: dict[str, auth.Rule] = {}
     for b in component.bindings:
         b.check_access_complete()
         access.update({f"/{b.descriptor.full_name}/{m}": r for m, r in b.access.items()})
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(keys, access)],
+        interceptors=[ServiceInterceptor(keys, access, traced=tracing.enabled())],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -343,22 +360,39 @@ async def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [b.descriptor.full_name for b in component.bindings]
     reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    health_server = _health_only(health_servicer) if health_address else None
     try:
-        port = server.add_insecure_port(address)
+        if tls_files is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, tls.server_credentials(tls_files))
         if port == 0:
             raise RuntimeError(f"could not bind {address}")
+        health_port = health_server.add_insecure_port(health_address) if health_server else 0
         await component.open()
         await server.start()
+        if health_server:
+            await health_server.start()
     except BaseException:
         # Nothing serves: what the service opened is closed again.
         await server.stop(None)
+        if health_server:
+            await health_server.stop(None)
         await component.close()
         raise
-    running = RunningServer(server, port, health_servicer, component, db_check_seconds, keys)
+    running = RunningServer(server, port, health_servicer, component, db_check_seconds, keys, health_server,
+                            health_port)
     await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     await running.set_ready(True)
     running.watch_database()
     return running
+
+
+def _health_only(health_servicer: health.aio.HealthServicer) -> grpc.aio.Server:
+    """A second server with the same health servicer and nothing else: what the probes may see."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    return server
 
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -368,10 +402,11 @@ Build = Callable[[S], Awaitable[tuple[Component, auth.KeySet | None]]]
 
 async def serve(settings: S, build: Build[S]) -> None:
     metrics_port = metrics.start_metrics_server(settings.metrics_host, settings.metrics_port)
+    tracer = tracing.setup(settings.service_name, settings)
     component, keys = await build(settings)
     running = await start_server(
         component, keys, f"{settings.grpc_host}:{settings.grpc_port}", settings.max_message_bytes,
-        settings.db_check_seconds,
+        settings.db_check_seconds, settings.tls_files, health_address(settings),
     )
     # Everything loaded so far (modules, settings, clients) lives as long as the process: move it out of
     # the collector's reach, so a full collection scans only what serving creates. Measured on media:
@@ -379,7 +414,8 @@ async def serve(settings: S, build: Build[S]) -> None:
     gc.freeze()
     log.info(
         "%s serving", settings.service_name,
-        extra={"svpl_grpc_port": running.port, "svpl_metrics_port": metrics_port},
+        extra={"svpl_grpc_port": running.port, "svpl_metrics_port": metrics_port,
+               "svpl_tls": settings.tls_files is not None, "svpl_health_port": running.health_port},
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -388,11 +424,20 @@ async def serve(settings: S, build: Build[S]) -> None:
     await stop.wait()
     log.info("%s stopping: not ready, draining (grace %.0fs)", settings.service_name, settings.shutdown_grace_seconds)
     await running.stop(settings.shutdown_grace_seconds)
+    if tracer is not None:
+        tracer.shutdown()  # the last spans exported
     log.info("%s stopped", settings.service_name)
+
+
+def health_address(settings: ServiceSettings) -> str:
+    return f"{settings.grpc_host}:{settings.health_port}" if settings.health_port else ""
 
 
 def main(settings_cls: type[S], build: Build[S]) -> None:
     """Entry point of every service: `python -m services.<name>`."""
     settings = load_settings(settings_cls)
     logs.setup_logging(settings.service_name, settings.log_level)
-    asyncio.run(serve(settings, build))
+    try:
+        asyncio.run(serve(settings, build))
+    except tls.TlsConfigError as exc:  # start-up stops with one line naming the file, no traceback
+        raise SettingsError(f"svpl: {exc}") from None

@@ -24,6 +24,7 @@ from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
 
 from services.runtime import clients
 from services.runtime.timestamps import to_datetime
+from services.runtime.tls import ClientTls
 
 log = logging.getLogger("svpl.support.peers")
 
@@ -72,21 +73,23 @@ def _why(exc: grpc.aio.AioRpcError) -> str:
 
 class Peers:
     def __init__(self, roster_address: str, booking_address: str, media_address: str, token: str,
-                 timeout: float) -> None:
+                 timeout: float, tls: ClientTls | None = None, media_server_name: str = "") -> None:
         self._token = token
+        self._tls, self._media_server_name = tls, media_server_name
         self._timeout = timeout
         self._default_media = media_address
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._roster = roster_pb2_grpc.RosterServiceStub(self._channel(roster_address))
         self._booking = booking_pb2_grpc.BookingServiceStub(self._channel(booking_address))
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
+    def _channel(self, address: str, server_name: str = "") -> grpc.aio.Channel:
         if address not in self._channels:
-            self._channels[address] = clients.channel(address)
+            self._channels[address] = clients.channel(address, self._tls, server_name=server_name)
         return self._channels[address]
 
     def _media(self, address: str) -> media_pb2_grpc.MediaServiceStub:
-        return media_pb2_grpc.MediaServiceStub(self._channel(address))
+        # A media instance is called at its pod address: TLS verifies media's own name instead.
+        return media_pb2_grpc.MediaServiceStub(self._channel(address, self._media_server_name))
 
     async def close(self) -> None:
         for ch in self._channels.values():

@@ -30,10 +30,11 @@ async def build(settings: SupportSettings) -> tuple[Component, auth.KeySet]:
         raise routing_table.RoutingTableError(
             f"svpl: routing table is for region {routing.region!r} but SVPL_REGION is {settings.region!r}")
     async with Resources() as opened:
-        identity = opened.closing(clients.channel(settings.identity_address))
+        identity = opened.closing(clients.channel(settings.identity_address, settings.client_tls))
         db = opened.closing(mongo.connect(settings.mongodb_uri, settings.service_name))
         peers = opened.closing(Peers(settings.roster_address, settings.booking_address, settings.media_address,
-                                     settings.service_token, settings.support_evidence_timeout_seconds))
+                                     settings.service_token, settings.support_evidence_timeout_seconds,
+                                     settings.client_tls, settings.tls_media_server_name))
         access = opened.closing(AccessLog.for_service(settings, db))
         tickets = Tickets(db[settings.database_name], routing, peers, access, settings.support_description_max_chars)
         # A follow-up younger than this may still be running in a live request.

@@ -182,7 +182,8 @@ def test_grpc_liveness_and_readiness_ask_different_health_names(render):
     r = render()
     for service in GRPC:
         c = r.container(service)
-        port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
+        # The plaintext health-only port: the service's own port speaks mutual TLS (serviceTls).
+        port = next(p["containerPort"] for p in c["ports"] if p["name"] == "health")
         assert c["livenessProbe"]["grpc"] == {"port": port, "service": ""}
         assert c["startupProbe"]["grpc"] == {"port": port, "service": ""}
         assert c["readinessProbe"]["grpc"] == {"port": port, "service": contract_name(service)}

@@ -89,9 +89,10 @@ def make_ca(cn: str = "SITHS e-id Test CA", issuer: Issued | None = None) -> Iss
 
 def make_leaf(ca: Issued, cn: str, *, serial_number: str | None = None, days_valid: tuple[int, int] = (-1, 365),
               digital_signature: bool = True, client_auth: bool = True, server_names: Sequence[str] = (),
-              ocsp_url: str | None = None, policies: Sequence[str] | None = None) -> Issued:
-    """A certificate issued by `ca`. A client certificate names the LoA 3 test policy unless
-    `policies` says otherwise (a server certificate names none)."""
+              ocsp_url: str | None = None, policies: Sequence[str] | None = None, mutual: bool = False) -> Issued:
+    """A certificate issued by `ca`: a client's, or with `server_names` a server's (`mutual`: a service's,
+    which is both: it serves and calls, as cert-manager's usages [server auth, client auth]). A client
+    certificate names the LoA 3 test policy unless `policies` says otherwise (a server certificate names none)."""
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
         x509.CertificateBuilder()
@@ -111,7 +112,7 @@ def make_leaf(ca: Issued, cn: str, *, serial_number: str | None = None, days_val
     )
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [ExtendedKeyUsageOID.EMAIL_PROTECTION]
     if server_names:
-        usages = [ExtendedKeyUsageOID.SERVER_AUTH]
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] + ([ExtendedKeyUsageOID.CLIENT_AUTH] if mutual else [])
         sans = [x509.IPAddress(ipaddress.ip_address(n)) if n[0].isdigit() else x509.DNSName(n) for n in server_names]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)

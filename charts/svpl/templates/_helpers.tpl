@@ -75,8 +75,32 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- printf "%s:%s" $repo $tag -}}
 {{- end -}}
 
+{{/* The Secret with a component's TLS files (tls.crt, tls.key, ca.crt): (dict "root" $ "name" "media"). */}}
+{{- define "svpl.tlsSecret" -}}
+{{- index .root.Values.serviceTls.secretNames .name | default (printf "%s-%s-tls" (include "svpl.fullname" .root) .name) -}}
+{{- end -}}
+
+{{- define "svpl.tlsDir" -}}/var/run/svpl/tls{{- end -}}
+
 {{/* Refusals that protect production. */}}
 {{- define "svpl.guards" -}}
+{{- if and (not .Values.serviceTls.enabled) (not .Values.serviceTls.meshMutualTls) -}}
+{{- fail "serviceTls.enabled: the services' gRPC cannot be plaintext in a Kubernetes deployment (personnummer and service tokens cross it); set serviceTls.meshMutualTls=true only where a service mesh does mutual TLS between the pods" -}}
+{{- end -}}
+{{- if and .Values.serviceTls.enabled .Values.serviceTls.certManager.enabled (not .Values.serviceTls.certManager.issuerRef.name) -}}
+{{- fail "serviceTls.certManager.issuerRef.name is required when serviceTls.certManager.enabled: the cert-manager Issuer of the services' CA" -}}
+{{- end -}}
+{{- range $name, $c := .Values.components -}}
+{{- $names := keys ($c.env | default dict) -}}
+{{- range $e := ($c.extraEnv | default list) -}}
+{{- $names = append $names $e.name -}}
+{{- end -}}
+{{- range $k := $names -}}
+{{- if or (hasPrefix "SVPL_TLS_" (upper $k)) (eq (upper $k) "SVPL_HEALTH_PORT") -}}
+{{- fail (printf "components.%s: %s is set by serviceTls (mutual TLS between the services cannot be changed per component)" $name (upper $k)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if .Values.developmentLogin -}}
 {{- fail "developmentLogin: the development login cannot be enabled in a Kubernetes deployment (it exists only for `make run`)" -}}
 {{- end -}}
@@ -192,6 +216,22 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- end -}}
 {{- if and $root.Values.turn.enabled (eq $c.name "gateway") -}}
 {{- $_ := set $data "SVPL_TURN_URLS" (printf "turn:%s:3478?transport=udp,turn:%s:3478?transport=tcp" $root.Values.turn.publicHost $root.Values.turn.publicHost) -}}
+{{- end -}}
+{{- if $root.Values.serviceTls.enabled -}}
+{{- /* Mutual TLS: the component's mounted Secret; media is verified by its Service's name (called by pod address). */ -}}
+{{- $dir := include "svpl.tlsDir" . -}}
+{{- $_ := set $data "SVPL_TLS_CERT_FILE" (printf "%s/tls.crt" $dir) -}}
+{{- $_ := set $data "SVPL_TLS_KEY_FILE" (printf "%s/tls.key" $dir) -}}
+{{- $_ := set $data "SVPL_TLS_CA_FILE" (printf "%s/ca.crt" $dir) -}}
+{{- $_ := set $data "SVPL_TLS_RELOAD_SECONDS" (toString $root.Values.serviceTls.reloadSeconds) -}}
+{{- $_ := set $data "SVPL_TLS_MEDIA_SERVER_NAME" (printf "%s-media" (include "svpl.fullname" $root)) -}}
+{{- if eq $c.facts.kind "grpc" -}}
+{{- $_ := set $data "SVPL_HEALTH_PORT" (toString $root.Values.serviceTls.healthPort) -}}
+{{- end -}}
+{{- end -}}
+{{- with $root.Values.tracing.otlpEndpoint -}}
+{{- $_ := set $data "SVPL_OTLP_ENDPOINT" . -}}
+{{- $_ := set $data "SVPL_TRACE_SAMPLE_RATIO" (toString $root.Values.tracing.sampleRatio) -}}
 {{- end -}}
 {{- range $k, $v := ($c.env | default dict) -}}
 {{- $_ := set $data $k (toString $v) -}}
