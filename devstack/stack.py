@@ -91,6 +91,12 @@ class Stack:
         )
         for other, proc in self.procs.items():
             env[f"SVPL_{other.upper()}_ADDRESS"] = proc.address
+        # No outside systems on one machine: each is switched off explicitly (the services refuse to
+        # start with one neither configured nor switched off); extra_env may point one at a test server.
+        env.update({"SVPL_COSMIC_LINK_ENABLED": "false", "SVPL_INBOX_1177_ENABLED": "false",
+                    "SVPL_SITHS_ENABLED": "false"})
+        if "SVPL_DEVELOPMENT_LOGIN" not in self.extra_env:  # (with it: the bundled demo directory)
+            env["SVPL_DIRECTORY_EXPORT_FILE"] = str(ROOT / "services" / "identity" / "demo" / "directory.jsonl")
         env.update(self.extra_env)
         return env
 

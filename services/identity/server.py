@@ -53,7 +53,8 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
                                                     timeout_seconds=settings.siths_ocsp_timeout_seconds,
                                                     cache_seconds=settings.siths_ocsp_cache_seconds,
                                                     cache_size=settings.siths_ocsp_cache_size))
-        siths = SithsLogin(load_ca_certificates(settings.siths_ca_files), directory, tokens, revocation)
+        cas = load_ca_certificates(settings.siths_ca_files) if settings.siths_enabled else []  # none: SITHS refused
+        siths = SithsLogin(cas, directory, tokens, revocation)
         bankid_client = None
         if settings.bankid_url:
             bankid_client = opened.closing(BankIdClient(settings.bankid_url, settings.bankid_client_cert_file,

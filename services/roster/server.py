@@ -38,20 +38,21 @@ async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
                         media_check_seconds=settings.media_check_seconds,
                         left_room_release_seconds=settings.left_room_release_seconds)
         adapters = {}
-        if settings.inbox_1177_url:
+        if settings.inbox_1177_enabled:
             adapters[INBOX_1177] = opened.closing(Inbox1177Adapter(
                 settings.inbox_1177_url, settings.inbox_1177_api_key, settings.inbox_1177_timeout_seconds))
         else:
-            log.warning("SVPL_INBOX_1177_URL is not set: 1177 inbox messages stay queued until it is")
+            log.warning("the 1177 inbox is switched off (SVPL_INBOX_1177_ENABLED=false): next of kin's messages "
+                        "stay queued until it is switched on")
         dispatcher = Dispatcher(outbox, adapters, poll_seconds=settings.outbox_poll_seconds, name="roster-outbox",
-                                backoff=Backoff(settings.outbox_retry_base_seconds, settings.outbox_retry_cap_seconds))
+                                backoff=Backoff(settings.outbox_retry_base_seconds, settings.outbox_retry_cap_seconds),
+                                unconfigured=[] if adapters else [INBOX_1177])
         opened.closing(dispatcher, dispatcher.stop)
         roster.on_outbox_message = dispatcher.notify
         opened.closing(roster)  # its room releases still running
 
         async def start() -> None:
-            if adapters:
-                dispatcher.start()
+            dispatcher.start()  # with no destination it only counts what waits (svpl_outbox_undeliverable_messages)
 
         binding = Binding(
             roster_pb2.DESCRIPTOR.services_by_name["RosterService"],
