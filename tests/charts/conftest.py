@@ -23,7 +23,14 @@ REQUIRED = {
     "turn": {"authSecret": {"name": "svpl-turn", "key": "secret"}},
     # Where the API server is (media's pod-deletion-cost updater may reach it, nothing else).
     "networkPolicy": {"apiServer": {"cidrs": ["10.96.0.1/32", "172.18.0.2/32"]}},
+    # The outside systems (#16): each set (or, in the tests that say so, switched off).
+    "gateway": {"publicUrl": "https://vardmote.example.se"},
+    "ingress": {"tls": {"secretName": "svpl-portal-tls"}},
+    "booking": {"cosmicLink": {"url": "https://cosmic-bridge.example.se/messages"}},
+    "roster": {"inbox1177": {"url": "https://inbox.1177.example.se/api"}},
 }
+REQUIRED["identity"] = {**REQUIRED["identity"], "siths": {"caSecret": "svpl-siths-ca"},
+                        "directory": {"ldap": {"url": "ldaps://hsa.example.se:636", "baseDn": "c=SE"}}}
 
 
 def merged(*overlays: dict) -> dict:

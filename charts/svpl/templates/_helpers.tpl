@@ -187,8 +187,102 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- if and $root.Values.turn.enabled (eq $c.name "gateway") -}}
 {{- $_ := set $data "SVPL_TURN_URLS" (printf "turn:%s:3478?transport=udp,turn:%s:3478?transport=tcp" $root.Values.turn.publicHost $root.Values.turn.publicHost) -}}
 {{- end -}}
+{{- include "svpl.integrationConfig" (dict "root" $root "c" $c "data" $data) -}}
 {{- range $k, $v := ($c.env | default dict) -}}
 {{- $_ := set $data $k (toString $v) -}}
 {{- end -}}
 {{- toYaml $data -}}
+{{- end -}}
+
+{{/*
+The outside systems' settings (#16): each either configured (values.schema.json requires its
+address while enabled) or switched off explicitly; a service refuses to start otherwise.
+Adds to .data (the component's SVPL_* map). (dict "root" $ "c" $c "data" $data)
+*/}}
+{{- define "svpl.integrationConfig" -}}
+{{- $v := .root.Values -}}
+{{- $data := .data -}}
+{{- if eq .c.name "identity" -}}
+{{- $_ := set $data "SVPL_SITHS_ENABLED" (toString $v.identity.siths.enabled) -}}
+{{- if $v.identity.siths.enabled -}}
+{{- $_ := set $data "SVPL_SITHS_CA_FILES" "/var/run/svpl/siths/ca.crt" -}}
+{{- end -}}
+{{- $_ := set $data "SVPL_DIRECTORY_BACKEND" "ldap" -}}
+{{- $_ := set $data "SVPL_LDAP_URL" $v.identity.directory.ldap.url -}}
+{{- $_ := set $data "SVPL_LDAP_BASE_DN" $v.identity.directory.ldap.baseDn -}}
+{{- with $v.identity.directory.ldap.bindDn -}}
+{{- $_ := set $data "SVPL_LDAP_BIND_DN" . -}}
+{{- end -}}
+{{- end -}}
+{{- if eq .c.name "booking" -}}
+{{- $_ := set $data "SVPL_COSMIC_LINK_ENABLED" (toString $v.booking.cosmicLink.enabled) -}}
+{{- if $v.booking.cosmicLink.enabled -}}
+{{- $_ := set $data "SVPL_COSMIC_LINK_URL" $v.booking.cosmicLink.url -}}
+{{- end -}}
+{{- end -}}
+{{- if eq .c.name "roster" -}}
+{{- $_ := set $data "SVPL_PORTAL_BASE_URL" (trimSuffix "/" $v.gateway.publicUrl) -}}
+{{- $_ := set $data "SVPL_INBOX_1177_ENABLED" (toString $v.roster.inbox1177.enabled) -}}
+{{- if $v.roster.inbox1177.enabled -}}
+{{- $_ := set $data "SVPL_INBOX_1177_URL" $v.roster.inbox1177.url -}}
+{{- end -}}
+{{- end -}}
+{{- if eq .c.name "gateway" -}}
+{{- $_ := set $data "SVPL_HEADER_READ_TIMEOUT_SECONDS" (toString $v.gateway.headerReadTimeoutSeconds) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The outside systems' secrets, as env entries of one component: (dict "root" $ "name" "booking"). */}}
+{{- define "svpl.integrationSecrets" -}}
+{{- $v := .root.Values -}}
+{{- $refs := list -}}
+{{- if and (eq .name "identity") $v.identity.directory.ldap.bindPasswordSecret.name -}}
+{{- $refs = append $refs (list "SVPL_LDAP_BIND_PASSWORD" $v.identity.directory.ldap.bindPasswordSecret) -}}
+{{- end -}}
+{{- if and (eq .name "booking") $v.booking.cosmicLink.enabled $v.booking.cosmicLink.tokenSecret.name -}}
+{{- $refs = append $refs (list "SVPL_COSMIC_LINK_TOKEN" $v.booking.cosmicLink.tokenSecret) -}}
+{{- end -}}
+{{- if and (eq .name "roster") $v.roster.inbox1177.enabled $v.roster.inbox1177.apiKeySecret.name -}}
+{{- $refs = append $refs (list "SVPL_INBOX_1177_API_KEY" $v.roster.inbox1177.apiKeySecret) -}}
+{{- end -}}
+{{- range $ref := $refs }}
+- name: {{ index $ref 0 }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ (index $ref 1).name }}
+      key: {{ (index $ref 1).key }}
+{{- end -}}
+{{- end -}}
+
+{{/* The pod's scheduling: the component's knobs, else the chart's spread over nodes and zones. */}}
+{{- define "svpl.scheduling" -}}
+{{- $sel := include "svpl.selector" (dict "root" .root "name" .c.name) | fromYaml -}}
+{{- with .c.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .c.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+# Spread replicas over nodes (and zones where there are any) so one node takes few rooms down.
+{{- $spread := list }}
+{{- range $t := (.c.topologySpreadConstraints | default (list
+    (dict "maxSkew" 1 "topologyKey" "kubernetes.io/hostname" "whenUnsatisfiable" "ScheduleAnyway")
+    (dict "maxSkew" 1 "topologyKey" "topology.kubernetes.io/zone" "whenUnsatisfiable" "ScheduleAnyway"))) }}
+{{- $t := deepCopy $t }}
+{{- if not (hasKey $t "labelSelector") }}
+{{- $_ := set $t "labelSelector" (dict "matchLabels" $sel) }}
+{{- end }}
+{{- $spread = append $spread $t }}
+{{- end }}
+topologySpreadConstraints:
+  {{- toYaml $spread | nindent 2 }}
 {{- end -}}
