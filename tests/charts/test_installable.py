@@ -235,3 +235,18 @@ def test_dns_egress_reaches_nodelocal_dnscache_as_well_as_kube_dns(render):
     without = render({"networkPolicy": {"dns": {"nodeLocalCache": []}}}).get("NetworkPolicy", f"{FULL}-gateway")
     (dns,) = [rule for rule in without["spec"]["egress"] if {p["port"] for p in rule["ports"]} == {53}]
     assert not [peer for peer in dns["to"] if "ipBlock" in peer]
+
+
+def test_on_cilium_media_reaches_the_api_server_as_the_kube_apiserver_entity(render, chart):
+    r = render({"networkPolicy": {"apiServer": {"cidrs": [], "ciliumEntity": True}}})
+    (policy,) = r.of_kind("CiliumNetworkPolicy")
+    assert policy["apiVersion"] == "cilium.io/v2"
+    assert set(policy["spec"]) == {"endpointSelector", "egress"}
+    assert policy["spec"]["endpointSelector"]["matchLabels"]["app.kubernetes.io/name"] == "svpl-media"
+    assert policy["spec"]["egress"] == [{"toEntities": ["kube-apiserver"], "toPorts": [{"ports": [
+        {"port": "443", "protocol": "TCP"}, {"port": "6443", "protocol": "TCP"}]}]}]
+    media = r.get("NetworkPolicy", f"{FULL}-media")["spec"]["egress"]
+    assert not [rule for rule in media if any("ipBlock" in p for p in rule["to"]) and 443 in {
+        p["port"] for p in rule["ports"]}]
+    assert not render().of_kind("CiliumNetworkPolicy")
+    assert "ciliumEntity" in refused(chart, {"networkPolicy": {"apiServer": {"cidrs": []}}})

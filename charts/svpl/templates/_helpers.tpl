@@ -115,8 +115,8 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.networkPolicy.enabled .Values.media.podDeletionCost.enabled (not .Values.networkPolicy.apiServer.cidrs) -}}
-{{- fail "networkPolicy.apiServer.cidrs is required while media.podDeletionCost and networkPolicy are enabled: the API server's addresses (kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes)" -}}
+{{- if and .Values.networkPolicy.enabled .Values.media.podDeletionCost.enabled (not .Values.networkPolicy.apiServer.cidrs) (not .Values.networkPolicy.apiServer.ciliumEntity) -}}
+{{- fail "networkPolicy.apiServer.cidrs is required while media.podDeletionCost and networkPolicy are enabled: the API server's addresses (kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes); on Cilium set networkPolicy.apiServer.ciliumEntity instead" -}}
 {{- end -}}
 {{- $rtc := .Values.media.rtcPorts -}}
 {{- if lt (int $rtc.max) (int $rtc.min) -}}
