@@ -19,7 +19,8 @@ RELEASE, NAMESPACE = "care", "svpl-prod"
 REQUIRED = {
     "mongodb": {"uriSecret": {"name": "svpl-mongodb", "key": "uri"}},
     "serviceTokens": {"secretName": "svpl-service-tokens"},
-    "identity": {"signingKeysSecret": "svpl-signing-keys"},
+    "identity": {"signingKeysSecret": "svpl-signing-keys", "siths": {"caSecret": "svpl-siths-ca"},
+                 "directory": {"ldap": {"url": "ldaps://hsa.example.se:636", "baseDn": "c=SE"}}},
     "turn": {"authSecret": {"name": "svpl-turn", "key": "secret"}},
     # Where the API server is (media's pod-deletion-cost updater may reach it, nothing else).
     "networkPolicy": {"apiServer": {"cidrs": ["10.96.0.1/32", "172.18.0.2/32"]}},
@@ -29,8 +30,6 @@ REQUIRED = {
     "booking": {"cosmicLink": {"url": "https://cosmic-bridge.example.se/messages"}},
     "roster": {"inbox1177": {"url": "https://inbox.1177.example.se/api"}},
 }
-REQUIRED["identity"] = {**REQUIRED["identity"], "siths": {"caSecret": "svpl-siths-ca"},
-                        "directory": {"ldap": {"url": "ldaps://hsa.example.se:636", "baseDn": "c=SE"}}}
 
 
 def merged(*overlays: dict) -> dict:

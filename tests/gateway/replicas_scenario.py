@@ -33,8 +33,7 @@ from tests.gateway.browser_scenario import (
     browser,
     click,
     dev_login,
-    quit_quietly,
-    save_failure_evidence,
+    evidence_and_cleanup,
     wait,
     wait_for_named_tiles,
     wait_for_others_playing,
@@ -89,13 +88,13 @@ def run(artifacts: Path) -> None:
                                              "SVPL_PUBLIC_URL": base, "SVPL_PORTAL_BASE_URL": base})
     drivers: list = []
     started = time.monotonic()
-    try:
+    with evidence_and_cleanup(artifacts, ("coordinator", "staff"), drivers, stack):
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             launching = [pool.submit(browser, work / f"profile-{i}", write_camera(work / f"camera-{i}.y4m", *CAMERAS[name]))
                          for i, name in enumerate(("Vera Samordnare", STAFF[1]))]
             stack.start(timeout=30)
             stack.add_replica("gateway-b", of="gateway")
-            drivers = [f.result() for f in launching]
+            drivers.extend(f.result() for f in launching)
         coordinator, staff = drivers
         proxy = RoundRobin([stack.procs["gateway"].address, stack.procs["gateway-b"].address])
         with serving_in_thread(proxy, port):
@@ -138,13 +137,6 @@ def run(artifacts: Path) -> None:
             counts = {step: sorted(i for k, i, _ in proxy.served if k == step) for step in STEPS}
             print(f"served by replica: {counts}", flush=True)
             print(f"scenario passed in {time.monotonic() - started:.1f}s", flush=True)
-    except Exception:
-        save_failure_evidence(artifacts, zip(("coordinator", "staff"), drivers), stack)
-        raise
-    finally:
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            pool.map(quit_quietly, drivers)
-        stack.stop()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from svpl.identity.v1 import identity_pb2
 
 from services.gateway.app import create_app
 from tests.gateway.conftest import COORDINATOR, MUNICIPALITY_STAFF, REGION_STAFF, Browser, gateway_settings
-from tests.gateway.flow import book_video_meeting, register, start
+from tests.gateway.flow import book_video_meeting, live_meeting_with_staff, register, start
 from tests.media.peers import Peer
 from tests.polling import poll
 
@@ -41,11 +41,7 @@ async def test_admitted_by_one_replica_negotiated_measured_and_named_by_another(
     first, system, new_browser = gateway
     second = create_app(gateway_settings(system))
     coordinator, staff = new_browser(), new_browser()
-    await coordinator.login(COORDINATOR)
-    await staff.login(REGION_STAFF)
-    meeting_id = (await book_video_meeting(coordinator))["meeting_id"]
-    await register(coordinator, meeting_id, "Rita Region", "PARTICIPANT_ROLE_REGION_STAFF", REGION_STAFF)
-    await start(coordinator, meeting_id)
+    meeting_id = await live_meeting_with_staff(coordinator, staff)
     staff_there = on(second, staff)
     peer = Peer()
     try:

@@ -125,14 +125,13 @@ async def my_tiles(request: Request, me: Me, meeting_id: Id, backends: BackendsD
     see (GetConnectedList, as the person). Only the caller's own connection's slots are answered:
     no address, no other connection's slots, no person identifier beyond a participant id."""
     # Roster first: it refuses a person who is removed, not admitted or not in the meeting (any more).
-    mine = await my_admission(request, me, meeting_id)
-    participant_id = mine.participant_id
+    admitted = await my_admission(request, me, meeting_id)
     connected = cast(roster_pb2.GetConnectedListResponse,
                      await call(request, me, roster_pb2.GetConnectedListRequest(meeting_id=meeting_id)))
-    state = await access.stub_method(request, backends.media(mine.media_address))(
+    state = await access.stub_method(request, backends.media(admitted.media_address))(
         media_pb2.GetRoomStateRequest(meeting_id=meeting_id), **as_service(backends, settings))
     names = {p.participant_id: p.full_name for p in connected.people}
-    mine = [p for p in state.participants if p.participant_id == participant_id]
+    mine = [p for p in state.participants if p.participant_id == admitted.participant_id]
     return Tiles(tiles=[Tile(mid=mid, participant_id=slot.publisher_participant_id,
                              full_name=names.get(slot.publisher_participant_id, ""))
                         for p in mine for slot in p.showing for mid in slot.mids])
