@@ -26,6 +26,11 @@ SETTINGS = {
     "support": ("services.support.config", "SupportSettings"),
 }
 
+DEMO_DIRECTORY = Path(__file__).resolve().parent.parent / "services" / "identity" / "demo" / "directory.jsonl"
+# Each outside system's switch and the setting that points at it (services/*/config.py).
+INTEGRATIONS = {"cosmic_link_enabled": "cosmic_link_url", "inbox_1177_enabled": "inbox_1177_url",
+                "siths_enabled": "siths_ca_files"}
+
 
 @dataclass
 class System:
@@ -71,6 +76,13 @@ class System:
         )
         values.update(self.overrides.get(name, {}))
         values.update(extra)
+        # Outside systems are switched off unless a test points one at its own test server (a
+        # service refuses to start with one neither configured nor switched off).
+        for switch, setting in INTEGRATIONS.items():
+            values.setdefault(switch, bool(values.get(setting)))
+        values.setdefault("portal_base_url", "https://portal.svpl.test")
+        if values.get("directory_backend", "local") == "local" and not values.get("development_login"):
+            values.setdefault("directory_export_file", str(DEMO_DIRECTORY))  # the demo HSA export
         return settings_cls(**values)
 
     async def start(self, names: list[str] | None = None) -> System:

@@ -29,6 +29,7 @@ class Proc:
     env: dict
     log_path: Path
     process: subprocess.Popen | None = None
+    module: str = ""  # the service it runs (services.<module>), when not its name (a second replica)
 
     @property
     def address(self) -> str:
@@ -90,6 +91,12 @@ class Stack:
         )
         for other, proc in self.procs.items():
             env[f"SVPL_{other.upper()}_ADDRESS"] = proc.address
+        # No outside systems on one machine: each is switched off explicitly (the services refuse to
+        # start with one neither configured nor switched off); extra_env may point one at a test server.
+        env.update({"SVPL_COSMIC_LINK_ENABLED": "false", "SVPL_INBOX_1177_ENABLED": "false",
+                    "SVPL_SITHS_ENABLED": "false"})
+        if "SVPL_DEVELOPMENT_LOGIN" not in self.extra_env:  # (with it: the bundled demo directory)
+            env["SVPL_DIRECTORY_EXPORT_FILE"] = str(ROOT / "services" / "identity" / "demo" / "directory.jsonl")
         env.update(self.extra_env)
         return env
 
@@ -111,7 +118,7 @@ class Stack:
         proc = self.procs[name]
         log = open(proc.log_path, "ab")
         proc.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], env=proc.env, cwd=ROOT,
+            [sys.executable, "-m", f"services.{proc.module or name}"], env=proc.env, cwd=ROOT,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
@@ -119,7 +126,7 @@ class Stack:
     def wait_healthy(self, name: str, timeout: float = 15.0, service: str = "") -> None:
         proc = self.procs[name]
         deadline = time.monotonic() + timeout
-        if name == "gateway":
+        if (proc.module or name) == "gateway":
             import httpx
 
             while True:
@@ -167,6 +174,18 @@ class Stack:
             self.stop()  # a start that fails leaves nothing running, the database included
             raise
         return self
+
+    def add_replica(self, name: str, of: str, **env: str) -> Proc:
+        """One more process of service `of` (its environment, its own ports and log), started."""
+        original = self.procs[of]
+        proc = Proc(name, free_port(), free_port(), {**original.env, **env}, self.workdir / f"{name}.log", module=of)
+        proc.env.update({"SVPL_GRPC_PORT": str(proc.port), "SVPL_METRICS_PORT": str(proc.metrics_port)})
+        if of == "gateway":
+            proc.env["SVPL_HTTP_PORT"] = str(proc.port)
+        self.procs[name] = proc
+        self.start_process(name)
+        self.wait_healthy(name)
+        return proc
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         proc = self.procs[name]

@@ -10,6 +10,8 @@ command -v xmlsec1 >/dev/null 2>&1 || need+=(xmlsec1)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 # The browser test runs in a private network namespace (unshare -rn; `ip` brings loopback up).
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
+# The SITHS login test puts a real nginx (as ingress-nginx configures it) in front of the gateway.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from services.runtime.config import ServiceSettings
+from services.runtime.config import ServiceSettings, require_integration
 
 DEFAULT_OPTIONS_FILE = Path(__file__).resolve().parent / "config" / "rjl.yaml"
 
@@ -12,8 +12,10 @@ class BookingSettings(ServiceSettings):
     grpc_port: int = Field(50052, ge=0, le=65535)
     # The region's care services, contact types and video combination (YAML, see config/rjl.yaml).
     booking_options_file: Path = DEFAULT_OPTIONS_FILE
-    # Cosmic Link (secure care messaging) HTTP endpoint; empty = secure messages wait in the
-    # outbox undelivered (development), with a warning at start.
+    # Cosmic Link (secure care messaging) HTTP endpoint: required unless switched off
+    # (SVPL_COSMIC_LINK_ENABLED=false: invitations by secure message wait in the outbox, counted in
+    # svpl_outbox_undeliverable_messages, until it is switched on).
+    cosmic_link_enabled: bool = True
     cosmic_link_url: str = ""
     cosmic_link_token: str = Field("", repr=False)
     cosmic_link_timeout_seconds: float = Field(10.0, gt=0)
@@ -34,3 +36,9 @@ class BookingSettings(ServiceSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL (or empty)")
         return value
+
+    @model_validator(mode="after")
+    def _integrations(self):
+        require_integration(self, "cosmic_link_enabled", "cosmic_link_url",
+                            then="invitations by secure message wait in the outbox until it is switched on")
+        return self

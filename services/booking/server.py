@@ -41,21 +41,22 @@ async def build(settings: BookingSettings) -> tuple[Component, auth.KeySet]:
         )
         adapters: dict[str, ChannelAdapter] = {MEETING_CHANNEL: MeetingChannel(bookings)}
         secure = None
-        if settings.cosmic_link_url:
+        if settings.cosmic_link_enabled:
             secure = opened.closing(messaging.HttpSecureMessaging(
                 settings.cosmic_link_url, settings.cosmic_link_token, settings.cosmic_link_timeout_seconds))
             adapters[messaging.CHANNEL] = messaging.SecureMessagingChannel(secure)
         dispatcher = Dispatcher(
             outbox, adapters, lease_seconds=settings.outbox_lease_seconds, poll_seconds=settings.outbox_poll_seconds,
             backoff=Backoff(settings.outbox_backoff_base_seconds, settings.outbox_backoff_cap_seconds),
-            name="booking",
+            name="booking", unconfigured=[] if secure else [messaging.CHANNEL],
         )
         opened.closing(dispatcher, dispatcher.stop)
         bookings.notify = dispatcher.notify
 
         async def start() -> None:
             if secure is None:
-                log.warning("SVPL_COSMIC_LINK_URL is not set: secure-messaging invitations stay in the outbox")
+                log.warning("Cosmic Link is switched off (SVPL_COSMIC_LINK_ENABLED=false): secure-messaging "
+                            "invitations stay in the outbox")
             dispatcher.start()
 
         binding = Binding(

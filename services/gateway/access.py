@@ -28,7 +28,7 @@ Kind = Literal["relay", "gateway", "login", "session", "public"]
 class RouteAccess:
     """relay: the person's own token to service.rpc (its ACCESS rule decides).
     gateway: the gateway's own token to service.rpc, after `gate` (every such gate needs a session);
-      `relaying`, when set, is one more method (service, rpc) the route calls with the person's own token.
+      `relaying`: more methods ((service, rpc), ...) the route calls with the person's own token.
     login: no session needed; the gateway's own token to service.rpc (identity does every check).
     session: any logged-in person; calls no service as them.  public: no session needed."""
 
@@ -36,7 +36,7 @@ class RouteAccess:
     service: str = ""
     rpc: str = ""
     gate: str = ""
-    relaying: tuple[str, str] | tuple[()] = ()
+    relaying: tuple[tuple[str, str], ...] = ()
 
 
 def _declare(access: RouteAccess) -> Callable:
@@ -52,10 +52,10 @@ def relays(service: str, rpc: str) -> Callable:
     return _declare(RouteAccess("relay", service, rpc))
 
 
-def as_gateway(service: str, rpc: str, gate: str, relaying: tuple[str, str] | tuple[()] = ()) -> Callable:
+def as_gateway(service: str, rpc: str, gate: str, relaying: tuple[tuple[str, str], ...] = ()) -> Callable:
     """The route calls `service.rpc` with the gateway's token, for a logged-in person past `gate`;
-    with `relaying=(service, rpc)` it also calls that method with the person's own token (its ACCESS
-    rule and domain rules decide too: e.g. names the person may see)."""
+    with `relaying=((service, rpc), ...)` it also calls those methods with the person's own token (their
+    ACCESS rules and domain rules decide too: e.g. the person's own admission, names they may see)."""
     return _declare(RouteAccess("gateway", service, rpc, gate, relaying))
 
 

@@ -23,7 +23,6 @@ from services.gateway import access, logins, problems, protojson, realtime, rout
 from services.gateway.backends import Backends
 from services.gateway.config import GatewaySettings
 from services.gateway.routes.common import RESPONSE_MESSAGES
-from services.gateway.routes.joining import Admissions
 from services.gateway.security import (
     BodyLimit,
     CsrfCheck,
@@ -72,7 +71,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                                  "State-changing requests need the svpl_csrf cookie's value in X-CSRF-Token.")
     app.state.settings = settings
     app.state.backends = backends
-    app.state.admissions = Admissions()
     app.state.login_limiter = RateLimiter(settings.login_rate_per_minute)
     app.state.test_room_limiter = RateLimiter(settings.test_room_rate_per_minute)
     app.state.trusted_proxies = TrustedProxies(settings.trusted_proxies)

@@ -38,9 +38,13 @@ class GatewaySettings(TlsSettings, TracingSettings):
         "191212121212|Tolvan Tolvansson (patient, BankID)",
         "198112289874|Nils Närstående (närstående, 1177)",
     ])
-    # SITHS: the TLS terminator forwards the verified client certificate (PEM, URL-encoded
-    # as nginx's $ssl_client_escaped_cert) in this header; it is believed only from these addresses.
-    siths_certificate_header: str = "x-ssl-client-cert"
+    # SITHS: the TLS terminator forwards the client certificate it verified in this header (PEM,
+    # URL-encoded: nginx's $ssl_client_escaped_cert) and the verification's outcome in the second
+    # ("SUCCESS" or FAILED:<reason> / NONE: nginx's $ssl_client_verify). Both are believed only from
+    # trusted_proxies. The defaults are the headers ingress-nginx sets with
+    # auth-tls-pass-certificate-to-upstream (and clears on every other request).
+    siths_certificate_header: str = "ssl-client-cert"
+    siths_verify_header: str = "ssl-client-verify"
     # The TLS terminators / ingress controllers in front of the gateway, as IP networks (CIDR) or
     # addresses. Only a request whose TCP peer is in one of them may carry X-Forwarded-For/-Proto
     # (the client address for rate limits and BankID) and the SITHS certificate header. Empty: none.

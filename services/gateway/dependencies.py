@@ -2,8 +2,9 @@
 needs in its signature (`backends: BackendsDep`, `me: Me`), HTTP routes and the events WebSocket
 alike. This is the one module that reads `app.state`; `create_app` fills it.
 
-The in-process state of one feature has its alias next to its class (realtime.EventStreamsDep,
-routes.joining.AdmissionsDep), since those modules use the aliases below too."""
+The in-process state of one feature has its alias next to its class (realtime.EventStreamsDep), since
+that module uses the aliases below too. Nothing here is state a second replica would lack for
+correctness: rate limits and stream caps are per process; who is admitted where is roster's."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from services.gateway.security import RateLimiter, Session, TrustedProxies, sess
 
 if TYPE_CHECKING:
     from services.gateway.realtime import EventStreams
-    from services.gateway.routes.joining import Admissions
 
 
 def get_settings(conn: HTTPConnection) -> GatewaySettings:
@@ -41,10 +41,6 @@ def get_test_room_limiter(conn: HTTPConnection) -> RateLimiter:
 
 def get_trusted_proxies(conn: HTTPConnection) -> TrustedProxies:
     return conn.app.state.trusted_proxies
-
-
-def get_admissions(conn: HTTPConnection) -> Admissions:
-    return conn.app.state.admissions
 
 
 def get_event_streams(conn: HTTPConnection) -> EventStreams:

@@ -182,9 +182,13 @@ async def siths_login(request: Request, response: Response, backends: BackendsDe
     if peer(request) not in trusted_proxies:
         raise Problem(403, "SITHS-inloggning måste gå via regionens TLS-terminering", reason="UNTRUSTED_PROXY")
     pem = urllib.parse.unquote(request.headers.get(settings.siths_certificate_header, ""))
-    if "BEGIN CERTIFICATE" not in pem:
+    verified = request.headers.get(settings.siths_verify_header, "")
+    if "BEGIN CERTIFICATE" not in pem or verified in ("", "NONE"):
         raise Problem(401, "inget SITHS-kortcertifikat skickades: sätt i kortet och försök igen",
                       reason="NO_CLIENT_CERTIFICATE")
+    if verified != "SUCCESS":  # the TLS terminator refused the chain (FAILED:<reason>); identity would too
+        raise Problem(401, "SITHS-kortets certifikat godtogs inte: kontrollera kortet och försök igen",
+                      reason="CLIENT_CERTIFICATE_NOT_VERIFIED")
     answer = await access.stub_method(request, backends.identity)(
         identity_pb2.LoginSithsRequest(client_certificate_pem=pem), **as_service(backends, settings))
     return await _logged_in(backends.keys, answer.session, response)

@@ -1,9 +1,9 @@
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from services.identity.directory import HsaMapping
-from services.runtime.config import ServiceSettings
+from services.runtime.config import ServiceSettings, env_name, require_integration
 
 
 class IdentitySettings(ServiceSettings):
@@ -43,7 +43,10 @@ class IdentitySettings(ServiceSettings):
     # Demo citizens (personnummer + name) the development login may use; empty: the bundled demo file.
     demo_citizens_file: str = ""
 
-    # SITHS: PEM file(s) with the trusted SITHS CA certificates (comma-separated paths).
+    # SITHS: PEM file(s) with the trusted SITHS CA certificates (comma-separated paths): the root
+    # and issuing CAs (the same bundle the ingress verifies cards with). Required unless switched off
+    # (SVPL_SITHS_ENABLED=false: every SITHS login is refused).
+    siths_enabled: bool = True
     siths_ca_files: str = ""
     # Issuing CAs (subject common names, comma-separated) whose certificates log people in: the
     # "Person HSA-id" CAs. In Inera's test environment their names begin with "TEST".
@@ -99,3 +102,16 @@ class IdentitySettings(ServiceSettings):
     saml_1177_sp_key_file: str = ""
     saml_1177_sp_cert_file: str = ""
     login_state_ttl_seconds: int = Field(600, ge=30, le=3600)
+
+    @model_validator(mode="after")
+    def _integrations(self):
+        require_integration(self, "siths_enabled", "siths_ca_files", then="every SITHS login is refused")
+        if self.directory_backend == "ldap":
+            missing = [env_name(f) for f in ("ldap_url", "ldap_base_dn") if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"{' and '.join(missing)} required with {env_name('directory_backend')}=ldap "
+                                 "(the HSA directory)")
+        elif not self.directory_export_file and not self.development_login:
+            raise ValueError(f"the HSA directory is required: {env_name('directory_backend')}=ldap with "
+                             f"{env_name('ldap_url')}, or {env_name('directory_export_file')} (an HSA export)")
+        return self

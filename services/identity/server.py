@@ -57,7 +57,8 @@ async def build(settings: IdentitySettings) -> tuple[Component, auth.KeySet]:
                                                     timeout_seconds=settings.siths_ocsp_timeout_seconds,
                                                     cache_seconds=settings.siths_ocsp_cache_seconds,
                                                     cache_size=settings.siths_ocsp_cache_size))
-        siths = SithsLogin(load_ca_certificates(settings.siths_ca_files), directory, tokens, revocation,
+        cas = load_ca_certificates(settings.siths_ca_files) if settings.siths_enabled else []  # none: SITHS refused
+        siths = SithsLogin(cas, directory, tokens, revocation,
                            person_cas=settings.siths_person_ca_names, person_id_cas=settings.siths_person_id_ca_names,
                            function_cas=settings.siths_function_ca_names,
                            loa3_policies=settings.siths_loa3_policy_oids, loa2_policies=settings.siths_loa2_policy_oids,

@@ -1,6 +1,6 @@
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from services.runtime.config import ServiceSettings
+from services.runtime.config import ServiceSettings, env_name, require_integration
 
 
 class RosterSettings(ServiceSettings):
@@ -9,8 +9,9 @@ class RosterSettings(ServiceSettings):
     # Database connections for meeting watches (one change stream per meeting watched on this
     # replica, shared by its watchers), separate from the pool that reads and writes use.
     watch_pool_size: int = Field(200, ge=1)
-    # The portal's public base URL; a meeting's link is <base>/auth/<region>/login?meeting=<id>.
-    portal_base_url: str = "https://localhost:8443"
+    # Required: the portal's public base URL; a meeting's link is <base>/auth/<region>/login?meeting=<id>
+    # (in every invitation and 1177 message).
+    portal_base_url: str = ""
     # The media instances' gRPC control addresses; empty = [media_address]. Rooms go to the
     # least-loaded one that accepts (GetLoad), e.g. SVPL_MEDIA_ADDRESSES='["10.0.0.5:50054"]'.
     media_addresses: list[str] = Field(default_factory=list)
@@ -32,6 +33,10 @@ class RosterSettings(ServiceSettings):
     auto_close_after_seconds: float = Field(2 * 3600, ge=0)
     # How often the background task looks for such meetings (and unfinished clean-ups).
     auto_close_check_seconds: float = Field(60.0, gt=0)
+    # 1177 e-services inbox API (next of kin get a message when registered): required unless switched
+    # off (SVPL_INBOX_1177_ENABLED=false: those messages wait in the outbox, counted in
+    # svpl_outbox_undeliverable_messages, until it is switched on).
+    inbox_1177_enabled: bool = True
     # 1177 inbox (next of kin get a message when registered): AddMessage 2.0 over the national service
     # platform (NTjP). The platform's address for the contract, e.g. https://<ntjp>/vp/AddMessage/2/rivtabp21.
     inbox_1177_url: str = ""
@@ -47,6 +52,16 @@ class RosterSettings(ServiceSettings):
     # Retries of a failed delivery wait about base * 2**(attempt-1) seconds (with jitter), at most the cap.
     outbox_retry_base_seconds: float = Field(1.0, gt=0)
     outbox_retry_cap_seconds: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _integrations(self):
+        if not self.portal_base_url.startswith(("https://", "http://")):
+            raise ValueError(f"{env_name('portal_base_url')} is required: the portal's public URL (https://...), "
+                             "which every invitation and 1177 message links to")
+        require_integration(self, "inbox_1177_enabled", "inbox_1177_url", "inbox_1177_client_cert_file",
+                            "inbox_1177_client_key_file",
+                            then="next of kin's 1177 messages wait in the outbox until it is switched on")
+        return self
 
     @property
     def media_instances(self) -> list[str]:

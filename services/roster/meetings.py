@@ -487,6 +487,25 @@ class Roster:
         metrics.ADMISSIONS.labels("admitted").inc()
         return Admission(p, token, expires, m.media_instance, m.media_address)
 
+    async def my_admission(self, meeting_id: str, who: Caller) -> tuple[Participant, Meeting]:
+        """The caller's own admission (participant, and the meeting with its room's instance). One answer,
+        NOT_JOINED, for an unknown meeting, a person not registered and one not yet admitted."""
+        not_joined = FailedPrecondition("anslut till mötet först", reason="NOT_JOINED")
+        try:
+            m = await self.store.get(_id("meeting_id", meeting_id))
+        except NotFound:
+            raise not_joined from None
+        p = m.participant_for(who.id, who.id_kind) if who.is_person else None
+        if p is not None and p.removed:  # removed: they know they were in it
+            raise PermissionDenied(model.REFUSAL_TEXT[model.REMOVED], reason=model.REMOVED)
+        if p is None:
+            raise not_joined
+        if m.final:
+            raise FailedPrecondition(model.REFUSAL_TEXT[model.FINISHED], reason=model.FINISHED)
+        if p.admitted_at is None or not m.media_control:
+            raise not_joined
+        return p, m
+
     async def _room_for(self, m: Meeting) -> Meeting:
         """The meeting with a room on a media instance that answers: moved if its instance is gone.
 

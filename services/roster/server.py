@@ -40,22 +40,24 @@ async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
                         left_room_release_seconds=settings.left_room_release_seconds)
         booking_channel = opened.closing(clients.channel(settings.booking_address))
         adapters: dict[str, ChannelAdapter] = {PHONE_TASK: BookingPhoneTasks(booking_channel, settings.service_token)}
-        if settings.inbox_1177_url:
+        if settings.inbox_1177_enabled:
             adapters[INBOX_1177] = opened.closing(Inbox1177Adapter(
                 settings.inbox_1177_url, client_cert=settings.inbox_1177_client_cert_file,
                 client_key=settings.inbox_1177_client_key_file, ca_file=settings.inbox_1177_ca_file,
                 timeout=settings.inbox_1177_timeout_seconds, logical_address=settings.inbox_1177_logical_address))
         else:
-            log.warning("SVPL_INBOX_1177_URL is not set: 1177 inbox messages stay queued until it is")
+            log.warning("the 1177 inbox is switched off (SVPL_INBOX_1177_ENABLED=false): next of kin's messages "
+                        "stay queued until it is switched on")
         dispatcher = Dispatcher(outbox, adapters, poll_seconds=settings.outbox_poll_seconds, name="roster-outbox",
                                 backoff=Backoff(settings.outbox_retry_base_seconds, settings.outbox_retry_cap_seconds),
-                                fallbacks={INBOX_1177: Roster.inbox_fallback})
+                                fallbacks={INBOX_1177: Roster.inbox_fallback},
+                                unconfigured=[] if INBOX_1177 in adapters else [INBOX_1177])
         opened.closing(dispatcher, dispatcher.stop)
         roster.on_outbox_message = dispatcher.notify
         opened.closing(roster)  # its room releases still running
 
         async def start() -> None:
-            dispatcher.start()
+            dispatcher.start()  # with no destination it only counts what waits (svpl_outbox_undeliverable_messages)
 
         binding = Binding(
             roster_pb2.DESCRIPTOR.services_by_name["RosterService"],

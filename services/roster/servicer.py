@@ -47,6 +47,7 @@ ACCESS = {
     "RecordConfidentialityAssessment": LEADS,
     "RemoveParticipant": LEADS,
     "Admit": LOGGED_IN,
+    "GetMyAdmission": LOGGED_IN,
     "ReportConnection": services("media"),
     "IdentifyConnection": LEADS,
     "GetConnectedList": LOGGED_IN,
@@ -250,6 +251,11 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
         return roster_pb2.AdmitResponse(participant_id=a.participant.id, join_token=a.token,
                                         expires_at=ts(a.expires_at), media_instance=a.media_instance,
                                         media_address=a.media_address)
+
+    async def GetMyAdmission(self, request, context):
+        p, m = await self._r.my_admission(request.meeting_id, auth.caller())
+        return roster_pb2.GetMyAdmissionResponse(participant_id=p.id, media_instance=m.media_instance,
+                                                 media_address=m.media_address)
 
     async def ReportConnection(self, request, context):
         allowed = await self._r.report_connection(

@@ -108,6 +108,23 @@ class ServiceSettings(TlsSettings, TracingSettings):
 S = TypeVar("S", bound=BaseSettings)
 
 
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def require_integration(settings: BaseSettings, enabled: str, *needed: str, then: str) -> None:
+    """An outside system a deployment must either configure or switch off explicitly: with
+    `enabled` on (the default), each of `needed` must be set, else the start fails naming it and the
+    switch (`then`: what switching it off means). Called from a settings class's model validator;
+    `make run` and the test harness switch their integrations off (or point them at test servers)."""
+    if not getattr(settings, enabled):
+        return
+    missing = [env_name(f) for f in needed if not getattr(settings, f)]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required; "
+                         f"or set {env_name(enabled)}=false ({then})")
+
+
 class SettingsError(SystemExit):
     """Start-up stops here: the message names each bad environment variable."""
 
@@ -125,8 +142,8 @@ def load_settings(settings_cls: type[S], **overrides: Any) -> S:
         lines = []
         for err in exc.errors():
             name = _env_name(settings_cls, err["loc"])
-            if not err["loc"]:  # a rule over several settings names them itself
-                lines.append(err["msg"].removeprefix("Value error, "))
+            if not err["loc"]:  # a model validator's: its message names the variables itself
+                lines.append(str(err["msg"]).removeprefix("Value error, "))
             elif err["type"] == "missing":
                 lines.append(f"{name} is required but not set")
             else:

@@ -59,12 +59,13 @@ import datetime as dt
 import logging
 import random
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
@@ -85,6 +86,13 @@ DELIVERIES = Counter(
     "svpl_outbox_deliveries_total",
     "Outbox delivery attempts by outbox, channel and outcome (delivered, retry, failed).",
     ["outbox", "channel", "outcome"],
+)
+
+UNDELIVERABLE = Gauge(
+    "svpl_outbox_undeliverable_messages",
+    "Pending outbox messages of a channel whose destination is not configured in this service (switched "
+    "off): they wait until it is. By outbox and channel; every replica reports the same count.",
+    ["outbox", "channel"],
 )
 
 
@@ -243,6 +251,8 @@ class Dispatcher:
         max_attempts: int | None = None,
         name: str = "outbox",
         fallbacks: Mapping[str, Fallback] | None = None,
+        unconfigured: Iterable[str] = (),
+        count_seconds: float = 30.0,
     ) -> None:
         self.outbox = outbox
         self.adapters = dict(adapters)
@@ -254,6 +264,11 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.name = name
         self.fallbacks = dict(fallbacks or {})
+        # Channels this service writes to but has no destination for: their waiting messages are
+        # counted every `count_seconds` (svpl_outbox_undeliverable_messages, and an alert on it).
+        self.unconfigured = list(unconfigured)
+        self.count_seconds = count_seconds
+        self._counted_at = -float("inf")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -279,9 +294,20 @@ class Dispatcher:
         """A message was just committed: look now instead of at the next poll."""
         self._wake.set()
 
+    async def count_unconfigured(self) -> dict[str, int]:
+        """Count the pending messages of each unconfigured channel, into the gauge."""
+        counts = {}
+        for channel in self.unconfigured:
+            counts[channel] = await self.outbox.collection.count_documents({"state": PENDING, "channel": channel})
+            UNDELIVERABLE.labels(self.name, channel).set(counts[channel])
+        return counts
+
     async def _run(self) -> None:
         while True:
             try:
+                if self.unconfigured and time.monotonic() - self._counted_at >= self.count_seconds:
+                    self._counted_at = time.monotonic()
+                    await self.count_unconfigured()
                 handled = await self.run_once()
             except asyncio.CancelledError:
                 raise

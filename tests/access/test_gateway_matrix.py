@@ -145,8 +145,8 @@ def expected_allowed(path: str, declared: access.RouteAccess, role: str, who: au
     if role == "anonymous":
         return False
     allowed = ACCESS[declared.service][declared.rpc].admits(who) if declared.kind == "relay" else True
-    if declared.relaying:  # a gateway route that also relays the person's token to a second method
-        allowed = allowed and ACCESS[declared.relaying[0]][declared.relaying[1]].admits(who)
+    for service, rpc in declared.relaying:  # a gateway route that also relays the person's token
+        allowed = allowed and ACCESS[service][rpc].admits(who)
     if "{meeting_id}" in path:
         allowed = allowed and role in MEMBERS
     return allowed
@@ -173,11 +173,11 @@ def test_every_route_is_declared_with_a_real_method_and_has_a_sample():
                 problems.append(f"{kind} {path}: {declared.service}.{declared.rpc} does not admit the gateway's token")
             elif declared.kind == "relay" and rule.persons is None:
                 problems.append(f"{kind} {path}: relays a person's token to {declared.rpc}, which admits no person")
-        if declared.relaying:
-            also = ACCESS.get(declared.relaying[0], {}).get(declared.relaying[1])
+        for service, rpc in declared.relaying:
+            also = ACCESS.get(service, {}).get(rpc)
             if declared.kind != "gateway" or also is None or also.persons is None:
-                problems.append(f"{kind} {path}: relays a person's token to {declared.relaying}, "
-                                "which is not a gateway route's second method admitting persons")
+                problems.append(f"{kind} {path}: relays a person's token to {service}.{rpc}, "
+                                "which is not a gateway route's further method admitting persons")
     assert not problems, "\n".join(problems)
     assert set(SAMPLES) == {(kind, path) for kind, path, _ in rows(app)}, "samples for routes that are gone"
     # A few rows by hand, so the declaration itself is reviewed, not only its enforcement.
@@ -188,7 +188,7 @@ def test_every_route_is_declared_with_a_real_method_and_has_a_sample():
     assert by_route[("GET", "/api/v1/directory/people")].rpc == "SearchDirectory"
     assert by_route[("GET", "/api/v1/meetings/{meeting_id}/tiles")] == access.RouteAccess(
         "gateway", "media", "GetRoomState", by_route[("GET", "/api/v1/meetings/{meeting_id}/tiles")].gate,
-        ("roster", "GetConnectedList"))
+        (("roster", "GetMyAdmission"), ("roster", "GetConnectedList")))
 
 
 def test_a_route_added_without_a_declaration_fails_the_check_create_app_runs():

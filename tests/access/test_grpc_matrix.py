@@ -145,6 +145,7 @@ PARTICIPANT_VISIBLE = {
     "GetConnectedList": roster_pb2.GetConnectedListRequest,
     "GetAgenda": roster_pb2.GetAgendaRequest,
     "Admit": roster_pb2.AdmitRequest,
+    "GetMyAdmission": roster_pb2.GetMyAdmissionRequest,
 }
 
 

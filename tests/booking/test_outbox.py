@@ -159,3 +159,33 @@ async def test_a_delivery_that_outlives_its_lease_is_abandoned_and_retried(db):
     await Dispatcher(outbox, {"test": receiver}, lease_seconds=0.3, backoff=Backoff(base=0.01, cap=0.01)).run_once()
     doc = await outbox.get(message_id)
     assert doc["state"] == PENDING and "no answer within the lease" in doc["last_error"] and doc["lease_owner"] is None
+
+
+async def test_messages_for_a_destination_switched_off_are_counted_while_they_wait(db):
+    """A channel this service writes but has no destination for (switched off): its messages wait,
+    untouched, and svpl_outbox_undeliverable_messages says how many (the chart's alert fires on it)."""
+    from prometheus_client import REGISTRY
+
+    _, database = db
+    outbox = Outbox(database)
+    name = "t-" + uuid.uuid4().hex[:6]
+    delivered = Receiver()
+    dispatcher = Dispatcher(outbox, {"test": delivered}, name=name, poll_seconds=0.05, count_seconds=0.05,
+                            unconfigured=["secure_messaging"])
+
+    def waiting() -> float | None:
+        return REGISTRY.get_sample_value("svpl_outbox_undeliverable_messages",
+                                         {"outbox": name, "channel": "secure_messaging"})
+
+    for n in range(2):
+        await outbox.add(None, "secure_messaging", {"n": n})
+    sent = await outbox.add(None, "test", {"n": 9})
+    dispatcher.start()
+    try:
+        await poll(lambda: waiting() == 2 and sent in delivered.accepted, 10, what="two waiting, the other delivered")
+        assert [d["state"] for d in await database["outbox"].find({"channel": "secure_messaging"}).to_list()] == [
+            PENDING, PENDING]
+        await database["outbox"].update_many({"channel": "secure_messaging"}, {"$set": {"state": DELIVERED}})
+        await poll(lambda: waiting() == 0, 10, what="the count back to 0 once none waits")
+    finally:
+        await dispatcher.stop()

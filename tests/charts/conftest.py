@@ -19,10 +19,16 @@ RELEASE, NAMESPACE = "care", "svpl-prod"
 REQUIRED = {
     "mongodb": {"uriSecret": {"name": "svpl-mongodb", "key": "uri"}},
     "serviceTokens": {"secretName": "svpl-service-tokens"},
-    "identity": {"signingKeysSecret": "svpl-signing-keys"},
+    "identity": {"signingKeysSecret": "svpl-signing-keys", "siths": {"caSecret": "svpl-siths-ca"},
+                 "directory": {"ldap": {"url": "ldaps://hsa.example.se:636", "baseDn": "c=SE"}}},
     "turn": {"authSecret": {"name": "svpl-turn", "key": "secret"}},
     # Where the API server is (media's pod-deletion-cost updater may reach it, nothing else).
     "networkPolicy": {"apiServer": {"cidrs": ["10.96.0.1/32", "172.18.0.2/32"]}},
+    # The outside systems (#16): each set (or, in the tests that say so, switched off).
+    "gateway": {"publicUrl": "https://vardmote.example.se"},
+    "ingress": {"tls": {"secretName": "svpl-portal-tls"}},
+    "booking": {"cosmicLink": {"url": "https://cosmic-bridge.example.se/messages"}},
+    "roster": {"inbox1177": {"url": "https://inbox.1177.example.se/api", "clientCertSecret": "svpl-ntjp-function-cert"}},
 }
 
 

@@ -11,14 +11,14 @@ from services.identity.config import IdentitySettings
 from services.roster.config import RosterSettings
 from tests.charts.conftest import NAMESPACE, RELEASE, merged
 
-INBOX = {"inbox1177": {"url": "https://ntjp.example.se/vp/AddMessage/2/rivtabp21",
-                       "clientCertSecret": "svpl-ntjp-function-cert"}}
+INBOX = {"roster": {"inbox1177": {"url": "https://ntjp.example.se/vp/AddMessage/2/rivtabp21",
+                                  "clientCertSecret": "svpl-ntjp-function-cert"}}}
 
 
 def test_the_inbox_client_certificate_comes_from_its_secret(render):
     r = render(INBOX)
     config = r.config("roster")
-    assert config["SVPL_INBOX_1177_URL"] == INBOX["inbox1177"]["url"]
+    assert config["SVPL_INBOX_1177_URL"] == INBOX["roster"]["inbox1177"]["url"]
     assert config["SVPL_INBOX_1177_LOGICAL_ADDRESS"] == "5565594230"
     assert config["SVPL_INBOX_1177_CLIENT_CERT_FILE"] == "/var/run/svpl/inbox-1177/tls.crt"
     assert {k.removeprefix("SVPL_").lower() for k in config if "INBOX" in k} <= set(RosterSettings.model_fields)
@@ -27,12 +27,14 @@ def test_the_inbox_client_certificate_comes_from_its_secret(render):
     assert volume["secret"]["secretName"] == "svpl-ntjp-function-cert"
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "inbox-1177-client")
     assert (mount["mountPath"], mount["readOnly"]) == ("/var/run/svpl/inbox-1177", True)
-    assert "SVPL_INBOX_1177_URL" not in render().config("roster")  # off unless configured
+    off = render({"roster": {"inbox1177": {"enabled": False, "url": "", "clientCertSecret": ""}}})
+    assert "SVPL_INBOX_1177_URL" not in off.config("roster")  # switched off: no address, no certificate
+    assert "inbox-1177-client" not in {v["name"] for v in off.deployment("roster")["spec"]["template"]["spec"]["volumes"]}
 
 
 def test_an_inbox_without_a_client_certificate_is_refused(chart):
-    with pytest.raises(helm.HelmRenderError, match="inbox1177.clientCertSecret is required"):
-        chart.render(merged({"inbox1177": {"url": INBOX["inbox1177"]["url"]}}), name=RELEASE, namespace=NAMESPACE)
+    with pytest.raises(helm.HelmValuesError, match="/roster/inbox1177/clientCertSecret"):
+        chart.render(merged({"roster": {"inbox1177": {"clientCertSecret": ""}}}), name=RELEASE, namespace=NAMESPACE)
 
 
 def test_identity_gets_the_test_environment_flag_and_siths_policies(render):
@@ -54,7 +56,7 @@ def test_identity_gets_the_1177_protocol_and_minimum_assurance(render):
 
 
 @pytest.mark.parametrize("overlay, message", [
-    ({"inbox1177": {"url": "http://plain.example"}}, "/inbox1177/url"),
+    ({"roster": {"inbox1177": {"url": "http://plain.example"}}}, "/roster/inbox1177/url"),
     ({"identity": {"siths": {"loa3PolicyOids": "not an oid"}}}, "/identity/siths/loa3PolicyOids"),
     ({"identity": {"e1177": {"minLoa": 1}}}, "/identity/e1177/minLoa"),
     ({"identity": {"e1177": {"protocol": "wsfed"}}}, "/identity/e1177/protocol"),

@@ -39,7 +39,8 @@ TRANSACTION_LIFETIME = 60
 @pytest.fixture(scope="module")
 async def world(tmp_path_factory):
     receiver = await CosmicReceiver().start()
-    stack = Stack(tmp_path_factory.mktemp("killed"), extra_env={**FAST, "SVPL_COSMIC_LINK_URL": receiver.url})
+    stack = Stack(tmp_path_factory.mktemp("killed"), extra_env={**FAST, "SVPL_COSMIC_LINK_ENABLED": "true",
+                                                                    "SVPL_COSMIC_LINK_URL": receiver.url})
     loop = asyncio.get_running_loop()
     try:
         await loop.run_in_executor(None, lambda: stack.start(timeout=60))

@@ -8,6 +8,7 @@ connects over it. `python -m tests.gateway.browser_scenario <artifacts dir>`; ex
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import re
 import sys
@@ -92,6 +93,21 @@ def save_failure_evidence(artifacts: Path, named_drivers, stack) -> None:
                         '"level": "ERROR"' in line][-4:]
             if warnings:
                 print(f"--- {proc.name}'s last warnings:", *warnings, sep="\n  ", flush=True)
+
+
+@contextlib.contextmanager
+def evidence_and_cleanup(artifacts: Path, names: tuple[str, ...], drivers: list, stack: Stack):
+    """Around a scenario: on a failure each page's and service's evidence (save_failure_evidence);
+    always the browsers quit and the stack stopped."""
+    try:
+        yield
+    except Exception:
+        save_failure_evidence(artifacts, zip(names, drivers), stack)
+        raise
+    finally:
+        with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+            pool.map(quit_quietly, drivers)
+        stack.stop()
 
 
 def wait(driver, what: str, check, timeout: float = 45.0):
@@ -239,12 +255,12 @@ def run(artifacts: Path) -> None:
     stack = Stack(work / "stack", extra_env={"SVPL_DEVELOPMENT_LOGIN": "true", "SVPL_SHUTDOWN_GRACE_SECONDS": "0.5"})
     drivers: list[webdriver.Chrome] = []
     started = time.monotonic()
-    try:
+    with evidence_and_cleanup(artifacts, ("coordinator", "staff", "municipality"), drivers, stack):
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             launching = [pool.submit(browser, work / f"profile-{i}", write_camera(work / f"camera-{i}.y4m", *CAMERAS[name]))
                          for i, name in enumerate(("Vera Samordnare", STAFF[1], MUNICIPALITY[1]))]
             stack.start(timeout=30)
-            drivers = [f.result() for f in launching]
+            drivers.extend(f.result() for f in launching)
         base = f"http://{stack.procs['gateway'].address}"
         coordinator, staff, municipality = drivers
         print(f"stack and browsers up in {time.monotonic() - started:.1f}s", flush=True)
@@ -371,13 +387,6 @@ def run(artifacts: Path) -> None:
         for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1]), (municipality, MUNICIPALITY[1])):
             assert_no_console_errors(driver, who)
         print(f"scenario passed in {time.monotonic() - started:.1f}s", flush=True)
-    except Exception:
-        save_failure_evidence(artifacts, zip(("coordinator", "staff", "municipality"), drivers), stack)
-        raise
-    finally:
-        with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            pool.map(quit_quietly, drivers)
-        stack.stop()
 
 
 if __name__ == "__main__":

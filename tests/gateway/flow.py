@@ -40,3 +40,15 @@ async def start(coordinator: Browser, meeting_id: str) -> dict:
         assert response.status_code == 200, response.text
     return response.json()["meeting"]
 
+
+async def live_meeting_with_staff(coordinator: Browser, staff: Browser) -> str:
+    """The coordinator and Rita Region (region staff) logged in, a video meeting booked with Rita
+    registered, started: its id."""
+    from tests.gateway.conftest import COORDINATOR, REGION_STAFF
+
+    await coordinator.login(COORDINATOR)
+    await staff.login(REGION_STAFF)
+    meeting_id = (await book_video_meeting(coordinator))["meeting_id"]
+    await register(coordinator, meeting_id, "Rita Region", "PARTICIPANT_ROLE_REGION_STAFF", REGION_STAFF)
+    await start(coordinator, meeting_id)
+    return meeting_id

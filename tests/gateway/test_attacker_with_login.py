@@ -72,7 +72,8 @@ async def test_a_siths_login_claiming_a_trusted_proxys_address_is_refused(gatewa
     _, system, _ = gateway
     app = create_app(gateway_settings(system, trusted_proxies=["10.1.0.0/16"]))
     forged = {**CSRF, "x-forwarded-for": "10.1.2.3", "x-forwarded-proto": "https",
-              "x-ssl-client-cert": "-----BEGIN%20CERTIFICATE-----%0AMIIB...%0A-----END%20CERTIFICATE-----"}
+              "ssl-client-verify": "SUCCESS",
+              "ssl-client-cert": "-----BEGIN%20CERTIFICATE-----%0AMIIB...%0A-----END%20CERTIFICATE-----"}
     try:
         async with serving(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http:
             refused = await http.post("/api/v1/auth/siths", headers=forged)

@@ -20,6 +20,27 @@ IP = shutil.which("ip") or "/usr/sbin/ip"
 NAMESPACE_SETUP = f"{IP} link set lo up && {IP} addr add 127.0.0.2/8 dev lo"
 
 
+def run_scenario(module: str, artifacts: Path) -> str:
+    """Run a scenario module in a private network namespace; its output when it passed."""
+    for tool in ("unshare", IP, "/usr/bin/chromium", "/usr/bin/chromedriver"):
+        assert shutil.which(tool), f"{tool} is needed (make system-deps)"
+    shutil.rmtree(artifacts, ignore_errors=True)  # only this run's screenshots count
+    env = {**os.environ, "SE_OFFLINE": "true", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
+    script = f"{NAMESPACE_SETUP} && exec {sys.executable} -m {module} {artifacts}"
+    result = subprocess.run(["unshare", "-rn", "sh", "-c", script], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=400)
+    assert result.returncode == 0, f"scenario failed:\n{result.stdout[-8000:]}\n{result.stderr[-6000:]}"
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_a_whole_join_alternating_between_two_gateway_processes():
+    """Two gateway processes behind a round-robin proxy: admission, negotiation, tiles, quality, the
+    events WebSocket and a reconnect each served by both, in two real browsers, none refused."""
+    out = run_scenario("tests.gateway.replicas_scenario", ROOT / "test-artifacts" / "gateway-replicas")
+    assert "scenario passed" in out, out
+
+
 @pytest.mark.slow
 def test_a_whole_meeting_in_three_browsers():
     """The coordinator books a SIP video meeting, registers two staff found in the HSA directory,
@@ -29,14 +50,7 @@ def test_a_whole_meeting_in_three_browsers():
     connection is highlighted and removed; the agenda moves on every page; a removed participant
     is told and refused on rejoin; the coordinator's red button ends the meeting, every page says
     so and rejoining is refused; a fault report says where it went; the test room echoes."""
-    for tool in ("unshare", IP, "/usr/bin/chromium", "/usr/bin/chromedriver"):
-        assert shutil.which(tool), f"{tool} is needed (make system-deps)"
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # only this run's screenshots count
-    env = {**os.environ, "SE_OFFLINE": "true", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
-    script = f"{NAMESPACE_SETUP} && exec {sys.executable} -m tests.gateway.browser_scenario {ARTIFACTS}"
-    result = subprocess.run(["unshare", "-rn", "sh", "-c", script], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=400)
-    assert result.returncode == 0, f"scenario failed:\n{result.stdout[-8000:]}\n{result.stderr[-6000:]}"
+    run_scenario("tests.gateway.browser_scenario", ARTIFACTS)
     for shot in ("coordinator-meeting.png", "coordinator-unidentified.png", "coordinator-after-removal.png",
                  "coordinator-ended.png"):
         assert (ARTIFACTS / shot).stat().st_size > 10_000

@@ -176,15 +176,19 @@ async def test_siths_certificate_header_is_believed_only_from_a_trusted_proxy(sy
     app = create_app(gateway_settings(system, trusted_proxies=["10.1.0.0/16"]))
     direct, proxied = Browser(app, "192.0.2.7"), Browser(app, "10.1.2.3")
     card = make_leaf(issuing, "Vera Samordnare", serial_number=COORDINATOR)
-    # As nginx forwards it ($ssl_client_escaped_cert): the chain, URL-encoded.
-    forwarded = {"x-ssl-client-cert": urllib.parse.quote(card.pem + issuing.pem)}
+    # As ingress-nginx forwards it ($ssl_client_escaped_cert: URL-encoded PEM; $ssl_client_verify).
+    forwarded = {"ssl-client-cert": urllib.parse.quote(card.pem + issuing.pem), "ssl-client-verify": "SUCCESS"}
     try:
         refused = await direct.post("/api/v1/auth/siths", headers=forwarded)
         assert problem(refused, 403)["reason"] == "UNTRUSTED_PROXY"
         assert "svpl_session" not in direct.http.cookies
         problem(await proxied.post("/api/v1/auth/siths"), 401)
+        # The terminator's own verdict is believed too: a chain it refused does not reach identity.
+        unverified = await proxied.post("/api/v1/auth/siths", headers={**forwarded, "ssl-client-verify": "FAILED:expired"})
+        assert problem(unverified, 401)["reason"] == "CLIENT_CERTIFICATE_NOT_VERIFIED"
         stranger = make_leaf(make_ca("Not SITHS"), "Eve", serial_number=COORDINATOR)
-        foreign = await proxied.post("/api/v1/auth/siths", headers={"x-ssl-client-cert": urllib.parse.quote(stranger.pem)})
+        foreign = await proxied.post("/api/v1/auth/siths", headers={"ssl-client-cert": urllib.parse.quote(stranger.pem),
+                                                                   "ssl-client-verify": "SUCCESS"})
         assert 400 <= foreign.status_code < 500 and "svpl_session" not in proxied.http.cookies, foreign.text
         answer = await proxied.post("/api/v1/auth/siths", headers=forwarded)
         assert answer.status_code == 200, answer.text

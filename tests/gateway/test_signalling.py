@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.gateway.conftest import COORDINATOR, REGION_STAFF
-from tests.gateway.flow import book_video_meeting, register, start
+from tests.gateway.flow import live_meeting_with_staff
 from tests.media.peers import Peer
 from tests.polling import poll
 
@@ -25,11 +24,7 @@ async def join(browser, meeting_id: str, peer: Peer) -> dict:
 async def test_two_peers_meet_through_the_gateway_then_abort_ends_it_for_good(gateway):
     _, _, new_browser = gateway
     coordinator, staff = new_browser(), new_browser()
-    await coordinator.login(COORDINATOR)
-    await staff.login(REGION_STAFF)
-    meeting_id = (await book_video_meeting(coordinator))["meeting_id"]
-    await register(coordinator, meeting_id, "Rita Region", "PARTICIPANT_ROLE_REGION_STAFF", REGION_STAFF)
-    await start(coordinator, meeting_id)
+    meeting_id = await live_meeting_with_staff(coordinator, staff)
     peers = [Peer(), Peer()]
     try:
         mine = await join(coordinator, meeting_id, peers[0])

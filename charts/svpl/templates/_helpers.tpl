@@ -139,8 +139,8 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.networkPolicy.enabled .Values.media.podDeletionCost.enabled (not .Values.networkPolicy.apiServer.cidrs) -}}
-{{- fail "networkPolicy.apiServer.cidrs is required while media.podDeletionCost and networkPolicy are enabled: the API server's addresses (kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes)" -}}
+{{- if and .Values.networkPolicy.enabled .Values.media.podDeletionCost.enabled (not .Values.networkPolicy.apiServer.cidrs) (not .Values.networkPolicy.apiServer.ciliumEntity) -}}
+{{- fail "networkPolicy.apiServer.cidrs is required while media.podDeletionCost and networkPolicy are enabled: the API server's addresses (kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes); on Cilium set networkPolicy.apiServer.ciliumEntity instead" -}}
 {{- end -}}
 {{- $rtc := .Values.media.rtcPorts -}}
 {{- if lt (int $rtc.max) (int $rtc.min) -}}
@@ -194,9 +194,6 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- $_ := set $data "SVPL_SITHS_OCSP_URL" . -}}
 {{- end -}}
 {{- end -}}
-{{- if eq $c.name "roster" -}}
-{{- include "svpl.inbox1177Config" (dict "root" $root "data" $data) -}}
-{{- end -}}
 {{- if eq $c.name "identity" -}}
 {{- include "svpl.nationalLoginConfig" (dict "root" $root "data" $data) -}}
 {{- end -}}
@@ -233,6 +230,7 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- $_ := set $data "SVPL_OTLP_ENDPOINT" . -}}
 {{- $_ := set $data "SVPL_TRACE_SAMPLE_RATIO" (toString $root.Values.tracing.sampleRatio) -}}
 {{- end -}}
+{{- include "svpl.integrationConfig" (dict "root" $root "c" $c "data" $data) -}}
 {{- range $k, $v := ($c.env | default dict) -}}
 {{- $_ := set $data $k (toString $v) -}}
 {{- end -}}
@@ -241,13 +239,13 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 
 
 {{- /* The 1177 inbox over the national service platform (roster): its address, logical address and
-the mounted client-certificate Secret (values: inbox1177). */ -}}
+the mounted client-certificate Secret (values: roster.inbox1177). */ -}}
 {{- define "svpl.inbox1177Config" -}}
-{{- $v := .root.Values.inbox1177 -}}
-{{- if $v.url -}}
+{{- $v := .root.Values.roster.inbox1177 -}}
+{{- if $v.enabled -}}
 {{- $_ := set .data "SVPL_INBOX_1177_URL" $v.url -}}
 {{- $_ := set .data "SVPL_INBOX_1177_LOGICAL_ADDRESS" $v.logicalAddress -}}
-{{- $_ := required "inbox1177.clientCertSecret is required with inbox1177.url: the platform knows svpl by its SITHS function certificate" $v.clientCertSecret -}}
+{{- $_ := required "roster.inbox1177.clientCertSecret is required while roster.inbox1177.enabled: the platform knows svpl by its SITHS function certificate" $v.clientCertSecret -}}
 {{- $_ := set .data "SVPL_INBOX_1177_CLIENT_CERT_FILE" "/var/run/svpl/inbox-1177/tls.crt" -}}
 {{- $_ := set .data "SVPL_INBOX_1177_CLIENT_KEY_FILE" "/var/run/svpl/inbox-1177/tls.key" -}}
 {{- $_ := set .data "SVPL_INBOX_1177_CA_FILE" "/var/run/svpl/inbox-1177/ca.crt" -}}
@@ -267,4 +265,91 @@ and the 1177 login (values: testEnvironment, identity.siths, identity.e1177). */
 {{- end -}}
 {{- $_ := set .data "SVPL_E_SERVICES_1177_PROTOCOL" $root.Values.identity.e1177.protocol -}}
 {{- $_ := set .data "SVPL_E_SERVICES_1177_MIN_LOA" (toString $root.Values.identity.e1177.minLoa) -}}
+{{- end -}}
+{{/*
+The outside systems' settings (#16): each either configured (values.schema.json requires its
+address while enabled) or switched off explicitly; a service refuses to start otherwise.
+Adds to .data (the component's SVPL_* map). (dict "root" $ "c" $c "data" $data)
+*/}}
+{{- define "svpl.integrationConfig" -}}
+{{- $v := .root.Values -}}
+{{- $data := .data -}}
+{{- if eq .c.name "identity" -}}
+{{- $_ := set $data "SVPL_SITHS_ENABLED" (toString $v.identity.siths.enabled) -}}
+{{- if $v.identity.siths.enabled -}}
+{{- $_ := set $data "SVPL_SITHS_CA_FILES" "/var/run/svpl/siths/ca.crt" -}}
+{{- end -}}
+{{- $_ := set $data "SVPL_DIRECTORY_BACKEND" "ldap" -}}
+{{- $_ := set $data "SVPL_LDAP_URL" $v.identity.directory.ldap.url -}}
+{{- $_ := set $data "SVPL_LDAP_BASE_DN" $v.identity.directory.ldap.baseDn -}}
+{{- with $v.identity.directory.ldap.bindDn -}}
+{{- $_ := set $data "SVPL_LDAP_BIND_DN" . -}}
+{{- end -}}
+{{- end -}}
+{{- if eq .c.name "booking" -}}
+{{- $_ := set $data "SVPL_COSMIC_LINK_ENABLED" (toString $v.booking.cosmicLink.enabled) -}}
+{{- if $v.booking.cosmicLink.enabled -}}
+{{- $_ := set $data "SVPL_COSMIC_LINK_URL" $v.booking.cosmicLink.url -}}
+{{- end -}}
+{{- end -}}
+{{- if eq .c.name "roster" -}}
+{{- $_ := set $data "SVPL_PORTAL_BASE_URL" (trimSuffix "/" $v.gateway.publicUrl) -}}
+{{- $_ := set $data "SVPL_INBOX_1177_ENABLED" (toString $v.roster.inbox1177.enabled) -}}
+{{- include "svpl.inbox1177Config" (dict "root" .root "data" $data) -}}
+{{- end -}}
+{{- if eq .c.name "gateway" -}}
+{{- $_ := set $data "SVPL_HEADER_READ_TIMEOUT_SECONDS" (toString $v.gateway.headerReadTimeoutSeconds) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The outside systems' secrets, as env entries of one component: (dict "root" $ "name" "booking"). */}}
+{{- define "svpl.integrationSecrets" -}}
+{{- $v := .root.Values -}}
+{{- $refs := list -}}
+{{- if and (eq .name "identity") $v.identity.directory.ldap.bindPasswordSecret.name -}}
+{{- $refs = append $refs (list "SVPL_LDAP_BIND_PASSWORD" $v.identity.directory.ldap.bindPasswordSecret) -}}
+{{- end -}}
+{{- if and (eq .name "booking") $v.booking.cosmicLink.enabled $v.booking.cosmicLink.tokenSecret.name -}}
+{{- $refs = append $refs (list "SVPL_COSMIC_LINK_TOKEN" $v.booking.cosmicLink.tokenSecret) -}}
+{{- end -}}
+{{- range $ref := $refs }}
+- name: {{ index $ref 0 }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ (index $ref 1).name }}
+      key: {{ (index $ref 1).key }}
+{{- end -}}
+{{- end -}}
+
+{{/* The pod's scheduling: the component's knobs, else the chart's spread over nodes and zones. */}}
+{{- define "svpl.scheduling" -}}
+{{- $sel := include "svpl.selector" (dict "root" .root "name" .c.name) | fromYaml -}}
+{{- with .c.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .c.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+# Spread replicas over nodes (and zones where there are any) so one node takes few rooms down.
+{{- $spread := list }}
+{{- range $t := (.c.topologySpreadConstraints | default (list
+    (dict "maxSkew" 1 "topologyKey" "kubernetes.io/hostname" "whenUnsatisfiable" "ScheduleAnyway")
+    (dict "maxSkew" 1 "topologyKey" "topology.kubernetes.io/zone" "whenUnsatisfiable" "ScheduleAnyway"))) }}
+{{- $t := deepCopy $t }}
+{{- if not (hasKey $t "labelSelector") }}
+{{- $_ := set $t "labelSelector" (dict "matchLabels" $sel) }}
+{{- end }}
+{{- $spread = append $spread $t }}
+{{- end }}
+topologySpreadConstraints:
+  {{- toYaml $spread | nindent 2 }}
 {{- end -}}

@@ -102,13 +102,15 @@ def reply(message: Message) -> dict:
 
 
 async def call(request: Request, me: Session, message: Message) -> Message:
-    """Call the method this route declares (`@relays`, or `relaying=` of `@as_gateway`) as the
-    person, their own token relayed."""
+    """Call the method this route declares (`@relays`, or one of `relaying=` of `@as_gateway`) that
+    takes `message`, as the person, their own token relayed."""
     declared = access.declared(request)
-    service, rpc = (declared.service, declared.rpc) if declared.kind == "relay" else (declared.relaying or ("", ""))
-    if message.DESCRIPTOR.name != f"{rpc}Request":
+    methods = ((declared.service, declared.rpc),) if declared.kind == "relay" else declared.relaying
+    found = [(service, rpc) for service, rpc in methods if message.DESCRIPTOR.name == f"{rpc}Request"]
+    if not found:
         raise RuntimeError(f"{request.url.path}: a {message.DESCRIPTOR.name} is not what "
-                           f"{service}.{rpc} ({declared.kind}) takes")
+                           f"{methods} ({declared.kind}) take")
+    service, rpc = found[0]
     method = getattr(getattr(get_backends(request), service), rpc)
     return await method(message, timeout=get_settings(request).rpc_timeout_seconds, **relay(me))
 
