@@ -73,6 +73,8 @@ class RoomMix:
         try:
             while True:
                 frame = await track.recv()
+                if not isinstance(frame, av.AudioFrame):
+                    continue
                 for out in resampler.resample(frame):
                     buffer += out.to_ndarray().tobytes()
                 if len(buffer) > MAX_BUFFERED_FRAMES * FRAME_BYTES:

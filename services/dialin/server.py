@@ -61,4 +61,5 @@ async def build(settings: DialinSettings) -> tuple[Component, auth.KeySet]:
                           dialin_pb2_grpc.add_DialinServiceServicer_to_server, ACCESS)
         component = DialinComponent([binding], resources=opened.pop_all(), start=endpoint.start, drain=drain,
                                     dialin=dialin, endpoint=endpoint)
-        return component, clients.service_keyset(settings, identity_channel)
+        # Only services call it (no person's session to check against revocations): identity's keys alone.
+        return component, clients.identity_keyset(identity_channel)
