@@ -8,6 +8,10 @@ command -v ldapadd >/dev/null 2>&1 || need+=(ldap-utils)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 # The browser test runs in a private network namespace (unshare -rn; `ip` brings loopback up).
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
+# The dial-in tests call in with real SIP clients: SIPp (sip-tester) and baresip (its aufile, sndfile,
+# alsa modules: a WAV microphone, a recorder of what it hears, ALSA's null device as the speaker).
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

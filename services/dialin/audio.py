@@ -19,9 +19,11 @@ FRAME_SAMPLES = 160  # 20 ms
 FRAME_BYTES = FRAME_SAMPLES * 2
 SILENCE = bytes(FRAME_BYTES)
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
-# Room audio waiting to be mixed, per track: more than this is dropped (oldest first), so a stalled
-# mixer never builds up delay; the caller's audio waiting for the room, likewise.
-MAX_BUFFERED_FRAMES = 6
+# Playout buffers (room audio per track, the caller's audio for the room): play once this many
+# 20 ms frames wait (absorbs the arrival jitter of the other side's clock), drop the oldest beyond
+# the limit (a clock running fast never builds up delay).
+PLAYOUT_START_FRAMES = 3
+PLAYOUT_LIMIT_FRAMES = 10
 
 
 class Prompts:
@@ -44,6 +46,47 @@ class Prompts:
         return len(self._frames[name]) * FRAME_SAMPLES / RATE
 
 
+class PlayoutBuffer:
+    """A small playout (jitter) buffer of 16-bit PCM between two clocks: audio arrives in packets of
+    any size whenever the sender's clock and the network deliver them, and leaves in 20 ms frames on
+    our clock. It starts (and, after running dry, restarts) only once `start` frames wait, so short
+    arrival jitter does not chop the sound; beyond `limit` frames the oldest audio is dropped, so the
+    delay stays bounded. Hand-written: aiortp's jitter buffer orders RTP packets of the phone side
+    only; here the other side is aiortc's decoded frames (or the phone's decoded audio)."""
+
+    def __init__(self, start: int = PLAYOUT_START_FRAMES, limit: int = PLAYOUT_LIMIT_FRAMES) -> None:
+        self._pcm = bytearray()
+        self._start, self._limit = start * FRAME_BYTES, limit * FRAME_BYTES
+        self._playing = False
+        self.dropped = 0  # bytes dropped because the buffer was full
+        self.underruns = 0  # times it ran dry while playing
+
+    def push(self, pcm: bytes) -> None:
+        self._pcm += pcm
+        over = len(self._pcm) - self._limit
+        if over > 0:
+            del self._pcm[:over]
+            self.dropped += over
+
+    def pull(self) -> bytes | None:
+        """The next 20 ms frame, or None (nothing to play yet)."""
+        if not self._playing and len(self._pcm) >= self._start:
+            self._playing = True
+        if not self._playing:
+            return None
+        if len(self._pcm) < FRAME_BYTES:
+            self._playing = False
+            self.underruns += 1
+            return None
+        frame = bytes(self._pcm[:FRAME_BYTES])
+        del self._pcm[:FRAME_BYTES]
+        return frame
+
+    @property
+    def buffered_frames(self) -> float:
+        return len(self._pcm) / FRAME_BYTES
+
+
 def mix(frames: list[bytes]) -> bytes:
     """Sum 20 ms frames of 16-bit PCM, clipped."""
     if not frames:
@@ -59,7 +102,7 @@ class RoomMix:
     into its own short buffer; `pull()` takes one 20 ms frame of their sum."""
 
     def __init__(self) -> None:
-        self._buffers: dict[int, bytearray] = {}
+        self._buffers: dict[int, PlayoutBuffer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def add(self, track: MediaStreamTrack) -> None:
@@ -68,7 +111,7 @@ class RoomMix:
         task.add_done_callback(self._tasks.discard)
 
     async def _receive(self, track: MediaStreamTrack) -> None:
-        buffer = self._buffers.setdefault(id(track), bytearray())
+        buffer = self._buffers.setdefault(id(track), PlayoutBuffer())
         resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
         try:
             while True:
@@ -76,21 +119,14 @@ class RoomMix:
                 if not isinstance(frame, av.AudioFrame):
                     continue
                 for out in resampler.resample(frame):
-                    buffer += out.to_ndarray().tobytes()
-                if len(buffer) > MAX_BUFFERED_FRAMES * FRAME_BYTES:
-                    del buffer[:len(buffer) - MAX_BUFFERED_FRAMES * FRAME_BYTES]
+                    buffer.push(out.to_ndarray().tobytes())
         except MediaStreamError:
             pass
         finally:
             self._buffers.pop(id(track), None)
 
     def pull(self) -> bytes:
-        frames = []
-        for buffer in self._buffers.values():
-            if len(buffer) >= FRAME_BYTES:
-                frames.append(bytes(buffer[:FRAME_BYTES]))
-                del buffer[:FRAME_BYTES]
-        return mix(frames)
+        return mix([f for f in (b.pull() for b in self._buffers.values()) if f is not None])
 
     async def close(self) -> None:
         for task in tuple(self._tasks):
@@ -106,16 +142,14 @@ class CallerTrack(MediaStreamTrack):
 
     def __init__(self) -> None:
         super().__init__()
-        self._pcm = bytearray()
+        self._buffer = PlayoutBuffer()
         self._sent = 0
         self._start: float | None = None
         self._time_base = fractions.Fraction(1, RATE)
 
     def push(self, pcm: bytes) -> None:
         """Audio from the phone, in order (the SIP stack's jitter buffer ordered it; any packet size)."""
-        self._pcm += pcm
-        if len(self._pcm) > MAX_BUFFERED_FRAMES * FRAME_BYTES:
-            del self._pcm[:len(self._pcm) - MAX_BUFFERED_FRAMES * FRAME_BYTES]
+        self._buffer.push(pcm)
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -125,10 +159,7 @@ class CallerTrack(MediaStreamTrack):
         delay = self._start + self._sent * FRAME_SAMPLES / RATE - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        pcm = SILENCE
-        if len(self._pcm) >= FRAME_BYTES:
-            pcm = bytes(self._pcm[:FRAME_BYTES])
-            del self._pcm[:FRAME_BYTES]
+        pcm = self._buffer.pull() or SILENCE
         frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm, np.int16).reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = RATE
         frame.pts = self._sent * FRAME_SAMPLES

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.dialin import entry
-from services.dialin.audio import FRAME_BYTES, Prompts, mix
+from services.dialin.audio import FRAME_BYTES, PlayoutBuffer, Prompts, mix
 from services.dialin.config import DialinSettings
 
 KEY = b"k" * 40
@@ -93,3 +93,18 @@ def test_settings_refuse_a_missing_trunk_or_a_short_key():
         DialinSettings(connection_key="short", trunk_networks=["10.0.0.0/24"])
     with pytest.raises(ValueError, match="not-a-network"):
         DialinSettings(connection_key="k" * 40, trunk_networks=["not-a-network"])
+
+
+def test_the_playout_buffer_waits_for_a_few_frames_plays_them_in_order_and_bounds_the_delay():
+    b = PlayoutBuffer(start=3, limit=5)
+    frames = [bytes([i]) * FRAME_BYTES for i in range(1, 9)]
+    b.push(frames[0] + frames[1][:100])  # any packet size
+    assert b.pull() is None  # not enough yet to ride out jitter
+    b.push(frames[1][100:] + frames[2])
+    assert [b.pull(), b.pull(), b.pull()] == frames[:3]
+    assert b.pull() is None and b.underruns == 1  # ran dry: waits for 3 frames again
+    for f in frames[3:]:
+        b.push(f)  # 5 frames: at the limit
+    b.push(bytes([9]) * FRAME_BYTES)  # one more: the oldest goes
+    assert b.dropped == FRAME_BYTES and b.buffered_frames == 5
+    assert b.pull() == frames[4]

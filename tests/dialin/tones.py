@@ -11,15 +11,14 @@ from aiortc.mediastreams import MediaStreamError
 from tests.media.peers import Peer, Received
 
 
-def tone_share(samples: np.ndarray, rate: int, freq: float) -> float:
-    """The share (0..1) of the signal's power at `freq` (Goertzel over the whole window)."""
+def tone_share(samples: np.ndarray, rate: int, freq: float, width: float = 25.0) -> float:
+    """The share (0..1) of the signal's power within ±width Hz of `freq` (Hann-windowed spectrum)."""
     x = samples.astype(np.float64)
-    if not len(x) or not np.any(x):
+    if len(x) < 64 or not np.any(x):
         return 0.0
-    n = len(x)
-    k = np.exp(-2j * np.pi * freq * np.arange(n) / rate)
-    power = abs(np.dot(x, k)) ** 2 * 2 / n
-    return float(power / np.dot(x, x))
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
+    bins = np.fft.rfftfreq(len(x), 1 / rate)
+    return float(spectrum[np.abs(bins - freq) <= width].sum() / spectrum.sum())
 
 
 class ListeningPeer(Peer):
