@@ -22,7 +22,7 @@ PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 # Playout buffers (room audio per track, the caller's audio for the room): play once this many
 # 20 ms frames wait (absorbs the arrival jitter of the other side's clock), drop the oldest beyond
 # the limit (a clock running fast never builds up delay).
-PLAYOUT_START_FRAMES = 3
+PLAYOUT_START_FRAMES = 2
 PLAYOUT_LIMIT_FRAMES = 10
 
 

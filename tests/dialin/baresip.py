@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.dialin.conftest import free_udp_port
+from devstack.sipp import free_udp_port
 
 CONFIG = """poll_method epoll
 sip_listen 127.0.0.1:{sip_port}

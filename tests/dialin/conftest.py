@@ -4,21 +4,15 @@ dial-in service's SIP port on loopback (the trunk's network, 127.0.0.1/32), and 
 from __future__ import annotations
 
 import itertools
-import socket
 
 import pytest
 from svpl.roster.v1 import roster_pb2
 
+from devstack.sipp import free_udp_port
 from tests.roster.conftest import World
 
 MEDIA_INSTANCE = "media-dialin-test"
 _ports = itertools.count(0)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class DialinWorld(World):

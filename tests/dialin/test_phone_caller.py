@@ -13,8 +13,8 @@ from svpl.common.v1 import common_pb2
 from svpl.media.v1 import media_pb2
 from svpl.roster.v1 import roster_pb2
 
-from tests.dialin import sipp
-from tests.dialin.conftest import free_udp_port
+from devstack import sipp
+from devstack.sipp import free_udp_port
 from tests.dialin.tones import ListeningPeer
 from tests.media.peers import Peer
 from tests.polling import poll

@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import REGISTRY
 from svpl.roster.v1 import roster_pb2
 
-from tests.dialin import sipp
-from tests.dialin.conftest import free_udp_port
+from devstack import sipp
+from devstack.sipp import free_udp_port
 from tests.dialin.test_phone_caller import call, enter, finished, in_room, live_meeting_with_browsers, unidentified
 from tests.polling import poll
 

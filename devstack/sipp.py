@@ -1,11 +1,12 @@
-"""Debian's SIPp (sip-tester) as the phone caller: a scenario file per test (INVITE with a G.711
-offer, keys as RFC 4733 telephone events or SIP INFO, audio, then wait for the service's BYE),
+"""Debian's SIPp (sip-tester) as the phone caller, for tests/dialin and bench/dialin.py: a scenario
+file per call (INVITE with a G.711 offer, keys as RFC 4733 telephone events or SIP INFO, audio, then wait for the service's BYE),
 and the RTP it plays as a pcap written here (keys with distinct timestamps, so "11" is two presses;
 SIPp's own dtmf_2833_N.pcap files share one timestamp per digit)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,12 @@ SIPP = "sipp"
 EVENTS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11}
 PCMA = 8
 TELEPHONE_EVENT = 101
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def pcap(path: Path, packets: list[tuple[float, bytes]], src_port: int = 6000, dst_port: int = 6002) -> Path:
@@ -185,12 +192,13 @@ def scenario(path: Path, number: str, steps: list[Step], expect: str = "bye", by
 
 
 async def run(scenario_path: Path, target: tuple[str, int], local_port: int, media_port: int,
-              timeout: float = 120.0) -> asyncio.subprocess.Process:
-    """Start SIPp for one call (it exits 0 when the scenario completed, 1 when it failed)."""
+              call_seconds: float = 120.0, echo: bool = False) -> asyncio.subprocess.Process:
+    """Start SIPp for one call (it exits 0 when the scenario completed, 1 when it failed). `echo`:
+    SIPp sends every RTP packet it receives straight back (-rtp_echo)."""
     log_dir = scenario_path.parent
     return await asyncio.create_subprocess_exec(
-        SIPP, f"{target[0]}:{target[1]}", "-sf", str(scenario_path), "-m", "1", "-i", "127.0.0.1",
-        "-p", str(local_port), "-mi", "127.0.0.1", "-mp", str(media_port), "-s", "dialin",
-        "-timeout", f"{int(timeout)}s", "-nostdin", "-trace_err", "-error_file", str(log_dir / "sipp-errors.log"),
+        SIPP, *(["-rtp_echo"] if echo else []), f"{target[0]}:{target[1]}", "-sf", str(scenario_path), "-m", "1",
+        "-i", "127.0.0.1", "-p", str(local_port), "-mi", "127.0.0.1", "-mp", str(media_port), "-s", "dialin",
+        "-timeout", f"{int(call_seconds)}s", "-nostdin", "-trace_err", "-error_file", str(log_dir / "sipp-errors.log"),
         "-trace_msg", "-message_file", str(log_dir / "sipp-messages.log"),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, cwd=str(log_dir))
