@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -39,16 +40,19 @@ from devstack import sipp
 from devstack.embedded_db import EmbeddedMongo
 from devstack.harness import OPTIONAL, ORDER, System, as_token
 from devstack.samples import create_request
+from services.dialin.server import DialinComponent
 from services.identity.tokens import KeyRing
 from services.runtime import auth
 
 CALLS = int(sys.argv[1]) if len(sys.argv) > 1 else 4
 SECONDS = 15.0
 BURST_HZ = 1000.0
-COORDINATOR = {"person_id": "SE2321000057-1001", "id_kind": "hsa_id", "name": "Vera Samordnare", "method": "siths",
-               "roles": [auth.ROLE_STAFF, auth.ROLE_REGION_STAFF, auth.ROLE_COORDINATOR]}
-LISTENER = {"person_id": "SE2321000057-2001", "id_kind": "hsa_id", "name": "Rita Region", "method": "siths",
-            "roles": [auth.ROLE_STAFF, auth.ROLE_REGION_STAFF]}
+COORDINATOR_HSA, LISTENER_HSA = "SE2321000057-1001", "SE2321000057-2001"
+
+
+def staff_token(keyring: KeyRing, hsa_id: str, name: str, *roles: str) -> str:
+    return keyring.issue_session_token(person_id=hsa_id, id_kind="hsa_id", name=name, method="siths",
+                                       roles=[auth.ROLE_STAFF, auth.ROLE_REGION_STAFF, *roles], assurance="high")[0]
 
 
 class Bursts(MediaStreamTrack):
@@ -143,8 +147,8 @@ async def main() -> None:
             "dialin": {"sip_host": "127.0.0.1", "sip_port": sip_port, "rtp_port_min": 32000, "rtp_port_max": 32998,
                        "trunk_networks": ["127.0.0.1/32"], "connection_key": "b" * 40, "recheck_seconds": 1.0}})
         await system.start(["identity", "media", "roster", "dialin"])
-        coordinator = keyring.issue_session_token(assurance="high", **COORDINATOR)[0]
-        listener_token = keyring.issue_session_token(assurance="high", **LISTENER)[0]
+        coordinator = staff_token(keyring, COORDINATOR_HSA, "Vera Samordnare", auth.ROLE_COORDINATOR)
+        listener_token = staff_token(keyring, LISTENER_HSA, "Rita Region")
         roster = system.stub("roster")
         rooms, phones, pcs = [], [], []
         try:
@@ -155,7 +159,7 @@ async def main() -> None:
                     await rpc(request(meeting_id=m.meeting_id), metadata=as_token(coordinator))
                 await roster.RegisterParticipant(roster_pb2.RegisterParticipantRequest(
                     meeting_id=m.meeting_id, full_name="Rita Region", role=roster_pb2.PARTICIPANT_ROLE_REGION_STAFF,
-                    person=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_HSA_ID, id=LISTENER["person_id"])),
+                    person=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_HSA_ID, id=LISTENER_HSA)),
                     metadata=as_token(coordinator))
                 publisher = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
                 bursts = Bursts()
@@ -192,7 +196,7 @@ async def main() -> None:
                 await roster.IdentifyConnection(roster_pb2.IdentifyConnectionRequest(
                     meeting_id=m.meeting_id, connection_id=r.connected_not_identified[0].connection_id,
                     participant_id=patient.participant_id), metadata=as_token(coordinator))
-            dialin = system.running["dialin"].component.dialin
+            dialin = cast(DialinComponent, system.running["dialin"].component).dialin
 
             async def bridged() -> bool:
                 return dialin.bridged == CALLS

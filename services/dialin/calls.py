@@ -26,6 +26,8 @@ from services.dialin.sip import Call
 from services.runtime.errors import Unavailable
 
 log = logging.getLogger("svpl.dialin")
+# From a removal or the meeting's end reaching this service to the BYE (the goodbye is cut to fit).
+GOODBYE_SECONDS = 1.8
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,14 @@ class Dialin:
             log.info("call from %s ended: %s", who, outcome)
             await call.hangup()
 
-    async def _say(self, call: Call, prompt: str) -> None:
-        if not call.ended.is_set():
-            await call.play(self.prompts.frames(prompt))
+    async def _say(self, call: Call, prompt: str, until: float | None = None) -> None:
+        """Play a prompt to its end, or (a goodbye) only as much of it as ends by loop time `until`."""
+        if call.ended.is_set():
+            return
+        frames = self.prompts.frames(prompt)
+        if until is not None:
+            frames = frames[:max(0, int((until - asyncio.get_running_loop().time()) / 0.02))]
+        await call.play(frames)
 
     async def _converse(self, call: Call) -> str:
         found = await self._enter(call)
@@ -182,17 +189,21 @@ class Dialin:
         bridge: RoomBridge | None = None
         first = True
         announced = 0.0
+        woke = loop.time()
         try:
             while True:
                 standing = await self.roster.report(meeting.id, conn, True, label)
                 if not standing.allowed:
+                    # Removed, or the meeting ended: the goodbye is cut so the BYE leaves within 2 s
+                    # of the change reaching this service.
+                    goodbye_by = None if first else woke + GOODBYE_SECONDS
                     if standing.state in FINAL:
-                        await self._say(call, "ended")
+                        await self._say(call, "ended", goodbye_by)
                         return "ended"
                     if standing.state == "scheduled":
                         await self._say(call, "not_started")
                         return "not_started"
-                    await self._say(call, "refused" if first else "removed")
+                    await self._say(call, "refused" if first else "removed", goodbye_by)
                     return "refused" if first else "removed"
                 first = False
                 if bridge is None and standing.participant_id and standing.state == "live":
@@ -208,6 +219,7 @@ class Dialin:
                 if bridge is not None:
                     waits.append(bridge.closed.wait())
                 await _first(*waits, within=self.limits.lobby_repeat_seconds)
+                woke = loop.time()
                 changed.clear()
                 if call.ended.is_set():
                     return "bridged" if bridge else "hung_up"

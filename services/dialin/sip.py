@@ -8,7 +8,8 @@ SRTP, a tuned jitter buffer) but run their own worker threads and sound-device c
 a registered-thread dance for every callback into Python; `sippy` is a threaded B2BUA without RTP.
 
 Private names used (pinned in pyproject.toml; tests/dialin/test_sip_stack.py trips if they move):
-`SipUAS._handlers` (to add SIP INFO, the DTMF fallback, which aiosipua answers 405), `SipUAS._send_error`
+`UdpSipTransport._udp_transport` / `_dispatch` (see _UdpTransport), `SipUAS._handlers` (to add SIP
+INFO, the DTMF fallback, which aiosipua answers 405), `SipUAS._send_error`
 (INFO outside a dialog: 481), `SipUAS._calls` (to forget a call we ended ourselves, which aiosipua keeps
 until a BYE arrives) and `Call._incoming` within this module."""
 
@@ -19,6 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from aiortp import PortAllocator
 from aiosipua import CallSession, IncomingCall, SipRequest, SipUAS, UdpSipTransport
@@ -36,6 +38,28 @@ USER_AGENT = "svpl-dialin"
 # RFC 4733 key names (aiortp's) and SIP INFO's (application/dtmf-relay "Signal=").
 KEYS = frozenset("0123456789*#")
 INFO_SIGNAL = re.compile(r"^\s*Signal\s*=\s*(\S)", re.IGNORECASE | re.MULTILINE)
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, owner: _UdpTransport) -> None:
+        self._owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._owner._dispatch(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("SIP UDP error: %s", exc)
+
+
+class _UdpTransport(UdpSipTransport):
+    """aiosipua's UDP transport, bound without its protocol's `isinstance(transport,
+    asyncio.DatagramTransport)` assertion: Python 3.11's selector datagram transport is not a
+    subclass of it (3.12's is), so aiosipua logs a traceback at every start on 3.11."""
+
+    async def start(self) -> None:
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Datagrams(self), local_addr=self.local_addr)
+        self._udp_transport = cast(asyncio.DatagramTransport, transport)
 
 
 class Call:
@@ -164,7 +188,7 @@ class Endpoint:
         self.host, self.port, self.advertised_ip = host, port, advertised_ip
         self.ports = PortAllocator(rtp_ports)
         self._on_call = on_call
-        self._transport = UdpSipTransport(local_addr=(host, port))
+        self._transport = _UdpTransport(local_addr=(host, port))
         self._uas = SipUAS(self._transport, user_agent=USER_AGENT)
         self._uas.on_invite = self._invite
         self._uas.on_bye = lambda incoming, _request: self._ended(incoming.call_id)

@@ -13,3 +13,5 @@ def test_the_pinned_sip_stack_still_has_what_the_adapter_reaches_into():
     assert {"INVITE", "BYE", "CANCEL"} <= set(uas._handlers) and "INFO" not in uas._handlers
     assert isinstance(uas._calls, dict)
     assert callable(uas._send_error)
+    transport = UdpSipTransport(local_addr=("127.0.0.1", 0))
+    assert transport._udp_transport is None and callable(transport._dispatch)
