@@ -33,10 +33,20 @@ def dialin_settings(sip_port: int, rtp_base: int, **extra) -> dict:
 
 
 @pytest.fixture
-async def dialin_world(system_factory, person_token, service_token):
-    sip_port = free_udp_port()
-    rtp_base = 30000 + 100 * (next(_ports) % 50)
-    system = await system_factory(["identity", "media", "roster", "dialin"],
-                                  overrides={"media": {"instance_id": MEDIA_INSTANCE},
-                                             "dialin": dialin_settings(sip_port, rtp_base)})
-    return DialinWorld(system, person_token, service_token, sip_port)
+async def dialin_factory(system_factory, person_token, service_token):
+    """dialin_factory(**settings): the system with the dial-in service's settings changed."""
+
+    async def make(**extra) -> DialinWorld:
+        sip_port = free_udp_port()
+        rtp_base = 30000 + 100 * (next(_ports) % 50)
+        system = await system_factory(["identity", "media", "roster", "dialin"],
+                                      overrides={"media": {"instance_id": MEDIA_INSTANCE},
+                                                 "dialin": dialin_settings(sip_port, rtp_base, **extra)})
+        return DialinWorld(system, person_token, service_token, sip_port)
+
+    return make
+
+
+@pytest.fixture
+async def dialin_world(dialin_factory):
+    return await dialin_factory()

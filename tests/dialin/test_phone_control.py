@@ -86,3 +86,44 @@ async def test_an_invite_from_outside_the_trunk_networks_is_refused_403(dialin_w
         cwd=str(tmp_path))
     assert await finished(proc, 30) == 0
     assert world.component.dialin.active == 0
+
+
+@pytest.mark.slow
+async def test_a_draining_instance_answers_new_calls_503_and_keeps_its_calls_until_they_end(dialin_world, tmp_path):
+    """SIGTERM's path (RunningServer.stop): not ready, new INVITEs 503 (the trunk tries another
+    instance), the call in progress goes on; the stop completes when that call has ended."""
+    world = dialin_world
+    m = await world.live()
+    first = await call(world, tmp_path, "kept", "0706666612", enter(tmp_path, "kept", m.dial_in_code + "#"))
+    await poll(lambda: unidentified(world, m.meeting_id), timeout=20, what="the caller in the lobby")
+    running = world.system.running.pop("dialin")
+    stopping = asyncio.ensure_future(running.stop(60))
+    try:
+        await poll(lambda: not world.component.dialin.accepting, timeout=5, what="the instance draining")
+        refused = await call(world, tmp_path, "new", "0706666634", [], refused=503)
+        assert await finished(refused, 20) == 0
+        assert first.returncode is None and not stopping.done()
+        assert len(await unidentified(world, m.meeting_id)) == 1  # still waiting in the lobby
+        await world.roster.EndMeeting(roster_pb2.EndMeetingRequest(meeting_id=m.meeting_id),
+                                      metadata=world.who("coordinator"))
+        assert await finished(first, 10) == 0
+        await asyncio.wait_for(stopping, 15)
+    finally:
+        if not stopping.done():
+            stopping.cancel()
+
+
+@pytest.mark.slow
+async def test_one_number_guessing_meeting_ids_is_stopped_by_the_rate_limit(dialin_factory, tmp_path):
+    """The attacker who calls and keys IDs: with 2 entries an hour for a number, the third entry of
+    their call is refused ("busy" message, BYE) before roster is asked, and counted as such."""
+    world = await dialin_factory(entries_per_number_per_hour=2)
+    m = await world.live()
+    wrong = "1234567" if m.dial_in_code != "1234567" else "7654321"
+    before = entries("wrong"), entries("rate_limited_number")
+    steps = [sipp.pause(500)]
+    for i in range(3):
+        steps += [sipp.info_keys(wrong + "#", "0708888890", first_cseq=2 + 10 * i), sipp.pause(300)]
+    proc = await call(world, tmp_path, "guess", "0708888890", steps, bye_within_ms=20000)
+    assert await finished(proc, 60) == 0
+    assert (entries("wrong") - before[0], entries("rate_limited_number") - before[1]) == (2, 1)
