@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import helm_python as helm
 import kubernetes_validate
 import pytest
 
-from tests.charts.conftest import NAMESPACE, RELEASE, merged
+from tests.charts.conftest import NAMESPACE, RELEASE, ROOT, merged
 
 DIALIN = {"dialin": {"enabled": True, "trunkNetworks": ["192.0.2.0/28", "198.51.100.7/32"],
                      "connectionKeySecret": {"name": "svpl-dialin", "key": "connection-key"},
@@ -64,3 +66,19 @@ def test_sip_and_rtp_only_from_the_trunk_and_the_pod_hardened_and_draining_calls
 
     hpa = r.get("HorizontalPodAutoscaler", NAME)
     assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "svpl_dialin_active_calls"
+
+
+def test_its_metrics_are_scraped_and_alerted_on(render):
+    from tests.charts.test_chart import check_prometheus_rule
+
+    r = render(DIALIN, {"metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}})
+    assert r.get("ServiceMonitor", NAME)["spec"]["endpoints"][0]["port"] == "metrics"
+    rule = r.get("PrometheusRule", NAME)
+    check_prometheus_rule(rule)  # every expression parses as PromQL
+    assert {a["alert"] for a in rule["spec"]["groups"][0]["rules"]} == {
+        "SvplDialinGuessing", "SvplDialinCallersTurnedAway", "SvplDialinUntrustedInvites"}
+    # Every series they query (and the HPA's) is one the service declares.
+    metrics = (ROOT / "services" / "dialin" / "metrics.py").read_text()
+    queried = {m for a in rule["spec"]["groups"][0]["rules"] for m in re.findall(r"\b(svpl_[a-z_]+?)\{", a["expr"])}
+    for metric in queried | {"svpl_dialin_active_calls"}:
+        assert f'"{metric}"' in metrics or f'"{metric.removesuffix("_total")}"' in metrics, metric
