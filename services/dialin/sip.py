@@ -20,7 +20,6 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import cast
 
 from aiortp import PortAllocator
 from aiosipua import CallSession, IncomingCall, SipRequest, SipUAS, UdpSipTransport
@@ -59,7 +58,7 @@ class _UdpTransport(UdpSipTransport):
     async def start(self) -> None:
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: _Datagrams(self), local_addr=self.local_addr)
-        self._udp_transport = cast(asyncio.DatagramTransport, transport)
+        self._udp_transport = transport
 
 
 class Call:
