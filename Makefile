@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 GEN_STAMP := gen/.generated
 GRPC_TOOLS := $(PYTHON) -m grpc_tools.protoc
 
-.PHONY: install gen run lint test test-fast system-deps chart-test images lock pin-base-image bench bench-identity bench-booking bench-media bench-roster bench-load openapi clean
+.PHONY: install gen run lint test test-fast system-deps chart-test images lock pin-base-image bench bench-identity bench-booking bench-media bench-roster bench-dialin bench-load openapi clean
 
 install: $(STAMP) $(GEN_STAMP)
 
@@ -59,7 +59,7 @@ chart-test: install
 # IMAGE_REGISTRY/IMAGE_TAG as in the chart's values; service:port, the port as the chart's.
 IMAGE_REGISTRY ?= registry.example.org/svpl
 IMAGE_TAG ?= 0.1.0
-IMAGE_SERVICES := identity:50051 booking:50052 roster:50053 media:50054 support:50055 gateway:8080
+IMAGE_SERVICES := identity:50051 booking:50052 roster:50053 media:50054 support:50055 gateway:8080 dialin:50056
 images:
 	for sp in $(IMAGE_SERVICES); do s=$${sp%%:*}; \
 		docker build --build-arg SERVICE=$$s --build-arg PORT=$${sp#*:} -t $(IMAGE_REGISTRY)/svpl-$$s:$(IMAGE_TAG) . || exit 1; \
@@ -95,6 +95,12 @@ bench-identity: install system-deps
 BENCH_ROSTER_N ?= 400
 bench-roster: install
 	$(PYTHON) bench/roster.py $(BENCH_ROSTER_N)
+
+# Dial-in: N concurrent phone calls (SIPp) bridged into rooms with WebRTC participants: CPU per call,
+# and the added one-way delay of the bridge next to the same audio through a room without it.
+BENCH_DIALIN_CALLS ?= 4
+bench-dialin: install system-deps
+	$(PYTHON) bench/dialin.py $(BENCH_DIALIN_CALLS)
 
 # Every benchmark, one after the other, into one report: bench/REPORT.md and bench/report.json.
 bench: install system-deps

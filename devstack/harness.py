@@ -18,12 +18,15 @@ from services.runtime.server import RunningServer, health_address, start_server
 from services.runtime.tls import ClientTls
 
 ORDER = ["identity", "media", "roster", "booking", "support"]
+# Started only when named: they need settings of their own (dialin: its SIP port, the trunk's networks).
+OPTIONAL = ["dialin"]
 SETTINGS = {
     "identity": ("services.identity.config", "IdentitySettings"),
     "booking": ("services.booking.config", "BookingSettings"),
     "roster": ("services.roster.config", "RosterSettings"),
     "media": ("services.media.config", "MediaSettings"),
     "support": ("services.support.config", "SupportSettings"),
+    "dialin": ("services.dialin.config", "DialinSettings"),
 }
 
 DEMO_DIRECTORY = Path(__file__).resolve().parent.parent / "services" / "identity" / "demo" / "directory.jsonl"
@@ -87,9 +90,9 @@ class System:
 
     async def start(self, names: list[str] | None = None) -> System:
         names = names or ORDER
-        for name in ORDER:
+        for name in ORDER + [n for n in OPTIONAL if n in names]:
             self.ports.setdefault(name, free_port())
-        for name in [n for n in ORDER if n in names]:
+        for name in [n for n in ORDER + OPTIONAL if n in names]:
             await self.start_service(name)
         return self
 

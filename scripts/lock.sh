@@ -18,7 +18,7 @@ compile() {
 mkdir -p requirements
 compile requirements/dev.txt pyproject.toml --extra dev
 # Constrained by dev's lock: an image runs exactly the versions the tests ran with.
-for service in identity booking roster media support gateway; do
+for service in identity booking roster media support gateway dialin; do
     compile "requirements/$service.txt" -c requirements/dev.txt pyproject.toml --extra "$service"
 done
 # The exact grpcio-tools pin of the dev extra.

@@ -111,12 +111,12 @@ def keys_dir(keyring, tmp_path_factory):
 @pytest.fixture
 async def system_factory(mongo, keys_dir, service_token):
     """Build a whole in-process system: `sys = await system_factory(["identity", "roster"])`."""
-    from devstack.harness import ORDER, System
+    from devstack.harness import OPTIONAL, ORDER, System
 
     systems = []
 
     async def make(names=None, overrides=None):
-        tokens = {name: service_token(name) for name in ORDER + ["gateway"]}
+        tokens = {name: service_token(name) for name in ORDER + OPTIONAL + ["gateway"]}
         system = System(mongo.uri, keys_dir, tokens, overrides=overrides or {})
         systems.append(system)
         return await system.start(names)

@@ -17,7 +17,7 @@ ACCESS = {
     "Disconnect": services("roster"),
     "GetRoomState": services("gateway", "roster", "support"),
     "GetLoad": services("roster"),
-    "Negotiate": services("gateway"),
+    "Negotiate": services("gateway", "dialin"),  # dialin: a phone caller joins as a participant
     "NegotiateTestRoom": services("gateway"),
     "GetQualitySnapshot": services("gateway", "roster", "support"),
 }

@@ -63,6 +63,13 @@ class Admission:
     media_address: str
 
 
+@dataclass(frozen=True)
+class ConnectionReport:
+    allowed: bool
+    participant_id: str  # whom the connection is identified as ("" if nobody yet)
+    state: str  # the meeting's state ("" when there is no such meeting)
+
+
 def _text(field: str, value: str, limit: int = MAX_TEXT, required: bool = False) -> str:
     value = (value or "").strip()
     if required and not value:
@@ -595,17 +602,35 @@ class Roster:
         await asyncio.gather(*self._releasing, return_exceptions=True)
 
     async def report_connection(self, meeting_id: str, connection_id: str, kind: str, participant_id: str,
-                                connected: bool, label: str, media_instance: str) -> bool:
+                                connected: bool, label: str, media_instance: str) -> ConnectionReport:
         connection_id = _id("connection_id", connection_id)
         label = _text("label", label, MAX_NAME)
         try:
-            _, allowed = await self.store.mutate(
+            m, allowed = await self.store.mutate(
                 _id("meeting_id", meeting_id),
                 lambda m: model.report_connection(m, connection_id, kind, participant_id, connected, label,
                                                   media_instance))
         except NotFound:
-            return False
-        return allowed
+            return ConnectionReport(False, "", "")
+        c = m.connection(connection_id)
+        return ConnectionReport(allowed, c.participant_id if c else "", m.state)
+
+    async def admit_connection(self, meeting_id: str, connection_id: str) -> Admission:
+        """A join token for the person a phone connection was identified as (the dial-in service's call)."""
+        meeting_id = _id("meeting_id", meeting_id)
+        connection_id = _id("connection_id", connection_id)
+        try:
+            m, p = await self.store.mutate(meeting_id, lambda m: model.admit_connection(m, connection_id))
+            m = await self._room_for(m)
+            try:
+                token, expires = await self.identity.issue_join_token(m, p, self.join_ttl_seconds)
+            except Refused:
+                raise PermissionDenied(model.REFUSAL_TEXT[model.REMOVED], reason=model.REMOVED) from None
+        except (FailedPrecondition, PermissionDenied) as exc:
+            metrics.ADMISSIONS.labels(exc.reason or "other").inc()
+            raise
+        metrics.ADMISSIONS.labels("admitted").inc()
+        return Admission(p, token, expires, m.media_instance, m.media_address)
 
     async def identify(self, meeting_id: str, who: Caller, connection_id: str, participant_id: str):
         _, c = await self._change(meeting_id, who, lambda m: model.identify(m, connection_id, participant_id))

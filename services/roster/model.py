@@ -356,6 +356,10 @@ def remove(m: Meeting, participant_id: str) -> Participant:
             m.delegates.remove(p.person_id)
         if m.current_speaker == p.id:
             m.current_speaker = ""
+    # Their phone connections are banned too: the same number calling back is refused (the dial-in
+    # service derives a phone connection's id from the meeting and the calling number).
+    m.banned_connections += [c.id for c in m.connections
+                             if c.participant_id == p.id and c.kind == PHONE and c.id not in m.banned_connections]
     m.connections = [c for c in m.connections if c.participant_id != p.id]
     return p
 
@@ -386,6 +390,27 @@ def admit(m: Meeting, person_id: str, id_kind: str, method: str) -> Participant:
         text = " eller ".join(METHOD_TEXT.get(x, x) for x in p.methods)
         raise PermissionDenied(REFUSAL_TEXT[WRONG_LOGIN_METHOD].format(methods=text), reason=WRONG_LOGIN_METHOD)
     if not (m.state == LIVE or (m.state == OPEN and m.is_coordinator(person_id, id_kind))):
+        raise FailedPrecondition(REFUSAL_TEXT[NOT_STARTED_REFUSAL], reason=NOT_STARTED_REFUSAL)
+    p.admitted_at = p.admitted_at or now()
+    return p
+
+
+def admit_connection(m: Meeting, connection_id: str) -> Participant:
+    """The person a phone connection was identified as, admitted (the dial-in service joins the
+    room for them). The coordinator's identification stands for the login a browser needs."""
+    if m.final:
+        raise FailedPrecondition(REFUSAL_TEXT[FINISHED], reason=FINISHED)
+    c = m.connection(connection_id)
+    if connection_id in m.banned_connections or c is None:
+        raise PermissionDenied(REFUSAL_TEXT[REMOVED], reason=REMOVED)
+    if c.kind != PHONE:
+        raise InvalidArgument("connection_id", "not a phone connection")
+    if not c.participant_id:
+        raise FailedPrecondition("the coordinator has not identified this connection yet", reason="NOT_IDENTIFIED")
+    p = m.participant(c.participant_id)
+    if p is None or p.removed:
+        raise PermissionDenied(REFUSAL_TEXT[REMOVED], reason=REMOVED)
+    if m.state != LIVE:
         raise FailedPrecondition(REFUSAL_TEXT[NOT_STARTED_REFUSAL], reason=NOT_STARTED_REFUSAL)
     p.admitted_at = p.admitted_at or now()
     return p

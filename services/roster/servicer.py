@@ -35,7 +35,7 @@ ACCESS = {
     # call (the domain checks the reporter is in the meeting): not through GetMeeting / GetConnectedList.
     "GetReportEvidence": services("support"),
     "ListMyMeetings": LOGGED_IN,
-    "ResolveDialInCode": services("gateway", "media", "booking"),
+    "ResolveDialInCode": services("gateway", "media", "booking", "dialin"),
     "OpenMeeting": LEADS,
     "StartMeeting": LEADS,
     "DelegateCoordinator": COORDINATOR,
@@ -48,7 +48,8 @@ ACCESS = {
     "RemoveParticipant": LEADS,
     "Admit": LOGGED_IN,
     "GetMyAdmission": LOGGED_IN,
-    "ReportConnection": services("media"),
+    "ReportConnection": services("media", "dialin"),
+    "AdmitConnection": services("dialin"),
     "IdentifyConnection": LEADS,
     "GetConnectedList": LOGGED_IN,
     "GetReconciliation": LEADS,
@@ -56,7 +57,7 @@ ACCESS = {
     "AdvanceAgenda": LEADS,
     "SetCurrentSpeaker": LEADS,
     "RecordSummary": LEADS,
-    "WatchMeeting": LOGGED_IN,
+    "WatchMeeting": LOGGED_IN | services("dialin"),
 }
 
 # ---------------------------------------------------------------- enum <-> domain names
@@ -258,10 +259,17 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
                                                  media_address=m.media_address)
 
     async def ReportConnection(self, request, context):
-        allowed = await self._r.report_connection(
+        report = await self._r.report_connection(
             request.meeting_id, request.connection_id, KIND_NAMES.get(request.kind, model.WEBRTC),
             request.participant_id, request.connected, request.label, request.media_instance)
-        return roster_pb2.ReportConnectionResponse(allowed=allowed)
+        return roster_pb2.ReportConnectionResponse(allowed=report.allowed, participant_id=report.participant_id,
+                                                   state=STATES.get(report.state, roster_pb2.MEETING_STATE_UNSPECIFIED))
+
+    async def AdmitConnection(self, request, context):
+        a = await self._r.admit_connection(request.meeting_id, request.connection_id)
+        return roster_pb2.AdmitConnectionResponse(participant_id=a.participant.id, join_token=a.token,
+                                                  expires_at=ts(a.expires_at), media_instance=a.media_instance,
+                                                  media_address=a.media_address)
 
     async def IdentifyConnection(self, request, context):
         c = await self._r.identify(request.meeting_id, auth.caller(), request.connection_id, request.participant_id)

@@ -16,18 +16,18 @@ import grpc
 import pytest
 from svpl.roster.v1 import roster_pb2
 
-from devstack.harness import ORDER, as_token
+from devstack.harness import OPTIONAL, ORDER, as_token
 from devstack.samples import create_request
 from services.runtime import auth
 from tests.conftest import PEOPLE
 
-SERVICES = {name: importlib.import_module(f"services.{name}.servicer").ACCESS for name in ORDER}
+SERVICES = {name: importlib.import_module(f"services.{name}.servicer").ACCESS for name in ORDER + OPTIONAL}
 DESCRIPTORS = {
     name: importlib.import_module(f"svpl.{name}.v1.{name}_pb2").DESCRIPTOR.services_by_name[
         f"{name.capitalize()}Service"]
-    for name in ORDER
+    for name in ORDER + OPTIONAL
 }
-ROLES = ["anonymous", *PEOPLE] + [f"service:{s}" for s in ORDER + ["gateway"]]
+ROLES = ["anonymous", *PEOPLE] + [f"service:{s}" for s in ORDER + OPTIONAL + ["gateway"]]
 
 
 def caller_for(role: str) -> auth.Caller:
@@ -60,6 +60,20 @@ def test_sensitive_methods_are_closed_to_citizens_and_anonymous():
     assert [r for r in ROLES if SERVICES["roster"]["GetReportEvidence"].admits(caller_for(r))] == ["service:support"]
     for method in ("GetMeeting", "GetConnectedList"):
         assert not SERVICES["roster"][method].admits(caller_for("service:support")), method
+
+
+def test_the_dial_in_service_reaches_only_what_a_phone_call_needs():
+    """It resolves meeting IDs, reports and admits its own phone connections, watches the meeting and
+    negotiates with media; identifying or removing a caller stays the coordinator's, and only the
+    dial-in service may turn a phone connection into a join token."""
+    dialin = caller_for("service:dialin")
+    allowed = sorted(m for m, rule in SERVICES["roster"].items() if rule.admits(dialin))
+    assert allowed == ["AdmitConnection", "ReportConnection", "ResolveDialInCode", "WatchMeeting"]
+    assert [r for r in ROLES if SERVICES["roster"]["AdmitConnection"].admits(caller_for(r))] == ["service:dialin"]
+    assert sorted(m for m, rule in SERVICES["media"].items() if rule.admits(dialin)) == ["Negotiate"]
+    assert sorted(m for m, rule in SERVICES["identity"].items() if rule.admits(dialin)) == ["GetSigningKeys"]  # anyone
+    for service in ("booking", "support"):
+        assert not any(rule.admits(dialin) for rule in SERVICES[service].values()), service
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "svpl"
 SERVICES = ["identity", "booking", "roster", "media", "support", "gateway"]
+# Every image the one Dockerfile builds: the services above (the generic components) and the
+# deployables with a template of their own (templates/dialin.yaml).
+IMAGES = [*SERVICES, "dialin"]
 RELEASE, NAMESPACE = "care", "svpl-prod"
 
 # What an operator must provide (secret names only: the chart never holds secret values).

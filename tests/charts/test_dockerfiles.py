@@ -23,7 +23,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.charts.conftest import ROOT, SERVICES
+from tests.charts.conftest import IMAGES, ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 BUILD_TOOLS = re.compile(r"\b(apt-get|apk|gcc|g\+\+|make|build-essential|pip install|grpc_tools)\b")
@@ -90,13 +90,14 @@ def test_one_dockerfile_builds_every_service_with_the_chart_s_port(builds, rende
     """Six identical per-service Dockerfiles became this one: none is left behind to drift, and
     `make images` builds every service of the chart from it, exposing the port the chart uses."""
     assert not list((ROOT / "services").glob("*/Dockerfile"))
-    assert sorted(builds) == sorted(SERVICES)
-    rendered = render()
+    assert sorted(builds) == sorted(IMAGES)
+    rendered = render({"dialin": {"enabled": True, "trunkNetworks": ["192.0.2.0/28"],
+                                  "connectionKeySecret": {"name": "svpl-dialin", "key": "k"}}})
     for service, args in builds.items():
         assert int(args["PORT"]) == rendered.container(service)["ports"][0]["containerPort"], service
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", IMAGES)
 def test_dockerfile_is_multi_stage_pinned_non_root_and_runs_the_service(builds, service, tmp_path):
     args = builds[service]
     defaults = dict(a.split("=", 1) for w, a in instructions({}) if w == "ARG" and "=" in a)
@@ -183,7 +184,7 @@ def _build_check(service: str, tmp_path: Path) -> subprocess.CompletedProcess:
                           env={"PATH": "/usr/bin:/bin", "SERVICE": service})
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", IMAGES)
 def test_the_image_installs_the_core_and_its_own_service_s_extra_only(service, tmp_path):
     """Its lock holds what the core and its extra pull in, at the versions the tests ran with (dev's)."""
     assert _build_check(service, tmp_path).returncode == 0
@@ -201,12 +202,12 @@ def test_a_build_without_a_service_s_lock_stops(service, tmp_path):
     assert check.returncode != 0 and "not one of" in check.stderr
 
 
-@pytest.mark.parametrize("lock", ["dev", *SERVICES])
+@pytest.mark.parametrize("lock", ["dev", *IMAGES])
 def test_the_lock_files_are_not_behind_pyproject(lock):
     """Every direct dependency pyproject.toml names is pinned in the lock at a version its range allows
     (a changed range without `make lock` fails here)."""
     extras = PROJECT["optional-dependencies"]
-    wanted = [*PROJECT["dependencies"], *(d for e in SERVICES for d in extras[e])] if lock == "dev" else [
+    wanted = [*PROJECT["dependencies"], *(d for e in IMAGES for d in extras[e])] if lock == "dev" else [
         *PROJECT["dependencies"], *extras[lock]]
     if lock == "dev":
         wanted += [d for d in extras["dev"] if canonicalize_name(Requirement(d).name) != PROJECT["name"]]
@@ -224,10 +225,10 @@ def test_make_install_installs_every_service_s_dependencies_from_the_lock():
     makefile = (ROOT / "Makefile").read_text()
     assert "LOCK := requirements/dev.txt" in makefile and "--require-hashes -r $(LOCK)" in makefile
     extras = PROJECT["optional-dependencies"]
-    assert sorted(set(extras) - {"dev"}) == sorted(SERVICES)
+    assert sorted(set(extras) - {"dev"}) == sorted(IMAGES)
     (own,) = [Requirement(r) for r in extras["dev"] if canonicalize_name(Requirement(r).name) == PROJECT["name"]]
-    assert own.extras == set(SERVICES)
-    for service in SERVICES:
+    assert own.extras == set(IMAGES)
+    for service in IMAGES:
         assert set(locked(service)) <= set(locked("dev"))
 
 
@@ -272,7 +273,7 @@ def _imported_distributions(*packages: str) -> set[str]:
             for d in providers.get(top, [])}
 
 
-@pytest.mark.parametrize("service", ["runtime", *SERVICES])
+@pytest.mark.parametrize("service", ["runtime", *IMAGES])
 def test_each_dependency_list_holds_only_what_its_code_imports(service):
     """The core only what services/runtime imports, a service's extra only what that service imports
     (or the exact pin of what one of them pulls in, as aioice for aiortc): no image carries another
@@ -298,7 +299,7 @@ def image_tree(tmp_path_factory, builds):
         shell=True, cwd=build, check=True, timeout=60,
     )
     trees = {}
-    for service in SERVICES:
+    for service in IMAGES:
         app = tmp_path_factory.mktemp(f"app-{service}")
         shutil.copytree(build / "gen", app / "gen")
         for w, a in instructions(builds[service]):
@@ -314,7 +315,7 @@ def image_tree(tmp_path_factory, builds):
     return trees
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", IMAGES)
 def test_the_files_the_image_copies_are_enough_for_every_import_of_the_service(image_tree, service):
     """Every import in the image's code (lazy ones too) resolves inside the image: our modules and
     generated code from the COPYs, everything else from what its build stage installs, the core and

@@ -107,3 +107,36 @@ def test_speaking_order_is_patient_next_of_kin_then_the_rest_in_registration_ord
     m.participants.append(M.Participant("p-mun", "Mona", M.MUNICIPALITY_STAFF, M.HSA_ID, "SE2120000829-3001",
                                         [M.SITHS], removed=True))
     assert [p.id for p in m.speaking_order()] == ["p-pat", "p-nok", "p-ext", "p-coord"]
+
+
+def test_a_phone_connection_is_admitted_only_as_the_person_the_coordinator_identified():
+    m = meeting(M.LIVE)
+    assert M.report_connection(m, "phone-1", M.PHONE, "", True, "Telefon, slutar på …12", "")
+    with pytest.raises(FailedPrecondition) as err:
+        M.admit_connection(m, "phone-1")  # still in the lobby
+    assert err.value.reason == "NOT_IDENTIFIED"
+    assert M.report_connection(m, "c1", M.WEBRTC, "p-pat", True, "", "media-1")
+    with pytest.raises(InvalidArgument):
+        M.admit_connection(m, "c1")  # a browser's connection is not the dial-in service's to admit
+    M.identify(m, "phone-1", "p-pat")
+    assert M.admit_connection(m, "phone-1").id == "p-pat"
+    # Removing the person bans their phone connection: the same number calling back is refused.
+    M.remove(m, "p-pat")
+    assert "phone-1" in m.banned_connections
+    assert not M.report_connection(m, "phone-1", M.PHONE, "", True, "Telefon, slutar på …12", "")
+    with pytest.raises(PermissionDenied) as err:
+        M.admit_connection(m, "phone-1")
+    assert err.value.reason == M.REMOVED
+
+
+def test_a_phone_connection_is_not_admitted_before_the_start_or_after_the_end():
+    m = meeting(M.OPEN)
+    assert M.report_connection(m, "phone-1", M.PHONE, "", True, "", "")  # waits in the lobby
+    M.identify(m, "phone-1", "p-pat")
+    with pytest.raises(FailedPrecondition) as err:
+        M.admit_connection(m, "phone-1")
+    assert err.value.reason == M.NOT_STARTED_REFUSAL
+    M.finish(m, M.ENDED, "")
+    with pytest.raises(FailedPrecondition) as err:
+        M.admit_connection(m, "phone-1")
+    assert err.value.reason == M.FINISHED

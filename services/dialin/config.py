@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import Field, field_validator
+
+from services.runtime.config import ServiceSettings
+
+
+class DialinSettings(ServiceSettings):
+    service_name: str = "dialin"
+    grpc_port: int = Field(50056, ge=0, le=65535)
+    # The dial-in service keeps no data of its own (no database).
+    mongodb_uri: str = ""
+    # SIP (UDP) listens here; RTP ports for calls come from the range (the chart's Service exposes both).
+    sip_host: str = "0.0.0.0"  # noqa: S104 - the pod's SIP port; the Service and NetworkPolicy bound who reaches it
+    sip_port: int = Field(5060, ge=1, le=65535)
+    rtp_port_min: int = Field(20000, ge=1024, le=65535)
+    rtp_port_max: int = Field(20999, ge=1024, le=65535)
+    # The address put in SDP when the pod's own is not the one the trunk reaches (NAT, a node port).
+    advertised_ip: str = ""
+    # Required: the region's SIP trunk / SBC networks (CIDR). INVITEs from anywhere else get 403.
+    trunk_networks: list[str] = Field(min_length=1)
+    # Required: the key that makes a phone connection's id from meeting + calling number (HMAC),
+    # so a removed number is recognised when it calls back without roster ever seeing the number.
+    connection_key: str = Field(min_length=32)
+    # Wrong meeting IDs per call before the call ends (the routine's three tries).
+    max_entries_per_call: int = Field(3, ge=1, le=10)
+    # Seconds to wait for a key before the prompt is repeated (counts as one wrong entry).
+    entry_timeout_seconds: float = Field(20.0, gt=0)
+    # Meeting-ID entries per calling number per hour, and by all callers per minute (this instance).
+    entries_per_number_per_hour: int = Field(10, ge=1)
+    entries_per_minute_total: int = Field(300, ge=1)
+    # A caller nobody lets in is told so and hung up on after this long in the lobby.
+    lobby_timeout_seconds: float = Field(1800.0, gt=0)
+    # The lobby's waiting message is repeated this often.
+    lobby_repeat_seconds: float = Field(30.0, gt=0)
+    # How often the caller's standing is re-read from roster even without a change event.
+    recheck_seconds: float = Field(5.0, gt=0)
+    # Calls this instance takes at once (more get 503, the trunk tries another instance).
+    max_calls: int = Field(100, ge=1)
+    # Room audio tracks the caller hears mixed (one per other participant, the loudest N not chosen).
+    audio_slots: int = Field(12, ge=1, le=32)
+    # Seconds to join the room (negotiate + ICE/DTLS) before the caller is told to try again.
+    join_timeout_seconds: float = Field(15.0, gt=0)
+
+    @field_validator("trunk_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # a ValueError names the bad one
+        return value
+
+    @property
+    def trunks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.trunk_networks]

@@ -1,0 +1,21 @@
+"""The dial-in service's business metrics, on the runtime's metrics port (the default registry).
+
+Labels are outcomes only: never a number, a person or a meeting."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+CALLS = Counter(
+    "svpl_dialin_calls_total",
+    "Incoming calls by how they ended (bridged, lobby_left, removed, refused, ended, not_started, "
+    "too_many_entries, rate_limited, untrusted_source, busy, no_audio, unavailable, hung_up).",
+    ["outcome"],
+)
+ENTRIES = Counter(
+    "svpl_dialin_entries_total",
+    "Meeting IDs entered on the keypad, by result (found, wrong, rate_limited_number, rate_limited_total).",
+    ["result"],
+)
+ACTIVE = Gauge("svpl_dialin_active_calls", "Calls answered and not yet ended on this instance (the HPA's metric).")
+BRIDGED = Gauge("svpl_dialin_bridged_calls", "Calls bridged into a meeting's room on this instance.")

@@ -1,0 +1,84 @@
+"""The dial-in service's part of the chart (templates/dialin.yaml), rendered offline."""
+
+from __future__ import annotations
+
+import re
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+
+from tests.charts.conftest import NAMESPACE, RELEASE, ROOT, merged
+
+DIALIN = {"dialin": {"enabled": True, "trunkNetworks": ["192.0.2.0/28", "198.51.100.7/32"],
+                     "connectionKeySecret": {"name": "svpl-dialin", "key": "connection-key"},
+                     "autoscaling": {"enabled": True}}}
+NAME = f"{RELEASE}-svpl-dialin"
+
+
+def test_off_by_default(render):
+    assert not [m for m in render().manifests if "dialin" in m["metadata"]["name"]]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"trunkNetworks": []}, "dialin.trunkNetworks is required"),
+    ({"connectionKeySecret": {"name": "", "key": "k"}}, "dialin.connectionKeySecret.name is required"),
+])
+def test_it_refuses_to_render_without_the_trunk_or_the_key(chart, change, message):
+    values = merged(DIALIN, {"dialin": change})
+    with pytest.raises(helm.HelmRenderError, match=message):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_sip_and_rtp_only_from_the_trunk_and_the_pod_hardened_and_draining_calls(render):
+    r = render(DIALIN)
+    for m in r.manifests:
+        if "dialin" in m["metadata"]["name"]:
+            kubernetes_validate.validate(m, "1.30.0", strict=True)
+    deployment = r.get("Deployment", NAME)
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "replicas" not in deployment["spec"]  # the HPA decides
+    assert container["securityContext"]["readOnlyRootFilesystem"] and container["securityContext"][
+        "capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"]
+    udp = [p for p in container["ports"] if p["protocol"] == "UDP"]
+    assert {p["containerPort"] for p in udp} == {5060} | set(range(21000, 21100))
+    assert all(p["hostPort"] == p["containerPort"] for p in udp)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SVPL_TRUNK_NETWORKS"]["value"] == '["192.0.2.0/28","198.51.100.7/32"]'
+    assert env["SVPL_ADVERTISED_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    assert env["SVPL_CONNECTION_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "svpl-dialin", "key": "connection-key"}
+    # Calls are kept while the pod drains, nearly the whole grace period.
+    assert pod["terminationGracePeriodSeconds"] == 7200 and env["SVPL_SHUTDOWN_GRACE_SECONDS"]["value"] == "7190"
+    assert container["readinessProbe"]["grpc"]["service"] == "svpl.dialin.v1.DialinService"
+    assert container["livenessProbe"]["grpc"]["service"] == ""
+
+    sip = r.get("Service", f"{NAME}-sip")
+    assert sip["spec"]["ports"] == [{"name": "sip-udp", "port": 5060, "targetPort": "sip-udp", "protocol": "UDP"}]
+    assert sip["spec"]["loadBalancerSourceRanges"] == ["192.0.2.0/28", "198.51.100.7/32"]
+
+    policy = r.get("NetworkPolicy", NAME)
+    trunk_rule = policy["spec"]["ingress"][0]
+    assert [p["ipBlock"]["cidr"] for p in trunk_rule["from"]] == ["192.0.2.0/28", "198.51.100.7/32"]
+    assert {(p["protocol"], p["port"]) for p in trunk_rule["ports"]} == {("UDP", 5060), ("UDP", 21000)}
+    assert all("ipBlock" not in peer for rule in policy["spec"]["ingress"][1:] for peer in rule["from"])
+
+    hpa = r.get("HorizontalPodAutoscaler", NAME)
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "svpl_dialin_active_calls"
+
+
+def test_its_metrics_are_scraped_and_alerted_on(render):
+    from tests.charts.test_chart import check_prometheus_rule
+
+    r = render(DIALIN, {"metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}})
+    assert r.get("ServiceMonitor", NAME)["spec"]["endpoints"][0]["port"] == "metrics"
+    rule = r.get("PrometheusRule", NAME)
+    check_prometheus_rule(rule)  # every expression parses as PromQL
+    assert {a["alert"] for a in rule["spec"]["groups"][0]["rules"]} == {
+        "SvplDialinGuessing", "SvplDialinCallersTurnedAway", "SvplDialinUntrustedInvites"}
+    # Every series they query (and the HPA's) is one the service declares.
+    metrics = (ROOT / "services" / "dialin" / "metrics.py").read_text()
+    queried = {m for a in rule["spec"]["groups"][0]["rules"] for m in re.findall(r"\b(svpl_[a-z_]+?)\{", a["expr"])}
+    for metric in queried | {"svpl_dialin_active_calls"}:
+        assert f'"{metric}"' in metrics or f'"{metric.removesuffix("_total")}"' in metrics, metric

@@ -1,0 +1,17 @@
+"""Tripwire for services/dialin/sip.py: the private names of aiosipua it uses, at the pinned versions."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+from aiosipua import SipUAS, UdpSipTransport
+
+
+def test_the_pinned_sip_stack_still_has_what_the_adapter_reaches_into():
+    assert (version("aiosipua"), version("aiortp")) == ("0.7.1", "0.8.0")  # as pinned in pyproject.toml
+    uas = SipUAS(UdpSipTransport(local_addr=("127.0.0.1", 0)))
+    assert {"INVITE", "BYE", "CANCEL"} <= set(uas._handlers) and "INFO" not in uas._handlers
+    assert isinstance(uas._calls, dict)
+    assert callable(uas._send_error)
+    transport = UdpSipTransport(local_addr=("127.0.0.1", 0))
+    assert transport._udp_transport is None and callable(transport._dispatch)
