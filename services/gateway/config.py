@@ -51,6 +51,8 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Login attempts (start of any login) per client address per minute.
     login_rate_per_minute: int = Field(default=20, ge=1)
+    # Fault reports without a login (the public report page) per client address per hour.
+    public_report_rate_per_hour: int = Field(default=10, ge=1)
     # Echo test room negotiations per person per minute (media also holds one test room per person).
     test_room_rate_per_minute: int = Field(default=6, ge=1)
     # Meeting event WebSockets open at once: per session, and per meeting in this gateway process.
