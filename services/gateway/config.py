@@ -37,6 +37,9 @@ class GatewaySettings(BaseSettings):
         "SE2120000829-3001|Mona Kommun (kommunpersonal, SITHS)",
         "191212121212|Tolvan Tolvansson (patient, BankID)",
         "198112289874|Nils Närstående (närstående, 1177)",
+        "SE2321000057-4001|Sam Support (regionens IT-support, SITHS)",
+        "SE2120000829-4002|Kim Kommunit (Jönköpings kommuns IT-support, SITHS)",
+        "SE2120000597-4003|Berit Värnamoit (Värnamo kommuns IT-support, SITHS)",
     ])
     # SITHS: the TLS terminator forwards the verified client certificate (PEM, URL-encoded
     # as nginx's $ssl_client_escaped_cert) in this header; it is believed only from these addresses.
