@@ -20,6 +20,22 @@
     document.title = title + " – Digitala SIP-möten";
   }
 
+  // A live update of the view one is on: what the person is typing, and where, stays as it was.
+  function refresh(title, ...children) {
+    const typed = [...main.querySelectorAll("input, textarea, select")].filter(e => e.id)
+      .map(e => [e.id, e.type === "checkbox" ? e.checked : e.value]);
+    const focused = document.activeElement && document.activeElement.id;
+    const scrollY = window.scrollY;
+    main.replaceChildren(el("h1", { tabindex: "-1" }, title), ...children);
+    for (const [id, value] of typed) {
+      const e = document.getElementById(id);
+      if (!e) continue;
+      if (e.type === "checkbox") e.checked = value; else e.value = value;
+    }
+    if (focused && document.getElementById(focused)) document.getElementById(focused).focus({ preventScroll: true });
+    window.scrollTo(0, scrollY);
+  }
+
   // ------------------------------------------------------------------ live changes
   function follow() {
     if (live) return;
@@ -127,9 +143,12 @@
 
   function deskActions(t, reload) {
     const msg = message("action-message");
-    const act = async (method, path, body, done) => {
-      try { await api(method, "/desk/tickets/" + t.ticket_id + path, body); say(msg, done, "ok"); await reload(); }
-      catch (err) { say(msg, errorText(err), "error"); }
+    const act = async (method, path, body, done, field) => {
+      try {
+        await api(method, "/desk/tickets/" + t.ticket_id + path, body);
+        if (field) document.getElementById(field).value = "";  // sent: the field starts empty again
+        await reload(done);
+      } catch (err) { say(msg, errorText(err), "error"); }
     };
     const value = (id) => document.getElementById(id).value.trim();
     const box = el("section", { id: "desk-actions", class: "card", "aria-labelledby": "actions-h" },
@@ -141,23 +160,23 @@
         " ", el("button", { type: "button", id: "take", onclick: () => act("POST", "/take", undefined, "Du har tagit ärendet.") },
           mine ? "Ta igen" : "Ta ärendet")),
       el("form", { id: "comment-form", onsubmit: (e) => { e.preventDefault();
-        act("POST", "/comments", { text: value("comment-text"), internal: document.getElementById("comment-internal").checked }, "Kommentaren är sparad."); } },
+        act("POST", "/comments", { text: value("comment-text"), internal: document.getElementById("comment-internal").checked }, "Kommentaren är sparad.", "comment-text"); } },
         el("label", { for: "comment-text" }, "Kommentar"), el("textarea", { id: "comment-text", rows: 3, maxlength: 4000 }),
         el("label", {}, el("input", { type: "checkbox", id: "comment-internal" }), " Intern anteckning (syns inte för anmälaren)"),
         el("p", {}, el("button", { type: "submit", id: "comment-submit" }, "Spara kommentar"))),
       el("form", { id: "state-form", onsubmit: (e) => { e.preventDefault();
-        act("POST", "/state", { state: value("state-select"), note: value("state-note") }, "Läget är ändrat."); } },
+        act("POST", "/state", { state: value("state-select"), note: value("state-note") }, "Läget är ändrat.", "state-note"); } },
         el("label", { for: "state-select" }, "Ändra läge"), el("select", { id: "state-select" },
           el("option", { value: "TICKET_STATE_WAITING" }, "Väntar"), el("option", { value: "TICKET_STATE_RESOLVED" }, "Löst")),
         el("label", { for: "state-note" }, "Anteckning"), el("input", { id: "state-note", maxlength: 4000 }),
         el("p", {}, el("button", { type: "submit", class: "secondary" }, "Ändra läge"))),
       el("form", { id: "escalate-form", onsubmit: (e) => { e.preventDefault();
-        act("POST", "/escalation", { reason: value("escalate-reason") }, "Ärendet är eskalerat."); } },
+        act("POST", "/escalation", { reason: value("escalate-reason") }, "Ärendet är eskalerat.", "escalate-reason"); } },
         el("label", { for: "escalate-reason" }, "Eskalera till nästa kö – varför är det inte vårt fel?"),
         el("textarea", { id: "escalate-reason", rows: 2, maxlength: 4000 }),
         el("p", {}, el("button", { type: "submit", id: "escalate-submit", class: "secondary" }, "Eskalera"))),
       el("form", { id: "close-form", onsubmit: (e) => { e.preventDefault();
-        act("POST", "/close", { resolution: value("close-resolution") }, "Ärendet är stängt."); } },
+        act("POST", "/close", { resolution: value("close-resolution") }, "Ärendet är stängt.", "close-resolution"); } },
         el("label", { for: "close-resolution" }, "Stäng med lösning"), el("textarea", { id: "close-resolution", rows: 2, maxlength: 4000 }),
         el("p", {}, el("button", { type: "submit", id: "close-submit" }, "Stäng ärendet"))));
     return box;
@@ -166,15 +185,15 @@
   async function ticketView(id) {
     const msg = message("ticket-message");
     view("Ärende", msg);
-    const load = async () => {
+    let shown = false;
+    const load = async (done) => {
       let t;
       try { ({ ticket: t } = await api("GET", "/desk/tickets/" + encodeURIComponent(id))); }
       catch (err) { say(msg, errorText(err), "error"); return; }
       const r = t.reporter || {};
       const queue = (t.routing && t.routing.queue) || {};
       const worksIt = isDesk();  // support refuses what this desk member may not do, and says why
-      const scrollY = window.scrollY;
-      view("Ärende " + numberOf(t), msg,
+      (shown ? refresh : view)("Ärende " + numberOf(t), msg,
         el("dl", { id: "ticket", class: "card", "data-state": t.state },
           el("dt", {}, "Ärendenummer"), el("dd", { id: "ticket-number", class: "number" }, numberOf(t)),
           el("dt", {}, "Läge"), el("dd", { id: "ticket-state", class: "state" }, label(STATES, t.state)),
@@ -192,10 +211,11 @@
         worksIt ? deskActions(t, load) : reporterComment(t, load),
         el("p", {}, el("a", { href: isDesk() ? "#/queue" : "#/mine" }, isDesk() ? "Tillbaka till kön" : "Tillbaka till mina felanmälningar")),
         el("p", { id: "live-status", role: "status", class: "sr-only" }, ""));
-      window.scrollTo(0, scrollY);
+      shown = true;
+      if (typeof done === "string") say("action-message", done, "ok");
       main.dataset.ticketLoaded = String(Number(main.dataset.ticketLoaded || 0) + 1);  // read by tests
     };
-    onChange = (event) => { if (event.ticket_id === id) load(); };
+    onChange = (event) => { if (event.ticket_id === id) load(); };  // a live update: nothing typed is lost
     follow();
     await load();
   }
@@ -207,6 +227,7 @@
       e.preventDefault();
       try {
         await api("POST", "/desk/tickets/" + t.ticket_id + "/comments", { text: document.getElementById("reporter-text").value.trim() });
+        document.getElementById("reporter-text").value = "";
         await reload();
       } catch (err) { say(msg, errorText(err), "error"); }
     } }, msg, el("label", { for: "reporter-text" }, "Lägg till något till supporten"),
