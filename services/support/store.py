@@ -19,7 +19,7 @@ from services.runtime.errors import NotFound, Unavailable
 from services.runtime.mongo import DURABLE
 from services.runtime.paging import Key, Keyset
 from services.runtime.store import VersionedStore
-from services.support.model import OPEN_STATES, Ticket
+from services.support.model import OPEN_STATES, Ticket, TicketState
 
 # The desk's listing, newest first (the position a page token holds: created_at, then id).
 LISTING = Keyset(Key("created_at", dt.datetime, DESCENDING), Key("_id", str, DESCENDING))
@@ -78,6 +78,13 @@ class TicketStore(VersionedStore[Ticket]):
         """Ids of tickets with a follow-up still to do, untouched since `cutoff`."""
         cursor = self.collection.find({"followup": True, "updated_at": {"$lt": cutoff}}, {"_id": 1})
         return [doc["_id"] async for doc in cursor]
+
+    async def oldest_waiting(self) -> dict[str, dt.datetime]:
+        """The filing time of the oldest ticket per queue that is neither resolved nor closed."""
+        waiting = [s for s in OPEN_STATES if s != TicketState.RESOLVED]
+        pipeline: list[dict[str, Any]] = [{"$match": {"state": {"$in": waiting}}},
+                                          {"$group": {"_id": "$queue_id", "oldest": {"$min": "$created_at"}}}]
+        return {row["_id"]: row["oldest"] async for row in await self.collection.aggregate(pipeline)}
 
     async def open_counts(self) -> dict[tuple[str, str], int]:
         """Open tickets by (queue, state)."""

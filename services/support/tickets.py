@@ -369,12 +369,18 @@ class Tickets:
     # ------------------------------------------------------------------ metrics
 
     async def refresh_gauge(self) -> None:
-        """Open tickets per queue and state, from the database; every known queue x open state is set."""
+        """Open tickets per queue and state, and the age of each queue's oldest ticket still waiting for
+        the desk, from the database; every known queue x open state is set."""
         counts = await self.store.open_counts()
         queues = {q.id for q in self.routing.queues} | {q for q, _ in counts}
         for q in queues:
             for s in model.OPEN_STATES:
                 metrics.OPEN_TICKETS.labels(q, s).set(counts.get((q, s), 0))
+        oldest, now = await self.store.oldest_waiting(), model.now()
+        for q in queues | set(oldest):
+            since = oldest.get(q)
+            age = (now - since.replace(tzinfo=dt.timezone.utc)).total_seconds() if since else 0.0
+            metrics.OLDEST_OPEN_AGE.labels(q).set(max(0.0, age))
 
 
 def _required(ticket_id: str) -> str:

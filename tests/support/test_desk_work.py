@@ -5,6 +5,7 @@ notes, the live change feed (only one's own tickets), and the listing's filters 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 
 import grpc
@@ -158,3 +159,23 @@ async def test_the_desk_lists_oldest_first_and_by_problem_kind(support, md):
     assert [t.ticket_id for t in [*first.tickets, *rest.tickets]] == [t.ticket_id for t in filed]
     err = await _rpc_error(stub.ListTickets(pb.ListTicketsRequest(number="nope"), metadata=desk))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "number" in err.details()
+
+
+async def test_the_oldest_waiting_ticket_per_queue_is_a_gauge(support, md):
+    from prometheus_client import REGISTRY
+
+    first = await file(support, md("region_staff"))
+    second = await file(support, md("region_staff"))
+    tickets = support.running["support"].component.bindings[0].servicer._tickets
+    await tickets.refresh_gauge()
+    age = REGISTRY.get_sample_value("svpl_support_oldest_open_ticket_age_seconds", {"queue": "region_it_teknik"})
+    assert 0 <= age < 60
+    assert REGISTRY.get_sample_value("svpl_support_oldest_open_ticket_age_seconds", {"queue": "region_it_cosmic"}) == 0
+    await support.stub("support").ChangeTicketState(pb.ChangeTicketStateRequest(
+        ticket_id=first.ticket_id, state=pb.TICKET_STATE_RESOLVED, note="klart"), metadata=md("support_desk"))
+    await tickets.refresh_gauge()
+    now = dt.datetime.now(dt.timezone.utc)
+    # The oldest still waiting is now the second ticket.
+    after = REGISTRY.get_sample_value("svpl_support_oldest_open_ticket_age_seconds", {"queue": "region_it_teknik"})
+    assert abs(after - (now - second.created_at.ToDatetime(dt.timezone.utc)).total_seconds()) < 0.5
+    assert second.created_at.ToDatetime() > first.created_at.ToDatetime()
