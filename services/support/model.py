@@ -249,14 +249,14 @@ class Ticket:
         """Whose patient data the ticket holds: a reporter identified by personnummer, and the patient
         of the meeting its evidence is about. Every desk action on it is access-logged naming them."""
         found = [self.reporter.id] if self.reporter_is_patient_data else []
-        meeting_patient = (self.evidence or {}).get("patient", "")
+        meeting_patient = str((self.evidence or {}).get("patient", ""))
         if meeting_patient and meeting_patient not in found:
             found.append(meeting_patient)
         return found
 
     @property
     def care_unit(self) -> str:
-        return (self.evidence or {}).get("care_unit", "")
+        return str((self.evidence or {}).get("care_unit", ""))
 
     def escalated_from(self) -> set[str]:
         return {h.from_queue for h in self.history if h.action == "escalated"}

@@ -17,7 +17,7 @@ from services.runtime import auth, names
 from services.runtime.errors import InvalidArgument, PermissionDenied
 from services.support.desk_scope import is_desk, org_key
 from services.support.model import Reporter
-from services.support.routing_table import PROBLEM_KINDS, REPORTER_KINDS
+from services.support.routing_table import PROBLEM_KINDS, REPORTER_KINDS, RoutingTable
 
 _HSA_ID = re.compile(r"^SE[0-9]{10}-[A-Za-z0-9]+$")
 _PNR12 = re.compile(r"^[0-9]{12}$")
@@ -252,7 +252,7 @@ def public_dial_in_code(value: str) -> str:
     return code
 
 
-def public_reporter(report: PublicReport, routing, max_description: int) -> Reporter:
+def public_reporter(report: PublicReport, routing: RoutingTable, max_description: int) -> Reporter:
     """The reporter as stored, from a public report (its fields checked, each refusal naming the field)."""
     check_public_kind(report)
     check_problem(Report(problem=report.problem, description=report.description))

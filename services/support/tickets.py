@@ -30,6 +30,7 @@ reporter's behalf) and answers a nonexistent meeting and someone else's alike (s
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import datetime as dt
 import hashlib
@@ -264,7 +265,8 @@ class Tickets:
         await self._log_reads(tickets, "support.ticket.list")
         return tickets, token
 
-    async def list_mine(self, who: auth.Caller, page_size: int = 0, page_token: str = "") -> tuple[list[Ticket], str]:
+    async def list_mine(self, who: auth.Caller, page_size: int = 0,
+                        page_token: str = "") -> tuple[builtins.list[Ticket], str]:
         """The caller's own reports (as the reporter, or filed by them), newest first."""
         if not who.is_person:
             raise PermissionDenied("only a person has reports of their own")
