@@ -44,6 +44,8 @@ def scenario(base: str, profiles: Path) -> None:
     )
 
     drivers: dict[str, object] = {}
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # only this run's screenshots count
+    ARTIFACTS.mkdir(parents=True)
 
     def open_browser(name: str):
         drivers[name] = browser(profiles / name)
@@ -131,6 +133,7 @@ def scenario(base: str, profiles: Path) -> None:
         type_into(sam, "#close-resolution", "Brandväggsregeln för mötestjänsten rättad")
         click(sam, "#close-submit")
         wait(sam, "the ticket closed", lambda d: d.find_element(By.ID, "ticket-state").text == "Stängd")
+        sam.save_screenshot(str(ARTIFACTS / "region-desk-closed.png"))
         wait(nurse, "the nurse sees the ticket closed (live)", lambda d: js(
             d, f"return document.querySelector('#my-reports li[data-ticket=\"{ticket_id}\"]')?.dataset.state")
             == "TICKET_STATE_CLOSED")
@@ -155,12 +158,12 @@ def scenario(base: str, profiles: Path) -> None:
         public_number = wait(kim, "the public report's number", lambda d: d.find_element(By.ID, "ticket-number").text)
         if not NUMBER.match(public_number):
             raise Failed(f"the public ticket number {public_number!r} is not short and readable")
+        kim.save_screenshot(str(ARTIFACTS / "public-report-answer.png"))
         contact = kim.find_element(By.ID, "result-contact").text
         if contact != "Ring 010 241 41 50, val 1 (Teknik)":
             raise Failed(f"the public reporter was told {contact!r}")
         assert_no_console_errors(kim, "the public reporter")
     except BaseException:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         save_failure_evidence(ARTIFACTS, list(drivers.items()), None)
         raise
     finally:

@@ -6,6 +6,7 @@
   const { PROBLEMS, REPORTERS, STATES, ACTIONS } = SVPL_SUPPORT;
   const main = document.getElementById("main");
   let me = null;
+  let queueNames = {};   // queue id -> name, from the routing table
   let live = null;       // the open change feed
   let onChange = null;   // what the current view does when one of its tickets changes
   const isDesk = () => me && (me.roles || []).includes("support_desk");
@@ -136,9 +137,9 @@
     return el("ol", { id: "history", class: "plain history" }, ...(t.history || []).map(h => el("li", {
       class: h.internal ? "internal" : "", "data-action": h.action },
       el("div", {}, el("strong", {}, label(ACTIONS, h.action)), " – ", when(h.at), " – ", h.actor_name || h.actor || "",
-        h.to_state ? " – " + label(STATES, h.to_state) : "", h.action === "escalated" ? " – till " + h.to_queue : "",
+        STATES[h.to_state] ? " – " + STATES[h.to_state] : "", h.action === "escalated" ? " – till " + (queueNames[h.to_queue] || h.to_queue) : "",
         h.internal ? " (intern anteckning)" : ""),
-      h.text ? el("div", { class: "free-text" }, h.text) : "")));
+      h.text && h.action !== "assigned" ? el("div", { class: "free-text" }, h.text) : "")));
   }
 
   function deskActions(t, reload) {
@@ -280,6 +281,10 @@
     SVPL.onUnauthenticated = () => { location.href = "/"; };
     document.getElementById("whoami").textContent = me.name;
     document.getElementById("nav-queue").hidden = !isDesk();
+    try {
+      const table = await api("GET", "/support/routing");
+      queueNames = Object.fromEntries((table.queues || []).map(q => [q.queue_id, q.name]));
+    } catch (err) { /* the ids are shown instead */ }
     document.getElementById("logout").addEventListener("click", async () => {
       try { await api("POST", "/auth/logout"); } finally { location.href = "/"; }
     });
