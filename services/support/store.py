@@ -28,11 +28,13 @@ LISTING_OLDEST = Keyset(Key("created_at", dt.datetime, ASCENDING), Key("_id", st
 
 
 class TicketStore(VersionedStore[Ticket]):
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], watch_db: AsyncDatabase[dict[str, Any]] | None = None) -> None:
         super().__init__(db.client, db.get_collection("tickets", write_concern=DURABLE),
                          from_doc=Ticket.from_doc, to_doc=Ticket.to_doc,
                          missing=lambda ticket_id: NotFound(f"ticket {ticket_id} not found"),
                          contended="the ticket is being changed by someone else; try again")
+        # The change feeds' cursors, on a pool of their own (each open desk page holds one).
+        self.watched = (watch_db if watch_db is not None else db).get_collection("tickets")
 
     async def ensure_indexes(self) -> None:
         tickets = self.collection
@@ -65,7 +67,7 @@ class TicketStore(VersionedStore[Ticket]):
         reaches every watcher)."""
         pipeline = [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}}]
         try:
-            async with await self.collection.watch(pipeline, full_document="updateLookup") as stream:
+            async with await self.watched.watch(pipeline, full_document="updateLookup") as stream:
                 yield None
                 async for change in stream:
                     doc = change.get("fullDocument")

@@ -71,8 +71,8 @@ def _is_reporter(t: Ticket, who: auth.Caller) -> bool:
 
 class Tickets:
     def __init__(self, db, routing: RoutingTable, peers: Peers, access_log: AccessLog,
-                 description_max_chars: int = MAX_TEXT) -> None:
-        self.store = TicketStore(db)
+                 description_max_chars: int = MAX_TEXT, watch_db=None) -> None:
+        self.store = TicketStore(db, watch_db)
         self.routing = routing
         self._peers = peers
         self._access = access_log
