@@ -13,6 +13,14 @@
   const message = (id) => el("p", { id, class: "message", role: "status", "aria-live": "polite", hidden: true });
   const label = (labels, value) => labels[value] || value || "";
   const numberOf = (t) => t.number || t.ticket_id.slice(0, 8);
+  // Support's refusals that a desk member meets, in Swedish (by the problem's reason).
+  const REFUSALS = {
+    NOT_YOUR_QUEUE: "Ärendet ligger inte i en kö som du arbetar med.",
+    NO_ESCALATION: "Den här kön lämnar inte ärenden vidare: hantera och stäng ärendet här.",
+    INVALID_TRANSITION: "Ärendet kan inte få det läget nu.",
+    TICKET_CLOSED: "Ärendet är stängt.",
+  };
+  const problemText = (err) => REFUSALS[err && err.reason] || errorText(err);
 
   function view(title, ...children) {
     const heading = el("h1", { tabindex: "-1" }, title);
@@ -107,7 +115,7 @@
           el("td", {}, el("a", { href: "#/ticket/" + t.ticket_id }, "Öppna")))));
         if (!body.children.length) body.append(el("tr", {}, el("td", { colspan: 9 }, "Inga ärenden.")));
         table.dataset.loaded = String(Number(table.dataset.loaded || 0) + 1);  // read by tests
-      } catch (err) { say(msg, errorText(err), "error"); }
+      } catch (err) { say(msg, problemText(err), "error"); }
     };
     onChange = () => load();
     follow();
@@ -149,7 +157,7 @@
         await api(method, "/desk/tickets/" + t.ticket_id + path, body);
         if (field) document.getElementById(field).value = "";  // sent: the field starts empty again
         await reload(done);
-      } catch (err) { say(msg, errorText(err), "error"); }
+      } catch (err) { say(msg, problemText(err), "error"); }
     };
     const value = (id) => document.getElementById(id).value.trim();
     const box = el("section", { id: "desk-actions", class: "card", "aria-labelledby": "actions-h" },
@@ -190,7 +198,7 @@
     const load = async (done) => {
       let t;
       try { ({ ticket: t } = await api("GET", "/desk/tickets/" + encodeURIComponent(id))); }
-      catch (err) { say(msg, errorText(err), "error"); return; }
+      catch (err) { say(msg, problemText(err), "error"); return; }
       const r = t.reporter || {};
       const queue = (t.routing && t.routing.queue) || {};
       const worksIt = isDesk();  // support refuses what this desk member may not do, and says why
