@@ -98,6 +98,7 @@ def scenario(base: str, profiles: Path) -> None:
             d, "return document.getElementById('ticket-description')?.textContent"))
         if description != INJECTED or js(kim, "return document.querySelectorAll('#ticket-description *').length"):
             raise Failed("the report's free text was not shown as plain text")
+        assert_accessible_form_controls(kim, "the desk's ticket page")
         click(kim, "#take", "take the ticket")
         wait(kim, "the ticket taken", lambda d: d.find_element(By.ID, "ticket-assignee").text == "Kim Kommunit")
         type_into(kim, "#comment-text", "Vi har kontrollerat kommunens nät")
