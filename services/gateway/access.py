@@ -29,7 +29,8 @@ class RouteAccess:
     """relay: the person's own token to service.rpc (its ACCESS rule decides).
     gateway: the gateway's own token to service.rpc, after `gate` (every such gate needs a session);
       `relaying`: more methods ((service, rpc), ...) the route calls with the person's own token.
-    login: no session needed; the gateway's own token to service.rpc (identity does every check).
+    login: no session needed; the gateway's own token to service.rpc (identity does every check; the
+      public fault report and its contact details use it too, support doing every check).
     session: any logged-in person; calls no service as them.  public: no session needed."""
 
     kind: Kind

@@ -73,6 +73,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.backends = backends
     app.state.login_limiter = RateLimiter(settings.login_rate_per_minute)
     app.state.test_room_limiter = RateLimiter(settings.test_room_rate_per_minute)
+    app.state.public_report_limiter = RateLimiter(settings.public_report_rate_per_hour, window=3600.0)
     app.state.trusted_proxies = TrustedProxies(settings.trusted_proxies)
     app.state.event_streams = realtime.EventStreams(settings.event_streams_per_session,
                                                     settings.event_streams_per_meeting)
@@ -122,6 +123,19 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def login_page(region: logins.Region):
         logins.check_region(settings, region)
         return FileResponse(PORTAL / "login.html", headers={"cache-control": "no-store"})
+
+    @app.get("/auth/{region}/report", include_in_schema=False)
+    @access.public
+    async def public_report_page(region: logins.Region):
+        """Report a fault without logging in (linked from the login page)."""
+        logins.check_region(settings, region)
+        return FileResponse(PORTAL / "report.html", headers={"cache-control": "no-store"})
+
+    @app.get("/desk/", include_in_schema=False)
+    @access.public
+    async def desk_page():
+        """The support desk's queue and tickets, and a reporter's own reports (the API decides who sees what)."""
+        return FileResponse(PORTAL / "desk.html", headers={"cache-control": "no-store"})
 
     @app.get("/portal/", include_in_schema=False)
     @access.public

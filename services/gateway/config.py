@@ -37,6 +37,9 @@ class GatewaySettings(TlsSettings, TracingSettings):
         "SE2120000829-3001|Mona Kommun (kommunpersonal, SITHS)",
         "191212121212|Tolvan Tolvansson (patient, BankID)",
         "198112289874|Nils Närstående (närstående, 1177)",
+        "SE2321000057-4001|Sam Support (regionens IT-support, SITHS)",
+        "SE2120000829-4002|Kim Kommunit (Jönköpings kommuns IT-support, SITHS)",
+        "SE2120000597-4003|Berit Värnamoit (Värnamo kommuns IT-support, SITHS)",
     ])
     # SITHS: the TLS terminator forwards the client certificate it verified in this header (PEM,
     # URL-encoded: nginx's $ssl_client_escaped_cert) and the verification's outcome in the second
@@ -55,6 +58,8 @@ class GatewaySettings(TlsSettings, TracingSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Login attempts (start of any login) per client address per minute.
     login_rate_per_minute: int = Field(default=20, ge=1)
+    # Fault reports without a login (the public report page) per client address per hour.
+    public_report_rate_per_hour: int = Field(default=10, ge=1)
     # Echo test room negotiations per person per minute (media also holds one test room per person).
     test_room_rate_per_minute: int = Field(default=6, ge=1)
     # Meeting event WebSockets open at once: per session, and per meeting in this gateway process.

@@ -39,6 +39,11 @@ def get_test_room_limiter(conn: HTTPConnection) -> RateLimiter:
     return conn.app.state.test_room_limiter
 
 
+def get_public_report_limiter(conn: HTTPConnection) -> RateLimiter:
+    """Fault reports without a login per client address."""
+    return conn.app.state.public_report_limiter
+
+
 def get_trusted_proxies(conn: HTTPConnection) -> TrustedProxies:
     return conn.app.state.trusted_proxies
 
@@ -51,6 +56,7 @@ SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 BackendsDep = Annotated[Backends, Depends(get_backends)]
 LoginLimiterDep = Annotated[RateLimiter, Depends(get_login_limiter)]
 TestRoomLimiterDep = Annotated[RateLimiter, Depends(get_test_room_limiter)]
+PublicReportLimiterDep = Annotated[RateLimiter, Depends(get_public_report_limiter)]
 TrustedProxiesDep = Annotated[TrustedProxies, Depends(get_trusted_proxies)]
 
 

@@ -1,5 +1,7 @@
 """WebSocket /api/v1/meetings/{id}/events: roster.WatchMeeting relayed as JSON, one message
-per change, starting with a snapshot. Authenticated by the session cookie; the handshake
+per change, starting with a snapshot. The support desk's queue view (/api/v1/desk/events,
+support.WatchTickets) is relayed by the same machinery (`stream_events`): the same origin check,
+session, caps, sharing per session and closing on logout. Authenticated by the session cookie; the handshake
 must come from this site's own pages (Origin check, scheme included: a cookie-authenticated
 WebSocket is otherwise open to cross-site hijacking).
 
@@ -19,6 +21,7 @@ import json
 import re
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Annotated
 
 import grpc
@@ -59,6 +62,14 @@ def _same_origin(ws: WebSocket, settings: GatewaySettings) -> bool:
     return bool(origin) and origin == _expected_origin(ws, settings)
 
 
+async def refused_origin(ws: WebSocket, settings: GatewaySettings) -> bool:
+    """Refuse (and say so) a handshake that does not come from the portal's own pages."""
+    if _same_origin(ws, settings):
+        return False
+    await _refuse(ws, Problem(403, "anslutningen måste komma från portalens egna sidor", reason="ORIGIN"))
+    return True
+
+
 async def _refuse(ws: WebSocket, problem: Problem) -> None:
     await ws.accept()
     await ws.send_text(json.dumps({"error": problem.body(ws.url.path)}))
@@ -70,8 +81,9 @@ class Watch:
     """One roster WatchMeeting stream, fanned out to the pages that subscribe. A page that joins
     late gets the latest event as its snapshot (every event carries the whole meeting)."""
 
-    def __init__(self, call, on_idle) -> None:
+    def __init__(self, call, on_idle, snapshot_kind: str = SNAPSHOT) -> None:
         self._call = call
+        self._snapshot_kind = snapshot_kind
         self._on_idle = on_idle
         self._pages: set[asyncio.Queue] = set()
         self._last: dict | None = None
@@ -106,7 +118,7 @@ class Watch:
     def subscribe(self) -> asyncio.Queue:
         page: asyncio.Queue = asyncio.Queue(BACKLOG)
         if self._last is not None:
-            page.put_nowait(("event", {**self._last, "kind": SNAPSHOT}))
+            page.put_nowait(("event", {**self._last, "kind": self._snapshot_kind}))
         if self._end is not None:
             page.put_nowait(self._end)
         else:
@@ -148,11 +160,12 @@ class EventStreams:
             if counter[key] <= 0:
                 del counter[key]
 
-    def watch(self, meeting_id: str, session_id: str, open_call) -> Watch:
-        key = (meeting_id, session_id)
+    def watch(self, topic: str, session_id: str, open_call, snapshot_kind: str = SNAPSHOT) -> Watch:
+        """The shared stream of `topic` (a meeting id, or a desk's feed) for this session."""
+        key = (topic, session_id)
         watch = self._watches.get(key)
         if watch is None:
-            watch = self._watches[key] = Watch(open_call(), lambda w: self._forget(key, w))
+            watch = self._watches[key] = Watch(open_call(), lambda w: self._forget(key, w), snapshot_kind)
         return watch
 
     def _forget(self, key: tuple[str, str], watch: Watch) -> None:
@@ -179,33 +192,42 @@ async def _session_ends(keys: auth.KeySet, session: Session) -> Problem:
 @access.relays("roster", "WatchMeeting")
 async def meeting_events(ws: WebSocket, meeting_id: str, backends: BackendsDep, settings: SettingsDep,
                          streams: EventStreamsDep) -> None:
-    if not _same_origin(ws, settings):
-        await _refuse(ws, Problem(403, "anslutningen måste komma från portalens egna sidor", reason="ORIGIN"))
+    if await refused_origin(ws, settings):
         return
     if not MEETING_ID.match(meeting_id):
         await _refuse(ws, Problem(400, "meeting_id: inte ett mötes-id"))
         return
+    await stream_events(ws, backends, streams, meeting_id, lambda session: access.stub_method(ws, backends.roster)(
+        roster_pb2.WatchMeetingRequest(meeting_id=meeting_id), metadata=clients.metadata(session.token)))
+
+
+async def stream_events(ws: WebSocket, backends: Backends, streams: EventStreams,
+                        topic: str | Callable[[Session], str], open_call: Callable[[Session], object],
+                        snapshot_kind: str = SNAPSHOT) -> None:
+    """Relay a server stream (`open_call(session)`, the person's own token) to this WebSocket as
+    JSON, one message per event, shared by the session's pages of `topic` (a meeting id, or a
+    function of the session); the caller has checked the origin. Refusals are sent as a problem
+    and a 4000 + status close code."""
     try:
         session = await session_from(ws, backends.keys)
     except Problem as problem:
         await _refuse(ws, problem)
         return
     token_id = session.caller.token_id
+    topic = topic(session) if callable(topic) else topic
     try:
-        streams.take(token_id, meeting_id)
+        streams.take(token_id, topic)
     except Problem as problem:
         await _refuse(ws, problem)
         return
     try:
-        await _relay(ws, backends, streams, meeting_id, session)
+        watch = streams.watch(topic, token_id, lambda: open_call(session), snapshot_kind)
+        await _relay(ws, backends, watch, session)
     finally:
-        streams.give_back(token_id, meeting_id)
+        streams.give_back(token_id, topic)
 
 
-async def _relay(ws: WebSocket, backends: Backends, streams: EventStreams, meeting_id: str, session: Session) -> None:
-    stub = backends.roster
-    watch = streams.watch(meeting_id, session.caller.token_id, lambda: access.stub_method(ws, stub)(
-        roster_pb2.WatchMeetingRequest(meeting_id=meeting_id), metadata=clients.metadata(session.token)))
+async def _relay(ws: WebSocket, backends: Backends, watch: Watch, session: Session) -> None:
     page = watch.subscribe()
     OPEN_EVENT_STREAMS.inc()
     try:

@@ -176,7 +176,10 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
         m = await self._r.report_evidence(request.meeting_id, auth.caller(), person_input(request.on_behalf_of))
         return roster_pb2.GetReportEvidenceResponse(
             state=STATES[m.state], registered_count=len(m.active_participants()),
-            connected_count=connected_pb(m).count, media_address=m.media_address)
+            connected_count=connected_pb(m).count, media_address=m.media_address,
+            patient=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_PERSONNUMMER, id=m.patient_personnummer)
+            if m.patient_personnummer else None,
+            care_unit_hsa_id=m.care_unit_hsa_id)
 
     async def ListMyMeetings(self, request, context):
         start, end = time_range(request.period, "period")

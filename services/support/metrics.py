@@ -23,3 +23,8 @@ ESCALATIONS = Counter(
     "Tickets escalated (municipality IT -> region IT), by from and to queue.",
     ["from_queue", "to_queue"],
 )
+OLDEST_OPEN_AGE = Gauge(
+    "svpl_support_oldest_open_ticket_age_seconds",
+    "Age of the oldest ticket not resolved or closed, by queue (0: none open; refreshed from the database).",
+    ["queue"],
+)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -67,6 +68,23 @@ class Rebook(StrEnum):
 
 
 MAX_TEXT = 4000
+# A ticket's short number: 8 characters a person reads out on the phone without mixing them up
+# (Crockford's base32: no I, L, O or U), random (40 bits), so one number tells nothing of another.
+NUMBER_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_number() -> str:
+    """"K7QM-2X9D": two groups of four."""
+    raw = "".join(secrets.choice(NUMBER_ALPHABET) for _ in range(8))
+    return f"{raw[:4]}-{raw[4:]}"
+
+
+def normalised_number(value: str) -> str:
+    """What a person typed or read out ("k7qm 2x9d", "K7QM2X9D") as stored; "" when it is not a number."""
+    raw = "".join(value.split()).replace("-", "").upper().translate(str.maketrans("OIL", "011"))
+    if len(raw) != 8 or any(c not in NUMBER_ALPHABET for c in raw):
+        return ""
+    return f"{raw[:4]}-{raw[4:]}"
 
 
 def now() -> dt.datetime:
@@ -128,9 +146,10 @@ class HistoryEntry:
     from_state: str = ""
     to_state: str = ""
     text: str = ""
+    internal: bool = False  # a desk comment the reporter does not see
 
     @classmethod
-    def by(cls, actor: Actor, at: dt.datetime, action: str, **fields: str) -> HistoryEntry:
+    def by(cls, actor: Actor, at: dt.datetime, action: str, **fields: Any) -> HistoryEntry:
         return cls(at, actor.id, actor.name, action, **fields)
 
 
@@ -164,6 +183,10 @@ class Ticket:
     first_response_at: dt.datetime | None = None
     history: list[HistoryEntry] = field(default_factory=list)
     not_municipality_fault: bool = False  # stored once escalated
+    number: str = ""  # the short number read out on the phone (new_number); "" on tickets filed before it
+    assignee_name: str = ""
+    public: bool = False  # filed without a login: the reporter's details are as typed
+    dial_in_code: str = ""  # a public reporter's meeting ID, as text (never resolved)
     version: int = 0
     # Stored fields this version does not know: written back as they are.
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -184,6 +207,13 @@ class Ticket:
         }
         if self.not_municipality_fault:
             doc["not_municipality_fault"] = True
+        if self.number:
+            doc["number"] = self.number
+        if self.assignee_name:
+            doc["assignee_name"] = self.assignee_name
+        if self.public:
+            doc["public"] = True
+            doc["dial_in_code"] = self.dial_in_code
         return {**self.extra, **doc}
 
     @classmethod
@@ -202,6 +232,8 @@ class Ticket:
             followup=bool(doc.get("followup", False)), first_response_at=doc.get("first_response_at"),
             history=[HistoryEntry(**h) for h in doc.get("history", [])],
             not_municipality_fault=bool(doc.get("not_municipality_fault", False)),
+            number=doc.get("number", ""), assignee_name=doc.get("assignee_name", ""),
+            public=bool(doc.get("public", False)), dial_in_code=doc.get("dial_in_code", ""),
             version=doc.get("version", 0),
             extra={k: v for k, v in doc.items() if k not in known},
         )
@@ -212,6 +244,19 @@ class Ticket:
     def reporter_is_patient_data(self) -> bool:
         """A reporter identified by personnummer: each read is access-logged."""
         return self.reporter.id_kind == "personnummer" and bool(self.reporter.id)
+
+    def patients(self) -> list[str]:
+        """Whose patient data the ticket holds: a reporter identified by personnummer, and the patient
+        of the meeting its evidence is about. Every desk action on it is access-logged naming them."""
+        found = [self.reporter.id] if self.reporter_is_patient_data else []
+        meeting_patient = str((self.evidence or {}).get("patient", ""))
+        if meeting_patient and meeting_patient not in found:
+            found.append(meeting_patient)
+        return found
+
+    @property
+    def care_unit(self) -> str:
+        return str((self.evidence or {}).get("care_unit", ""))
 
     def escalated_from(self) -> set[str]:
         return {h.from_queue for h in self.history if h.action == "escalated"}
@@ -226,7 +271,7 @@ class Ticket:
 
 def filed(ticket_id: str, idem: str, fingerprint: str, reporter: Reporter, by: Actor, *, problem: str,
           description: str, meeting_id: str, participant_id: str, queue_id: str, org_key: str, rule_id: str,
-          filed_text: str, rebook: bool, at: dt.datetime) -> Ticket:
+          filed_text: str, rebook: bool, at: dt.datetime, number: str = "") -> Ticket:
     """A new ticket (state new) in its landing queue, with its first history entry."""
     wants_evidence = bool(meeting_id)
     return Ticket(
@@ -235,7 +280,7 @@ def filed(ticket_id: str, idem: str, fingerprint: str, reporter: Reporter, by: A
         org_key=org_key, rule_id=rule_id, created_at=at, updated_at=at,
         evidence_status=Progress.PENDING if wants_evidence else Progress.NONE,
         rebook_status=Rebook.PENDING if rebook else Rebook.NONE,
-        followup=wants_evidence or rebook,
+        followup=wants_evidence or rebook, number=number or new_number(),
         history=[HistoryEntry.by(by, at, "filed", to_queue=queue_id, to_state=TicketState.NEW.value,
                                  text=filed_text)],
     )
@@ -282,14 +327,27 @@ def assign(t: Ticket, assignee: str, by: Actor, at: dt.datetime) -> bool:
     _moving(t, TicketState.ASSIGNED)
     entry = HistoryEntry.by(by, at, "assigned", from_state=t.state.value, to_state=TicketState.ASSIGNED.value,
                             from_queue=t.queue_id, to_queue=t.queue_id, text=assignee)
-    t.state, t.assignee = TicketState.ASSIGNED, assignee
+    t.state, t.assignee, t.assignee_name = TicketState.ASSIGNED, assignee, by.name if assignee == by.id else ""
     return _record(t, by, entry)
 
 
-def comment(t: Ticket, text_: str, by: Actor, at: dt.datetime) -> bool:
+def take(t: Ticket, by: Actor, at: dt.datetime) -> bool:
+    """Assign to `by` only if nobody else has the ticket: the check and the write are one versioned
+    change (a lost race re-runs this on the winner's ticket), so a second taker is refused."""
+    if t.assignee and t.assignee != by.id and t.state != TicketState.RESOLVED:
+        raise FailedPrecondition(f"Ärendet har redan tagits av {t.assignee_name or t.assignee}: "
+                                 "ladda om kön och välj ett annat", reason="ALREADY_TAKEN")
+    if t.assignee == by.id and t.state == TicketState.ASSIGNED:
+        return False  # already yours: nothing changes
+    first = assign(t, by.id, by, at)
+    t.assignee_name = by.name
+    return first
+
+
+def comment(t: Ticket, text_: str, by: Actor, at: dt.datetime, internal: bool = False) -> bool:
     if t.state == TicketState.CLOSED:
         raise FailedPrecondition("the ticket is closed", reason="TICKET_CLOSED")
-    return _record(t, by, HistoryEntry.by(by, at, "commented", text=text_))
+    return _record(t, by, HistoryEntry.by(by, at, "commented", text=text_, internal=internal))
 
 
 def escalate(t: Ticket, target: str | None, reason: str, by: Actor, at: dt.datetime) -> bool:
@@ -299,7 +357,8 @@ def escalate(t: Ticket, target: str | None, reason: str, by: Actor, at: dt.datet
     _moving(t, TicketState.ESCALATED)
     entry = HistoryEntry.by(by, at, "escalated", from_queue=t.queue_id, to_queue=target, from_state=t.state.value,
                             to_state=TicketState.ESCALATED.value, text=f"Inte kommunens fel: {reason}")
-    t.state, t.queue_id, t.assignee, t.not_municipality_fault = TicketState.ESCALATED, target, "", True
+    t.state, t.queue_id, t.assignee, t.assignee_name = TicketState.ESCALATED, target, "", ""
+    t.not_municipality_fault = True
     return _record(t, by, entry)
 
 

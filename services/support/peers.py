@@ -58,6 +58,9 @@ class MeetingFacts:
     registered_count: int = 0
     connected_count: int = 0
     media_address: str = ""
+    # The meeting's patient and care unit: named in the access records of the desk's work (never shown).
+    patient: str = ""
+    care_unit: str = ""
     note: str = ""
     transient: bool = False  # UNCONFIRMED: worth asking again later
 
@@ -112,7 +115,8 @@ class Peers:
                                 transient=exc.code() in _TRANSIENT)
         return MeetingFacts(CONFIRMED, state=roster_pb2.MeetingState.Name(reply.state),
                             registered_count=reply.registered_count, connected_count=reply.connected_count,
-                            media_address=reply.media_address)
+                            media_address=reply.media_address, patient=reply.patient.id,
+                            care_unit=reply.care_unit_hsa_id)
 
     async def meeting_evidence(self, meeting_id: str, participant_id: str, facts: MeetingFacts) -> dict:
         """The evidence for a report: roster's facts and, only for a meeting roster confirmed is the
@@ -128,7 +132,7 @@ class Peers:
                                 "Anslutningskvalitet hämtades inte: mötet kunde inte bekräftas hos roster")
             return evidence
         evidence.update(meeting_state=facts.state, registered_count=facts.registered_count,
-                        connected_count=facts.connected_count)
+                        connected_count=facts.connected_count, patient=facts.patient, care_unit=facts.care_unit)
         notes: list[str] = []
         try:
             # The room's own media instance (several media pods: the configured address may not host it).

@@ -17,7 +17,7 @@ from services.runtime import auth, names
 from services.runtime.errors import InvalidArgument, PermissionDenied
 from services.support.desk_scope import is_desk, org_key
 from services.support.model import Reporter
-from services.support.routing_table import PROBLEM_KINDS, REPORTER_KINDS
+from services.support.routing_table import PROBLEM_KINDS, REPORTER_KINDS, RoutingTable
 
 _HSA_ID = re.compile(r"^SE[0-9]{10}-[A-Za-z0-9]+$")
 _PNR12 = re.compile(r"^[0-9]{12}$")
@@ -206,3 +206,58 @@ def reporter_for(report: Report, who: auth.Caller, max_description: int) -> Repo
     if report.on_behalf(who):
         return reporter_named_by_desk(report, who)
     return reporter_from_login(report, who)
+
+
+# ---------------------------------------------------------------- reported without a login (the public page)
+
+_DIAL_IN_CODE = re.compile(r"^[0-9]{4,16}$")
+
+
+@dataclass(frozen=True)
+class PublicReport:
+    """A report from the public page: who the reporter says they are (unverified), and the problem.
+    No meeting, participant or rebook fields: such a report can carry none."""
+
+    reporter_kind: str
+    name: str
+    organization: str
+    contact: str
+    problem: str
+    description: str
+    dial_in_code: str = ""
+
+
+def check_public_kind(report: PublicReport) -> None:
+    if report.reporter_kind not in REPORTER_KINDS:
+        raise InvalidArgument("reporter_kind", f"say who you are: one of {', '.join(REPORTER_KINDS)}")
+
+
+def public_organization(report: PublicReport, organizations: list[str]) -> str:
+    """Municipality staff pick their municipality from the routing table's list (its spelling is the
+    one the municipality's IT desk has in the directory, so the report reaches that desk); anyone
+    else may name an organisation as free text."""
+    if report.reporter_kind != "municipality_staff":
+        return names.checked("organization", report.organization, required=False)
+    wanted = org_key(report.organization)
+    match = next((o for o in organizations if org_key(o) == wanted), None) if wanted else None
+    if match is None:
+        raise InvalidArgument("organization", "choose your municipality from the list")
+    return match
+
+
+def public_dial_in_code(value: str) -> str:
+    code = "".join(value.split()).replace("-", "")
+    if code and not _DIAL_IN_CODE.match(code):
+        raise InvalidArgument("dial_in_code", "the meeting ID from the invitation: 4-16 digits")
+    return code
+
+
+def public_reporter(report: PublicReport, routing: RoutingTable, max_description: int) -> Reporter:
+    """The reporter as stored, from a public report (its fields checked, each refusal naming the field)."""
+    check_public_kind(report)
+    check_problem(Report(problem=report.problem, description=report.description))
+    check_description(Report(problem=report.problem, description=report.description), max_description)
+    organization = public_organization(report, list(routing.organizations))
+    public_dial_in_code(report.dial_in_code)
+    return Reporter(name=names.checked("name", report.name), id="", id_kind="", kind=report.reporter_kind,
+                    organization=organization, contact=names.checked("contact", report.contact))

@@ -115,6 +115,9 @@ class RoutingTable(BaseModel):
     default_queue: str
     queues: list[QueueSpec] = Field(min_length=1)
     rules: list[RuleSpec] = Field(default_factory=list)
+    # The municipalities in the region, as the HSA directory names them (`o`): the public report page
+    # lets municipality staff pick theirs, so a report reaches that municipality's own IT desk.
+    organizations: list[str] = Field(default_factory=list, max_length=500)
 
     @model_validator(mode="after")
     def _consistent(self) -> RoutingTable:

@@ -36,7 +36,11 @@ async def build(settings: SupportSettings) -> tuple[Component, auth.KeySet]:
                                      settings.service_token, settings.support_evidence_timeout_seconds,
                                      settings.client_tls, settings.tls_media_server_name))
         access = opened.closing(AccessLog.for_service(settings, db))
-        tickets = Tickets(db[settings.database_name], routing, peers, access, settings.support_description_max_chars)
+        # The desk's live change feeds (one change stream per open desk page) on a pool of their own.
+        watch = opened.closing(mongo.connect(settings.mongodb_uri, f"{settings.service_name}-watch",
+                                             settings.watch_pool_size))
+        tickets = Tickets(db[settings.database_name], routing, peers, access, settings.support_description_max_chars,
+                          watch[settings.database_name])
         # A follow-up younger than this may still be running in a live request.
         settled = dt.timedelta(seconds=3 * settings.support_evidence_timeout_seconds + 5)
 

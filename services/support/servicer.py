@@ -21,7 +21,8 @@ from services.runtime import auth
 from services.runtime.auth import LOGGED_IN, persons_with
 from services.runtime.timestamps import to_timestamp as _ts
 from services.support.model import Progress, Rebook, Ticket
-from services.support.reports import Report
+from services.support.model import now as model_now
+from services.support.reports import PublicReport, Report
 from services.support.routing_table import QueueSpec, RoutingTable
 from services.support.tickets import Tickets
 
@@ -35,7 +36,11 @@ ACCESS = {
     "CommentTicket": LOGGED_IN,
     "EscalateTicket": DESK,
     "ChangeTicketState": DESK,
-    "GetRoutingTable": LOGGED_IN,
+    "GetRoutingTable": LOGGED_IN | auth.services("gateway"),
+    "TakeTicket": DESK,
+    "FilePublicReport": auth.services("gateway"),
+    "ListMyTickets": LOGGED_IN,
+    "WatchTickets": LOGGED_IN,
 }
 
 _ID_KIND = {common_pb2.ID_KIND_HSA_ID: "hsa_id", common_pb2.ID_KIND_PERSONNUMMER: "personnummer"}
@@ -94,7 +99,9 @@ def evidence_pb(t: Ticket) -> support_pb2.MeetingEvidence | None:
     return evidence
 
 
-def ticket_pb(t: Ticket, routing: RoutingTable) -> support_pb2.Ticket:
+def ticket_pb(t: Ticket, routing: RoutingTable, reporter_view: bool = False) -> support_pb2.Ticket:
+    """The ticket as a caller sees it; `reporter_view` (the reporter, not a desk of it) leaves out the
+    desk's internal comments."""
     r = t.reporter
     queue = routing.queue(t.queue_id)
     return support_pb2.Ticket(
@@ -116,11 +123,16 @@ def ticket_pb(t: Ticket, routing: RoutingTable) -> support_pb2.Ticket:
         history=[support_pb2.HistoryEntry(
             at=_ts(h.at), actor=h.actor, action=h.action, from_queue=h.from_queue,
             to_queue=h.to_queue, from_state=_state(h.from_state), to_state=_state(h.to_state),
-            text=h.text) for h in t.history],
+            text=h.text, actor_name=h.actor_name, internal=h.internal)
+            for h in t.history if not (reporter_view and h.internal)],
         created_at=_ts(t.created_at),
         first_response_at=_ts(t.first_response_at),
         rebook_requested=t.rebook_status == Rebook.DONE,
         not_municipality_fault=t.not_municipality_fault,
+        assignee_name=t.assignee_name,
+        number=t.number,
+        public_report=t.public,
+        dial_in_code=t.dial_in_code,
     )
 
 
@@ -130,7 +142,8 @@ class SupportServicer(support_pb2_grpc.SupportServiceServicer):
         self._routing = tickets.routing
 
     def _out(self, t: Ticket) -> support_pb2.Ticket:
-        return ticket_pb(t, self._routing)
+        """The ticket for the caller: its reporter (not a desk of it) without internal comments."""
+        return ticket_pb(t, self._routing, self._tickets.reporter_only(t, auth.caller()))
 
     async def FileReport(self, request, context):
         rep = request.reporter
@@ -155,9 +168,11 @@ class SupportServicer(support_pb2_grpc.SupportServiceServicer):
 
     async def ListTickets(self, request, context):
         states = [_enum_in(support_pb2.TicketState, "TICKET_STATE_", s) for s in request.states]
+        problems = [_enum_in(support_pb2.ProblemKind, "PROBLEM_KIND_", p) for p in request.problems]
         tickets, token = await self._tickets.list(
             auth.caller(), queue_id=request.queue_id, states=states, min_age_seconds=request.min_age_seconds,
-            page_size=request.page.page_size, page_token=request.page.page_token)
+            page_size=request.page.page_size, page_token=request.page.page_token, problems=problems,
+            oldest_first=request.oldest_first, number=request.number)
         return support_pb2.ListTicketsResponse(tickets=[self._out(t) for t in tickets],
                                                page=common_pb2.PageResponse(next_page_token=token))
 
@@ -166,7 +181,7 @@ class SupportServicer(support_pb2_grpc.SupportServiceServicer):
         return support_pb2.AssignTicketResponse(ticket=self._out(t))
 
     async def CommentTicket(self, request, context):
-        t = await self._tickets.comment(request.ticket_id, request.text, auth.caller())
+        t = await self._tickets.comment(request.ticket_id, request.text, auth.caller(), internal=request.internal)
         return support_pb2.CommentTicketResponse(ticket=self._out(t))
 
     async def EscalateTicket(self, request, context):
@@ -188,4 +203,35 @@ class SupportServicer(support_pb2_grpc.SupportServiceServicer):
                 problem_kinds=[_problem(k) for k in r.problems], queue_id=r.queue,
                 escalates_to=t.queue(r.queue).escalates_to or "") for r in t.rules],
             default_queue_id=t.default_queue,
+            organizations=t.organizations,
+            region_name=t.region_name,
         )
+
+    async def TakeTicket(self, request, context):
+        t = await self._tickets.take(request.ticket_id, auth.caller())
+        return support_pb2.TakeTicketResponse(ticket=self._out(t))
+
+    async def FilePublicReport(self, request, context):
+        report = PublicReport(
+            reporter_kind=_enum_in(support_pb2.ReporterKind, "REPORTER_KIND_", request.reporter_kind),
+            name=request.name, organization=request.organization, contact=request.contact,
+            problem=_enum_in(support_pb2.ProblemKind, "PROBLEM_KIND_", request.problem),
+            description=request.description, dial_in_code=request.dial_in_code)
+        t = await self._tickets.file_public_report(report, auth.caller())
+        queue = self._routing.queue(t.queue_id)
+        return support_pb2.FilePublicReportResponse(number=t.number, queue=queue_pb(queue) if queue else None)
+
+    async def ListMyTickets(self, request, context):
+        tickets, token = await self._tickets.list_mine(auth.caller(), request.page.page_size, request.page.page_token)
+        return support_pb2.ListMyTicketsResponse(tickets=[self._out(t) for t in tickets],
+                                                 page=common_pb2.PageResponse(next_page_token=token))
+
+    async def WatchTickets(self, request, context):
+        async for t in self._tickets.watch(auth.caller()):
+            if t is None:
+                yield support_pb2.WatchTicketsResponse(kind=support_pb2.TICKET_EVENT_KIND_SNAPSHOT,
+                                                       at=_ts(model_now()))
+                continue
+            yield support_pb2.WatchTicketsResponse(kind=support_pb2.TICKET_EVENT_KIND_CHANGED, ticket_id=t.id,
+                                                   queue_id=t.queue_id, state=_state(t.state),
+                                                   assignee=t.assignee, at=_ts(t.updated_at))

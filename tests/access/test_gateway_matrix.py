@@ -104,9 +104,28 @@ SAMPLES: dict[tuple[str, str], dict[str, Any] | Callable[[dict[str, Any]], dict[
         "problem": enum_names(support_pb2.ProblemKind)[0], "description": "matrix",
         "meeting_id": "no-such-meeting"}},
     ("WEBSOCKET", "/api/v1/meetings/{meeting_id}/events"): {},
+    ("GET", "/api/v1/desk/tickets"): {},
+    ("GET", "/api/v1/desk/tickets/{ticket_id}"): {"path": "/api/v1/desk/tickets/no-such-ticket"},
+    ("POST", "/api/v1/desk/tickets/{ticket_id}/take"): {"path": "/api/v1/desk/tickets/no-such-ticket/take"},
+    ("POST", "/api/v1/desk/tickets/{ticket_id}/comments"): {
+        "path": "/api/v1/desk/tickets/no-such-ticket/comments", "json": {"text": "matrix"}},
+    ("POST", "/api/v1/desk/tickets/{ticket_id}/state"): {
+        "path": "/api/v1/desk/tickets/no-such-ticket/state", "json": {"state": "TICKET_STATE_WAITING"}},
+    ("POST", "/api/v1/desk/tickets/{ticket_id}/close"): {
+        "path": "/api/v1/desk/tickets/no-such-ticket/close", "json": {"resolution": "matrix"}},
+    ("POST", "/api/v1/desk/tickets/{ticket_id}/escalation"): {
+        "path": "/api/v1/desk/tickets/no-such-ticket/escalation", "json": {"reason": "matrix"}},
+    ("WEBSOCKET", "/api/v1/desk/events"): {},
+    ("GET", "/api/v1/support/my-reports"): {},
+    ("GET", "/api/v1/public/support"): {},
+    ("POST", "/api/v1/public/reports"): {"json": {
+        "reporter_kind": "REPORTER_KIND_CITIZEN", "name": "Matris", "contact": "070", "problem": "PROBLEM_KIND_OTHER",
+        "description": "matrix"}},
     ("GET", "/healthz"): {},
     ("GET", "/"): {},
     ("GET", "/auth/{region}/login"): {},
+    ("GET", "/auth/{region}/report"): {},
+    ("GET", "/desk/"): {},
     ("GET", "/portal/"): {},
     ("MOUNT", "/static"): {"path": "/static/style.css"},
 }

@@ -593,7 +593,11 @@ def test_dashboards_ship_in_a_configmap_for_the_grafana_sidecar(render):
                    "svpl_media_forwarded_streams", "svpl_media_participants",
                    "kube_horizontalpodautoscaler_status_current_replicas", "svpl_support_open_tickets",
                    "svpl_media_rooms", "svpl_roster_admissions_total", "svpl_media_quality_warnings_total",
-                   "svpl_http_requests_total", "svpl_http_request_seconds_bucket"):
+                   "svpl_http_requests_total", "svpl_http_request_seconds_bucket",
+                   # The support desk's dashboard (issue #19): open per queue, the oldest waiting,
+                   # time to first response, escalations.
+                   "svpl_support_oldest_open_ticket_age_seconds", "svpl_support_first_response_seconds_bucket",
+                   "svpl_support_escalations_total"):
         assert metric in exprs, metric
     assert "by (grpc_service, grpc_method)" in exprs
     assert render({"dashboards": {"enabled": False}}).of_kind("ConfigMap") == [

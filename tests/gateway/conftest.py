@@ -26,6 +26,7 @@ def gateway_settings(system, **extra) -> GatewaySettings:
         service_token=system.tokens["gateway"],
         development_login=True,
         login_rate_per_minute=1000,
+        public_report_rate_per_hour=1000,
         **{f"{name}_address": system.address(name) for name in ALL},
     )
     values.update(extra)

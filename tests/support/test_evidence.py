@@ -15,6 +15,7 @@ from svpl.roster.v1 import roster_pb2
 from svpl.support.v1 import support_pb2 as pb
 
 from devstack.harness import as_token
+from devstack.samples import PATIENT_PNR
 from devstack.samples import create_request as meeting_request
 from tests.booking.conftest import UNIT
 from tests.booking.conftest import create_request as booking_request
@@ -136,3 +137,29 @@ async def test_a_rebook_request_booking_could_not_take_is_sent_when_booking_is_b
     after = (await system.stub("support").GetTicket(pb.GetTicketRequest(ticket_id=ticket.ticket_id),
                                                     metadata=md("support_desk"))).ticket
     assert after.rebook_requested
+
+
+async def test_every_desk_action_on_a_meeting_report_is_access_logged_naming_the_patient(system_factory, md,
+                                                                                          service_token):
+    """The evidence is about a patient's meeting: each desk read and change of the ticket writes an
+    access record naming the meeting's patient and care unit, and the desk's view never shows them."""
+    system = await system_factory(["identity", "media", "roster", "support"])
+    roster, support, coordinator, desk = system.stub("roster"), system.stub("support"), md("coordinator"), md(
+        "support_desk")
+    meeting = (await roster.CreateMeeting(meeting_request("booking-support-access"),
+                                          metadata=as_token(service_token("booking")))).meeting
+    ticket = await file(system, coordinator, problem=pb.PROBLEM_KIND_CONNECTION, description="Ljudet försvinner",
+                        meeting_id=meeting.meeting_id)
+    assert ticket.evidence.meeting_id == meeting.meeting_id and ticket.evidence.meeting_state
+    tid = ticket.ticket_id
+    await support.GetTicket(pb.GetTicketRequest(ticket_id=tid), metadata=desk)
+    await support.TakeTicket(pb.TakeTicketRequest(ticket_id=tid), metadata=desk)
+    await support.CommentTicket(pb.CommentTicketRequest(ticket_id=tid, text="Vi tittar"), metadata=desk)
+    done = (await support.ChangeTicketState(pb.ChangeTicketStateRequest(
+        ticket_id=tid, state=pb.TICKET_STATE_CLOSED, note="Headset bytt"), metadata=desk)).ticket
+    assert "191212121212" not in str(done)
+    records = await system.access_records({"service": "support", "actor": PEOPLE["support_desk"]["person_id"],
+                                           "resource": f"tickets/{tid}"})
+    assert [r["action"] for r in records] == ["support.ticket.read", "support.ticket.take", "support.ticket.comment",
+                                              "support.ticket.state"]
+    assert {(r["patient"], r["care_unit"]) for r in records} == {(PATIENT_PNR, "SE2321000057-7001")}

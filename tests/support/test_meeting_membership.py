@@ -32,7 +32,7 @@ def _shape(ticket: pb.Ticket, meeting_id: str) -> str:
     """The answer without what differs between any two tickets (ids, times) and the id asked about."""
     t = pb.Ticket()
     t.CopyFrom(ticket)
-    t.ticket_id = ""
+    t.ticket_id = t.number = ""
     t.ClearField("created_at")
     t.evidence.ClearField("captured_at")
     for h in t.history:

@@ -2,6 +2,7 @@
 own token to the service that owns the rule, shape the contract's answer as JSON. No business
 rules here. What the routers share is in `common`."""
 
-from services.gateway.routes import agenda, bookings, directory, joining, meetings, support
+from services.gateway.routes import agenda, bookings, desk, directory, joining, meetings, support
 
-ROUTERS = (bookings.router, meetings.router, agenda.router, joining.router, directory.router, support.router)
+ROUTERS = (bookings.router, meetings.router, agenda.router, joining.router, directory.router, support.router,
+           desk.router)

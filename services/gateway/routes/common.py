@@ -58,6 +58,8 @@ if typing.TYPE_CHECKING:
     ParticipantRoleName = str
     PartyKindName = str
     ProblemKindName = str
+    ReporterKindName = str
+    TicketStateName = str
 else:
     AgendaStepName = literal(roster_pb2.AgendaStep)
     ChannelName = literal(booking_pb2.Channel)
@@ -66,6 +68,8 @@ else:
     ParticipantRoleName = literal(roster_pb2.ParticipantRole)
     PartyKindName = literal(booking_pb2.PartyKind)
     ProblemKindName = literal(support_pb2.ProblemKind)
+    ReporterKindName = literal(support_pb2.ReporterKind)
+    TicketStateName = literal(support_pb2.TicketState)
 
 
 class Body(BaseModel):

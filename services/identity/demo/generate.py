@@ -50,6 +50,9 @@ NAMED = [
     ("SE2321000057-4001", "Sam", "Support", "Supporttekniker", 0, "Svpl support", ["support_desk"]),
     # The municipality's own IT support: works only tickets from Jönköpings kommun's staff.
     ("SE2120000829-4002", "Kim", "Kommunit", "IT-tekniker", 1, "Kommunens IT-support", ["support_desk"]),
+    # Another municipality's own IT (never sees Jönköpings kommun's tickets), and a second region desk member.
+    ("SE2120000597-4003", "Berit", "Värnamoit", "IT-tekniker", 2, "Socialtjänsten", ["support_desk"]),
+    ("SE2321000057-4002", "Siv", "Support", "Supporttekniker", 0, "Svpl support", ["support_desk"]),
     ("SE2321000057-5001", "Lotta", "Logg", "Informationssäkerhetssamordnare", 0, "Svpl support", ["access_log"]),
 ]
 

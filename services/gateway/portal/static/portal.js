@@ -24,10 +24,7 @@
     AGENDA_STEP_QUESTIONS: "Frågor", AGENDA_STEP_SUMMARY: "Sammanfattning av överenskommelser", AGENDA_STEP_DONE: "Klart" };
   const INVITATIONS = { INVITATION_STATE_INVITED: "Skickas", INVITATION_STATE_DELIVERED: "Levererad",
     INVITATION_STATE_CONFIRMED: "Bekräftad", INVITATION_STATE_PHONE_TASK: "Ring upp (telefonuppgift)" };
-  const PROBLEMS = { PROBLEM_KIND_CONNECTION: "Anslutning, bild eller ljud", PROBLEM_KIND_TECHNICAL: "Tekniskt fel (når inte mötestjänsten m.m.)",
-    PROBLEM_KIND_USAGE: "Användning, process och rutiner", PROBLEM_KIND_NETWORK_PASSWORD: "Lösenord till regionens nätverk / extern åtkomst",
-    PROBLEM_KIND_MESSAGING_PASSWORD: "Lösenord till Cosmic Link / Messenger", PROBLEM_KIND_MESSAGING_SYSTEM_FAULT: "Systemfel i Cosmic Link",
-    PROBLEM_KIND_OTHER: "Annat" };
+  const PROBLEMS = SVPL_SUPPORT.PROBLEMS;
 
   const isCoordinator = () => me && me.roles.includes("coordinator");
   const leadsMeeting = m => me && (m.coordinator_hsa_id === me.id || (m.delegated_coordinator_hsa_ids || []).includes(me.id));
@@ -665,9 +662,10 @@
           contact: document.getElementById("problem-contact").value.trim(), request_rebook: document.getElementById("problem-rebook").checked,
           idempotency_key: crypto.randomUUID() });
         const queue = (ticket.routing && ticket.routing.queue) || {};
-        result.replaceChildren(el("h2", {}, "Rapporten är skickad"), el("p", {}, "Ärende: ", el("strong", {}, ticket.ticket_id)),
+        result.replaceChildren(el("h2", {}, "Rapporten är skickad"), el("p", {}, "Ärende: ", el("strong", { id: "report-number" }, ticket.number || ticket.ticket_id)),
           el("p", { id: "report-queue" }, "Den har gått till: ", el("strong", {}, queue.name || "")),
-          queue.contact_text ? el("p", {}, queue.contact_text) : "");
+          queue.contact_text ? el("p", {}, queue.contact_text) : "",
+          el("p", {}, el("a", { href: "/desk/#/mine" }, "Följ dina felanmälningar")));
         result.hidden = false;
         form.hidden = true;
       } catch (err) { say(msg, errorText(err), "error"); }
@@ -680,6 +678,8 @@
     const query = new URLSearchParams(q || "");
     const parts = path.split("/").filter(Boolean);
     if (room && !(parts[0] === "room" && parts[1] === room.id)) leaveRoom();
+    // A support desk member's start page is their desk's queue.
+    if (!parts.length && (me.roles || []).includes("support_desk") && !isCoordinator()) { location.replace("/desk/"); return; }
     if (!parts.length) return meetingsView();
     if (parts[0] === "book") return bookView();
     if (parts[0] === "meeting" && parts[1]) return meetingView(parts[1]);
