@@ -55,15 +55,18 @@ def launch_link(base: str, user_agent: str | None) -> str:
     try:
         driver.get(f"{base}/auth/rjl/login")
         driver.find_element(By.ID, "bankid-start").click()
+
         def offered(d) -> str | None:
             href = d.find_element(By.ID, "bankid-open").get_attribute("href") or ""
             return href if "autostarttoken=" in href else None
 
         try:
-            return WebDriverWait(driver, 20).until(offered)
+            link = WebDriverWait(driver, 20).until(offered)
         except TimeoutException:
             raise AssertionError(f"no launch link; the page says {driver.find_element(By.ID, 'login-message').text!r}"
                                  ) from None
+        assert link  # until() returns only a truthy answer
+        return link
     finally:
         driver.quit()
 
