@@ -96,7 +96,8 @@ def person_input(ref: common_pb2.PersonRef) -> PersonInput:
     return PersonInput(ID_KIND_NAMES.get(ref.id_kind, ""), ref.id, ref.display_name)
 
 
-def meeting_pb(m: model.Meeting) -> roster_pb2.Meeting:
+def meeting_pb(m: model.Meeting, assessments: bool = False) -> roster_pb2.Meeting:
+    """The meeting; the confidentiality assessments only with `assessments` (its coordinators')."""
     return roster_pb2.Meeting(
         meeting_id=m.id, booking_id=m.booking_id, state=STATES[m.state],
         scheduled=common_pb2.TimeRange(start=ts(m.start), end=ts(m.end)),
@@ -106,6 +107,10 @@ def meeting_pb(m: model.Meeting) -> roster_pb2.Meeting:
         confidentiality_assessed=bool(m.confidentiality), physically_present_note=m.physically_present_note,
         registered_count=len(m.active_participants()), connected_count=len(m.connections),
         started_at=ts(m.started_at), finished_at=ts(m.finished_at), care_unit_hsa_id=m.care_unit_hsa_id,
+        confidentiality_assessments=[
+            roster_pb2.ConfidentialityAssessment(assessed_by_hsa_id=a.get("by", ""), care_provider=a.get("care_provider", ""),
+                                                 assessed_at=ts(a.get("at")), note=a.get("note", ""))
+            for a in m.confidentiality] if assessments else [],
     )
 
 
@@ -162,8 +167,9 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
         return roster_pb2.CancelMeetingResponse(meeting=meeting_pb(m))
 
     async def GetMeeting(self, request, context):
-        m = await self._r.get(request.meeting_id, auth.caller())
-        return roster_pb2.GetMeetingResponse(meeting=meeting_pb(m))
+        who = auth.caller()
+        m = await self._r.get(request.meeting_id, who)
+        return roster_pb2.GetMeetingResponse(meeting=meeting_pb(m, m.is_coordinator(who.id, who.id_kind)))
 
     async def GetReportEvidence(self, request, context):
         m = await self._r.report_evidence(request.meeting_id, auth.caller(), person_input(request.on_behalf_of))
@@ -229,7 +235,7 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
     async def RecordConfidentialityAssessment(self, request, context):
         m = await self._r.record_confidentiality(request.meeting_id, auth.caller(), request.care_provider,
                                                  request.note)
-        return roster_pb2.RecordConfidentialityAssessmentResponse(meeting=meeting_pb(m))
+        return roster_pb2.RecordConfidentialityAssessmentResponse(meeting=meeting_pb(m, assessments=True))
 
     async def RemoveParticipant(self, request, context):
         await self._r.remove(request.meeting_id, auth.caller(), request.participant_id, request.connection_id,

@@ -1,0 +1,178 @@
+"""The coordinator's tasks the portal relays since issue #18 (invite more parties, record a
+confirmation, phone tasks, reschedule, who is physically present, identify a phone caller,
+delegate, the confidentiality assessments listed), each done as the coordinator does it, and each
+tried by a person with a valid login on a meeting that is not theirs: refused, nothing changed."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from svpl.roster.v1 import roster_pb2
+
+from devstack.harness import as_token
+from tests.conftest import PEOPLE
+from tests.gateway.conftest import COORDINATOR, MUNICIPALITY_STAFF, PATIENT, REGION_STAFF
+from tests.gateway.flow import book_video_meeting, register, start
+
+OTHER_COORDINATOR = PEOPLE["other_coordinator"]["person_id"]
+PHONE_PARTY = {"kind": "PARTY_KIND_INPATIENT_WARD", "name": "Avdelning 12", "channel": "CHANNEL_PHONE",
+               "address": "036-32 10 00"}
+
+
+async def phone_caller(system, meeting: dict, connection_id: str = "phone-1") -> None:
+    """A phone dial-in nobody has identified, as media reports it to roster."""
+    answer = await system.stub("roster").ReportConnection(roster_pb2.ReportConnectionRequest(
+        meeting_id=meeting["meeting_id"], connection_id=connection_id, kind=roster_pb2.CONNECTION_KIND_PHONE,
+        connected=True, label="070-*** ** 12", media_instance=meeting["media_instance"]),
+        metadata=as_token(system.tokens["media"]))
+    assert answer.allowed
+
+
+async def test_coordinator_invites_records_a_phone_confirmation_and_completes_the_phone_task(gateway):
+    _, _, new_browser = gateway
+    coordinator = new_browser()
+    await coordinator.login(COORDINATOR)
+    booking = await book_video_meeting(coordinator)
+    invited = await coordinator.post(f"/api/v1/bookings/{booking['booking_id']}/invitations",
+                                     json={"parties": [PHONE_PARTY]})
+    assert invited.status_code == 200, invited.text
+    invitation = invited.json()["invitations"][0]
+    assert invitation["state"] == "INVITATION_STATE_PHONE_TASK"
+
+    tasks = (await coordinator.get("/api/v1/phone-tasks")).json()["tasks"]
+    mine = [t for t in tasks if t["party"]["name"] == "Avdelning 12"]
+    assert len(mine) == 1 and booking["dial_in_code"] in mine[0]["instructions"]
+
+    confirmed = await coordinator.post(f"/api/v1/invitations/{invitation['invitation_id']}/confirmation",
+                                       json={"attendee_names": ["Sara Sjuksköterska", "Per Läkare"]})
+    assert confirmed.status_code == 200, confirmed.text
+    listed = (await coordinator.get(f"/api/v1/bookings/{booking['booking_id']}/invitations")).json()["invitations"]
+    ward = next(i for i in listed if i["invitation_id"] == invitation["invitation_id"])
+    assert ward["state"] == "INVITATION_STATE_CONFIRMED"
+    assert ward["attendee_names"] == ["Sara Sjuksköterska", "Per Läkare"]
+
+    done = await coordinator.post(f"/api/v1/phone-tasks/{mine[0]['task_id']}/done")
+    assert done.status_code == 200 and done.json()["task"]["done"], done.text
+    open_tasks = (await coordinator.get("/api/v1/phone-tasks")).json()["tasks"]
+    assert mine[0]["task_id"] not in [t["task_id"] for t in open_tasks]
+    all_tasks = (await coordinator.get("/api/v1/phone-tasks", params={"include_done": "true"})).json()["tasks"]
+    assert mine[0]["task_id"] in [t["task_id"] for t in all_tasks]
+
+
+async def test_coordinator_reschedules_and_the_meeting_follows(gateway):
+    _, _, new_browser = gateway
+    coordinator = new_browser()
+    await coordinator.login(COORDINATOR)
+    booking = await book_video_meeting(coordinator)
+    later = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)).replace(microsecond=0, second=0)
+    moved = await coordinator.post(f"/api/v1/bookings/{booking['booking_id']}/reschedule",
+                                   json={"start": later.isoformat(), "duration_minutes": 90})
+    assert moved.status_code == 200, moved.text
+    assert dt.datetime.fromisoformat(moved.json()["booking"]["start"].replace("Z", "+00:00")) == later
+    meeting = (await coordinator.get(f"/api/v1/meetings/{booking['meeting_id']}")).json()["meeting"]
+    assert dt.datetime.fromisoformat(meeting["scheduled"]["start"].replace("Z", "+00:00")) == later
+    assert dt.datetime.fromisoformat(meeting["scheduled"]["end"].replace("Z", "+00:00")) == later + dt.timedelta(
+        minutes=90)
+    past = await coordinator.post(f"/api/v1/bookings/{booking['booking_id']}/reschedule",
+                                  json={"start": "2020-01-01T09:00:00Z"})
+    assert past.status_code == 400 and past.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_coordinator_records_presence_identifies_a_caller_delegates_and_lists_assessments(gateway):
+    _, system, new_browser = gateway
+    coordinator, rita, patient = new_browser(), new_browser(), new_browser()
+    await coordinator.login(COORDINATOR)
+    await rita.login(REGION_STAFF)
+    await patient.login(PATIENT)
+    booking = await book_video_meeting(coordinator)
+    meeting_id = booking["meeting_id"]
+    staff = await register(coordinator, meeting_id, "Rita Region", "PARTICIPANT_ROLE_REGION_STAFF", REGION_STAFF)
+
+    present = await coordinator.post(f"/api/v1/meetings/{meeting_id}/physical-presence", json={
+        "participant_id": staff["participant_id"], "physically_present": True, "note": "Sal 4, avdelning 12"})
+    assert present.status_code == 200 and present.json()["participant"]["physically_present"], present.text
+    listed = (await coordinator.get(f"/api/v1/meetings/{meeting_id}/participants")).json()["participants"]
+    assert next(p for p in listed if p["participant_id"] == staff["participant_id"])["physically_present"]
+
+    assessed = await coordinator.post(f"/api/v1/meetings/{meeting_id}/confidentiality-assessment",
+                                      json={"care_provider": "Region Jönköpings län", "note": "Samtycke finns"})
+    assert assessed.status_code == 200, assessed.text
+    meeting = (await coordinator.get(f"/api/v1/meetings/{meeting_id}")).json()["meeting"]
+    [assessment] = meeting["confidentiality_assessments"]
+    assert assessment["assessed_by_hsa_id"] == COORDINATOR and assessment["care_provider"] == "Region Jönköpings län"
+    assert assessment["note"] == "Samtycke finns" and assessment["assessed_at"]
+    # A participant sees the meeting, not the assessments' notes.
+    seen_by_patient = (await patient.get(f"/api/v1/meetings/{meeting_id}")).json()["meeting"]
+    assert seen_by_patient.get("confidentiality_assessments", []) == []
+
+    delegated = await coordinator.post(f"/api/v1/meetings/{meeting_id}/delegates", json={"hsa_id": REGION_STAFF})
+    assert delegated.status_code == 200, delegated.text
+    assert REGION_STAFF in delegated.json()["meeting"]["delegated_coordinator_hsa_ids"]
+    # The delegate now leads: starts the meeting and ties the phone caller to the patient.
+    live = await start(rita, meeting_id)
+    await phone_caller(system, live)
+    patient_id = next(p["participant_id"] for p in listed if p["role"] == "PARTICIPANT_ROLE_PATIENT")
+    identified = await rita.post(f"/api/v1/meetings/{meeting_id}/identifications",
+                                 json={"connection_id": "phone-1", "participant_id": patient_id})
+    assert identified.status_code == 200, identified.text
+    reconciliation = (await coordinator.get(f"/api/v1/meetings/{meeting_id}/reconciliation")).json()
+    assert reconciliation.get("connected_not_identified", []) == []
+    assert patient_id in [p["participant_id"] for p in reconciliation["registered_and_connected"]]
+
+
+async def test_another_coordinator_and_a_participant_cannot_do_the_coordinators_tasks(gateway):
+    """Olle (a coordinator of his own meetings) and the patient (registered in this one) try every
+    new route on Vera's meeting: each is refused with problem details, and nothing changed."""
+    _, system, new_browser = gateway
+    vera, olle, patient = new_browser(), new_browser(), new_browser()
+    await vera.login(COORDINATOR)
+    await olle.login(OTHER_COORDINATOR)
+    await patient.login(PATIENT)
+    await book_video_meeting(olle)  # Olle has a meeting (and phone tasks) of his own
+    booking = await book_video_meeting(vera)
+    meeting_id, booking_id = booking["meeting_id"], booking["booking_id"]
+    staff = await register(vera, meeting_id, "Mona Kommun", "PARTICIPANT_ROLE_MUNICIPALITY_STAFF", MUNICIPALITY_STAFF)
+    live = await start(vera, meeting_id)
+    await phone_caller(system, live)
+    vera_task = next(t for t in (await vera.get("/api/v1/phone-tasks")).json()["tasks"]
+                     if t["booking_id"] == booking_id)
+    before = {
+        "booking": (await vera.get(f"/api/v1/bookings/{booking_id}")).json()["booking"],
+        "participants": (await vera.get(f"/api/v1/meetings/{meeting_id}/participants")).json(),
+        "reconciliation": (await vera.get(f"/api/v1/meetings/{meeting_id}/reconciliation")).json(),
+        "meeting": (await vera.get(f"/api/v1/meetings/{meeting_id}")).json()["meeting"],
+    }
+    attempts = [
+        ("POST", f"/api/v1/bookings/{booking_id}/reschedule", {"start": "2031-01-01T09:00:00Z"}),
+        ("POST", f"/api/v1/bookings/{booking_id}/invitations", {"parties": [PHONE_PARTY]}),
+        ("POST", f"/api/v1/phone-tasks/{vera_task['task_id']}/done", None),
+        ("POST", f"/api/v1/meetings/{meeting_id}/physical-presence",
+         {"participant_id": staff["participant_id"], "physically_present": True}),
+        ("POST", f"/api/v1/meetings/{meeting_id}/identifications",
+         {"connection_id": "phone-1", "participant_id": staff["participant_id"]}),
+        ("POST", f"/api/v1/meetings/{meeting_id}/delegates", {"hsa_id": OTHER_COORDINATOR}),
+    ]
+    for who, browser in (("other coordinator", olle), ("patient", patient)):
+        for method, path, body in attempts:
+            response = await browser.post(path, json=body)
+            assert response.status_code in (403, 404), (who, path, response.status_code, response.text)
+            assert response.headers["content-type"].startswith("application/problem+json")
+        # Olle's own list holds only his own phone tasks; the patient may not list any.
+        listed = await browser.get("/api/v1/phone-tasks")
+        if who == "patient":
+            assert listed.status_code == 403
+        else:
+            assert booking_id not in [t["booking_id"] for t in listed.json()["tasks"]]
+    # Olle asking for Vera's tasks by naming her is not possible: the route takes the caller's own id.
+    assert (await olle.get("/api/v1/phone-tasks", params={"coordinator_hsa_id": COORDINATOR})).json().get(
+        "tasks", []) == [t for t in (await olle.get("/api/v1/phone-tasks")).json().get("tasks", [])]
+    after = {
+        "booking": (await vera.get(f"/api/v1/bookings/{booking_id}")).json()["booking"],
+        "participants": (await vera.get(f"/api/v1/meetings/{meeting_id}/participants")).json(),
+        "reconciliation": (await vera.get(f"/api/v1/meetings/{meeting_id}/reconciliation")).json(),
+        "meeting": (await vera.get(f"/api/v1/meetings/{meeting_id}")).json()["meeting"],
+    }
+    assert after == before
+    assert not any(t["done"] for t in (await vera.get("/api/v1/phone-tasks")).json()["tasks"]
+                   if t["task_id"] == vera_task["task_id"]) and vera_task in (
+        await vera.get("/api/v1/phone-tasks")).json()["tasks"]
