@@ -32,6 +32,7 @@ from services.booking import messaging, model
 from services.booking.model import (
     ENTERED_IN_ERROR_REASON,
     MAX_KEY,
+    MAX_PATIENT_NAME,
     MAX_REASON,
     MAX_REBOOK_REASON,
     OUTCOMES,
@@ -127,6 +128,8 @@ class Bookings:
         key = req.idempotency_key.strip() or uuid.uuid4().hex
         if len(key) > MAX_KEY:
             raise InvalidArgument("idempotency_key", f"at most {MAX_KEY} characters")
+        if len(req.patient_name) > MAX_PATIENT_NAME:
+            raise InvalidArgument("patient_name", f"at most {MAX_PATIENT_NAME} characters")
         booking_id = model.booking_id_for(who.id, key)
         existing = await self.store.find_one({"_id": booking_id})
         if existing is not None:
@@ -213,7 +216,8 @@ class Bookings:
             return b
         ref = await self.roster.create(
             booking_id=booking_id, start=b.start, end=b.end, coordinator_hsa_id=b.coordinator,
-            coordinator_name=b.coordinator_name, patient_personnummer=b.patient, care_unit_hsa_id=b.booking_unit)
+            coordinator_name=b.coordinator_name, patient_personnummer=b.patient, care_unit_hsa_id=b.booking_unit,
+            patient_name=b.patient_name)
         room = Room(ref.meeting_id, ref.dial_in_code, ref.portal_url)
 
         async def send_waiting(session, current: Booking, _made: bool) -> None:

@@ -76,6 +76,7 @@ MAX_DURATION_MINUTES = 8 * 60
 MAX_PARTIES = 30
 MAX_NAMES = 50
 MAX_KEY = 200
+MAX_PATIENT_NAME = 200
 MAX_REASON = 500
 MAX_REBOOK_REASON = 1000
 ENTERED_IN_ERROR_REASON = "registrerad av misstag"
@@ -140,6 +141,7 @@ class NewBooking:
     care_service: str
     contact_type: str
     parties: tuple[PartyInput, ...] = ()
+    patient_name: str = ""
 
     def fingerprint(self) -> str:
         body = json.dumps(
@@ -237,6 +239,7 @@ class Booking:
     meeting_message_id: str = ""
     rebook_requests: list[RebookRequest] = field(default_factory=list)
     cancel_reason: str = ""
+    patient_name: str = ""
     version: int = 0
     # Stored fields this version does not know: written back as they are.
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -276,7 +279,7 @@ def booked(booking_id: str, key: str, req: NewBooking, *, patient: str, unit: st
         id=booking_id, idempotency_key=key, fingerprint=req.fingerprint(), status=Status.BOOKED, patient=patient,
         start=start, duration_minutes=req.duration_minutes, booking_unit=unit, coordinator=coordinator,
         coordinator_name=coordinator_name, care_service=req.care_service, contact_type=req.contact_type,
-        video=video, meeting_pending=video, created_at=at, updated_at=at,
+        video=video, meeting_pending=video, created_at=at, updated_at=at, patient_name=req.patient_name,
     )
 
 

@@ -105,7 +105,8 @@ def _booking(b: Booking, invitations: Sequence[InvitationView] = ()) -> pb.Booki
     return pb.Booking(
         booking_id=b.id,
         status=STATUS[b.status],
-        patient=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_PERSONNUMMER, id=b.patient),
+        patient=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_PERSONNUMMER, id=b.patient,
+                                     display_name=b.patient_name),
         start=to_timestamp(b.start),
         duration_minutes=b.duration_minutes,
         booking_unit_hsa_id=b.booking_unit,
@@ -148,6 +149,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
             coordinator_hsa_id=request.coordinator_hsa_id,
             care_service=request.care_service,
             contact_type=request.contact_type,
+            patient_name=request.patient_name,
             parties=_parties(request.parties),
         )
         return pb.CreateBookingResponse(booking=_view(await self.bookings.create(auth.caller(), new)))

@@ -232,7 +232,10 @@ class Roster:
 
     async def list_mine(self, who: Caller, start: dt.datetime | None, end: dt.datetime | None,
                         page_size: int, page_token: str) -> tuple[list[Meeting], str]:
-        return await self.store.for_person(who.id, start, end, paging.page_size(page_size), page_token)
+        found, token = await self.store.for_person(who.id, start, end, paging.page_size(page_size), page_token)
+        for m in found:  # each carries its patient's name
+            await self._record(m, "list_my_meetings", who)
+        return found, token
 
     async def resolve_code(self, code: str) -> Meeting:
         code = (code or "").strip().replace(" ", "").replace("-", "")
@@ -645,8 +648,8 @@ def changes(before: Meeting | None, after: Meeting) -> list[tuple[str, str]]:
     for p in after.participants:
         if p.removed and p.id not in removed_before:
             events.append(("removed", p.id))
-    if [(p.id, p.full_name, p.role) for p in before.active_participants()] != \
-            [(p.id, p.full_name, p.role) for p in after.active_participants()] and not any(
+    if [(p.id, p.full_name, p.role, p.physically_present) for p in before.active_participants()] != \
+            [(p.id, p.full_name, p.role, p.physically_present) for p in after.active_participants()] and not any(
             e == "removed" for e, _ in events):
         events.append(("participants", ""))
     if [(c.id, c.participant_id) for c in before.connections] != [(c.id, c.participant_id) for c in after.connections]:

@@ -179,6 +179,10 @@ class Meeting:
         """The registration of this person (a removed one too: a removal is never forgotten)."""
         return next((p for p in self.participants if p.person_id == person_id and p.id_kind == id_kind), None)
 
+    def patient_name(self) -> str:
+        """The registered patient's name (patient data)."""
+        return next((p.full_name for p in self.participants if p.role == PATIENT and not p.removed), "")
+
     def active_participants(self) -> list[Participant]:
         return [p for p in self.participants if not p.removed]
 

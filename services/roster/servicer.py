@@ -107,6 +107,7 @@ def meeting_pb(m: model.Meeting, assessments: bool = False) -> roster_pb2.Meetin
         confidentiality_assessed=bool(m.confidentiality), physically_present_note=m.physically_present_note,
         registered_count=len(m.active_participants()), connected_count=len(m.connections),
         started_at=ts(m.started_at), finished_at=ts(m.finished_at), care_unit_hsa_id=m.care_unit_hsa_id,
+        patient_name=m.patient_name(),
         confidentiality_assessments=[
             roster_pb2.ConfidentialityAssessment(assessed_by_hsa_id=a.get("by", ""), care_provider=a.get("care_provider", ""),
                                                  assessed_at=ts(a.get("at")), note=a.get("note", ""))
@@ -135,8 +136,9 @@ def person_pb(p: model.Participant) -> roster_pb2.ConnectedPerson:
 def connected_pb(m: model.Meeting) -> roster_pb2.GetConnectedListResponse:
     ids = m.connected_participant_ids()
     people = [person_pb(p) for p in m.participants if p.id in ids]
-    return roster_pb2.GetConnectedListResponse(count=len(people) + len(m.unidentified()), people=people,
-                                               unidentified_count=len(m.unidentified()))
+    return roster_pb2.GetConnectedListResponse(
+        count=len(people) + len(m.unidentified()), people=people, unidentified_count=len(m.unidentified()),
+        with_patient=[person_pb(p) for p in m.active_participants() if p.physically_present])
 
 
 def agenda_pb(m: model.Meeting) -> roster_pb2.Agenda:
@@ -303,6 +305,7 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
             connected = connected_pb(m)
             if not sees_names:
                 del connected.people[:]
+                del connected.with_patient[:]
             for kind, pid in events:
                 yield roster_pb2.WatchMeetingResponse(kind=EVENTS[kind], meeting=meeting_pb(m), connected=connected,
                                                       agenda=agenda_pb(m), removed_participant_id=pid,

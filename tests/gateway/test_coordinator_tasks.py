@@ -110,6 +110,8 @@ async def test_coordinator_records_presence_identifies_a_caller_delegates_and_li
     assert REGION_STAFF in delegated.json()["meeting"]["delegated_coordinator_hsa_ids"]
     # The delegate now leads: starts the meeting and ties the phone caller to the patient.
     live = await start(rita, meeting_id)
+    connected = (await coordinator.get(f"/api/v1/meetings/{meeting_id}/connected")).json()
+    assert [p["full_name"] for p in connected["with_patient"]] == ["Rita Region"]
     await phone_caller(system, live)
     patient_id = next(p["participant_id"] for p in listed if p["role"] == "PARTICIPANT_ROLE_PATIENT")
     identified = await rita.post(f"/api/v1/meetings/{meeting_id}/identifications",
@@ -143,17 +145,17 @@ async def test_another_coordinator_and_a_participant_cannot_do_the_coordinators_
         "meeting": (await vera.get(f"/api/v1/meetings/{meeting_id}")).json()["meeting"],
     }
     attempts = [
-        ("POST", f"/api/v1/bookings/{booking_id}/reschedule", {"start": "2031-01-01T09:00:00Z"}),
-        ("POST", f"/api/v1/bookings/{booking_id}/invitations", {"parties": [PHONE_PARTY]}),
-        ("POST", f"/api/v1/phone-tasks/{vera_task['task_id']}/done", None),
-        ("POST", f"/api/v1/meetings/{meeting_id}/physical-presence",
+        (f"/api/v1/bookings/{booking_id}/reschedule", {"start": "2031-01-01T09:00:00Z"}),
+        (f"/api/v1/bookings/{booking_id}/invitations", {"parties": [PHONE_PARTY]}),
+        (f"/api/v1/phone-tasks/{vera_task['task_id']}/done", None),
+        (f"/api/v1/meetings/{meeting_id}/physical-presence",
          {"participant_id": staff["participant_id"], "physically_present": True}),
-        ("POST", f"/api/v1/meetings/{meeting_id}/identifications",
+        (f"/api/v1/meetings/{meeting_id}/identifications",
          {"connection_id": "phone-1", "participant_id": staff["participant_id"]}),
-        ("POST", f"/api/v1/meetings/{meeting_id}/delegates", {"hsa_id": OTHER_COORDINATOR}),
+        (f"/api/v1/meetings/{meeting_id}/delegates", {"hsa_id": OTHER_COORDINATOR}),
     ]
     for who, browser in (("other coordinator", olle), ("patient", patient)):
-        for method, path, body in attempts:
+        for path, body in attempts:
             response = await browser.post(path, json=body)
             assert response.status_code in (403, 404), (who, path, response.status_code, response.text)
             assert response.headers["content-type"].startswith("application/problem+json")
@@ -176,3 +178,41 @@ async def test_another_coordinator_and_a_participant_cannot_do_the_coordinators_
     assert not any(t["done"] for t in (await vera.get("/api/v1/phone-tasks")).json()["tasks"]
                    if t["task_id"] == vera_task["task_id"]) and vera_task in (
         await vera.get("/api/v1/phone-tasks")).json()["tasks"]
+
+
+async def test_meetings_are_told_apart_by_the_patients_name_and_each_listing_is_access_logged(gateway, mongo):
+    from pymongo import AsyncMongoClient
+
+    _, system, new_browser = gateway
+    coordinator, nils = new_browser(), new_browser()
+    await coordinator.login(COORDINATOR)
+    await nils.login(PEOPLE["next_of_kin"]["person_id"], "LOGIN_METHOD_E_SERVICES_1177")
+    options = (await coordinator.get("/api/v1/booking-options")).json()
+    start = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=3)).replace(microsecond=0)
+    booked = await coordinator.post("/api/v1/bookings", json={
+        "idempotency_key": "patient-name-0001", "patient_personnummer": PATIENT, "patient_name": "Tolvan Tolvansson",
+        "start": start.isoformat(), "duration_minutes": 60, "booking_unit_hsa_id": "SE2321000057-0001",
+        "care_service": options["video_care_service"], "contact_type": options["video_contact_type"]})
+    assert booked.status_code == 200, booked.text
+    booking = booked.json()["booking"]
+    assert booking["patient"]["display_name"] == "Tolvan Tolvansson"
+    meeting_id = booking["meeting_id"]
+    await register(coordinator, meeting_id, "Nils Närstående", "PARTICIPANT_ROLE_NEXT_OF_KIN",
+                   PEOPLE["next_of_kin"]["person_id"])
+    for browser in (coordinator, nils):
+        listed = {m["meeting_id"]: m for m in (await browser.get("/api/v1/meetings")).json()["meetings"]}
+        assert listed[meeting_id]["patient_name"] == "Tolvan Tolvansson"
+    # The patient's name is patient data: each listing that carried it wrote an access record.
+    client = AsyncMongoClient(mongo.uri, tz_aware=True)
+    try:
+        records = [d async for d in client[f"{system.prefix}_audit"]["access_records"].find(
+            {"service": "roster", "action": "list_my_meetings", "resource": f"meeting/{meeting_id}"})]
+    finally:
+        await client.close()
+    assert {r["actor"] for r in records} == {COORDINATOR, PEOPLE["next_of_kin"]["person_id"]}
+    assert all(r["patient"] == PATIENT for r in records)
+    too_long = await coordinator.post("/api/v1/bookings", json={
+        "idempotency_key": "patient-name-0002", "patient_personnummer": PATIENT, "patient_name": "x" * 201,
+        "start": start.isoformat(), "duration_minutes": 60, "booking_unit_hsa_id": "SE2321000057-0001",
+        "care_service": options["video_care_service"], "contact_type": options["video_contact_type"]})
+    assert too_long.status_code == 400

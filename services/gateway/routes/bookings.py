@@ -34,6 +34,7 @@ class CreateBookingBody(Body):
     care_service: str = Field(min_length=1, max_length=200)
     contact_type: str = Field(min_length=1, max_length=200)
     parties: list[PartyBody] = Field(default_factory=list, max_length=50)
+    patient_name: str = Field("", max_length=200)
 
 
 class CancelBody(Body):
@@ -53,7 +54,7 @@ async def create_booking(request: Request, me: Me, body: CreateBookingBody):
         idempotency_key=body.idempotency_key, patient_personnummer=body.patient_personnummer,
         start=ts(body.start), duration_minutes=body.duration_minutes,
         booking_unit_hsa_id=body.booking_unit_hsa_id, coordinator_hsa_id=me.caller.id,
-        care_service=body.care_service, contact_type=body.contact_type,
+        care_service=body.care_service, contact_type=body.contact_type, patient_name=body.patient_name,
         parties=[booking_pb2.Party(kind=p.kind, name=p.name, channel=p.channel, address=p.address)
                  for p in body.parties],
     )
