@@ -50,7 +50,7 @@ from services.booking.model import (
 from services.booking.options import PHONE, BookingOptions
 from services.booking.peers import IdentityValidator, RosterMeetings
 from services.booking.store import BookingStore
-from services.runtime import paging
+from services.runtime import names, paging
 from services.runtime.access_log import AccessLog
 from services.runtime.auth import Caller
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
@@ -432,9 +432,11 @@ class Bookings:
         return await self._view(b)
 
     async def request_rebook(self, who: Caller, booking_id: str, meeting_id: str, reason: str,
-                             ticket_id: str, on_behalf_of: str = "") -> RebookRequest:
-        """`on_behalf_of`: the person who asked (support's reporter), recorded as requested_by."""
+                             ticket_id: str, on_behalf_of: str = "", on_behalf_of_name: str = "") -> RebookRequest:
+        """`on_behalf_of`: the person who asked (support's reporter), recorded as requested_by (and
+        their name, shown to the coordinator)."""
         on_behalf_of = on_behalf_of.strip()
+        on_behalf_of_name = names.checked("on_behalf_of.display_name", on_behalf_of_name, 200, required=False)
         if len(on_behalf_of) > 100:
             raise InvalidArgument("on_behalf_of.id", "is not an HSA-id or a personnummer")
         if booking_id:
@@ -450,10 +452,23 @@ class Bookings:
             raise InvalidArgument("reason", f"is required (at most {MAX_REBOOK_REASON} characters)")
         now = model.now()
         request = RebookRequest(uuid.uuid4().hex, reason.strip(), ticket_id, now, on_behalf_of or who.actor(),
-                                who.actor() if on_behalf_of else "")
+                                who.actor() if on_behalf_of else "", on_behalf_of_name)
         _, stored = await self.store.mutate(b.id, lambda x: model.request_rebook(x, request, now))
         await self._record(who, "booking.rebook_request", b, on_behalf_of)
         return stored
+
+    async def resolve_rebook(self, who: Caller, booking_id: str, request_id: str, resolution: str) -> RebookRequest:
+        resolution = resolution.strip()
+        if not resolution or len(resolution) > MAX_REBOOK_REASON:
+            raise InvalidArgument("resolution", f"is required (at most {MAX_REBOOK_REASON} characters)")
+        if not request_id:
+            raise InvalidArgument("request_id", "is required")
+        b = await self._load(booking_id)
+        self._require_coordinator(who, b)
+        _, handled = await self.store.mutate(b.id, lambda x: model.resolve_rebook(x, request_id, resolution, who.id,
+                                                                                  model.now()))
+        await self._record(who, "booking.rebook_resolve", b)
+        return handled
 
     # ------------------------------------------------------------------ phone tasks
 

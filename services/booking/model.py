@@ -200,18 +200,25 @@ class RebookRequest:
     requested_at: dt.datetime
     requested_by: str  # the person who asked (support's reporter), or the caller
     requested_via: str = ""  # the service that asked on their behalf (stored only when set)
+    requested_by_name: str = ""
+    resolved_at: dt.datetime | None = None
+    resolved_by: str = ""  # the coordinator's HSA-id
+    resolution: str = ""
 
     def to_doc(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
-        if not self.requested_via:
-            del doc["requested_via"]
+        for optional in ("requested_via", "requested_by_name", "resolved_at", "resolved_by", "resolution"):
+            if not doc[optional]:
+                del doc[optional]
         return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> RebookRequest:
         return cls(request_id=doc["request_id"], reason=doc.get("reason", ""), ticket_id=doc.get("ticket_id", ""),
                    requested_at=doc["requested_at"], requested_by=doc.get("requested_by", ""),
-                   requested_via=doc.get("requested_via", ""))
+                   requested_via=doc.get("requested_via", ""), requested_by_name=doc.get("requested_by_name", ""),
+                   resolved_at=doc.get("resolved_at"), resolved_by=doc.get("resolved_by", ""),
+                   resolution=doc.get("resolution", ""))
 
 
 @dataclass
@@ -353,6 +360,17 @@ def request_rebook(b: Booking, request: RebookRequest, at: dt.datetime) -> Reboo
             return existing
     b.rebook_requests.append(request)
     b.updated_at = at
+    return request
+
+
+def resolve_rebook(b: Booking, request_id: str, resolution: str, by: str, at: dt.datetime) -> RebookRequest:
+    """The request handled; one already handled stays as it was (a retried call changes nothing)."""
+    request = next((r for r in b.rebook_requests if r.request_id == request_id), None)
+    if request is None:
+        raise InvalidArgument("request_id", "no such rebook request on this booking")
+    if request.resolved_at is None:
+        request.resolved_at, request.resolved_by, request.resolution = at, by, resolution
+        b.updated_at = at
     return request
 
 

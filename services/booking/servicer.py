@@ -46,6 +46,7 @@ ACCESS = {
     "ListPhoneTasks": COORDINATOR,
     "CompletePhoneTask": COORDINATOR,
     "RequestRebook": services("support"),
+    "ResolveRebookRequest": COORDINATOR,
     "ListBookingOptions": LOGGED_IN,
 }
 
@@ -98,7 +99,9 @@ def _invitation(view: InvitationView) -> pb.Invitation:
 
 def _rebook(r: RebookRequest) -> pb.RebookRequest:
     return pb.RebookRequest(request_id=r.request_id, reason=r.reason, ticket_id=r.ticket_id,
-                            requested_at=to_timestamp(r.requested_at))
+                            requested_at=to_timestamp(r.requested_at), requested_by_name=r.requested_by_name,
+                            resolved_at=to_timestamp(r.resolved_at), resolution=r.resolution,
+                            resolved_by_hsa_id=r.resolved_by)
 
 
 def _booking(b: Booking, invitations: Sequence[InvitationView] = ()) -> pb.Booking:
@@ -210,8 +213,13 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
 
     async def RequestRebook(self, request, context):
         r = await self.bookings.request_rebook(auth.caller(), request.booking_id, request.meeting_id, request.reason,
-                                               request.ticket_id, request.on_behalf_of.id)
+                                               request.ticket_id, request.on_behalf_of.id,
+                                               request.on_behalf_of.display_name)
         return pb.RequestRebookResponse(request=_rebook(r))
+
+    async def ResolveRebookRequest(self, request, context):
+        r = await self.bookings.resolve_rebook(auth.caller(), request.booking_id, request.request_id, request.resolution)
+        return pb.ResolveRebookRequestResponse(request=_rebook(r))
 
     async def ListBookingOptions(self, request, context):
         o = self.options

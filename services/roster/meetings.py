@@ -359,6 +359,19 @@ class Roster:
             self.on_outbox_message()
         return registered
 
+    async def update_participant(self, meeting_id: str, who: Caller, participant_id: str, full_name: str,
+                                 role: str, organization: str) -> Participant:
+        full_name = names.checked("full_name", full_name, MAX_NAME)
+        organization = names.checked("organization", organization, MAX_NAME, required=False)
+        if role not in model.ROLES:
+            raise InvalidArgument("role", "is required: coordinator, region staff, municipality staff, external, "
+                                          "patient or next of kin")
+        participant_id = _id("participant_id", participant_id)
+        m, p = await self._change(meeting_id, who, lambda m: model.update_participant(
+            m, participant_id, full_name, role, organization))
+        await self._record(m, "update_participant", who)
+        return p
+
     async def _notify_next_of_kin(self, session, m: Meeting, _result) -> None:
         """In the registration's transaction: an invitation in the new next of kin's 1177 inbox."""
         await self._inbox(session, m, [m.participants[-1]], "invited")

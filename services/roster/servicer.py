@@ -43,6 +43,7 @@ ACCESS = {
     "EndMeeting": LEADS,
     "RegisterParticipant": LEADS,
     "ListParticipants": LEADS,
+    "UpdateParticipant": LEADS,
     "SetPhysicalPresence": LEADS,
     "RecordConfidentialityAssessment": LEADS,
     "RemoveParticipant": LEADS,
@@ -228,6 +229,11 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
         m = await self._r.list_participants(request.meeting_id, auth.caller())
         ids = m.connected_participant_ids()
         return roster_pb2.ListParticipantsResponse(participants=[participant_pb(p, p.id in ids) for p in m.participants])
+
+    async def UpdateParticipant(self, request, context):
+        p = await self._r.update_participant(request.meeting_id, auth.caller(), request.participant_id,
+                                             request.full_name, ROLE_NAMES.get(request.role, ""), request.organization)
+        return roster_pb2.UpdateParticipantResponse(participant=participant_pb(p))
 
     async def SetPhysicalPresence(self, request, context):
         p = await self._r.set_presence(request.meeting_id, auth.caller(), request.participant_id,

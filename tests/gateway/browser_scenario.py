@@ -336,6 +336,23 @@ def presence_and_delegation(coordinator) -> None:
     wait(coordinator, "Rita delegated", lambda d: STAFF[1] in d.find_element(By.ID, "delegates").text)
 
 
+def correct_registration(coordinator) -> None:
+    """Mona's organisation corrected in her registration."""
+    wait(coordinator, "Mona's registration opened", lambda d: js(
+        d, "const r = [...document.querySelectorAll('#participants tr[data-participant]')]"
+           ".find(r => r.textContent.startsWith(arguments[0]));"
+           "if (!r) return false; const e = r.querySelector('details.edit-registration'); e.open = true;"
+           "return true;", MUNICIPALITY[1]))
+    assert_accessible_form_controls(coordinator, "correcting a registration")
+    wait(coordinator, "the correction saved", lambda d: js(
+        d, "const r = [...document.querySelectorAll('#participants tr[data-participant]')]"
+           ".find(r => r.textContent.startsWith(arguments[0]));"
+           "if (!r) return false; const i = r.querySelector('input[id^=edit-org-]'); i.value = 'Hemtjänsten Väster';"
+           "r.querySelector('button.save-registration').click(); return true;", MUNICIPALITY[1]))
+    wait(coordinator, "the corrected organisation listed",
+         lambda d: "Hemtjänsten Väster" in d.find_element(By.ID, "participants").text)
+
+
 def summary_step(coordinator, staff) -> None:
     for _ in range(8):
         if coordinator.find_elements(By.ID, "summary"):
@@ -400,8 +417,16 @@ def run(artifacts: Path) -> None:
 
         # ... marks who is physically present with the patient, delegates the role to Rita ...
         presence_and_delegation(coordinator)
+        correct_registration(coordinator)
         # ... a participant who tries to join before the start is told so and may try again ...
         dev_login(staff, base, STAFF[0])
+        # (Rita cannot reach the meeting service from her ward and asks for a rebooking, by the dial-in ID.)
+        staff.get(f"{base}/portal/#/report")
+        type_into(staff, "#problem-meeting", dial_in)
+        type_into(staff, "#problem-text", "Når inte mötestjänsten från avdelningen")
+        click(staff, "#problem-rebook")
+        click(staff, "#report-submit")
+        wait(staff, "the rebook request sent", lambda d: d.find_element(By.ID, "report-queue").text)
         staff.get(f"{base}/portal/#/room/{meeting_id}")
         click(staff, "#join")
         early = wait(staff, "the not-started refusal", lambda d: (lambda o: o[1] if o[0] == "unavailable" else None)(
@@ -409,6 +434,14 @@ def run(artifacts: Path) -> None:
         if "inte startat" not in early or staff.find_element(By.ID, "join").text != "Försök igen":
             raise Failed(f"joining before the start says {early!r}, button {staff.find_element(By.ID, 'join').text!r}")
         assert_accessible_form_controls(staff, "the room before the start (refused)")
+        # ... sees Rita's rebook request on the meeting page and marks it handled ...
+        coordinator.refresh()
+        wait(coordinator, "Rita's rebook request", lambda d: STAFF[1] in d.find_element(By.ID, "rebook-requests").text)
+        type_into(coordinator, "#rebook-requests li.rebook input", "Ingen ombokning: Rita ansluter från expeditionen")
+        assert_accessible_form_controls(coordinator, "a rebook request")
+        click(coordinator, "#rebook-requests button.resolve-rebook")
+        wait(coordinator, "the rebook request handled",
+             lambda d: "Hanterat" in d.find_element(By.CSS_SELECTOR, "#rebook-requests li.rebook.handled").text)
         # ... records the confidentiality assessment, listed with who, for whom, when and the note ...
         type_into(coordinator, "#assessment-provider", "Region Jönköpings län")
         type_into(coordinator, "#assessment-note", "Samtycke till samverkan finns")

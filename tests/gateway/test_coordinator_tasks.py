@@ -13,6 +13,7 @@ from devstack.harness import as_token
 from tests.conftest import PEOPLE
 from tests.gateway.conftest import COORDINATOR, MUNICIPALITY_STAFF, PATIENT, REGION_STAFF
 from tests.gateway.flow import book_video_meeting, register, start
+from tests.polling import poll
 
 OTHER_COORDINATOR = PEOPLE["other_coordinator"]["person_id"]
 PHONE_PARTY = {"kind": "PARTY_KIND_INPATIENT_WARD", "name": "Avdelning 12", "channel": "CHANNEL_PHONE",
@@ -153,6 +154,8 @@ async def test_another_coordinator_and_a_participant_cannot_do_the_coordinators_
         (f"/api/v1/meetings/{meeting_id}/identifications",
          {"connection_id": "phone-1", "participant_id": staff["participant_id"]}),
         (f"/api/v1/meetings/{meeting_id}/delegates", {"hsa_id": OTHER_COORDINATOR}),
+        (f"/api/v1/meetings/{meeting_id}/participants/{staff['participant_id']}",
+         {"full_name": "Ändrad Av Angripare", "role": "PARTICIPANT_ROLE_MUNICIPALITY_STAFF"}),
     ]
     for who, browser in (("other coordinator", olle), ("patient", patient)):
         for path, body in attempts:
@@ -216,3 +219,65 @@ async def test_meetings_are_told_apart_by_the_patients_name_and_each_listing_is_
         "start": start.isoformat(), "duration_minutes": 60, "booking_unit_hsa_id": "SE2321000057-0001",
         "care_service": options["video_care_service"], "contact_type": options["video_contact_type"]})
     assert too_long.status_code == 400
+
+
+async def test_coordinator_corrects_a_registration_within_the_rules(gateway):
+    _, _, new_browser = gateway
+    coordinator = new_browser()
+    await coordinator.login(COORDINATOR)
+    meeting_id = (await book_video_meeting(coordinator))["meeting_id"]
+    mona = await register(coordinator, meeting_id, "Mona Komun", "PARTICIPANT_ROLE_REGION_STAFF", MUNICIPALITY_STAFF)
+    url = f"/api/v1/meetings/{meeting_id}/participants/{mona['participant_id']}"
+    fixed = await coordinator.post(url, json={"full_name": "Mona Kommun", "role": "PARTICIPANT_ROLE_MUNICIPALITY_STAFF",
+                                              "organization": "Jönköpings kommun, hemtjänsten"})
+    assert fixed.status_code == 200, fixed.text
+    listed = (await coordinator.get(f"/api/v1/meetings/{meeting_id}/participants")).json()["participants"]
+    again = next(p for p in listed if p["participant_id"] == mona["participant_id"])
+    assert (again["full_name"], again["role"], again["organization"], again["person"]["id"]) == (
+        "Mona Kommun", "PARTICIPANT_ROLE_MUNICIPALITY_STAFF", "Jönköpings kommun, hemtjänsten", MUNICIPALITY_STAFF)
+    # A second patient, a staff member made a next of kin (HSA-id, not personnummer), the
+    # coordinator's own role: refused with problem details, nothing changed.
+    own = next(p for p in listed if p["role"] == "PARTICIPANT_ROLE_COORDINATOR")
+    for target, body, status in (
+            (mona, {"full_name": "Mona Kommun", "role": "PARTICIPANT_ROLE_PATIENT"}, {400, 409}),
+            (mona, {"full_name": "Mona Kommun", "role": "PARTICIPANT_ROLE_NEXT_OF_KIN"}, {400}),
+            (own, {"full_name": "Vera Samordnare", "role": "PARTICIPANT_ROLE_REGION_STAFF"}, {409}),
+            (mona, {"full_name": "", "role": "PARTICIPANT_ROLE_MUNICIPALITY_STAFF"}, {400})):
+        refused = await coordinator.post(f"/api/v1/meetings/{meeting_id}/participants/{target['participant_id']}",
+                                         json=body)
+        assert refused.status_code in status, (body, refused.status_code, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+    assert (await coordinator.get(f"/api/v1/meetings/{meeting_id}/participants")).json()["participants"] == listed
+
+
+async def test_a_rebook_request_from_a_fault_report_is_shown_with_who_asked_and_resolved(gateway):
+    _, _, new_browser = gateway
+    vera, mona, olle = new_browser(), new_browser(), new_browser()
+    await vera.login(COORDINATOR)
+    await mona.login(MUNICIPALITY_STAFF)
+    await olle.login(OTHER_COORDINATOR)
+    booking = await book_video_meeting(vera)
+    await register(vera, booking["meeting_id"], "Mona Kommun", "PARTICIPANT_ROLE_MUNICIPALITY_STAFF", MUNICIPALITY_STAFF)
+    filed = await mona.post("/api/v1/support/reports", json={
+        "problem": "PROBLEM_KIND_CONNECTION", "description": "Når inte mötet trots bra nät",
+        "meeting_id": booking["meeting_id"], "request_rebook": True})
+    assert filed.status_code == 200, filed.text
+
+    async def requests():
+        return (await vera.get(f"/api/v1/bookings/{booking['booking_id']}")).json()["booking"].get("rebook_requests")
+
+    [asked] = await poll(requests, 20, "the rebook request on the booking")
+    assert asked["requested_by_name"] == "Mona Kommun" and "Når inte mötet" in asked["reason"]
+    assert "resolved_at" not in asked
+    url = f"/api/v1/bookings/{booking['booking_id']}/rebook-requests/{asked['request_id']}/resolution"
+    # Another coordinator may not handle it.
+    refused = await olle.post(url, json={"resolution": "Inte mitt möte"})
+    assert refused.status_code in (403, 404), refused.text
+    resolved = await vera.post(url, json={"resolution": "Flyttat till i morgon kl. 10"})
+    assert resolved.status_code == 200, resolved.text
+    [handled] = await requests()
+    assert handled["resolution"] == "Flyttat till i morgon kl. 10" and handled["resolved_by_hsa_id"] == COORDINATOR
+    assert handled["resolved_at"]
+    # Handled once: a second answer changes nothing.
+    await vera.post(url, json={"resolution": "Något annat"})
+    assert (await requests()) == [handled]

@@ -1,6 +1,6 @@
 """REST /api/v1 "bookings": booking options, book, list, read, reschedule, invitations (invite more
-parties, a confirmation recorded on a party's behalf), the coordinator's phone tasks and cancel, each
-relayed to booking with the person's own token."""
+parties, a confirmation recorded on a party's behalf), rebook requests handled, the coordinator's
+phone tasks and cancel, each relayed to booking with the person's own token."""
 
 from __future__ import annotations
 
@@ -144,3 +144,16 @@ async def list_phone_tasks(request: Request, me: Me, include_done: bool = False,
 @relays("booking", "CompletePhoneTask")
 async def complete_phone_task(request: Request, me: Me, task_id: Id):
     return await relayed(request, me, booking_pb2.CompletePhoneTaskRequest(task_id=task_id))
+
+
+class ResolutionBody(Body):
+    resolution: str = Field(min_length=1, max_length=1000, description="What the coordinator did about it")
+
+
+@router.post("/bookings/{booking_id}/rebook-requests/{request_id}/resolution",
+             responses=answers(booking_pb2.ResolveRebookRequestResponse, 404),
+             summary="Mark a rebook request (from a fault report) handled")
+@relays("booking", "ResolveRebookRequest")
+async def resolve_rebook_request(request: Request, me: Me, booking_id: Id, request_id: Id, body: ResolutionBody):
+    return await relayed(request, me, booking_pb2.ResolveRebookRequestRequest(
+        booking_id=booking_id, request_id=request_id, resolution=body.resolution))

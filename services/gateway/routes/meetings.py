@@ -108,6 +108,22 @@ async def register_participant(request: Request, me: Me, meeting_id: Id, body: R
     return await relayed(request, me, msg)
 
 
+class UpdateBody(Body):
+    full_name: str = Field(min_length=1, max_length=200)
+    role: ParticipantRoleName
+    organization: str = Field("", max_length=200)
+
+
+@router.post("/meetings/{meeting_id}/participants/{participant_id}",
+            responses=answers(roster_pb2.UpdateParticipantResponse, 404, 409),
+            summary="Correct a registration: name, role and organisation")
+@relays("roster", "UpdateParticipant")
+async def update_participant(request: Request, me: Me, meeting_id: Id, participant_id: Id, body: UpdateBody):
+    return await relayed(request, me, roster_pb2.UpdateParticipantRequest(
+        meeting_id=meeting_id, participant_id=participant_id, full_name=body.full_name, role=body.role,
+        organization=body.organization))
+
+
 class RemovalBody(Body):
     participant_id: str = Field("", max_length=128)
     connection_id: str = Field("", max_length=128)

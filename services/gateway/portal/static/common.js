@@ -74,6 +74,7 @@ const SVPL = (() => {
     ALREADY_REGISTERED: "Personen är redan registrerad i mötet.",
     PATIENT_ALREADY_REGISTERED: "Mötet har redan en patient registrerad.",
     PARTICIPANT_REMOVED: "Personen har tagits bort från mötet och kan inte registreras igen.",
+    COORDINATOR_ROLE: "Samordnarens roll ändras inte här. Gör i stället någon till medsamordnare.",
     CANNOT_REMOVE_COORDINATOR: "Mötets samordnare kan inte tas bort. Avsluta mötet i stället.",
     ALREADY_IDENTIFIED: "Anslutningen är redan kopplad till en annan deltagare.",
     AGENDA_STEP_CHANGED: "Dagordningen har redan gått vidare. Sidan visar nu aktuell punkt.",
@@ -106,7 +107,8 @@ const SVPL = (() => {
     connection_id: "Anslutningen finns inte längre i mötet.", attendee_names: "Ange namnen på de som deltar.",
     care_provider: "Ange vilken vårdgivares uppgifter prövningen gäller.", summary: "Skriv sammanfattningen.",
     description: "Beskriv problemet.", meeting_id: "Kontrollera mötes-ID:t.", dial_in_code: "Kontrollera mötes-ID:t (siffrorna).",
-    parties: "Ange minst en part att bjuda in.", invitation_id: "Inbjudan finns inte.", reason: "Skriv en kortare anledning.",
+    parties: "Ange minst en part att bjuda in.", resolution: "Skriv vad som gjordes med önskemålet.",
+    request_id: "Önskemålet finns inte (längre). Ladda om sidan.", invitation_id: "Inbjudan finns inte.", reason: "Skriv en kortare anledning.",
   };
   const STATUSES = {
     400: "Uppgifterna kunde inte tas emot. Kontrollera fälten och försök igen.",

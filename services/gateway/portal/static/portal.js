@@ -175,7 +175,8 @@
       } }, "Starta mötet");
     const table = el("table", { id: "participants" }, el("thead", {}, el("tr", {},
       el("th", { scope: "col" }, "Namn"), el("th", { scope: "col" }, "Roll"), el("th", { scope: "col" }, "Organisation"),
-      el("th", { scope: "col" }, "ID"), el("th", { scope: "col" }, "Fysiskt hos patienten"), el("th", { scope: "col" }, "Status"))), el("tbody"));
+      el("th", { scope: "col" }, "ID"), el("th", { scope: "col" }, "Fysiskt hos patienten"), el("th", { scope: "col" }, "Status"),
+      el("th", { scope: "col" }, "Ändra"))), el("tbody"));
     const delegate = el("section", { class: "card", id: "delegate" });
     const refresh = async () => {
       const list = await act(msg, async () => (await api("GET", "/meetings/" + id + "/participants")).participants);
@@ -185,7 +186,8 @@
         el("td", {}, p.full_name), el("td", {}, ROLES[p.role] || p.role), el("td", {}, p.organization || ""),
         el("td", {}, p.person ? (p.person.id_kind === "ID_KIND_PERSONNUMMER" ? p.person.id.slice(0, 8) + "-****" : p.person.id) : ""),
         el("td", {}, presenceToggle(id, p, msg, refresh)),
-        el("td", {}, p.removed ? "Borttagen" : p.connected ? "Ansluten" : "Registrerad"))));
+        el("td", {}, p.removed ? "Borttagen" : p.connected ? "Ansluten" : "Registrerad"),
+        el("td", {}, p.removed || p.role === "PARTICIPANT_ROLE_COORDINATOR" ? "" : editRegistration(id, p, msg, refresh)))));
       delegateForm(delegate, meeting, participants, msg, m => { meeting = m; });
     };
     const register = registerForm(id, msg, refresh);
@@ -194,7 +196,7 @@
     view(title, msg, facts, linkCard(meeting), summary, el("p", {}, start), actions,
       el("section", { class: "card" }, el("h2", {}, "Deltagare"), table), register, delegate, assessment,
       ...(booking ? [invitationsSection(booking, msg), phoneTasksSection(booking, msg), rescheduleForm(booking, msg),
-        rebookSection(booking), cancelSection(booking, msg)] : []));
+        rebookSection(booking, msg), cancelSection(booking, msg)] : []));
     await refresh();
   }
 
@@ -245,6 +247,22 @@
           p.full_name + (e.target.checked ? " är markerad som fysiskt närvarande hos patienten." : " är inte längre markerad som fysiskt närvarande."));
         if (done) await refresh(); else e.target.checked = !e.target.checked;
       } }), el("span", { class: "sr-only" }, p.full_name + " fysiskt hos patienten"));
+  }
+
+  // Correcting a registration: name, role and organisation (the ID stays; roster checks the role fits it).
+  function editRegistration(meetingId, p, msg, refresh) {
+    const key = p.participant_id;
+    const name = el("input", { id: "edit-name-" + key, value: p.full_name, required: true });
+    const org = el("input", { id: "edit-org-" + key, value: p.organization || "" });
+    const role = el("select", { id: "edit-role-" + key }, ...Object.entries(ROLES).filter(([k]) => k !== "PARTICIPANT_ROLE_COORDINATOR")
+      .map(([k, v]) => el("option", { value: k, selected: k === p.role }, v)));
+    return el("details", { class: "edit-registration" }, el("summary", {}, "Ändra", el("span", { class: "sr-only" }, " " + p.full_name)),
+      el("label", { for: name.id }, "Namn"), name, el("label", { for: role.id }, "Roll"), role,
+      el("label", { for: org.id }, "Organisation"), org,
+      el("p", {}, el("button", { type: "button", class: "secondary save-registration", onclick: async () => {
+        if (await act(msg, () => api("POST", "/meetings/" + meetingId + "/participants/" + key,
+          { full_name: name.value.trim(), role: role.value, organization: org.value.trim() }), "Registreringen är ändrad.")) await refresh();
+      } }, "Spara ändringen")));
   }
 
   function registerForm(id, msg, refresh) {
@@ -431,12 +449,26 @@
     return form;
   }
 
-  // Rebook requests from fault reports: who asked (the ticket) and why.
-  function rebookSection(booking) {
-    const requests = booking.rebook_requests || [];
-    return el("section", { class: "card", id: "rebook-requests" }, el("h2", {}, "Önskemål om ombokning"),
-      requests.length ? el("ul", { class: "plain" }, ...requests.map(r => el("li", {}, when(r.requested_at), ": ", r.reason,
-        r.ticket_id ? " (ärende " + r.ticket_id + ")" : ""))) : el("p", {}, "Inga önskemål om ombokning."));
+  // Rebook requests from fault reports: who asked and why (and the ticket); the coordinator says what
+  // was done (moved: "Flytta mötet" above; or no rebooking needed) and marks it handled.
+  function rebookSection(booking, msg) {
+    const section = el("section", { class: "card", id: "rebook-requests" });
+    const show = (requests) => section.replaceChildren(el("h2", {}, "Önskemål om ombokning"),
+      requests.length ? el("ul", { class: "plain" }, ...requests.map(r => {
+        const answer = el("input", { id: "resolution-" + r.request_id });
+        return el("li", { class: r.resolved_at ? "rebook handled" : "rebook", "data-request": r.request_id },
+          el("strong", {}, r.requested_by_name || "Supporten"), " bad om ombokning ", when(r.requested_at), ": ", r.reason,
+          r.ticket_id ? " (ärende " + r.ticket_id + ")" : "",
+          r.resolved_at ? el("p", { class: "resolution" }, "Hanterat " + when(r.resolved_at) + ": " + r.resolution) :
+            el("div", {}, el("label", { for: answer.id }, "Vad gjordes? (t.ex. flyttat, eller ingen ombokning behövs)"), answer,
+              el("p", {}, el("button", { type: "button", class: "secondary resolve-rebook", onclick: async () => {
+                const done = await act(msg, () => api("POST", "/bookings/" + booking.booking_id + "/rebook-requests/" + r.request_id +
+                  "/resolution", { resolution: answer.value.trim() }), "Önskemålet är markerat som hanterat.");
+                if (done) show(requests.map(x => x.request_id === r.request_id ? done.request : x));
+              } }, "Markera som hanterat"))));
+      })) : el("p", {}, "Inga önskemål om ombokning."));
+    show(booking.rebook_requests || []);
+    return section;
   }
 
   function cancelSection(booking, msg) {
