@@ -336,6 +336,22 @@ def presence_and_delegation(coordinator) -> None:
     wait(coordinator, "Rita delegated", lambda d: STAFF[1] in d.find_element(By.ID, "delegates").text)
 
 
+def refusals_in_swedish(coordinator) -> None:
+    """Refusals are Swedish sentences a person can act on (never the server's English detail)."""
+    type_into(coordinator, "#hsa-search", "V")
+    click(coordinator, "#hsa-search-button")
+    wait(coordinator, "the short search refused in Swedish",
+         lambda d: "minst två bokstäver" in d.find_element(By.ID, "hsa-results").text)
+    type_into(coordinator, "#p-name", "Fel Id")
+    type_into(coordinator, "#p-id", "12345")
+    click(coordinator, "#register-submit")
+    said = wait(coordinator, "the bad ID refused", lambda d: (lambda m: m.text if "error" in m.get_attribute("class")
+                                                              else None)(d.find_element(By.ID, "meeting-message")))
+    if "Kontrollera id:t" not in said or re.search(r"\b(is|not|the|must)\b", said):
+        raise Failed(f"the refusal is not the Swedish sentence: {said!r}")
+    coordinator.find_element(By.ID, "hsa-search").clear()
+
+
 def correct_registration(coordinator) -> None:
     """Mona's organisation corrected in her registration."""
     wait(coordinator, "Mona's registration opened", lambda d: js(
@@ -404,6 +420,7 @@ def run(artifacts: Path) -> None:
         dial_in = coordinator_tasks_before_the_meeting(coordinator, meeting_id, artifacts)
 
         assert_accessible_form_controls(coordinator, "meeting page")
+        refusals_in_swedish(coordinator)
         # ... registers two participants (staff found in the HSA directory) ...
         for hsa_id, name in (STAFF, MUNICIPALITY):
             type_into(coordinator, "#hsa-search", name.split()[0])
@@ -414,6 +431,8 @@ def run(artifacts: Path) -> None:
             click(coordinator, "#register-submit")
             wait(coordinator, f"{name} registered",
                  lambda d, name=name: name in d.find_element(By.ID, "participants").text)
+            # The earlier refusal is gone: the message now says the registration worked.
+            wait(coordinator, "the refusal cleared", lambda d: "är registrerad" in d.find_element(By.ID, "meeting-message").text)
 
         # ... marks who is physically present with the patient, delegates the role to Rita ...
         presence_and_delegation(coordinator)
@@ -434,6 +453,16 @@ def run(artifacts: Path) -> None:
         if "inte startat" not in early or staff.find_element(By.ID, "join").text != "Försök igen":
             raise Failed(f"joining before the start says {early!r}, button {staff.find_element(By.ID, 'join').text!r}")
         assert_accessible_form_controls(staff, "the room before the start (refused)")
+        # ... starting without a confidentiality assessment asks first, saying why it matters ...
+        click(coordinator, "#start-meeting")
+        asked = wait(coordinator, "the question before starting without an assessment", lambda d: next(
+            (e.text for e in d.find_elements(By.CSS_SELECTOR, "dialog#confirm-dialog[open]") if e.is_displayed()), None))
+        if "sekretessprövning" not in asked or "vårdgivare" not in asked:
+            raise Failed(f"the question does not say why the assessment matters: {asked!r}")
+        assert_accessible_form_controls(coordinator, "the question before starting without an assessment")
+        click(coordinator, "#confirm-no")
+        wait(coordinator, "the meeting not started", lambda d: d.find_element(By.ID, "meeting-state").text == "Planerat"
+             and not d.find_elements(By.CSS_SELECTOR, "dialog[open]"))
         # ... sees Rita's rebook request on the meeting page and marks it handled ...
         coordinator.refresh()
         wait(coordinator, "Rita's rebook request", lambda d: STAFF[1] in d.find_element(By.ID, "rebook-requests").text)
@@ -479,6 +508,8 @@ def run(artifacts: Path) -> None:
             wait_for_named_tiles(driver, who, [n for n in everyone if n != {"coordinator": "Vera Samordnare"}.get(who, who)])
         wait(coordinator, "the roster panel", lambda d: MUNICIPALITY[1] in d.find_element(By.ID, "roster-connected").text)
         coordinator.save_screenshot(str(artifacts / "coordinator-meeting.png"))
+        if "Tolvan Tolvansson" not in coordinator.title:
+            raise Failed(f"the room's title does not name the meeting: {coordinator.title!r}")
         assert_accessible_form_controls(coordinator, "meeting room")
         assert_accessible_form_controls(staff, "meeting room (participant)")
         # Rita is physically present with the patient: the roster shows it, and it changes here.

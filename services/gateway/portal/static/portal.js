@@ -581,8 +581,8 @@
     let meeting = {};
     try { meeting = (await api("GET", "/meetings/" + id)).meeting; } catch (err) { /* shown by the events */ }
     const coordinator = leadsMeeting(meeting);
-    const grid = el("div", { class: "grid", id: "video-grid", "aria-label": "Deltagarnas video" });
-    const selfTile = el("div", { class: "tile self" }, el("video", { autoplay: true, muted: true, playsinline: true }),
+    const grid = el("div", { class: "grid", id: "video-grid", role: "group", "aria-label": "Deltagarnas video" });
+    const selfTile = el("div", { class: "tile self" }, el("video", { autoplay: true, muted: true, playsinline: true, "aria-label": "Din egen bild" }),
       el("span", { class: "label" }, "Du"));
     selfTile.querySelector("video").muted = true;
     selfTile.querySelector("video").srcObject = stream;
@@ -595,6 +595,7 @@
     if (roster) side.prepend(roster);
     side.append(el("p", {}, el("a", { href: "#/report?meeting=" + id, target: "_blank", rel: "noopener" }, "Rapportera ett problem")));
     view("Mötesrummet", msg, quality, el("div", { class: "room" }, grid, side));
+    if (meeting.meeting_id) document.title = "Mötesrummet – " + meetingName(meeting) + " – Digitala SIP-möten";
     room = { id, stream, participantId: admission.participant_id, coordinator, closed: false };
     const leave = document.getElementById("leave");
     leave.textContent = coordinator ? "Lämna och avsluta mötet" : "Lämna mötet";
