@@ -20,6 +20,15 @@ PHONE_PARTY = {"kind": "PARTY_KIND_INPATIENT_WARD", "name": "Avdelning 12", "cha
                "address": "036-32 10 00"}
 
 
+async def logged_in(new_browser, *person_ids: str) -> list:
+    """A browser per person, each logged in (development login, the person's default method)."""
+    browsers = []
+    for person_id in person_ids:
+        browsers.append(new_browser())
+        await browsers[-1].login(person_id)
+    return browsers
+
+
 async def phone_caller(system, meeting: dict, connection_id: str = "phone-1") -> None:
     """A phone dial-in nobody has identified, as media reports it to roster."""
     answer = await system.stub("roster").ReportConnection(roster_pb2.ReportConnectionRequest(
@@ -31,8 +40,7 @@ async def phone_caller(system, meeting: dict, connection_id: str = "phone-1") ->
 
 async def test_coordinator_invites_records_a_phone_confirmation_and_completes_the_phone_task(gateway):
     _, _, new_browser = gateway
-    coordinator = new_browser()
-    await coordinator.login(COORDINATOR)
+    [coordinator] = await logged_in(new_browser, COORDINATOR)
     booking = await book_video_meeting(coordinator)
     invited = await coordinator.post(f"/api/v1/bookings/{booking['booking_id']}/invitations",
                                      json={"parties": [PHONE_PARTY]})
@@ -62,8 +70,7 @@ async def test_coordinator_invites_records_a_phone_confirmation_and_completes_th
 
 async def test_coordinator_reschedules_and_the_meeting_follows(gateway):
     _, _, new_browser = gateway
-    coordinator = new_browser()
-    await coordinator.login(COORDINATOR)
+    [coordinator] = await logged_in(new_browser, COORDINATOR)
     booking = await book_video_meeting(coordinator)
     later = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)).replace(microsecond=0, second=0)
     moved = await coordinator.post(f"/api/v1/bookings/{booking['booking_id']}/reschedule",
@@ -81,10 +88,7 @@ async def test_coordinator_reschedules_and_the_meeting_follows(gateway):
 
 async def test_coordinator_records_presence_identifies_a_caller_delegates_and_lists_assessments(gateway):
     _, system, new_browser = gateway
-    coordinator, rita, patient = new_browser(), new_browser(), new_browser()
-    await coordinator.login(COORDINATOR)
-    await rita.login(REGION_STAFF)
-    await patient.login(PATIENT)
+    coordinator, rita, patient = await logged_in(new_browser, COORDINATOR, REGION_STAFF, PATIENT)
     booking = await book_video_meeting(coordinator)
     meeting_id = booking["meeting_id"]
     staff = await register(coordinator, meeting_id, "Rita Region", "PARTICIPANT_ROLE_REGION_STAFF", REGION_STAFF)
@@ -127,10 +131,7 @@ async def test_another_coordinator_and_a_participant_cannot_do_the_coordinators_
     """Olle (a coordinator of his own meetings) and the patient (registered in this one) try every
     new route on Vera's meeting: each is refused with problem details, and nothing changed."""
     _, system, new_browser = gateway
-    vera, olle, patient = new_browser(), new_browser(), new_browser()
-    await vera.login(COORDINATOR)
-    await olle.login(OTHER_COORDINATOR)
-    await patient.login(PATIENT)
+    vera, olle, patient = await logged_in(new_browser, COORDINATOR, OTHER_COORDINATOR, PATIENT)
     await book_video_meeting(olle)  # Olle has a meeting (and phone tasks) of his own
     booking = await book_video_meeting(vera)
     meeting_id, booking_id = booking["meeting_id"], booking["booking_id"]
@@ -223,8 +224,7 @@ async def test_meetings_are_told_apart_by_the_patients_name_and_each_listing_is_
 
 async def test_coordinator_corrects_a_registration_within_the_rules(gateway):
     _, _, new_browser = gateway
-    coordinator = new_browser()
-    await coordinator.login(COORDINATOR)
+    [coordinator] = await logged_in(new_browser, COORDINATOR)
     meeting_id = (await book_video_meeting(coordinator))["meeting_id"]
     mona = await register(coordinator, meeting_id, "Mona Komun", "PARTICIPANT_ROLE_REGION_STAFF", MUNICIPALITY_STAFF)
     url = f"/api/v1/meetings/{meeting_id}/participants/{mona['participant_id']}"
@@ -252,10 +252,7 @@ async def test_coordinator_corrects_a_registration_within_the_rules(gateway):
 
 async def test_a_rebook_request_from_a_fault_report_is_shown_with_who_asked_and_resolved(gateway):
     _, _, new_browser = gateway
-    vera, mona, olle = new_browser(), new_browser(), new_browser()
-    await vera.login(COORDINATOR)
-    await mona.login(MUNICIPALITY_STAFF)
-    await olle.login(OTHER_COORDINATOR)
+    vera, mona, olle = await logged_in(new_browser, COORDINATOR, MUNICIPALITY_STAFF, OTHER_COORDINATOR)
     booking = await book_video_meeting(vera)
     await register(vera, booking["meeting_id"], "Mona Kommun", "PARTICIPANT_ROLE_MUNICIPALITY_STAFF", MUNICIPALITY_STAFF)
     filed = await mona.post("/api/v1/support/reports", json={
