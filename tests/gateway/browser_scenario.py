@@ -318,6 +318,7 @@ def coordinator_tasks_before_the_meeting(coordinator, meeting_id: str, artifacts
     click(coordinator, "#reschedule-submit")
     wait(coordinator, "the meeting moved", lambda d: d.find_element(By.CSS_SELECTOR, "dl.card dd").text not in ("", before))
     coordinator.save_screenshot(str(artifacts / "coordinator-tasks.png"))
+    fits_a_phone(coordinator, "the coordinator's meeting page")
     return dial_in
 
 
@@ -334,6 +335,68 @@ def presence_and_delegation(coordinator) -> None:
            "const o = s && [...s.options].find(o => o.text === arguments[0]);"
            "if (!o || !b) return false; s.value = o.value; b.click(); return true;", STAFF[1]))
     wait(coordinator, "Rita delegated", lambda d: STAFF[1] in d.find_element(By.ID, "delegates").text)
+
+
+def fits_a_phone(driver, state: str) -> None:
+    """At 360 px wide (a phone, emulated: headless Chromium's window is at least 500 px) nothing
+    sticks out sideways: the page does not scroll horizontally."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 360, "height": 740, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        wait(driver, f"{state} at 360 px without horizontal overflow", lambda d: js(
+            d, "return innerWidth === 360 && document.documentElement.scrollWidth <= 360"), 10)
+    except Failed as failed:
+        wider = js(driver, "return [...document.querySelectorAll('body *')].filter(e => !e.closest('table')"
+                           " && e.getBoundingClientRect().right > 361).slice(0, 8).map(e => e.tagName + '#' + e.id"
+                           " + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))")
+        tables = js(driver, "return [...document.querySelectorAll('table')].map(t => t.id + ':' + getComputedStyle(t).display"
+                            " + ':' + Math.round(t.getBoundingClientRect().width) + ':' + t.scrollWidth + ':' + getComputedStyle(t).overflowX)"
+                            ".concat([...document.querySelectorAll('body, main, main > *')].filter(e => e.scrollWidth > 361)"
+                            ".map(e => e.tagName + '#' + e.id + '.' + e.className + '=' + e.scrollWidth))")
+        raise Failed(f"{failed} (wider than the screen: {wider}; tables {tables}; page {js(driver, 'return innerWidth')}"
+                     f"/{js(driver, 'return document.documentElement.scrollWidth')})") from None
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def room_controls(coordinator, staff) -> None:
+    """The control bar: microphone off and on again (the self tile says so), the gear opens device
+    choices during the meeting, who is speaking is marked from audio levels (own and others'), the
+    layout follows the tile count; the room fits a phone."""
+    click(coordinator, "#mic-toggle")
+    wait(coordinator, "the microphone off", lambda d: d.find_element(By.ID, "mic-toggle").get_attribute("aria-pressed")
+         == "false" and "mic-off" in d.find_element(By.CSS_SELECTOR, "#video-grid .tile.self").get_attribute("class"))
+    click(coordinator, "#mic-toggle")
+    click(coordinator, "#room-gear")
+    wait(coordinator, "cameras and microphones to choose during the meeting", lambda d: d.find_elements(
+        By.CSS_SELECTOR, "#room-camera option") and d.find_elements(By.CSS_SELECTOR, "#room-microphone option"))
+    assert_accessible_form_controls(coordinator, "the device settings during the meeting")
+    click(coordinator, "#room-gear")
+    for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1])):
+        wait(driver, f"{who}'s own speaking marked", lambda d: float(d.find_element(
+            By.CSS_SELECTOR, "#video-grid .tile.self").get_attribute("data-peak") or 0) > 0.02, 20)
+        wait(driver, f"{who} sees others' speaking marked", lambda d: any(float(t.get_attribute("data-peak") or 0) > 0.02
+             for t in d.find_elements(By.CSS_SELECTOR, "#video-grid .tile.remote")), 20)
+    wait(coordinator, "the layout for three tiles", lambda d: d.find_element(By.ID, "video-grid").get_attribute(
+        "data-count") == "3")
+    fits_a_phone(staff, "the room")
+
+
+def test_room_hears_and_measures(staff) -> None:
+    """The test room plays the person's own sound back too, shows the microphone level, says how
+    good the connection is in words, and stops."""
+    if not js(staff, "const v = document.getElementById('test-echo'); return v.srcObject && v.srcObject.getAudioTracks().length"):
+        raise Failed("the test room does not play the person's own sound back")
+    wait(staff, "the microphone level moving", lambda d: float(d.find_element(By.ID, "test-level").get_attribute(
+        "data-peak") or 0) > 0.01, 20)
+    said = wait(staff, "the connection result in words", lambda d: d.find_element(By.ID, "test-result").text, 30)
+    if staff.find_element(By.ID, "test-result").get_attribute("data-quality") not in ("bra", "svag") or "svarstid" not in said:
+        raise Failed(f"the connection result is not in words: {said!r}")
+    print(f"test room: {said}", flush=True)
+    assert_accessible_form_controls(staff, "the test room measuring")
+    fits_a_phone(staff, "the test room")
+    click(staff, "#test-stop")
+    wait(staff, "the test stopped", lambda d: d.find_element(By.ID, "test-start").is_displayed())
 
 
 def refusals_in_swedish(coordinator) -> None:
@@ -510,6 +573,7 @@ def run(artifacts: Path) -> None:
         coordinator.save_screenshot(str(artifacts / "coordinator-meeting.png"))
         if "Tolvan Tolvansson" not in coordinator.title:
             raise Failed(f"the room's title does not name the meeting: {coordinator.title!r}")
+        room_controls(coordinator, staff)
         assert_accessible_form_controls(coordinator, "meeting room")
         assert_accessible_form_controls(staff, "meeting room (participant)")
         # Rita is physically present with the patient: the roster shows it, and it changes here.
@@ -605,6 +669,7 @@ def run(artifacts: Path) -> None:
         click(staff, "#test-start")
         wait(staff, "the echo playing", lambda d: int(js(d, "return Number(document.getElementById('test-echo')"
                                                              ".dataset.frames || 0)")) > 10, 30)
+        test_room_hears_and_measures(staff)
         assert_accessible_form_controls(staff, "the test room")
         for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1]), (municipality, MUNICIPALITY[1])):
             assert_no_console_errors(driver, who)

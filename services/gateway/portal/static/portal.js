@@ -550,7 +550,8 @@
       if (await enterRoom(id, stream, msg) === "try again") { join.textContent = "Försök igen"; join.disabled = false; }
     });
     view("Mötesrummet", msg,
-      el("p", {}, "Kontrollera att du ser dig själv och att rätt kamera och mikrofon är valda. Trådbundet nätverk rekommenderas; testa wifi först och undvik att dela mobilt bredband från telefonen."),
+      el("p", {}, "Kontrollera att du ser dig själv och att rätt kamera och mikrofon är valda. Trådbundet nätverk rekommenderas; testa wifi först och undvik att dela mobilt bredband från telefonen. " +
+        "Använd helst Chrome, och headset om du sitter ensam. Patientens eget wifi används bara i nödfall."),
       gear, settings, self, el("p", {}, join));
     try {
       await showSelf();
@@ -614,7 +615,7 @@
     }, 1000);
     const onTrack = (track, transceiver) => {
       if (track.kind !== "video") {
-        const audio = el("audio", { autoplay: true });
+        const audio = el("audio", { autoplay: true, "data-mid": transceiver.mid || "" });
         audio.srcObject = new MediaStream([track]);
         grid.append(el("div", { class: "remote-audio", hidden: true }, audio));
         return;
@@ -635,6 +636,7 @@
       }
     };
     Object.assign(room, { grid, msg, onTrack });
+    grid.before(roomControls(room, selfTile));
     const thisRoom = room;
     // A failed first negotiation is handled as a lost connection: admitted again, with back-off.
     try { await connectMedia(room, admission); }
@@ -656,6 +658,79 @@
     }, 5000);
     room.stopQuality = () => clearInterval(qualityTimer);
     openEvents(thisRoom, agenda, roster);
+  }
+
+  // The room's control bar: microphone and camera on/off, the gear to change camera and microphone
+  // (and speaker, where the browser can choose it) during the meeting, and who is speaking, from the
+  // audio levels (own microphone and each received audio slot, named through the tile assignment).
+  // The layout follows the number of tiles (1-12) through the grid's data-count.
+  function roomControls(thisRoom, selfTile) {
+    const toggle = (id, kind, on, off) => el("button", { type: "button", id, class: "control", "aria-pressed": "true",
+      onclick: (e) => {
+        const button = e.currentTarget, enabled = button.getAttribute("aria-pressed") !== "true";
+        thisRoom.stream.getTracks().filter(t => t.kind === kind).forEach(t => { t.enabled = enabled; });
+        button.setAttribute("aria-pressed", String(enabled));
+        button.textContent = enabled ? on : off;
+        selfTile.classList.toggle(kind === "audio" ? "mic-off" : "camera-off", !enabled);
+      } }, on);
+    const camera = el("select", { id: "room-camera" }), mic = el("select", { id: "room-microphone" }), speaker = el("select", { id: "room-speaker" });
+    const settings = el("div", { id: "room-settings", class: "card settings", hidden: true },
+      el("label", { for: "room-camera" }, "Kamera"), camera, el("label", { for: "room-microphone" }, "Mikrofon"), mic,
+      ...("setSinkId" in HTMLMediaElement.prototype ? [el("label", { for: "room-speaker" }, "Högtalare"), speaker] : []));
+    const gear = el("button", { type: "button", id: "room-gear", class: "control", "aria-expanded": "false", "aria-controls": "room-settings",
+      onclick: async () => {
+        settings.hidden = !settings.hidden;
+        gear.setAttribute("aria-expanded", String(!settings.hidden));
+        if (settings.hidden) return;
+        const all = await navigator.mediaDevices.enumerateDevices();
+        const current = kind => (thisRoom.stream.getTracks().find(t => t.kind === kind) || { getSettings: () => ({}) }).getSettings().deviceId;
+        const fill = (select, kind, label, chosen) => select.replaceChildren(...all.filter(d => d.kind === kind).map((d, n) =>
+          el("option", { value: d.deviceId, selected: d.deviceId === chosen }, d.label || label + " " + (n + 1))));
+        fill(camera, "videoinput", "Kamera", current("video"));
+        fill(mic, "audioinput", "Mikrofon", current("audio"));
+        fill(speaker, "audiooutput", "Högtalare", "");
+      } }, "⚙", el("span", { class: "sr-only" }, "Inställningar för kamera, mikrofon och högtalare"));
+    // A new device: its track replaces the old one in the connection (and in the stream a reconnection uses).
+    const use = async (kind, deviceId) => {
+      const fresh = (await navigator.mediaDevices.getUserMedia(kind === "video" ? { video: { deviceId: { exact: deviceId } } }
+        : { audio: { deviceId: { exact: deviceId } } })).getTracks()[0];
+      const old = thisRoom.stream.getTracks().find(t => t.kind === kind);
+      if (old) { fresh.enabled = old.enabled; thisRoom.stream.removeTrack(old); old.stop(); }
+      thisRoom.stream.addTrack(fresh);
+      const sender = thisRoom.pc && thisRoom.pc.getSenders().find(s => s.track === old || (s.track && s.track.kind === kind));
+      if (sender) await sender.replaceTrack(fresh);
+      if (kind === "audio") thisRoom.ownLevel = Media.level(thisRoom.stream);
+      selfTile.querySelector("video").srcObject = thisRoom.stream;
+    };
+    camera.addEventListener("change", () => use("video", camera.value).catch(err => say("room-message", "Kameran kunde inte bytas. Välj en annan.", "error")));
+    mic.addEventListener("change", () => use("audio", mic.value).catch(err => say("room-message", "Mikrofonen kunde inte bytas. Välj en annan.", "error")));
+    speaker.addEventListener("change", () => thisRoom.grid.querySelectorAll("audio").forEach(a => a.setSinkId(speaker.value).catch(() => {})));
+
+    thisRoom.ownLevel = Media.level(thisRoom.stream);
+    const levels = new WeakMap();
+    const speakingTimer = setInterval(() => {
+      if (thisRoom.closed) { clearInterval(speakingTimer); return; }
+      const grid = thisRoom.grid;
+      mark(selfTile, thisRoom.stream.getAudioTracks().some(t => t.enabled) ? thisRoom.ownLevel() : 0);
+      const loud = new Map();
+      for (const audio of grid.querySelectorAll(".remote-audio audio")) {
+        if (!levels.has(audio)) levels.set(audio, Media.level(audio.srcObject));
+        const owner = thisRoom.slots && thisRoom.slots.get(audio.dataset.mid);
+        if (owner) loud.set(owner.participant_id, Math.max(loud.get(owner.participant_id) || 0, levels.get(audio)()));
+      }
+      for (const tile of grid.querySelectorAll(".tile.remote")) mark(tile, loud.get(tile.dataset.participant) || 0);
+      grid.dataset.count = String(grid.querySelectorAll(".tile:not([hidden])").length);
+    }, 250);
+    return el("div", { class: "controls", role: "toolbar", "aria-label": "Mötets kontroller" },
+      toggle("mic-toggle", "audio", "Mikrofon på", "Mikrofon av"), toggle("camera-toggle", "video", "Kamera på", "Kamera av"),
+      gear, settings);
+  }
+
+  // A tile is marked while its person speaks (a level above the room's noise), with the loudest
+  // level seen kept in data-peak (read by tests).
+  function mark(tile, level) {
+    tile.classList.toggle("speaking", level > 0.02);
+    if (level > Number(tile.dataset.peak || 0)) tile.dataset.peak = level.toFixed(3);
   }
 
   // Reconnecting. A media instance can die during a meeting; roster then moves the room to another
@@ -692,6 +767,7 @@
     catch (err) { return; }  // asked again on the next connection change
     if (thisRoom.closed || room !== thisRoom) return;
     const byMid = new Map(tiles.map(t => [t.mid, t]));
+    thisRoom.slots = byMid;  // audio and video MIDs -> whom they carry (the speaking marks use the audio ones)
     for (const video of thisRoom.grid.querySelectorAll(".tile.remote video")) {
       const tile = video.parentElement, shown = byMid.get(video.dataset.mid), name = shown ? shown.full_name : "";
       tile.querySelector(".label").textContent = name || "Deltagare";
@@ -909,6 +985,8 @@
   });
 
   // ------------------------------------------------------------------ test room
+  // The test room: the person sees and hears themselves back from the media service, with a
+  // microphone level meter and the connection's result in words; the routine's advice beside it.
   async function testView() {
     leaveRoom();
     const msg = message("test-message");
@@ -916,18 +994,46 @@
     self.muted = true;
     const echo = el("video", { id: "test-echo", autoplay: true, playsinline: true, class: "selfview", "aria-label": "Din bild och ditt ljud tillbaka från mötestjänsten" });
     const start = el("button", { type: "button", id: "test-start" }, "Starta testet");
+    const stop = el("button", { type: "button", id: "test-stop", class: "secondary", hidden: true }, "Avsluta testet");
+    const meter = el("meter", { id: "test-level", class: "meter", min: 0, max: 0.3, low: 0.02, high: 0.25, optimum: 0.1, value: 0 });
+    const result = el("p", { id: "test-result", role: "status", "aria-live": "polite" });
     view("Testrum", el("p", {}, "Här kan du kontrollera kamera, mikrofon och nätverk före ett möte. Du ser och hör dig själv via mötestjänsten."),
-      msg, start, el("div", { class: "grid" }, el("div", { class: "tile" }, self, el("span", { class: "label" }, "Din kamera")),
+      el("ul", { id: "test-advice" }, el("li", {}, "Använd helst webbläsaren Chrome."),
+        el("li", {}, "Använd headset om du sitter ensam, så undviker du eko."),
+        el("li", {}, "Trådbundet nätverk är bäst; testa wifi först och undvik att dela mobilt bredband från telefonen."),
+        el("li", {}, "Patientens eget wifi används bara i nödfall.")),
+      msg, el("p", {}, start, " ", stop), el("label", { for: "test-level" }, "Mikrofonens nivå"), meter, result,
+      el("div", { class: "grid" }, el("div", { class: "tile" }, self, el("span", { class: "label" }, "Din kamera")),
         el("div", { class: "tile" }, echo, el("span", { class: "label" }, "Tillbaka från tjänsten"))));
+    let timer = 0;
+    const end = () => { clearInterval(timer); leaveRoom(); start.hidden = false; stop.hidden = true; meter.value = 0; };
+    stop.addEventListener("click", () => { end(); say(msg, "Testet är avslutat.", "info"); });
     start.addEventListener("click", async () => {
       try {
         const stream = await Media.localStream();
         self.srcObject = stream;
+        const back = new MediaStream();
         const pc = await Media.testRoom(stream, async sdp => (await api("POST", "/test-room/negotiation", { sdp_offer: sdp })).sdp_answer,
-          (track) => { if (track.kind === "video") { echo.srcObject = new MediaStream([track]); Media.countFrames(echo); } });
+          (track) => { back.addTrack(track); echo.srcObject = back; if (track.kind === "video") Media.countFrames(echo); });
         room = { id: "", pc, stream, closed: false, tileTimer: 0 };
-        say(msg, "Testet pågår.", "ok");
-      } catch (err) { say(msg, errorText(err), "error"); }
+        const thisRoom = room;
+        start.hidden = true;
+        stop.hidden = false;
+        say(msg, "Testet pågår. Säg något: du hör dig själv strax efteråt.", "ok");
+        const level = Media.level(stream);
+        timer = setInterval(() => {
+          if (thisRoom.closed) { clearInterval(timer); return; }
+          meter.value = level();
+          meter.dataset.peak = String(Math.max(Number(meter.dataset.peak || 0), meter.value));
+        }, 100);
+        await new Promise(r => setTimeout(r, 3000));  // let the connection settle before measuring it
+        if (thisRoom.closed) return;
+        const r = await Media.connectionResult(pc, 3000);
+        result.dataset.quality = r.good ? "bra" : "svag";
+        result.textContent = (r.good ? "Anslutningen är bra" : "Anslutningen är svag") +
+          ` (svarstid ${r.rttMs === null ? "okänd" : r.rttMs + " ms"}, förlust ${Math.round(r.loss * 100)} %, ${r.kbps} kbit/s).` +
+          (r.good ? "" : " Prova trådbundet nätverk, eller flytta närmare wifi-punkten.");
+      } catch (err) { end(); say(msg, err instanceof SVPL.ApiError ? errorText(err) : "Kameran eller mikrofonen kunde inte startas. Kontrollera att webbläsaren får använda dem.", "error"); }
     });
   }
 
