@@ -595,7 +595,7 @@
     const roster = coordinator ? el("section", { class: "card", id: "roster" }, el("h2", {}, "Registrerade och anslutna")) : null;
     if (roster) side.prepend(roster);
     side.append(el("p", {}, el("a", { href: "#/report?meeting=" + id, target: "_blank", rel: "noopener" }, "Rapportera ett problem")));
-    view("Mötesrummet", msg, quality, el("div", { class: "room" }, grid, side));
+    view("Mötesrummet", msg, quality, el("div", { class: "room" }, el("div", { class: "stage" }, grid), side));
     if (meeting.meeting_id) document.title = "Mötesrummet – " + meetingName(meeting) + " – Digitala SIP-möten";
     room = { id, stream, participantId: admission.participant_id, coordinator, closed: false };
     const leave = document.getElementById("leave");
