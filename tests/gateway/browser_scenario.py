@@ -668,6 +668,11 @@ def run(artifacts: Path) -> None:
                                                              ".dataset.frames || 0)")) > 10, 30)
         test_room_hears_and_measures(staff)
         assert_accessible_form_controls(staff, "the test room")
+        # The next of kin logs in from the demo list with 1177 e-services (the only method the routine allows them).
+        dev_login(municipality, base, "198112289874")
+        method = js(municipality, "return fetch('/api/v1/session').then(r => r.json()).then(s => s.method)")
+        if method != "e_services_1177":
+            raise Failed(f"the next of kin logged in with {method!r}, not 1177")
         for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1]), (municipality, MUNICIPALITY[1])):
             assert_no_console_errors(driver, who)
         print(f"scenario passed in {time.monotonic() - started:.1f}s", flush=True)
