@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the Debian packages the test suite needs, only when they are missing.
+# Install the Debian packages (and the pinned axe-core) the test suite needs, only when they are missing.
 set -euo pipefail
 need=()
 command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need+=(slapd)
@@ -16,10 +16,29 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light
 # alsa modules: a WAV microphone, a recorder of what it hears, ALSA's null device as the speaker).
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
-if [ ${#need[@]} -eq 0 ]; then exit 0; fi
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-echo "system-deps: installing ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+command -v npm >/dev/null 2>&1 || need+=(npm)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "system-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# axe-core (WCAG checks injected into the browser tests' pages; tests/gateway/axe.py), pinned and
+# checked: fetched once from the npm registry with npm's own client into build/ (gitignored), not
+# committed (a 0.5 MB minified third-party file). The browser tests run without a network, so
+# they read this file and fail naming this script when it is missing.
+AXE_VERSION=4.14.1
+AXE_SHA256=e6b0ce02b84d892e2e33e403485e7f3d6c29e2be6df65daf44d89ba564139745
+AXE_DIR="$(cd "$(dirname "$0")/.." && pwd)/build/axe-core"
+if [ ! -f "$AXE_DIR/$AXE_VERSION/axe.min.js" ]; then
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent "axe-core@$AXE_VERSION" >/dev/null)
+  echo "$AXE_SHA256  $tmp/axe-core-$AXE_VERSION.tgz" | sha256sum -c --quiet -
+  mkdir -p "$AXE_DIR/$AXE_VERSION"
+  tar -xzf "$tmp/axe-core-$AXE_VERSION.tgz" -C "$tmp"
+  cp "$tmp/package/axe.min.js" "$tmp/package/LICENSE" "$AXE_DIR/$AXE_VERSION/"
+  rm -rf "$tmp"
+fi

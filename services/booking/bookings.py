@@ -32,6 +32,7 @@ from services.booking import messaging, model
 from services.booking.model import (
     ENTERED_IN_ERROR_REASON,
     MAX_KEY,
+    MAX_PATIENT_NAME,
     MAX_REASON,
     MAX_REBOOK_REASON,
     OUTCOMES,
@@ -49,8 +50,7 @@ from services.booking.model import (
 from services.booking.options import PHONE, BookingOptions
 from services.booking.peers import IdentityValidator, RosterMeetings
 from services.booking.store import BookingStore
-from services.runtime import names as person_names
-from services.runtime import paging
+from services.runtime import names, paging
 from services.runtime.access_log import AccessLog
 from services.runtime.auth import Caller
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
@@ -128,6 +128,8 @@ class Bookings:
         key = req.idempotency_key.strip() or uuid.uuid4().hex
         if len(key) > MAX_KEY:
             raise InvalidArgument("idempotency_key", f"at most {MAX_KEY} characters")
+        if len(req.patient_name) > MAX_PATIENT_NAME:
+            raise InvalidArgument("patient_name", f"at most {MAX_PATIENT_NAME} characters")
         booking_id = model.booking_id_for(who.id, key)
         existing = await self.store.find_one({"_id": booking_id})
         if existing is not None:
@@ -214,7 +216,8 @@ class Bookings:
             return b
         ref = await self.roster.create(
             booking_id=booking_id, start=b.start, end=b.end, coordinator_hsa_id=b.coordinator,
-            coordinator_name=b.coordinator_name, patient_personnummer=b.patient, care_unit_hsa_id=b.booking_unit)
+            coordinator_name=b.coordinator_name, patient_personnummer=b.patient, care_unit_hsa_id=b.booking_unit,
+            patient_name=b.patient_name)
         room = Room(ref.meeting_id, ref.dial_in_code, ref.portal_url)
 
         async def send_waiting(session, current: Booking, _made: bool) -> None:
@@ -429,9 +432,11 @@ class Bookings:
         return await self._view(b)
 
     async def request_rebook(self, who: Caller, booking_id: str, meeting_id: str, reason: str,
-                             ticket_id: str, on_behalf_of: str = "") -> RebookRequest:
-        """`on_behalf_of`: the person who asked (support's reporter), recorded as requested_by."""
+                             ticket_id: str, on_behalf_of: str = "", on_behalf_of_name: str = "") -> RebookRequest:
+        """`on_behalf_of`: the person who asked (support's reporter), recorded as requested_by (and
+        their name, shown to the coordinator)."""
         on_behalf_of = on_behalf_of.strip()
+        on_behalf_of_name = names.checked("on_behalf_of.display_name", on_behalf_of_name, 200, required=False)
         if len(on_behalf_of) > 100:
             raise InvalidArgument("on_behalf_of.id", "is not an HSA-id or a personnummer")
         if booking_id:
@@ -447,10 +452,23 @@ class Bookings:
             raise InvalidArgument("reason", f"is required (at most {MAX_REBOOK_REASON} characters)")
         now = model.now()
         request = RebookRequest(uuid.uuid4().hex, reason.strip(), ticket_id, now, on_behalf_of or who.actor(),
-                                who.actor() if on_behalf_of else "")
+                                who.actor() if on_behalf_of else "", on_behalf_of_name)
         _, stored = await self.store.mutate(b.id, lambda x: model.request_rebook(x, request, now))
         await self._record(who, "booking.rebook_request", b, on_behalf_of)
         return stored
+
+    async def resolve_rebook(self, who: Caller, booking_id: str, request_id: str, resolution: str) -> RebookRequest:
+        resolution = resolution.strip()
+        if not resolution or len(resolution) > MAX_REBOOK_REASON:
+            raise InvalidArgument("resolution", f"is required (at most {MAX_REBOOK_REASON} characters)")
+        if not request_id:
+            raise InvalidArgument("request_id", "is required")
+        b = await self._load(booking_id)
+        self._require_coordinator(who, b)
+        _, handled = await self.store.mutate(b.id, lambda x: model.resolve_rebook(x, request_id, resolution, who.id,
+                                                                                  model.now()))
+        await self._record(who, "booking.rebook_resolve", b)
+        return handled
 
     # ------------------------------------------------------------------ phone tasks
 
@@ -469,7 +487,7 @@ class Bookings:
         """roster's call: a person (a next of kin) was not reached; the coordinator phones them."""
         if not (key or "").strip() or len(key) > 200:
             raise InvalidArgument("task_key", "is required (at most 200 characters)")
-        name = person_names.checked("person_name", name)
+        name = names.checked("person_name", name)
         instructions = (instructions or "").strip()
         if not instructions or len(instructions) > 4000:
             raise InvalidArgument("instructions", "is required (at most 4000 characters)")

@@ -77,6 +77,7 @@ MAX_DURATION_MINUTES = 8 * 60
 MAX_PARTIES = 30
 MAX_NAMES = 50
 MAX_KEY = 200
+MAX_PATIENT_NAME = 200
 MAX_REASON = 500
 MAX_REBOOK_REASON = 1000
 ENTERED_IN_ERROR_REASON = "registrerad av misstag"
@@ -141,6 +142,7 @@ class NewBooking:
     care_service: str
     contact_type: str
     parties: tuple[PartyInput, ...] = ()
+    patient_name: str = ""
 
     def fingerprint(self) -> str:
         body = json.dumps(
@@ -199,18 +201,25 @@ class RebookRequest:
     requested_at: dt.datetime
     requested_by: str  # the person who asked (support's reporter), or the caller
     requested_via: str = ""  # the service that asked on their behalf (stored only when set)
+    requested_by_name: str = ""
+    resolved_at: dt.datetime | None = None
+    resolved_by: str = ""  # the coordinator's HSA-id
+    resolution: str = ""
 
     def to_doc(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
-        if not self.requested_via:
-            del doc["requested_via"]
+        for optional in ("requested_via", "requested_by_name", "resolved_at", "resolved_by", "resolution"):
+            if not doc[optional]:
+                del doc[optional]
         return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> RebookRequest:
         return cls(request_id=doc["request_id"], reason=doc.get("reason", ""), ticket_id=doc.get("ticket_id", ""),
                    requested_at=doc["requested_at"], requested_by=doc.get("requested_by", ""),
-                   requested_via=doc.get("requested_via", ""))
+                   requested_via=doc.get("requested_via", ""), requested_by_name=doc.get("requested_by_name", ""),
+                   resolved_at=doc.get("resolved_at"), resolved_by=doc.get("resolved_by", ""),
+                   resolution=doc.get("resolution", ""))
 
 
 @dataclass
@@ -238,6 +247,7 @@ class Booking:
     meeting_message_id: str = ""
     rebook_requests: list[RebookRequest] = field(default_factory=list)
     cancel_reason: str = ""
+    patient_name: str = ""
     version: int = 0
     # Stored fields this version does not know: written back as they are.
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -277,7 +287,7 @@ def booked(booking_id: str, key: str, req: NewBooking, *, patient: str, unit: st
         id=booking_id, idempotency_key=key, fingerprint=req.fingerprint(), status=Status.BOOKED, patient=patient,
         start=start, duration_minutes=req.duration_minutes, booking_unit=unit, coordinator=coordinator,
         coordinator_name=coordinator_name, care_service=req.care_service, contact_type=req.contact_type,
-        video=video, meeting_pending=video, created_at=at, updated_at=at,
+        video=video, meeting_pending=video, created_at=at, updated_at=at, patient_name=req.patient_name,
     )
 
 
@@ -351,6 +361,17 @@ def request_rebook(b: Booking, request: RebookRequest, at: dt.datetime) -> Reboo
             return existing
     b.rebook_requests.append(request)
     b.updated_at = at
+    return request
+
+
+def resolve_rebook(b: Booking, request_id: str, resolution: str, by: str, at: dt.datetime) -> RebookRequest:
+    """The request handled; one already handled stays as it was (a retried call changes nothing)."""
+    request = next((r for r in b.rebook_requests if r.request_id == request_id), None)
+    if request is None:
+        raise InvalidArgument("request_id", "no such rebook request on this booking")
+    if request.resolved_at is None:
+        request.resolved_at, request.resolved_by, request.resolution = at, by, resolution
+        b.updated_at = at
     return request
 
 

@@ -78,13 +78,15 @@ class RosterMeetings:
             raise FailedPrecondition(f"roster refused: {exc.details()}", reason="ROSTER_REFUSED") from None
 
     async def create(self, *, booking_id: str, start: dt.datetime, end: dt.datetime, coordinator_hsa_id: str,
-                     coordinator_name: str, patient_personnummer: str, care_unit_hsa_id: str) -> MeetingRef:
+                     coordinator_name: str, patient_personnummer: str, care_unit_hsa_id: str,
+                     patient_name: str = "") -> MeetingRef:
         request = roster_pb2.CreateMeetingRequest(
             booking_id=booking_id,
             scheduled=common_pb2.TimeRange(start=to_timestamp(start), end=to_timestamp(end)),
             coordinator_hsa_id=coordinator_hsa_id,
             coordinator_name=coordinator_name,
-            patient=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_PERSONNUMMER, id=patient_personnummer),
+            patient=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_PERSONNUMMER, id=patient_personnummer,
+                                         display_name=patient_name),
             care_unit_hsa_id=care_unit_hsa_id,
         )
         meeting = (await self._call(self._stub.CreateMeeting, request)).meeting

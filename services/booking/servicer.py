@@ -47,6 +47,7 @@ ACCESS = {
     "CompletePhoneTask": COORDINATOR,
     "AddPhoneTask": services("roster"),
     "RequestRebook": services("support"),
+    "ResolveRebookRequest": COORDINATOR,
     "ListBookingOptions": LOGGED_IN,
 }
 
@@ -100,14 +101,17 @@ def _invitation(view: InvitationView) -> pb.Invitation:
 
 def _rebook(r: RebookRequest) -> pb.RebookRequest:
     return pb.RebookRequest(request_id=r.request_id, reason=r.reason, ticket_id=r.ticket_id,
-                            requested_at=to_timestamp(r.requested_at))
+                            requested_at=to_timestamp(r.requested_at), requested_by_name=r.requested_by_name,
+                            resolved_at=to_timestamp(r.resolved_at), resolution=r.resolution,
+                            resolved_by_hsa_id=r.resolved_by)
 
 
 def _booking(b: Booking, invitations: Sequence[InvitationView] = ()) -> pb.Booking:
     return pb.Booking(
         booking_id=b.id,
         status=STATUS[b.status],
-        patient=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_PERSONNUMMER, id=b.patient),
+        patient=common_pb2.PersonRef(id_kind=common_pb2.ID_KIND_PERSONNUMMER, id=b.patient,
+                                     display_name=b.patient_name),
         start=to_timestamp(b.start),
         duration_minutes=b.duration_minutes,
         booking_unit_hsa_id=b.booking_unit,
@@ -150,6 +154,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
             coordinator_hsa_id=request.coordinator_hsa_id,
             care_service=request.care_service,
             contact_type=request.contact_type,
+            patient_name=request.patient_name,
             parties=_parties(request.parties),
         )
         return pb.CreateBookingResponse(booking=_view(await self.bookings.create(auth.caller(), new)))
@@ -215,8 +220,13 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
 
     async def RequestRebook(self, request, context):
         r = await self.bookings.request_rebook(auth.caller(), request.booking_id, request.meeting_id, request.reason,
-                                               request.ticket_id, request.on_behalf_of.id)
+                                               request.ticket_id, request.on_behalf_of.id,
+                                               request.on_behalf_of.display_name)
         return pb.RequestRebookResponse(request=_rebook(r))
+
+    async def ResolveRebookRequest(self, request, context):
+        r = await self.bookings.resolve_rebook(auth.caller(), request.booking_id, request.request_id, request.resolution)
+        return pb.ResolveRebookRequestResponse(request=_rebook(r))
 
     async def ListBookingOptions(self, request, context):
         o = self.options

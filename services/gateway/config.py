@@ -31,15 +31,20 @@ class GatewaySettings(TlsSettings, TracingSettings):
     service_token: str
     development_login: bool = False
     # Demo people offered on the login page when the development login is on ("id|label" each).
+    # Every demo person `make run` offers: "<HSA-id or personnummer>|<label>|<login method name>"
+    # (the method the routine gives them; empty: the person's kind's default).
     development_people: list[str] = Field(default_factory=lambda: [
-        "SE2321000057-1001|Vera Samordnare (vårdsamordnare, SITHS)",
-        "SE2321000057-2001|Rita Region (regionpersonal, SITHS)",
-        "SE2120000829-3001|Mona Kommun (kommunpersonal, SITHS)",
-        "191212121212|Tolvan Tolvansson (patient, BankID)",
-        "198112289874|Nils Närstående (närstående, 1177)",
-        "SE2321000057-4001|Sam Support (regionens IT-support, SITHS)",
-        "SE2120000829-4002|Kim Kommunit (Jönköpings kommuns IT-support, SITHS)",
-        "SE2120000597-4003|Berit Värnamoit (Värnamo kommuns IT-support, SITHS)",
+        "SE2321000057-1001|Vera Samordnare (vårdsamordnare, SITHS)|LOGIN_METHOD_SITHS",
+        "SE2321000057-1002|Olle Annan (vårdsamordnare, annan enhet, SITHS)|LOGIN_METHOD_SITHS",
+        "SE2120000829-3002|Kent Kommunsamordnare (samordnare i kommunen, SITHS)|LOGIN_METHOD_SITHS",
+        "SE2321000057-2001|Rita Region (regionpersonal, SITHS)|LOGIN_METHOD_SITHS",
+        "SE2120000829-3001|Mona Kommun (kommunpersonal, SITHS)|LOGIN_METHOD_SITHS",
+        "SE2321000057-4001|Sam Support (regionens IT-support, SITHS)|LOGIN_METHOD_SITHS",
+        "SE2120000829-4002|Kim Kommunit (kommunens IT-support, SITHS)|LOGIN_METHOD_SITHS",
+        "SE2120000597-4003|Berit Värnamoit (Värnamo kommuns IT-support, SITHS)|LOGIN_METHOD_SITHS",
+        "SE2321000057-5001|Lotta Logg (granskar åtkomstloggen, SITHS)|LOGIN_METHOD_SITHS",
+        "191212121212|Tolvan Tolvansson (patient, BankID)|LOGIN_METHOD_BANKID",
+        "198112289874|Nils Närstående (närstående, 1177)|LOGIN_METHOD_E_SERVICES_1177",
     ])
     # SITHS: the TLS terminator forwards the client certificate it verified in this header (PEM,
     # URL-encoded: nginx's $ssl_client_escaped_cert) and the verification's outcome in the second

@@ -47,6 +47,7 @@ class SessionInfo(BaseModel):
 class DevPerson(BaseModel):
     person_id: str
     label: str
+    method: str = Field("", description="The login method the demo person logs in with (a LoginMethod name)")
 
 
 class DevPeople(BaseModel):
@@ -145,8 +146,9 @@ async def development_people(settings: SettingsDep) -> DevPeople:
     _require_development(settings)
     people = []
     for entry in settings.development_people:
-        person_id, _, label = entry.partition("|")
-        people.append(DevPerson(person_id=person_id, label=label or person_id))
+        person_id, _, rest = entry.partition("|")
+        label, _, method = rest.partition("|")
+        people.append(DevPerson(person_id=person_id, label=label or person_id, method=method))
     return DevPeople(people=people)
 
 

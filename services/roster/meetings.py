@@ -240,7 +240,10 @@ class Roster:
 
     async def list_mine(self, who: Caller, start: dt.datetime | None, end: dt.datetime | None,
                         page_size: int, page_token: str) -> tuple[list[Meeting], str]:
-        return await self.store.for_person(who.id, start, end, paging.page_size(page_size), page_token)
+        found, token = await self.store.for_person(who.id, start, end, paging.page_size(page_size), page_token)
+        for m in found:  # each carries its patient's name
+            await self._record(m, "list_my_meetings", who)
+        return found, token
 
     async def resolve_code(self, code: str) -> Meeting:
         code = (code or "").strip().replace(" ", "").replace("-", "")
@@ -363,6 +366,19 @@ class Roster:
         if also and registered is p:
             self.on_outbox_message()
         return registered
+
+    async def update_participant(self, meeting_id: str, who: Caller, participant_id: str, full_name: str,
+                                 role: str, organization: str) -> Participant:
+        full_name = names.checked("full_name", full_name, MAX_NAME)
+        organization = names.checked("organization", organization, MAX_NAME, required=False)
+        if role not in model.ROLES:
+            raise InvalidArgument("role", "is required: coordinator, region staff, municipality staff, external, "
+                                          "patient or next of kin")
+        participant_id = _id("participant_id", participant_id)
+        m, p = await self._change(meeting_id, who, lambda m: model.update_participant(
+            m, participant_id, full_name, role, organization))
+        await self._record(m, "update_participant", who)
+        return p
 
     async def _notify_next_of_kin(self, session, m: Meeting, _result) -> None:
         """In the registration's transaction: an invitation in the new next of kin's 1177 inbox."""
@@ -710,8 +726,8 @@ def changes(before: Meeting | None, after: Meeting) -> list[tuple[str, str]]:
     for p in after.participants:
         if p.removed and p.id not in removed_before:
             events.append(("removed", p.id))
-    if [(p.id, p.full_name, p.role) for p in before.active_participants()] != \
-            [(p.id, p.full_name, p.role) for p in after.active_participants()] and not any(
+    if [(p.id, p.full_name, p.role, p.physically_present) for p in before.active_participants()] != \
+            [(p.id, p.full_name, p.role, p.physically_present) for p in after.active_participants()] and not any(
             e == "removed" for e, _ in events):
         events.append(("participants", ""))
     if [(c.id, c.participant_id) for c in before.connections] != [(c.id, c.participant_id) for c in after.connections]:

@@ -179,6 +179,10 @@ class Meeting:
         """The registration of this person (a removed one too: a removal is never forgotten)."""
         return next((p for p in self.participants if p.person_id == person_id and p.id_kind == id_kind), None)
 
+    def patient_name(self) -> str:
+        """The registered patient's name (patient data)."""
+        return next((p.full_name for p in self.participants if p.role == PATIENT and not p.removed), "")
+
     def active_participants(self) -> list[Participant]:
         return [p for p in self.participants if not p.removed]
 
@@ -322,6 +326,25 @@ def register(m: Meeting, p: Participant) -> Participant:
     if p.role == PATIENT and any(q.role == PATIENT for q in m.participants):
         raise FailedPrecondition("the meeting already has its patient", reason="PATIENT_ALREADY_REGISTERED")
     m.participants.append(p)
+    return p
+
+
+def update_participant(m: Meeting, participant_id: str, full_name: str, role: str, organization: str) -> Participant:
+    """A registration corrected (name, role, organisation); the person's ID stays."""
+    m.require_not_final("change its participants")
+    p = m.participant(participant_id)
+    if p is None or p.removed:
+        raise InvalidArgument("participant_id", "no such registered participant in this meeting")
+    if role != p.role and COORDINATOR in (role, p.role):
+        raise FailedPrecondition("the coordinator role is not changed here (delegate instead)",
+                                 reason="COORDINATOR_ROLE")
+    if role == PATIENT and p.role != PATIENT and any(q.role == PATIENT and not q.removed for q in m.participants):
+        raise FailedPrecondition("the meeting already has its patient", reason="PATIENT_ALREADY_REGISTERED")
+    if role != p.role:
+        p.methods = check_methods(role, p.id_kind, [])
+        if role != REGION_STAFF and p.person_id in m.delegates:
+            m.delegates.remove(p.person_id)
+    p.full_name, p.role, p.organization = full_name, role, organization
     return p
 
 

@@ -43,6 +43,7 @@ ACCESS = {
     "EndMeeting": LEADS,
     "RegisterParticipant": LEADS,
     "ListParticipants": LEADS,
+    "UpdateParticipant": LEADS,
     "SetPhysicalPresence": LEADS,
     "RecordConfidentialityAssessment": LEADS,
     "RemoveParticipant": LEADS,
@@ -98,7 +99,8 @@ def person_input(ref: common_pb2.PersonRef) -> PersonInput:
     return PersonInput(ID_KIND_NAMES.get(ref.id_kind, ""), ref.id, ref.display_name)
 
 
-def meeting_pb(m: model.Meeting) -> roster_pb2.Meeting:
+def meeting_pb(m: model.Meeting, assessments: bool = False) -> roster_pb2.Meeting:
+    """The meeting; the confidentiality assessments only with `assessments` (its coordinators')."""
     return roster_pb2.Meeting(
         meeting_id=m.id, booking_id=m.booking_id, state=STATES[m.state],
         scheduled=common_pb2.TimeRange(start=ts(m.start), end=ts(m.end)),
@@ -108,6 +110,11 @@ def meeting_pb(m: model.Meeting) -> roster_pb2.Meeting:
         confidentiality_assessed=bool(m.confidentiality), physically_present_note=m.physically_present_note,
         registered_count=len(m.active_participants()), connected_count=len(m.connections),
         started_at=ts(m.started_at), finished_at=ts(m.finished_at), care_unit_hsa_id=m.care_unit_hsa_id,
+        patient_name=m.patient_name(),
+        confidentiality_assessments=[
+            roster_pb2.ConfidentialityAssessment(assessed_by_hsa_id=a.get("by", ""), care_provider=a.get("care_provider", ""),
+                                                 assessed_at=ts(a.get("at")), note=a.get("note", ""))
+            for a in m.confidentiality] if assessments else [],
     )
 
 
@@ -137,8 +144,9 @@ def person_pb(p: model.Participant) -> roster_pb2.ConnectedPerson:
 def connected_pb(m: model.Meeting) -> roster_pb2.GetConnectedListResponse:
     ids = m.connected_participant_ids()
     people = [person_pb(p) for p in m.participants if p.id in ids]
-    return roster_pb2.GetConnectedListResponse(count=len(people) + len(m.unidentified()), people=people,
-                                               unidentified_count=len(m.unidentified()))
+    return roster_pb2.GetConnectedListResponse(
+        count=len(people) + len(m.unidentified()), people=people, unidentified_count=len(m.unidentified()),
+        with_patient=[person_pb(p) for p in m.active_participants() if p.physically_present])
 
 
 def agenda_pb(m: model.Meeting) -> roster_pb2.Agenda:
@@ -169,8 +177,9 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
         return roster_pb2.CancelMeetingResponse(meeting=meeting_pb(m))
 
     async def GetMeeting(self, request, context):
-        m = await self._r.get(request.meeting_id, auth.caller())
-        return roster_pb2.GetMeetingResponse(meeting=meeting_pb(m))
+        who = auth.caller()
+        m = await self._r.get(request.meeting_id, who)
+        return roster_pb2.GetMeetingResponse(meeting=meeting_pb(m, m.is_coordinator(who.id, who.id_kind)))
 
     async def GetReportEvidence(self, request, context):
         m = await self._r.report_evidence(request.meeting_id, auth.caller(), person_input(request.on_behalf_of))
@@ -233,6 +242,11 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
         return roster_pb2.ListParticipantsResponse(participants=[participant_pb(p, p.id in ids, notices.get(p.id, ""))
                                                                  for p in m.participants])
 
+    async def UpdateParticipant(self, request, context):
+        p = await self._r.update_participant(request.meeting_id, auth.caller(), request.participant_id,
+                                             request.full_name, ROLE_NAMES.get(request.role, ""), request.organization)
+        return roster_pb2.UpdateParticipantResponse(participant=participant_pb(p))
+
     async def SetPhysicalPresence(self, request, context):
         p = await self._r.set_presence(request.meeting_id, auth.caller(), request.participant_id,
                                        request.physically_present, request.note)
@@ -241,7 +255,7 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
     async def RecordConfidentialityAssessment(self, request, context):
         m = await self._r.record_confidentiality(request.meeting_id, auth.caller(), request.care_provider,
                                                  request.note)
-        return roster_pb2.RecordConfidentialityAssessmentResponse(meeting=meeting_pb(m))
+        return roster_pb2.RecordConfidentialityAssessmentResponse(meeting=meeting_pb(m, assessments=True))
 
     async def RemoveParticipant(self, request, context):
         await self._r.remove(request.meeting_id, auth.caller(), request.participant_id, request.connection_id,
@@ -321,6 +335,7 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
             connected = connected_pb(m)
             if not sees_names:
                 del connected.people[:]
+                del connected.with_patient[:]
             for kind, pid in events:
                 yield roster_pb2.WatchMeetingResponse(kind=EVENTS[kind], meeting=meeting_pb(m), connected=connected,
                                                       agenda=agenda_pb(m), removed_participant_id=pid,

@@ -158,7 +158,7 @@ class Peers:
         return evidence
 
     async def request_rebook(self, meeting_id: str, reason: str, ticket_id: str, facts: MeetingFacts,
-                             reporter_id: str, reporter_id_kind: str) -> tuple[str, str]:
+                             reporter_id: str, reporter_id_kind: str, reporter_name: str = "") -> tuple[str, str]:
         """Ask the coordinator (on the booking) to consider rebooking, for the reporter, and only for a
         meeting roster confirmed is the reporter's (`facts`). Returns (outcome, note)."""
         if facts.outcome == NOT_IN_MEETING:
@@ -173,7 +173,8 @@ class Peers:
                 booking_pb2.RequestRebookRequest(
                     meeting_id=meeting_id, reason=reason, ticket_id=ticket_id,
                     on_behalf_of=common_pb2.PersonRef(
-                        id=reporter_id, id_kind=_ID_KINDS.get(reporter_id_kind, common_pb2.ID_KIND_UNSPECIFIED))),
+                        id=reporter_id, id_kind=_ID_KINDS.get(reporter_id_kind, common_pb2.ID_KIND_UNSPECIFIED),
+                        display_name=reporter_name)),
                 metadata=clients.metadata(self._token), timeout=self._timeout)
             return REBOOK_DONE, ""
         except grpc.aio.AioRpcError as exc:

@@ -174,7 +174,7 @@ class Tickets:
         if t.rebook_status == Rebook.PENDING:
             rebook = await self._peers.request_rebook(
                 t.meeting_id, f"Anslutningsproblem anmält: {t.description[:500]}", t.id, facts,
-                reporter.id, reporter.id_kind)
+                reporter.id, reporter.id_kind, reporter.name)
         fresh, _ = await self.store.mutate(t.id, lambda x: model.record_follow_up(x, evidence, rebook))
         return self.store.as_stored(fresh)
 

@@ -70,6 +70,16 @@ SAMPLES: dict[tuple[str, str], dict[str, Any] | Callable[[dict[str, Any]], dict[
     ("GET", "/api/v1/bookings/{booking_id}"): {},
     ("GET", "/api/v1/bookings/{booking_id}/invitations"): {},
     ("POST", "/api/v1/bookings/{booking_id}/cancel"): {"json": {"reason": "matrix"}},
+    ("POST", "/api/v1/bookings/{booking_id}/reschedule"): {"json": {"start": "2030-01-01T10:00:00Z"}},
+    ("POST", "/api/v1/bookings/{booking_id}/invitations"): {"json": {"parties": [{
+        "kind": "PARTY_KIND_MUNICIPALITY_UNIT", "name": "Hemtjänsten", "channel": "CHANNEL_PHONE",
+        "address": "036-10 10 10"}]}},
+    ("POST", "/api/v1/bookings/{booking_id}/rebook-requests/{request_id}/resolution"): {
+        "json": {"resolution": "matrix"}},
+    ("POST", "/api/v1/invitations/{invitation_id}/confirmation"): {
+        "path": "/api/v1/invitations/no-such-invitation/confirmation", "json": {"attendee_names": ["Mona Kommun"]}},
+    ("GET", "/api/v1/phone-tasks"): {},
+    ("POST", "/api/v1/phone-tasks/{task_id}/done"): {"path": "/api/v1/phone-tasks/no-such-task/done"},
     ("GET", "/api/v1/meetings"): {},
     ("GET", "/api/v1/meetings/{meeting_id}"): {},
     ("POST", "/api/v1/meetings/{meeting_id}/open"): {},
@@ -80,7 +90,14 @@ SAMPLES: dict[tuple[str, str], dict[str, Any] | Callable[[dict[str, Any]], dict[
     ("POST", "/api/v1/meetings/{meeting_id}/participants"): {"json": {
         "full_name": "Ulla Utanför", "role": "PARTICIPANT_ROLE_MUNICIPALITY_STAFF",
         "person": {"id_kind": "ID_KIND_HSA_ID", "id": "SE2120000829-3999"}}},
+    ("POST", "/api/v1/meetings/{meeting_id}/participants/{participant_id}"): {"json": {
+        "full_name": "Ulla Utanför", "role": "PARTICIPANT_ROLE_MUNICIPALITY_STAFF"}},
     ("POST", "/api/v1/meetings/{meeting_id}/removals"): {"json": {"participant_id": "no-such-participant"}},
+    ("POST", "/api/v1/meetings/{meeting_id}/physical-presence"): {
+        "json": {"participant_id": "no-such-participant", "physically_present": True}},
+    ("POST", "/api/v1/meetings/{meeting_id}/identifications"): {
+        "json": {"connection_id": "no-such-connection", "participant_id": "no-such-participant"}},
+    ("POST", "/api/v1/meetings/{meeting_id}/delegates"): {"json": {"hsa_id": "SE2321000057-2001"}},
     ("GET", "/api/v1/meetings/{meeting_id}/connected"): {},
     ("GET", "/api/v1/meetings/{meeting_id}/reconciliation"): {},
     ("GET", "/api/v1/meetings/{meeting_id}/agenda"): {},
@@ -285,7 +302,8 @@ async def test_every_route_for_every_role_matches_the_declaration(served):  # no
         person_id = PEOPLE.get(role, PEOPLE["coordinator"])["person_id"]
         options = dict(sample({**context, "role": role, "person_id": person_id}) if callable(sample) else sample)
         url = options.pop("path", None) or path.format(meeting_id=meeting_id, booking_id="no-such-booking",
-                                                      region=region)
+                                                      participant_id="no-such-participant",
+                                                      request_id="no-such-request", region=region)
         browser = browsers[role]
         if kind == "WEBSOCKET":
             return await _websocket(address, url, browser)

@@ -49,8 +49,14 @@ def test_a_whole_meeting_in_three_browsers():
     shape) and shows 3 connected with their names; an unidentified phone
     connection is highlighted and removed; the agenda moves on every page; a removed participant
     is told and refused on rejoin; the coordinator's red button ends the meeting, every page says
-    so and rejoining is refused; a fault report says where it went; the test room echoes."""
+    so and rejoining is refused; a fault report says where it went; the test room echoes.
+    Since #18 it also walks every coordinator task (tests/gateway/browser_scenario.py: link and
+    invitation text, invitations, phone confirmation and tasks, reschedule, rebook request handled,
+    corrected registration, presence, delegation, assessment and the question without one, caller
+    identified, agenda reminders and summary), Swedish refusals, confirmations, the control bar,
+    360 px, the demo login page and the test room's sound, level and result; axe-core checks every
+    page state it reaches."""
     run_scenario("tests.gateway.browser_scenario", ARTIFACTS)
-    for shot in ("coordinator-meeting.png", "coordinator-unidentified.png", "coordinator-after-removal.png",
-                 "coordinator-ended.png"):
+    for shot in ("coordinator-tasks.png", "coordinator-meeting.png", "coordinator-unidentified.png",
+                 "coordinator-after-removal.png", "coordinator-ended.png"):
         assert (ARTIFACTS / shot).stat().st_size > 10_000

@@ -1,6 +1,7 @@
-"""REST /api/v1 "meetings": a meeting's life (open, start, end, abort), its participants,
-removals, who is connected, the reconciliation and the confidentiality assessment, each relayed
-to roster with the person's own token."""
+"""REST /api/v1 "meetings": a meeting's life (open, start, end, abort), its participants, who is
+physically present with the patient, removals, who is connected, identifying a phone caller, the
+reconciliation, delegating the coordinator role and the confidentiality assessment, each relayed to
+roster with the person's own token."""
 
 from __future__ import annotations
 
@@ -107,6 +108,22 @@ async def register_participant(request: Request, me: Me, meeting_id: Id, body: R
     return await relayed(request, me, msg)
 
 
+class UpdateBody(Body):
+    full_name: str = Field(min_length=1, max_length=200)
+    role: ParticipantRoleName
+    organization: str = Field("", max_length=200)
+
+
+@router.post("/meetings/{meeting_id}/participants/{participant_id}",
+            responses=answers(roster_pb2.UpdateParticipantResponse, 404, 409),
+            summary="Correct a registration: name, role and organisation")
+@relays("roster", "UpdateParticipant")
+async def update_participant(request: Request, me: Me, meeting_id: Id, participant_id: Id, body: UpdateBody):
+    return await relayed(request, me, roster_pb2.UpdateParticipantRequest(
+        meeting_id=meeting_id, participant_id=participant_id, full_name=body.full_name, role=body.role,
+        organization=body.organization))
+
+
 class RemovalBody(Body):
     participant_id: str = Field("", max_length=128)
     connection_id: str = Field("", max_length=128)
@@ -146,3 +163,44 @@ async def confidentiality_assessment(request: Request, me: Me, meeting_id: Id, b
     msg = roster_pb2.RecordConfidentialityAssessmentRequest(meeting_id=meeting_id, care_provider=body.care_provider,
                                                             note=body.note)
     return await relayed(request, me, msg)
+
+
+class PresenceBody(Body):
+    participant_id: str = Field(min_length=1, max_length=128)
+    physically_present: bool
+    note: str = Field("", max_length=1000, description="Who is in the room with the patient, and where")
+
+
+@router.post("/meetings/{meeting_id}/physical-presence",
+             responses=answers(roster_pb2.SetPhysicalPresenceResponse, 404, 409),
+             summary="Record whether a participant is physically present with the patient (also during the meeting)")
+@relays("roster", "SetPhysicalPresence")
+async def physical_presence(request: Request, me: Me, meeting_id: Id, body: PresenceBody):
+    return await relayed(request, me, roster_pb2.SetPhysicalPresenceRequest(
+        meeting_id=meeting_id, participant_id=body.participant_id, physically_present=body.physically_present,
+        note=body.note))
+
+
+class IdentificationBody(Body):
+    connection_id: str = Field(min_length=1, max_length=128)
+    participant_id: str = Field(min_length=1, max_length=128)
+
+
+@router.post("/meetings/{meeting_id}/identifications",
+             responses=answers(roster_pb2.IdentifyConnectionResponse, 404, 409),
+             summary="Tie an unidentified connection (a phone caller) to a registered participant")
+@relays("roster", "IdentifyConnection")
+async def identify_connection(request: Request, me: Me, meeting_id: Id, body: IdentificationBody):
+    return await relayed(request, me, roster_pb2.IdentifyConnectionRequest(
+        meeting_id=meeting_id, connection_id=body.connection_id, participant_id=body.participant_id))
+
+
+class DelegateBody(Body):
+    hsa_id: str = Field(min_length=1, max_length=31)
+
+
+@router.post("/meetings/{meeting_id}/delegates", responses=answers(roster_pb2.DelegateCoordinatorResponse, 404, 409),
+             summary="Let another registered region staff member co-lead the meeting")
+@relays("roster", "DelegateCoordinator")
+async def delegate_coordinator(request: Request, me: Me, meeting_id: Id, body: DelegateBody):
+    return await relayed(request, me, roster_pb2.DelegateCoordinatorRequest(meeting_id=meeting_id, hsa_id=body.hsa_id))

@@ -4,7 +4,20 @@
   // The invitation's link names the meeting: after the login, go straight to it.
   const meeting = new URLSearchParams(location.search).get("meeting") || "";
   const done = () => { location.href = "/portal/" + (/^[A-Za-z0-9_.:-]{1,128}$/.test(meeting) ? "#/meeting/" + meeting : ""); };
-  document.getElementById("e1177-login").href = "/auth/" + REGION + "/1177";
+  const e1177 = document.getElementById("e1177-login");
+  e1177.href = "/auth/" + REGION + "/1177";
+  // Ask first (not following the redirect): a 1177 login that is not configured, or refused, is said
+  // here in Swedish instead of the browser showing a problem document.
+  e1177.addEventListener("click", async (e) => {
+    e.preventDefault();
+    let res;
+    try { res = await fetch(e1177.href, { redirect: "manual", credentials: "same-origin" }); }
+    catch (err) { say("login-message", errorText(err), "error"); return; }
+    if (res.type === "opaqueredirect" || res.ok) { location.href = e1177.href; return; }
+    let problem = {};
+    try { problem = await res.json(); } catch (err) { /* not a problem document */ }
+    say("login-message", errorText(new SVPL.ApiError(res.status, problem)), "error");
+  });
 
   document.getElementById("siths-login").addEventListener("click", async () => {
     try { await api("POST", "/auth/siths"); done(); }
@@ -54,9 +67,9 @@
       const list = document.getElementById("dev-people");
       for (const p of people) {
         list.append(el("li", {}, el("button", {
-          type: "button", class: "secondary dev-login", "data-person": p.person_id,
-          onclick: async () => {
-            try { await api("POST", "/auth/development", { person_id: p.person_id }); done(); }
+          type: "button", class: "secondary dev-login", "data-person": p.person_id, "data-method": p.method || "",
+          onclick: async () => {  // with the method the routine gives them (a next of kin: 1177)
+            try { await api("POST", "/auth/development", { person_id: p.person_id, ...(p.method ? { method: p.method } : {}) }); done(); }
             catch (err) { say("login-message", errorText(err), "error"); }
           },
         }, p.label)));

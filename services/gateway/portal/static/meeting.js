@@ -71,5 +71,46 @@ const Media = (() => {
     return offerAnswer(pc, negotiate);
   }
 
-  return { localStream, devices, connect, testRoom, countFrames };
+  // How loud a stream's audio is now, 0..1 (the RMS of its samples): for the who-is-speaking marks
+  // and the test room's level meter. One AudioContext for the page; the analyser is dropped with the stream.
+  let audioContext = null;
+  function level(stream) {
+    if (!stream.getAudioTracks().length) return () => 0;
+    audioContext = audioContext || new AudioContext();
+    if (audioContext.state === "suspended") audioContext.resume();
+    const analyser = audioContext.createAnalyser();
+    analyser.fftSize = 512;
+    audioContext.createMediaStreamSource(stream).connect(analyser);
+    const samples = new Float32Array(analyser.fftSize);
+    return () => {
+      analyser.getFloatTimeDomainData(samples);
+      let sum = 0;
+      for (const x of samples) sum += x * x;
+      return Math.sqrt(sum / samples.length);
+    };
+  }
+
+  // The connection's round-trip time, loss and received bitrate, and what they mean in words
+  // ("bra" / "svag"), from the peer connection's own statistics (two samples `ms` apart).
+  async function connectionResult(pc, ms) {
+    const sample = async () => {
+      let rtt = null, lost = 0, received = 0, bytes = 0;
+      (await pc.getStats()).forEach(s => {
+        if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
+        if (s.type === "inbound-rtp") { lost += s.packetsLost || 0; received += s.packetsReceived || 0; bytes += s.bytesReceived || 0; }
+      });
+      return { rtt, lost, received, bytes, at: performance.now() };
+    };
+    const first = await sample();
+    await new Promise(r => setTimeout(r, ms || 2000));
+    const last = await sample();
+    const packets = (last.received - first.received) + (last.lost - first.lost);
+    const loss = packets > 0 ? Math.max(0, last.lost - first.lost) / packets : 0;
+    const kbps = (last.bytes - first.bytes) * 8 / Math.max(1, last.at - first.at);
+    const rttMs = last.rtt === null ? null : Math.round(last.rtt * 1000);
+    const good = (rttMs === null || rttMs < 300) && loss < 0.03 && kbps > 150;
+    return { rttMs, loss, kbps: Math.round(kbps), good };
+  }
+
+  return { localStream, devices, connect, testRoom, countFrames, level, connectionResult };
 })();

@@ -42,18 +42,18 @@
   async function meetingsView() {
     const msg = message("list-message");
     const table = el("table", { id: "meetings" }, el("thead", {}, el("tr", {},
-      el("th", { scope: "col" }, "Tid"), el("th", { scope: "col" }, "Läge"), el("th", { scope: "col" }, "Mötes-ID"),
-      el("th", { scope: "col" }, ""))), el("tbody"));
+      el("th", { scope: "col" }, "Tid"), el("th", { scope: "col" }, "Patient"), el("th", { scope: "col" }, "Läge"),
+      el("th", { scope: "col" }, "Mötes-ID"), el("th", { scope: "col" }, el("span", { class: "sr-only" }, "Öppna")))), el("tbody"));
     view("Mina möten", isCoordinator() ? el("p", {}, el("a", { class: "button", href: "#/book" }, "Boka nytt SIP-möte")) : "",
       msg, table);
     try {
       const { meetings } = await api("GET", "/meetings");
       const body = table.querySelector("tbody");
-      if (!meetings.length) body.append(el("tr", {}, el("td", { colspan: 4 }, "Inga möten.")));
+      if (!meetings.length) body.append(el("tr", {}, el("td", { colspan: 5 }, "Inga möten.")));
       for (const m of meetings) {
-        body.append(el("tr", {}, el("td", {}, when(m.scheduled && m.scheduled.start)),
+        body.append(el("tr", {}, el("td", {}, when(m.scheduled && m.scheduled.start)), el("td", {}, m.patient_name || ""),
           el("td", {}, STATES[m.state] || m.state), el("td", {}, m.dial_in_code),
-          el("td", {}, el("a", { href: "#/meeting/" + m.meeting_id }, "Öppna"))));
+          el("td", {}, el("a", { href: "#/meeting/" + m.meeting_id, "aria-label": "Öppna " + meetingName(m) }, "Öppna"))));
       }
     } catch (err) { say(msg, errorText(err), "error"); }
   }
@@ -67,6 +67,8 @@
     start.setMinutes(0, 0, 0);
     const local = new Date(start.getTime() - start.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
     const form = el("form", { id: "book-form", class: "card" },
+      el("label", { for: "patient-name" }, "Patientens namn"),
+      el("input", { id: "patient-name", name: "patient_name", required: true, autocomplete: "off" }),
       el("label", { for: "patient" }, "Patientens personnummer"),
       el("input", { id: "patient", name: "patient", required: true, autocomplete: "off", placeholder: "ÅÅÅÅMMDD-NNNN" }),
       el("label", { for: "start" }, "Starttid"), el("input", { id: "start", type: "datetime-local", required: true, value: local }),
@@ -98,6 +100,7 @@
       const party = document.getElementById("party-name").value.trim();
       const body = {
         idempotency_key: crypto.randomUUID(), patient_personnummer: document.getElementById("patient").value.trim(),
+        patient_name: document.getElementById("patient-name").value.trim(),
         start: new Date(document.getElementById("start").value).toISOString(),
         duration_minutes: Number(document.getElementById("duration").value), care_service: care.value,
         booking_unit_hsa_id: document.getElementById("unit").value.trim(),
@@ -122,6 +125,21 @@
   }
 
   // ------------------------------------------------------------------ one meeting (before it)
+  // What a meeting is called on its page, in lists and in the window title: its time (the
+  // patient's name where the person may see it: the coordinator, from the participant list).
+  const meetingName = (m) => "SIP-möte " + when(m.scheduled && m.scheduled.start) + (m.patient_name ? " – " + m.patient_name : "");
+
+  // Run one action of a page: its success says `okText`, or clears an earlier error; its failure
+  // is said in Swedish (SVPL.errorText). Resolves to the action's result, or undefined on failure.
+  async function act(msg, action, okText) {
+    try {
+      const result = await action();
+      if (okText) say(msg, okText, "ok");
+      else if (msg.classList.contains("error")) say(msg, "", "ok");
+      return result;
+    } catch (err) { say(msg, errorText(err), "error"); return undefined; }
+  }
+
   async function meetingView(id) {
     const msg = message("meeting-message");
     let meeting;
@@ -134,36 +152,123 @@
       el("dt", {}, "Registrerade / anslutna"), el("dd", {}, meeting.registered_count + " / " + meeting.connected_count));
     const actions = el("p", {},
       el("a", { class: "button", id: "go-room", href: "#/room/" + id }, "Gå till mötesrummet"), " ",
-      el("a", { class: "button secondary", href: "#/report?meeting=" + id }, "Rapportera ett problem"));
-    if (!leadsMeeting(meeting)) { view("Mötet", msg, facts, actions); return; }
+      el("a", { class: "button secondary", href: "#/report?meeting=" + encodeURIComponent(meeting.dial_in_code) }, "Rapportera ett problem"));
+    const summary = await summarySection(meeting);
+    const title = meetingName(meeting);
+    if (!leadsMeeting(meeting)) { view(title, msg, facts, summary, actions); return; }
 
+    let participants = [];
     const start = el("button", { type: "button", id: "start-meeting",
       hidden: !["MEETING_STATE_SCHEDULED", "MEETING_STATE_OPEN"].includes(meeting.state),
       onclick: async () => {
-        try {
+        if (!(meeting.confidentiality_assessments || []).length && !await SVPL.confirmAction(
+          "Starta utan registrerad men- och sekretessprövning?",
+          "Innan uppgifter från en vårdgivare delas med de andra i mötet ska en men- och sekretessprövning göras, " +
+          "precis som vid ett fysiskt möte. Ingen prövning är registrerad för det här mötet.", "Starta ändå")) return;
+        const started = await act(msg, async () => {
           if (meeting.state === "MEETING_STATE_SCHEDULED") meeting = (await api("POST", "/meetings/" + id + "/open")).meeting;
-          meeting = (await api("POST", "/meetings/" + id + "/start")).meeting;
-          document.getElementById("meeting-state").textContent = STATES[meeting.state];
-          start.hidden = true;
-          say(msg, "Mötet är startat.", "ok");
-        } catch (err) { say(msg, errorText(err), "error"); }
+          return (await api("POST", "/meetings/" + id + "/start")).meeting;
+        }, "Mötet är startat.");
+        if (!started) return;
+        meeting = started;
+        document.getElementById("meeting-state").textContent = STATES[meeting.state];
+        start.hidden = true;
       } }, "Starta mötet");
-    const participants = el("table", { id: "participants" }, el("thead", {}, el("tr", {},
-      el("th", { scope: "col" }, "Namn"), el("th", { scope: "col" }, "Roll"), el("th", { scope: "col" }, "ID"),
-      el("th", { scope: "col" }, "Status"))), el("tbody"));
+    const table = el("table", { id: "participants" }, el("thead", {}, el("tr", {},
+      el("th", { scope: "col" }, "Namn"), el("th", { scope: "col" }, "Roll"), el("th", { scope: "col" }, "Organisation"),
+      el("th", { scope: "col" }, "ID"), el("th", { scope: "col" }, "Fysiskt hos patienten"), el("th", { scope: "col" }, "Status"),
+      el("th", { scope: "col" }, "Ändra"))), el("tbody"));
+    const delegate = el("section", { class: "card", id: "delegate" });
     const refresh = async () => {
-      const body = participants.querySelector("tbody");
-      body.replaceChildren();
-      try {
-        for (const p of (await api("GET", "/meetings/" + id + "/participants")).participants) {
-          body.append(el("tr", {}, el("td", {}, p.full_name), el("td", {}, ROLES[p.role] || p.role),
-            el("td", {}, p.person ? (p.person.id_kind === "ID_KIND_PERSONNUMMER" ? p.person.id.slice(0, 8) + "-****" : p.person.id) : ""),
-            el("td", {}, p.removed ? "Borttagen" : p.connected ? "Ansluten" : "Registrerad",
-              INBOX[p.inbox_notice] ? el("span", { class: "inbox-notice", "data-inbox": p.inbox_notice },
-                " – " + INBOX[p.inbox_notice]) : "")));
-        }
-      } catch (err) { say(msg, errorText(err), "error"); }
+      const list = await act(msg, async () => (await api("GET", "/meetings/" + id + "/participants")).participants);
+      if (!list) return;
+      participants = list;
+      table.querySelector("tbody").replaceChildren(...participants.map(p => el("tr", { "data-participant": p.participant_id },
+        el("td", {}, p.full_name), el("td", {}, ROLES[p.role] || p.role), el("td", {}, p.organization || ""),
+        el("td", {}, p.person ? (p.person.id_kind === "ID_KIND_PERSONNUMMER" ? p.person.id.slice(0, 8) + "-****" : p.person.id) : ""),
+        el("td", {}, presenceToggle(id, p, msg, refresh)),
+        el("td", {}, p.removed ? "Borttagen" : p.connected ? "Ansluten" : "Registrerad",
+          INBOX[p.inbox_notice] ? el("span", { class: "inbox-notice", "data-inbox": p.inbox_notice },
+            " – " + INBOX[p.inbox_notice]) : ""),
+        el("td", {}, p.removed || p.role === "PARTICIPANT_ROLE_COORDINATOR" ? "" : editRegistration(id, p, msg, refresh)))));
+      delegateForm(delegate, meeting, participants, msg, m => { meeting = m; });
     };
+    const register = registerForm(id, msg, refresh);
+    const assessment = assessmentSection(id, meeting, msg, m => { meeting = m; });
+    const booking = await bookingOf(meeting);
+    view(title, msg, facts, linkCard(meeting), summary, el("p", {}, start), actions,
+      el("section", { class: "card" }, el("h2", {}, "Deltagare"), table), register, delegate, assessment,
+      ...(booking ? [invitationsSection(booking, msg), phoneTasksSection(booking, msg), rescheduleForm(booking, msg),
+        rebookSection(booking, msg), cancelSection(booking, msg)] : []));
+    await refresh();
+  }
+
+  async function bookingOf(meeting) {
+    if (!meeting.booking_id) return null;
+    try { return (await api("GET", "/bookings/" + meeting.booking_id)).booking; } catch (err) { return null; }
+  }
+
+  // The meeting link and the invitation text the coordinator pastes into Cosmic Link or reads over
+  // the phone, with the dial-in meeting ID beside it.
+  function invitationText(meeting) {
+    return "Välkommen till ett digitalt SIP-möte " + when(meeting.scheduled && meeting.scheduled.start) + ".\n" +
+      "Logga in och anslut via mötesportalen: " + meeting.portal_url + "\n" +
+      "Du kan också ringa in med mötes-ID " + meeting.dial_in_code + ".\n" +
+      "Sitt där ingen annan ser eller hör mötet. Mötet spelas inte in.";
+  }
+
+  function linkCard(meeting) {
+    const text = el("textarea", { id: "invitation-text", rows: 4, readonly: true }, invitationText(meeting));
+    const said = el("p", { id: "copy-message", class: "message", role: "status", hidden: true });
+    return el("section", { class: "card", id: "meeting-link" }, el("h2", {}, "Möteslänk och mötes-ID"),
+      el("p", {}, "Möteslänk: ", el("a", { id: "portal-url", href: meeting.portal_url }, meeting.portal_url)),
+      el("p", {}, "Mötes-ID för uppringning: ", el("strong", { id: "link-dial-in" }, meeting.dial_in_code)),
+      el("label", { for: "invitation-text" }, "Inbjudningstext (klistra in i Cosmic Link eller läs upp i telefon)"), text,
+      el("p", {}, el("button", { type: "button", id: "copy-invitation", class: "secondary", onclick: async () => {
+        try { await navigator.clipboard.writeText(text.value); }
+        catch (err) { text.select(); document.execCommand("copy"); }  // no clipboard permission: the selection
+        say(said, "Inbjudningstexten är kopierad.", "ok");
+      } }, "Kopiera inbjudningstexten")), said);
+  }
+
+  // After the meeting: the summary of what was agreed (everyone in the meeting may read it).
+  async function summarySection(meeting) {
+    if (!FINAL.includes(meeting.state)) return "";
+    let agenda;
+    try { agenda = (await api("GET", "/meetings/" + meeting.meeting_id + "/agenda")).agenda; } catch (err) { return ""; }
+    if (!agenda.summary) return "";
+    return el("section", { class: "card", id: "meeting-summary" }, el("h2", {}, "Sammanfattning av överenskommelser"),
+      el("p", { class: "pre" }, agenda.summary));
+  }
+
+  function presenceToggle(meetingId, p, msg, refresh) {
+    if (p.removed) return p.physically_present ? "Ja" : "Nej";
+    return el("label", { class: "inline" }, el("input", { type: "checkbox", class: "presence", checked: Boolean(p.physically_present),
+      onchange: async (e) => {
+        const done = await act(msg, () => api("POST", "/meetings/" + meetingId + "/physical-presence",
+          { participant_id: p.participant_id, physically_present: e.target.checked }),
+          p.full_name + (e.target.checked ? " är markerad som fysiskt närvarande hos patienten." : " är inte längre markerad som fysiskt närvarande."));
+        if (done) await refresh(); else e.target.checked = !e.target.checked;
+      } }), el("span", { class: "sr-only" }, p.full_name + " fysiskt hos patienten"));
+  }
+
+  // Correcting a registration: name, role and organisation (the ID stays; roster checks the role fits it).
+  function editRegistration(meetingId, p, msg, refresh) {
+    const key = p.participant_id;
+    const name = el("input", { id: "edit-name-" + key, value: p.full_name, required: true });
+    const org = el("input", { id: "edit-org-" + key, value: p.organization || "" });
+    const role = el("select", { id: "edit-role-" + key }, ...Object.entries(ROLES).filter(([k]) => k !== "PARTICIPANT_ROLE_COORDINATOR")
+      .map(([k, v]) => el("option", { value: k, selected: k === p.role }, v)));
+    return el("details", { class: "edit-registration" }, el("summary", {}, "Ändra", el("span", { class: "sr-only" }, " " + p.full_name)),
+      el("label", { for: name.id }, "Namn"), name, el("label", { for: role.id }, "Roll"), role,
+      el("label", { for: org.id }, "Organisation"), org,
+      el("p", {}, el("button", { type: "button", class: "secondary save-registration", onclick: async () => {
+        if (await act(msg, () => api("POST", "/meetings/" + meetingId + "/participants/" + key,
+          { full_name: name.value.trim(), role: role.value, organization: org.value.trim() }), "Registreringen är ändrad.")) await refresh();
+      } }, "Spara ändringen")));
+  }
+
+  function registerForm(id, msg, refresh) {
     const role = el("select", { id: "p-role" }, ...Object.entries(ROLES).filter(([k]) => k !== "PARTICIPANT_ROLE_COORDINATOR")
       .map(([k, v]) => el("option", { value: k }, v)));
     const results = el("ul", { id: "hsa-results", class: "plain", "aria-live": "polite" });
@@ -173,6 +278,7 @@
       el("label", { for: "hsa-search" }, "Sök personal i HSA-katalogen (namn)"),
       el("div", {}, search, " ", el("button", { type: "button", id: "hsa-search-button", class: "secondary", onclick: async () => {
         results.replaceChildren();
+        if (search.value.trim().length < 2) { results.append(el("li", { class: "message error" }, "Skriv minst två bokstäver av namnet.")); return; }
         try {
           const { people } = await api("GET", "/directory/people?name=" + encodeURIComponent(search.value.trim()));
           if (!people.length) results.append(el("li", {}, "Ingen träff."));
@@ -198,42 +304,182 @@
       const body = { full_name: document.getElementById("p-name").value.trim(), role: role.value,
         person: { id: idValue, id_kind: /^SE/i.test(idValue) ? "ID_KIND_HSA_ID" : "ID_KIND_PERSONNUMMER" },
         organization: document.getElementById("p-org").value.trim(), physically_present: document.getElementById("p-present").checked };
-      try {
-        await api("POST", "/meetings/" + id + "/participants", body);
-        say(msg, body.full_name + " är registrerad.", "ok");
+      if (await act(msg, () => api("POST", "/meetings/" + id + "/participants", body), body.full_name + " är registrerad.")) {
         register.reset();
         await refresh();
-      } catch (err) { say(msg, errorText(err), "error"); }
+      }
     });
-    const invitations = el("section", { class: "card", id: "invitations" }, el("h2", {}, "Inbjudningar"));
-    const assessment = el("form", { id: "assessment-form", class: "card" },
-      el("h2", {}, "Men- och sekretessprövning"),
-      el("p", { id: "assessment-state" }, meeting.confidentiality_assessed ? "En prövning är registrerad." : "Ingen prövning är registrerad ännu."),
+    return register;
+  }
+
+  // Delegating the coordinator role: to a registered region staff member (roster's rule).
+  function delegateForm(section, meeting, participants, msg, update) {
+    const staff = participants.filter(p => !p.removed && p.role === "PARTICIPANT_ROLE_REGION_STAFF" && p.person);
+    const delegates = meeting.delegated_coordinator_hsa_ids || [];
+    const select = el("select", { id: "delegate-to" }, ...staff.filter(p => !delegates.includes(p.person.id))
+      .map(p => el("option", { value: p.person.id }, p.full_name)));
+    const named = delegates.map(h => (staff.find(p => p.person.id === h) || {}).full_name || h);
+    section.replaceChildren(el("h2", {}, "Medsamordnare"),
+      el("p", { id: "delegates" }, named.length ? "Medsamordnare: " + named.join(", ") : "Ingen medsamordnare."),
+      ...(meeting.coordinator_hsa_id !== me.id ? [] : select.options.length ? [
+        el("label", { for: "delegate-to" }, "Låt en registrerad regionanställd leda mötet tillsammans med dig"), select,
+        el("p", {}, el("button", { type: "button", id: "delegate-submit", class: "secondary", onclick: async () => {
+          const answer = await act(msg, () => api("POST", "/meetings/" + meeting.meeting_id + "/delegates", { hsa_id: select.value }),
+            select.selectedOptions[0].textContent + " är medsamordnare.");
+          if (answer) { update(answer.meeting); delegateForm(section, answer.meeting, participants, msg, update); }
+        } }, "Gör till medsamordnare"))] : [el("p", {}, "Registrera regionpersonal för att kunna välja en medsamordnare.")]));
+  }
+
+  function assessmentSection(id, meeting, msg, update) {
+    const list = el("ul", { id: "assessments", class: "plain" });
+    const show = (m) => {
+      const items = m.confidentiality_assessments || [];
+      list.replaceChildren(...(items.length ? items.map(a => el("li", {}, el("strong", {}, a.care_provider), ": prövad av ",
+        a.assessed_by_hsa_id === me.id ? me.name : a.assessed_by_hsa_id, ", ", when(a.assessed_at), a.note ? " – " + a.note : ""))
+        : [el("li", { id: "no-assessment" }, "Ingen prövning är registrerad ännu.")]));
+    };
+    show(meeting);
+    const form = el("form", { id: "assessment-form", class: "card" },
+      el("h2", {}, "Men- och sekretessprövning"), list,
       el("label", { for: "assessment-provider" }, "Vårdgivare vars uppgifter prövningen gäller"), el("input", { id: "assessment-provider", required: true }),
       el("label", { for: "assessment-note" }, "Anteckning"), el("textarea", { id: "assessment-note", rows: 2 }),
       el("p", {}, el("button", { type: "submit", class: "secondary" }, "Registrera att prövningen är gjord")));
-    assessment.addEventListener("submit", async (e) => {
+    form.addEventListener("submit", async (e) => {
       e.preventDefault();
-      try {
-        await api("POST", "/meetings/" + id + "/confidentiality-assessment", {
-          care_provider: document.getElementById("assessment-provider").value.trim(),
-          note: document.getElementById("assessment-note").value.trim() });
-        document.getElementById("assessment-state").textContent = "En prövning är registrerad.";
-        assessment.reset();
-      } catch (err) { say(msg, errorText(err), "error"); }
+      const answer = await act(msg, () => api("POST", "/meetings/" + id + "/confidentiality-assessment", {
+        care_provider: document.getElementById("assessment-provider").value.trim(),
+        note: document.getElementById("assessment-note").value.trim() }), "Prövningen är registrerad.");
+      if (answer) { update(answer.meeting); show(answer.meeting); form.reset(); }
     });
-    view("Mötet", msg, facts, el("p", {}, start), actions, el("section", { class: "card" }, el("h2", {}, "Deltagare"), participants), register, invitations, assessment);
-    await refresh();
-    if (meeting.booking_id) {
-      try {
-        const list = (await api("GET", "/bookings/" + meeting.booking_id + "/invitations")).invitations;
-        if (!list.length) invitations.append(el("p", {}, "Inga parter är inbjudna."));
-        for (const inv of list) {
-          invitations.append(el("p", {}, `${inv.party ? inv.party.name : ""}: ${INVITATIONS[inv.state] || inv.state}`,
-            inv.attendee_names.length ? " – deltar: " + inv.attendee_names.join(", ") : ""));
-        }
-      } catch (err) { invitations.append(el("p", { class: "message error" }, errorText(err))); }
-    }
+    return form;
+  }
+
+  // Invitations: each party's state (queued, delivered, failed, confirmed) with the names from its
+  // confirmation; a confirmation received by phone recorded; more parties invited.
+  function invitationState(inv) {
+    if (inv.state === "INVITATION_STATE_INVITED" && inv.last_error) return "Misslyckades, försöker igen (" + inv.delivery_attempts + " försök)";
+    return INVITATIONS[inv.state] || inv.state;
+  }
+
+  function partyFields(prefix) {
+    return [el("label", { for: prefix + "-name" }, "Namn på part"), el("input", { id: prefix + "-name" }),
+      el("label", { for: prefix + "-kind" }, "Typ av part"), el("select", { id: prefix + "-kind" },
+        el("option", { value: "PARTY_KIND_MUNICIPALITY_UNIT" }, "Kommunal enhet"),
+        el("option", { value: "PARTY_KIND_INPATIENT_WARD" }, "Slutenvårdsavdelning"),
+        el("option", { value: "PARTY_KIND_PRIMARY_CARE" }, "Primärvård"),
+        el("option", { value: "PARTY_KIND_EXTERNAL_BODY" }, "Extern aktör")),
+      el("label", { for: prefix + "-channel" }, "Kanal"), el("select", { id: prefix + "-channel" },
+        el("option", { value: "CHANNEL_SECURE_MESSAGING" }, "Säker meddelandehantering (Cosmic Link)"),
+        el("option", { value: "CHANNEL_PHONE" }, "Telefon (ingen säker kanal)")),
+      el("label", { for: prefix + "-address" }, "Adress (funktionsbrevlåda eller telefonnummer)"), el("input", { id: prefix + "-address" })];
+  }
+  const partyFrom = (prefix) => ({ name: document.getElementById(prefix + "-name").value.trim(),
+    kind: document.getElementById(prefix + "-kind").value, channel: document.getElementById(prefix + "-channel").value,
+    address: document.getElementById(prefix + "-address").value.trim() });
+
+  function invitationsSection(booking, msg) {
+    const section = el("section", { class: "card", id: "invitations" });
+    const show = async () => {
+      const list = await act(msg, async () => (await api("GET", "/bookings/" + booking.booking_id + "/invitations")).invitations);
+      if (!list) return;
+      const rows = list.map(inv => {
+        const names = el("textarea", { id: "confirm-names-" + inv.invitation_id, rows: 2 });
+        const name = inv.party ? inv.party.name : "";
+        return el("li", { "data-invitation": inv.invitation_id, class: "invitation" },
+          el("strong", {}, name), ": ", el("span", { class: "invitation-state" }, invitationState(inv)),
+          inv.attendee_names.length ? el("span", { class: "attendees" }, " – deltar: " + inv.attendee_names.join(", ")) : "",
+          inv.state === "INVITATION_STATE_CONFIRMED" ? "" : el("details", {}, el("summary", {}, "Registrera bekräftelse från " + name),
+            el("label", { for: names.id }, "Namn på de som deltar (ett per rad)"), names,
+            el("p", {}, el("button", { type: "button", class: "secondary confirm-invitation", onclick: async () => {
+              const attendee_names = names.value.split("\n").map(n => n.trim()).filter(Boolean);
+              if (await act(msg, () => api("POST", "/invitations/" + inv.invitation_id + "/confirmation", { attendee_names }),
+                "Bekräftelsen från " + name + " är registrerad.")) await show();
+            } }, "Registrera bekräftelsen"))));
+      });
+      section.replaceChildren(el("h2", {}, "Inbjudningar"),
+        rows.length ? el("ul", { class: "plain", id: "invitation-list" }, ...rows) : el("p", {}, "Inga parter är inbjudna."), invite);
+    };
+    const invite = el("form", { id: "invite-form" }, el("h3", {}, "Bjud in fler parter"), ...partyFields("invite"),
+      el("p", {}, el("button", { type: "submit", id: "invite-submit", class: "secondary" }, "Bjud in")));
+    invite.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const party = partyFrom("invite");
+      if (await act(msg, () => api("POST", "/bookings/" + booking.booking_id + "/invitations", { parties: [party] }),
+        party.name + " är inbjuden.")) { invite.reset(); await show(); document.dispatchEvent(new Event("svpl:phone-tasks")); }
+    });
+    show();
+    return section;
+  }
+
+  // The coordinator's phone tasks for this booking: whom to call with which details, marked done.
+  function phoneTasksSection(booking, msg) {
+    const section = el("section", { class: "card", id: "phone-tasks" });
+    const show = async () => {
+      const tasks = await act(msg, async () => (await api("GET", "/phone-tasks?include_done=true")).tasks);
+      if (!tasks) return;
+      const mine = tasks.filter(t => t.booking_id === booking.booking_id);
+      section.replaceChildren(el("h2", {}, "Att ringa"), mine.length ? el("ul", { class: "plain" }, ...mine.map(t =>
+        el("li", { "data-task": t.task_id, class: t.done ? "task done" : "task" },
+          el("strong", {}, t.party.name + " (" + t.party.address + ")"), t.done ? " – klar" : "",
+          el("p", { class: "pre" }, t.instructions),
+          t.done ? "" : el("button", { type: "button", class: "secondary task-done", onclick: async () => {
+            if (await act(msg, () => api("POST", "/phone-tasks/" + t.task_id + "/done"), "Uppgiften är markerad som klar.")) await show();
+          } }, "Markera som klar")))) : el("p", {}, "Inga telefonuppgifter."));
+    };
+    const onInvited = () => { if (section.isConnected) show(); else document.removeEventListener("svpl:phone-tasks", onInvited); };
+    document.addEventListener("svpl:phone-tasks", onInvited);
+    show();
+    return section;
+  }
+
+  function localInput(iso) {
+    const d = new Date(iso);
+    return new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
+  }
+
+  function rescheduleForm(booking, msg) {
+    const form = el("form", { id: "reschedule-form", class: "card" }, el("h2", {}, "Flytta mötet"),
+      el("label", { for: "new-start" }, "Ny starttid"), el("input", { id: "new-start", type: "datetime-local", required: true, value: localInput(booking.start) }),
+      el("label", { for: "new-duration" }, "Längd (minuter)"), el("input", { id: "new-duration", type: "number", min: 15, max: 480, value: booking.duration_minutes }),
+      el("p", {}, el("button", { type: "submit", id: "reschedule-submit", class: "secondary" }, "Flytta mötet")));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const answer = await act(msg, () => api("POST", "/bookings/" + booking.booking_id + "/reschedule", {
+        start: new Date(document.getElementById("new-start").value).toISOString(),
+        duration_minutes: Number(document.getElementById("new-duration").value) }), "Mötet är flyttat. Parterna får den nya tiden.");
+      if (answer) route();
+    });
+    return form;
+  }
+
+  // Rebook requests from fault reports: who asked and why (and the ticket); the coordinator says what
+  // was done (moved: "Flytta mötet" above; or no rebooking needed) and marks it handled.
+  function rebookSection(booking, msg) {
+    const section = el("section", { class: "card", id: "rebook-requests" });
+    const show = (requests) => section.replaceChildren(el("h2", {}, "Önskemål om ombokning"),
+      requests.length ? el("ul", { class: "plain" }, ...requests.map(r => {
+        const answer = el("input", { id: "resolution-" + r.request_id });
+        return el("li", { class: r.resolved_at ? "rebook handled" : "rebook", "data-request": r.request_id },
+          el("strong", {}, r.requested_by_name || "Supporten"), " bad om ombokning ", when(r.requested_at), ": ", r.reason,
+          r.ticket_id ? " (ärende " + r.ticket_id + ")" : "",
+          r.resolved_at ? el("p", { class: "resolution" }, "Hanterat " + when(r.resolved_at) + ": " + r.resolution) :
+            el("div", {}, el("label", { for: answer.id }, "Vad gjordes? (t.ex. flyttat, eller ingen ombokning behövs)"), answer,
+              el("p", {}, el("button", { type: "button", class: "secondary resolve-rebook", onclick: async () => {
+                const done = await act(msg, () => api("POST", "/bookings/" + booking.booking_id + "/rebook-requests/" + r.request_id +
+                  "/resolution", { resolution: answer.value.trim() }), "Önskemålet är markerat som hanterat.");
+                if (done) show(requests.map(x => x.request_id === r.request_id ? done.request : x));
+              } }, "Markera som hanterat"))));
+      })) : el("p", {}, "Inga önskemål om ombokning."));
+    show(booking.rebook_requests || []);
+    return section;
+  }
+
+  function cancelSection(booking, msg) {
+    if (booking.status !== "BOOKING_STATUS_BOOKED") return "";
+    return el("p", {}, el("button", { type: "button", id: "cancel-booking", class: "danger", onclick: async () => {
+      if (!await SVPL.confirmAction("Avboka mötet?", "Mötet ställs in och mötesrummet kan aldrig öppnas. Parterna meddelas.", "Avboka mötet")) return;
+      if (await act(msg, () => api("POST", "/bookings/" + booking.booking_id + "/cancel", { reason: "Avbokat av samordnaren" }), "Mötet är avbokat.")) route();
+    } }, "Avboka mötet"));
   }
 
   // ------------------------------------------------------------------ the meeting room
@@ -251,6 +497,9 @@
     document.getElementById("people-count").textContent = String(connected ? connected.count : 0);
     names.replaceChildren(...((connected && connected.people) || []).map(p =>
       el("li", { "data-name": p.full_name }, p.full_name, el("span", { class: "sr-only" }, ", " + (ROLES[p.role] || "")))));
+    const present = (connected && connected.with_patient) || [];
+    document.getElementById("people-present-h").hidden = !present.length;
+    document.getElementById("people-present").replaceChildren(...present.map(p => el("li", { "data-name": p.full_name }, p.full_name)));
     const unidentified = document.getElementById("people-unidentified");
     unidentified.hidden = !(connected && connected.unidentified_count);
     unidentified.textContent = connected && connected.unidentified_count ? connected.unidentified_count + " oidentifierad(e) anslutning(ar)" : "";
@@ -304,7 +553,8 @@
       if (await enterRoom(id, stream, msg) === "try again") { join.textContent = "Försök igen"; join.disabled = false; }
     });
     view("Mötesrummet", msg,
-      el("p", {}, "Kontrollera att du ser dig själv och att rätt kamera och mikrofon är valda. Trådbundet nätverk rekommenderas; testa wifi först och undvik att dela mobilt bredband från telefonen."),
+      el("p", {}, "Kontrollera att du ser dig själv och att rätt kamera och mikrofon är valda. Trådbundet nätverk rekommenderas; testa wifi först och undvik att dela mobilt bredband från telefonen. " +
+        "Använd helst Chrome, och headset om du sitter ensam. Patientens eget wifi används bara i nödfall."),
       gear, settings, self, el("p", {}, join));
     try {
       await showSelf();
@@ -323,9 +573,10 @@
     let admission;
     try { admission = await api("POST", "/meetings/" + id + "/admission"); }
     catch (err) {
-      const transient = !(err instanceof SVPL.ApiError) || err.status >= 500 || err.status === 429;
-      say(msg, transient ? "Mötet gick inte att nå just nu. Kontrollera nätverket och försök igen." :
-        "Du kan inte ansluta: " + errorText(err), "error");
+      const transient = !(err instanceof SVPL.ApiError) || err.status >= 500 || err.status === 429 ||
+        err.reason === "ADMIT_REFUSAL_NOT_STARTED";  // not started yet: try again later
+      say(msg, err.reason === "ADMIT_REFUSAL_NOT_STARTED" ? errorText(err) : transient ?
+        "Mötet gick inte att nå just nu. Kontrollera nätverket och försök igen." : "Du kan inte ansluta: " + errorText(err), "error");
       msg.dataset.outcome = transient ? "unavailable" : "refused";
       return transient ? "try again" : "refused";
     }
@@ -334,8 +585,8 @@
     let meeting = {};
     try { meeting = (await api("GET", "/meetings/" + id)).meeting; } catch (err) { /* shown by the events */ }
     const coordinator = leadsMeeting(meeting);
-    const grid = el("div", { class: "grid", id: "video-grid", "aria-label": "Deltagarnas video" });
-    const selfTile = el("div", { class: "tile self" }, el("video", { autoplay: true, muted: true, playsinline: true }),
+    const grid = el("div", { class: "grid", id: "video-grid", role: "group", "aria-label": "Deltagarnas video" });
+    const selfTile = el("div", { class: "tile self" }, el("video", { autoplay: true, muted: true, playsinline: true, "aria-label": "Din egen bild" }),
       el("span", { class: "label" }, "Du"));
     selfTile.querySelector("video").muted = true;
     selfTile.querySelector("video").srcObject = stream;
@@ -347,7 +598,8 @@
     const roster = coordinator ? el("section", { class: "card", id: "roster" }, el("h2", {}, "Registrerade och anslutna")) : null;
     if (roster) side.prepend(roster);
     side.append(el("p", {}, el("a", { href: "#/report?meeting=" + id, target: "_blank", rel: "noopener" }, "Rapportera ett problem")));
-    view("Mötesrummet", msg, quality, el("div", { class: "room" }, grid, side));
+    view("Mötesrummet", msg, quality, el("div", { class: "room" }, el("div", { class: "stage" }, grid), side));
+    if (meeting.meeting_id) document.title = "Mötesrummet – " + meetingName(meeting) + " – Digitala SIP-möten";
     room = { id, stream, participantId: admission.participant_id, coordinator, closed: false };
     const leave = document.getElementById("leave");
     leave.textContent = coordinator ? "Lämna och avsluta mötet" : "Lämna mötet";
@@ -366,7 +618,7 @@
     }, 1000);
     const onTrack = (track, transceiver) => {
       if (track.kind !== "video") {
-        const audio = el("audio", { autoplay: true });
+        const audio = el("audio", { autoplay: true, "data-mid": transceiver.mid || "" });
         audio.srcObject = new MediaStream([track]);
         grid.append(el("div", { class: "remote-audio", hidden: true }, audio));
         return;
@@ -387,6 +639,7 @@
       }
     };
     Object.assign(room, { grid, msg, onTrack });
+    grid.before(roomControls(room, selfTile));
     const thisRoom = room;
     // A failed first negotiation is handled as a lost connection: admitted again, with back-off.
     try { await connectMedia(room, admission); }
@@ -408,6 +661,79 @@
     }, 5000);
     room.stopQuality = () => clearInterval(qualityTimer);
     openEvents(thisRoom, agenda, roster);
+  }
+
+  // The room's control bar: microphone and camera on/off, the gear to change camera and microphone
+  // (and speaker, where the browser can choose it) during the meeting, and who is speaking, from the
+  // audio levels (own microphone and each received audio slot, named through the tile assignment).
+  // The layout follows the number of tiles (1-12) through the grid's data-count.
+  function roomControls(thisRoom, selfTile) {
+    const toggle = (id, kind, on, off) => el("button", { type: "button", id, class: "control", "aria-pressed": "true",
+      onclick: (e) => {
+        const button = e.currentTarget, enabled = button.getAttribute("aria-pressed") !== "true";
+        thisRoom.stream.getTracks().filter(t => t.kind === kind).forEach(t => { t.enabled = enabled; });
+        button.setAttribute("aria-pressed", String(enabled));
+        button.textContent = enabled ? on : off;
+        selfTile.classList.toggle(kind === "audio" ? "mic-off" : "camera-off", !enabled);
+      } }, on);
+    const camera = el("select", { id: "room-camera" }), mic = el("select", { id: "room-microphone" }), speaker = el("select", { id: "room-speaker" });
+    const settings = el("div", { id: "room-settings", class: "card settings", hidden: true },
+      el("label", { for: "room-camera" }, "Kamera"), camera, el("label", { for: "room-microphone" }, "Mikrofon"), mic,
+      ...("setSinkId" in HTMLMediaElement.prototype ? [el("label", { for: "room-speaker" }, "Högtalare"), speaker] : []));
+    const gear = el("button", { type: "button", id: "room-gear", class: "control", "aria-expanded": "false", "aria-controls": "room-settings",
+      onclick: async () => {
+        settings.hidden = !settings.hidden;
+        gear.setAttribute("aria-expanded", String(!settings.hidden));
+        if (settings.hidden) return;
+        const all = await navigator.mediaDevices.enumerateDevices();
+        const current = kind => (thisRoom.stream.getTracks().find(t => t.kind === kind) || { getSettings: () => ({}) }).getSettings().deviceId;
+        const fill = (select, kind, label, chosen) => select.replaceChildren(...all.filter(d => d.kind === kind).map((d, n) =>
+          el("option", { value: d.deviceId, selected: d.deviceId === chosen }, d.label || label + " " + (n + 1))));
+        fill(camera, "videoinput", "Kamera", current("video"));
+        fill(mic, "audioinput", "Mikrofon", current("audio"));
+        fill(speaker, "audiooutput", "Högtalare", "");
+      } }, "⚙", el("span", { class: "sr-only" }, "Inställningar för kamera, mikrofon och högtalare"));
+    // A new device: its track replaces the old one in the connection (and in the stream a reconnection uses).
+    const use = async (kind, deviceId) => {
+      const fresh = (await navigator.mediaDevices.getUserMedia(kind === "video" ? { video: { deviceId: { exact: deviceId } } }
+        : { audio: { deviceId: { exact: deviceId } } })).getTracks()[0];
+      const old = thisRoom.stream.getTracks().find(t => t.kind === kind);
+      if (old) { fresh.enabled = old.enabled; thisRoom.stream.removeTrack(old); old.stop(); }
+      thisRoom.stream.addTrack(fresh);
+      const sender = thisRoom.pc && thisRoom.pc.getSenders().find(s => s.track === old || (s.track && s.track.kind === kind));
+      if (sender) await sender.replaceTrack(fresh);
+      if (kind === "audio") thisRoom.ownLevel = Media.level(thisRoom.stream);
+      selfTile.querySelector("video").srcObject = thisRoom.stream;
+    };
+    camera.addEventListener("change", () => use("video", camera.value).catch(err => say("room-message", "Kameran kunde inte bytas. Välj en annan.", "error")));
+    mic.addEventListener("change", () => use("audio", mic.value).catch(err => say("room-message", "Mikrofonen kunde inte bytas. Välj en annan.", "error")));
+    speaker.addEventListener("change", () => thisRoom.grid.querySelectorAll("audio").forEach(a => a.setSinkId(speaker.value).catch(() => {})));
+
+    thisRoom.ownLevel = Media.level(thisRoom.stream);
+    const levels = new WeakMap();
+    const speakingTimer = setInterval(() => {
+      if (thisRoom.closed) { clearInterval(speakingTimer); return; }
+      const grid = thisRoom.grid;
+      mark(selfTile, thisRoom.stream.getAudioTracks().some(t => t.enabled) ? thisRoom.ownLevel() : 0);
+      const loud = new Map();
+      for (const audio of grid.querySelectorAll(".remote-audio audio")) {
+        if (!levels.has(audio)) levels.set(audio, Media.level(audio.srcObject));
+        const owner = thisRoom.slots && thisRoom.slots.get(audio.dataset.mid);
+        if (owner) loud.set(owner.participant_id, Math.max(loud.get(owner.participant_id) || 0, levels.get(audio)()));
+      }
+      for (const tile of grid.querySelectorAll(".tile.remote")) mark(tile, loud.get(tile.dataset.participant) || 0);
+      grid.dataset.count = String(grid.querySelectorAll(".tile:not([hidden])").length);
+    }, 250);
+    return el("div", { class: "controls", role: "toolbar", "aria-label": "Mötets kontroller" },
+      toggle("mic-toggle", "audio", "Mikrofon på", "Mikrofon av"), toggle("camera-toggle", "video", "Kamera på", "Kamera av"),
+      gear, settings);
+  }
+
+  // A tile is marked while its person speaks (a level above the room's noise), with the loudest
+  // level seen kept in data-peak (read by tests).
+  function mark(tile, level) {
+    tile.classList.toggle("speaking", level > 0.02);
+    if (level > Number(tile.dataset.peak || 0)) tile.dataset.peak = level.toFixed(3);
   }
 
   // Reconnecting. A media instance can die during a meeting; roster then moves the room to another
@@ -444,6 +770,7 @@
     catch (err) { return; }  // asked again on the next connection change
     if (thisRoom.closed || room !== thisRoom) return;
     const byMid = new Map(tiles.map(t => [t.mid, t]));
+    thisRoom.slots = byMid;  // audio and video MIDs -> whom they carry (the speaking marks use the audio ones)
     for (const video of thisRoom.grid.querySelectorAll(".tile.remote video")) {
       const tile = video.parentElement, shown = byMid.get(video.dataset.mid), name = shown ? shown.full_name : "";
       tile.querySelector(".label").textContent = name || "Deltagare";
@@ -548,50 +875,92 @@
     });
   }
 
+  // The coordinator's roster in the room: who is connected (and physically present with the
+  // patient, changeable here), who is registered but not connected, unidentified connections (a
+  // phone caller) to identify as a registered person or remove; removing and aborting are confirmed.
   async function showRoster(thisRoom, section) {
     let rec;
     try { rec = await api("GET", "/meetings/" + thisRoom.id + "/reconciliation"); }
     catch (err) { return; }
+    const refresh = () => showRoster(thisRoom, section);
+    const roomMsg = document.getElementById("room-message");
     const remove = (body, label) => el("button", { type: "button", class: "danger remove", "aria-label": "Ta bort " + label,
       onclick: async () => {
-        try { await api("POST", "/meetings/" + thisRoom.id + "/removals", { ...body, reason: "Ombedd att lämna av samordnaren" }); showRoster(thisRoom, section); }
-        catch (err) { say("room-message", errorText(err), "error"); }
+        if (!await SVPL.confirmAction("Ta bort " + label + " från mötet?", "Den som tas bort kopplas ner och kan inte ansluta igen till det här mötet.", "Ta bort")) return;
+        if (await act(roomMsg, () => api("POST", "/meetings/" + thisRoom.id + "/removals", { ...body, reason: "Ombedd att lämna av samordnaren" }))) refresh();
       } }, "Ta bort");
+    const present = p => el("label", { class: "inline" }, el("input", { type: "checkbox", class: "presence", checked: Boolean(p.physically_present),
+      onchange: async (e) => {
+        if (await act(roomMsg, () => api("POST", "/meetings/" + thisRoom.id + "/physical-presence",
+          { participant_id: p.participant_id, physically_present: e.target.checked }))) refresh();
+        else e.target.checked = !e.target.checked;
+      } }), " hos patienten", el("span", { class: "sr-only" }, " (" + p.full_name + ")"));
     const list = el("ul", { class: "plain", id: "roster-connected" });
     for (const p of rec.registered_and_connected) {
-      list.append(el("li", { "data-participant": p.participant_id }, p.full_name + " (" + (ROLES[p.role] || "") + ") ",
+      list.append(el("li", { "data-participant": p.participant_id, "data-present": p.physically_present ? "true" : "false" },
+        p.full_name + " (" + (ROLES[p.role] || "") + ") ", present(p), " ",
         p.participant_id === thisRoom.participantId ? "" : remove({ participant_id: p.participant_id }, p.full_name)));
     }
-    for (const c of rec.connected_not_identified) {
-      list.append(el("li", { class: "unidentified" }, "Oidentifierad: " + (c.label || c.connection_id) + " ",
+    rec.connected_not_identified.forEach((c, n) => {
+      const who = el("select", { id: "identify-as-" + n }, ...rec.registered_not_connected.map(p =>
+        el("option", { value: p.participant_id }, p.full_name + " (" + (ROLES[p.role] || "") + ")")));
+      list.append(el("li", { class: "unidentified", "data-connection": c.connection_id }, "Oidentifierad: " + (c.label || c.connection_id) + " ",
+        who.options.length ? el("span", {}, el("label", { for: who.id, class: "inline" }, "Är"), " ", who, " ",
+          el("button", { type: "button", class: "secondary identify", onclick: async () => {
+            if (await act(roomMsg, () => api("POST", "/meetings/" + thisRoom.id + "/identifications",
+              { connection_id: c.connection_id, participant_id: who.value }), "Anslutningen är identifierad som " + who.selectedOptions[0].textContent + ".")) refresh();
+          } }, "Identifiera"), " ") : "",
         remove({ connection_id: c.connection_id }, "oidentifierad anslutning")));
-    }
+    });
     const missing = el("ul", { class: "plain", id: "roster-missing" },
-      ...rec.registered_not_connected.map(p => el("li", {}, p.full_name + " (" + (ROLES[p.role] || "") + ")")));
+      ...rec.registered_not_connected.map(p => el("li", {}, p.full_name + " (" + (ROLES[p.role] || "") + ")",
+        p.physically_present ? " – fysiskt hos patienten" : "")));
     const abort = el("button", { type: "button", id: "abort-meeting", class: "danger", onclick: async () => {
-      try { await api("POST", "/meetings/" + thisRoom.id + "/abort", { reason: "En deltagare kunde inte identifieras" }); }
-      catch (err) { say("room-message", errorText(err), "error"); }
+      if (!await SVPL.confirmAction("Avbryt mötet?", "Mötet avslutas för alla och ingen kan ansluta igen. Gör det när en person inte kan identifieras.", "Avbryt mötet")) return;
+      await act(roomMsg, () => api("POST", "/meetings/" + thisRoom.id + "/abort", { reason: "En deltagare kunde inte identifieras" }));
     } }, "Avbryt mötet");
     section.replaceChildren(el("h2", {}, "Registrerade och anslutna"), el("h3", {}, "Anslutna"), list,
       el("h3", {}, "Registrerade, inte anslutna"), missing, el("p", {}, abort));
   }
 
+  // What the coordinator says or asks at each step (the routine's opening: a private place, no
+  // recording, and whether everyone sees and hears each other).
+  const STEP_GUIDANCE = {
+    AGENDA_STEP_WELCOME: ["Hälsa alla välkomna.", "Påminn om att var och en sitter där ingen annan ser eller hör mötet, och att mötet inte spelas in.",
+      "Fråga: ser och hör alla varandra?"],
+    AGENDA_STEP_PURPOSE_AND_CONFIDENTIALITY: ["Berätta om mötets syfte, tystnadsplikt och sekretess."],
+    AGENDA_STEP_INDIVIDUAL_ON_REASON: ["Fråga den enskilde om hen vill berätta varför mötet hålls; annars berättar samordnaren."],
+    AGENDA_STEP_INTRODUCTIONS: ["Alla presenterar sig: den enskilde och närstående först, sedan övriga."],
+    AGENDA_STEP_QUESTIONS: ["Ta upp frågorna när alla har fått ordet."],
+    AGENDA_STEP_SUMMARY: ["Sammanfatta det ni har kommit överens om och skriv ner det."],
+  };
+
   function showAgenda(thisRoom, section, agenda) {
     const children = [el("h2", {}, "Dagordning"), el("p", { id: "agenda-step" }, "Nu: ", el("strong", {}, STEPS[agenda.step] || agenda.step))];
+    const guidance = STEP_GUIDANCE[agenda.step];
+    if (guidance) children.push(el("ul", { id: "agenda-guidance" }, ...guidance.map(g => el("li", {}, g))));
+    const roomMsg = document.getElementById("room-message");
     const order = el("ol", { id: "speaking-order" }, ...(agenda.speaking_order || []).map(p =>
       el("li", { class: p.participant_id === agenda.current_speaker_participant_id ? "current" : "" }, p.full_name,
-        thisRoom.coordinator ? el("button", { type: "button", class: "secondary", onclick: () =>
-          api("POST", "/meetings/" + thisRoom.id + "/agenda/speaker", { participant_id: p.participant_id }).catch(err => say("room-message", errorText(err), "error")) }, "Ge ordet") : "")));
+        thisRoom.coordinator ? el("button", { type: "button", class: "secondary", "aria-label": "Ge ordet till " + p.full_name, onclick: () =>
+          act(roomMsg, () => api("POST", "/meetings/" + thisRoom.id + "/agenda/speaker", { participant_id: p.participant_id })) }, "Ge ordet") : "")));
     children.push(el("h3", {}, "Talarordning"), order);
     if (thisRoom.coordinator && agenda.step !== "AGENDA_STEP_DONE") {
       children.push(el("p", {}, el("button", { type: "button", id: "agenda-next", onclick: () =>
-        api("POST", "/meetings/" + thisRoom.id + "/agenda/advance", { from_step: agenda.step }).catch(err => say("room-message", errorText(err), "error")) }, "Nästa punkt")));
+        act(roomMsg, () => api("POST", "/meetings/" + thisRoom.id + "/agenda/advance", { from_step: agenda.step })) }, "Nästa punkt")));
     }
-    const summary = el("textarea", { id: "summary", rows: 4, readonly: !thisRoom.coordinator }, agenda.summary || "");
-    children.push(el("label", { for: "summary" }, "Sammanfattning av överenskommelser"), summary);
-    if (thisRoom.coordinator) {
-      children.push(el("p", {}, el("button", { type: "button", class: "secondary", onclick: () =>
-        api("POST", "/meetings/" + thisRoom.id + "/agenda/summary", { summary: summary.value }).catch(err => say("room-message", errorText(err), "error")) }, "Spara sammanfattningen")));
+    // The summary is written at the summary step (the coordinator; what they type is kept while the
+    // agenda changes around it) and read by everyone once it is recorded.
+    if (thisRoom.coordinator && agenda.step === "AGENDA_STEP_SUMMARY") {
+      // What the person has typed and not saved is kept; an untouched field shows the recorded summary.
+      const typed = document.getElementById("summary");
+      const edited = typed && typed.value !== typed.dataset.recorded;
+      const summary = el("textarea", { id: "summary", rows: 4, "data-recorded": agenda.summary || "" }, edited ? typed.value : (agenda.summary || ""));
+      children.push(el("label", { for: "summary" }, "Sammanfattning av överenskommelser"), summary,
+        el("p", {}, el("button", { type: "button", id: "summary-save", class: "secondary", onclick: () =>
+          act(roomMsg, () => api("POST", "/meetings/" + thisRoom.id + "/agenda/summary", { summary: summary.value }), "Sammanfattningen är sparad.") }, "Spara sammanfattningen")));
+    } else if (agenda.summary) {
+      children.push(el("h3", {}, "Sammanfattning av överenskommelser"), el("p", { id: "summary-text", class: "pre" }, agenda.summary));
     }
     if (document.activeElement && section.contains(document.activeElement) && document.activeElement.id === "summary") return;
     section.replaceChildren(...children);
@@ -601,6 +970,7 @@
     if (!room) return;
     const current = room;
     if (current.coordinator) {
+      if (!await SVPL.confirmAction("Lämna och avsluta mötet?", "Mötet avslutas för alla. Ingen kan stanna kvar eller ansluta igen.", "Lämna och avsluta mötet")) return;
       try { await api("POST", "/meetings/" + current.id + "/end"); }
       catch (err) { say("room-message", errorText(err), "error"); return; }
       finish(current.id, "Mötet är avslutat.");
@@ -618,6 +988,8 @@
   });
 
   // ------------------------------------------------------------------ test room
+  // The test room: the person sees and hears themselves back from the media service, with a
+  // microphone level meter and the connection's result in words; the routine's advice beside it.
   async function testView() {
     leaveRoom();
     const msg = message("test-message");
@@ -625,29 +997,69 @@
     self.muted = true;
     const echo = el("video", { id: "test-echo", autoplay: true, playsinline: true, class: "selfview", "aria-label": "Din bild och ditt ljud tillbaka från mötestjänsten" });
     const start = el("button", { type: "button", id: "test-start" }, "Starta testet");
+    const stop = el("button", { type: "button", id: "test-stop", class: "secondary", hidden: true }, "Avsluta testet");
+    const meter = el("meter", { id: "test-level", class: "meter", min: 0, max: 0.3, low: 0.02, high: 0.25, optimum: 0.1, value: 0 });
+    const result = el("p", { id: "test-result", role: "status", "aria-live": "polite" });
     view("Testrum", el("p", {}, "Här kan du kontrollera kamera, mikrofon och nätverk före ett möte. Du ser och hör dig själv via mötestjänsten."),
-      msg, start, el("div", { class: "grid" }, el("div", { class: "tile" }, self, el("span", { class: "label" }, "Din kamera")),
+      el("ul", { id: "test-advice" }, el("li", {}, "Använd helst webbläsaren Chrome."),
+        el("li", {}, "Använd headset om du sitter ensam, så undviker du eko."),
+        el("li", {}, "Trådbundet nätverk är bäst; testa wifi först och undvik att dela mobilt bredband från telefonen."),
+        el("li", {}, "Patientens eget wifi används bara i nödfall.")),
+      msg, el("p", {}, start, " ", stop), el("label", { for: "test-level" }, "Mikrofonens nivå"), meter, result,
+      el("div", { class: "grid" }, el("div", { class: "tile" }, self, el("span", { class: "label" }, "Din kamera")),
         el("div", { class: "tile" }, echo, el("span", { class: "label" }, "Tillbaka från tjänsten"))));
+    let timer = 0;
+    const end = () => { clearInterval(timer); leaveRoom(); start.hidden = false; stop.hidden = true; meter.value = 0; };
+    stop.addEventListener("click", () => { end(); say(msg, "Testet är avslutat.", "info"); });
     start.addEventListener("click", async () => {
       try {
         const stream = await Media.localStream();
         self.srcObject = stream;
+        const back = new MediaStream();
         const pc = await Media.testRoom(stream, async sdp => (await api("POST", "/test-room/negotiation", { sdp_offer: sdp })).sdp_answer,
-          (track) => { if (track.kind === "video") { echo.srcObject = new MediaStream([track]); Media.countFrames(echo); } });
+          (track) => { back.addTrack(track); echo.srcObject = back; if (track.kind === "video") Media.countFrames(echo); });
         room = { id: "", pc, stream, closed: false, tileTimer: 0 };
-        say(msg, "Testet pågår.", "ok");
-      } catch (err) { say(msg, errorText(err), "error"); }
+        const thisRoom = room;
+        start.hidden = true;
+        stop.hidden = false;
+        say(msg, "Testet pågår. Säg något: du hör dig själv strax efteråt.", "ok");
+        const level = Media.level(stream);
+        timer = setInterval(() => {
+          if (thisRoom.closed) { clearInterval(timer); return; }
+          meter.value = level();
+          meter.dataset.peak = String(Math.max(Number(meter.dataset.peak || 0), meter.value));
+        }, 100);
+        await new Promise(r => setTimeout(r, 3000));  // let the connection settle before measuring it
+        if (thisRoom.closed) return;
+        const r = await Media.connectionResult(pc, 3000);
+        result.dataset.quality = r.good ? "bra" : "svag";
+        result.textContent = (r.good ? "Anslutningen är bra" : "Anslutningen är svag") +
+          ` (svarstid ${r.rttMs === null ? "okänd" : r.rttMs + " ms"}, förlust ${Math.round(r.loss * 100)} %, ${r.kbps} kbit/s).` +
+          (r.good ? "" : " Prova trådbundet nätverk, eller flytta närmare wifi-punkten.");
+      } catch (err) { end(); say(msg, err instanceof SVPL.ApiError ? errorText(err) : "Kameran eller mikrofonen kunde inte startas. Kontrollera att webbläsaren får använda dem.", "error"); }
     });
   }
 
   // ------------------------------------------------------------------ report a problem
+  // "Mötes-ID" is what the person sees: the dial-in meeting ID (digits) of one of their own meetings,
+  // sent as that meeting's id; anything else is sent as it is (support answers the same for a meeting
+  // that does not exist and one the person is not in).
+  async function meetingIdFor(value) {
+    const digits = value.replace(/[\s-]/g, "");
+    if (!/^\d+$/.test(digits)) return value;
+    try {
+      const { meetings } = await api("GET", "/meetings");
+      const found = meetings.find(m => m.dial_in_code === digits);
+      return found ? found.meeting_id : value;
+    } catch (err) { return value; }
+  }
   function reportView(query) {
     const msg = message("report-message");
     const kind = el("select", { id: "problem-kind" }, ...Object.entries(PROBLEMS).map(([k, v]) => el("option", { value: k }, v)));
     const form = el("form", { id: "report-form", class: "card" },
       el("label", { for: "problem-kind" }, "Vad gäller problemet?"), kind,
       el("label", { for: "problem-text" }, "Beskriv problemet"), el("textarea", { id: "problem-text", rows: 5, required: true }),
-      el("label", { for: "problem-meeting" }, "Mötes-ID (om det gäller ett möte)"), el("input", { id: "problem-meeting", value: query.get("meeting") || "" }),
+      el("label", { for: "problem-meeting" }, "Mötes-ID (siffrorna i inbjudan, om det gäller ett möte)"), el("input", { id: "problem-meeting", value: query.get("meeting") || "" }),
       el("label", { for: "problem-contact" }, "Hur når vi dig? (telefon)"), el("input", { id: "problem-contact" }),
       el("label", {}, el("input", { type: "checkbox", id: "problem-rebook" }), " Be samordnaren överväga att boka om mötet"),
       el("p", {}, el("button", { type: "submit", id: "report-submit" }, "Skicka rapporten")));
@@ -658,12 +1070,15 @@
       e.preventDefault();
       try {
         const { ticket } = await api("POST", "/support/reports", { problem: kind.value,
-          description: document.getElementById("problem-text").value.trim(), meeting_id: document.getElementById("problem-meeting").value.trim(),
+          description: document.getElementById("problem-text").value.trim(),
+          meeting_id: await meetingIdFor(document.getElementById("problem-meeting").value.trim()),
           contact: document.getElementById("problem-contact").value.trim(), request_rebook: document.getElementById("problem-rebook").checked,
           idempotency_key: crypto.randomUUID() });
         const queue = (ticket.routing && ticket.routing.queue) || {};
         result.replaceChildren(el("h2", {}, "Rapporten är skickad"), el("p", {}, "Ärende: ", el("strong", { id: "report-number" }, ticket.number || ticket.ticket_id)),
           el("p", { id: "report-queue" }, "Den har gått till: ", el("strong", {}, queue.name || "")),
+          ticket.meeting_id ? el("p", { id: "report-meeting", "data-meeting": ticket.meeting_id }, "Rapporten gäller mötet med mötes-ID ",
+            document.getElementById("problem-meeting").value.trim(), ".") : "",
           queue.contact_text ? el("p", {}, queue.contact_text) : "",
           el("p", {}, el("a", { href: "/desk/#/mine" }, "Följ dina felanmälningar")));
         result.hidden = false;
