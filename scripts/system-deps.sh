@@ -8,6 +8,11 @@ command -v ldapadd >/dev/null 2>&1 || need+=(ldap-utils)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 # The browser test runs in a private network namespace (unshare -rn; `ip` brings loopback up).
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
+# The network topology tests (tests/network): namespaces, NAT and firewall rules, rate limits, and
+# coturn as the TURN server (TLS on 443).
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptables)
+command -v tc >/dev/null 2>&1 || [ -x /usr/sbin/tc ] || need+=(iproute2)
+command -v turnserver >/dev/null 2>&1 || [ -x /usr/bin/turnserver ] || need+=(coturn)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -1,0 +1,188 @@
+"""Networks a participant really has, built on this machine with Linux network namespaces.
+
+`Topology` makes namespaces and veth links with unique names and a private /16 of its own
+(10.<n>.0.0/16, checked unused), routes that /16 to a blackhole in the root namespace (so no packet
+for those addresses ever leaves the machine) and removes everything on `close`, also after a
+failure. The media service runs in-process in the root namespace ("the cluster"); a client peer
+runs on a `NetnsLoop`: an asyncio loop on its own thread that has entered the client's namespace
+with setns(2), so the sockets aiortc opens there are the client's. setns on one thread changes only
+that thread's network namespace (Python 3.11 has no os.setns: libc's, through ctypes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ipaddress
+import os
+import random
+import shutil
+import subprocess
+import threading
+import uuid
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import ifaddr
+
+from tests.polling import poll
+
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+def available() -> str:
+    """Why namespaces cannot be built here ("" when they can)."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    missing = [tool for tool in ("ip", "iptables", "tc") if shutil.which(tool) is None]
+    return f"missing {', '.join(missing)} (scripts/system-deps.sh installs them)" if missing else ""
+
+
+def run(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {result.stderr.strip()}")
+    return result
+
+
+def ipv4_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    """aioice's host addresses, IPv4 only, of the calling thread's namespace (ifaddr asks the kernel
+    from this thread): the namespaces here are IPv4-only."""
+    return [ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips
+            if isinstance(ip.ip, str) and not ip.ip.startswith("127.")]
+
+
+class Topology:
+    """Namespaces and links of one test; `close` removes them all."""
+
+    def __init__(self) -> None:
+        self.tag = uuid.uuid4().hex[:6]
+        self.net = self._free_net()
+        self.namespaces: list[str] = []
+        self.root_links: list[str] = []
+        self._subnets = 0
+        run("ip", "route", "add", "blackhole", str(self.net))
+
+    @staticmethod
+    def _free_net() -> ipaddress.IPv4Network:
+        used = run("ip", "-4", "route", "show", "table", "all").stdout + run("ip", "-4", "addr").stdout
+        for _ in range(50):
+            net = ipaddress.IPv4Network(f"10.{random.randrange(200, 250)}.0.0/16")
+            if f"10.{net.network_address.packed[1]}." not in used:
+                return net
+        raise RuntimeError("no free 10.200-249.0.0/16 for a test network")
+
+    def namespace(self, role: str) -> str:
+        name = f"svpl-{self.tag}-{role}"
+        run("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        run("ip", "link", "set", "lo", "up", ns=name)
+        return name
+
+    def link(self, a: str | None, b: str | None) -> tuple[str, str, str, str]:
+        """A veth pair between namespaces a and b (None: the root namespace) on a /24 of its own:
+        (a's interface, a's address .1, b's interface, b's address .2)."""
+        self._subnets += 1
+        base = f"10.{self.net.network_address.packed[1]}.{self._subnets}"
+        if_a, if_b = f"sv{self.tag}{self._subnets}a", f"sv{self.tag}{self._subnets}b"
+        run("ip", "link", "add", if_a, "type", "veth", "peer", "name", if_b)
+        for ns, ifname, addr in ((a, if_a, f"{base}.1"), (b, if_b, f"{base}.2")):
+            if ns is None:
+                self.root_links.append(ifname)
+            else:
+                run("ip", "link", "set", ifname, "netns", ns)
+            run("ip", "addr", "add", f"{addr}/24", "dev", ifname, ns=ns)
+            run("ip", "link", "set", ifname, "up", ns=ns)
+        return if_a, f"{base}.1", if_b, f"{base}.2"
+
+    def close(self) -> None:
+        for ns in self.namespaces:
+            run("ip", "netns", "del", ns, check=False)  # its interfaces (and their peers) go with it
+        for ifname in self.root_links:
+            run("ip", "link", "del", ifname, check=False)
+        run("ip", "route", "del", "blackhole", str(self.net), check=False)
+
+
+class NetnsLoop:
+    """An asyncio loop on a thread inside network namespace `ns`; `call` runs a coroutine there."""
+
+    def __init__(self, ns: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._failed: BaseException | None = None
+        ready = threading.Event()
+
+        def main() -> None:
+            try:
+                fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+                try:
+                    if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), f"setns into {ns}")
+                finally:
+                    os.close(fd)
+            except BaseException as exc:  # noqa: BLE001 - handed to the constructor's thread
+                self._failed = exc
+                ready.set()
+                return
+            asyncio.set_event_loop(self.loop)
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=main, name=f"netns-{ns}", daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        if self._failed is not None:
+            raise self._failed
+
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+class Coturn:
+    """Debian's coturn (`turnserver`) on one address: TURN over UDP/TCP on 3478 and over TLS on
+    `tls_port`, TURN REST API credentials (use-auth-secret), relay ports `relay` (min, max)."""
+
+    def __init__(self, address: str, secret: str, cert: str, key: str, relay: tuple[int, int],
+                 workdir: str, tls_port: int = 443) -> None:
+        self.address, self.tls_port = address, tls_port
+        self.log = open(os.path.join(workdir, "turnserver.log"), "w")  # noqa: SIM115 - closed in stop
+        self.process = subprocess.Popen(
+            ["turnserver", "-n", "--log-file=stdout", "--simple-log", f"--pidfile={workdir}/turnserver.pid",
+             f"--listening-ip={address}", f"--relay-ip={address}", "--listening-port=3478",
+             f"--tls-listening-port={tls_port}", f"--cert={cert}", f"--pkey={key}",
+             f"--min-port={relay[0]}", f"--max-port={relay[1]}", "--realm=svpl.test", "--use-auth-secret",
+             f"--static-auth-secret={secret}", "--fingerprint", "--no-cli", "--no-dtls", "--no-multicast-peers",
+             "--no-software-attribute", f"--userdb={workdir}/turndb"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+
+    async def started(self, timeout: float = 10.0) -> None:
+        """Returns once the TLS listener accepts connections."""
+
+        async def listening() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"turnserver exited ({self.process.returncode}): see {self.log.name}")
+            try:
+                _, writer = await asyncio.open_connection(self.address, self.tls_port)
+            except OSError:
+                return False
+            writer.close()
+            return True
+
+        await poll(listening, timeout, f"turnserver listening on {self.address}:{self.tls_port}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+        self.log.close()

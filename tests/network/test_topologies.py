@@ -1,0 +1,192 @@
+"""A participant on each network they really have reaches a meeting: real aiortc peers in Linux
+network namespaces (tests/network/netns.py), the media service (and coturn) in the root namespace
+as "the cluster". Each test has one participant on the built network and one on the cluster side,
+and both must receive the other's audio and video."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from dataclasses import dataclass
+
+import aioice.ice
+import pytest
+from aiortc import RTCIceServer
+from svpl.media.v1 import media_pb2
+
+from services.gateway.routes.joining import turn_credentials
+from tests.identity.pki import make_ca, make_leaf
+from tests.media.conftest import INSTANCE, MediaWorld
+from tests.media.peers import Peer
+from tests.network import netns
+from tests.polling import poll
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def topology(monkeypatch):
+    missing = netns.available()
+    assert not missing, f"the network topology tests need this machine set up: {missing}"
+    # Real host addresses (each thread's own namespace), not the suite's loopback-only list.
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", netns.ipv4_host_addresses)
+    topo = netns.Topology()
+    try:
+        yield topo
+    finally:
+        topo.close()
+
+
+@pytest.fixture
+def world_factory(system_factory, keyring, service_token):
+    async def make(**media) -> MediaWorld:
+        system = await system_factory(["identity", "media"], overrides={"media": {"instance_id": INSTANCE, **media}})
+        return MediaWorld(system, keyring, service_token)
+
+    return make
+
+
+@dataclass
+class Meeting:
+    remote: Peer  # on the built network, its loop in the client namespace
+    local: Peer  # on the cluster side
+    joined_at: float
+    answer: str
+
+    def first_video_after_join(self) -> float:
+        return min(r.first_at for r in self.remote.video_received()) - self.joined_at
+
+
+async def _new_peer(ice_servers: list[RTCIceServer] | None) -> Peer:
+    return Peer(ice_servers=ice_servers)
+
+
+async def meet(world: MediaWorld, client: netns.NetnsLoop, ice_servers: list[RTCIceServer] | None = None,
+               timeout: float = 30.0) -> Meeting:
+    """A meeting with one participant on the client's network and one on the cluster side; returns
+    once each receives the other's audio and video."""
+    meeting_id = await world.open_room()
+    local = Peer()
+    await world.join(local, meeting_id, "p-cluster")
+    remote = await client.call(_new_peer(ice_servers))
+    joined_at = time.monotonic()
+    offer = await client.call(remote.offer())
+    response = await world.media.Negotiate(
+        media_pb2.NegotiateRequest(join_token=world.join_token(meeting_id, "p-client")[0], sdp_offer=offer),
+        metadata=world.gateway_md)
+    await client.call(remote.answer(response.sdp_answer))
+    meeting = Meeting(remote, local, joined_at, response.sdp_answer)
+    await poll(lambda: all(p.video_received() and p.audio_received() for p in (remote, local)), timeout,
+               lambda: f"audio and video both ways (client received {remote.received}, cluster {local.received})")
+    return meeting
+
+
+def nominated(peer: Peer):
+    """The client's nominated ICE candidate pair (aioice's, through aiortc's transports)."""
+    for t in peer.pc.getTransceivers():
+        if t.sender.transport is not None:
+            return t.sender.transport.transport._connection._nominated.get(1)
+    return None
+
+
+async def leave(client: netns.NetnsLoop, meeting: Meeting | None) -> None:
+    if meeting is not None:
+        await meeting.local.close()
+        await client.call(meeting.remote.close())
+    client.close()
+
+
+async def test_client_behind_nat_with_udp_open_connects(topology, world_factory):
+    """A nurse's 4G or a home router: the client has a private address behind a NAT that lets its
+    own outgoing UDP (and the answers) through and nothing else in."""
+    client_ns, router = topology.namespace("client"), topology.namespace("nat")
+    _, root_addr, wan, _ = topology.link(None, router)  # the cluster .1 <-> the router's WAN side .2
+    _, lan_addr, _, client_addr = topology.link(router, client_ns)
+    for rule in (["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                 ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", wan, "-j", "MASQUERADE"],
+                 ["iptables", "-A", "FORWARD", "-i", wan, "-m", "conntrack", "--ctstate",
+                  "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+                 ["iptables", "-A", "FORWARD", "-i", wan, "-j", "DROP"],
+                 ["ip", "route", "add", "default", "via", root_addr]):
+        netns.run(*rule, ns=router)
+    netns.run("ip", "route", "add", "default", "via", lan_addr, ns=client_ns)
+    world = await world_factory()
+    client = netns.NetnsLoop(client_ns)
+    meeting = None
+    try:
+        meeting = await meet(world, client)
+        pair = nominated(meeting.remote)
+        assert pair is not None and pair.local_candidate.host == client_addr  # its own address, NATed
+    finally:
+        await leave(client, meeting)
+
+
+async def test_client_allowed_only_outgoing_tcp_443_connects_through_turn_over_tls(topology, world_factory,
+                                                                                 tmp_path, monkeypatch):
+    """A hospital network: the firewall lets out only TCP to port 443 (HTTPS). The client reaches
+    coturn's TLS listener on 443 with TURN REST credentials as the gateway mints them; coturn relays
+    to media over UDP inside the cluster."""
+    client_ns = topology.namespace("client")
+    _, turn_addr, _, _ = topology.link(None, client_ns)
+    netns.run("ip", "route", "add", "default", "via", turn_addr, ns=client_ns)
+    for rule in (["-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT"],
+                 ["-A", "OUTPUT", "-p", "tcp", "--dport", "443", "-j", "ACCEPT"],
+                 ["-A", "OUTPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+                 ["-P", "OUTPUT", "DROP"],
+                 ["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
+                 ["-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+                 ["-P", "INPUT", "DROP"]):
+        netns.run("iptables", *rule, ns=client_ns)
+    ca = make_ca("svpl TURN test CA")
+    cert, key = make_leaf(ca, turn_addr, server_names=[turn_addr]).write(tmp_path, "turn")
+    (tmp_path / "ca.pem").write_text(ca.pem)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # the client trusts the test CA only
+    secret = secrets.token_urlsafe(24)
+    low = random.randrange(50000, 60000, 100)
+    coturn = netns.Coturn(turn_addr, secret, str(cert), str(key), (low, low + 99), str(tmp_path))
+    client = netns.NetnsLoop(client_ns)
+    meeting = None
+    try:
+        await coturn.started()
+        world = await world_factory()
+        username, credential = turn_credentials(secret, "a-session", 300, time.time())
+        servers = [RTCIceServer(urls=f"turns:{turn_addr}:443?transport=tcp", username=username,
+                                credential=credential)]
+        meeting = await meet(world, client, servers)
+        pair = nominated(meeting.remote)
+        assert pair is not None and pair.local_candidate.type == "relay"
+    finally:
+        await leave(client, meeting)
+        coturn.stop()
+
+
+async def test_media_reachable_only_through_its_node_address_connects(topology, world_factory):
+    """turn.enabled=false: the node publishes the pod's UDP range (hostPort: the same port numbers,
+    DNAT to the pod) and nothing else of the pod network is reachable from outside; media's answer
+    carries the node's address (SVPL_NODE_IP) and the client connects to it."""
+    client_ns, node = topology.namespace("client"), topology.namespace("node")
+    _, pod_ip, node_out, _ = topology.link(None, node)  # the root namespace is the pod
+    _, node_ip, _, _ = topology.link(node, client_ns)
+    low = random.randrange(42000, 48000, 20)
+    for rule in (["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                 ["iptables", "-t", "nat", "-A", "PREROUTING", "-d", node_ip, "-p", "udp", "--dport",
+                  f"{low}:{low + 19}", "-j", "DNAT", "--to-destination", pod_ip],
+                 ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", node_out, "-j", "MASQUERADE"],
+                 ["iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "DNAT,ESTABLISHED,RELATED",
+                  "-j", "ACCEPT"],
+                 ["iptables", "-P", "FORWARD", "DROP"]):
+        netns.run(*rule, ns=node)
+    netns.run("ip", "route", "add", "default", "via", node_ip, ns=client_ns)
+    world = await world_factory(node_ip=node_ip, rtc_port_min=low, rtc_port_max=low + 19,
+                                capacity_participants=10)
+    client = netns.NetnsLoop(client_ns)
+    meeting = None
+    try:
+        meeting = await meet(world, client)
+        assert f" {node_ip} " in meeting.answer and "typ srflx" in meeting.answer
+        pair = nominated(meeting.remote)
+        assert pair is not None and pair.remote_candidate.host == node_ip
+        assert low <= pair.remote_candidate.port <= low + 19
+    finally:
+        await leave(client, meeting)
