@@ -20,7 +20,7 @@ REQUIRED = {
     "mongodb": {"uriSecret": {"name": "svpl-mongodb", "key": "uri"}},
     "serviceTokens": {"secretName": "svpl-service-tokens"},
     "identity": {"signingKeysSecret": "svpl-signing-keys"},
-    "turn": {"authSecret": {"name": "svpl-turn", "key": "secret"}},
+    "turn": {"authSecret": {"name": "svpl-turn", "key": "secret"}, "tls": {"secretName": "svpl-turn-tls"}},
     # Where the API server is (media's pod-deletion-cost updater may reach it, nothing else).
     "networkPolicy": {"apiServer": {"cidrs": ["10.96.0.1/32", "172.18.0.2/32"]}},
 }
