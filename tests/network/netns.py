@@ -186,3 +186,61 @@ class Coturn:
             self.process.kill()
             self.process.wait(10)
         self.log.close()
+
+
+class DelayRelay:
+    """A user-space UDP relay with added delay (this kernel has no netem): on `address`, every port
+    of `ports` forwards to the same port on `target`, each client through a socket of its own (as
+    a NAT would), both ways after `delay` seconds. Runs on the loop it is started on (a NetnsLoop's
+    for a relay inside a namespace)."""
+
+    def __init__(self, address: str, ports: range, target: str, delay: float) -> None:
+        self.address, self.ports, self.target, self.delay = address, ports, target, delay
+        self._listeners: list[asyncio.DatagramTransport] = []
+        self._upstream: dict[tuple[tuple[str, int], int], asyncio.Future] = {}
+
+    def _later(self, send) -> None:
+        if self.delay > 0:
+            asyncio.get_running_loop().call_later(self.delay, send)
+        else:
+            send()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for port in self.ports:
+            relay = self
+
+            class Listener(asyncio.DatagramProtocol):
+                def __init__(self, port: int) -> None:
+                    self.port = port
+
+                def connection_made(self, transport) -> None:
+                    self.transport = transport
+
+                def datagram_received(self, data: bytes, addr) -> None:
+                    asyncio.ensure_future(relay._forward(self.transport, self.port, data, addr))
+
+            transport, _ = await loop.create_datagram_endpoint(lambda p=port: Listener(p),
+                                                               local_addr=(self.address, port))
+            self._listeners.append(transport)
+
+    async def _forward(self, listener: asyncio.DatagramTransport, port: int, data: bytes, client) -> None:
+        key = (client, port)
+        if key not in self._upstream:  # a socket of its own towards the target, opened once
+            relay = self
+
+            class Back(asyncio.DatagramProtocol):
+                def datagram_received(self, reply: bytes, addr) -> None:
+                    relay._later(lambda: listener.sendto(reply, client))
+
+            self._upstream[key] = asyncio.ensure_future(asyncio.get_running_loop().create_datagram_endpoint(
+                Back, remote_addr=(self.target, port)))
+        upstream, _ = await self._upstream[key]
+        self._later(lambda: upstream.sendto(data))
+
+    async def stop(self) -> None:
+        for t in self._listeners:
+            t.close()
+        for opened in self._upstream.values():
+            if opened.done() and not opened.exception():
+                opened.result()[0].close()
