@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 GEN_STAMP := gen/.generated
 GRPC_TOOLS := $(PYTHON) -m grpc_tools.protoc
 
-.PHONY: install gen run lint test test-fast system-deps chart-test images bench bench-identity bench-booking bench-media bench-roster bench-load openapi clean
+.PHONY: install gen run lint test test-fast system-deps chart-test images bench bench-identity bench-booking bench-media bench-roster bench-load bench-network openapi clean
 
 install: $(STAMP) $(GEN_STAMP)
 
@@ -80,6 +80,12 @@ bench-identity: install system-deps
 BENCH_ROSTER_N ?= 400
 bench-roster: install
 	$(PYTHON) bench/roster.py $(BENCH_ROSTER_N)
+
+# Join -> first video frame per network (NAT, TCP 443 only through TURN/TLS, node address only, weak
+# link), p50/p95 next to a loopback baseline in the same run (not a test; root: network namespaces).
+BENCH_NETWORK_JOINS ?= 10
+bench-network: install system-deps
+	BENCH_NETWORK_JOINS=$(BENCH_NETWORK_JOINS) $(PYTHON) -m bench.network
 
 # Every benchmark, one after the other, into one report: bench/REPORT.md and bench/report.json.
 bench: install system-deps

@@ -5,8 +5,6 @@ and both must receive the other's audio and video."""
 
 from __future__ import annotations
 
-import random
-import secrets
 import time
 from dataclasses import dataclass
 
@@ -15,12 +13,11 @@ import pytest
 from aiortc import RTCIceServer
 from svpl.media.v1 import media_pb2
 
-from services.gateway.routes.joining import turn_credentials
+from devstack import netns
 from services.media.quality import HIGH_DELAY, POOR_CONNECTION
 from tests.identity.pki import make_ca, make_leaf
 from tests.media.conftest import INSTANCE, MediaWorld
 from tests.media.peers import Peer
-from tests.network import netns
 from tests.polling import poll
 
 pytestmark = pytest.mark.slow
@@ -92,6 +89,18 @@ def nominated(peer: Peer):
     return None
 
 
+def turn_certificate(directory):
+    """coturn's TLS certificate for an address, from a test CA: (certificate, key, CA) files."""
+
+    def make(address: str) -> tuple[str, str, str]:
+        ca = make_ca("svpl TURN test CA")
+        cert, key = make_leaf(ca, address, server_names=[address]).write(directory, "turn")
+        (directory / "ca.pem").write_text(ca.pem)
+        return str(cert), str(key), str(directory / "ca.pem")
+
+    return make
+
+
 async def leave(client: netns.NetnsLoop, meeting: Meeting | None) -> None:
     if meeting is not None:
         await meeting.local.close()
@@ -102,26 +111,17 @@ async def leave(client: netns.NetnsLoop, meeting: Meeting | None) -> None:
 async def test_client_behind_nat_with_udp_open_connects(topology, world_factory):
     """A nurse's 4G or a home router: the client has a private address behind a NAT that lets its
     own outgoing UDP (and the answers) through and nothing else in."""
-    client_ns, router = topology.namespace("client"), topology.namespace("nat")
-    _, root_addr, wan, _ = topology.link(None, router)  # the cluster .1 <-> the router's WAN side .2
-    _, lan_addr, _, client_addr = topology.link(router, client_ns)
-    for rule in (["sysctl", "-qw", "net.ipv4.ip_forward=1"],
-                 ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", wan, "-j", "MASQUERADE"],
-                 ["iptables", "-A", "FORWARD", "-i", wan, "-m", "conntrack", "--ctstate",
-                  "ESTABLISHED,RELATED", "-j", "ACCEPT"],
-                 ["iptables", "-A", "FORWARD", "-i", wan, "-j", "DROP"],
-                 ["ip", "route", "add", "default", "via", root_addr]):
-        netns.run(*rule, ns=router)
-    netns.run("ip", "route", "add", "default", "via", lan_addr, ns=client_ns)
-    world = await world_factory()
-    client = netns.NetnsLoop(client_ns)
+    network = netns.behind_nat(topology)
+    world = await world_factory(**network.media)
+    client = netns.NetnsLoop(network.client_ns)
     meeting = None
     try:
         meeting = await meet(world, client)
         pair = nominated(meeting.remote)
-        assert pair is not None and pair.local_candidate.host == client_addr  # its own address, NATed
+        assert pair is not None and pair.local_candidate.host == network.facts["client_addr"]  # NATed on the way
     finally:
         await leave(client, meeting)
+        await network.close()
 
 
 async def test_client_allowed_only_outgoing_tcp_443_connects_through_turn_over_tls(topology, world_factory,
@@ -129,69 +129,39 @@ async def test_client_allowed_only_outgoing_tcp_443_connects_through_turn_over_t
     """A hospital network: the firewall lets out only TCP to port 443 (HTTPS). The client reaches
     coturn's TLS listener on 443 with TURN REST credentials as the gateway mints them; coturn relays
     to media over UDP inside the cluster."""
-    client_ns = topology.namespace("client")
-    _, turn_addr, _, _ = topology.link(None, client_ns)
-    netns.run("ip", "route", "add", "default", "via", turn_addr, ns=client_ns)
-    for rule in (["-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT"],
-                 ["-A", "OUTPUT", "-p", "tcp", "--dport", "443", "-j", "ACCEPT"],
-                 ["-A", "OUTPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
-                 ["-P", "OUTPUT", "DROP"],
-                 ["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
-                 ["-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
-                 ["-P", "INPUT", "DROP"]):
-        netns.run("iptables", *rule, ns=client_ns)
-    ca = make_ca("svpl TURN test CA")
-    cert, key = make_leaf(ca, turn_addr, server_names=[turn_addr]).write(tmp_path, "turn")
-    (tmp_path / "ca.pem").write_text(ca.pem)
-    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # the client trusts the test CA only
-    secret = secrets.token_urlsafe(24)
-    low = random.randrange(50000, 60000, 100)
-    coturn = netns.Coturn(turn_addr, secret, str(cert), str(key), (low, low + 99), str(tmp_path))
-    client = netns.NetnsLoop(client_ns)
+    network = await netns.https_only(topology, str(tmp_path), turn_certificate(tmp_path))
+    monkeypatch.setenv("SSL_CERT_FILE", network.facts["ca"])  # the client trusts the test CA only
+    client = netns.NetnsLoop(network.client_ns)
     meeting = None
     try:
-        await coturn.started()
-        world = await world_factory()
-        username, credential = turn_credentials(secret, "a-session", 300, time.time())
-        servers = [RTCIceServer(urls=f"turns:{turn_addr}:443?transport=tcp", username=username,
-                                credential=credential)]
-        meeting = await meet(world, client, servers)
+        world = await world_factory(**network.media)
+        meeting = await meet(world, client, network.ice_servers)
         pair = nominated(meeting.remote)
         assert pair is not None and pair.local_candidate.type == "relay"
+        assert network.ice_servers[0].urls.startswith(f"turns:{network.facts['turn_addr']}:443")
     finally:
         await leave(client, meeting)
-        coturn.stop()
+        await network.close()
 
 
 async def test_media_reachable_only_through_its_node_address_connects(topology, world_factory):
     """turn.enabled=false: the node publishes the pod's UDP range (hostPort: the same port numbers,
     DNAT to the pod) and nothing else of the pod network is reachable from outside; media's answer
     carries the node's address (SVPL_NODE_IP) and the client connects to it."""
-    client_ns, node = topology.namespace("client"), topology.namespace("node")
-    _, pod_ip, node_out, _ = topology.link(None, node)  # the root namespace is the pod
-    _, node_ip, _, _ = topology.link(node, client_ns)
-    low = random.randrange(42000, 48000, 20)
-    for rule in (["sysctl", "-qw", "net.ipv4.ip_forward=1"],
-                 ["iptables", "-t", "nat", "-A", "PREROUTING", "-d", node_ip, "-p", "udp", "--dport",
-                  f"{low}:{low + 19}", "-j", "DNAT", "--to-destination", pod_ip],
-                 ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", node_out, "-j", "MASQUERADE"],
-                 ["iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "DNAT,ESTABLISHED,RELATED",
-                  "-j", "ACCEPT"],
-                 ["iptables", "-P", "FORWARD", "DROP"]):
-        netns.run(*rule, ns=node)
-    netns.run("ip", "route", "add", "default", "via", node_ip, ns=client_ns)
-    world = await world_factory(node_ip=node_ip, rtc_port_min=low, rtc_port_max=low + 19,
-                                capacity_participants=10)
-    client = netns.NetnsLoop(client_ns)
+    network = netns.node_address_only(topology)
+    node_ip, (low, high) = network.facts["node_ip"], network.facts["ports"]
+    world = await world_factory(**network.media)
+    client = netns.NetnsLoop(network.client_ns)
     meeting = None
     try:
         meeting = await meet(world, client)
         assert f" {node_ip} " in meeting.answer and "typ srflx" in meeting.answer
         pair = nominated(meeting.remote)
         assert pair is not None and pair.remote_candidate.host == node_ip
-        assert low <= pair.remote_candidate.port <= low + 19
+        assert low <= pair.remote_candidate.port <= high
     finally:
         await leave(client, meeting)
+        await network.close()
 
 
 async def test_client_on_a_weak_link_keeps_audio_and_video_gets_the_warning_and_recovers(topology, world_factory):
@@ -199,23 +169,9 @@ async def test_client_on_a_weak_link_keeps_audio_and_video_gets_the_warning_and_
     kbit/s each way (tc tbf), 200 ms added each way (a user-space relay, this kernel has no netem).
     Audio and video keep flowing, the quality snapshot the portal shows warns of a poor connection,
     and the warning goes once the link clears."""
-    client_ns, link_ns = topology.namespace("client"), topology.namespace("weak")
-    _, media_addr, wan, _ = topology.link(None, link_ns)
-    lan, relay_addr, _, _ = topology.link(link_ns, client_ns)
-    netns.run("ip", "route", "add", "default", "via", relay_addr, ns=client_ns)
-    low = random.randrange(42000, 48000, 20)
-    # No forwarding in the link's namespace: the relay is the one way through. Media's answer names
-    # the relay's address (as a node's), so the client's packets take it.
-    world = await world_factory(node_ip=relay_addr, rtc_port_min=low, rtc_port_max=low + 19, capacity_participants=10)
-    loss = ["INPUT", "-p", "udp", "-m", "statistic", "--mode", "random", "--probability", "0.02", "-j", "DROP"]
-    netns.run("iptables", "-A", *loss, ns=link_ns)
-    for ifname in (lan, wan):
-        netns.run("tc", "qdisc", "add", "dev", ifname, "root", "tbf", "rate", "500kbit", "burst", "16kb",
-                  "latency", "400ms", ns=link_ns)
-    link_loop = netns.NetnsLoop(link_ns)
-    relay = netns.DelayRelay(relay_addr, range(low, low + 20), media_addr, delay=0.2)
-    await link_loop.call(relay.start())
-    client = netns.NetnsLoop(client_ns)
+    network = await netns.weak_link(topology)
+    world = await world_factory(**network.media)
+    client = netns.NetnsLoop(network.client_ns)
     meeting = None
 
     async def client_quality():
@@ -238,10 +194,7 @@ async def test_client_on_a_weak_link_keeps_audio_and_video_gets_the_warning_and_
             await poll(lambda received=received, before=before: sum(r.frames for r in received()) > before + 5, 10,
                        "frames still arriving on the weak link")
 
-        relay.delay = 0
-        netns.run("iptables", "-D", *loss, ns=link_ns)
-        for ifname in (lan, wan):
-            netns.run("tc", "qdisc", "del", "dev", ifname, "root", ns=link_ns)
+        network.facts["clear"]()
         good = await poll(client_quality, 30, "the warning gone once the link cleared", interval=0.5,
                           until=lambda s: not s.poor)
         assert good.round_trip_ms < 300 and list(good.warnings) == []
@@ -250,5 +203,4 @@ async def test_client_on_a_weak_link_keeps_audio_and_video_gets_the_warning_and_
                    "video after the link cleared")
     finally:
         await leave(client, meeting)
-        await link_loop.call(relay.stop())
-        link_loop.close()
+        await network.close()

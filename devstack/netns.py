@@ -3,7 +3,8 @@
 `Topology` makes namespaces and veth links with unique names and a private /16 of its own
 (10.<n>.0.0/16, checked unused), routes that /16 to a blackhole in the root namespace (so no packet
 for those addresses ever leaves the machine) and removes everything on `close`, also after a
-failure. The media service runs in-process in the root namespace ("the cluster"); a client peer
+failure. Used by tests/network (and bench/network.py). The media service runs in-process in the root
+namespace ("the cluster"); a client peer
 runs on a `NetnsLoop`: an asyncio loop on its own thread that has entered the client's namespace
 with setns(2), so the sockets aiortc opens there are the client's. setns on one thread changes only
 that thread's network namespace (Python 3.11 has no os.setns: libc's, through ctypes).
@@ -16,16 +17,17 @@ import ctypes
 import ipaddress
 import os
 import random
+import secrets
 import shutil
 import subprocess
 import threading
+import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import ifaddr
-
-from tests.polling import poll
 
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
@@ -36,6 +38,8 @@ def available() -> str:
     if os.geteuid() != 0:
         return "network namespaces need root"
     missing = [tool for tool in ("ip", "iptables", "tc") if shutil.which(tool) is None]
+    if shutil.which("turnserver") is None:
+        missing.append("turnserver (coturn)")
     return f"missing {', '.join(missing)} (scripts/system-deps.sh installs them)" if missing else ""
 
 
@@ -153,7 +157,7 @@ class Coturn:
     def __init__(self, address: str, secret: str, cert: str, key: str, relay: tuple[int, int],
                  workdir: str, tls_port: int = 443) -> None:
         self.address, self.tls_port = address, tls_port
-        self.log = open(os.path.join(workdir, "turnserver.log"), "w")  # noqa: SIM115 - closed in stop
+        self.log = open(os.path.join(workdir, "turnserver.log"), "w")
         self.process = subprocess.Popen(
             ["turnserver", "-n", "--log-file=stdout", "--simple-log", f"--pidfile={workdir}/turnserver.pid",
              f"--listening-ip={address}", f"--relay-ip={address}", "--listening-port=3478",
@@ -163,20 +167,21 @@ class Coturn:
              "--no-software-attribute", f"--userdb={workdir}/turndb"],
             stdout=self.log, stderr=subprocess.STDOUT)
 
-    async def started(self, timeout: float = 10.0) -> None:
-        """Returns once the TLS listener accepts connections."""
-
-        async def listening() -> bool:
+    async def started(self) -> None:
+        """Returns once the TLS listener accepts connections, within 10 s (as devstack/slapd.py waits)."""
+        deadline = time.monotonic() + 10
+        while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"turnserver exited ({self.process.returncode}): see {self.log.name}")
             try:
                 _, writer = await asyncio.open_connection(self.address, self.tls_port)
             except OSError:
-                return False
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+                continue
             writer.close()
-            return True
-
-        await poll(listening, timeout, f"turnserver listening on {self.address}:{self.tls_port}")
+            return
 
     def stop(self) -> None:
         self.process.terminate()
@@ -186,6 +191,19 @@ class Coturn:
             self.process.kill()
             self.process.wait(10)
         self.log.close()
+
+
+class _RelayListener(asyncio.DatagramProtocol):
+    """One port of a DelayRelay: what a client sends to it goes on through the relay."""
+
+    def __init__(self, relay: DelayRelay, port: int) -> None:
+        self.relay, self.port = relay, port
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        asyncio.ensure_future(self.relay._forward(self.transport, self.port, data, addr))
 
 
 class DelayRelay:
@@ -208,19 +226,7 @@ class DelayRelay:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for port in self.ports:
-            relay = self
-
-            class Listener(asyncio.DatagramProtocol):
-                def __init__(self, port: int) -> None:
-                    self.port = port
-
-                def connection_made(self, transport) -> None:
-                    self.transport = transport
-
-                def datagram_received(self, data: bytes, addr) -> None:
-                    asyncio.ensure_future(relay._forward(self.transport, self.port, data, addr))
-
-            transport, _ = await loop.create_datagram_endpoint(lambda p=port: Listener(p),
+            transport, _ = await loop.create_datagram_endpoint(lambda p=port: _RelayListener(self, p),
                                                                local_addr=(self.address, port))
             self._listeners.append(transport)
 
@@ -244,3 +250,138 @@ class DelayRelay:
         for opened in self._upstream.values():
             if opened.done() and not opened.exception():
                 opened.result()[0].close()
+
+
+# ------------------------------------------------------------------------------------------------
+# The networks a participant has. Each returns the client's namespace, the media settings the
+# network needs, and the client's ICE servers; whatever runs (coturn, a relay) is closed by `close`.
+
+
+@dataclass
+class Network:
+    client_ns: str
+    media: dict = field(default_factory=dict)  # media settings (overrides)
+    ice_servers: list = field(default_factory=list)  # aiortc RTCIceServer for the client
+    facts: dict = field(default_factory=dict)  # addresses the tests check
+    _closers: list = field(default_factory=list)
+
+    async def close(self) -> None:
+        for closer in reversed(self._closers):
+            result = closer()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+def behind_nat(topo: Topology) -> Network:
+    """A nurse's 4G or a home router: a private address behind a NAT that lets the client's own UDP
+    (and the answers) through and nothing else in."""
+    client_ns, router = topo.namespace("client"), topo.namespace("nat")
+    _, root_addr, wan, _ = topo.link(None, router)  # the cluster .1 <-> the router's WAN side .2
+    _, lan_addr, _, client_addr = topo.link(router, client_ns)
+    for rule in (["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                 ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", wan, "-j", "MASQUERADE"],
+                 ["iptables", "-A", "FORWARD", "-i", wan, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
+                  "-j", "ACCEPT"],
+                 ["iptables", "-A", "FORWARD", "-i", wan, "-j", "DROP"],
+                 ["ip", "route", "add", "default", "via", root_addr]):
+        run(*rule, ns=router)
+    run("ip", "route", "add", "default", "via", lan_addr, ns=client_ns)
+    return Network(client_ns, facts={"client_addr": client_addr})
+
+
+async def https_only(topo: Topology, workdir: str, certificate: Callable[[str], tuple[str, str, str]]) -> Network:
+    """A hospital network: the firewall lets out only TCP to port 443. coturn (TLS on 443) is the way
+    in, with `certificate(address)` -> (certificate, key, CA) files; the client process must trust
+    the CA (SSL_CERT_FILE=facts["ca"]: aioice verifies with Python's default context)."""
+    from aiortc import RTCIceServer
+
+    from services.gateway.routes.joining import turn_credentials
+
+    client_ns = topo.namespace("client")
+    _, turn_addr, _, _ = topo.link(None, client_ns)
+    run("ip", "route", "add", "default", "via", turn_addr, ns=client_ns)
+    for rule in (["-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT"],
+                 ["-A", "OUTPUT", "-p", "tcp", "--dport", "443", "-j", "ACCEPT"],
+                 ["-A", "OUTPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+                 ["-P", "OUTPUT", "DROP"],
+                 ["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
+                 ["-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+                 ["-P", "INPUT", "DROP"]):
+        run("iptables", *rule, ns=client_ns)
+    cert, key, ca = certificate(turn_addr)
+    secret = secrets.token_urlsafe(24)
+    low = random.randrange(50000, 60000, 100)
+    coturn = Coturn(turn_addr, secret, cert, key, (low, low + 99), workdir)
+    network = Network(client_ns, facts={"turn_addr": turn_addr, "ca": ca},
+                      _closers=[coturn.stop])
+    await coturn.started()
+    # As the gateway mints them (GET /api/ice-servers): TURN REST API credentials, short-lived.
+    username, credential = turn_credentials(secret, "a-session", 300, time.time())
+    network.ice_servers = [RTCIceServer(urls=f"turns:{turn_addr}:443?transport=tcp", username=username,
+                                        credential=credential)]
+    return network
+
+
+def _published_ports() -> tuple[int, int]:
+    low = random.randrange(42000, 48000, 20)
+    return low, low + 19
+
+
+def node_address_only(topo: Topology) -> Network:
+    """turn.enabled=false: the node publishes the pod's UDP range (hostPort: the same port numbers,
+    DNAT to the pod) and nothing else of the pod network is reachable; media is told the node's
+    address (SVPL_NODE_IP). The root namespace is the pod."""
+    client_ns, node = topo.namespace("client"), topo.namespace("node")
+    _, pod_ip, node_out, _ = topo.link(None, node)
+    _, node_ip, _, _ = topo.link(node, client_ns)
+    low, high = _published_ports()
+    for rule in (["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                 ["iptables", "-t", "nat", "-A", "PREROUTING", "-d", node_ip, "-p", "udp", "--dport",
+                  f"{low}:{high}", "-j", "DNAT", "--to-destination", pod_ip],
+                 ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", node_out, "-j", "MASQUERADE"],
+                 ["iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "DNAT,ESTABLISHED,RELATED",
+                  "-j", "ACCEPT"],
+                 ["iptables", "-P", "FORWARD", "DROP"]):
+        run(*rule, ns=node)
+    run("ip", "route", "add", "default", "via", node_ip, ns=client_ns)
+    return Network(client_ns, media={"node_ip": node_ip, "rtc_port_min": low, "rtc_port_max": high,
+                                     "capacity_participants": 10},
+                   facts={"node_ip": node_ip, "ports": (low, high)})
+
+
+WEAK_LOSS = ["INPUT", "-p", "udp", "-m", "statistic", "--mode", "random", "--probability", "0.02", "-j", "DROP"]
+
+
+async def weak_link(topo: Topology) -> Network:
+    """A patient's home on a poor mobile link: 2 % random loss each way (iptables statistic), 500
+    kbit/s each way (tc tbf), 200 ms added each way by a user-space relay (no netem here), which is
+    the only way through: media's answer names the relay's address as a node's. facts["clear"]()
+    makes the link good."""
+    client_ns, link_ns = topo.namespace("client"), topo.namespace("weak")
+    _, media_addr, wan, _ = topo.link(None, link_ns)
+    lan, relay_addr, _, _ = topo.link(link_ns, client_ns)
+    run("ip", "route", "add", "default", "via", relay_addr, ns=client_ns)
+    low, high = _published_ports()
+    run("iptables", "-A", *WEAK_LOSS, ns=link_ns)
+    for ifname in (lan, wan):
+        run("tc", "qdisc", "add", "dev", ifname, "root", "tbf", "rate", "500kbit", "burst", "16kb",
+            "latency", "400ms", ns=link_ns)
+    link_loop = NetnsLoop(link_ns)
+    relay = DelayRelay(relay_addr, range(low, high + 1), media_addr, delay=0.2)
+
+    async def stop() -> None:
+        await link_loop.call(relay.stop())
+        link_loop.close()
+
+    network = Network(client_ns, media={"node_ip": relay_addr, "rtc_port_min": low, "rtc_port_max": high,
+                                        "capacity_participants": 10}, _closers=[stop])
+    await link_loop.call(relay.start())
+
+    def clear() -> None:
+        relay.delay = 0
+        run("iptables", "-D", *WEAK_LOSS, ns=link_ns)
+        for ifname in (lan, wan):
+            run("tc", "qdisc", "del", "dev", ifname, "root", ns=link_ns)
+
+    network.facts["clear"] = clear
+    return network
