@@ -68,10 +68,10 @@ class Bench:
             started = time.monotonic()
             await on_client(remote.answer(await self.negotiate(meeting_id, "client", await on_client(remote.offer()))))
             deadline = started + FIRST_FRAME_TIMEOUT
-            while not remote.video_received() and time.monotonic() < deadline:  # noqa: ASYNC110 - a bench, not a test
+            while remote.first_video_at() is None and time.monotonic() < deadline:  # noqa: ASYNC110 - a bench
                 await asyncio.sleep(0.005)
-            frames = remote.video_received()
-            return min(r.first_at for r in frames) - started if frames else None
+            first = remote.first_video_at()
+            return first - started if first is not None else None
         finally:
             await local.close()
             if remote is not None:
@@ -132,7 +132,7 @@ async def main() -> None:
     if missing:
         sys.exit(f"bench-network: {missing}")
     # Each peer's real host addresses, of its own namespace (aioice's list, IPv4 only).
-    aioice.ice.get_host_addresses = netns.ipv4_host_addresses  # type: ignore[assignment]
+    aioice.ice.get_host_addresses = netns.ipv4_host_addresses
     # Roster is not started here: media's connection reports to it are retried, and not the point.
     logging.getLogger("svpl.media.reporter").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import ipaddress
 import os
 import random
@@ -226,7 +227,7 @@ class DelayRelay:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for port in self.ports:
-            transport, _ = await loop.create_datagram_endpoint(lambda p=port: _RelayListener(self, p),
+            transport, _ = await loop.create_datagram_endpoint(functools.partial(_RelayListener, self, port),
                                                                local_addr=(self.address, port))
             self._listeners.append(transport)
 

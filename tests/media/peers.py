@@ -157,6 +157,10 @@ class Peer:
     def video_received(self) -> list[Received]:
         return [r for r in self.received if r.kind == "video" and r.frames]
 
+    def first_video_at(self) -> float | None:
+        """When the first video frame arrived (time.monotonic), None before one did."""
+        return min((r.first_at for r in self.received if r.kind == "video" and r.first_at is not None), default=None)
+
     def audio_received(self) -> list[Received]:
         return [r for r in self.received if r.kind == "audio" and r.frames]
 

@@ -5,7 +5,6 @@ and both must receive the other's audio and video."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import aioice.ice
@@ -50,11 +49,7 @@ class Meeting:
     meeting_id: str
     remote: Peer  # on the built network, its loop in the client namespace
     local: Peer  # on the cluster side
-    joined_at: float
     answer: str
-
-    def first_video_after_join(self) -> float:
-        return min(r.first_at for r in self.remote.video_received()) - self.joined_at
 
 
 async def _new_peer(ice_servers: list[RTCIceServer] | None) -> Peer:
@@ -69,13 +64,12 @@ async def meet(world: MediaWorld, client: netns.NetnsLoop, ice_servers: list[RTC
     local = Peer()
     await world.join(local, meeting_id, "p-cluster")
     remote = await client.call(_new_peer(ice_servers))
-    joined_at = time.monotonic()
     offer = await client.call(remote.offer())
     response = await world.media.Negotiate(
         media_pb2.NegotiateRequest(join_token=world.join_token(meeting_id, "p-client")[0], sdp_offer=offer),
         metadata=world.gateway_md)
     await client.call(remote.answer(response.sdp_answer))
-    meeting = Meeting(meeting_id, remote, local, joined_at, response.sdp_answer)
+    meeting = Meeting(meeting_id, remote, local, response.sdp_answer)
     await poll(lambda: all(p.video_received() and p.audio_received() for p in (remote, local)), timeout,
                lambda: f"audio and video both ways (client received {remote.received}, cluster {local.received})")
     return meeting
