@@ -5,6 +5,7 @@ and both must receive the other's audio and video."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import aioice.ice
@@ -13,6 +14,7 @@ from aiortc import RTCIceServer
 from svpl.media.v1 import media_pb2
 
 from devstack import netns
+from services.gateway.routes.joining import turn_credentials
 from services.media.quality import HIGH_DELAY, POOR_CONNECTION
 from tests.identity.pki import make_ca, make_leaf
 from tests.media.conftest import INSTANCE, MediaWorld
@@ -133,6 +135,23 @@ async def test_client_allowed_only_outgoing_tcp_443_connects_through_turn_over_t
         pair = nominated(meeting.remote)
         assert pair is not None and pair.local_candidate.type == "relay"
         assert network.ice_servers[0].urls.startswith(f"turns:{network.facts['turn_addr']}:443")
+        assert " typ relay" in meeting.remote.pc.localDescription.sdp
+        # Someone with credentials that expired, or that were not minted with the region's secret,
+        # gets no relay from coturn (and so, on this network, no way in).
+        valid = network.ice_servers[0]
+        expires, user = valid.username.split(":", 1)
+        expired = RTCIceServer(urls=valid.urls, username=f"{int(time.time()) - 60}:{user}", credential=valid.credential)
+        forged_name = f"{int(time.time()) + 3600}:{user}"
+        forged = RTCIceServer(urls=valid.urls, username=forged_name,
+                              credential=turn_credentials("not-the-secret", user, 3600, time.time())[1])
+        for servers in ([expired], [forged]):
+            intruder = await client.call(_new_peer(servers))
+            try:
+                offer = await client.call(intruder.offer())
+                assert " typ relay" not in offer and " typ host" in offer
+            finally:
+                await client.call(intruder.close())
+        assert int(expires) > time.time()
     finally:
         await leave(client, meeting)
         await network.close()
