@@ -168,3 +168,9 @@ def test_turn_off_media_is_told_its_nodes_address_to_advertise(render):
     # services/media/ports.py advertise_node_address: answers carry it next to the pod's address.
     assert env["SVPL_NODE_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
     assert "SVPL_NODE_IP" not in {e["name"] for e in render().container("media")["env"]}
+
+
+def test_the_install_notes_name_what_the_network_must_provide(render):
+    assert "TLS on TCP 443" in render().notes and "turn.svpl.example.org" in render().notes
+    off = render(VALUE_SETS["turn-off"]).notes
+    assert 'Pod Security "privileged"' in off and "one media pod fits per" in off
