@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 GEN_STAMP := gen/.generated
 GRPC_TOOLS := $(PYTHON) -m grpc_tools.protoc
 
-.PHONY: install gen run lint test test-fast system-deps chart-test images lock pin-base-image bench bench-identity bench-booking bench-media bench-roster bench-dialin bench-load openapi clean
+.PHONY: install gen run lint test test-fast system-deps chart-test images lock pin-base-image bench bench-identity bench-booking bench-media bench-roster bench-dialin bench-load bench-network openapi clean
 
 install: $(STAMP) $(GEN_STAMP)
 
@@ -101,6 +101,12 @@ bench-roster: install
 BENCH_DIALIN_CALLS ?= 4
 bench-dialin: install system-deps
 	$(PYTHON) bench/dialin.py $(BENCH_DIALIN_CALLS)
+
+# Join -> first video frame per network (NAT, TCP 443 only through TURN/TLS, node address only, weak
+# link), p50/p95 next to a loopback baseline in the same run (not a test; root: network namespaces).
+BENCH_NETWORK_JOINS ?= 10
+bench-network: install system-deps
+	BENCH_NETWORK_JOINS=$(BENCH_NETWORK_JOINS) $(PYTHON) -m bench.network
 
 # Every benchmark, one after the other, into one report: bench/REPORT.md and bench/report.json.
 bench: install system-deps

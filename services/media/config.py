@@ -1,3 +1,4 @@
+import ipaddress
 import socket
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -41,6 +42,19 @@ class MediaSettings(ServiceSettings):
     # so a range of exactly capacity_participants ports has none for them.
     rtc_port_min: int = Field(0, ge=0, le=65535)
     rtc_port_max: int = Field(0, ge=0, le=65535)
+    # The node's address when the pod's ports are published on it (hostPort, chart turn.enabled=false):
+    # answers carry it as a candidate next to the pod's own (ports.advertise_node_address). Empty: none.
+    node_ip: str = ""
+
+    @field_validator("node_ip")
+    @classmethod
+    def _node_ip(cls, value: str) -> str:
+        if value:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"must be an IP address (the node's, from status.hostIP), not {value!r}") from None
+        return value
 
     @field_validator("rtc_port_min")
     @classmethod

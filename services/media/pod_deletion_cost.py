@@ -1,12 +1,18 @@
-"""Keep this media pod's `controller.kubernetes.io/pod-deletion-cost` equal to its load.
+"""Keep this media pod's `controller.kubernetes.io/pod-deletion-cost` equal to its load, and
+`cluster-autoscaler.kubernetes.io/safe-to-evict: "false"` on it while it holds participants.
 
 When the HorizontalPodAutoscaler scales media down, the ReplicaSet controller deletes
 the pods with the lowest deletion cost first; a pod that keeps the annotation equal to
 its current load (participants) makes a scale-down remove empty pods before busy ones.
+The cluster autoscaler does not remove a node to save cost while a pod on it says it is not safe
+to evict: the mark is set while anyone is connected here and removed (merge patch null) once no
+one is, so empty media pods never hold a node. Node drains and upgrades are not blocked by it;
+they wait for the PodDisruptionBudget and the termination grace (the drain keeps rooms until
+their meetings end).
 
 Production client for the Kubernetes API: the official `kubernetes` client with the
 in-cluster configuration (service-account token, cluster CA, KUBERNETES_SERVICE_HOST).
-It sends one JSON merge patch that touches only that one annotation of this pod, and
+It sends one JSON merge patch that touches only those two annotations of this pod, and
 only when the value changed. The pod name comes from the downward API (SVPL_POD_NAME);
 the chart's Role allows get/patch on pods (Kubernetes RBAC cannot name a pod that does
 not exist yet, so the "own pod only" rule is enforced here and, optionally, by the
@@ -29,6 +35,7 @@ from kubernetes.config.incluster_config import InClusterConfigLoader
 log = logging.getLogger("svpl.media.pod_deletion_cost")
 
 ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
+SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 MERGE_PATCH = "application/merge-patch+json"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # The annotation is an int32 (kube-controller-manager ignores values outside it).
@@ -36,7 +43,8 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 class PodDeletionCost:
-    """Patches one pod's deletion-cost annotation to `load()` whenever the value changes."""
+    """Patches one pod's deletion-cost annotation to `load()` (and its safe-to-evict mark to "false"
+    while the load is above 0, removed at 0) whenever the value changes."""
 
     def __init__(
         self,
@@ -57,7 +65,7 @@ class PodDeletionCost:
 
     @staticmethod
     def body(cost: int) -> dict:
-        return {"metadata": {"annotations": {ANNOTATION: str(cost)}}}
+        return {"metadata": {"annotations": {ANNOTATION: str(cost), SAFE_TO_EVICT: "false" if cost > 0 else None}}}
 
     def update(self) -> bool:
         """Publish the current load if it differs from the last published value (blocking)."""

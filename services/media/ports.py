@@ -27,9 +27,12 @@ import asyncio
 import contextlib
 import contextvars
 import errno
+import ipaddress
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+
+from aioice.candidate import candidate_foundation, candidate_priority
 
 from services.media.rtc_internals import intercept_host_candidate_binds
 
@@ -117,3 +120,29 @@ async def _bind(open_port: Callable[[int], Awaitable]):
         return result
     usage.exhausted = True
     raise RangeExhausted(usage.ports)
+
+
+def advertise_node_address(sdp: str, node_ip: str) -> str:
+    """The answer `sdp` with, after each host candidate of node_ip's address family, the same port on
+    the node's address (a server-reflexive candidate: the address the pod's port has outside it).
+
+    With hostPorts (turn.enabled=false) the node publishes every port of the range as the same port
+    number, but the pod gathers only its pod-network address, which browsers outside the cluster
+    cannot reach; aiortc has no option to announce another address (no NAT 1:1 mapping as in other
+    stacks), so the answer's text gets the node's candidates added here. The pod's own candidates stay
+    (in-cluster peers use them). Checks arriving through the node are answered from the same socket."""
+    if not node_ip:
+        return sdp
+    family = ipaddress.ip_address(node_ip).version
+    out: list[str] = []
+    for line in sdp.splitlines():
+        out.append(line)
+        if not line.startswith("a=candidate:"):
+            continue
+        _foundation, component, transport, _priority, address, port, _typ, kind, *_ = line[12:].split()
+        if kind != "host" or transport.lower() != "udp" or ipaddress.ip_address(address).version != family:
+            continue
+        priority = candidate_priority(int(component), "srflx")
+        out.append(f"a=candidate:{candidate_foundation('srflx', 'udp', address)} {component} udp {priority} "
+                   f"{node_ip} {port} typ srflx raddr {address} rport {port}")
+    return "\r\n".join(out) + "\r\n"

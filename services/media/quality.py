@@ -1,5 +1,8 @@
 """Connection quality per participant from aiortc's getStats: RTT, loss, jitter (ms), bitrate.
 
+Loss is since the previous sample (the participant's own reports to us are per RTCP interval too),
+so a connection that was poor and cleared up reads as good again.
+
 Jitter in RTP statistics is in RTP clock ticks; it is converted with the codec's clock rate.
 Bitrates are byte-count deltas of the (bundled) transport over at least BITRATE_SPAN seconds
 where the samples allow it: whoever asked just before (the portal, support's evidence, a second
@@ -20,6 +23,7 @@ HIGH_DELAY = "Lång fördröjning i anslutningen"
 PACKET_LOSS = "Ljud och bild tappas på vägen"
 UNEVEN = "Ojämn anslutning: ljud och bild kan hacka"
 BITRATE_SPAN = 1.0  # seconds: a bitrate is measured over at least this long once the connection is that old
+LOSS_SPAN = 5.0  # seconds: the participant's own loss is that of the last 5 s or a little more
 
 
 @dataclass
@@ -66,6 +70,18 @@ class QualitySampler:
         self._samples: collections.deque[tuple[float, int, int]] = collections.deque([(time.monotonic(), 0, 0)],
                                                                                      maxlen=256)
         self._poor = False
+        # Per inbound stream: (monotonic time, packets received, packets lost) of earlier samples, so
+        # loss is that of the last LOSS_SPAN seconds or more (a bad first minute must not flag the
+        # connection for the rest of the meeting, and one lost packet of a few must not either).
+        self._inbound: dict[str, collections.deque[tuple[float, int, int]]] = {}
+
+    def _since(self, stream_id: str, got: int, lost: int) -> tuple[int, int]:
+        """(received, lost) packets of one inbound stream since its oldest kept sample (at most about
+        LOSS_SPAN ago; since the connection began while it is younger), and keep this one."""
+        history = self._inbound.setdefault(stream_id, collections.deque([(time.monotonic(), 0, 0)], maxlen=256))
+        _, got_then, lost_then = history[0]
+        history.append((time.monotonic(), got, lost))
+        return max(got - got_then, 0), max(lost - lost_then, 0)
 
     async def sample(self, pc) -> Quality:
         rtts, losses, jitters = [], [], []
@@ -76,9 +92,9 @@ class QualitySampler:
             reports = list((await t.receiver.getStats()).values()) + list((await t.sender.getStats()).values())
             for s in reports:
                 if s.type == "inbound-rtp":  # what the participant sends us
-                    total = s.packetsReceived + max(s.packetsLost, 0)
-                    if total:
-                        losses.append(max(s.packetsLost, 0) / total)
+                    got, lost = self._since(s.id, s.packetsReceived, max(s.packetsLost, 0))
+                    if got + lost:
+                        losses.append(lost / (got + lost))
                     jitters.append(s.jitter / clock * 1000.0)
                 elif s.type == "remote-inbound-rtp":  # what the participant reports receiving from us
                     if s.roundTripTime is not None:
@@ -102,6 +118,9 @@ class QualitySampler:
             q.outbound_kbps = max(sent - sent_then, 0) * 8 / (now - then) / 1000
         samples.append((now, received, sent))
         assessed = assess(q, self._limits)
+        for stream in self._inbound.values():
+            while len(stream) > 1 and stream[1][0] <= now - LOSS_SPAN:
+                stream.popleft()
         if assessed.poor and not self._poor:  # count the turn to poor, not every sample of it
             QUALITY_WARNINGS.inc()
         self._poor = assessed.poor

@@ -173,8 +173,12 @@ class MediaRooms:
                  verifier: TokenVerifier,
                  reporter: ConnectionReporter, thresholds: Thresholds, keyframe_interval: float = 0.3,
                  test_room_seconds: float = 300.0, socket_buffer_bytes: int = 4 << 20,
-                 rtc_ports: ports.PortRange | None = None, test_room_share: float = 0.1) -> None:
+                 rtc_ports: ports.PortRange | None = None, test_room_share: float = 0.1,
+                 node_ip: str = "") -> None:
         self._socket_buffer = socket_buffer_bytes
+        # No ICE servers of its own (PeerCounter.new): behind TURN coturn relays to the pod's address;
+        # without TURN the node publishes the pod's ports and answers name the node's address too.
+        self._node_ip = node_ip
         self._rtc_ports = rtc_ports
         # Echo test rooms: a per-instance limit on their peer connections (with TURN and without), and
         # without TURN their own ports at the top of the range, which meetings use only after their own.
@@ -361,7 +365,7 @@ class MediaRooms:
             if other is not p:
                 self._show(publisher=other, subscriber=p)
                 self._show(publisher=p, subscriber=other)
-        return pc.localDescription.sdp, p.connection_id
+        return self._answer_sdp(pc), p.connection_id
 
     async def _answer(self, pc: RTCPeerConnection, port_range: ports.PortRange | None,
                       *then: ports.PortRange | None) -> None:
@@ -373,6 +377,9 @@ class MediaRooms:
             raise ResourceExhausted("no free media port on this instance: join again to be placed elsewhere")
         enlarge_socket_buffers(pc, self._socket_buffer)
         receive_directly(pc)
+
+    def _answer_sdp(self, pc: RTCPeerConnection) -> str:
+        return ports.advertise_node_address(pc.localDescription.sdp, self._node_ip)
 
     def _show(self, publisher: Participant, subscriber: Participant) -> None:
         if publisher.participant_id in subscriber.assigned:
@@ -468,7 +475,7 @@ class MediaRooms:
                     if pc.connectionState in ("failed", "closed"):
                         await self._end_test_room(person, mine, pc)
 
-                return pc.localDescription.sdp
+                return self._answer_sdp(pc)
         finally:
             mine.waiting -= 1
             self._forget_test_room(person, mine)

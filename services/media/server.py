@@ -47,6 +47,7 @@ async def build(settings: MediaSettings) -> tuple[MediaComponent, auth.KeySet]:
             socket_buffer_bytes=settings.socket_buffer_bytes,
             rtc_ports=settings.rtc_ports,
             test_room_share=settings.test_room_share,
+            node_ip=settings.node_ip,
         )
         opened.closing(rooms, rooms.shutdown)  # everyone still connected is disconnected first
         if settings.rtc_ports is not None:  # ICE host sockets inside SVPL_RTC_PORT_MIN..MAX (ports.py)

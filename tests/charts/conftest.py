@@ -24,7 +24,7 @@ REQUIRED = {
     "serviceTokens": {"secretName": "svpl-service-tokens"},
     "identity": {"signingKeysSecret": "svpl-signing-keys", "siths": {"caSecret": "svpl-siths-ca"},
                  "directory": {"ldap": {"url": "ldaps://hsa.example.se:636", "baseDn": "c=SE"}}},
-    "turn": {"authSecret": {"name": "svpl-turn", "key": "secret"}},
+    "turn": {"authSecret": {"name": "svpl-turn", "key": "secret"}, "tls": {"secretName": "svpl-turn-tls"}},
     # Where the API server is (media's pod-deletion-cost updater may reach it, nothing else).
     "networkPolicy": {"apiServer": {"cidrs": ["10.96.0.1/32", "172.18.0.2/32"]}},
     # The outside systems (#16): each set (or, in the tests that say so, switched off).

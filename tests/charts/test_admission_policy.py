@@ -1,6 +1,6 @@
 """The chart's ValidatingAdmissionPolicy (media.admissionPolicy.enabled): its CEL, evaluated
 with cel-python against the admission requests the API server would hand it, lets a media pod
-change only its own pod-deletion-cost annotation."""
+change only its own pod-deletion-cost and safe-to-evict annotations."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from tests.charts.conftest import NAMESPACE, RELEASE
 MEDIA_SA = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-svpl-media"
 POD = f"{RELEASE}-svpl-media-6c9d8-x2kqp"
 COST = "controller.kubernetes.io/pod-deletion-cost"
+EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+ONLY_OWN = ("media may change only the controller.kubernetes.io/pod-deletion-cost and"
+            " cluster-autoscaler.kubernetes.io/safe-to-evict annotations")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +73,13 @@ def test_media_may_set_its_own_deletion_cost(policy):
     assert decide(policy, first, old) == []
 
 
+def test_media_may_mark_itself_not_safe_to_evict_and_remove_the_mark(policy):
+    empty = pod()
+    busy = pod(annotations={"checksum/config": "abc", COST: "3", EVICT: "false"})
+    assert decide(policy, empty, busy) == []
+    assert decide(policy, busy, empty) == []
+
+
 def test_media_may_not_patch_another_pod(policy):
     old, new = pod(), pod(annotations={"checksum/config": "abc", COST: "9"})
     assert decide(policy, old, new, name=f"{RELEASE}-svpl-media-6c9d8-other") == ["media may patch only its own pod"]
@@ -88,7 +98,7 @@ def test_media_may_change_nothing_but_the_deletion_cost(policy, change):
         del new["metadata"]["annotations"]["checksum/config"]
     else:
         new["spec"]["containers"][0]["image"] = "evil:latest"
-    assert decide(policy, old, new) == ["media may change only the controller.kubernetes.io/pod-deletion-cost annotation"]
+    assert decide(policy, old, new) == [ONLY_OWN]
 
 
 def test_other_callers_are_not_this_policys_business(policy):

@@ -208,7 +208,7 @@ def test_probe_timing_comes_from_values(render):
 
 def test_media_hpa_scales_the_media_deployment_on_load_and_cpu_and_scales_down_slowly(render):
     r = render()
-    (hpa,) = r.of_kind("HorizontalPodAutoscaler")
+    hpa = r.get("HorizontalPodAutoscaler", f"{FULL}-media")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{FULL}-media"}
     metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
@@ -225,7 +225,7 @@ def test_replicas_are_left_to_the_hpa_when_it_is_on(render):
     assert "replicas" not in on.deployment("media")["spec"]
     assert all("replicas" in on.deployment(s)["spec"] for s in SERVICES if s != "media")
     off = render(VALUE_SETS["autoscaling-off"])
-    assert off.of_kind("HorizontalPodAutoscaler") == []
+    assert f"{FULL}-media" not in off.names("HorizontalPodAutoscaler")
     assert off.deployment("media")["spec"]["replicas"] == 3
 
 
@@ -294,7 +294,7 @@ def test_turn_on_coturn_is_the_single_public_entry_and_media_publishes_nothing(r
     r = render()
     turn = r.get("Service", f"{FULL}-turn")
     assert turn["spec"]["type"] == "LoadBalancer"
-    assert {(p["port"], p["protocol"]) for p in turn["spec"]["ports"]} == {(3478, "UDP"), (3478, "TCP")}
+    assert {(p["port"], p["protocol"]) for p in turn["spec"]["ports"]} == {(3478, "UDP"), (3478, "TCP"), (443, "TCP")}
     public = [s for s in r.of_kind("Service") if s["spec"].get("type", "ClusterIP") != "ClusterIP"]
     assert [s["metadata"]["name"] for s in public] == [f"{FULL}-turn"]
     assert all("hostPort" not in p for p in r.container("media")["ports"])
@@ -512,7 +512,7 @@ def test_network_policies_let_in_only_the_ingress_controller_prometheus_and_turn
         name = p["metadata"]["name"]
         for rule in p["spec"].get("ingress", []):
             if name == f"{FULL}-turn" and "from" not in rule:  # the single public entry
-                assert {(x["port"], x["protocol"]) for x in rule["ports"]} == {(3478, "UDP"), (3478, "TCP")}
+                assert {(x["port"], x["protocol"]) for x in rule["ports"]} == {(3478, "UDP"), (3478, "TCP"), (5349, "TCP")}
                 continue
             assert rule["from"], name
             assert all("ipBlock" not in peer for peer in rule["from"]), name
@@ -635,7 +635,7 @@ def test_dashboard_expressions_parse_as_promql():
 
 
 def _hpa_name(r) -> str:
-    (hpa,) = r.of_kind("HorizontalPodAutoscaler")
+    (hpa,) = [h for h in r.of_kind("HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["name"] == f"{FULL}-media"]
     return hpa["metadata"]["name"]
 
 

@@ -1,6 +1,7 @@
 """The media pod's deletion-cost updater against a local HTTPS endpoint that stands in for
 the Kubernetes API server: in-cluster configuration (token + CA files, KUBERNETES_SERVICE_*),
-and exactly one JSON merge patch of exactly one annotation of exactly this pod."""
+and exactly one JSON merge patch of exactly its two annotations of exactly this pod: the deletion
+cost, and the cluster autoscaler's safe-to-evict mark while anyone is connected."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from kubernetes.client.exceptions import ApiException
 
 from services.media import pod_deletion_cost
-from services.media.pod_deletion_cost import ANNOTATION, from_environment
+from services.media.pod_deletion_cost import ANNOTATION, SAFE_TO_EVICT, from_environment
 
 POD, NAMESPACE, TOKEN = "svpl-media-7d9f-abcde", "care", "sa-token-for-media"
 
@@ -76,6 +77,8 @@ class FakeApiServer:
                                "reason": "Forbidden", "code": outer.status}
                 else:
                     annotations = (json.loads(body).get("metadata", {}).get("annotations", {}) if body else {})
+                    # A merge patch's null removes the key: the pod the API server returns lacks it.
+                    annotations = {k: v for k, v in annotations.items() if v is not None}
                     payload = {"kind": "Pod", "apiVersion": "v1",
                                "metadata": {"name": POD, "namespace": NAMESPACE, "annotations": annotations}}
                 data = json.dumps(payload).encode()
@@ -136,7 +139,7 @@ def test_patches_only_its_own_pods_deletion_cost_annotation_with_a_merge_patch(a
         "path": f"/api/v1/namespaces/{NAMESPACE}/pods/{POD}",
         "content_type": "application/merge-patch+json",
         "authorization": f"bearer {TOKEN}",
-        "body": {"metadata": {"annotations": {ANNOTATION: "7"}}},
+        "body": {"metadata": {"annotations": {ANNOTATION: "7", SAFE_TO_EVICT: "false"}}},
     }]
 
 
@@ -150,6 +153,8 @@ def test_unchanged_load_sends_nothing_and_a_new_load_sends_the_new_value(api_ser
 
     assert [r["body"]["metadata"]["annotations"][ANNOTATION] for r in api_server.requests] == ["4", "0"]
     assert updater.published == 0
+    # Not safe to evict while anyone is connected; the mark is removed (merge patch null) once empty.
+    assert [r["body"]["metadata"]["annotations"][SAFE_TO_EVICT] for r in api_server.requests] == ["false", None]
 
 
 def test_a_refused_patch_is_not_taken_as_published(api_server):
@@ -184,7 +189,7 @@ async def test_run_keeps_publishing_through_api_errors(api_server):
     finally:
         task.cancel()
     bodies = [r["body"] for r in api_server.requests]
-    assert bodies[-1] == {"metadata": {"annotations": {ANNOTATION: "9"}}}
+    assert bodies[-1] == {"metadata": {"annotations": {ANNOTATION: "9", SAFE_TO_EVICT: "false"}}}
     assert all(r["path"] == f"/api/v1/namespaces/{NAMESPACE}/pods/{POD}" for r in api_server.requests)
 
 
@@ -196,4 +201,4 @@ def test_load_outside_int32_is_clamped():
             sent.append(body)
 
     pod_deletion_cost.PodDeletionCost(Api(), POD, NAMESPACE, lambda: 2**40).update()
-    assert sent == [{"metadata": {"annotations": {ANNOTATION: str(2**31 - 1)}}}]
+    assert sent == [{"metadata": {"annotations": {ANNOTATION: str(2**31 - 1), SAFE_TO_EVICT: "false"}}}]

@@ -1,5 +1,5 @@
 """Real aiortc client peers for the media tests: synthetic camera + microphone, N receive slots,
-frame counting per received track. Loopback only, no STUN servers."""
+frame counting per received track. No STUN servers; TURN only where a test gives one."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from av import AudioFrame, VideoFrame
@@ -100,8 +100,10 @@ class Received:
 class Peer:
     """One participant's browser stand-in."""
 
-    def __init__(self, width: int = 160, height: int = 120, slots: int = 2, fps: int = 15, publish: bool = True) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    def __init__(self, width: int = 160, height: int = 120, slots: int = 2, fps: int = 15, publish: bool = True,
+                 ice_servers: list[RTCIceServer] | None = None) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers or [],
+                                                     bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.video = SyntheticVideo(width, height, fps) if publish else None
         self.audio = SyntheticAudio() if publish else None
         self.received: list[Received] = []
@@ -154,6 +156,10 @@ class Peer:
 
     def video_received(self) -> list[Received]:
         return [r for r in self.received if r.kind == "video" and r.frames]
+
+    def first_video_at(self) -> float | None:
+        """When the first video frame arrived (time.monotonic), None before one did."""
+        return min((r.first_at for r in self.received if r.kind == "video" and r.first_at is not None), default=None)
 
     def audio_received(self) -> list[Received]:
         return [r for r in self.received if r.kind == "audio" and r.frames]

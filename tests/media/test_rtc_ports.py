@@ -13,6 +13,7 @@ import pytest
 from svpl.media.v1 import media_pb2
 
 from services.media.config import MediaSettings
+from services.media.ports import advertise_node_address
 from services.media.rooms import PeerCounter
 from services.runtime.config import SettingsError, load_settings
 from tests.media.conftest import INSTANCE, MediaWorld
@@ -132,3 +133,25 @@ def test_ports_are_ephemeral_unless_both_are_set_and_a_range_as_large_as_capacit
     monkeypatch.setenv("SVPL_RTC_PORT_MAX", "40059")
     ports = load_settings(MediaSettings, mongodb_uri="mongodb://x").rtc_ports
     assert (ports.min, ports.max, len(ports)) == (40000, 40059, 60)
+
+
+def test_a_node_address_that_is_not_an_ip_address_stops_start_up(monkeypatch):
+    monkeypatch.setenv("SVPL_NODE_IP", "node-7.example")
+    with pytest.raises(SettingsError) as err:
+        load_settings(MediaSettings, mongodb_uri="mongodb://x")
+    assert "SVPL_NODE_IP: Value error, must be an IP address" in str(err.value)
+    monkeypatch.setenv("SVPL_NODE_IP", "192.0.2.7")
+    assert load_settings(MediaSettings, mongodb_uri="mongodb://x").node_ip == "192.0.2.7"
+
+
+def test_the_answer_names_the_nodes_address_on_the_same_port_next_to_the_pods():
+    answer = ("v=0\r\nm=audio 40007 UDP/TLS/RTP/SAVPF 96\r\n"
+              "a=candidate:abc 1 udp 2130706431 10.1.2.3 40007 typ host\r\n"
+              "a=candidate:def 1 udp 2130706431 fd00::3 40012 typ host\r\n"
+              "a=end-of-candidates\r\n")
+    advertised = advertise_node_address(answer, "192.0.2.7").splitlines()
+    node = [line for line in advertised if " 192.0.2.7 " in line]
+    # One candidate per host candidate of the node's family (IPv4 here), same port, server-reflexive.
+    assert len(node) == 1 and node[0].endswith("192.0.2.7 40007 typ srflx raddr 10.1.2.3 rport 40007")
+    assert advertised.index(node[0]) == 3  # right after the pod's own, which stays
+    assert advertise_node_address(answer, "") == answer

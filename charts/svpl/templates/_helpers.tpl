@@ -213,6 +213,9 @@ plus its facts. (dict "root" $ "name" "media") -> YAML.
 {{- end -}}
 {{- if and $root.Values.turn.enabled (eq $c.name "gateway") -}}
 {{- $_ := set $data "SVPL_TURN_URLS" (printf "turn:%s:3478?transport=udp,turn:%s:3478?transport=tcp" $root.Values.turn.publicHost $root.Values.turn.publicHost) -}}
+{{- if $root.Values.turn.tls.enabled -}}
+{{- $_ := set $data "SVPL_TURN_URLS" (printf "%s,turns:%s:443?transport=tcp" $data.SVPL_TURN_URLS $root.Values.turn.publicHost) -}}
+{{- end -}}
 {{- end -}}
 {{- if $root.Values.serviceTls.enabled -}}
 {{- /* Mutual TLS: the component's mounted Secret; media is verified by its Service's name (called by pod address). */ -}}
