@@ -17,7 +17,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY requirements/ requirements/
 RUN case "${SERVICE}" in ""|dev|tools|*/*) false ;; esac && test -f "requirements/${SERVICE}.txt" \
-        || { echo "SERVICE=${SERVICE}: not one of identity booking roster media support gateway" >&2; exit 1; } \
+        || { echo "SERVICE=${SERVICE}: not one of identity booking roster media support gateway dialin" >&2; exit 1; } \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --require-hashes --only-binary=:all: -r "requirements/${SERVICE}.txt" \
  && python -m venv /opt/tools \
