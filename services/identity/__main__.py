@@ -4,11 +4,21 @@ import argparse
 import datetime as dt
 import sys
 
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from services.identity.config import IdentitySettings
 from services.identity.server import build
 from services.identity.tokens import MAX_SERVICE_TOKEN_TTL, SERVICE_TOKEN_TTL, KeyRing
-from services.runtime.config import load_settings
+from services.runtime.config import ENV_PREFIX, load_settings
 from services.runtime.server import main
+
+
+class KeySettings(BaseSettings):
+    """What the key commands need: only the keys' directory (not the running service's settings, which
+    require the outside systems: an operator minting tokens has none of them at hand)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    signing_keys_dir: str
 
 
 def cli(argv: list[str]) -> None:
@@ -20,7 +30,7 @@ def cli(argv: list[str]) -> None:
                       help=f"lifetime in days (default {SERVICE_TOKEN_TTL.days}, at most {MAX_SERVICE_TOKEN_TTL.days})")
     sub.add_parser("new-signing-key", help="generate a new Ed25519 key in SVPL_SIGNING_KEYS_DIR (rotation)")
     args = parser.parse_args(argv)
-    settings = load_settings(IdentitySettings, mongodb_uri="unused")
+    settings = load_settings(KeySettings)
     if args.command == "mint-service-token":
         ttl = dt.timedelta(days=args.days)
         if not dt.timedelta(days=1) <= ttl <= MAX_SERVICE_TOKEN_TTL:

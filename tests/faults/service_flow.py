@@ -162,13 +162,15 @@ class GrpcFlowClient(FlowClient):
         self.enter("done")
 
 
-_BASE = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)).replace(microsecond=0)
 _starts = itertools.count()
 
 
 def _soon() -> dt.datetime:
-    """Each flow's own start time (a second apart): how a listing tells the bookings apart."""
-    return _BASE + dt.timedelta(seconds=next(_starts))
+    """Each flow's own start time, five minutes ahead of when the flow is made (not of when this module
+    was imported: the whole suite runs longer than that) and a second apart from every other flow's:
+    how a listing tells the bookings apart."""
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return now + dt.timedelta(minutes=5, seconds=next(_starts))
 
 
 class HttpFlowClient(FlowClient):

@@ -21,7 +21,7 @@ from devstack.embedded_db import free_port
 from services.gateway.app import create_app
 from tests.gateway.conftest import COORDINATOR, gateway_settings, serving
 from tests.identity.ocsp_responder import OcspTestResponder
-from tests.identity.pki import make_ca, make_leaf
+from tests.identity.pki import PERSON_HSA_ID_CA, SITHS_SETTINGS, make_ca, make_leaf
 from tests.polling import poll
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -75,14 +75,14 @@ async def test_a_siths_card_logs_in_through_a_verifying_tls_terminator_and_its_h
         system_factory, tmp_path, tls_files):
     assert os.path.exists(NGINX), "nginx is needed (make system-deps)"
     root = make_ca("SITHS Root CA v1 Test")
-    issuing = make_ca("SITHS e-id Person ID 3 CA Test", issuer=root)
+    issuing = make_ca(PERSON_HSA_ID_CA, issuer=root)  # a card's HSA-id certificate comes from one
     # One bundle for both: the ingress's auth-tls-secret (ca.crt) and identity's SVPL_SITHS_CA_FILES.
     # It holds the issuing CAs too: nginx forwards the card's own certificate only, not its chain.
     bundle = tmp_path / "ca.crt"
     bundle.write_text(root.pem + issuing.pem)
     ocsp = await OcspTestResponder(free_port(), issuing).start()
     system = await system_factory(["identity"], overrides={"identity": {
-        "siths_ca_files": str(bundle), "development_login": True, "siths_ocsp_url": ocsp.url}})
+        "siths_ca_files": str(bundle), "development_login": True, "siths_ocsp_url": ocsp.url, **SITHS_SETTINGS}})
     app = create_app(gateway_settings(system, trusted_proxies=[TERMINATOR]))
     card_cert, card_key = make_leaf(issuing, "Vera Samordnare", serial_number=COORDINATOR).write(tmp_path, "card")
     fake_cert, fake_key = make_leaf(make_ca("Not SITHS"), "Eve", serial_number=COORDINATOR).write(tmp_path, "fake")
