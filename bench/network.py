@@ -6,8 +6,8 @@ the media service's own namespace): the ratio says what the network costs. Not a
 
 Each join: a room with one participant on the cluster side (connected first, publishing), then the
 client joins and the clock runs until it decodes that participant's first video frame. The peers
-are the test suite's aiortc peers (tests/media/peers.py); the TURN certificate is made with the
-test PKI (tests/identity/pki.py).
+are the test suite's aiortc peers (devstack/peers.py); the TURN certificate is made with the
+test PKI (devstack/pki.py).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from bench.timing import pct
 from devstack import netns
 from devstack.embedded_db import EmbeddedMongo
 from devstack.harness import ORDER, System, as_token
+from devstack.peers import Peer
+from devstack.pki import make_ca, make_leaf
 from services.identity.tokens import KeyRing
-from tests.identity.pki import make_ca, make_leaf
-from tests.media.peers import Peer
 
 JOINS = int(os.environ.get("BENCH_NETWORK_JOINS", "10"))
 FIRST_FRAME_TIMEOUT = 20.0

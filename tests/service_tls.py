@@ -8,8 +8,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.pki import Issued, make_ca, make_leaf
 from services.runtime.tls import ClientTls, TlsFiles
-from tests.identity.pki import Issued, make_ca, make_leaf
 
 # The names a test service's certificate carries: how the tests reach it, and its Service's name.
 LOOPBACK = ("localhost", "127.0.0.1")

@@ -32,9 +32,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
-from aioice.candidate import candidate_foundation, candidate_priority
-
-from services.media.rtc_internals import intercept_host_candidate_binds
+from services.media.rtc_internals import candidate_foundation, candidate_priority, intercept_host_candidate_binds
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import pylibsrtp
+from aioice.candidate import candidate_foundation as candidate_foundation  # re-exported: the node candidate
+from aioice.candidate import candidate_priority as candidate_priority  # (services/media/ports.py) is made like aioice's
 from aiortc.clock import current_ms, current_ntp_time
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtcdtlstransport import State as DtlsState

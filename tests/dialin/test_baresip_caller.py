@@ -10,7 +10,7 @@ from tests.dialin.test_phone_caller import in_room, live_meeting_with_browsers, 
 from tests.dialin.tones import tone_share
 from tests.polling import poll
 
-SPEAKER_TONE = 440.0  # tests.media.peers.SyntheticAudio, the coordinator's browser microphone
+SPEAKER_TONE = 440.0  # devstack.peers.SyntheticAudio, the coordinator's browser microphone
 
 
 @pytest.mark.slow

@@ -14,9 +14,9 @@ from svpl.media.v1 import media_pb2
 from svpl.roster.v1 import roster_pb2
 
 from devstack import sipp
+from devstack.peers import Peer
 from devstack.sipp import free_udp_port
 from tests.dialin.tones import ListeningPeer
-from tests.media.peers import Peer
 from tests.polling import poll
 
 NUMBER = "0701234512"

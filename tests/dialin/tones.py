@@ -8,7 +8,7 @@ import collections
 import numpy as np
 from aiortc.mediastreams import MediaStreamError
 
-from tests.media.peers import Peer, Received
+from devstack.peers import Peer, Received
 
 
 def tone_share(samples: np.ndarray, rate: int, freq: float, width: float = 25.0) -> float:

@@ -19,7 +19,7 @@ import grpc
 from svpl.media.v1 import media_pb2, media_pb2_grpc
 from svpl.roster.v1 import roster_pb2
 
-from tests.media.peers import Peer
+from devstack.peers import Peer
 from tests.roster.helpers import reason
 
 ROOT = Path(__file__).resolve().parents[2]

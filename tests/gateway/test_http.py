@@ -162,8 +162,8 @@ async def test_siths_certificate_header_is_believed_only_from_a_trusted_proxy(sy
     import urllib.parse
 
     from devstack.embedded_db import free_port
+    from devstack.pki import PERSON_HSA_ID_CA, SITHS_SETTINGS, make_ca, make_leaf
     from tests.identity.ocsp_responder import OcspTestResponder
-    from tests.identity.pki import PERSON_HSA_ID_CA, SITHS_SETTINGS, make_ca, make_leaf
 
     root = make_ca("SITHS Root CA v1 Test")
     issuing = make_ca(PERSON_HSA_ID_CA, issuer=root)

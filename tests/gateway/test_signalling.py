@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+from devstack.peers import Peer
 from tests.gateway.flow import live_meeting_with_staff
-from tests.media.peers import Peer
 from tests.polling import poll
 
 

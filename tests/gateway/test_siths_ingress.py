@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from devstack.embedded_db import free_port
+from devstack.pki import PERSON_HSA_ID_CA, SITHS_SETTINGS, make_ca, make_leaf
 from services.gateway.app import create_app
 from tests.gateway.conftest import COORDINATOR, gateway_settings, serving
 from tests.identity.ocsp_responder import OcspTestResponder
-from tests.identity.pki import PERSON_HSA_ID_CA, SITHS_SETTINGS, make_ca, make_leaf
 from tests.polling import poll
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

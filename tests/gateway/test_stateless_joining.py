@@ -10,10 +10,10 @@ import json
 
 from svpl.identity.v1 import identity_pb2
 
+from devstack.peers import Peer
 from services.gateway.app import create_app
 from tests.gateway.conftest import COORDINATOR, MUNICIPALITY_STAFF, REGION_STAFF, Browser, gateway_settings
 from tests.gateway.flow import book_video_meeting, live_meeting_with_staff, register, start
-from tests.media.peers import Peer
 from tests.polling import poll
 
 

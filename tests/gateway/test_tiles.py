@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
+from devstack.peers import Peer
 from tests.gateway.conftest import COORDINATOR, MUNICIPALITY_STAFF, PATIENT, REGION_STAFF
 from tests.gateway.flow import book_video_meeting, register, start
 from tests.gateway.test_signalling import join
-from tests.media.peers import Peer
 from tests.polling import poll
 
 SIZES = {"Vera Samordnare": (160, 120), "Rita Region": (176, 144), "Mona Kommun": (192, 144)}

@@ -5,6 +5,7 @@ problem (declared length or streamed), and every method of every service refuses
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib
 import json
 
@@ -49,7 +50,8 @@ async def test_every_post_route_refuses_a_body_over_the_limit_with_413(gateway):
             yield b"x" * 4096
 
     for path in posts:
-        url = path.format(meeting_id=booking["meeting_id"], booking_id=booking["booking_id"], ticket_id="no-such-ticket")
+        ids = {"meeting_id": booking["meeting_id"], "booking_id": booking["booking_id"]}
+        url = path.format_map(collections.defaultdict(lambda: "no-such-id", ids))  # others: an id that exists nowhere
         for content in (big, streamed()):  # declared content-length, and chunked with none
             response = await coordinator.post(url, content=content, headers={"content-type": "application/json"})
             assert response.status_code == 413, (path, response.status_code, response.text[:200])

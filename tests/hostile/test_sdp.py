@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from svpl.media.v1 import media_pb2
 
+from devstack.peers import Peer
 from services.media.rooms import PeerCounter
 from tests.media.conftest import world  # noqa: F401
-from tests.media.peers import Peer
 
 OFFER: dict = {}
 

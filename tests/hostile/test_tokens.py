@@ -15,12 +15,12 @@ from svpl.media.v1 import media_pb2
 from svpl.roster.v1 import roster_pb2
 
 from devstack.harness import as_token
+from devstack.peers import Peer
 from services.media.rooms import PeerCounter
 from tests.gateway.conftest import COORDINATOR, REGION_STAFF
 from tests.gateway.flow import book_video_meeting, register, start
 from tests.hostile.conftest import changed, settled
 from tests.media.conftest import INSTANCE, world  # noqa: F401
-from tests.media.peers import Peer
 
 
 def flip_signature(token: str) -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from devstack.embedded_db import free_port
+from devstack.pki import PERSON_HSA_ID_CA, make_ca
 from tests.identity.ocsp_responder import OcspTestResponder
-from tests.identity.pki import PERSON_HSA_ID_CA, make_ca
 from tests.privacy.detector import personnummer_in
 
 
@@ -70,7 +70,7 @@ def slapd(tmp_path_factory, directory_entries):
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory):
     """Real TLS for the login test servers: a server CA (127.0.0.1 certificates) and an RP client CA."""
-    from tests.identity.pki import make_ca, make_leaf
+    from devstack.pki import make_ca, make_leaf
 
     d = tmp_path_factory.mktemp("tls")
     server_ca, client_ca = make_ca("Test server CA"), make_ca("BankID RP test CA")

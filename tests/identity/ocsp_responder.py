@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from fastapi import FastAPI, Request, Response
 
-from tests.identity.pki import Issued, make_ca, make_ocsp_responder
+from devstack.pki import Issued, make_ca, make_ocsp_responder
 from tests.identity.tls_app import TlsApp
 
 STATUS = {"good": ocsp.OCSPCertStatus.GOOD, "revoked": ocsp.OCSPCertStatus.REVOKED,

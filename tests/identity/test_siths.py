@@ -12,9 +12,7 @@ from svpl.common.v1 import common_pb2
 from svpl.identity.v1 import identity_pb2 as pb
 
 from devstack.harness import as_token
-from services.identity.siths import FUNCTION_CERTIFICATE, NO_KNOWN_POLICY, PERSONNUMMER_CERTIFICATE
-from services.runtime.errors import Unauthenticated
-from tests.identity.pki import (
+from devstack.pki import (
     FUNCTION_CA,
     LOA2_POLICY,
     PERSON_HSA_ID_CA,
@@ -25,6 +23,8 @@ from tests.identity.pki import (
     make_leaf,
     siths_login,
 )
+from services.identity.siths import FUNCTION_CERTIFICATE, NO_KNOWN_POLICY, PERSONNUMMER_CERTIFICATE
+from services.runtime.errors import Unauthenticated
 
 
 @pytest.fixture

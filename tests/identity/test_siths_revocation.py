@@ -14,9 +14,9 @@ from svpl.identity.v1 import identity_pb2 as pb
 
 from devstack.embedded_db import free_port
 from devstack.harness import as_token
+from devstack.pki import PERSON_HSA_ID_CA, SITHS_SETTINGS, make_ca, make_leaf, siths_login
 from services.identity.siths import UNCHECKED, OcspChecker
 from services.runtime.errors import Unauthenticated, Unavailable
-from tests.identity.pki import PERSON_HSA_ID_CA, SITHS_SETTINGS, make_ca, make_leaf, siths_login
 
 HSA = "SE2321000057-1001"  # Vera Samordnare in the demo directory
 

@@ -9,9 +9,9 @@ import pytest
 from svpl.identity.v1 import identity_pb2
 from svpl.media.v1 import media_pb2
 
+from devstack.peers import Peer
 from services.media.rooms import PeerCounter
 from tests.media.conftest import INSTANCE
-from tests.media.peers import Peer
 
 
 async def refused(world, token: str, sdp: str, code: grpc.StatusCode, meeting_id: str = "") -> str:

@@ -636,10 +636,10 @@ async def test_handlers_run_in_place_never_suspend_with_real_packets(monkeypatch
         pack_remb_fci,
     )
 
+    from devstack.peers import SyntheticAudio, SyntheticVideo, count_frames
     from services.media.forwarding import ForwardTrack, restrict_codecs
     from services.media.receive import receive_directly
     from services.media.rtc_internals import HandlerSuspended, negotiated_codecs
-    from tests.media.peers import SyntheticAudio, SyntheticVideo, count_frames
 
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
     loop = asyncio.get_running_loop()

@@ -7,7 +7,7 @@ import time
 
 from svpl.media.v1 import media_pb2
 
-from tests.media.peers import Peer
+from devstack.peers import Peer
 from tests.polling import poll
 
 SIZES = [(160, 120), (176, 144), (192, 112)]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from svpl.media.v1 import media_pb2
 
+from devstack.peers import Peer
 from services.media.config import MediaSettings
-from tests.media.peers import Peer
 from tests.polling import poll
 
 ROOT = Path(__file__).resolve().parents[2]

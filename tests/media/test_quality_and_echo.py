@@ -12,10 +12,10 @@ from svpl.media.v1 import media_pb2
 from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
 
 from devstack.harness import as_token
+from devstack.peers import Peer
 from services.media.quality import POOR_CONNECTION, Quality, Thresholds, assess
 from services.media.rooms import PeerCounter
 from tests.media.conftest import INSTANCE, MediaWorld
-from tests.media.peers import Peer
 from tests.polling import poll
 
 

@@ -11,9 +11,9 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtcdtlstransport import State as DtlsState
 
+from devstack.peers import SyntheticAudio, SyntheticVideo, count_frames
 from services.media.receive import receive_directly
 from services.media.rtc_internals import HandlerSuspended, run_now
-from tests.media.peers import SyntheticAudio, SyntheticVideo, count_frames
 from tests.polling import poll
 
 

@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from svpl.media.v1 import media_pb2
 
-from tests.media.peers import Peer
+from devstack.peers import Peer
 from tests.polling import poll
 
 

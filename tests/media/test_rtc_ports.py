@@ -12,12 +12,12 @@ import grpc
 import pytest
 from svpl.media.v1 import media_pb2
 
+from devstack.peers import Peer
 from services.media.config import MediaSettings
 from services.media.ports import advertise_node_address
 from services.media.rooms import PeerCounter
 from services.runtime.config import SettingsError, load_settings
 from tests.media.conftest import INSTANCE, MediaWorld
-from tests.media.peers import Peer
 
 SIZE = 4
 

@@ -17,13 +17,13 @@ import pytest
 from prometheus_client import REGISTRY
 from svpl.media.v1 import media_pb2
 
+from devstack.peers import Peer
 from services.media.config import MediaSettings
 from services.media.ports import PortRange
 from services.media.rooms import PeerCounter
 from services.runtime import auth
 from services.runtime.config import load_settings
 from tests.media.conftest import INSTANCE, MediaWorld
-from tests.media.peers import Peer
 from tests.media.test_rtc_ports import candidate_ports, free_udp_range
 from tests.polling import poll
 

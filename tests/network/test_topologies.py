@@ -14,11 +14,11 @@ from aiortc import RTCIceServer
 from svpl.media.v1 import media_pb2
 
 from devstack import netns
+from devstack.peers import Peer
+from devstack.pki import make_ca, make_leaf
 from services.gateway.routes.joining import turn_credentials
 from services.media.quality import HIGH_DELAY, PACKET_LOSS, POOR_CONNECTION
-from tests.identity.pki import make_ca, make_leaf
 from tests.media.conftest import INSTANCE, MediaWorld
-from tests.media.peers import Peer
 from tests.polling import poll
 
 pytestmark = pytest.mark.slow

@@ -135,7 +135,7 @@ class Inbox1177Receiver:
 def write_pki(directory: Path) -> dict[str, str]:
     """TLS for the producer (a server CA, a 127.0.0.1 certificate), a platform client CA, svpl's
     function certificate (serialNumber = its HSA-id) and one the platform does not know."""
-    from tests.identity.pki import make_ca, make_leaf
+    from devstack.pki import make_ca, make_leaf
 
     server_ca, client_ca = make_ca("Test NTjP server CA"), make_ca("TEST SITHS e-id Function CA v1")
     files = {"server_ca": directory / "ntjp-ca.pem", "client_ca": directory / "function-ca.pem"}

@@ -10,7 +10,7 @@ from svpl.identity.v1 import identity_pb2
 from svpl.media.v1 import media_pb2
 from svpl.roster.v1 import roster_pb2
 
-from tests.media.peers import Peer
+from devstack.peers import Peer
 from tests.polling import poll
 from tests.roster.conftest import MEDIA_INSTANCE
 from tests.roster.helpers import reason

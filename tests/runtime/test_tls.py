@@ -12,6 +12,7 @@ import pytest
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from devstack.pki import make_ca
 from services.gateway.app import create_app
 from services.runtime import clients
 from services.runtime.config import ServiceSettings
@@ -19,7 +20,6 @@ from services.runtime.server import Component
 from services.runtime.tls import ClientTls, TlsConfigError, TlsFiles, channel_credentials, server_credentials
 from tests.gateway.conftest import COORDINATOR, Browser, gateway_settings
 from tests.gateway.flow import book_video_meeting, start
-from tests.identity.pki import make_ca
 from tests.polling import poll
 from tests.service_tls import ServicePki, mount, new_pki
 

@@ -15,12 +15,12 @@ from svpl.roster.v1 import roster_pb2
 from svpl.support.v1 import support_pb2 as pb
 
 from devstack.harness import as_token
+from devstack.peers import Peer
 from devstack.samples import PATIENT_PNR
 from devstack.samples import create_request as meeting_request
 from tests.booking.conftest import UNIT
 from tests.booking.conftest import create_request as booking_request
 from tests.conftest import PEOPLE
-from tests.media.peers import Peer
 from tests.polling import poll
 from tests.support.conftest import file
 

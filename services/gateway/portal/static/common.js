@@ -53,6 +53,11 @@ const SVPL = (() => {
   // field it names, else by its HTTP status. The one place the portal turns problems into words;
   // server details (often English, written for developers) are never shown.
   const REASONS = {
+    ADMISSION_MOVED: "Mötesrummet har flyttats till en annan server. Sidan ansluter igen; om inte, klicka på Försök igen.",
+    ALREADY_TAKEN: "Någon annan har redan tagit ärendet. Ladda om kön och välj ett annat ärende.",
+    CLIENT_CERTIFICATE_NOT_VERIFIED: "SITHS-kortets certifikat kunde inte kontrolleras. Sätt i kortet igen, stäng webbläsaren och försök på nytt; hjälper det inte, kontakta IT-supporten.",
+    NOT_IDENTIFIED: "Samordnaren har inte identifierat den som ringer in ännu.",
+    TOO_MANY_REPORTS: "Många felanmälningar har skickats härifrån på kort tid. Vänta en stund och försök igen, eller ring supporten.",
     ADMIT_REFUSAL_NOT_REGISTERED: "Du är inte registrerad som deltagare i det här mötet. Kontakta mötets samordnare.",
     ADMIT_REFUSAL_WRONG_LOGIN_METHOD: "Du har loggat in på ett sätt som inte är tillåtet för dig i det här mötet. Logga ut och logga in med den metod som står i inbjudan.",
     ADMIT_REFUSAL_REMOVED: "Du har tagits bort från mötet av samordnaren och kan inte ansluta igen.",

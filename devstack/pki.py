@@ -1,5 +1,5 @@
-"""Test certificates made with `cryptography`: a SITHS-like CA and cards, and TLS server
-certificates for the BankID and OIDC test servers."""
+"""Test certificates made with `cryptography` (for the tests and the benchmarks, never shipped): a
+SITHS-like CA and cards, and TLS server certificates for the BankID, OIDC and TURN test servers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Real aiortc client peers for the media tests: synthetic camera + microphone, N receive slots,
+"""Real aiortc client peers for the media tests and benchmarks: synthetic camera + microphone, N receive slots,
 frame counting per received track. No STUN servers; TURN only where a test gives one."""
 
 from __future__ import annotations
