@@ -9,7 +9,7 @@ from prometheus_client import Counter, Gauge
 CALLS = Counter(
     "svpl_dialin_calls_total",
     "Incoming calls by how they ended (bridged, lobby_left, removed, refused, ended, not_started, "
-    "too_many_entries, rate_limited, untrusted_source, bad_credentials, busy, no_audio, unavailable, hung_up).",
+    "too_many_entries, rate_limited, untrusted_source, bad_credentials, busy, no_audio, srtp_offered, unavailable, hung_up).",
     ["outcome"],
 )
 ENTRIES = Counter(

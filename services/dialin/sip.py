@@ -82,6 +82,10 @@ class _UdpTransport(UdpSipTransport):
         self._udp_transport = transport
 
 
+class SrtpOffered(ValueError):
+    """The offer is SRTP only (RTP/SAVP): not supported here (docs/DIALIN.md), so 488."""
+
+
 class Call:
     """One incoming call: answer with audio, the caller's keys, play frames to them, hang up."""
 
@@ -136,6 +140,10 @@ class Call:
         if offer is None or offer.audio is None:
             self.reject(488, "Not Acceptable Here")
             raise ValueError("INVITE without an audio offer")
+        if "SAVP" in offer.audio.proto.upper():
+            # aiosipua would echo RTP/SAVP in the answer and send plain RTP: refuse instead, clearly.
+            self.reject(488, "Not Acceptable Here")
+            raise SrtpOffered(f"the offer's audio is {offer.audio.proto} (SRTP), which this service does not speak")
         events = [c.payload_type for c in offer.audio.codecs if c.encoding_name.lower() == "telephone-event"]
         self._port, _ = await self._endpoint.ports.allocate()
         try:
