@@ -10,7 +10,7 @@ from devstack.stack import ROOT, Stack
 
 
 def main() -> int:
-    stack = Stack(ROOT / ".run", fixed_ports=True, extra_env={"SVPL_DEVELOPMENT_LOGIN": "true"})
+    stack = Stack(ROOT / ".run", fixed_ports=True, extra_env={"SVPL_DEVELOPMENT_LOGIN": "true"}, with_dialin=True)
     started = time.monotonic()
     try:
         stack.start()
@@ -25,6 +25,8 @@ def main() -> int:
         print(f"  {name:10} {proc.address:18} {extra}")
     gw = stack.procs["gateway"].address
     print(f"\n  Meeting portal: http://{gw}/auth/rjl/login  (development login is on)")
+    print(f"  Phone dial-in:  {stack.sip_address}  (SIP over UDP from this machine, e.g. baresip or sipp;"
+          " key the meeting's dial-in ID and #)")
     print("  Ctrl-C stops everything.\n")
     stop = False
 

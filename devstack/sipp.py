@@ -84,8 +84,8 @@ Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: "Uppringare" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>
 Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:{number}@[local_ip]:[local_port]>
+CSeq: {cseq} INVITE
+{authorization}Contact: <sip:{number}@[local_ip]:[local_port]>
 Max-Forwards: 70
 Content-Type: application/sdp
 Content-Length: [len]
@@ -108,8 +108,20 @@ Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 [last_From:]
 [last_To:]
 [last_Call-ID:]
-CSeq: 1 ACK
+CSeq: {cseq} ACK
 Contact: <sip:{number}@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+"""
+
+# The ACK of a non-2xx final answer (the 401 challenge) belongs to the INVITE's transaction: its Via.
+ACK_ERROR = """ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+CSeq: {cseq} ACK
 Max-Forwards: 70
 Content-Length: 0
 
@@ -128,6 +140,17 @@ Content-Length: [len]
 
 Signal={key}
 Duration=160
+"""
+
+BYE = """BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+CSeq: {cseq} BYE
+Max-Forwards: 70
+Content-Length: 0
+
 """
 
 BYE_OK = """SIP/2.0 200 OK
@@ -171,20 +194,32 @@ def info_keys(keys: str, number: str, first_cseq: int = 2) -> Step:
 
 
 def scenario(path: Path, number: str, steps: list[Step], expect: str = "bye", bye_within_ms: int = 120000,
-             refused: int = 0) -> Path:
+             refused: int = 0, digest: bool = False) -> Path:
     """INVITE from `number`; `refused`: expect that final status instead of 200 (then ACK and stop).
-    Else ACK, the steps, then wait for the service's BYE (within bye_within_ms) and answer it."""
-    body = [f'<send retrans="500">{_cdata(INVITE.format(number=number))}</send>',
+    Else ACK, the steps, then wait for the service's BYE (within bye_within_ms) and answer it, or
+    (expect="hangup") hang up: BYE, and its 200.
+    `digest`: the first INVITE is challenged (401), and sent again with SIPp's digest credentials
+    (run with `credentials`)."""
+    cseq = 2 if digest else 1
+    body = [f'<send retrans="500">{_cdata(INVITE.format(number=number, cseq=1, authorization=""))}</send>',
             '<recv response="100" optional="true"/>']
+    if digest:
+        again = INVITE.format(number=number, cseq=2, authorization="[authentication]\n")
+        body += ['<recv response="401" auth="true"/>', f"<send>{_cdata(ACK_ERROR.format(cseq=1))}</send>",
+                 f'<send retrans="500">{_cdata(again)}</send>', '<recv response="100" optional="true"/>']
     if refused:
+        ack = ACK_ERROR.format(cseq=2) if digest else ACK.format(number=number, cseq=cseq)
         body.append(f'<recv response="{refused}"/>')
-        body.append(f"<send>{_cdata(ACK.format(number=number))}</send>")
+        body.append(f"<send>{_cdata(ack)}</send>")
     else:
         body.append('<recv response="200" rtd="true"/>')
-        body.append(f"<send>{_cdata(ACK.format(number=number))}</send>")
+        body.append(f"<send>{_cdata(ACK.format(number=number, cseq=cseq))}</send>")
         body += [s.xml for s in steps]
-        body.append(f'<recv request="BYE" timeout="{bye_within_ms}"/>')
-        body.append(f"<send>{_cdata(BYE_OK.format(number=number))}</send>")
+        if expect == "hangup":
+            body += [f'<send retrans="500">{_cdata(BYE.format(cseq=cseq + 1))}</send>', '<recv response="200"/>']
+        else:
+            body.append(f'<recv request="BYE" timeout="{bye_within_ms}"/>')
+            body.append(f"<send>{_cdata(BYE_OK.format(number=number))}</send>")
     xml = '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="svpl dial-in">\n' + "\n".join(body) + \
         "\n</scenario>\n"
     path.write_text(xml, encoding="iso-8859-1")
@@ -192,12 +227,15 @@ def scenario(path: Path, number: str, steps: list[Step], expect: str = "bye", by
 
 
 async def run(scenario_path: Path, target: tuple[str, int], local_port: int, media_port: int,
-              call_seconds: float = 120.0, echo: bool = False) -> asyncio.subprocess.Process:
+              call_seconds: float = 120.0, echo: bool = False,
+              credentials: tuple[str, str] | None = None) -> asyncio.subprocess.Process:
     """Start SIPp for one call (it exits 0 when the scenario completed, 1 when it failed). `echo`:
-    SIPp sends every RTP packet it receives straight back (-rtp_echo)."""
+    SIPp sends every RTP packet it receives straight back (-rtp_echo); `credentials`: the digest
+    username and password SIPp answers a challenge with."""
     log_dir = scenario_path.parent
+    auth = ["-au", credentials[0], "-ap", credentials[1]] if credentials else []
     return await asyncio.create_subprocess_exec(
-        SIPP, *(["-rtp_echo"] if echo else []), f"{target[0]}:{target[1]}", "-sf", str(scenario_path), "-m", "1",
+        SIPP, *(["-rtp_echo"] if echo else []), *auth, f"{target[0]}:{target[1]}", "-sf", str(scenario_path), "-m", "1",
         "-i", "127.0.0.1", "-p", str(local_port), "-mi", "127.0.0.1", "-mp", str(media_port), "-s", "dialin",
         "-timeout", f"{int(call_seconds)}s", "-nostdin", "-trace_err", "-error_file", str(log_dir / "sipp-errors.log"),
         "-trace_msg", "-message_file", str(log_dir / "sipp-messages.log"),

@@ -5,6 +5,7 @@ tests that need real processes (health after SIGTERM, kill -9 faults)."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -48,6 +49,8 @@ class Stack:
     workdir: Path
     fixed_ports: bool = False
     extra_env: dict = field(default_factory=dict)
+    # The phone dial-in service too (`make run`): SIP on loopback, the trunk is this machine.
+    with_dialin: bool = False
     db: EmbeddedMongo | None = None
     procs: dict[str, Proc] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
@@ -75,7 +78,7 @@ class Stack:
         if not list(self.keys_dir.glob("*.pem")):
             KeyRing.generate().save_current(self.keys_dir)
         ring = KeyRing.load(self.keys_dir)
-        self.tokens = {name: ring.issue_service_token(name) for name in GRPC_SERVICES + ["gateway"]}
+        self.tokens = {name: ring.issue_service_token(name) for name in GRPC_SERVICES + ["gateway", "dialin"]}
 
     def _base_env(self, name: str) -> dict:
         env = dict(os.environ)
@@ -105,6 +108,8 @@ class Stack:
         for i, name in enumerate(GRPC_SERVICES):
             self.procs[name] = Proc(name, self._port(fixed[name]), self._port(9101 + i), {}, self.workdir / f"{name}.log")
         self.procs["gateway"] = Proc("gateway", self._port(8080), self._port(9106), {}, self.workdir / "gateway.log")
+        if self.with_dialin:
+            self.procs["dialin"] = Proc("dialin", self._port(50056), self._port(9107), {}, self.workdir / "dialin.log")
         for name, proc in self.procs.items():
             proc.env = self._base_env(name)
             proc.env["SVPL_GRPC_PORT"] = str(proc.port)
@@ -113,6 +118,23 @@ class Stack:
                 proc.env["SVPL_HTTP_PORT"] = str(proc.port)
             # Invitations and meetings link to this gateway's portal.
             proc.env.setdefault("SVPL_PORTAL_BASE_URL", f"http://{self.procs['gateway'].address}")
+        if self.with_dialin:
+            self.procs["dialin"].env.update(self.dialin_env())
+
+    def dialin_env(self) -> dict:
+        """SIP on loopback (5060 with fixed ports), RTP ports above media's, this machine as the only
+        trunk, and a connection key made for this run."""
+        from devstack.sipp import free_udp_port
+
+        return {"SVPL_SIP_HOST": "127.0.0.1", "SVPL_SIP_PORT": str(5060 if self.fixed_ports else free_udp_port()),
+                "SVPL_RTP_PORT_MIN": "21000", "SVPL_RTP_PORT_MAX": "21099", "SVPL_TRUNK_NETWORKS": '["127.0.0.1/32"]',
+                "SVPL_CONNECTION_KEY": secrets.token_hex(24)}
+
+    @property
+    def sip_address(self) -> str:
+        """Where a SIP client (SIPp, baresip) calls the dial-in service; "" without it."""
+        proc = self.procs.get("dialin")
+        return f"sip:dialin@127.0.0.1:{proc.env['SVPL_SIP_PORT']}" if proc else ""
 
     def start_process(self, name: str) -> None:
         proc = self.procs[name]

@@ -4,7 +4,9 @@ meeting's room until they hang up, are removed, or the meeting ends. Plain async
 adapter (sip.Call) and the peers (roster, media); no gRPC types here.
 
 Security, in the order a call meets it: the source address must be one of the trunk's networks
-(403 otherwise); three wrong meeting IDs end the call; meeting-ID entries are rate limited per
+(403 otherwise) where networks are configured; where trunk credentials are configured, the INVITE
+must carry SIP digest credentials for them (none or an expired nonce: 401 with a challenge; wrong:
+403); three wrong meeting IDs end the call; meeting-ID entries are rate limited per
 calling number and in total; the caller hears nobody and nobody hears them until roster admits the
 connection the coordinator identified; a removed number is refused when it calls back (its
 connection id is derived from meeting + number, and roster bans it); calling numbers appear in
@@ -16,13 +18,14 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass
 
 from services.dialin import entry, metrics
 from services.dialin.audio import Prompts
 from services.dialin.bridge import RoomBridge
 from services.dialin.peers import FINAL, Media, Meeting, Refused, Roster
-from services.dialin.sip import Call
+from services.dialin.sip import Call, DigestCheck, SrtpOffered
 from services.runtime.errors import Unavailable
 
 log = logging.getLogger("svpl.dialin")
@@ -44,9 +47,10 @@ class Limits:
 
 class Dialin:
     def __init__(self, roster: Roster, media: Media, prompts: Prompts, limits: Limits, rate: entry.RateLimit,
-                 trunks: list[ipaddress.IPv4Network | ipaddress.IPv6Network], connection_key: bytes) -> None:
+                 trunks: list[ipaddress.IPv4Network | ipaddress.IPv6Network], connection_key: bytes,
+                 digest: DigestCheck | None = None) -> None:
         self.roster, self.media, self.prompts, self.limits, self.rate = roster, media, prompts, limits, rate
-        self.trunks = trunks
+        self.trunks, self.digest = trunks, digest
         self._key = connection_key
         self.accepting = True
         self.active = 0
@@ -62,14 +66,30 @@ class Dialin:
             return False
         return any(address in network for network in self.trunks)
 
+    @staticmethod
+    def authenticated(call: Call, digest: DigestCheck) -> bool:
+        """The trunk's digest credentials: challenged (401) when missing or stale, refused (403) when wrong."""
+        now = time.time()
+        verdict = digest.verify(call.authorization, "INVITE", call.request_uri, now)
+        metrics.AUTH.labels(verdict).inc()
+        if verdict in ("missing", "stale"):
+            call.challenge(digest.challenge(now, stale=verdict == "stale"))
+        elif verdict == "wrong":
+            log.warning("INVITE refused: wrong SIP digest credentials from %s", call.source[0])
+            call.reject(403, "Forbidden")
+            metrics.CALLS.labels("bad_credentials").inc()
+        return verdict == "ok"
+
     # ------------------------------------------------------------------ one call
 
     async def handle(self, call: Call) -> None:
         who = entry.masked(call.number) if call.number else "dolt nummer"
-        if not self.trusted(call.source[0]):
+        if self.trunks and not self.trusted(call.source[0]):
             log.warning("INVITE refused: %s is not a trunk address", call.source[0])
             call.reject(403, "Forbidden")
             metrics.CALLS.labels("untrusted_source").inc()
+            return
+        if self.digest is not None and not self.authenticated(call, self.digest):
             return
         if not self.accepting or self.active >= self.limits.max_calls:
             call.reject(503, "Service Unavailable")
@@ -77,6 +97,10 @@ class Dialin:
             return
         try:
             await call.answer()
+        except SrtpOffered as exc:
+            log.warning("INVITE refused: %s", exc)
+            metrics.CALLS.labels("srtp_offered").inc()
+            return
         except ValueError:
             metrics.CALLS.labels("no_audio").inc()
             return

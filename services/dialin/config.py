@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from services.runtime.config import ServiceSettings
 
@@ -19,8 +19,13 @@ class DialinSettings(ServiceSettings):
     rtp_port_max: int = Field(20999, ge=1024, le=65535)
     # The address put in SDP when the pod's own is not the one the trunk reaches (NAT, a node port).
     advertised_ip: str = ""
-    # Required: the region's SIP trunk / SBC networks (CIDR). INVITEs from anywhere else get 403.
-    trunk_networks: list[str] = Field(min_length=1)
+    # The region's SIP trunk / SBC networks (CIDR). INVITEs from anywhere else get 403.
+    trunk_networks: list[str] = Field(default_factory=list)
+    # The trunk's SIP digest credentials (from a Secret): INVITEs without them get a 401 challenge,
+    # with wrong ones 403. At least one of trunk_networks and these must be set; with both, both apply.
+    trunk_username: str = ""
+    trunk_password: str = ""
+    trunk_realm: str = "svpl-dialin"
     # Required: the key that makes a phone connection's id from meeting + calling number (HMAC),
     # so a removed number is recognised when it calls back without roster ever seeing the number.
     connection_key: str = Field(min_length=32)
@@ -50,6 +55,17 @@ class DialinSettings(ServiceSettings):
         for network in value:
             ipaddress.ip_network(network, strict=False)  # a ValueError names the bad one
         return value
+
+    @model_validator(mode="after")
+    def _trunk_trust(self) -> DialinSettings:
+        if bool(self.trunk_username) != bool(self.trunk_password):
+            raise ValueError("trunk_username and trunk_password are set together (SIP digest authentication)")
+        if not self.trunk_networks and not self.trunk_username:
+            raise ValueError("trust in the trunk needs trunk_networks (CIDR) or trunk_username/trunk_password "
+                             "(SIP digest), or both")
+        if self.trunk_password and len(self.trunk_password) < 16:
+            raise ValueError("trunk_password must be at least 16 characters")
+        return self
 
     @property
     def trunks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -18,7 +18,7 @@ from services.dialin.calls import Dialin, Limits
 from services.dialin.config import DialinSettings
 from services.dialin.peers import Media, Roster
 from services.dialin.servicer import ACCESS, DialinServicer
-from services.dialin.sip import Endpoint
+from services.dialin.sip import DigestCheck, Endpoint
 from services.runtime import auth, clients
 from services.runtime.server import Binding, Component, Resources
 
@@ -38,7 +38,9 @@ def make_dialin(settings: DialinSettings, roster: Roster, media: Media) -> Diali
         recheck_seconds=settings.recheck_seconds, max_calls=settings.max_calls, audio_slots=settings.audio_slots,
         join_timeout_seconds=settings.join_timeout_seconds)
     rate = entry.RateLimit(settings.entries_per_number_per_hour, 3600.0, settings.entries_per_minute_total, 60.0)
-    return Dialin(roster, media, Prompts(), limits, rate, settings.trunks, settings.connection_key.encode())
+    digest = DigestCheck(settings.trunk_realm, settings.trunk_username, settings.trunk_password,
+                         settings.connection_key.encode()) if settings.trunk_username else None
+    return Dialin(roster, media, Prompts(), limits, rate, settings.trunks, settings.connection_key.encode(), digest)
 
 
 async def build(settings: DialinSettings) -> tuple[Component, auth.KeySet]:

@@ -11,18 +11,39 @@ Private names used (pinned in pyproject.toml; tests/dialin/test_sip_stack.py tri
 `UdpSipTransport._udp_transport` / `_dispatch` (see _UdpTransport), `SipUAS._handlers` (to add SIP
 INFO, the DTMF fallback, which aiosipua answers 405), `SipUAS._send_error`
 (INFO outside a dialog: 481), `SipUAS._calls` (to forget a call we ended ourselves, which aiosipua keeps
-until a BYE arrives) and `Call._incoming` within this module."""
+until a BYE arrives), `IncomingCall._send_response` (a 401 with its WWW-Authenticate challenge:
+aiosipua's public `reject` takes no headers) and `Call._incoming` within this module.
+
+Trunk digest authentication (RFC 3261 §22, RFC 2617 with qop=auth): aiosipua implements the
+client side only (answering a challenge). The server side here reuses its parser and its response
+computation (`aiosipua.auth.build_credentials`) and adds only what a server must: a nonce it can
+check without keeping state (time-stamped and HMAC-signed, so any instance can check it, and it goes
+stale), and the comparison in constant time."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiortp import PortAllocator
-from aiosipua import CallSession, IncomingCall, SipRequest, SipUAS, UdpSipTransport
+from aiosipua import (
+    AuthChallenge,
+    CallSession,
+    IncomingCall,
+    SipDigestAuth,
+    SipRequest,
+    SipUAS,
+    UdpSipTransport,
+    parse_auth,
+)
+from aiosipua.auth import build_credentials
 
 from services.dialin.audio import FRAME_BYTES, FRAME_SAMPLES, RATE, SILENCE
 from services.dialin.entry import caller_number
@@ -61,6 +82,10 @@ class _UdpTransport(UdpSipTransport):
         self._udp_transport = transport
 
 
+class SrtpOffered(ValueError):
+    """The offer is SRTP only (RTP/SAVP): not supported here (docs/DIALIN.md), so 488."""
+
+
 class Call:
     """One incoming call: answer with audio, the caller's keys, play frames to them, hang up."""
 
@@ -87,8 +112,24 @@ class Call:
     def call_id(self) -> str:
         return self._incoming.call_id
 
+    @property
+    def request_uri(self) -> str:
+        return self._incoming.invite.uri
+
+    @property
+    def authorization(self) -> str:
+        """The INVITE's Authorization header ("" without one)."""
+        return self._incoming.invite.get_header("authorization") or ""
+
     def reject(self, status: int, reason: str = "") -> None:
         self._incoming.reject(status, reason)
+        self._endpoint.forget(self)
+        self.ended.set()
+
+    def challenge(self, www_authenticate: str) -> None:
+        """401 Unauthorized with a digest challenge; the trunk sends the INVITE again with its credentials."""
+        self._incoming._send_response(401, "Unauthorized", extra_headers={"WWW-Authenticate": www_authenticate})
+        self._incoming.dialog.terminate()
         self._endpoint.forget(self)
         self.ended.set()
 
@@ -99,6 +140,10 @@ class Call:
         if offer is None or offer.audio is None:
             self.reject(488, "Not Acceptable Here")
             raise ValueError("INVITE without an audio offer")
+        if "SAVP" in offer.audio.proto.upper():
+            # aiosipua would echo RTP/SAVP in the answer and send plain RTP: refuse instead, clearly.
+            self.reject(488, "Not Acceptable Here")
+            raise SrtpOffered(f"the offer's audio is {offer.audio.proto} (SRTP), which this service does not speak")
         events = [c.payload_type for c in offer.audio.codecs if c.encoding_name.lower() == "telephone-event"]
         self._port, _ = await self._endpoint.ports.allocate()
         try:
@@ -177,6 +222,65 @@ class Call:
             await self._session.close()
             self._session = None
             await self._endpoint.ports.release(self._port)
+
+
+def _uri_host(uri: str) -> str:
+    """A SIP URI's host[:port] ("sip:dialin@10.0.0.5:5060;transport=udp" -> "10.0.0.5:5060")."""
+    return uri.split(":", 1)[-1].rsplit("@", 1)[-1].split(";", 1)[0].lower()
+
+
+@dataclass(frozen=True)
+class DigestCheck:
+    """SIP digest authentication of INVITEs with the trunk's configured credentials.
+
+    The digest's uri must name the host of the INVITE's Request-URI; its user part may differ
+    (SIPp, and some trunks, answer for "sip:host:port" where the request went to "sip:dialin@host:port").
+    `verify` answers "ok", "missing" (no credentials: challenge), "stale" (a good answer to an
+    expired nonce: challenge again, stale=true) or "wrong" (refuse)."""
+
+    realm: str
+    username: str
+    password: str
+    key: bytes  # signs nonces
+    nonce_seconds: float = 300.0
+
+    def _sign(self, issued: str) -> str:
+        mac = hmac.new(self.key, f"sip-nonce:{self.realm}:{issued}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:18]).decode()
+
+    def challenge(self, now: float, stale: bool = False) -> str:
+        issued = str(int(now))
+        return (f'Digest realm="{self.realm}", nonce="{issued}.{self._sign(issued)}", algorithm=MD5, qop="auth"'
+                + (", stale=true" if stale else ""))
+
+    def verify(self, authorization: str, method: str, request_uri: str, now: float) -> str:
+        if not authorization:
+            return "missing"
+        given = parse_auth(authorization, credentials=True)
+        p = given.params
+        if given.scheme.lower() != "digest" or p.get("algorithm", "MD5").upper() != "MD5" or p.get("qop") != "auth":
+            return "wrong"
+        issued, _, signature = p.get("nonce", "").partition(".")
+        if not issued.isdigit() or not hmac.compare_digest(signature, self._sign(issued)):
+            return "wrong"
+        if p.get("realm") != self.realm or _uri_host(p.get("uri", "")) != _uri_host(request_uri):
+            return "wrong"
+        try:
+            count = int(p.get("nc", ""), 16)
+        except ValueError:
+            return "wrong"
+        expected = build_credentials(
+            SipDigestAuth(self.username, self.password),
+            AuthChallenge(scheme="Digest", params={"realm": self.realm, "nonce": p["nonce"], "qop": "auth",
+                                                    "algorithm": "MD5"}),
+            method, p["uri"], nonce_count=count, cnonce=p.get("cnonce", ""))
+        if expected is None:  # (a challenge of our own making is always answerable)
+            return "wrong"
+        ok = hmac.compare_digest(p.get("username", ""), self.username) & hmac.compare_digest(
+            p.get("response", "").lower(), expected.params["response"])
+        if not ok:
+            return "wrong"
+        return "stale" if now - int(issued) > self.nonce_seconds else "ok"
 
 
 class Endpoint:

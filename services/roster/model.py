@@ -192,6 +192,10 @@ class Meeting:
     def connected_participant_ids(self) -> set[str]:
         return {c.participant_id for c in self.connections if c.participant_id}
 
+    def phone_participant_ids(self) -> set[str]:
+        """The registered people connected by phone (a dial-in caller identified as them)."""
+        return {c.participant_id for c in self.connections if c.participant_id and c.kind == PHONE}
+
     def unidentified(self) -> list[Connection]:
         return [c for c in self.connections if not c.participant_id]
 

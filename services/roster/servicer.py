@@ -137,13 +137,13 @@ def connection_pb(c: model.Connection) -> roster_pb2.Connection:
                                  participant_id=c.participant_id, label=c.label, connected_at=ts(c.connected_at))
 
 
-def person_pb(p: model.Participant) -> roster_pb2.ConnectedPerson:
-    return roster_pb2.ConnectedPerson(participant_id=p.id, full_name=p.full_name, role=ROLES[p.role])
+def person_pb(p: model.Participant, by_phone: bool = False) -> roster_pb2.ConnectedPerson:
+    return roster_pb2.ConnectedPerson(participant_id=p.id, full_name=p.full_name, role=ROLES[p.role], by_phone=by_phone)
 
 
 def connected_pb(m: model.Meeting) -> roster_pb2.GetConnectedListResponse:
-    ids = m.connected_participant_ids()
-    people = [person_pb(p) for p in m.participants if p.id in ids]
+    ids, phones = m.connected_participant_ids(), m.phone_participant_ids()
+    people = [person_pb(p, p.id in phones) for p in m.participants if p.id in ids]
     return roster_pb2.GetConnectedListResponse(
         count=len(people) + len(m.unidentified()), people=people, unidentified_count=len(m.unidentified()),
         with_patient=[person_pb(p) for p in m.active_participants() if p.physically_present])

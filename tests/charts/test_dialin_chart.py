@@ -76,9 +76,37 @@ def test_its_metrics_are_scraped_and_alerted_on(render):
     rule = r.get("PrometheusRule", NAME)
     check_prometheus_rule(rule)  # every expression parses as PromQL
     assert {a["alert"] for a in rule["spec"]["groups"][0]["rules"]} == {
-        "SvplDialinGuessing", "SvplDialinCallersTurnedAway", "SvplDialinUntrustedInvites"}
+        "SvplDialinGuessing", "SvplDialinCallersTurnedAway", "SvplDialinUntrustedInvites",
+        "SvplDialinBadTrunkCredentials"}
     # Every series they query (and the HPA's) is one the service declares.
     metrics = (ROOT / "services" / "dialin" / "metrics.py").read_text()
     queried = {m for a in rule["spec"]["groups"][0]["rules"] for m in re.findall(r"\b(svpl_[a-z_]+?)\{", a["expr"])}
     for metric in queried | {"svpl_dialin_active_calls"}:
         assert f'"{metric}"' in metrics or f'"{metric.removesuffix("_total")}"' in metrics, metric
+
+
+def test_trunk_digest_credentials_come_from_their_secret_only_when_named(render):
+    env = {e["name"]: e for e in render(DIALIN).get("Deployment", NAME)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "SVPL_TRUNK_USERNAME" not in env and "SVPL_TRUNK_PASSWORD" not in env
+    r = render(DIALIN, {"dialin": {"trunkAuthSecret": {"name": "svpl-trunk", "usernameKey": "user"}}})
+    deployment = r.get("Deployment", NAME)
+    kubernetes_validate.validate(deployment, "1.30.0", strict=True)
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SVPL_TRUNK_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "svpl-trunk", "key": "user"}
+    assert env["SVPL_TRUNK_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "svpl-trunk", "key": "password"}
+    assert "value" not in env["SVPL_TRUNK_PASSWORD"]  # never in the manifest itself
+
+
+def test_the_dashboard_shows_calls_and_failed_entries_in_promql_that_parses():
+    import promql_parser
+
+    from tests.charts.test_chart import DASHBOARD, _exprs
+
+    exprs = [e for e in _exprs(DASHBOARD) if "svpl_dialin_" in e]
+    for expr in exprs:
+        promql_parser.parse(expr.replace("$namespace", "svpl").replace("$__rate_interval", "1m"))
+    joined = "\n".join(exprs)
+    for series in ("svpl_dialin_calls_total", "svpl_dialin_entries_total", "svpl_dialin_active_calls",
+                   "svpl_dialin_bridged_calls", "svpl_dialin_digest_checks_total"):
+        assert series in joined, series
+    assert 'result!="found"' in joined and "by (outcome)" in joined

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
-from aiosipua import SipUAS, UdpSipTransport
+from aiosipua import IncomingCall, SipUAS, UdpSipTransport
 
 
 def test_the_pinned_sip_stack_still_has_what_the_adapter_reaches_into():
@@ -15,3 +15,4 @@ def test_the_pinned_sip_stack_still_has_what_the_adapter_reaches_into():
     assert callable(uas._send_error)
     transport = UdpSipTransport(local_addr=("127.0.0.1", 0))
     assert transport._udp_transport is None and callable(transport._dispatch)
+    assert callable(IncomingCall._send_response)  # the 401 challenge's WWW-Authenticate header

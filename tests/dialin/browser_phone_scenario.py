@@ -1,0 +1,102 @@
+"""A phone caller in the coordinator's room, in headless Chromium: SIPp dials the devstack's
+dial-in service (as `make run` starts it), the coordinator lets the caller in as the patient, and
+the room shows a phone tile (icon, the patient's name, no video) and the people panel "Telefon";
+after the removal both are gone.
+
+Run inside a private network namespace (see test_phone_browser.py):
+`python -m tests.dialin.browser_phone_scenario <artifacts dir>`; exit status 0 = passed."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from devstack import sipp
+from devstack.sipp import free_udp_port
+from devstack.stack import Stack
+from tests.dialin.test_phone_caller import NUMBER, enter
+from tests.gateway import flow
+from tests.gateway.browser_scenario import (
+    CAMERAS,
+    COORDINATOR,
+    assert_no_console_errors,
+    browser,
+    click,
+    dev_login,
+    evidence_and_cleanup,
+    js,
+    wait,
+    write_camera,
+)
+from tests.gateway.replicas_scenario import PageClient
+
+PHONE_TILES = """return [...document.querySelectorAll('#video-grid .tile.phone')].map(t =>
+  [t.dataset.name || '', t.querySelector('.label').textContent, t.querySelectorAll('video').length, !t.hidden]);"""
+ON_THE_PHONE = """return [...document.querySelectorAll('#people-names li[data-phone="true"]')].map(li => li.dataset.name);"""
+
+
+def run(artifacts: Path) -> None:
+    artifacts.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="svpl-phone-"))
+    stack = Stack(work / "stack", with_dialin=True,
+                  extra_env={"SVPL_DEVELOPMENT_LOGIN": "true", "SVPL_SHUTDOWN_GRACE_SECONDS": "0.5"})
+    drivers: list = []
+    started = time.monotonic()
+    caller = None
+    with evidence_and_cleanup(artifacts, ("coordinator",), drivers, stack):
+        drivers.append(browser(work / "profile", write_camera(work / "camera.y4m", *CAMERAS["Vera Samordnare"])))
+        stack.start(timeout=30)
+        (coordinator,) = drivers
+        base = f"http://{stack.procs['gateway'].address}"
+        dev_login(coordinator, base, COORDINATOR)
+        page = PageClient(coordinator)
+        meeting_id = asyncio.run(flow.book_video_meeting(page))["meeting_id"]  # type: ignore[arg-type]
+        asyncio.run(flow.start(page, meeting_id))  # type: ignore[arg-type]
+        meeting = page._fetch("GET", f"/api/v1/meetings/{meeting_id}").json()["meeting"]
+        patient = next(p for p in page._fetch("GET", f"/api/v1/meetings/{meeting_id}/participants").json()["participants"]
+                       if p["role"] == "PARTICIPANT_ROLE_PATIENT")
+        coordinator.get(f"{base}/portal/#/room/{meeting_id}")
+        click(coordinator, "#join")
+        in_room = ("return Boolean(document.getElementById('video-grid')) && "
+                   "document.getElementById('people-count').textContent === '1'")
+        wait(coordinator, "the coordinator in the room", lambda d: js(d, in_room))
+
+        sip_port = int(stack.procs["dialin"].env["SVPL_SIP_PORT"])
+        scenario = sipp.scenario(work / "call.xml", NUMBER, enter(work, "call", meeting["dial_in_code"] + "#"))
+        caller = subprocess.Popen([sipp.SIPP, f"127.0.0.1:{sip_port}", "-sf", str(scenario), "-m", "1", "-i", "127.0.0.1",
+                                   "-p", str(free_udp_port()), "-mi", "127.0.0.1", "-mp", str(free_udp_port()),
+                                   "-s", "dialin", "-timeout", "120s", "-nostdin"], cwd=work,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        waiting = wait(coordinator, "the caller in the lobby", lambda d: page._fetch(
+            "GET", f"/api/v1/meetings/{meeting_id}/reconciliation").json().get("connected_not_identified"), 30)
+        assert not js(coordinator, PHONE_TILES), "a phone tile before the caller was let in"
+        identified = page._fetch("POST", f"/api/v1/meetings/{meeting_id}/identifications", {
+            "connection_id": waiting[0]["connection_id"], "participant_id": patient["participant_id"]})
+        assert identified.status_code == 200, identified.text
+
+        tiles = wait(coordinator, "the patient's phone tile", lambda d: js(d, PHONE_TILES), 45)
+        name = patient["full_name"]
+        assert tiles == [[name, f"{name} (telefon)", 0, True]], tiles
+        wait(coordinator, "the patient as on the phone in the people panel",
+             lambda d: js(d, ON_THE_PHONE) == [name], 30)
+        coordinator.save_screenshot(str(artifacts / "coordinator-phone-tile.png"))
+        print(f"phone tile shown at {time.monotonic() - started:.1f}s", flush=True)
+
+        removed = page._fetch("POST", f"/api/v1/meetings/{meeting_id}/removals",
+                              {"participant_id": patient["participant_id"], "reason": "test"})
+        assert removed.status_code == 200, removed.text
+        wait(coordinator, "the phone tile gone after the removal", lambda d: not js(d, PHONE_TILES), 30)
+        wait(coordinator, "nobody on the phone in the people panel", lambda d: js(d, ON_THE_PHONE) == [], 30)
+        assert caller.wait(15) == 0  # the service hung up (BYE), and SIPp answered it
+        assert_no_console_errors(coordinator, "coordinator")
+        print(f"scenario passed in {time.monotonic() - started:.1f}s", flush=True)
+    if caller is not None and caller.poll() is None:
+        caller.kill()
+
+
+if __name__ == "__main__":
+    run(Path(sys.argv[1]))
