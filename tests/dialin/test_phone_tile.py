@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from devstack.peers import Peer
 from devstack.sipp import free_udp_port
 from services.gateway.app import create_app
 from tests.dialin.conftest import MEDIA_INSTANCE, dialin_settings
@@ -14,7 +15,6 @@ from tests.gateway.conftest import ALL, Browser, gateway_settings
 from tests.gateway.flow import live_meeting_with_staff
 from tests.gateway.test_signalling import join
 from tests.gateway.test_tiles import tiles_when
-from tests.media.peers import Peer
 from tests.polling import poll
 
 
