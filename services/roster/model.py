@@ -42,12 +42,18 @@ ROLE_RULES: dict[str, tuple[str, frozenset[str], tuple[str, ...]]] = {
     NEXT_OF_KIN: (PERSONNUMMER, frozenset({E_SERVICES_1177}), (E_SERVICES_1177,)),
 }
 
-# ---------------------------------------------------------------- agenda (the routine's six steps)
+# ---------------------------------------------------------------- agenda (the routine's steps)
+# The routine opens every meeting by checking that everyone sees and hears each other ("Inled alltid
+# mötet med att kontrollera så att alla ser varandra och att ljudet är bra"); then the reminder that it
+# is held where nobody else sees or hears it and is not recorded ("Att tänka på"); then its six-point
+# meeting structure (Mötesstruktur), from the welcome to the summary.
 
 NOT_STARTED, WELCOME = "not_started", "welcome"
+SEE_AND_HEAR, PRIVATE_AND_NOT_RECORDED = "see_and_hear", "private_and_not_recorded"
 PURPOSE, INDIVIDUAL_ON_REASON = "purpose_and_confidentiality", "individual_on_reason"
 INTRODUCTIONS, QUESTIONS, SUMMARY, DONE = "introductions", "questions", "summary", "done"
-AGENDA = (NOT_STARTED, WELCOME, PURPOSE, INDIVIDUAL_ON_REASON, INTRODUCTIONS, QUESTIONS, SUMMARY, DONE)
+AGENDA = (NOT_STARTED, SEE_AND_HEAR, PRIVATE_AND_NOT_RECORDED, WELCOME, PURPOSE, INDIVIDUAL_ON_REASON,
+          INTRODUCTIONS, QUESTIONS, SUMMARY, DONE)
 
 WEBRTC, PHONE = "webrtc", "phone"
 

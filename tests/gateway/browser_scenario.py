@@ -609,13 +609,17 @@ def run(artifacts: Path) -> None:
         wait(coordinator, "the unidentified connection gone",
              lambda d: not d.find_elements(By.CSS_SELECTOR, "#roster-connected li.unidentified"))
 
-        # The coordinator leads the agenda: every page follows the current step.
-        click(coordinator, "#agenda-next", "the next agenda step button")
-        for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1]), (municipality, MUNICIPALITY[1])):
-            wait(driver, f"{who} sees the welcome step", lambda d: "välkomna" in d.find_element(By.ID, "agenda-step").text)
-        guidance = wait(coordinator, "the opening reminders", lambda d: d.find_element(By.ID, "agenda-guidance").text)
-        if "spelas in" not in guidance or "ser och hör alla varandra" not in guidance:
-            raise Failed(f"the welcome step does not remind of privacy and recording and ask about sight and sound: {guidance!r}")
+        # The coordinator leads the agenda: every page follows the current step. The routine's opening
+        # steps come first (sight and sound, then a private place and no recording), then the welcome.
+        for step, what, said in (("Ser och hör alla varandra?", "the sight-and-sound step", "ser och hör alla varandra"),
+                                 ("spelas inte in", "the private-place step", "inte får spelas in"),
+                                 ("välkomna", "the welcome step", "välkomna")):
+            click(coordinator, "#agenda-next", "the next agenda step button")
+            for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1]), (municipality, MUNICIPALITY[1])):
+                wait(driver, f"{who} sees {what}", lambda d, step=step: step in d.find_element(By.ID, "agenda-step").text)
+            guidance = wait(coordinator, f"the guidance at {what}", lambda d: d.find_element(By.ID, "agenda-guidance").text)
+            if said not in guidance:
+                raise Failed(f"{what} does not say {said!r}: {guidance!r}")
         if coordinator.find_elements(By.ID, "summary"):
             raise Failed("the summary field is shown before the summary step")
 

@@ -17,7 +17,9 @@
   const INBOX = { INBOX_NOTICE_PENDING: "meddelande till 1177-inkorgen på väg",
     INBOX_NOTICE_DELIVERED: "meddelande lämnat i 1177-inkorgen",
     INBOX_NOTICE_NOT_DELIVERED: "EJ aviserad: meddelandet till 1177-inkorgen kunde inte lämnas. Ring (se dina telefonuppgifter)." };
-  const STEPS = { AGENDA_STEP_NOT_STARTED: "Inte påbörjat", AGENDA_STEP_WELCOME: "Alla hälsas välkomna",
+  const STEPS = { AGENDA_STEP_NOT_STARTED: "Inte påbörjat", AGENDA_STEP_SEE_AND_HEAR: "Ser och hör alla varandra?",
+    AGENDA_STEP_PRIVATE_AND_NOT_RECORDED: "Ingen annan ser eller hör mötet, och det spelas inte in",
+    AGENDA_STEP_WELCOME: "Alla hälsas välkomna",
     AGENDA_STEP_PURPOSE_AND_CONFIDENTIALITY: "Syfte, tystnadsplikt och sekretess",
     AGENDA_STEP_INDIVIDUAL_ON_REASON: "Den enskilde berättar varför mötet hålls",
     AGENDA_STEP_INTRODUCTIONS: "Presentation (den enskilde och närstående först)",
@@ -923,11 +925,13 @@
       el("h3", {}, "Registrerade, inte anslutna"), missing, el("p", {}, abort));
   }
 
-  // What the coordinator says or asks at each step (the routine's opening: a private place, no
-  // recording, and whether everyone sees and hears each other).
+  // What the coordinator says or asks at each step, in the routine's words.
   const STEP_GUIDANCE = {
-    AGENDA_STEP_WELCOME: ["Hälsa alla välkomna.", "Påminn om att var och en sitter där ingen annan ser eller hör mötet, och att mötet inte spelas in.",
-      "Fråga: ser och hör alla varandra?"],
+    AGENDA_STEP_SEE_AND_HEAR: ["Kontrollera att alla ser varandra och att ljudet är bra: fråga, ser och hör alla varandra?",
+      "Kamera, mikrofon och högtalare ställs in via kugghjulet."],
+    AGENDA_STEP_PRIVATE_AND_NOT_RECORDED: ["Påminn om att mötet ska genomföras på en plats där inga andra än deltagarna kan se och höra vad som avhandlas.",
+      "Påminn om att mötet inte får spelas in."],
+    AGENDA_STEP_WELCOME: ["Hälsa alla välkomna."],
     AGENDA_STEP_PURPOSE_AND_CONFIDENTIALITY: ["Berätta om mötets syfte, tystnadsplikt och sekretess."],
     AGENDA_STEP_INDIVIDUAL_ON_REASON: ["Fråga den enskilde om hen vill berätta varför mötet hålls; annars berättar samordnaren."],
     AGENDA_STEP_INTRODUCTIONS: ["Alla presenterar sig: den enskilde och närstående först, sedan övriga."],
