@@ -668,7 +668,7 @@
   // The room's control bar: microphone and camera on/off, the gear to change camera and microphone
   // (and speaker, where the browser can choose it) during the meeting, and who is speaking, from the
   // audio levels (own microphone and each received audio slot, named through the tile assignment).
-  // The layout follows the number of tiles (1-12) through the grid's data-count.
+  // The layout follows the number of tiles (1-12) and the window (layoutGrid).
   function roomControls(thisRoom, selfTile) {
     const toggle = (id, kind, on, off) => el("button", { type: "button", id, class: "control", "aria-pressed": "true",
       onclick: (e) => {
@@ -724,11 +724,34 @@
         if (owner) loud.set(owner.participant_id, Math.max(loud.get(owner.participant_id) || 0, levels.get(audio)()));
       }
       for (const tile of grid.querySelectorAll(".tile.remote")) mark(tile, loud.get(tile.dataset.participant) || 0);
-      grid.dataset.count = String(grid.querySelectorAll(".tile:not([hidden])").length);
+      layoutGrid(grid);
     }, 250);
     return el("div", { class: "controls", role: "toolbar", "aria-label": "Mötets kontroller" },
       toggle("mic-toggle", "audio", "Mikrofon på", "Mikrofon av"), toggle("camera-toggle", "video", "Kamera på", "Kamera av"),
       gear, settings);
+  }
+
+  // The tiles fill the window, its height as well as its width: for the number of tiles shown, the
+  // column count (and so the rows) that gives the largest 4:3 tiles in the space from the grid's top to
+  // the window's bottom edge; never wider than the stage, so a phone does not scroll sideways. The CSS
+  // grid takes the columns, rows and tile width from here (style.css, .grid[data-cols]).
+  const TILE_ASPECT = 4 / 3, TILE_GAP = 8, PAGE_BOTTOM = 16, MIN_HEIGHT = 160;
+  function layoutGrid(grid) {
+    const count = grid.querySelectorAll(".tile:not([hidden])").length;
+    grid.dataset.count = String(count);
+    if (!count) return;
+    const width = grid.clientWidth;
+    const height = Math.max(MIN_HEIGHT, window.innerHeight - (grid.getBoundingClientRect().top + window.scrollY) - PAGE_BOTTOM);
+    let best = { cols: 1, rows: count, tile: 0 };
+    for (let cols = 1; cols <= count; cols++) {
+      const rows = Math.ceil(count / cols);
+      const tile = Math.min((width - (cols - 1) * TILE_GAP) / cols, (height - (rows - 1) * TILE_GAP) / rows * TILE_ASPECT);
+      if (tile > best.tile) best = { cols, rows, tile };
+    }
+    grid.dataset.cols = String(best.cols);
+    grid.style.setProperty("--cols", String(best.cols));
+    grid.style.setProperty("--rows", String(best.rows));
+    grid.style.setProperty("--tile-w", Math.floor(best.tile) + "px");
   }
 
   // A tile is marked while its person speaks (a level above the room's noise), with the loudest
