@@ -53,6 +53,11 @@ const SVPL = (() => {
   // field it names, else by its HTTP status. The one place the portal turns problems into words;
   // server details (often English, written for developers) are never shown.
   const REASONS = {
+    ADMISSION_MOVED: "Mötesrummet har flyttats. Anslut igen.",
+    ALREADY_TAKEN: "Någon annan har redan tagit ärendet. Ladda om kön och välj ett annat.",
+    CLIENT_CERTIFICATE_NOT_VERIFIED: "SITHS-kortets certifikat godtogs inte. Kontrollera kortet och försök igen.",
+    NOT_IDENTIFIED: "Samordnaren har inte identifierat den här anslutningen ännu.",
+    TOO_MANY_REPORTS: "Du har skickat många rapporter på kort tid. Vänta en stund och försök igen.",
     ADMIT_REFUSAL_NOT_REGISTERED: "Du är inte registrerad som deltagare i det här mötet. Kontakta mötets samordnare.",
     ADMIT_REFUSAL_WRONG_LOGIN_METHOD: "Du har loggat in på ett sätt som inte är tillåtet för dig i det här mötet. Logga ut och logga in med den metod som står i inbjudan.",
     ADMIT_REFUSAL_REMOVED: "Du har tagits bort från mötet av samordnaren och kan inte ansluta igen.",
