@@ -2,7 +2,7 @@
 // the meeting room (video grid, connected people, coordinator's roster and agenda), test room, fault reports.
 "use strict";
 (() => {
-  const { api, el, say, errorText, when } = SVPL;
+  const { api, allPages, el, say, errorText, when } = SVPL;
   const main = document.getElementById("main");
   let me = null;
   let room = null;  // the meeting the person is in: { id, pc, ws, stream, participantId, ... }
@@ -49,7 +49,7 @@
     view("Mina möten", isCoordinator() ? el("p", {}, el("a", { class: "button", href: "#/book" }, "Boka nytt SIP-möte")) : "",
       msg, table);
     try {
-      const { meetings } = await api("GET", "/meetings");
+      const meetings = await allPages("/meetings", "meetings");
       const body = table.querySelector("tbody");
       if (!meetings.length) body.append(el("tr", {}, el("td", { colspan: 5 }, "Inga möten.")));
       for (const m of meetings) {
@@ -417,7 +417,7 @@
   function phoneTasksSection(booking, msg) {
     const section = el("section", { class: "card", id: "phone-tasks" });
     const show = async () => {
-      const tasks = await act(msg, async () => (await api("GET", "/phone-tasks?include_done=true")).tasks);
+      const tasks = await act(msg, () => allPages("/phone-tasks?include_done=true", "tasks"));
       if (!tasks) return;
       const mine = tasks.filter(t => t.booking_id === booking.booking_id);
       section.replaceChildren(el("h2", {}, "Att ringa"), mine.length ? el("ul", { class: "plain" }, ...mine.map(t =>
@@ -1075,7 +1075,7 @@
     const digits = value.replace(/[\s-]/g, "");
     if (!/^\d+$/.test(digits)) return value;
     try {
-      const { meetings } = await api("GET", "/meetings");
+      const meetings = await allPages("/meetings", "meetings");
       const found = meetings.find(m => m.dial_in_code === digits);
       return found ? found.meeting_id : value;
     } catch (err) { return value; }
