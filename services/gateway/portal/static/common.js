@@ -63,6 +63,7 @@ const SVPL = (() => {
     ADMIT_REFUSAL_REMOVED: "Du har tagits bort från mötet av samordnaren och kan inte ansluta igen.",
     ADMIT_REFUSAL_NOT_STARTED: "Mötet har inte startat ännu. Vänta tills samordnaren startar det och försök igen.",
     ADMIT_REFUSAL_FINISHED: "Mötet är avslutat. Det går inte att ansluta igen.",
+    ADMIT_REFUSAL_CANCELLED: "Mötet är inställt. Det går inte att ansluta.",
     MEETING_SCHEDULED: "Mötet är inte öppnat ännu.", MEETING_OPEN: "Mötet är öppnat men inte startat ännu.",
     MEETING_LIVE: "Det går inte medan mötet pågår.",
     MEETING_ENDED: "Mötet är avslutat. Det går inte att ändra något i det längre.",

@@ -770,7 +770,7 @@
   // after ~30 s; media sends RTCP at least every ~1.5 s, so silence means it is gone). The fault
   // test's synthetic client (tests/faults/meeting_clients.py) follows the same rules.
   const STALL_MS = 2000, CONNECT_MS = 10000, BACKOFF_MS = [250, 500, 1000, 2000, 4000];
-  const FINAL_REFUSALS = ["ADMIT_REFUSAL_REMOVED", "ADMIT_REFUSAL_FINISHED", "ADMIT_REFUSAL_NOT_REGISTERED",
+  const FINAL_REFUSALS = ["ADMIT_REFUSAL_REMOVED", "ADMIT_REFUSAL_FINISHED", "ADMIT_REFUSAL_CANCELLED", "ADMIT_REFUSAL_NOT_REGISTERED",
     "ADMIT_REFUSAL_WRONG_LOGIN_METHOD"];
   const pause = ms => new Promise(resolve => setTimeout(resolve, ms));
 
