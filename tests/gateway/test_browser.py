@@ -53,9 +53,10 @@ def test_a_whole_meeting_in_three_browsers():
     Since #18 it also walks every coordinator task (tests/gateway/browser_scenario.py: link and
     invitation text, invitations, phone confirmation and tasks, reschedule, rebook request handled,
     corrected registration, presence, delegation, assessment and the question without one, caller
-    identified, agenda reminders and summary), Swedish refusals, confirmations, the control bar,
-    360 px, the demo login page and the test room's sound, level and result; axe-core checks every
-    page state it reaches."""
+    identified, the agenda's opening steps and summary), Swedish refusals, confirmations, the
+    control bar, 3-6 tiles filling a 1280×720 window with none below the fold, 360 px, the demo
+    login page and the test room's sound, level and result; axe-core checks every page state it
+    reaches."""
     run_scenario("tests.gateway.browser_scenario", ARTIFACTS)
     for shot in ("coordinator-tasks.png", "coordinator-meeting.png", "coordinator-unidentified.png",
                  "coordinator-after-removal.png", "coordinator-ended.png"):
