@@ -524,7 +524,7 @@ class Roster:
         if p is None:
             raise not_joined
         if m.final:
-            raise FailedPrecondition(model.REFUSAL_TEXT[model.FINISHED], reason=model.FINISHED)
+            raise model.finished(m)
         if p.admitted_at is None or not m.media_control:
             raise not_joined
         return p, m

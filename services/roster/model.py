@@ -42,12 +42,18 @@ ROLE_RULES: dict[str, tuple[str, frozenset[str], tuple[str, ...]]] = {
     NEXT_OF_KIN: (PERSONNUMMER, frozenset({E_SERVICES_1177}), (E_SERVICES_1177,)),
 }
 
-# ---------------------------------------------------------------- agenda (the routine's six steps)
+# ---------------------------------------------------------------- agenda (the routine's steps)
+# The routine opens every meeting by checking that everyone sees and hears each other ("Inled alltid
+# mötet med att kontrollera så att alla ser varandra och att ljudet är bra"); then the reminder that it
+# is held where nobody else sees or hears it and is not recorded ("Att tänka på"); then its six-point
+# meeting structure (Mötesstruktur), from the welcome to the summary.
 
 NOT_STARTED, WELCOME = "not_started", "welcome"
+SEE_AND_HEAR, PRIVATE_AND_NOT_RECORDED = "see_and_hear", "private_and_not_recorded"
 PURPOSE, INDIVIDUAL_ON_REASON = "purpose_and_confidentiality", "individual_on_reason"
 INTRODUCTIONS, QUESTIONS, SUMMARY, DONE = "introductions", "questions", "summary", "done"
-AGENDA = (NOT_STARTED, WELCOME, PURPOSE, INDIVIDUAL_ON_REASON, INTRODUCTIONS, QUESTIONS, SUMMARY, DONE)
+AGENDA = (NOT_STARTED, SEE_AND_HEAR, PRIVATE_AND_NOT_RECORDED, WELCOME, PURPOSE, INDIVIDUAL_ON_REASON,
+          INTRODUCTIONS, QUESTIONS, SUMMARY, DONE)
 
 WEBRTC, PHONE = "webrtc", "phone"
 
@@ -58,6 +64,7 @@ WRONG_LOGIN_METHOD = "ADMIT_REFUSAL_WRONG_LOGIN_METHOD"
 REMOVED = "ADMIT_REFUSAL_REMOVED"
 NOT_STARTED_REFUSAL = "ADMIT_REFUSAL_NOT_STARTED"
 FINISHED = "ADMIT_REFUSAL_FINISHED"
+CANCELLED_REFUSAL = "ADMIT_REFUSAL_CANCELLED"
 
 # Texts the portal shows as they are (Swedish).
 REFUSAL_TEXT = {
@@ -67,6 +74,7 @@ REFUSAL_TEXT = {
     REMOVED: "Du har tagits bort från det här mötet och kan inte ansluta igen.",
     NOT_STARTED_REFUSAL: "Mötet har inte startat ännu. Försök igen när samordnaren har startat mötet.",
     FINISHED: "Mötet är avslutat. Det går inte att ansluta.",
+    CANCELLED_REFUSAL: "Mötet är inställt. Det går inte att ansluta.",
 }
 METHOD_TEXT = {SITHS: "SITHS-kort", BANKID: "BankID", E_SERVICES_1177: "1177 e-tjänster"}
 
@@ -403,10 +411,16 @@ def remove_connection(m: Meeting, connection_id: str) -> Connection:
     return c
 
 
+def finished(m: Meeting) -> FailedPrecondition:
+    """Why nobody joins a finished meeting: cancelled (it never opened) or over (ended, aborted)."""
+    why = CANCELLED_REFUSAL if m.state == CANCELLED else FINISHED
+    return FailedPrecondition(REFUSAL_TEXT[why], reason=why)
+
+
 def admit(m: Meeting, person_id: str, id_kind: str, method: str) -> Participant:
     """Who may join: checked in this order, so the refusal names the first thing that is wrong."""
     if m.final:
-        raise FailedPrecondition(REFUSAL_TEXT[FINISHED], reason=FINISHED)
+        raise finished(m)
     # Coordinators are registered too (the coordinator at creation, delegates before delegation).
     p = m.participant_for(person_id, id_kind)
     if p is None:
@@ -426,7 +440,7 @@ def admit_connection(m: Meeting, connection_id: str) -> Participant:
     """The person a phone connection was identified as, admitted (the dial-in service joins the
     room for them). The coordinator's identification stands for the login a browser needs."""
     if m.final:
-        raise FailedPrecondition(REFUSAL_TEXT[FINISHED], reason=FINISHED)
+        raise finished(m)
     c = m.connection(connection_id)
     if connection_id in m.banned_connections or c is None:
         raise PermissionDenied(REFUSAL_TEXT[REMOVED], reason=REMOVED)

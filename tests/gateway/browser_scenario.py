@@ -392,7 +392,54 @@ def room_controls(coordinator, staff) -> None:
              for t in d.find_elements(By.CSS_SELECTOR, "#video-grid .tile.remote")), 20)
     wait(coordinator, "the layout for three tiles", lambda d: d.find_element(By.ID, "video-grid").get_attribute(
         "data-count") == "3")
+    tiles_fit_the_window(coordinator)
     fits_a_phone(staff, "the room")
+
+
+# Where the room's tiles are, as the page lays them out: every shown tile's box, the window's size
+# and how far the page scrolls sideways.
+TILE_BOXES = """
+scrollTo(0, 0);
+const grid = document.getElementById('video-grid');
+const g = grid.getBoundingClientRect();
+return { count: Number(grid.dataset.count), height: innerHeight, scrollWidth: document.documentElement.scrollWidth,
+         grid: [g.left, g.top, g.right, g.bottom],
+         tiles: [...grid.querySelectorAll('.tile:not([hidden])')].map(t => {
+           const r = t.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }) };"""
+
+
+def tiles_fit_the_window(driver) -> None:
+    """In a 1280×720 window the room's tiles fill the window without any below the fold: the three
+    tiles of the meeting, then (extra copies of the self tile standing in for more people) four to six."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 1280, "height": 720, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        for count in range(3, 7):
+            if count > 3:
+                js(driver, "const g = document.getElementById('video-grid'), c = g.querySelector('.tile.self').cloneNode(true);"
+                           "c.className = 'tile layout-probe'; c.querySelector('video').setAttribute('aria-label', 'Provruta');"
+                           "g.append(c);")
+
+            seen: list[dict] = []
+
+            def fits(d, count=count, seen=seen):
+                boxes = js(d, TILE_BOXES)
+                seen[:] = [boxes]
+                if boxes["count"] != count or len(boxes["tiles"]) != count or boxes["scrollWidth"] > 1280:
+                    return False
+                # None below the fold, and filling the window, not shrunk to fit: the tiles take (nearly)
+                # the grid's whole width or reach (nearly) the window's bottom edge.
+                wide = max(box[2] for box in boxes["tiles"]) - min(box[0] for box in boxes["tiles"])
+                free_below = boxes["height"] - max(box[3] for box in boxes["tiles"])
+                return free_below >= 0 and (wide >= 0.9 * (boxes["grid"][2] - boxes["grid"][0])
+                                            or free_below <= 0.1 * boxes["height"])
+            try:
+                wait(driver, f"{count} tiles filling a 1280×720 window, none below the fold", fits, 10)
+            except Failed as failed:
+                raise Failed(f"{failed}: {seen}") from None
+    finally:
+        js(driver, "document.querySelectorAll('#video-grid .layout-probe').forEach(t => t.remove())")
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_room_hears_and_measures(staff) -> None:
@@ -609,13 +656,17 @@ def run(artifacts: Path) -> None:
         wait(coordinator, "the unidentified connection gone",
              lambda d: not d.find_elements(By.CSS_SELECTOR, "#roster-connected li.unidentified"))
 
-        # The coordinator leads the agenda: every page follows the current step.
-        click(coordinator, "#agenda-next", "the next agenda step button")
-        for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1]), (municipality, MUNICIPALITY[1])):
-            wait(driver, f"{who} sees the welcome step", lambda d: "välkomna" in d.find_element(By.ID, "agenda-step").text)
-        guidance = wait(coordinator, "the opening reminders", lambda d: d.find_element(By.ID, "agenda-guidance").text)
-        if "spelas in" not in guidance or "ser och hör alla varandra" not in guidance:
-            raise Failed(f"the welcome step does not remind of privacy and recording and ask about sight and sound: {guidance!r}")
+        # The coordinator leads the agenda: every page follows the current step. The routine's opening
+        # steps come first (sight and sound, then a private place and no recording), then the welcome.
+        for step, what, said in (("Ser och hör alla varandra?", "the sight-and-sound step", "ser och hör alla varandra"),
+                                 ("spelas inte in", "the private-place step", "inte får spelas in"),
+                                 ("välkomna", "the welcome step", "välkomna")):
+            click(coordinator, "#agenda-next", "the next agenda step button")
+            for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1]), (municipality, MUNICIPALITY[1])):
+                wait(driver, f"{who} sees {what}", lambda d, step=step: step in d.find_element(By.ID, "agenda-step").text)
+            guidance = wait(coordinator, f"the guidance at {what}", lambda d: d.find_element(By.ID, "agenda-guidance").text)
+            if said not in guidance:
+                raise Failed(f"{what} does not say {said!r}: {guidance!r}")
         if coordinator.find_elements(By.ID, "summary"):
             raise Failed("the summary field is shown before the summary step")
 

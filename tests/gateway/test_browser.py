@@ -53,10 +53,24 @@ def test_a_whole_meeting_in_three_browsers():
     Since #18 it also walks every coordinator task (tests/gateway/browser_scenario.py: link and
     invitation text, invitations, phone confirmation and tasks, reschedule, rebook request handled,
     corrected registration, presence, delegation, assessment and the question without one, caller
-    identified, agenda reminders and summary), Swedish refusals, confirmations, the control bar,
-    360 px, the demo login page and the test room's sound, level and result; axe-core checks every
-    page state it reaches."""
+    identified, the agenda's opening steps and summary), Swedish refusals, confirmations, the
+    control bar, 3-6 tiles filling a 1280×720 window with none below the fold, 360 px, the demo
+    login page and the test room's sound, level and result; axe-core checks every page state it
+    reaches."""
     run_scenario("tests.gateway.browser_scenario", ARTIFACTS)
     for shot in ("coordinator-tasks.png", "coordinator-meeting.png", "coordinator-unidentified.png",
                  "coordinator-after-removal.png", "coordinator-ended.png"):
         assert (ARTIFACTS / shot).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_cancelling_a_booking_and_lists_longer_than_a_page_in_the_browser():
+    """The coordinator has one meeting more than a page of the API holds: the meeting list, the
+    meeting page's phone tasks and the report form's dial-in ID lookup reach the second page. Then
+    "Avboka mötet" asks first, the meeting page says "Inställt" and the registered participant's join
+    is refused; that participant, logged in, can neither cancel it nor read the coordinator's calls
+    (tests/gateway/cancel_scenario.py)."""
+    artifacts = ROOT / "test-artifacts" / "gateway-cancel"
+    out = run_scenario("tests.gateway.cancel_scenario", artifacts)
+    assert "scenario passed" in out, out
+    assert (artifacts / "coordinator-cancelled.png").stat().st_size > 10_000

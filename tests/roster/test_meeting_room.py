@@ -93,7 +93,9 @@ async def test_agenda_orders_introductions_patient_then_next_of_kin_then_others(
                                                                           from_step=agenda.step),
                                                    metadata=coordinator)).agenda
         steps.append(agenda.step)
-    assert steps == [R.AGENDA_STEP_WELCOME, R.AGENDA_STEP_PURPOSE_AND_CONFIDENTIALITY,
+    # The routine's opening (sight and sound, then a private place and no recording) comes first.
+    assert steps == [R.AGENDA_STEP_SEE_AND_HEAR, R.AGENDA_STEP_PRIVATE_AND_NOT_RECORDED,
+                     R.AGENDA_STEP_WELCOME, R.AGENDA_STEP_PURPOSE_AND_CONFIDENTIALITY,
                      R.AGENDA_STEP_INDIVIDUAL_ON_REASON, R.AGENDA_STEP_INTRODUCTIONS]
     order = [(p.role, p.full_name) for p in agenda.speaking_order]
     assert order == [

@@ -67,6 +67,15 @@ def test_refusals_name_the_first_thing_wrong():
     assert err.value.reason == M.FINISHED
 
 
+def test_a_cancelled_meeting_refuses_joining_saying_it_was_cancelled():
+    m = meeting(M.SCHEDULED)
+    M.cancel(m, "Avbokat av samordnaren")
+    for person, kind, method in ((COORD, M.HSA_ID, M.SITHS), ("191212121212", M.PERSONNUMMER, M.BANKID)):
+        with pytest.raises(FailedPrecondition) as err:
+            M.admit(m, person, kind, method)
+        assert err.value.reason == M.CANCELLED_REFUSAL and "inställt" in err.value.message
+
+
 def test_connections_of_removed_people_or_finished_meetings_are_not_allowed():
     m = meeting(M.LIVE)
     assert M.report_connection(m, "c1", M.WEBRTC, "p-pat", True, "", "media-1")

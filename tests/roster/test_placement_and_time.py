@@ -109,7 +109,7 @@ async def test_watch_gives_a_snapshot_then_changes_and_ends_with_the_meeting(wor
     assert [p.full_name for p in change.connected.people] == ["Tolvan Tolvansson"]
     await world.roster.AdvanceAgenda(R.AdvanceAgendaRequest(meeting_id=m.meeting_id), metadata=coordinator)
     change = await asyncio.wait_for(events.__anext__(), 5)
-    assert change.kind == R.MEETING_EVENT_KIND_AGENDA_CHANGED and change.agenda.step == R.AGENDA_STEP_WELCOME
+    assert change.kind == R.MEETING_EVENT_KIND_AGENDA_CHANGED and change.agenda.step == R.AGENDA_STEP_SEE_AND_HEAR
     await world.roster.RemoveParticipant(R.RemoveParticipantRequest(meeting_id=m.meeting_id,
                                                                     participant_id=patient.participant_id),
                                          metadata=coordinator)

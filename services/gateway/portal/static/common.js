@@ -63,6 +63,7 @@ const SVPL = (() => {
     ADMIT_REFUSAL_REMOVED: "Du har tagits bort från mötet av samordnaren och kan inte ansluta igen.",
     ADMIT_REFUSAL_NOT_STARTED: "Mötet har inte startat ännu. Vänta tills samordnaren startar det och försök igen.",
     ADMIT_REFUSAL_FINISHED: "Mötet är avslutat. Det går inte att ansluta igen.",
+    ADMIT_REFUSAL_CANCELLED: "Mötet är inställt. Det går inte att ansluta.",
     MEETING_SCHEDULED: "Mötet är inte öppnat ännu.", MEETING_OPEN: "Mötet är öppnat men inte startat ännu.",
     MEETING_LIVE: "Det går inte medan mötet pågår.",
     MEETING_ENDED: "Mötet är avslutat. Det går inte att ändra något i det längre.",
@@ -175,5 +176,21 @@ const SVPL = (() => {
   function when(iso) { return iso ? swedishTime.format(new Date(iso)) : ""; }
   const REGION = (location.pathname.match(/^\/auth\/([a-z0-9-]+)\//) || [])[1] || document.body.dataset.region || "rjl";
   // Set by a page: what to do when the session has ended (e.g. go to the login page).
-  return { api, ApiError, el, say, errorText, confirmAction, when, cookie, REGION, onUnauthenticated: null };
+  // Every item of a listing, page after page (the API's one paging scheme: `page_token` in, the
+  // answer's `page.next_page_token` out, empty on the last page), so a long list is never cut at its
+  // first page. At most MAX_PAGES pages (a loop that never ends is not a list).
+  const MAX_PAGES = 100;
+  async function allPages(path, key) {
+    const items = [];
+    let token = "";
+    for (let n = 0; n < MAX_PAGES; n++) {
+      const answer = await api("GET", token ? path + (path.includes("?") ? "&" : "?") + "page_token=" + encodeURIComponent(token) : path);
+      items.push(...(answer[key] || []));
+      token = (answer.page && answer.page.next_page_token) || "";
+      if (!token) break;
+    }
+    return items;
+  }
+
+  return { api, allPages, ApiError, el, say, errorText, confirmAction, when, cookie, REGION, onUnauthenticated: null };
 })();

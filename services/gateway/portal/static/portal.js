@@ -2,7 +2,7 @@
 // the meeting room (video grid, connected people, coordinator's roster and agenda), test room, fault reports.
 "use strict";
 (() => {
-  const { api, el, say, errorText, when } = SVPL;
+  const { api, allPages, el, say, errorText, when } = SVPL;
   const main = document.getElementById("main");
   let me = null;
   let room = null;  // the meeting the person is in: { id, pc, ws, stream, participantId, ... }
@@ -17,7 +17,9 @@
   const INBOX = { INBOX_NOTICE_PENDING: "meddelande till 1177-inkorgen på väg",
     INBOX_NOTICE_DELIVERED: "meddelande lämnat i 1177-inkorgen",
     INBOX_NOTICE_NOT_DELIVERED: "EJ aviserad: meddelandet till 1177-inkorgen kunde inte lämnas. Ring (se dina telefonuppgifter)." };
-  const STEPS = { AGENDA_STEP_NOT_STARTED: "Inte påbörjat", AGENDA_STEP_WELCOME: "Alla hälsas välkomna",
+  const STEPS = { AGENDA_STEP_NOT_STARTED: "Inte påbörjat", AGENDA_STEP_SEE_AND_HEAR: "Ser och hör alla varandra?",
+    AGENDA_STEP_PRIVATE_AND_NOT_RECORDED: "Ingen annan ser eller hör mötet, och det spelas inte in",
+    AGENDA_STEP_WELCOME: "Alla hälsas välkomna",
     AGENDA_STEP_PURPOSE_AND_CONFIDENTIALITY: "Syfte, tystnadsplikt och sekretess",
     AGENDA_STEP_INDIVIDUAL_ON_REASON: "Den enskilde berättar varför mötet hålls",
     AGENDA_STEP_INTRODUCTIONS: "Presentation (den enskilde och närstående först)",
@@ -47,7 +49,7 @@
     view("Mina möten", isCoordinator() ? el("p", {}, el("a", { class: "button", href: "#/book" }, "Boka nytt SIP-möte")) : "",
       msg, table);
     try {
-      const { meetings } = await api("GET", "/meetings");
+      const meetings = await allPages("/meetings", "meetings");
       const body = table.querySelector("tbody");
       if (!meetings.length) body.append(el("tr", {}, el("td", { colspan: 5 }, "Inga möten.")));
       for (const m of meetings) {
@@ -415,7 +417,7 @@
   function phoneTasksSection(booking, msg) {
     const section = el("section", { class: "card", id: "phone-tasks" });
     const show = async () => {
-      const tasks = await act(msg, async () => (await api("GET", "/phone-tasks?include_done=true")).tasks);
+      const tasks = await act(msg, () => allPages("/phone-tasks?include_done=true", "tasks"));
       if (!tasks) return;
       const mine = tasks.filter(t => t.booking_id === booking.booking_id);
       section.replaceChildren(el("h2", {}, "Att ringa"), mine.length ? el("ul", { class: "plain" }, ...mine.map(t =>
@@ -676,7 +678,7 @@
   // The room's control bar: microphone and camera on/off, the gear to change camera and microphone
   // (and speaker, where the browser can choose it) during the meeting, and who is speaking, from the
   // audio levels (own microphone and each received audio slot, named through the tile assignment).
-  // The layout follows the number of tiles (1-12) through the grid's data-count.
+  // The layout follows the number of tiles (1-12) and the window (layoutGrid).
   function roomControls(thisRoom, selfTile) {
     const toggle = (id, kind, on, off) => el("button", { type: "button", id, class: "control", "aria-pressed": "true",
       onclick: (e) => {
@@ -732,11 +734,34 @@
         if (owner) loud.set(owner.participant_id, Math.max(loud.get(owner.participant_id) || 0, levels.get(audio)()));
       }
       for (const tile of grid.querySelectorAll(".tile.remote, .tile.phone")) mark(tile, loud.get(tile.dataset.participant) || 0);
-      grid.dataset.count = String(grid.querySelectorAll(".tile:not([hidden])").length);
+      layoutGrid(grid);
     }, 250);
     return el("div", { class: "controls", role: "toolbar", "aria-label": "Mötets kontroller" },
       toggle("mic-toggle", "audio", "Mikrofon på", "Mikrofon av"), toggle("camera-toggle", "video", "Kamera på", "Kamera av"),
       gear, settings);
+  }
+
+  // The tiles fill the window, its height as well as its width: for the number of tiles shown, the
+  // column count (and so the rows) that gives the largest 4:3 tiles in the space from the grid's top to
+  // the window's bottom edge; never wider than the stage, so a phone does not scroll sideways. The CSS
+  // grid takes the columns, rows and tile width from here (style.css, .grid[data-cols]).
+  const TILE_ASPECT = 4 / 3, TILE_GAP = 8, PAGE_BOTTOM = 16, MIN_HEIGHT = 160;
+  function layoutGrid(grid) {
+    const count = grid.querySelectorAll(".tile:not([hidden])").length;
+    grid.dataset.count = String(count);
+    if (!count) return;
+    const width = grid.clientWidth;
+    const height = Math.max(MIN_HEIGHT, window.innerHeight - (grid.getBoundingClientRect().top + window.scrollY) - PAGE_BOTTOM);
+    let best = { cols: 1, rows: count, tile: 0 };
+    for (let cols = 1; cols <= count; cols++) {
+      const rows = Math.ceil(count / cols);
+      const tile = Math.min((width - (cols - 1) * TILE_GAP) / cols, (height - (rows - 1) * TILE_GAP) / rows * TILE_ASPECT);
+      if (tile > best.tile) best = { cols, rows, tile };
+    }
+    grid.dataset.cols = String(best.cols);
+    grid.style.setProperty("--cols", String(best.cols));
+    grid.style.setProperty("--rows", String(best.rows));
+    grid.style.setProperty("--tile-w", Math.floor(best.tile) + "px");
   }
 
   // A tile is marked while its person speaks (a level above the room's noise), with the loudest
@@ -755,7 +780,7 @@
   // after ~30 s; media sends RTCP at least every ~1.5 s, so silence means it is gone). The fault
   // test's synthetic client (tests/faults/meeting_clients.py) follows the same rules.
   const STALL_MS = 2000, CONNECT_MS = 10000, BACKOFF_MS = [250, 500, 1000, 2000, 4000];
-  const FINAL_REFUSALS = ["ADMIT_REFUSAL_REMOVED", "ADMIT_REFUSAL_FINISHED", "ADMIT_REFUSAL_NOT_REGISTERED",
+  const FINAL_REFUSALS = ["ADMIT_REFUSAL_REMOVED", "ADMIT_REFUSAL_FINISHED", "ADMIT_REFUSAL_CANCELLED", "ADMIT_REFUSAL_NOT_REGISTERED",
     "ADMIT_REFUSAL_WRONG_LOGIN_METHOD"];
   const pause = ms => new Promise(resolve => setTimeout(resolve, ms));
 
@@ -956,11 +981,13 @@
       el("h3", {}, "Registrerade, inte anslutna"), missing, el("p", {}, abort));
   }
 
-  // What the coordinator says or asks at each step (the routine's opening: a private place, no
-  // recording, and whether everyone sees and hears each other).
+  // What the coordinator says or asks at each step, in the routine's words.
   const STEP_GUIDANCE = {
-    AGENDA_STEP_WELCOME: ["Hälsa alla välkomna.", "Påminn om att var och en sitter där ingen annan ser eller hör mötet, och att mötet inte spelas in.",
-      "Fråga: ser och hör alla varandra?"],
+    AGENDA_STEP_SEE_AND_HEAR: ["Kontrollera att alla ser varandra och att ljudet är bra: fråga, ser och hör alla varandra?",
+      "Kamera, mikrofon och högtalare ställs in via kugghjulet."],
+    AGENDA_STEP_PRIVATE_AND_NOT_RECORDED: ["Påminn om att mötet ska genomföras på en plats där inga andra än deltagarna kan se och höra vad som avhandlas.",
+      "Påminn om att mötet inte får spelas in."],
+    AGENDA_STEP_WELCOME: ["Hälsa alla välkomna."],
     AGENDA_STEP_PURPOSE_AND_CONFIDENTIALITY: ["Berätta om mötets syfte, tystnadsplikt och sekretess."],
     AGENDA_STEP_INDIVIDUAL_ON_REASON: ["Fråga den enskilde om hen vill berätta varför mötet hålls; annars berättar samordnaren."],
     AGENDA_STEP_INTRODUCTIONS: ["Alla presenterar sig: den enskilde och närstående först, sedan övriga."],
@@ -1081,7 +1108,7 @@
     const digits = value.replace(/[\s-]/g, "");
     if (!/^\d+$/.test(digits)) return value;
     try {
-      const { meetings } = await api("GET", "/meetings");
+      const meetings = await allPages("/meetings", "meetings");
       const found = meetings.find(m => m.dial_in_code === digits);
       return found ? found.meeting_id : value;
     } catch (err) { return value; }
