@@ -71,7 +71,8 @@ const Media = (() => {
     return offerAnswer(pc, negotiate);
   }
 
-  // How loud a stream's audio is now, 0..1 (the RMS of its samples): for the who-is-speaking marks
+  // How loud a stream's audio is now, 0..1 (the RMS of its last 4096 samples, about 85 ms: read every
+  // 250 ms, a shorter window missed short sounds between the reads): for the who-is-speaking marks
   // and the test room's level meter. One AudioContext for the page; the analyser is dropped with the stream.
   let audioContext = null;
   function level(stream) {
@@ -79,7 +80,7 @@ const Media = (() => {
     audioContext = audioContext || new AudioContext();
     if (audioContext.state === "suspended") audioContext.resume();
     const analyser = audioContext.createAnalyser();
-    analyser.fftSize = 512;
+    analyser.fftSize = 4096;
     audioContext.createMediaStreamSource(stream).connect(analyser);
     const samples = new Float32Array(analyser.fftSize);
     return () => {
