@@ -21,6 +21,15 @@ def entries(result: str) -> float:
     return REGISTRY.get_sample_value("svpl_dialin_entries_total", {"result": result}) or 0.0
 
 
+def three_wrong_ids(right: str, number: str) -> list:
+    """A caller's SIPp steps keying three meeting IDs that are not `right` by SIP INFO, a pause apart."""
+    wrong = "1234567" if right != "1234567" else "7654321"
+    steps = [sipp.pause(500)]
+    for i in range(3):
+        steps += [sipp.info_keys(wrong + "#", number, first_cseq=2 + 10 * i), sipp.pause(300)]
+    return steps
+
+
 @pytest.mark.slow
 async def test_ending_the_meeting_hangs_up_every_caller(dialin_world, tmp_path):
     world = dialin_world
@@ -53,12 +62,9 @@ async def test_three_wrong_meeting_ids_end_the_call_and_a_fourth_is_never_tried(
     """Keys by SIP INFO (the fallback for trunks without RFC 4733): 3 wrong IDs, then BYE."""
     world = dialin_world
     m = await world.live()
-    wrong = "1234567" if m.dial_in_code != "1234567" else "7654321"
     before = entries("wrong"), entries("found")
-    steps = [sipp.pause(500)]
-    for i in range(3):
-        steps += [sipp.info_keys(wrong + "#", "0703333356", first_cseq=2 + 10 * i), sipp.pause(300)]
-    proc = await call(world, tmp_path, "wrong", "0703333356", steps, bye_within_ms=20000)
+    proc = await call(world, tmp_path, "wrong", "0703333356", three_wrong_ids(m.dial_in_code, "0703333356"),
+                      bye_within_ms=20000)
     assert await finished(proc, 60) == 0
     assert (entries("wrong") - before[0], entries("found") - before[1]) == (3, 0)
     assert await unidentified(world, m.meeting_id) == []
@@ -119,11 +125,8 @@ async def test_one_number_guessing_meeting_ids_is_stopped_by_the_rate_limit(dial
     their call is refused ("busy" message, BYE) before roster is asked, and counted as such."""
     world = await dialin_factory(entries_per_number_per_hour=2)
     m = await world.live()
-    wrong = "1234567" if m.dial_in_code != "1234567" else "7654321"
     before = entries("wrong"), entries("rate_limited_number")
-    steps = [sipp.pause(500)]
-    for i in range(3):
-        steps += [sipp.info_keys(wrong + "#", "0708888890", first_cseq=2 + 10 * i), sipp.pause(300)]
-    proc = await call(world, tmp_path, "guess", "0708888890", steps, bye_within_ms=20000)
+    proc = await call(world, tmp_path, "guess", "0708888890", three_wrong_ids(m.dial_in_code, "0708888890"),
+                      bye_within_ms=20000)
     assert await finished(proc, 60) == 0
     assert (entries("wrong") - before[0], entries("rate_limited_number") - before[1]) == (2, 1)
