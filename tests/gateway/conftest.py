@@ -86,16 +86,16 @@ async def gateway(system_factory):
 
 
 @contextlib.asynccontextmanager
-async def serving(app):
+async def serving(app, lifespan: str = "off"):
     """`app` served by uvicorn as production serves it (forwarded headers, header timeout) on a
-    loopback port; yields the address."""
+    loopback port; yields the address. `lifespan="on"`: uvicorn runs the app's start and stop too."""
     import uvicorn
 
     from devstack.embedded_db import free_port
     from services.gateway.serving import server_config
 
     port = free_port()
-    server = uvicorn.Server(server_config(app, app.state.settings, port=port, lifespan="off"))
+    server = uvicorn.Server(server_config(app, app.state.settings, port=port, lifespan=lifespan))
     task = asyncio.create_task(server.serve())
     try:
         for _ in range(200):

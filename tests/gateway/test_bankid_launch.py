@@ -8,17 +8,15 @@ import asyncio
 import urllib.parse
 
 import pytest
-import uvicorn
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from devstack.embedded_db import free_port
 from services.gateway.app import create_app
 from tests.gateway.browser_scenario import CHROMIUM_FLAGS
-from tests.gateway.conftest import gateway_settings
+from tests.gateway.conftest import gateway_settings, serving
 
 PHONE = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Mobile Safari/537.36"
 
@@ -28,17 +26,8 @@ async def portal(system_factory, bankid_server, tls_files):
     system = await system_factory(["identity"], overrides={"identity": dict(
         bankid_url=bankid_server.url, bankid_client_cert_file=tls_files["rp_cert"],
         bankid_client_key_file=tls_files["rp_key"], bankid_ca_file=tls_files["server_ca"])})
-    app = create_app(gateway_settings(system, development_login=False))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serving(create_app(gateway_settings(system, development_login=False)), lifespan="on") as address:
+        yield f"http://{address}"
 
 
 def launch_link(base: str, user_agent: str | None) -> str:
