@@ -87,7 +87,7 @@ class Tickets:
         reporter = reporter_for(report, who, self._max_description)
         route = self.routing.route(reporter.kind, report.problem)
         queue = landing_queue(self.routing, route.queue, reporter.organization)
-        filed_text = f"Regel {route.rule_id}: {route.queue.name}"
+        filed_text = f"Till {route.queue.name}"  # the rule id is kept on the ticket (rule_id), not shown
         if queue is not route.queue:
             filed_text += f"; ingen organisation angiven, därför till {queue.name}"
         fingerprint = hashlib.sha256(
@@ -141,7 +141,7 @@ class Tickets:
             ticket_id, f"id|{ticket_id}", "", reporter, by, problem=report.problem,
             description=report.description.strip(), meeting_id="", participant_id="", queue_id=queue.id,
             org_key=org_key(reporter.organization), rule_id=route.rule_id,
-            filed_text=f"Regel {route.rule_id}: {queue.name} (anmäld utan inloggning)", rebook=False, at=at)
+            filed_text=f"Till {queue.name} (anmäld utan inloggning)", rebook=False, at=at)
         ticket.public, ticket.dial_in_code = True, report.dial_in_code
         await self._insert(ticket)
         log.info("public ticket %s filed: %s -> %s (rule %s)", ticket_id, report.problem, queue.id, route.rule_id)

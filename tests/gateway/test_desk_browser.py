@@ -135,6 +135,10 @@ def scenario(base: str, profiles: Path) -> None:
         click(sam, "#close-submit")
         wait(sam, "the ticket closed", lambda d: d.find_element(By.ID, "ticket-state").text == "Stängd")
         sam.save_screenshot(str(ARTIFACTS / "region-desk-closed.png"))
+        # What the desk reads is for people: said once, in Swedish, no internal routing rule ids.
+        page = sam.find_element(By.ID, "main").text
+        if page.count("Ärendet är stängt.") != 1 or "Regel " in page or "MEETING_STATE_" in page:
+            raise Failed(f"the closed ticket's page repeats itself or shows internal codes: {page!r}")
         wait(nurse, "the nurse sees the ticket closed (live)", lambda d: js(
             d, f"return document.querySelector('#my-reports li[data-ticket=\"{ticket_id}\"]')?.dataset.state")
             == "TICKET_STATE_CLOSED")

@@ -192,5 +192,8 @@ const SVPL = (() => {
     return items;
   }
 
-  return { api, allPages, ApiError, el, say, errorText, confirmAction, when, cookie, REGION, onUnauthenticated: null };
+  // A meeting's state as people read it (the portal's lists, the support desk's evidence).
+  const MEETING_STATES = { MEETING_STATE_SCHEDULED: "Planerat", MEETING_STATE_OPEN: "Öppnat", MEETING_STATE_LIVE: "Pågår",
+    MEETING_STATE_ENDED: "Avslutat", MEETING_STATE_ABORTED: "Avbrutet", MEETING_STATE_CANCELLED: "Inställt" };
+  return { api, allPages, ApiError, el, say, errorText, confirmAction, when, cookie, REGION, MEETING_STATES, onUnauthenticated: null };
 })();

@@ -132,7 +132,7 @@
       el("td", {}, (q.warnings || []).join("; "))));
     return el("div", { id: "evidence" },
       el("dl", {}, el("dt", {}, "Möte"), el("dd", {}, ev.meeting_id || ""),
-        el("dt", {}, "Mötets läge"), el("dd", { id: "evidence-state" }, ev.meeting_state || "okänt"),
+        el("dt", {}, "Mötets läge"), el("dd", { id: "evidence-state" }, SVPL.MEETING_STATES[ev.meeting_state] || "okänt"),
         el("dt", {}, "Registrerade / anslutna"), el("dd", { id: "evidence-counts" }, String(ev.registered_count || 0) + " / " + String(ev.connected_count || 0)),
         el("dt", {}, "Hämtat"), el("dd", {}, when(ev.captured_at))),
       rows.length ? el("table", { id: "evidence-quality" }, el("thead", {}, el("tr", {},
@@ -185,7 +185,7 @@
         el("textarea", { id: "escalate-reason", rows: 2, maxlength: 4000 }),
         el("p", {}, el("button", { type: "submit", id: "escalate-submit", class: "secondary" }, "Eskalera"))),
       el("form", { id: "close-form", onsubmit: (e) => { e.preventDefault();
-        act("POST", "/close", { resolution: value("close-resolution") }, "Ärendet är stängt.", "close-resolution"); } },
+        act("POST", "/close", { resolution: value("close-resolution") }, "Du har stängt ärendet.", "close-resolution"); } },
         el("label", { for: "close-resolution" }, "Stäng med lösning"), el("textarea", { id: "close-resolution", rows: 2, maxlength: 4000 }),
         el("p", {}, el("button", { type: "submit", id: "close-submit" }, "Stäng ärendet"))));
     return box;

@@ -7,12 +7,11 @@
   let me = null;
   let room = null;  // the meeting the person is in: { id, pc, ws, stream, participantId, ... }
 
-  const STATES = { MEETING_STATE_SCHEDULED: "Planerat", MEETING_STATE_OPEN: "Öppnat", MEETING_STATE_LIVE: "Pågår",
-    MEETING_STATE_ENDED: "Avslutat", MEETING_STATE_ABORTED: "Avbrutet", MEETING_STATE_CANCELLED: "Inställt" };
+  const STATES = SVPL.MEETING_STATES;
   const FINAL = ["MEETING_STATE_ENDED", "MEETING_STATE_ABORTED", "MEETING_STATE_CANCELLED"];
   const ROLES = { PARTICIPANT_ROLE_COORDINATOR: "Samordnare", PARTICIPANT_ROLE_REGION_STAFF: "Regionpersonal",
     PARTICIPANT_ROLE_MUNICIPALITY_STAFF: "Kommunpersonal", PARTICIPANT_ROLE_EXTERNAL: "Extern deltagare",
-    PARTICIPANT_ROLE_PATIENT: "Den enskilde (patient)", PARTICIPANT_ROLE_NEXT_OF_KIN: "Närstående" };
+    PARTICIPANT_ROLE_PATIENT: "Den enskilde", PARTICIPANT_ROLE_NEXT_OF_KIN: "Närstående" };
   // A next of kin's invitation in their 1177 inbox, as the coordinator sees it.
   const INBOX = { INBOX_NOTICE_PENDING: "meddelande till 1177-inkorgen på väg",
     INBOX_NOTICE_DELIVERED: "meddelande lämnat i 1177-inkorgen",
