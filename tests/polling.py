@@ -26,3 +26,9 @@ async def poll(check: Callable[[], Any], timeout: float, what: str | Callable[[]
             raise AssertionError(f"not within {timeout} s: {what() if callable(what) else what}"
                                  f" (last: {last[:500] + '…' if len(last) > 500 else last})")
         await asyncio.sleep(interval)
+
+
+def poll_blocking(check: Callable[[], Any], timeout: float, what: str | Callable[[], str], interval: float = 0.1, *,
+                  until: Callable[[Any], bool] | None = None) -> Any:
+    """`poll` for tests that are not coroutines (processes started by devstack.stack): the same rules."""
+    return asyncio.run(poll(check, timeout, what, interval, until=until))

@@ -5,13 +5,13 @@ with G.711, hangs up itself, and the service forgets the call."""
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
 from devstack import sipp
 from devstack.sipp import free_udp_port
 from devstack.stack import Stack
+from tests.polling import poll_blocking
 
 
 @pytest.mark.slow
@@ -29,11 +29,9 @@ def test_make_runs_stack_starts_the_dial_in_service_and_its_sip_address_answers(
                                "-s", "dialin", "-timeout", "20s", "-nostdin"], cwd=tmp_path, capture_output=True,
                               timeout=30, check=False)
         assert done.returncode == 0, done.stderr[-2000:]
-        deadline = time.monotonic() + 10
         log = stack.procs["dialin"].log_path
-        while "ended" not in log.read_text(errors="replace"):
-            assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
-            time.sleep(0.1)
+        poll_blocking(lambda: "ended" in log.read_text(errors="replace"), 10,
+                      lambda: "the call's end in the log: " + log.read_text(errors="replace")[-2000:])
         assert "0701234599" not in log.read_text(errors="replace")  # the number is masked in the log
     finally:
         stack.stop()

@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from devstack.stack import GRPC_SERVICES, Stack
+from tests.polling import poll_blocking
 
 SERVICE_NAMES = {
     "identity": "svpl.identity.v1.IdentityService",
@@ -36,17 +37,13 @@ def health_status(address: str, service: str) -> int:
 
 
 def wait_for_status(address: str, service: str, wanted: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    last: int | grpc.StatusCode | None = None
-    while time.monotonic() < deadline:
+    def status() -> int | grpc.StatusCode:
         try:
-            last = health_status(address, service)
-            if last == wanted:
-                return
+            return health_status(address, service)
         except grpc.RpcError as exc:
-            last = exc.code()
-        time.sleep(0.1)
-    raise AssertionError(f"{address} {service}: status {last}, wanted {wanted}")
+            return exc.code()
+
+    poll_blocking(status, timeout, f"{address} {service}: status {wanted}", until=lambda last: last == wanted)
 
 
 @pytest.mark.parametrize("name", GRPC_SERVICES)
