@@ -36,6 +36,7 @@ from services.gateway.dependencies import BackendsDep, SettingsDep, get_event_st
 from services.gateway.problems import Problem, from_rpc_error
 from services.gateway.security import Session, session_from
 from services.runtime import auth, clients
+from services.runtime.fanout import FanOut, FanOuts, Lagging, SourceEnded
 
 router = APIRouter()
 OPEN_EVENT_STREAMS = Gauge("svpl_gateway_event_streams", "Meeting event WebSockets open now.")
@@ -77,62 +78,6 @@ async def _refuse(ws: WebSocket, problem: Problem) -> None:
     await ws.close(code=4000 + problem.status, reason=problem.detail[:100])
 
 
-class Watch:
-    """One roster WatchMeeting stream, fanned out to the pages that subscribe. A page that joins
-    late gets the latest event as its snapshot (every event carries the whole meeting)."""
-
-    def __init__(self, call, on_idle, snapshot_kind: str = SNAPSHOT) -> None:
-        self._call = call
-        self._snapshot_kind = snapshot_kind
-        self._on_idle = on_idle
-        self._pages: set[asyncio.Queue] = set()
-        self._last: dict | None = None
-        self._end: tuple[str, object] | None = None
-        self._task = asyncio.create_task(self._pump(), name="svpl-meeting-watch")
-        ROSTER_WATCHES.inc()
-
-    async def _pump(self) -> None:
-        try:
-            async for event in self._call:
-                self._last = protojson.to_json(event)
-                for page in list(self._pages):
-                    self._put(page, ("event", self._last))
-            self._end = ("end", None)
-        except grpc.aio.AioRpcError as exc:
-            self._end = ("error", exc)
-        finally:
-            # Ended or cancelled: a page that comes now opens a new stream (and a new snapshot).
-            self._on_idle(self)
-            ROSTER_WATCHES.dec()
-        for page in list(self._pages):
-            self._put(page, self._end)
-
-    def _put(self, page: asyncio.Queue, item: tuple[str, object]) -> None:
-        try:
-            page.put_nowait(item)
-        except asyncio.QueueFull:  # a page too slow to keep up: it ends, and the portal reconnects
-            page.get_nowait()
-            page.put_nowait(("lagging", None))
-            self._pages.discard(page)
-
-    def subscribe(self) -> asyncio.Queue:
-        page: asyncio.Queue = asyncio.Queue(BACKLOG)
-        if self._last is not None:
-            page.put_nowait(("event", {**self._last, "kind": self._snapshot_kind}))
-        if self._end is not None:
-            page.put_nowait(self._end)
-        else:
-            self._pages.add(page)
-        return page
-
-    async def unsubscribe(self, page: asyncio.Queue) -> None:
-        self._pages.discard(page)
-        if not self._pages and not self._task.done():
-            self._call.cancel()
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
 class EventStreams:
     """This process's open event pages: the caps, and the shared roster watches."""
 
@@ -141,7 +86,9 @@ class EventStreams:
         self.per_meeting = per_meeting
         self._sessions: collections.Counter[str] = collections.Counter()
         self._meetings: collections.Counter[str] = collections.Counter()
-        self._watches: dict[tuple[str, str], Watch] = {}
+        # One roster (or support) stream per topic and session, shared by the session's pages of it.
+        self._watches: FanOuts[dict] = FanOuts(name="svpl-meeting-watch", backlog=BACKLOG,
+                                               errors=(grpc.aio.AioRpcError,), open_fans=ROSTER_WATCHES)
 
     def take(self, session_id: str, meeting_id: str) -> None:
         """Count a new page, or refuse it (Problem 429) over either cap."""
@@ -160,17 +107,18 @@ class EventStreams:
             if counter[key] <= 0:
                 del counter[key]
 
-    def watch(self, topic: str, session_id: str, open_call, snapshot_kind: str = SNAPSHOT) -> Watch:
-        """The shared stream of `topic` (a meeting id, or a desk's feed) for this session."""
-        key = (topic, session_id)
-        watch = self._watches.get(key)
-        if watch is None:
-            watch = self._watches[key] = Watch(open_call(), lambda w: self._forget(key, w), snapshot_kind)
-        return watch
+    def watch(self, topic: str, session_id: str, open_call) -> FanOut[dict]:
+        """The shared stream of `topic` (a meeting id, or a desk's feed) for this session: each event
+        as JSON (each carries the whole state, so the latest one is a new page's snapshot)."""
+        def open_source():
+            call = open_call()
 
-    def _forget(self, key: tuple[str, str], watch: Watch) -> None:
-        if self._watches.get(key) is watch:
-            del self._watches[key]
+            async def events():
+                async for event in call:
+                    yield protojson.to_json(event)
+            return events(), call.cancel
+
+        return self._watches.get(f"{session_id}|{topic}", open_source)
 
 
 EventStreamsDep = Annotated[EventStreams, Depends(get_event_streams)]
@@ -221,14 +169,14 @@ async def stream_events(ws: WebSocket, backends: Backends, streams: EventStreams
         await _refuse(ws, problem)
         return
     try:
-        watch = streams.watch(topic, token_id, lambda: open_call(session), snapshot_kind)
-        await _relay(ws, backends, watch, session)
+        watch = streams.watch(topic, token_id, lambda: open_call(session))
+        await _relay(ws, backends, watch, session, snapshot_kind)
     finally:
         streams.give_back(token_id, topic)
 
 
-async def _relay(ws: WebSocket, backends: Backends, watch: Watch, session: Session) -> None:
-    page = watch.subscribe()
+async def _relay(ws: WebSocket, backends: Backends, watch: FanOut[dict], session: Session, snapshot_kind: str) -> None:
+    page = watch.join(lambda last: {**last, "kind": snapshot_kind})
     OPEN_EVENT_STREAMS.inc()
     try:
         await ws.accept()
@@ -240,18 +188,16 @@ async def _relay(ws: WebSocket, backends: Backends, watch: Watch, session: Sessi
 
         async def relay() -> Problem | None:
             while True:
-                kind, value = await page.get()
-                if kind == "event":
-                    await ws.send_text(json.dumps(value, ensure_ascii=False))
-                elif kind == "end":
+                item = await page.get()
+                if isinstance(item, SourceEnded):
                     await ws.close(code=1000, reason="the meeting stream ended")
                     return None
-                elif kind == "lagging":
+                if isinstance(item, Lagging):
                     await ws.close(code=1013, reason="too far behind: reconnect")
                     return None
-                else:
-                    exc: grpc.aio.AioRpcError = value
-                    return None if exc.code() == grpc.StatusCode.CANCELLED else from_rpc_error(exc)
+                if isinstance(item, grpc.aio.AioRpcError):
+                    return None if item.code() == grpc.StatusCode.CANCELLED else from_rpc_error(item)
+                await ws.send_text(json.dumps(item, ensure_ascii=False))
 
         # Whichever ends first ends all: a page closed (or its network gone) leaves the shared
         # stream at once, not at the meeting's next change; a logout or expiry closes the page.
@@ -273,4 +219,4 @@ async def _relay(ws: WebSocket, backends: Backends, watch: Watch, session: Sessi
             await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         OPEN_EVENT_STREAMS.dec()
-        await watch.unsubscribe(page)
+        await watch.leave(page)

@@ -9,7 +9,7 @@ never be overwritten by a change computed from an older state.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 
@@ -19,6 +19,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from services.roster import model
 from services.roster.model import Meeting
 from services.runtime.errors import Aborted, NotFound, Unavailable
+from services.runtime.fanout import FanOuts, Lagging, SourceEnded
 from services.runtime.mongo import DURABLE
 from services.runtime.paging import Key, Keyset
 from services.runtime.store import VersionedStore
@@ -35,7 +36,7 @@ class MeetingStore(VersionedStore[Meeting]):
                          from_doc=Meeting.from_doc, to_doc=Meeting.to_doc, missing=lambda _: NotFound("no such meeting"),
                          contended="the meeting is being changed by others right now; try again")
         self.meetings = self.collection
-        self._feeds: dict[str, _Feed] = {}
+        self._feeds: FanOuts[Meeting] = FanOuts(name="svpl-roster-feed", errors=(Unavailable, NotFound))
         # Change streams hold a connection while they wait: on their own pool, they cannot take
         # the connections that writes need.
         self.watched = (watch_client or client)[database].get_collection("meetings")
@@ -108,20 +109,16 @@ class MeetingStore(VersionedStore[Meeting]):
     async def watch(self, meeting_id: str) -> AsyncIterator[Meeting]:
         """The meeting now, then after every change (a MongoDB change stream on its document,
         so a change made by any roster replica is seen by every other). Every watcher of one
-        meeting in this process shares one change stream (a _Feed): a meeting's watchers cost the
-        database one cursor, whatever their number, on the watch client's own connection pool."""
-        feed = self._feeds.get(meeting_id)
-        if feed is None:
-            feed = self._feeds[meeting_id] = _Feed(self, meeting_id)
-        queue = feed.join()
+        meeting in this process shares one change stream (runtime.fanout): a meeting's watchers cost
+        the database one cursor, whatever their number, on the watch client's own connection pool.
+        A watcher that falls behind, or whose stream ends, gets Unavailable: it watches again."""
+        fan = self._feeds.get(meeting_id, lambda: (self._changes(meeting_id), None))
         try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            feed.leave(queue)
+            async with contextlib.aclosing(fan.items()) as meetings:
+                async for meeting in meetings:
+                    yield meeting
+        except (SourceEnded, Lagging):
+            raise Unavailable("the meeting's change stream ended or fell behind; watch again") from None
 
     async def _changes(self, meeting_id: str) -> AsyncIterator[Meeting]:
         pipeline = [{"$match": {"documentKey._id": meeting_id}}]
@@ -138,56 +135,3 @@ class MeetingStore(VersionedStore[Meeting]):
         except PyMongoError:
             # The database went away mid-stream: the watcher reconnects (and gets a new snapshot).
             raise Unavailable("the meeting's change stream was interrupted; watch again") from None
-
-
-class _Feed:
-    """One meeting's change stream, fanned out to this process's watchers of it. A watcher that
-    joins late gets the latest state first (every item is the whole meeting); one that falls
-    BACKLOG changes behind is ended (Unavailable: it watches again, with a new snapshot)."""
-
-    BACKLOG = 256
-
-    def __init__(self, store: MeetingStore, meeting_id: str) -> None:
-        self._store = store
-        self._meeting_id = meeting_id
-        self._queues: set[asyncio.Queue] = set()
-        self._latest: Meeting | None = None
-        self._task = asyncio.create_task(self._pump(), name=f"svpl-roster-feed-{meeting_id[:16]}")
-
-    async def _pump(self) -> None:
-        end: Exception
-        try:
-            async for meeting in self._store._changes(self._meeting_id):
-                self._latest = meeting
-                for queue in list(self._queues):
-                    self._put(queue, meeting)
-            end = Unavailable("the meeting's change stream ended; watch again")
-        except (Unavailable, NotFound) as exc:
-            end = exc
-        finally:
-            if self._store._feeds.get(self._meeting_id) is self:
-                del self._store._feeds[self._meeting_id]
-        for queue in list(self._queues):
-            self._put(queue, end)
-
-    def _put(self, queue: asyncio.Queue, item) -> None:
-        try:
-            queue.put_nowait(item)
-        except asyncio.QueueFull:
-            queue.get_nowait()
-            queue.put_nowait(Unavailable("too far behind the meeting's changes; watch again"))
-            self._queues.discard(queue)
-
-    def join(self) -> asyncio.Queue:
-        queue: asyncio.Queue = asyncio.Queue(self.BACKLOG)
-        if self._latest is not None:
-            queue.put_nowait(self._latest)
-        self._queues.add(queue)
-        return queue
-
-    def leave(self, queue: asyncio.Queue) -> None:
-        self._queues.discard(queue)
-        if not self._queues and not self._task.done():
-            self._task.cancel()
-            if self._store._feeds.get(self._meeting_id) is self:
-                del self._store._feeds[self._meeting_id]

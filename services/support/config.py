@@ -15,6 +15,6 @@ class SupportSettings(ServiceSettings):
     # How often the open-tickets gauge is refreshed from the database and unfinished
     # follow-ups (evidence cut off by a restart, rebook requests booking did not take) are retried.
     support_sweep_seconds: float = Field(15.0, gt=0)
-    # Database connections for the desk's live change feeds (WatchTickets: a change stream per open
-    # desk page on this replica), separate from the pool that reads and writes use.
-    watch_pool_size: int = Field(100, ge=1)
+    # Database connections for the desk's live change feed (WatchTickets: one change stream per
+    # replica, shared by its open desk pages), separate from the pool that reads and writes use.
+    watch_pool_size: int = Field(4, ge=1)

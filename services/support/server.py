@@ -36,7 +36,7 @@ async def build(settings: SupportSettings) -> tuple[Component, auth.KeySet]:
                                      settings.service_token, settings.support_evidence_timeout_seconds,
                                      settings.client_tls, settings.tls_media_server_name))
         access = opened.closing(AccessLog.for_service(settings, db))
-        # The desk's live change feeds (one change stream per open desk page) on a pool of their own.
+        # The desk's live change feed (one change stream, shared by the open desk pages) on a pool of its own.
         watch = opened.closing(mongo.connect(settings.mongodb_uri, f"{settings.service_name}-watch",
                                              settings.watch_pool_size))
         tickets = Tickets(db[settings.database_name], routing, peers, access, settings.support_description_max_chars,

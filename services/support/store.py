@@ -33,7 +33,7 @@ class TicketStore(VersionedStore[Ticket]):
                          from_doc=Ticket.from_doc, to_doc=Ticket.to_doc,
                          missing=lambda ticket_id: NotFound(f"ticket {ticket_id} not found"),
                          contended="the ticket is being changed by someone else; try again")
-        # The change feeds' cursors, on a pool of their own (each open desk page holds one).
+        # The change feed's cursor, on a pool of its own (Tickets shares it among the open desk pages).
         self.watched = (watch_db if watch_db is not None else db).get_collection("tickets")
 
     async def ensure_indexes(self) -> None:

@@ -31,6 +31,7 @@ reporter's behalf) and answers a nonexistent meeting and someone else's alike (s
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -43,7 +44,8 @@ from pymongo.errors import DuplicateKeyError
 
 from services.runtime import auth, paging
 from services.runtime.access_log import AccessLog
-from services.runtime.errors import Aborted, InvalidArgument, PermissionDenied
+from services.runtime.errors import Aborted, InvalidArgument, PermissionDenied, Unavailable
+from services.runtime.fanout import FanOuts, Lagging, SourceEnded
 from services.support import metrics, model
 from services.support.desk_scope import NOT_YOUR_QUEUE, DeskScope, is_desk, landing_queue, org_key, scope_of
 from services.support.model import MAX_TEXT, SETTABLE_STATES, STATES, Actor, Progress, Rebook, Ticket, TicketState
@@ -73,6 +75,8 @@ class Tickets:
     def __init__(self, db, routing: RoutingTable, peers: Peers, access_log: AccessLog,
                  description_max_chars: int = MAX_TEXT, watch_db=None) -> None:
         self.store = TicketStore(db, watch_db)
+        # One change stream of the tickets per process, shared by every open desk page (runtime.fanout).
+        self._changes: FanOuts[Ticket | None] = FanOuts(name="svpl-support-feed", errors=(Unavailable,))
         self.routing = routing
         self._peers = peers
         self._access = access_log
@@ -285,9 +289,15 @@ class Tickets:
         """None once watching, then each changed ticket the caller works or worked (desk scope) or
         reported; nobody else's."""
         scope = self.scope(who)
-        async for t in self.store.changes():
-            if t is None or scope.has_worked(t) or _is_reporter(t, who):
-                yield t
+        feed = self._changes.get("tickets", lambda: (self.store.changes(), None))
+        try:
+            # A page that joins the open stream starts at "watching" (None), not at someone's ticket.
+            async with contextlib.aclosing(feed.items(snapshot=lambda _latest: None)) as changes:
+                async for t in changes:
+                    if t is None or scope.has_worked(t) or _is_reporter(t, who):
+                        yield t
+        except (SourceEnded, Lagging):
+            raise Unavailable("the tickets' change stream ended or fell behind; watch again") from None
 
     # ------------------------------------------------------------------ the desk's changes
 
