@@ -32,7 +32,7 @@ from services.gateway.security import (
     RouteMetrics,
     TrustedProxies,
 )
-from services.runtime import tracing
+from services.runtime import metrics, tracing
 
 PORTAL = Path(__file__).resolve().parent / "portal"
 
@@ -59,6 +59,7 @@ class GatewayApp(FastAPI):
 
 def create_app(settings: GatewaySettings) -> FastAPI:
     backends = Backends(settings)
+    metrics.observe_service_token(settings.service_token)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -402,6 +402,7 @@ Build = Callable[[S], Awaitable[tuple[Component, auth.KeySet | None]]]
 
 async def serve(settings: S, build: Build[S]) -> None:
     metrics_port = metrics.start_metrics_server(settings.metrics_host, settings.metrics_port)
+    metrics.observe_service_token(settings.service_token)
     tracer = tracing.setup(settings.service_name, settings)
     component, keys = await build(settings)
     running = await start_server(

@@ -621,7 +621,9 @@ def test_prometheus_rule_only_when_enabled_and_its_alerts_parse(render):
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus"
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert {"SvplServerFaults", "SvplServiceUnavailable", "SvplSithsRevocationUnchecked",
-            "SvplOutboxDeliveriesFailing", "SvplMediaAtMaxReplicas", "SvplSupportSlowFirstResponse"} <= set(alerts)
+            "SvplOutboxDeliveriesFailing", "SvplMediaAtMaxReplicas", "SvplSupportSlowFirstResponse",
+            "SvplServiceTokenExpiresSoon", "SvplServiceTokenExpired"} <= set(alerts)
+    assert "svpl_service_token_expiry_timestamp_seconds" in alerts["SvplServiceTokenExpiresSoon"]["expr"]
     # Scoped to this release's namespace and media autoscaler, whatever the release is called.
     assert all(f'namespace="{NAMESPACE}"' in r["expr"] for r in alerts.values())
     hpa = _hpa_name(render(VALUE_SETS["metrics-on"]))

@@ -5,6 +5,7 @@ import time
 
 import grpc
 import httpx
+import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from svpl.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -64,6 +65,15 @@ def test_metrics_show_per_method_rpc_counters(stack):
     assert ('svpl_grpc_server_handled_total{grpc_code="OK",grpc_method="GetSigningKeys",'
             'grpc_service="svpl.identity.v1.IdentityService"}') in text
     assert "svpl_grpc_server_handling_seconds_bucket" in text
+
+
+@pytest.mark.parametrize("name", ["booking", "gateway"])
+def test_each_process_exports_when_its_service_token_expires(stack, name):
+    """What SvplServiceTokenExpiresSoon watches: the exp claim of the token the process was given."""
+    exp = jwt.decode(stack.tokens[name], options={"verify_signature": False})["exp"]
+    text = httpx.get(f"http://127.0.0.1:{stack.procs[name].metrics_port}/metrics").text
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("svpl_service_token_expiry_timestamp_seconds ")]
+    assert float(line.split()[1]) == exp and exp > time.time() + 7 * 86400
 
 
 def test_service_survives_the_database_restarting_under_it(stack):
