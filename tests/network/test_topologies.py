@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import aioice.ice
 import pytest
 from aiortc import RTCIceServer
 from svpl.media.v1 import media_pb2
@@ -22,19 +21,6 @@ from tests.media.conftest import INSTANCE, MediaWorld
 from tests.polling import poll
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def topology(monkeypatch):
-    missing = netns.available()
-    assert not missing, f"the network topology tests need this machine set up: {missing}"
-    # Real host addresses (each thread's own namespace), not the suite's loopback-only list.
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", netns.ipv4_host_addresses)
-    topo = netns.Topology()
-    try:
-        yield topo
-    finally:
-        topo.close()
 
 
 @pytest.fixture
