@@ -54,16 +54,33 @@ ARTIFACTS = ROOT / "test-artifacts" / "network-weak-link-browser"
 
 # The sustained period on the weak link, and the window in which frames must be decoded. A stream
 # frozen for good (as the aiortc client's can be) shows as windows without a frame from some point
-# on; a lost packet that NACK and retransmission mend costs one round trip (about 0.5 s here), and
+# on; a lost packet that NACK and retransmission mend costs one round trip (about 0.4 s here), and
 # one that needs a keyframe (PLI, media's throttle of 0.3 s, the publisher's keyframe across the
 # link) about 1.5 s: a 3 s window without a single decoded frame is a stall, not a hiccup.
 SUSTAINED_SECONDS = 30.0
 WINDOW_SECONDS = 3.0
 
-# Rows of each camera picture that are noise: the coordinator's video then takes 100-290 kbit/s (as
-# measured here), as a small real camera picture does, not the 40-50 of a plain moving ramp; it stays
-# under the link's 500 kbit/s, which media does not make a publisher keep to (docs/NETWORK.md).
+# Rows of each camera picture that are noise, so that the video needs bits as a real camera picture
+# does (a plain moving ramp takes 40-50 kbit/s), and the coordinator's video capped at 250 kbit/s:
+# half the weak link. Uncapped, Chrome raised it to what its good link to media allows (600 kbit/s
+# for 320x240) and overran the client's 500 kbit/s, because media does not yet hold a publisher to
+# its weakest subscriber's link (docs/NETWORK.md "Known gaps"); that is another test's subject.
 NOISY_ROWS = 24
+PUBLISHED_VIDEO_BPS = 250_000
+
+# The coordinator's camera sent with that cap (RTCRtpEncodingParameters.maxBitrate), as the portal
+# adds it to its connection.
+CAP_VIDEO = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends Native {
+    addTransceiver(trackOrKind, init) {
+      if (trackOrKind.kind === "video" && init && init.direction === "sendonly")
+        init = {...init, sendEncodings: [{maxBitrate: MAX_BITRATE}]};
+      return super.addTransceiver(trackOrKind, init);
+    }
+  };
+})();""".replace("MAX_BITRATE", str(PUBLISHED_VIDEO_BPS))
 
 # Records every RTCPeerConnection the page makes (before the portal's scripts run), so the test can
 # ask the browser's own statistics of the portal's meeting connection.
@@ -154,7 +171,8 @@ async def test_video_towards_a_browser_on_a_weak_link_keeps_coming_and_recovers(
     client = netns.NetnsLoop(network.client_ns)
     stack = Stack(tmp_path / "stack", extra_env={
         "SVPL_DEVELOPMENT_LOGIN": "true", "SVPL_SHUTDOWN_GRACE_SECONDS": "0.5",
-        # Reached from the weak link's side (routed to the cluster's address) and from loopback.
+        # Reached from the weak link's side (routed to the cluster's address) and from loopback: on
+        # every address of the machine while the test runs (the development login is on).
         "SVPL_HTTP_HOST": "0.0.0.0",
         **{f"SVPL_{key.upper()}": str(value) for key, value in network.media.items()}})
     drivers: list = []
@@ -179,11 +197,12 @@ async def test_video_towards_a_browser_on_a_weak_link_keeps_coming_and_recovers(
             portal = netns.TcpForward(("127.0.0.1", port), (network.facts["cluster_addr"], port))
             await client.call(portal.start())
             forwards.append(portal)
-            base = f"http://127.0.0.1:{port}"  # the same address in both namespaces: loopback there, forwarded here
+            base = f"http://127.0.0.1:{port}"  # here the gateway; in the namespace its forward across the link
             print(f"stack, link and browsers up in {time.monotonic() - started:.1f}s", flush=True)
 
-            for driver in (coordinator, rita):  # before the first page
-                driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_PEER_CONNECTIONS})
+            for driver, scripts in ((coordinator, (CAP_VIDEO, RECORD_PEER_CONNECTIONS)), (rita, (RECORD_PEER_CONNECTIONS,))):
+                for script in scripts:  # before the first page
+                    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": script})
             dev_login(coordinator, base, COORDINATOR)
             page = PageClient(coordinator)
             meeting_id = (await flow.book_video_meeting(page))["meeting_id"]
