@@ -20,6 +20,7 @@ import os
 import random
 import secrets
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -143,6 +144,10 @@ class NetnsLoop:
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """`call` from a thread that waits for it (no event loop of its own)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
     def close(self) -> None:
         if self.thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
@@ -253,6 +258,61 @@ class DelayRelay:
                 opened.result()[0].close()
 
 
+class TcpForward:
+    """Forwards each TCP connection accepted on `listen` to `target`. Sockets belong to the network
+    namespace of the thread that makes them: `listen` is an (address, port) to listen on in the
+    namespace of the loop that runs `start` (a NetnsLoop's), or a socket already listening, made in
+    another namespace; the connections to `target` are made from the loop's namespace.
+    Hand-written: socat cannot enter a namespace by itself, and `ip netns exec socat` per
+    connection would start a process for each. A connection to `target` is retried for up to
+    `patience` seconds (the program behind it may still be starting)."""
+
+    def __init__(self, listen: tuple[str, int] | socket.socket, target: tuple[str, int], patience: float = 10.0) -> None:
+        self.listen, self.target, self.patience = listen, target, patience
+        self.server: asyncio.Server | None = None
+        self._open: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        sock = self.listen if isinstance(self.listen, socket.socket) else socket.create_server(self.listen)
+        self.server = await asyncio.start_server(self._accepted, sock=sock)
+
+    def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.ensure_future(self._connection(reader, writer))
+        self._open.add(task)
+        task.add_done_callback(self._open.discard)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        deadline = time.monotonic() + self.patience
+        while True:
+            try:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    writer.close()
+                    return
+                await asyncio.sleep(0.05)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in tuple(self._open):
+            task.cancel()
+        await asyncio.gather(*self._open, return_exceptions=True)
+
+
 # ------------------------------------------------------------------------------------------------
 # The networks a participant has. Each returns the client's namespace, the media settings the
 # network needs, and the client's ICE servers; whatever runs (coturn, a relay) is closed by `close`.
@@ -356,12 +416,30 @@ WEAK_LOSS = ["INPUT", "-p", "udp", "-m", "statistic", "--mode", "random", "--pro
 async def weak_link(topo: Topology) -> Network:
     """A patient's home on a poor mobile link: 2 % random loss each way (iptables statistic), 500
     kbit/s each way (tc tbf), 200 ms added each way by a user-space relay (no netem here), which is
-    the only way through: media's answer names the relay's address as a node's. facts["clear"]()
-    makes the link good."""
+    the only way through for media: media's answer names the relay's address as a node's.
+    facts["clear"]() makes the link good, facts["lose_rtp"](payload types) loses those RTP packets
+    through it (() stops doing so); facts["route_tcp"](port) lets the client reach that TCP port of the cluster's
+    address (facts["cluster_addr"]) through the link too (the portal's HTTP: routed, sharing the
+    500 kbit/s, without the loss and delay the relay adds to UDP); nothing else is routed."""
     client_ns, link_ns = topo.namespace("client"), topo.namespace("weak")
-    _, media_addr, wan, _ = topo.link(None, link_ns)
-    lan, relay_addr, _, _ = topo.link(link_ns, client_ns)
+    _, media_addr, wan, wan_addr = topo.link(None, link_ns)
+    lan, relay_addr, _, client_addr = topo.link(link_ns, client_ns)
     run("ip", "route", "add", "default", "via", relay_addr, ns=client_ns)
+
+    routed: list[int] = []
+
+    def route_tcp(port: int) -> None:
+        if not routed:
+            run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=link_ns)
+            run("iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT",
+                ns=link_ns)
+            run("iptables", "-P", "FORWARD", "DROP", ns=link_ns)
+            # The way back (goes with the root end of the link when the topology closes).
+            run("ip", "route", "add", str(ipaddress.IPv4Interface(f"{client_addr}/24").network), "via", wan_addr)
+        run("iptables", "-A", "FORWARD", "-i", lan, "-d", media_addr, "-p", "tcp", "--dport", str(port),
+            "-j", "ACCEPT", ns=link_ns)
+        routed.append(port)
+
     low, high = _published_ports()
     run("iptables", "-A", *WEAK_LOSS, ns=link_ns)
     for ifname in (lan, wan):
@@ -375,7 +453,8 @@ async def weak_link(topo: Topology) -> Network:
         link_loop.close()
 
     network = Network(client_ns, media={"node_ip": relay_addr, "rtc_port_min": low, "rtc_port_max": high,
-                                        "capacity_participants": 10}, _closers=[stop])
+                                        "capacity_participants": 10}, _closers=[stop],
+                      facts={"cluster_addr": media_addr})
     await link_loop.call(relay.start())
 
     def clear() -> None:
@@ -384,5 +463,19 @@ async def weak_link(topo: Topology) -> Network:
         for ifname in (lan, wan):
             run("tc", "qdisc", "del", "dev", ifname, "root", ns=link_ns)
 
-    network.facts["clear"] = clear
+    lost_types: list[list[str]] = []
+
+    def lose_rtp(payload_types: tuple[int, ...]) -> None:
+        """Every RTP packet of these payload types through the link lost (both ways, retransmissions
+        too when their type is given), or, with (), none any more. RTP headers are not encrypted
+        (SRTP, RFC 3711): iptables' u32 match reads the payload type, byte 1 of the UDP payload."""
+        while lost_types:
+            run("iptables", "-D", *lost_types.pop(), ns=link_ns)
+        if payload_types:
+            rule = ["INPUT", "-p", "udp", "-m", "u32", "--u32",
+                    "0>>22&0x3C@8>>16&0x7F=" + ",".join(map(str, payload_types)), "-j", "DROP"]
+            run("iptables", "-I", *rule, ns=link_ns)
+            lost_types.append(rule)
+
+    network.facts.update(clear=clear, lose_rtp=lose_rtp, route_tcp=route_tcp)
     return network

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import random
 import re
 import sys
 import tempfile
@@ -47,18 +48,23 @@ class Failed(AssertionError):
 CAMERAS = {"Vera Samordnare": (320, 240), STAFF[1]: (320, 180), MUNICIPALITY[1]: (240, 240)}
 
 
-def write_camera(path: Path, width: int, height: int, frames: int = 30) -> Path:
-    """A looping Y4M clip (the format Chromium's file-backed fake camera reads): a moving luma ramp."""
+def write_camera(path: Path, width: int, height: int, frames: int = 30, noisy_rows: int = 0) -> Path:
+    """A looping Y4M clip (the format Chromium's file-backed fake camera reads): a moving luma ramp.
+    `noisy_rows`: that many rows at the top are new noise in every frame, which costs the encoder
+    bits as a real camera's picture does (the ramp alone needs a few dozen kbit/s)."""
+    noise = random.Random(width * height)
     with path.open("wb") as out:
         out.write(f"YUV4MPEG2 W{width} H{height} F15:1 Ip A1:1 C420jpeg\n".encode())
         chroma = bytes([128]) * ((width // 2) * (height // 2) * 2)
         for n in range(frames):
             row = bytes((x + 8 * n) % 256 for x in range(width))
-            out.write(b"FRAME\n" + row * height + chroma)
+            out.write(b"FRAME\n" + noise.randbytes(width * noisy_rows) + row * (height - noisy_rows) + chroma)
     return path
 
 
-def browser(profile: Path, camera: Path | None = None) -> webdriver.Chrome:
+def browser(profile: Path, camera: Path | None = None, service: Service | None = None) -> webdriver.Chrome:
+    """Headless Chromium driven by chromedriver (`service`: another way to start it, e.g. in a network
+    namespace)."""
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in CHROMIUM_FLAGS:
@@ -67,7 +73,7 @@ def browser(profile: Path, camera: Path | None = None) -> webdriver.Chrome:
         options.add_argument(f"--use-file-for-fake-video-capture={camera}")
     options.add_argument(f"--user-data-dir={profile}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver = webdriver.Chrome(service=service or Service("/usr/bin/chromedriver"), options=options)
     driver.set_script_timeout(10)
     return driver
 

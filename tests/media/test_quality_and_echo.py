@@ -4,6 +4,7 @@ and connection reports to roster (retried while roster is away; allowed=false dr
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -13,7 +14,7 @@ from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
 
 from devstack.harness import as_token
 from devstack.peers import Peer
-from services.media.quality import POOR_CONNECTION, Quality, Thresholds, assess
+from services.media.quality import POOR_CONNECTION, UNEVEN, Quality, QualitySampler, Thresholds, assess
 from services.media.rooms import PeerCounter
 from tests.media.conftest import INSTANCE, MediaWorld
 from tests.polling import poll
@@ -94,6 +95,42 @@ def test_thresholds():
     assert assess(Quality(round_trip_ms=40, packet_loss=0.01, jitter_ms=5), limits).warnings == []
     assert assess(Quality(packet_loss=0.2), limits).warnings[0] == POOR_CONNECTION
     assert assess(Quality(jitter_ms=80), limits).poor
+
+
+class _Stats:
+    """One transceiver side's getStats, as aiortc gives it."""
+
+    def __init__(self, *reports: SimpleNamespace) -> None:
+        self.reports = reports
+
+    async def getStats(self) -> dict:
+        return {r.id: r for r in self.reports}
+
+
+def _transceiver(kind: str, jitter_in: float, jitter_reported: float) -> SimpleNamespace:
+    """A transceiver whose stream from the participant, and whose stream to them as they report it,
+    has this jitter (in ms), at 2 % loss each way and 30 ms round trip."""
+    clock = 48000 if kind == "audio" else 90000
+    inbound = SimpleNamespace(type="inbound-rtp", id=f"in-{kind}", packetsReceived=98, packetsLost=2,
+                              jitter=jitter_in * clock / 1000)
+    remote = SimpleNamespace(type="remote-inbound-rtp", id=f"remote-{kind}", roundTripTime=0.03, fractionLost=5,
+                             jitter=jitter_reported * clock / 1000)
+    return SimpleNamespace(kind=kind, _codecs=[SimpleNamespace(clockRate=clock)], receiver=_Stats(inbound),
+                           sender=_Stats(remote))
+
+
+async def test_jitter_is_that_of_audio_not_of_video_frames_spread_over_a_slow_link():
+    """On an even 500 kbit/s link a video frame's packets (one timestamp) arrive over the frame's
+    transmission time, which RFC 3550 jitter counts: 120-180 ms for video while audio's is 10 ms. The
+    connection is not uneven, and is not warned of as such; audio's jitter above the limit is."""
+    limits = Thresholds(round_trip_ms=300, packet_loss=0.05, jitter_ms=50)
+    even = SimpleNamespace(getTransceivers=lambda: [_transceiver("audio", 10, 8), _transceiver("video", 180, 120)])
+    quality = await QualitySampler(limits).sample(even)
+    assert quality.jitter_ms == pytest.approx(10)
+    assert not quality.poor and quality.packet_loss == pytest.approx(0.02)
+    uneven = SimpleNamespace(getTransceivers=lambda: [_transceiver("audio", 10, 70), _transceiver("video", 5, 5)])
+    quality = await QualitySampler(limits).sample(uneven)
+    assert quality.jitter_ms == pytest.approx(70) and quality.warnings == [POOR_CONNECTION, UNEVEN]
 
 
 async def test_echo_test_room_returns_the_persons_own_tracks(world, person_token):

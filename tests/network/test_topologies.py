@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import aioice.ice
 import pytest
 from aiortc import RTCIceServer
 from svpl.media.v1 import media_pb2
@@ -17,24 +16,11 @@ from devstack import netns
 from devstack.peers import Peer
 from devstack.pki import make_ca, make_leaf
 from services.gateway.routes.joining import turn_credentials
-from services.media.quality import HIGH_DELAY, PACKET_LOSS, POOR_CONNECTION
+from services.media.quality import HIGH_DELAY, POOR_CONNECTION
 from tests.media.conftest import INSTANCE, MediaWorld
 from tests.polling import poll
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def topology(monkeypatch):
-    missing = netns.available()
-    assert not missing, f"the network topology tests need this machine set up: {missing}"
-    # Real host addresses (each thread's own namespace), not the suite's loopback-only list.
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", netns.ipv4_host_addresses)
-    topo = netns.Topology()
-    try:
-        yield topo
-    finally:
-        topo.close()
 
 
 @pytest.fixture
@@ -213,19 +199,18 @@ async def test_client_on_a_weak_link_keeps_audio_and_video_gets_the_warning_and_
                           until=lambda s: s.poor and s.round_trip_ms > 300)
         assert poor.warnings[0] == POOR_CONNECTION and HIGH_DELAY in poor.warnings
         # Audio both ways and the client's video keep coming on the weak link. (Video towards the aiortc
-        # client can stall for good after a lost packet whose retransmission is lost too, and the
-        # client then asks for no keyframe: docs/NETWORK.md "Known gaps".)
+        # client can stall for good after a lost packet whose retransmission is lost too; video towards
+        # a browser on this link is tested in test_weak_link_browser.py: docs/NETWORK.md "Known gaps".)
         for received in (meeting.remote.audio_received, meeting.local.video_received, meeting.local.audio_received):
             before = sum(r.frames for r in received())
             await poll(lambda received=received, before=before: sum(r.frames for r in received()) > before + 5, 10,
                        lambda received=received: f"frames still arriving on the weak link ({received.__name__})")
 
         network.facts["clear"]()
-        # The delay and the loss warnings go once the link clears. (Jitter is left out: in some runs the
-        # aiortc client's reports kept it just above 50 ms after a video stall, see docs/NETWORK.md.)
-        good = await poll(client_quality, 30, "the delay and loss warnings gone once the link cleared", interval=0.5,
-                          until=lambda s: not {HIGH_DELAY, PACKET_LOSS} & set(s.warnings))
-        assert good.round_trip_ms < 300 and good.packet_loss <= 0.05
+        # The warning goes once the link clears (jitter too: media counts audio's only, see quality.py).
+        good = await poll(client_quality, 30, "the warning gone once the link cleared", interval=0.5,
+                          until=lambda s: not s.poor)
+        assert good.round_trip_ms < 300 and good.packet_loss <= 0.05 and good.jitter_ms <= 50
         frames = sum(r.frames for r in meeting.local.video_received())
         await poll(lambda: sum(r.frames for r in meeting.local.video_received()) > frames + 10, 10,
                    "the client's video after the link cleared")
