@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.roster.personal_codes import new_nonce
 from services.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 
 # ---------------------------------------------------------------- states
@@ -101,6 +102,9 @@ class Participant:
     organization: str = ""
     registered_at: dt.datetime = field(default_factory=now)
     admitted_at: dt.datetime | None = None
+    # What the personal dial-in code is derived from with roster's key (personal_codes.py): a random
+    # value, new at each re-issue. The code itself is never stored.
+    code_nonce: str = field(default_factory=new_nonce)
 
 
 @dataclass
@@ -136,6 +140,8 @@ class Meeting:
     connections: list[Connection] = field(default_factory=list)
     # Connections that were removed (unidentified ones): media reports of them are refused.
     banned_connections: list[str] = field(default_factory=list)
+    # Wrong personal codes keyed for this meeting (by any caller): past the cap none is accepted.
+    wrong_personal_codes: int = 0
     agenda_step: str = NOT_STARTED
     current_speaker: str = ""
     summary: str = ""
@@ -164,7 +170,8 @@ class Meeting:
     def from_doc(cls, doc: dict[str, Any]) -> Meeting:
         doc = dict(doc)
         doc["id"] = doc.pop("_id")
-        doc["participants"] = [Participant(**p) for p in doc.get("participants", [])]
+        # A registration stored before personal codes has none (until the coordinator issues one).
+        doc["participants"] = [Participant(**{"code_nonce": "", **p}) for p in doc.get("participants", [])]
         doc["connections"] = [Connection(**c) for c in doc.get("connections", [])]
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in doc.items() if k in names})
@@ -479,6 +486,46 @@ def report_connection(m: Meeting, connection_id: str, kind: str, participant_id:
         return True
     m.connections.append(Connection(connection_id, kind, participant_id, label, media_instance))
     return True
+
+
+def enter_personal_code(m: Meeting, connection_id: str, label: str, p: Participant | None,
+                        max_wrong: int) -> Participant | None:
+    """A phone caller keyed a personal code: `p` is whose current code it is (None: nobody's). The
+    connection is identified as them at once; None (a wrong code, counted, and stored) otherwise.
+    Refused without counting: a finished or not opened meeting, a banned connection, a meeting
+    past its cap on wrong codes, a person already connected."""
+    if m.final:
+        raise finished(m)
+    if m.state not in (OPEN, LIVE):
+        raise FailedPrecondition(REFUSAL_TEXT[NOT_STARTED_REFUSAL], reason=NOT_STARTED_REFUSAL)
+    if connection_id in m.banned_connections:
+        raise PermissionDenied(REFUSAL_TEXT[REMOVED], reason=REMOVED)
+    if m.wrong_personal_codes >= max_wrong:
+        raise FailedPrecondition("too many wrong personal codes in this meeting: the caller waits for the coordinator",
+                                 reason="PERSONAL_CODES_LOCKED")
+    if p is None or p.removed:
+        m.wrong_personal_codes += 1
+        return None
+    c = m.connection(connection_id)
+    if p.id in m.connected_participant_ids() and (c is None or c.participant_id != p.id):
+        raise FailedPrecondition("this person is connected to the meeting already", reason="ALREADY_CONNECTED")
+    if c is None:
+        m.connections.append(Connection(connection_id, PHONE, p.id, label))
+    elif c.participant_id and c.participant_id != p.id:
+        raise FailedPrecondition("the connection is already tied to another participant", reason="ALREADY_IDENTIFIED")
+    else:
+        c.participant_id = p.id
+    return p
+
+
+def reissue_code(m: Meeting, participant_id: str) -> Participant:
+    """A new personal code for a participant: the old one stops working."""
+    m.require_not_final("change its participants")
+    p = m.participant(participant_id)
+    if p is None or p.removed:
+        raise InvalidArgument("participant_id", "no such registered participant in this meeting")
+    p.code_nonce = new_nonce()
+    return p
 
 
 def identify(m: Meeting, connection_id: str, participant_id: str) -> Connection:
