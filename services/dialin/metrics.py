@@ -14,7 +14,8 @@ CALLS = Counter(
 )
 ENTRIES = Counter(
     "svpl_dialin_entries_total",
-    "Meeting IDs entered on the keypad, by result (found, wrong, rate_limited_number, rate_limited_total).",
+    "Meeting IDs and personal codes entered on the keypad, by result (found, wrong: meeting IDs; code_found, "
+    "wrong_code, code_not_taken: personal codes; rate_limited_number, rate_limited_total: either).",
     ["result"],
 )
 ACTIVE = Gauge("svpl_dialin_active_calls", "Calls answered and not yet ended on this instance (the HPA's metric).")

@@ -66,7 +66,7 @@ def run(artifacts: Path) -> None:
         wait(coordinator, "the coordinator in the room", lambda d: js(d, in_room))
 
         sip_port = int(stack.procs["dialin"].env["SVPL_SIP_PORT"])
-        scenario = sipp.scenario(work / "call.xml", NUMBER, enter(work, "call", meeting["dial_in_code"] + "#"))
+        scenario = sipp.scenario(work / "call.xml", NUMBER, enter(work, "call", meeting["dial_in_code"] + "##"))
         caller = subprocess.Popen([sipp.SIPP, f"127.0.0.1:{sip_port}", "-sf", str(scenario), "-m", "1", "-i", "127.0.0.1",
                                    "-p", str(free_udp_port()), "-mi", "127.0.0.1", "-mp", str(free_udp_port()),
                                    "-s", "dialin", "-timeout", "120s", "-nostdin"], cwd=work,
