@@ -319,6 +319,7 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
             registered_and_connected=[participant_pb(p, True) for p in active if p.id in ids],
             registered_not_connected=[participant_pb(p) for p in active if p.id not in ids],
             connected_not_identified=[connection_pb(c) for c in m.unidentified()],
+            by_phone=[connection_pb(c) for c in m.connections if c.participant_id and c.kind == model.PHONE],
         )
 
     # ------------------------------------------------------------ agenda
