@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from services.dialin import entry, metrics
 from services.dialin.audio import Prompts
 from services.dialin.bridge import RoomBridge
+from services.dialin.quality import CallQuality
 from services.dialin.peers import FINAL, Media, Meeting, Refused, Roster, WrongCode
 from services.dialin.sip import Call, DigestCheck, SrtpOffered
 from services.runtime.errors import Unavailable
@@ -43,6 +44,7 @@ class Limits:
     max_calls: int = 100
     audio_slots: int = 12
     join_timeout_seconds: float = 15.0
+    quality_sample_seconds: float = 5.0
 
 
 class Dialin:
@@ -109,6 +111,8 @@ class Dialin:
         metrics.ACTIVE.inc()
         outcome = "hung_up"
         log.info("call from %s answered (%s)", who, call.codec)
+        quality = CallQuality()
+        sampling = asyncio.ensure_future(self._sample(call, quality))
         try:
             outcome = await self._converse(call)
         except Unavailable as exc:
@@ -121,8 +125,17 @@ class Dialin:
             if not self.active:
                 self.idle.set()
             metrics.CALLS.labels(outcome).inc()
-            log.info("call from %s ended: %s", who, outcome)
+            sampling.cancel()
+            await asyncio.gather(sampling, return_exceptions=True)
+            quality.finish(call.rtp_stats())
+            log.info("call from %s ended: %s (RTP loss %.1f %%, jitter up to %.0f ms)", who, outcome,
+                     100 * quality.loss_ratio, 1000 * quality.max_jitter_seconds)
             await call.hangup()
+
+    async def _sample(self, call: Call, quality: CallQuality) -> None:
+        while not call.ended.is_set():
+            await asyncio.sleep(self.limits.quality_sample_seconds)
+            quality.sample(call.rtp_stats())
 
     async def _say(self, call: Call, prompt: str, until: float | None = None) -> None:
         """Play a prompt to its end, or (a goodbye) only as much of it as ends by loop time `until`."""
