@@ -66,6 +66,10 @@ REMOVED = "ADMIT_REFUSAL_REMOVED"
 NOT_STARTED_REFUSAL = "ADMIT_REFUSAL_NOT_STARTED"
 FINISHED = "ADMIT_REFUSAL_FINISHED"
 CANCELLED_REFUSAL = "ADMIT_REFUSAL_CANCELLED"
+# One person, one way in at a time: media keeps one connection per participant (a second replaces
+# the first), so a person on the phone is not let in by browser too, nor the other way round.
+CONNECTED_BY_PHONE = "ALREADY_CONNECTED_BY_PHONE"
+CONNECTED_BY_BROWSER = "ALREADY_CONNECTED_BY_BROWSER"
 
 # Texts the portal shows as they are (Swedish).
 REFUSAL_TEXT = {
@@ -76,6 +80,9 @@ REFUSAL_TEXT = {
     NOT_STARTED_REFUSAL: "Mötet har inte startat ännu. Försök igen när samordnaren har startat mötet.",
     FINISHED: "Mötet är avslutat. Det går inte att ansluta.",
     CANCELLED_REFUSAL: "Mötet är inställt. Det går inte att ansluta.",
+    CONNECTED_BY_PHONE: "Du är redan ansluten till mötet per telefon. Lägg på telefonen först och anslut sedan här.",
+    CONNECTED_BY_BROWSER: "{name} är redan ansluten till mötet via webbläsaren. Be hen lämna mötet i webbläsaren "
+                          "först, eller ta bort telefonanslutningen.",
 }
 METHOD_TEXT = {SITHS: "SITHS-kort", BANKID: "BankID", E_SERVICES_1177: "1177 e-tjänster"}
 
@@ -210,6 +217,18 @@ class Meeting:
     def phone_participant_ids(self) -> set[str]:
         """The registered people connected by phone (a dial-in caller identified as them)."""
         return {c.participant_id for c in self.connections if c.participant_id and c.kind == PHONE}
+
+    def browser_participant_ids(self) -> set[str]:
+        """The registered people connected from a browser: a WebRTC connection of someone who has no
+        phone connection (a phone caller's bridge into the room is a WebRTC connection too)."""
+        phone = self.phone_participant_ids()
+        return {c.participant_id for c in self.connections
+                if c.participant_id and c.kind == WEBRTC and c.participant_id not in phone}
+
+    def require_not_in_by_browser(self, p: Participant) -> None:
+        if p.id in self.browser_participant_ids():
+            raise FailedPrecondition(REFUSAL_TEXT[CONNECTED_BY_BROWSER].format(name=p.full_name),
+                                     reason=CONNECTED_BY_BROWSER)
 
     def unidentified(self) -> list[Connection]:
         return [c for c in self.connections if not c.participant_id]
@@ -439,6 +458,8 @@ def admit(m: Meeting, person_id: str, id_kind: str, method: str) -> Participant:
         raise PermissionDenied(REFUSAL_TEXT[WRONG_LOGIN_METHOD].format(methods=text), reason=WRONG_LOGIN_METHOD)
     if not (m.state == LIVE or (m.state == OPEN and m.is_coordinator(person_id, id_kind))):
         raise FailedPrecondition(REFUSAL_TEXT[NOT_STARTED_REFUSAL], reason=NOT_STARTED_REFUSAL)
+    if p.id in m.phone_participant_ids():
+        raise FailedPrecondition(REFUSAL_TEXT[CONNECTED_BY_PHONE], reason=CONNECTED_BY_PHONE)
     p.admitted_at = p.admitted_at or now()
     return p
 
@@ -460,6 +481,7 @@ def admit_connection(m: Meeting, connection_id: str) -> Participant:
         raise PermissionDenied(REFUSAL_TEXT[REMOVED], reason=REMOVED)
     if m.state != LIVE:
         raise FailedPrecondition(REFUSAL_TEXT[NOT_STARTED_REFUSAL], reason=NOT_STARTED_REFUSAL)
+    m.require_not_in_by_browser(p)  # (the caller waits in the lobby until the browser has left)
     p.admitted_at = p.admitted_at or now()
     return p
 
@@ -538,6 +560,8 @@ def identify(m: Meeting, connection_id: str, participant_id: str) -> Connection:
         raise InvalidArgument("participant_id", "no such registered participant in this meeting")
     if c.participant_id and c.participant_id != participant_id:
         raise FailedPrecondition("the connection is already tied to another participant", reason="ALREADY_IDENTIFIED")
+    if c.kind == PHONE:
+        m.require_not_in_by_browser(p)
     c.participant_id = participant_id
     return c
 
