@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from services.dialin import entry, metrics
 from services.dialin.audio import Prompts
 from services.dialin.bridge import RoomBridge
-from services.dialin.quality import CallQuality
 from services.dialin.peers import FINAL, Media, Meeting, Refused, Roster, WrongCode
+from services.dialin.quality import CallQuality
 from services.dialin.sip import Call, DigestCheck, SrtpOffered
 from services.runtime.errors import Unavailable
 

@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 
 from services.roster import codes, metrics, model
 from services.roster.model import Meeting, Participant
-from services.roster.personal_codes import MARKER, PersonalCodes
 from services.roster.peers import Identity, Media, Refused
+from services.roster.personal_codes import MARKER, PersonalCodes
 from services.roster.store import MeetingStore
 from services.runtime import names, paging
 from services.runtime.access_log import AccessLog

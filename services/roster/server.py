@@ -10,8 +10,8 @@ from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
 from services.roster.config import RosterSettings
 from services.roster.inbox1177 import Inbox1177Adapter
 from services.roster.meetings import INBOX_1177, PHONE_TASK, Roster
-from services.roster.personal_codes import PersonalCodes
 from services.roster.peers import BookingPhoneTasks, Identity, Media
+from services.roster.personal_codes import PersonalCodes
 from services.roster.servicer import ACCESS, RosterServicer
 from services.roster.store import MeetingStore
 from services.runtime import auth, clients, mongo
