@@ -133,6 +133,13 @@ def test_call_quality_has_an_alert_and_a_dashboard_panel_on_series_the_service_d
                        "svpl_dialin_poor_quality_calls"}
     for metric in queried:
         assert f'"{metric}"' in metrics, metric
+    # The personal codes' guessing alerts, on roster's counter (its results: "wrong" and the refusals' reasons).
+    codes = rule["spec"]["groups"][1]["rules"]
+    assert [a["alert"] for a in codes] == ["SvplDialinPersonalCodesLocked", "SvplDialinPersonalCodeGuessing"]
+    roster_metrics = (ROOT / "services" / "roster" / "metrics.py").read_text()
+    assert '"svpl_roster_personal_code_entries_total"' in roster_metrics
+    assert all("svpl_roster_personal_code_entries_total{" in a["expr"] for a in codes)
+    assert 'result="PERSONAL_CODES_LOCKED"' in codes[0]["expr"] and 'result="wrong"' in codes[1]["expr"]
     # Off without the dial-in service, or without Prometheus rules.
     assert not [m for m in render({"metrics": {"prometheusRule": {"enabled": True}}}).manifests
                 if m["metadata"]["name"].endswith("-dialin-quality")]
