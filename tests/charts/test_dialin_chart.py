@@ -117,8 +117,9 @@ def test_call_quality_has_an_alert_and_a_dashboard_panel_on_series_the_service_d
 
     from tests.charts.test_chart import DASHBOARD, check_prometheus_rule
 
-    r = render(DIALIN, {"metrics": {"prometheusRule": {"enabled": True}}})
+    r = render(DIALIN, {"metrics": {"prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}}}})
     rule = r.get("PrometheusRule", f"{NAME}-quality")
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
     check_prometheus_rule(rule)
     (alert,) = rule["spec"]["groups"][0]["rules"]
     assert alert["alert"] == "SvplDialinPoorCallQuality"
@@ -134,6 +135,7 @@ def test_call_quality_has_an_alert_and_a_dashboard_panel_on_series_the_service_d
     for metric in queried:
         assert f'"{metric}"' in metrics, metric
     # The personal codes' guessing alerts, on roster's counter (its results: "wrong" and the refusals' reasons).
+    assert [g["name"] for g in rule["spec"]["groups"]] == ["svpl.dialin.quality", "svpl.dialin.personal-codes"]
     codes = rule["spec"]["groups"][1]["rules"]
     assert [a["alert"] for a in codes] == ["SvplDialinPersonalCodesLocked", "SvplDialinPersonalCodeGuessing"]
     roster_metrics = (ROOT / "services" / "roster" / "metrics.py").read_text()
