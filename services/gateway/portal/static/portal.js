@@ -152,7 +152,7 @@
       el("dt", {}, "Läge"), el("dd", { id: "meeting-state", class: "state" }, STATES[meeting.state] || meeting.state),
       el("dt", {}, "Mötes-ID för uppringning"), el("dd", { id: "dial-in" }, meeting.dial_in_code),
       el("dt", {}, "Registrerade / anslutna"), el("dd", {}, meeting.registered_count + " / " + meeting.connected_count));
-    await personalCode(id, facts);
+    const codesOn = Boolean(await personalCode(id, facts));
     const actions = el("p", {},
       el("a", { class: "button", id: "go-room", href: "#/room/" + id }, "Gå till mötesrummet"), " ",
       el("a", { class: "button secondary", href: "#/report?meeting=" + encodeURIComponent(meeting.dial_in_code) }, "Rapportera ett problem"));
@@ -194,7 +194,7 @@
           INBOX[p.inbox_notice] ? el("span", { class: "inbox-notice", "data-inbox": p.inbox_notice },
             " – " + INBOX[p.inbox_notice]) : ""),
         el("td", {}, p.removed || p.role === "PARTICIPANT_ROLE_COORDINATOR" ? "" : editRegistration(id, p, msg, refresh),
-          p.removed ? "" : reissueCode(id, p, msg)))));
+          p.removed || !codesOn ? "" : reissueCode(id, p, msg)))));
       delegateForm(delegate, meeting, participants, msg, m => { meeting = m; });
     };
     const register = registerForm(id, msg, refresh);
@@ -258,14 +258,15 @@
 
   // Correcting a registration: name, role and organisation (the ID stays; roster checks the role fits it).
   // The viewer's own personal dial-in code (meeting ID + code enters the meeting by phone as them):
-  // shown to them only; nothing when personal codes are off or the meeting is over.
+  // shown to them only; nothing when personal codes are off or the meeting is over. Returns it ("" if none).
   async function personalCode(meetingId, facts) {
     let code = "";
-    try { code = (await api("GET", "/meetings/" + meetingId + "/personal-code")).personal_code || ""; } catch (err) { return; }
-    if (!code) return;
+    try { code = (await api("GET", "/meetings/" + meetingId + "/personal-code")).personal_code || ""; } catch (err) { return ""; }
+    if (!code) return "";
     facts.append(el("dt", {}, "Din personliga kod för uppringning"),
       el("dd", {}, el("strong", { id: "personal-code" }, code),
         " – ring in, ange mötes-ID och fyrkant, sedan koden och fyrkant, så kommer du in direkt. Koden är bara din."));
+    return code;
   }
 
   // A new personal code for a participant (e.g. the old one got out): the old stops working. The
