@@ -73,14 +73,29 @@ def run(artifacts: Path) -> None:
         wait(coordinator, "the new code's confirmation", lambda d: "har fått en ny personlig kod" in js(
             d, "return document.getElementById('meeting-message').textContent;"))
         assert coordinator.page_source.count(own) == 1  # their own, once; nobody else's code is on the page
-        coordinator.get(f"{base}/portal/#/room/{meeting_id}")
+        sip_port = int(stack.procs["dialin"].env["SVPL_SIP_PORT"])
 
+        # The coordinator dials in with the code their page shows: in the meeting by phone, as
+        # themselves, without anyone letting them in. Their browser is then told to hang up first.
+        on_phone = sipp.scenario(work / "own.xml", "0701239956", enter(work, "own", f"{meeting['dial_in_code']}#{own}#")
+                                 + [sipp.pause(40000)], expect="hangup")
+        own_call = subprocess.Popen([sipp.SIPP, f"127.0.0.1:{sip_port}", "-sf", str(on_phone), "-m", "1",
+                                     "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mi", "127.0.0.1",
+                                     "-mp", str(free_udp_port()), "-s", "dialin", "-timeout", "90s", "-nostdin"],
+                                    cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait(coordinator, "the coordinator in the meeting by phone, by their own code", lambda d: [
+            c for c in page._fetch("GET", f"/api/v1/meetings/{meeting_id}/reconciliation").json().get("by_phone", [])
+            if c["label"] == "Telefon, slutar på …56"], 30)
+        coordinator.get(f"{base}/portal/#/room/{meeting_id}")
         click(coordinator, "#join")
+        wait(coordinator, "the browser told to hang up the phone first", lambda d: "per telefon" in js(
+            d, "return document.getElementById('room-message').textContent;"), 20)
+        assert own_call.wait(75) == 0  # hung up
+        click(coordinator, "#join", "Försök igen")
         in_room = ("return Boolean(document.getElementById('video-grid')) && "
                    "document.getElementById('people-count').textContent === '1'")
         wait(coordinator, "the coordinator in the room", lambda d: js(d, in_room))
 
-        sip_port = int(stack.procs["dialin"].env["SVPL_SIP_PORT"])
         scenario = sipp.scenario(work / "call.xml", NUMBER, enter(work, "call", meeting["dial_in_code"] + "##"))
         caller = subprocess.Popen([sipp.SIPP, f"127.0.0.1:{sip_port}", "-sf", str(scenario), "-m", "1", "-i", "127.0.0.1",
                                    "-p", str(free_udp_port()), "-mi", "127.0.0.1", "-mp", str(free_udp_port()),

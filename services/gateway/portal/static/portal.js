@@ -612,9 +612,10 @@
     let admission;
     try { admission = await api("POST", "/meetings/" + id + "/admission"); }
     catch (err) {
-      const transient = !(err instanceof SVPL.ApiError) || err.status >= 500 || err.status === 429 ||
-        err.reason === "ADMIT_REFUSAL_NOT_STARTED";  // not started yet: try again later
-      say(msg, err.reason === "ADMIT_REFUSAL_NOT_STARTED" ? errorText(err) : transient ?
+      // Not started yet, or on the phone right now: try again later (after the start, after hanging up).
+      const later = ["ADMIT_REFUSAL_NOT_STARTED", "ALREADY_CONNECTED_BY_PHONE"].includes(err.reason);
+      const transient = !(err instanceof SVPL.ApiError) || err.status >= 500 || err.status === 429 || later;
+      say(msg, later ? errorText(err) : transient ?
         "Mötet gick inte att nå just nu. Kontrollera nätverket och försök igen." : "Du kan inte ansluta: " + errorText(err), "error");
       msg.dataset.outcome = transient ? "unavailable" : "refused";
       return transient ? "try again" : "refused";
