@@ -177,7 +177,7 @@ async def main() -> None:
 
             for i, (m, _, _) in enumerate(rooms):
                 number = f"07000000{i:02d}"
-                keys = sipp.pcap(work / f"keys-{i}.pcap", sipp.keys_packets(m.dial_in_code + "#"))
+                keys = sipp.pcap(work / f"keys-{i}.pcap", sipp.keys_packets(m.dial_in_code + "##"))
                 scenario = sipp.scenario(work / f"call-{i}.xml", number,
                                          [sipp.pause(800), sipp.play(keys)], bye_within_ms=600000)
                 phones.append(await sipp.run(scenario, ("127.0.0.1", sip_port), sipp.free_udp_port(),

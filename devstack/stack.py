@@ -120,6 +120,8 @@ class Stack:
             proc.env.setdefault("SVPL_PORTAL_BASE_URL", f"http://{self.procs['gateway'].address}")
         if self.with_dialin:
             self.procs["dialin"].env.update(self.dialin_env())
+            # Personal dial-in codes (meeting ID + code enters as that person): a key made for this run.
+            self.procs["roster"].env.setdefault("SVPL_PERSONAL_CODE_KEY", secrets.token_hex(24))
 
     def dialin_env(self) -> dict:
         """SIP on loopback (5060 with fixed ports), RTP ports above media's, this machine as the only

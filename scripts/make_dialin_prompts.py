@@ -29,6 +29,9 @@ PROMPTS = {
     "not_started": "Mötet har inte startat ännu. Ring igen när det har börjat.",
     "ended": "Mötet är avslutat.",
     "busy": "Det går inte att ringa in just nu. Försök igen senare.",
+    "personal_code": "Har du en personlig kod, ange den och avsluta med fyrkant. Annars trycker du bara fyrkant.",
+    "wrong_code": "Koden stämmer inte. Försök igen, eller tryck fyrkant för att vänta på samordnaren.",
+    "too_many_codes": "Fel kod för många gånger. Samtalet avslutas.",
 }
 
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from services.dialin import entry, metrics
 from services.dialin.audio import Prompts
 from services.dialin.bridge import RoomBridge
-from services.dialin.peers import FINAL, Media, Meeting, Refused, Roster
+from services.dialin.peers import FINAL, Media, Meeting, Refused, Roster, WrongCode
+from services.dialin.quality import CallQuality
 from services.dialin.sip import Call, DigestCheck, SrtpOffered
 from services.runtime.errors import Unavailable
 
@@ -43,6 +44,7 @@ class Limits:
     max_calls: int = 100
     audio_slots: int = 12
     join_timeout_seconds: float = 15.0
+    quality_sample_seconds: float = 5.0
 
 
 class Dialin:
@@ -109,6 +111,8 @@ class Dialin:
         metrics.ACTIVE.inc()
         outcome = "hung_up"
         log.info("call from %s answered (%s)", who, call.codec)
+        quality = CallQuality()
+        sampling = asyncio.ensure_future(self._sample(call, quality))
         try:
             outcome = await self._converse(call)
         except Unavailable as exc:
@@ -121,8 +125,17 @@ class Dialin:
             if not self.active:
                 self.idle.set()
             metrics.CALLS.labels(outcome).inc()
-            log.info("call from %s ended: %s", who, outcome)
+            sampling.cancel()
+            await asyncio.gather(sampling, return_exceptions=True)
+            quality.finish(call.rtp_stats())
+            log.info("call from %s ended: %s (RTP loss %.1f %%, jitter up to %.0f ms)", who, outcome,
+                     100 * quality.loss_ratio, 1000 * quality.max_jitter_seconds)
             await call.hangup()
+
+    async def _sample(self, call: Call, quality: CallQuality) -> None:
+        while not call.ended.is_set():
+            await asyncio.sleep(self.limits.quality_sample_seconds)
+            quality.sample(call.rtp_stats())
 
     async def _say(self, call: Call, prompt: str, until: float | None = None) -> None:
         """Play a prompt to its end, or (a goodbye) only as much of it as ends by loop time `until`."""
@@ -134,9 +147,10 @@ class Dialin:
         await call.play(frames)
 
     async def _converse(self, call: Call) -> str:
-        found = await self._enter(call)
-        if isinstance(found, str):
-            return found
+        entered = await self._enter(call)
+        if isinstance(entered, str):
+            return entered
+        found, tries_left = entered
         if found.state == "scheduled":
             await self._say(call, "not_started")
             return "not_started"
@@ -149,6 +163,9 @@ class Dialin:
             return "busy"
         self._connections.add(conn)
         try:
+            ended = await self._personal_code(call, found, conn, tries_left)
+            if ended:
+                return ended
             return await self._attend(call, found, conn)
         finally:
             self._connections.discard(conn)
@@ -157,7 +174,15 @@ class Dialin:
 
     # ------------------------------------------------------------------ the meeting ID
 
-    async def _enter(self, call: Call) -> Meeting | str:
+    def _rate_limited(self, call: Call, what: str) -> bool:
+        limited = self.rate.allow(call.number)
+        if limited:
+            metrics.ENTRIES.labels(f"rate_limited_{limited}").inc()
+            log.warning("%s entry from %s refused: rate limit (%s)", what, entry.masked(call.number), limited)
+        return bool(limited)
+
+    async def _enter(self, call: Call) -> tuple[Meeting, int] | str:
+        """The meeting whose ID the caller keyed, and how many of the call's tries are left."""
         prompt = "welcome"
         for attempt in range(1, self.limits.max_entries_per_call + 1):
             code = await self._collect(call, prompt)
@@ -166,21 +191,52 @@ class Dialin:
             prompt = "wrong_id"
             if not code:
                 continue  # nothing entered in time: the prompt again (one of the tries)
-            limited = self.rate.allow(call.number)
-            if limited:
-                metrics.ENTRIES.labels(f"rate_limited_{limited}").inc()
-                log.warning("meeting-ID entry from %s refused: rate limit (%s)", entry.masked(call.number), limited)
+            if self._rate_limited(call, "meeting-ID"):
                 await self._say(call, "busy")
                 return "rate_limited"
             found = await self.roster.resolve(code)
             if found is not None:
                 metrics.ENTRIES.labels("found").inc()
-                return found
+                return found, self.limits.max_entries_per_call - attempt + 1
             metrics.ENTRIES.labels("wrong").inc()
             log.info("wrong meeting ID from %s (%d of %d)", entry.masked(call.number), attempt,
                      self.limits.max_entries_per_call)
         await self._say(call, "too_many")
         return "too_many_entries"
+
+    async def _personal_code(self, call: Call, meeting: Meeting, conn: str, tries_left: int) -> str:
+        """After the meeting ID: a personal code identifies the caller at once (roster checks it and
+        ties the connection to its owner); '#' alone, or no key in time, goes to the lobby. Wrong
+        codes use up the call's tries left from the meeting ID. "" to go on (identified or to the
+        lobby, where _attend applies roster's rules), else the call's outcome."""
+        prompt = "personal_code"
+        while True:
+            code = await self._collect(call, prompt)
+            if call.ended.is_set():
+                return "hung_up"
+            if not code:
+                return ""
+            if self._rate_limited(call, "personal-code"):
+                await self._say(call, "busy")
+                return "rate_limited"
+            try:
+                await self.roster.enter_code(meeting.id, conn, code, entry.label(call.number))
+            except WrongCode:
+                metrics.ENTRIES.labels("wrong_code").inc()
+                tries_left -= 1
+                log.info("wrong personal code from %s (%d tries left)", entry.masked(call.number), tries_left)
+                if tries_left <= 0:
+                    await self._say(call, "too_many_codes")
+                    return "too_many_entries"
+                prompt = "wrong_code"
+                continue
+            except Refused as exc:  # no code taken now: the coordinator decides, as for any caller
+                log.info("personal code from %s not taken (%s): to the lobby", entry.masked(call.number), exc.reason)
+                metrics.ENTRIES.labels("code_not_taken").inc()
+                return ""
+            metrics.ENTRIES.labels("code_found").inc()
+            log.info("caller %s identified by a personal code", entry.masked(call.number))
+            return ""
 
     async def _collect(self, call: Call, prompt: str) -> str | None:
         """Play the prompt and read keys until '#' (a key stops the prompt); None if none in time."""

@@ -54,6 +54,10 @@ class Refused(Exception):
         self.reason = reason
 
 
+class WrongCode(Exception):
+    """The personal code is nobody's in this meeting (or not a code at all): one wrong entry."""
+
+
 def _unavailable(peer: str, exc: grpc.aio.AioRpcError) -> Unavailable:
     return Unavailable(f"{peer} is unavailable right now ({exc.code().name})")
 
@@ -86,6 +90,22 @@ class Roster:
         except grpc.aio.AioRpcError as exc:
             raise _unavailable("roster", exc) from None
         return Standing(reply.allowed, reply.participant_id, STATES.get(reply.state, ""))
+
+    async def enter_code(self, meeting_id: str, connection_id: str, code: str, label: str) -> str:
+        """The participant id a personal code identified the connection as. WrongCode for a code that
+        is nobody's; Refused when roster takes no code now (too many wrong ones in the meeting, the
+        person connected already, codes off, the connection removed, the meeting not open)."""
+        request = roster_pb2.EnterPersonalCodeRequest(meeting_id=meeting_id, connection_id=connection_id,
+                                                      personal_code=code, label=label)
+        try:
+            reply = await self._stub.EnterPersonalCode(request, metadata=self._md(), timeout=TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise WrongCode() from None
+            if exc.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION):
+                raise Refused(exc.code().name) from None
+            raise _unavailable("roster", exc) from None
+        return reply.participant_id
 
     async def admit(self, meeting_id: str, connection_id: str) -> Admission:
         request = roster_pb2.AdmitConnectionRequest(meeting_id=meeting_id, connection_id=connection_id)

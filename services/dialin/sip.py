@@ -162,6 +162,11 @@ class Call:
         self._incoming.accept(self._session.sdp_answer)
         self._sender = asyncio.ensure_future(self._send())
 
+    def rtp_stats(self) -> dict:
+        """The call's RTP receive statistics (aiortp's public CallSession.stats: packets received and
+        lost, RFC 3550 jitter in timestamp units, concealed frames); empty before answer / after close."""
+        return dict(self._session.stats) if self._session is not None else {}
+
     def key(self, key: str) -> None:
         if key in KEYS:
             self.keys.put_nowait(key)

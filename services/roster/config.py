@@ -27,6 +27,13 @@ class RosterSettings(ServiceSettings):
     left_room_release_seconds: float = Field(600.0, gt=0)
     # Random digits in a dial-in meeting ID (a Luhn check digit is appended, to catch typos).
     dial_in_code_digits: int = Field(9, ge=6, le=15)
+    # Personal dial-in codes (meeting ID + code enters as that person): the secret they are derived
+    # with (from a Secret, >= 32 characters; empty: personal codes are off and phone callers wait
+    # for the coordinator), their length, and the wrong codes a meeting takes before it accepts none.
+    # docs/DIALIN.md shows why 8 digits and 20 make guessing hopeless.
+    personal_code_key: str = ""
+    personal_code_digits: int = Field(8, ge=6, le=12)
+    personal_code_max_wrong_per_meeting: int = Field(20, ge=1, le=1000)
     # Lifetime of a join token: only long enough to reach media and negotiate.
     join_token_ttl_seconds: int = Field(120, ge=10, le=3600)
     # A meeting never ended is ended automatically this long after its booked end.
@@ -55,6 +62,8 @@ class RosterSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _integrations(self):
+        if self.personal_code_key and len(self.personal_code_key) < 32:
+            raise ValueError(f"{env_name('personal_code_key')} must be at least 32 characters (or empty: no personal codes)")
         if not self.portal_base_url.startswith(("https://", "http://")):
             raise ValueError(f"{env_name('portal_base_url')} is required: the portal's public URL (https://...), "
                              "which every invitation and 1177 message links to")

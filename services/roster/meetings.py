@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from zoneinfo import ZoneInfo
 from services.roster import codes, metrics, model
 from services.roster.model import Meeting, Participant
 from services.roster.peers import Identity, Media, Refused
+from services.roster.personal_codes import MARKER, PersonalCodes
 from services.roster.store import MeetingStore
 from services.runtime import names, paging
 from services.runtime.access_log import AccessLog
@@ -31,7 +33,7 @@ from services.runtime.errors import (
     PermissionDenied,
     Unavailable,
 )
-from services.runtime.outbox import Outbox, OutboxMessage
+from services.runtime.outbox import ChannelAdapter, Outbox, OutboxMessage
 
 log = logging.getLogger("svpl.roster")
 
@@ -91,7 +93,8 @@ def _id(field: str, value: str) -> str:
 class Roster:
     def __init__(self, store: MeetingStore, identity: Identity, media: Media, access: AccessLog, outbox: Outbox,
                  *, portal_base_url: str, region: str, code_digits: int = 9, join_ttl_seconds: int = 120,
-                 media_check_seconds: float = 1.5, left_room_release_seconds: float = 600.0) -> None:
+                 media_check_seconds: float = 1.5, left_room_release_seconds: float = 600.0,
+                 personal_codes: PersonalCodes | None = None, max_wrong_personal_codes: int = 20) -> None:
         self.store = store
         self.identity = identity
         self.media = media
@@ -106,6 +109,8 @@ class Roster:
         self.left_room_release_seconds = left_room_release_seconds
         self._releasing: set[asyncio.Task] = set()  # releases of rooms left behind, just after a move
         self.on_outbox_message = lambda: None  # wakes the dispatcher
+        self.personal_codes = personal_codes or PersonalCodes("")
+        self.max_wrong_personal_codes = max_wrong_personal_codes
 
     # ------------------------------------------------------------------ access
 
@@ -400,16 +405,26 @@ class Roster:
                             f"Det digitala SIP-mötet som du är inbjuden till har fått en ny tid: {when} (svensk tid)."),
             "cancelled": ("SIP-mötet är inställt",
                           f"Det digitala SIP-mötet {when} (svensk tid) som du var inbjuden till är inställt."),
+            "new_code": ("Ny personlig kod till SIP-mötet",
+                         f"Du har fått en ny personlig kod till det digitala SIP-mötet {when} (svensk tid). "
+                         f"Den gamla koden fungerar inte längre."),
         }[kind]
         how = ("" if kind == "cancelled" else
                f"\n\nLogga in med 1177 e-tjänster på {m.portal_url} när mötet börjar. "
                f"Du kan också ringa in med mötes-ID {m.dial_in_code}.")
         for p in people:
-            payload = {"personnummer": p.person_id, "subject": subject, "body": f"Hej {p.full_name}!\n\n{text}{how}\n",
+            # The personal code is filled in when the message is sent (personal_codes.MARKER): the
+            # outbox collection never holds it. Only this person's own message carries it.
+            code = (f" Ange sedan din personliga kod {MARKER} så kommer du in direkt. Koden är bara din: "
+                    f"lämna inte ut den." if how and p.code_nonce and self.personal_codes.enabled else "")
+            payload = {"personnummer": p.person_id, "subject": subject,
+                       "body": f"Hej {p.full_name}!\n\n{text}{how}{code}\n",
                        "meeting_id": m.id, "participant_id": p.id, "care_unit": m.care_unit_hsa_id,
-                       "name": p.full_name, "booking_id": m.booking_id}
+                       "name": p.full_name, "booking_id": m.booking_id, "code_nonce": p.code_nonce if code else ""}
             # One message per participant and meeting version: a retried transaction adds it once.
             suffix = "" if kind == "invited" else f"-{kind}-{m.version}"
+            if kind == "new_code":
+                suffix += f"-{p.id}"
             await self.outbox.add(session, INBOX_1177, payload, message_id=f"nok-{m.id}-{p.id}{suffix}")
 
     async def inbox_notices(self, m: Meeting) -> dict[str, str]:
@@ -419,6 +434,21 @@ class Roster:
         docs = await self.outbox.get_many(kin)
         return {kin[message_id]: doc["state"] for message_id, doc in docs.items()}
 
+    def with_personal_code(self, adapter: ChannelAdapter) -> ChannelAdapter:
+        """The 1177 inbox adapter, with each message's personal code filled in as it is sent."""
+        codes_ = self.personal_codes
+
+        class Rendering:
+            async def deliver(self, message: OutboxMessage) -> None:
+                p = message.payload
+                if MARKER not in str(p.get("body", "")):
+                    return await adapter.deliver(message)
+                body = codes_.render(p["body"], p.get("meeting_id", ""), p.get("participant_id", ""),
+                                     p.get("code_nonce", ""))
+                return await adapter.deliver(dataclasses.replace(message, payload={**p, "body": body}))
+
+        return Rendering()
+
     @staticmethod
     def inbox_fallback(message: OutboxMessage, error: str) -> tuple[str, dict] | None:
         """For a 1177 inbox message refused for good: the coordinator's phone task (booking's)."""
@@ -426,8 +456,10 @@ class Roster:
         if not p.get("booking_id"):
             return None
         name = p.get("name") or "närstående"
+        # The coordinator never learns a personal code: the person finds it on their meeting page.
+        body = str(p.get("body", "")).replace(MARKER, "(finns på din mötessida i portalen)")
         instructions = (f"Meddelandet till {name}s 1177-inkorg kunde inte lämnas ({error[:300]}). "
-                        f"Ring {name} (närstående) och berätta:\n{p.get('subject', '')}\n{p.get('body', '')}")
+                        f"Ring {name} (närstående) och berätta:\n{p.get('subject', '')}\n{body}")
         return PHONE_TASK, {"booking_id": p["booking_id"], "task_key": message.message_id, "person_name": name,
                             "instructions": instructions}
 
@@ -647,6 +679,59 @@ class Roster:
             raise
         metrics.ADMISSIONS.labels("admitted").inc()
         return Admission(p, token, expires, m.media_instance, m.media_address)
+
+    # ------------------------------------------------------------------ personal codes
+
+    async def enter_personal_code(self, meeting_id: str, connection_id: str, code: str, label: str) -> Participant:
+        """A phone caller's personal code (the dial-in service's call): the connection identified as
+        its owner, or NOT_FOUND for a code that is nobody's (counted toward the meeting's cap)."""
+        meeting_id = _id("meeting_id", meeting_id)
+        connection_id = _id("connection_id", connection_id)
+        label = _text("label", label, MAX_NAME)
+        codes_ = self.personal_codes
+        if not (code.isascii() and code.isdigit() and len(code) == codes_.digits):
+            raise InvalidArgument("personal_code", f"a personal code has {codes_.digits} digits")
+        if not codes_.enabled:
+            raise FailedPrecondition("personal codes are off (no code key)", reason="PERSONAL_CODES_OFF")
+        try:
+            _, p = await self.store.mutate(meeting_id, lambda m: model.enter_personal_code(
+                m, connection_id, label, codes_.match(m.id, m.participants, code), self.max_wrong_personal_codes))
+        except (FailedPrecondition, PermissionDenied) as exc:
+            metrics.PERSONAL_CODES.labels(exc.reason or "other").inc()
+            raise
+        if p is None:
+            metrics.PERSONAL_CODES.labels("wrong").inc()
+            raise NotFound("not a personal code of this meeting")
+        metrics.PERSONAL_CODES.labels("identified").inc()
+        log.info("meeting %s: phone connection identified by a personal code", meeting_id)
+        return p
+
+    async def my_personal_code(self, meeting_id: str, who: Caller) -> str:
+        """The caller's own code ("" when codes are off). No access record: it is the caller's own
+        credential, not patient data (like GetMyAdmission)."""
+        m = await self.store.get(_id("meeting_id", meeting_id))
+        p = m.participant_for(who.id, who.id_kind) if who.is_person else None
+        if p is None:
+            raise PermissionDenied(model.REFUSAL_TEXT[model.NOT_REGISTERED], reason=model.NOT_REGISTERED)
+        if p.removed:
+            raise PermissionDenied(model.REFUSAL_TEXT[model.REMOVED], reason=model.REMOVED)
+        if m.final:
+            raise model.finished(m)
+        return self.personal_codes.code(m.id, p.id, p.code_nonce)
+
+    async def reissue_personal_code(self, meeting_id: str, who: Caller, participant_id: str) -> Participant:
+        """A new code (the old one stops working); a next of kin gets it in a new 1177 message."""
+        participant_id = _id("participant_id", participant_id)
+
+        async def notify(session, m: Meeting, p: Participant) -> None:
+            if p.role == model.NEXT_OF_KIN:
+                await self._inbox(session, m, [p], "new_code")
+
+        m, p = await self._change(meeting_id, who, lambda m: model.reissue_code(m, participant_id), also=notify)
+        await self._record(m, "reissue_personal_code", who)
+        if p.role == model.NEXT_OF_KIN:
+            self.on_outbox_message()
+        return p
 
     async def identify(self, meeting_id: str, who: Caller, connection_id: str, participant_id: str):
         _, c = await self._change(meeting_id, who, lambda m: model.identify(m, connection_id, participant_id))

@@ -26,3 +26,9 @@ ROOMS_MOVED = Counter(
     "svpl_roster_rooms_moved_total",
     "Live rooms placed on another media instance because theirs stopped answering or lost the room.",
 )
+PERSONAL_CODES = Counter(
+    "svpl_roster_personal_code_entries_total",
+    "Personal codes keyed by phone callers, by result (identified, wrong, or the refusal's reason: "
+    "PERSONAL_CODES_LOCKED, ALREADY_CONNECTED, ADMIT_REFUSAL_REMOVED, ...).",
+    ["result"],
+)

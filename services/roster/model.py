@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.roster.personal_codes import new_nonce
 from services.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 
 # ---------------------------------------------------------------- states
@@ -65,6 +66,10 @@ REMOVED = "ADMIT_REFUSAL_REMOVED"
 NOT_STARTED_REFUSAL = "ADMIT_REFUSAL_NOT_STARTED"
 FINISHED = "ADMIT_REFUSAL_FINISHED"
 CANCELLED_REFUSAL = "ADMIT_REFUSAL_CANCELLED"
+# One person, one way in at a time: media keeps one connection per participant (a second replaces
+# the first), so a person on the phone is not let in by browser too, nor the other way round.
+CONNECTED_BY_PHONE = "ALREADY_CONNECTED_BY_PHONE"
+CONNECTED_BY_BROWSER = "ALREADY_CONNECTED_BY_BROWSER"
 
 # Texts the portal shows as they are (Swedish).
 REFUSAL_TEXT = {
@@ -75,6 +80,9 @@ REFUSAL_TEXT = {
     NOT_STARTED_REFUSAL: "Mötet har inte startat ännu. Försök igen när samordnaren har startat mötet.",
     FINISHED: "Mötet är avslutat. Det går inte att ansluta.",
     CANCELLED_REFUSAL: "Mötet är inställt. Det går inte att ansluta.",
+    CONNECTED_BY_PHONE: "Du är redan ansluten till mötet per telefon. Lägg på telefonen först och anslut sedan här.",
+    CONNECTED_BY_BROWSER: "{name} är redan ansluten till mötet via webbläsaren. Be hen lämna mötet i webbläsaren "
+                          "först, eller ta bort telefonanslutningen.",
 }
 METHOD_TEXT = {SITHS: "SITHS-kort", BANKID: "BankID", E_SERVICES_1177: "1177 e-tjänster"}
 
@@ -101,6 +109,9 @@ class Participant:
     organization: str = ""
     registered_at: dt.datetime = field(default_factory=now)
     admitted_at: dt.datetime | None = None
+    # What the personal dial-in code is derived from with roster's key (personal_codes.py): a random
+    # value, new at each re-issue. The code itself is never stored.
+    code_nonce: str = field(default_factory=new_nonce)
 
 
 @dataclass
@@ -136,6 +147,8 @@ class Meeting:
     connections: list[Connection] = field(default_factory=list)
     # Connections that were removed (unidentified ones): media reports of them are refused.
     banned_connections: list[str] = field(default_factory=list)
+    # Wrong personal codes keyed for this meeting (by any caller): past the cap none is accepted.
+    wrong_personal_codes: int = 0
     agenda_step: str = NOT_STARTED
     current_speaker: str = ""
     summary: str = ""
@@ -164,7 +177,8 @@ class Meeting:
     def from_doc(cls, doc: dict[str, Any]) -> Meeting:
         doc = dict(doc)
         doc["id"] = doc.pop("_id")
-        doc["participants"] = [Participant(**p) for p in doc.get("participants", [])]
+        # A registration stored before personal codes has none (until the coordinator issues one).
+        doc["participants"] = [Participant(**{"code_nonce": "", **p}) for p in doc.get("participants", [])]
         doc["connections"] = [Connection(**c) for c in doc.get("connections", [])]
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in doc.items() if k in names})
@@ -203,6 +217,18 @@ class Meeting:
     def phone_participant_ids(self) -> set[str]:
         """The registered people connected by phone (a dial-in caller identified as them)."""
         return {c.participant_id for c in self.connections if c.participant_id and c.kind == PHONE}
+
+    def browser_participant_ids(self) -> set[str]:
+        """The registered people connected from a browser: a WebRTC connection of someone who has no
+        phone connection (a phone caller's bridge into the room is a WebRTC connection too)."""
+        phone = self.phone_participant_ids()
+        return {c.participant_id for c in self.connections
+                if c.participant_id and c.kind == WEBRTC and c.participant_id not in phone}
+
+    def require_not_in_by_browser(self, p: Participant) -> None:
+        if p.id in self.browser_participant_ids():
+            raise FailedPrecondition(REFUSAL_TEXT[CONNECTED_BY_BROWSER].format(name=p.full_name),
+                                     reason=CONNECTED_BY_BROWSER)
 
     def unidentified(self) -> list[Connection]:
         return [c for c in self.connections if not c.participant_id]
@@ -432,6 +458,8 @@ def admit(m: Meeting, person_id: str, id_kind: str, method: str) -> Participant:
         raise PermissionDenied(REFUSAL_TEXT[WRONG_LOGIN_METHOD].format(methods=text), reason=WRONG_LOGIN_METHOD)
     if not (m.state == LIVE or (m.state == OPEN and m.is_coordinator(person_id, id_kind))):
         raise FailedPrecondition(REFUSAL_TEXT[NOT_STARTED_REFUSAL], reason=NOT_STARTED_REFUSAL)
+    if p.id in m.phone_participant_ids():
+        raise FailedPrecondition(REFUSAL_TEXT[CONNECTED_BY_PHONE], reason=CONNECTED_BY_PHONE)
     p.admitted_at = p.admitted_at or now()
     return p
 
@@ -453,6 +481,7 @@ def admit_connection(m: Meeting, connection_id: str) -> Participant:
         raise PermissionDenied(REFUSAL_TEXT[REMOVED], reason=REMOVED)
     if m.state != LIVE:
         raise FailedPrecondition(REFUSAL_TEXT[NOT_STARTED_REFUSAL], reason=NOT_STARTED_REFUSAL)
+    m.require_not_in_by_browser(p)  # (the caller waits in the lobby until the browser has left)
     p.admitted_at = p.admitted_at or now()
     return p
 
@@ -481,6 +510,46 @@ def report_connection(m: Meeting, connection_id: str, kind: str, participant_id:
     return True
 
 
+def enter_personal_code(m: Meeting, connection_id: str, label: str, p: Participant | None,
+                        max_wrong: int) -> Participant | None:
+    """A phone caller keyed a personal code: `p` is whose current code it is (None: nobody's). The
+    connection is identified as them at once; None (a wrong code, counted, and stored) otherwise.
+    Refused without counting: a finished or not opened meeting, a banned connection, a meeting
+    past its cap on wrong codes, a person already connected."""
+    if m.final:
+        raise finished(m)
+    if m.state not in (OPEN, LIVE):
+        raise FailedPrecondition(REFUSAL_TEXT[NOT_STARTED_REFUSAL], reason=NOT_STARTED_REFUSAL)
+    if connection_id in m.banned_connections:
+        raise PermissionDenied(REFUSAL_TEXT[REMOVED], reason=REMOVED)
+    if m.wrong_personal_codes >= max_wrong:
+        raise FailedPrecondition("too many wrong personal codes in this meeting: the caller waits for the coordinator",
+                                 reason="PERSONAL_CODES_LOCKED")
+    if p is None or p.removed:
+        m.wrong_personal_codes += 1
+        return None
+    c = m.connection(connection_id)
+    if p.id in m.connected_participant_ids() and (c is None or c.participant_id != p.id):
+        raise FailedPrecondition("this person is connected to the meeting already", reason="ALREADY_CONNECTED")
+    if c is None:
+        m.connections.append(Connection(connection_id, PHONE, p.id, label))
+    elif c.participant_id and c.participant_id != p.id:
+        raise FailedPrecondition("the connection is already tied to another participant", reason="ALREADY_IDENTIFIED")
+    else:
+        c.participant_id = p.id
+    return p
+
+
+def reissue_code(m: Meeting, participant_id: str) -> Participant:
+    """A new personal code for a participant: the old one stops working."""
+    m.require_not_final("change its participants")
+    p = m.participant(participant_id)
+    if p is None or p.removed:
+        raise InvalidArgument("participant_id", "no such registered participant in this meeting")
+    p.code_nonce = new_nonce()
+    return p
+
+
 def identify(m: Meeting, connection_id: str, participant_id: str) -> Connection:
     m.require_state("change its connections", OPEN, LIVE)
     c = m.connection(connection_id)
@@ -491,6 +560,8 @@ def identify(m: Meeting, connection_id: str, participant_id: str) -> Connection:
         raise InvalidArgument("participant_id", "no such registered participant in this meeting")
     if c.participant_id and c.participant_id != participant_id:
         raise FailedPrecondition("the connection is already tied to another participant", reason="ALREADY_IDENTIFIED")
+    if c.kind == PHONE:
+        m.require_not_in_by_browser(p)
     c.participant_id = participant_id
     return c
 

@@ -11,6 +11,7 @@ from services.roster.config import RosterSettings
 from services.roster.inbox1177 import Inbox1177Adapter
 from services.roster.meetings import INBOX_1177, PHONE_TASK, Roster
 from services.roster.peers import BookingPhoneTasks, Identity, Media
+from services.roster.personal_codes import PersonalCodes
 from services.roster.servicer import ACCESS, RosterServicer
 from services.roster.store import MeetingStore
 from services.runtime import auth, clients, mongo
@@ -37,14 +38,16 @@ async def build(settings: RosterSettings) -> tuple[Component, auth.KeySet]:
                         portal_base_url=settings.portal_base_url, region=settings.region,
                         code_digits=settings.dial_in_code_digits, join_ttl_seconds=settings.join_token_ttl_seconds,
                         media_check_seconds=settings.media_check_seconds,
-                        left_room_release_seconds=settings.left_room_release_seconds)
+                        left_room_release_seconds=settings.left_room_release_seconds,
+                        personal_codes=PersonalCodes(settings.personal_code_key, settings.personal_code_digits),
+                        max_wrong_personal_codes=settings.personal_code_max_wrong_per_meeting)
         booking_channel = opened.closing(clients.channel(settings.booking_address))
         adapters: dict[str, ChannelAdapter] = {PHONE_TASK: BookingPhoneTasks(booking_channel, settings.service_token)}
         if settings.inbox_1177_enabled:
-            adapters[INBOX_1177] = opened.closing(Inbox1177Adapter(
+            adapters[INBOX_1177] = roster.with_personal_code(opened.closing(Inbox1177Adapter(
                 settings.inbox_1177_url, client_cert=settings.inbox_1177_client_cert_file,
                 client_key=settings.inbox_1177_client_key_file, ca_file=settings.inbox_1177_ca_file,
-                timeout=settings.inbox_1177_timeout_seconds, logical_address=settings.inbox_1177_logical_address))
+                timeout=settings.inbox_1177_timeout_seconds, logical_address=settings.inbox_1177_logical_address)))
         else:
             log.warning("the 1177 inbox is switched off (SVPL_INBOX_1177_ENABLED=false): next of kin's messages "
                         "stay queued until it is switched on")

@@ -51,6 +51,9 @@ ACCESS = {
     "GetMyAdmission": LOGGED_IN,
     "ReportConnection": services("media", "dialin"),
     "AdmitConnection": services("dialin"),
+    "EnterPersonalCode": services("dialin"),
+    "GetMyPersonalCode": LOGGED_IN,
+    "ReissuePersonalCode": LEADS,
     "IdentifyConnection": LEADS,
     "GetConnectedList": LOGGED_IN,
     "GetReconciliation": LEADS,
@@ -288,6 +291,19 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
                                                   expires_at=ts(a.expires_at), media_instance=a.media_instance,
                                                   media_address=a.media_address)
 
+    async def EnterPersonalCode(self, request, context):
+        p = await self._r.enter_personal_code(request.meeting_id, request.connection_id, request.personal_code,
+                                              request.label)
+        return roster_pb2.EnterPersonalCodeResponse(participant_id=p.id)
+
+    async def GetMyPersonalCode(self, request, context):
+        code = await self._r.my_personal_code(request.meeting_id, auth.caller())
+        return roster_pb2.GetMyPersonalCodeResponse(personal_code=code)
+
+    async def ReissuePersonalCode(self, request, context):
+        p = await self._r.reissue_personal_code(request.meeting_id, auth.caller(), request.participant_id)
+        return roster_pb2.ReissuePersonalCodeResponse(participant=participant_pb(p))
+
     async def IdentifyConnection(self, request, context):
         c = await self._r.identify(request.meeting_id, auth.caller(), request.connection_id, request.participant_id)
         return roster_pb2.IdentifyConnectionResponse(connection=connection_pb(c))
@@ -303,6 +319,7 @@ class RosterServicer(roster_pb2_grpc.RosterServiceServicer):
             registered_and_connected=[participant_pb(p, True) for p in active if p.id in ids],
             registered_not_connected=[participant_pb(p) for p in active if p.id not in ids],
             connected_not_identified=[connection_pb(c) for c in m.unidentified()],
+            by_phone=[connection_pb(c) for c in m.connections if c.participant_id and c.kind == model.PHONE],
         )
 
     # ------------------------------------------------------------ agenda

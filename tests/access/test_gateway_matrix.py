@@ -98,6 +98,8 @@ SAMPLES: dict[tuple[str, str], dict[str, Any] | Callable[[dict[str, Any]], dict[
     ("POST", "/api/v1/meetings/{meeting_id}/identifications"): {
         "json": {"connection_id": "no-such-connection", "participant_id": "no-such-participant"}},
     ("POST", "/api/v1/meetings/{meeting_id}/delegates"): {"json": {"hsa_id": "SE2321000057-2001"}},
+    ("GET", "/api/v1/meetings/{meeting_id}/personal-code"): {},
+    ("POST", "/api/v1/meetings/{meeting_id}/participants/{participant_id}/personal-code"): {},
     ("GET", "/api/v1/meetings/{meeting_id}/connected"): {},
     ("GET", "/api/v1/meetings/{meeting_id}/reconciliation"): {},
     ("GET", "/api/v1/meetings/{meeting_id}/agenda"): {},

@@ -68,7 +68,8 @@ def test_the_dial_in_service_reaches_only_what_a_phone_call_needs():
     dial-in service may turn a phone connection into a join token."""
     dialin = caller_for("service:dialin")
     allowed = sorted(m for m, rule in SERVICES["roster"].items() if rule.admits(dialin))
-    assert allowed == ["AdmitConnection", "ReportConnection", "ResolveDialInCode", "WatchMeeting"]
+    assert allowed == ["AdmitConnection", "EnterPersonalCode", "ReportConnection", "ResolveDialInCode", "WatchMeeting"]
+    assert [r for r in ROLES if SERVICES["roster"]["EnterPersonalCode"].admits(caller_for(r))] == ["service:dialin"]
     assert [r for r in ROLES if SERVICES["roster"]["AdmitConnection"].admits(caller_for(r))] == ["service:dialin"]
     assert sorted(m for m, rule in SERVICES["media"].items() if rule.admits(dialin)) == ["Negotiate"]
     assert sorted(m for m, rule in SERVICES["identity"].items() if rule.admits(dialin)) == ["GetSigningKeys"]  # anyone

@@ -110,3 +110,52 @@ def test_the_dashboard_shows_calls_and_failed_entries_in_promql_that_parses():
                    "svpl_dialin_bridged_calls", "svpl_dialin_digest_checks_total"):
         assert series in joined, series
     assert 'result!="found"' in joined and "by (outcome)" in joined
+
+
+def test_call_quality_has_an_alert_and_a_dashboard_panel_on_series_the_service_declares(render):
+    import promql_parser
+
+    from tests.charts.test_chart import DASHBOARD, check_prometheus_rule
+
+    r = render(DIALIN, {"metrics": {"prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}}}})
+    rule = r.get("PrometheusRule", f"{NAME}-quality")
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    check_prometheus_rule(rule)
+    (alert,) = rule["spec"]["groups"][0]["rules"]
+    assert alert["alert"] == "SvplDialinPoorCallQuality"
+    assert alert["expr"].count(f'{{namespace="{NAMESPACE}"') == alert["expr"].count("{")  # every selector
+    (panel,) = [p for p in DASHBOARD["panels"] if p["title"].startswith("Phone call quality")]
+    exprs = [t["expr"] for t in panel["targets"]]
+    for expr in exprs:
+        promql_parser.parse(expr.replace("$namespace", "svpl").replace("$__rate_interval", "1m"))
+    metrics = (ROOT / "services" / "dialin" / "metrics.py").read_text()
+    queried = set(re.findall(r"\b(svpl_[a-z_]+?)(?:_bucket|_count)?\{", alert["expr"] + "\n".join(exprs)))
+    assert queried == {"svpl_dialin_call_packet_loss_ratio", "svpl_dialin_call_jitter_seconds",
+                       "svpl_dialin_poor_quality_calls"}
+    for metric in queried:
+        assert f'"{metric}"' in metrics, metric
+    # The personal codes' guessing alerts, on roster's counter (its results: "wrong" and the refusals' reasons).
+    assert [g["name"] for g in rule["spec"]["groups"]] == ["svpl.dialin.quality", "svpl.dialin.personal-codes"]
+    codes = rule["spec"]["groups"][1]["rules"]
+    assert [a["alert"] for a in codes] == ["SvplDialinPersonalCodesLocked", "SvplDialinPersonalCodeGuessing"]
+    roster_metrics = (ROOT / "services" / "roster" / "metrics.py").read_text()
+    assert '"svpl_roster_personal_code_entries_total"' in roster_metrics
+    assert all("svpl_roster_personal_code_entries_total{" in a["expr"] for a in codes)
+    assert 'result="PERSONAL_CODES_LOCKED"' in codes[0]["expr"] and 'result="wrong"' in codes[1]["expr"]
+    # Off without the dial-in service, or without Prometheus rules.
+    assert not [m for m in render({"metrics": {"prometheusRule": {"enabled": True}}}).manifests
+                if m["metadata"]["name"].endswith("-dialin-quality")]
+
+
+def test_roster_gets_the_personal_code_key_from_its_secret_only_when_named(render):
+    roster = f"{RELEASE}-svpl-roster"
+
+    def env(values) -> dict:
+        deployment = render(*values).get("Deployment", roster)
+        return {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    assert "SVPL_PERSONAL_CODE_KEY" not in env([DIALIN])
+    named = {"dialin": {"personalCodeKeySecret": {"name": "svpl-codes"}}}
+    key = env([DIALIN, named])["SVPL_PERSONAL_CODE_KEY"]
+    assert key["valueFrom"]["secretKeyRef"] == {"name": "svpl-codes", "key": "personal-code-key"} and "value" not in key
+    assert "SVPL_PERSONAL_CODE_KEY" not in env([named])  # no dial-in service: no codes

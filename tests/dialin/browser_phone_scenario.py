@@ -26,6 +26,7 @@ from tests.gateway.browser_scenario import (
     assert_no_console_errors,
     browser,
     click,
+    confirm,
     dev_login,
     evidence_and_cleanup,
     js,
@@ -36,6 +37,8 @@ from tests.gateway.replicas_scenario import PageClient
 
 PHONE_TILES = """return [...document.querySelectorAll('#video-grid .tile.phone')].map(t =>
   [t.dataset.name || '', t.querySelector('.label').textContent, t.querySelectorAll('video').length, !t.hidden]);"""
+ROSTER_PHONE = """return [...document.querySelectorAll('#roster-connected li')].filter(li => li.querySelector('.by-phone'))
+  .map(li => [li.dataset.participant, li.querySelector('.by-phone').textContent.replace('☎', '').trim()]);"""
 ON_THE_PHONE = """return [...document.querySelectorAll('#people-names li[data-phone="true"]')].map(li => li.dataset.name);"""
 
 
@@ -59,14 +62,41 @@ def run(artifacts: Path) -> None:
         meeting = page._fetch("GET", f"/api/v1/meetings/{meeting_id}").json()["meeting"]
         patient = next(p for p in page._fetch("GET", f"/api/v1/meetings/{meeting_id}/participants").json()["participants"]
                        if p["role"] == "PARTICIPANT_ROLE_PATIENT")
+        # The meeting page shows the coordinator their own personal code, and gives every participant
+        # a new one on request (confirmed; the coordinator is never shown the patient's).
+        coordinator.get(f"{base}/portal/#/meeting/{meeting_id}")
+        own = wait(coordinator, "the coordinator's own personal code",
+                   lambda d: js(d, "const c = document.getElementById('personal-code'); return c && c.textContent;"))
+        assert len(own) == 8 and own.isdigit(), own
+        click(coordinator, f'button.reissue-code[data-participant="{patient["participant_id"]}"]', "Ny personlig kod")
+        confirm(coordinator, "a new personal code", f"Ge {patient['full_name']} en ny personlig kod?")
+        wait(coordinator, "the new code's confirmation", lambda d: "har fått en ny personlig kod" in js(
+            d, "return document.getElementById('meeting-message').textContent;"))
+        assert coordinator.page_source.count(own) == 1  # their own, once; nobody else's code is on the page
+        sip_port = int(stack.procs["dialin"].env["SVPL_SIP_PORT"])
+
+        # The coordinator dials in with the code their page shows: in the meeting by phone, as
+        # themselves, without anyone letting them in. Their browser is then told to hang up first.
+        on_phone = sipp.scenario(work / "own.xml", "0701239956", enter(work, "own", f"{meeting['dial_in_code']}#{own}#")
+                                 + [sipp.pause(40000)], expect="hangup")
+        own_call = subprocess.Popen([sipp.SIPP, f"127.0.0.1:{sip_port}", "-sf", str(on_phone), "-m", "1",
+                                     "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mi", "127.0.0.1",
+                                     "-mp", str(free_udp_port()), "-s", "dialin", "-timeout", "90s", "-nostdin"],
+                                    cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait(coordinator, "the coordinator in the meeting by phone, by their own code", lambda d: [
+            c for c in page._fetch("GET", f"/api/v1/meetings/{meeting_id}/reconciliation").json().get("by_phone", [])
+            if c["label"] == "Telefon, slutar på …56"], 30)
         coordinator.get(f"{base}/portal/#/room/{meeting_id}")
         click(coordinator, "#join")
+        wait(coordinator, "the browser told to hang up the phone first", lambda d: "per telefon" in js(
+            d, "return document.getElementById('room-message').textContent;"), 20)
+        assert own_call.wait(75) == 0  # hung up
+        click(coordinator, "#join", "Försök igen")
         in_room = ("return Boolean(document.getElementById('video-grid')) && "
                    "document.getElementById('people-count').textContent === '1'")
         wait(coordinator, "the coordinator in the room", lambda d: js(d, in_room))
 
-        sip_port = int(stack.procs["dialin"].env["SVPL_SIP_PORT"])
-        scenario = sipp.scenario(work / "call.xml", NUMBER, enter(work, "call", meeting["dial_in_code"] + "#"))
+        scenario = sipp.scenario(work / "call.xml", NUMBER, enter(work, "call", meeting["dial_in_code"] + "##"))
         caller = subprocess.Popen([sipp.SIPP, f"127.0.0.1:{sip_port}", "-sf", str(scenario), "-m", "1", "-i", "127.0.0.1",
                                    "-p", str(free_udp_port()), "-mi", "127.0.0.1", "-mp", str(free_udp_port()),
                                    "-s", "dialin", "-timeout", "120s", "-nostdin"], cwd=work,
@@ -83,6 +113,11 @@ def run(artifacts: Path) -> None:
         assert tiles == [[name, f"{name} (telefon)", 0, True]], tiles
         wait(coordinator, "the patient as on the phone in the people panel",
              lambda d: js(d, ON_THE_PHONE) == [name], 30)
+        # The coordinator's "Registrerade och anslutna" card marks the patient as on the phone, the
+        # number's ending only (as the lobby showed it).
+        marked = wait(coordinator, "Telefon in the coordinator's roster card", lambda d: js(d, ROSTER_PHONE), 30)
+        assert marked == [[patient["participant_id"], "Telefon, slutar på …12"]], marked
+        assert NUMBER not in coordinator.page_source
         coordinator.save_screenshot(str(artifacts / "coordinator-phone-tile.png"))
         print(f"phone tile shown at {time.monotonic() - started:.1f}s", flush=True)
 
@@ -91,6 +126,7 @@ def run(artifacts: Path) -> None:
         assert removed.status_code == 200, removed.text
         wait(coordinator, "the phone tile gone after the removal", lambda d: not js(d, PHONE_TILES), 30)
         wait(coordinator, "nobody on the phone in the people panel", lambda d: js(d, ON_THE_PHONE) == [], 30)
+        wait(coordinator, "no Telefon in the roster card", lambda d: js(d, ROSTER_PHONE) == [], 30)
         assert caller.wait(15) == 0  # the service hung up (BYE), and SIPp answered it
         assert_no_console_errors(coordinator, "coordinator")
         print(f"scenario passed in {time.monotonic() - started:.1f}s", flush=True)

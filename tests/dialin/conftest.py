@@ -34,14 +34,16 @@ def dialin_settings(sip_port: int, rtp_base: int, **extra) -> dict:
 
 @pytest.fixture
 async def dialin_factory(system_factory, person_token, service_token):
-    """dialin_factory(**settings): the system with the dial-in service's settings changed."""
+    """dialin_factory(**settings): the system with the dial-in service's settings changed (and
+    roster's, with roster={...})."""
 
-    async def make(**extra) -> DialinWorld:
+    async def make(roster: dict | None = None, **extra) -> DialinWorld:
         sip_port = free_udp_port()
         rtp_base = 30000 + 100 * (next(_ports) % 50)
         system = await system_factory(["identity", "media", "roster", "dialin"],
                                       overrides={"media": {"instance_id": MEDIA_INSTANCE},
-                                                 "dialin": dialin_settings(sip_port, rtp_base, **extra)})
+                                                 "dialin": dialin_settings(sip_port, rtp_base, **extra),
+                                                 "roster": roster or {}})
         return DialinWorld(system, person_token, service_token, sip_port)
 
     return make

@@ -22,7 +22,7 @@ async def test_the_caller_hears_a_webrtc_participants_tone(dialin_world, tmp_pat
         await phone.start()
         await phone.command("dial", f"sip:dialin@{world.sip[0]}:{world.sip[1]}")
         await poll(lambda: world.component.dialin.active, timeout=10, what=lambda: "the call answered\n" + phone.log())
-        await phone.command("sndcode", m.dial_in_code + "#")
+        await phone.command("sndcode", m.dial_in_code + "##")
         lobby = await poll(lambda: unidentified(world, m.meeting_id), timeout=20,
                            what=lambda: "the caller in the lobby\n" + phone.log())
         await world.roster.IdentifyConnection(roster_pb2.IdentifyConnectionRequest(

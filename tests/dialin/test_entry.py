@@ -79,7 +79,7 @@ def test_the_mix_sums_and_clips():
 def test_every_prompt_the_flow_plays_is_there_at_8_khz():
     prompts = Prompts()
     for name in ("welcome", "wrong_id", "too_many", "lobby", "admitted", "removed", "refused", "not_started",
-                 "ended", "busy"):
+                 "ended", "busy", "personal_code", "wrong_code", "too_many_codes"):
         assert prompts.seconds(name) > 0.5, name
         assert all(len(f) == FRAME_BYTES for f in prompts.frames(name))
     # The goodbyes leave time for the BYE within 2 s.

@@ -81,7 +81,7 @@ async def test_caller_waits_in_the_lobby_is_let_in_talks_and_is_removed_and_refu
     m, patient, speaker, listener, browsers = await live_meeting_with_browsers(world)
     before = outcomes("removed", "refused")
     try:
-        caller = await call(world, tmp_path, "first", NUMBER, enter(tmp_path, "first", m.dial_in_code + "#",
+        caller = await call(world, tmp_path, "first", NUMBER, enter(tmp_path, "first", m.dial_in_code + "##",
                                                                      then_tone=CALLER_TONE))
         # The coordinator sees an unidentified phone connection, the number masked.
         lobby = await poll(lambda: unidentified(world, m.meeting_id), timeout=20, what="the caller in the lobby")
@@ -110,7 +110,7 @@ async def test_caller_waits_in_the_lobby_is_let_in_talks_and_is_removed_and_refu
         assert world.component.dialin.active == 0
 
         # The same number calls back: told so and hung up on; the coordinator never sees it again.
-        again = await call(world, tmp_path, "again", NUMBER, enter(tmp_path, "again", m.dial_in_code + "#"),
+        again = await call(world, tmp_path, "again", NUMBER, enter(tmp_path, "again", m.dial_in_code + "##"),
                            bye_within_ms=20000)
         assert await finished(again, 40) == 0
         assert await unidentified(world, m.meeting_id) == []

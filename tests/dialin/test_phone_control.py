@@ -35,14 +35,14 @@ async def test_ending_the_meeting_hangs_up_every_caller(dialin_world, tmp_path):
     world = dialin_world
     m, patient, speaker, listener, _ = await live_meeting_with_browsers(world)
     try:
-        bridged = await call(world, tmp_path, "a", "0701111112", enter(tmp_path, "a", m.dial_in_code + "#"))
+        bridged = await call(world, tmp_path, "a", "0701111112", enter(tmp_path, "a", m.dial_in_code + "##"))
         lobby = await poll(lambda: unidentified(world, m.meeting_id), timeout=20, what="caller a in the lobby")
         await world.roster.IdentifyConnection(roster_pb2.IdentifyConnectionRequest(
             meeting_id=m.meeting_id, connection_id=lobby[0].connection_id, participant_id=patient.participant_id),
             metadata=world.who("coordinator"))
         await poll(lambda: in_room(world, m.meeting_id), timeout=20, what="caller a bridged",
                    until=lambda ids: patient.participant_id in ids)
-        waiting = await call(world, tmp_path, "b", "0702222234", enter(tmp_path, "b", m.dial_in_code + "#"))
+        waiting = await call(world, tmp_path, "b", "0702222234", enter(tmp_path, "b", m.dial_in_code + "##"))
         await poll(lambda: unidentified(world, m.meeting_id), timeout=20, what="caller b in the lobby",
                    until=lambda c: [x.label for x in c] == ["Telefon, slutar på …34"])
 
@@ -74,7 +74,7 @@ async def test_three_wrong_meeting_ids_end_the_call_and_a_fourth_is_never_tried(
 async def test_a_meeting_not_started_says_so_and_hangs_up(dialin_world, tmp_path):
     world = dialin_world
     m = await world.meeting()  # scheduled, not opened
-    proc = await call(world, tmp_path, "early", "0704444478", enter(tmp_path, "early", m.dial_in_code + "#"),
+    proc = await call(world, tmp_path, "early", "0704444478", enter(tmp_path, "early", m.dial_in_code + "##"),
                       bye_within_ms=20000)
     assert await finished(proc, 40) == 0
     assert REGISTRY.get_sample_value("svpl_dialin_calls_total", {"outcome": "not_started"}) >= 1
@@ -100,7 +100,7 @@ async def test_a_draining_instance_answers_new_calls_503_and_keeps_its_calls_unt
     instance), the call in progress goes on; the stop completes when that call has ended."""
     world = dialin_world
     m = await world.live()
-    first = await call(world, tmp_path, "kept", "0706666612", enter(tmp_path, "kept", m.dial_in_code + "#"))
+    first = await call(world, tmp_path, "kept", "0706666612", enter(tmp_path, "kept", m.dial_in_code + "##"))
     await poll(lambda: unidentified(world, m.meeting_id), timeout=20, what="the caller in the lobby")
     running = world.system.running.pop("dialin")
     stopping = asyncio.ensure_future(running.stop(60))

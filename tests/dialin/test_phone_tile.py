@@ -60,7 +60,7 @@ async def test_a_caller_let_in_shows_as_a_phone_tile_and_on_the_phone_in_the_peo
         await join(coordinator, meeting_id, peers[0])
         await join(staff, meeting_id, peers[1])
         caller = await sipp.run(sipp.scenario(tmp_path / "tile.xml", NUMBER, enter(tmp_path, "tile",
-                                                                                  meeting["dial_in_code"] + "#")),
+                                                                                  meeting["dial_in_code"] + "##")),
                                 sip_address, free_udp_port(), free_udp_port())
 
         async def lobby() -> list[dict]:

@@ -80,7 +80,7 @@ async def test_the_trunk_with_its_credentials_is_challenged_then_let_through_to_
     world = digest_world
     m = await world.live()
     before = verdicts("missing"), verdicts("ok")
-    scenario = sipp.scenario(tmp_path / "trunk.xml", "0707777712", enter(tmp_path, "trunk", m.dial_in_code + "#"),
+    scenario = sipp.scenario(tmp_path / "trunk.xml", "0707777712", enter(tmp_path, "trunk", m.dial_in_code + "##"),
                              digest=True)
     proc = await sipp.run(scenario, world.sip, free_udp_port(), free_udp_port(), credentials=(USER, PASSWORD))
     try:

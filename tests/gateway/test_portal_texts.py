@@ -31,6 +31,7 @@ def service_reasons() -> set[str]:
     found |= {f"MEETING_{state.upper()}" for state in (model.SCHEDULED, model.OPEN, model.LIVE, *model.FINAL)}
     found |= {f"ORDER_{status.upper()}" for status in (bankid.PENDING, bankid.FAILED, bankid.COMPLETE)}
     found |= {v.name for v in roster_pb2.AdmitRefusal.DESCRIPTOR.values if v.number}
+    found |= {model.CONNECTED_BY_PHONE, model.CONNECTED_BY_BROWSER}  # (named by constants, not reason="...")
     return found
 
 

@@ -124,7 +124,7 @@ def test_a_phone_connection_is_admitted_only_as_the_person_the_coordinator_ident
     with pytest.raises(FailedPrecondition) as err:
         M.admit_connection(m, "phone-1")  # still in the lobby
     assert err.value.reason == "NOT_IDENTIFIED"
-    assert M.report_connection(m, "c1", M.WEBRTC, "p-pat", True, "", "media-1")
+    assert M.report_connection(m, "c1", M.WEBRTC, "p-coord", True, "", "media-1")
     with pytest.raises(InvalidArgument):
         M.admit_connection(m, "c1")  # a browser's connection is not the dial-in service's to admit
     M.identify(m, "phone-1", "p-pat")

@@ -315,6 +315,9 @@ Adds to .data (the component's SVPL_* map). (dict "root" $ "c" $c "data" $data)
 {{- if and (eq .name "booking") $v.booking.cosmicLink.enabled $v.booking.cosmicLink.tokenSecret.name -}}
 {{- $refs = append $refs (list "SVPL_COSMIC_LINK_TOKEN" $v.booking.cosmicLink.tokenSecret) -}}
 {{- end -}}
+{{- if and (eq .name "roster") $v.dialin.enabled $v.dialin.personalCodeKeySecret.name -}}
+{{- $refs = append $refs (list "SVPL_PERSONAL_CODE_KEY" $v.dialin.personalCodeKeySecret) -}}
+{{- end -}}
 {{- range $ref := $refs }}
 - name: {{ index $ref 0 }}
   valueFrom:

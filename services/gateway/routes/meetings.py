@@ -1,5 +1,6 @@
 """REST /api/v1 "meetings": a meeting's life (open, start, end, abort), its participants, who is
-physically present with the patient, removals, who is connected, identifying a phone caller, the
+physically present with the patient, removals, who is connected, identifying a phone caller, personal
+dial-in codes (the person's own; the coordinator re-issues), the
 reconciliation, delegating the coordinator role and the confidentiality assessment, each relayed to
 roster with the person's own token."""
 
@@ -122,6 +123,22 @@ async def update_participant(request: Request, me: Me, meeting_id: Id, participa
     return await relayed(request, me, roster_pb2.UpdateParticipantRequest(
         meeting_id=meeting_id, participant_id=participant_id, full_name=body.full_name, role=body.role,
         organization=body.organization))
+
+
+@router.get("/meetings/{meeting_id}/personal-code", responses=answers(roster_pb2.GetMyPersonalCodeResponse, 403, 404),
+            summary="The caller's own personal code for dialling in (empty when personal codes are off)")
+@relays("roster", "GetMyPersonalCode")
+async def my_personal_code(request: Request, me: Me, meeting_id: Id):
+    return await relayed(request, me, roster_pb2.GetMyPersonalCodeRequest(meeting_id=meeting_id))
+
+
+@router.post("/meetings/{meeting_id}/participants/{participant_id}/personal-code",
+             responses=answers(roster_pb2.ReissuePersonalCodeResponse, 404, 409),
+             summary="A new personal code for a participant (the old one stops working; the coordinator never sees it)")
+@relays("roster", "ReissuePersonalCode")
+async def reissue_personal_code(request: Request, me: Me, meeting_id: Id, participant_id: Id):
+    return await relayed(request, me, roster_pb2.ReissuePersonalCodeRequest(meeting_id=meeting_id,
+                                                                            participant_id=participant_id))
 
 
 class RemovalBody(Body):

@@ -151,6 +151,7 @@
       el("dt", {}, "Läge"), el("dd", { id: "meeting-state", class: "state" }, STATES[meeting.state] || meeting.state),
       el("dt", {}, "Mötes-ID för uppringning"), el("dd", { id: "dial-in" }, meeting.dial_in_code),
       el("dt", {}, "Registrerade / anslutna"), el("dd", {}, meeting.registered_count + " / " + meeting.connected_count));
+    const codesOn = Boolean(await personalCode(id, facts));
     const actions = el("p", {},
       el("a", { class: "button", id: "go-room", href: "#/room/" + id }, "Gå till mötesrummet"), " ",
       el("a", { class: "button secondary", href: "#/report?meeting=" + encodeURIComponent(meeting.dial_in_code) }, "Rapportera ett problem"));
@@ -191,7 +192,8 @@
         el("td", {}, p.removed ? "Borttagen" : p.connected ? "Ansluten" : "Registrerad",
           INBOX[p.inbox_notice] ? el("span", { class: "inbox-notice", "data-inbox": p.inbox_notice },
             " – " + INBOX[p.inbox_notice]) : ""),
-        el("td", {}, p.removed || p.role === "PARTICIPANT_ROLE_COORDINATOR" ? "" : editRegistration(id, p, msg, refresh)))));
+        el("td", {}, p.removed || p.role === "PARTICIPANT_ROLE_COORDINATOR" ? "" : editRegistration(id, p, msg, refresh),
+          p.removed || !codesOn ? "" : reissueCode(id, p, msg)))));
       delegateForm(delegate, meeting, participants, msg, m => { meeting = m; });
     };
     const register = registerForm(id, msg, refresh);
@@ -254,6 +256,31 @@
   }
 
   // Correcting a registration: name, role and organisation (the ID stays; roster checks the role fits it).
+  // The viewer's own personal dial-in code (meeting ID + code enters the meeting by phone as them):
+  // shown to them only; nothing when personal codes are off or the meeting is over. Returns it ("" if none).
+  async function personalCode(meetingId, facts) {
+    let code = "";
+    try { code = (await api("GET", "/meetings/" + meetingId + "/personal-code")).personal_code || ""; } catch (err) { return ""; }
+    if (!code) return "";
+    facts.append(el("dt", {}, "Din personliga kod för uppringning"),
+      el("dd", {}, el("strong", { id: "personal-code" }, code),
+        " – ring in, ange mötes-ID och fyrkant, sedan koden och fyrkant, så kommer du in direkt. Koden är bara din."));
+    return code;
+  }
+
+  // A new personal code for a participant (e.g. the old one got out): the old stops working. The
+  // coordinator never sees the code; the participant finds it on their own meeting page.
+  function reissueCode(meetingId, p, msg) {
+    return el("button", { type: "button", class: "secondary reissue-code", "data-participant": p.participant_id,
+      onclick: async () => {
+        if (!await SVPL.confirmAction("Ge " + p.full_name + " en ny personlig kod?",
+          "Den gamla koden slutar gälla direkt. " + p.full_name + " ser den nya koden på sin mötessida" +
+          (p.role === "PARTICIPANT_ROLE_NEXT_OF_KIN" ? " och får den i sin 1177-inkorg." : "."), "Ny kod")) return;
+        await act(msg, () => api("POST", "/meetings/" + meetingId + "/participants/" + p.participant_id + "/personal-code"),
+          p.full_name + " har fått en ny personlig kod.");
+      } }, "Ny personlig kod", el("span", { class: "sr-only" }, " för " + p.full_name));
+  }
+
   function editRegistration(meetingId, p, msg, refresh) {
     const key = p.participant_id;
     const name = el("input", { id: "edit-name-" + key, value: p.full_name, required: true });
@@ -584,9 +611,10 @@
     let admission;
     try { admission = await api("POST", "/meetings/" + id + "/admission"); }
     catch (err) {
-      const transient = !(err instanceof SVPL.ApiError) || err.status >= 500 || err.status === 429 ||
-        err.reason === "ADMIT_REFUSAL_NOT_STARTED";  // not started yet: try again later
-      say(msg, err.reason === "ADMIT_REFUSAL_NOT_STARTED" ? errorText(err) : transient ?
+      // Not started yet, or on the phone right now: try again later (after the start, after hanging up).
+      const later = ["ADMIT_REFUSAL_NOT_STARTED", "ALREADY_CONNECTED_BY_PHONE"].includes(err.reason);
+      const transient = !(err instanceof SVPL.ApiError) || err.status >= 500 || err.status === 429 || later;
+      say(msg, later ? errorText(err) : transient ?
         "Mötet gick inte att nå just nu. Kontrollera nätverket och försök igen." : "Du kan inte ansluta: " + errorText(err), "error");
       msg.dataset.outcome = transient ? "unavailable" : "refused";
       return transient ? "try again" : "refused";
@@ -932,6 +960,16 @@
     });
   }
 
+  // A registered person connected by phone, as the people panel marks them: "☎ Telefon" and the
+  // phone connection's label (the number's last two digits only, e.g. "slutar på …12").
+  function phoneMark(rec, p) {
+    const phone = (rec.by_phone || []).find(c => c.participant_id === p.participant_id);
+    if (!phone) return "";
+    const ending = (phone.label || "").replace(/^Telefon,?\s*/, "");
+    return el("span", { class: "by-phone", "data-phone": "true" }, el("span", { "aria-hidden": "true" }, "☎ "),
+      "Telefon" + (ending ? ", " + ending : ""), " ");
+  }
+
   // The coordinator's roster in the room: who is connected (and physically present with the
   // patient, changeable here), who is registered but not connected, unidentified connections (a
   // phone caller) to identify as a registered person or remove; removing and aborting are confirmed.
@@ -955,7 +993,7 @@
     const list = el("ul", { class: "plain", id: "roster-connected" });
     for (const p of rec.registered_and_connected) {
       list.append(el("li", { "data-participant": p.participant_id, "data-present": p.physically_present ? "true" : "false" },
-        p.full_name + " (" + (ROLES[p.role] || "") + ") ", present(p), " ",
+        p.full_name + " (" + (ROLES[p.role] || "") + ") ", phoneMark(rec, p), present(p), " ",
         p.participant_id === thisRoom.participantId ? "" : remove({ participant_id: p.participant_id }, p.full_name)));
     }
     rec.connected_not_identified.forEach((c, n) => {
