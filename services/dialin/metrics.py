@@ -18,8 +18,9 @@ ANSWERED = Counter("svpl_dialin_answered_calls_total", "Calls answered, by codec
                    "(srtp, rtp) and signalling transport (tls, udp).", ["codec", "media", "transport"])
 TLS_HANDSHAKES = Counter("svpl_dialin_tls_handshakes_total", "SIP over TLS connections by handshake result (ok; "
                          "refused: no or a foreign client certificate, not TLS, or too slow).", ["result"])
-SRTP_REJECTED = Counter("svpl_dialin_srtp_rejected_packets_total",
-                        "SRTP/SRTCP packets dropped because they failed authentication (forged, replayed, wrong key).")
+SRTP_REJECTED = Counter("svpl_dialin_srtp_rejected_packets_total", "SRTP and SRTCP packets dropped because "
+                        "they failed authentication (forged, replayed, wrong key, or sent in clear), by kind "
+                        "(srtp, srtcp).", ["kind"])
 ENTRIES = Counter(
     "svpl_dialin_entries_total",
     "Meeting IDs entered on the keypad, by result (found, wrong, rate_limited_number, rate_limited_total).",
