@@ -25,7 +25,7 @@ from services.dialin import voice
 from services.dialin.config import DialinSettings
 from tests.dialin.baresip import Baresip
 from tests.dialin.test_phone_caller import in_room, live_meeting_with_browsers, unidentified
-from tests.dialin.tones import ListeningPeer, tone_share
+from tests.dialin.tones import tone_share
 from tests.polling import poll
 
 SPEAKER_TONE = 440.0  # the coordinator's browser microphone (devstack.peers.SyntheticAudio)
