@@ -163,3 +163,18 @@ def test_sip_over_tls_srtp_and_codecs_reach_the_pod_and_only_the_trunk_reaches_5
     # Only the trunk's rule opens 5061.
     assert all(p.get("port") != 5061 for rule in r.get("NetworkPolicy", NAME)["spec"]["ingress"][1:]
                for p in rule["ports"])
+
+
+def test_tls_refusals_and_srtp_failures_are_alerted_on_in_their_own_rule(render):
+    from tests.charts.test_chart import check_prometheus_rule
+
+    assert not [m for m in render(DIALIN).manifests if m["metadata"]["name"].endswith("dialin-trunk-security")]
+    r = render(DIALIN, TLS, {"metrics": {"prometheusRule": {"enabled": True}}})
+    rule = r.get("PrometheusRule", f"{NAME}-trunk-security")
+    check_prometheus_rule(rule)
+    assert {a["alert"] for a in rule["spec"]["groups"][0]["rules"]} == {
+        "SvplDialinTlsHandshakesRefused", "SvplDialinSrtpAuthenticationFailures"}
+    metrics = (ROOT / "services" / "dialin" / "metrics.py").read_text()
+    for a in rule["spec"]["groups"][0]["rules"]:
+        for metric in re.findall(r"\b(svpl_[a-z_]+?)\{", a["expr"]):
+            assert f'"{metric}"' in metrics, metric
