@@ -119,8 +119,9 @@ class _TlsTransport(TcpSipTransport):
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
         try:
-            async with asyncio.timeout(TLS_HANDSHAKE_SECONDS):  # (in this task: start_tls in wait_for's own task
-                await writer.start_tls(self._context)  # resets the connection on Python 3.11)
+            # asyncio.timeout, not wait_for: start_tls in wait_for's own task resets the connection (Python 3.11).
+            async with asyncio.timeout(TLS_HANDSHAKE_SECONDS):
+                await writer.start_tls(self._context)
         except (ssl.SSLError, OSError, TimeoutError) as exc:
             log.warning("SIP over TLS: handshake from %s refused: %r", peer[0], exc)
             metrics.TLS_HANDSHAKES.labels("refused").inc()
@@ -197,7 +198,8 @@ def _encrypt(session: RTPSession, srtp: sdes.SrtpContext) -> None:
                 metrics.SRTP_REJECTED.labels("srtcp" if rtcp else "srtp").inc()
                 if srtp.rejected & (srtp.rejected - 1) == 0:  # the 1st, 2nd, 4th, 8th, … (not a log line per packet)
                     log.warning("SRTP: %d packet(s) failed authentication (last: %s, %d bytes, PT %d)", srtp.rejected,
-                                "SRTCP" if rtcp else "SRTP", len(data), data[1] & (0xFF if rtcp else 0x7F))
+                                "SRTCP" if rtcp else "SRTP", len(data),
+                                data[1] & (0xFF if rtcp else 0x7F) if len(data) > 1 else -1)
             else:
                 deliver(plain, addr)
 
