@@ -32,12 +32,14 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
 import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from aiortp import PortAllocator, RTPSession
 from aiortp.packet import is_rtcp
@@ -107,9 +109,9 @@ class _TlsTransport(TcpSipTransport):
     does what aiosipua leaves to the transport: the Contact of our responses says `transport=tls` and
     our requests' Via says TLS, so the trunk sends the ACK and BYE over this connection, not over UDP."""
 
-    def __init__(self, local_addr: tuple[str, int], context: ssl.SSLContext) -> None:
+    def __init__(self, local_addr: tuple[str, int], tls: ServerTls) -> None:
         super().__init__(local_addr=local_addr)
-        self._context = context
+        self._tls = tls
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, host=self.local_addr[0], port=self.local_addr[1])
@@ -121,7 +123,7 @@ class _TlsTransport(TcpSipTransport):
         try:
             # asyncio.timeout, not wait_for: start_tls in wait_for's own task resets the connection (Python 3.11).
             async with asyncio.timeout(TLS_HANDSHAKE_SECONDS):
-                await writer.start_tls(self._context)
+                await writer.start_tls(self._tls.context())
         except (ssl.SSLError, OSError, TimeoutError) as exc:
             log.warning("SIP over TLS: handshake from %s refused: %r", peer[0], exc)
             metrics.TLS_HANDSHAKES.labels("refused").inc()
@@ -150,16 +152,46 @@ class _TlsTransport(TcpSipTransport):
         super().send(message, addr)
 
 
-def server_context(cert_file: str, key_file: str, client_ca_file: str = "") -> ssl.SSLContext:
+class ServerTls:
     """TLS for the SIP listener: our certificate; with `client_ca_file`, the trunk must present a
-    certificate from that CA (mutual TLS, as most SBCs do). TLS 1.2 at least."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert_file, key_file)
-    if client_ca_file:
-        context.load_verify_locations(client_ca_file)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
+    certificate from that CA (mutual TLS, as most SBCs do). TLS 1.2 at least.
+
+    The files are looked at again for each new connection and the context rebuilt when one changed
+    (its stat: inode, mtime, size — the kubelet swaps a renewed Secret's files in one rename, as
+    services/runtime/tls.py relies on for gRPC). Files found unusable mid-rotation leave the previous
+    context serving, and are tried again when they change. Connections keep their handshake."""
+
+    def __init__(self, cert_file: str, key_file: str, client_ca_file: str = "") -> None:
+        self._files = [Path(f) for f in (cert_file, key_file, client_ca_file) if f]
+        self._cert, self._key, self._ca = cert_file, key_file, client_ca_file
+        self._stamp = self._stat()
+        self._context = self._load()  # unusable files at start: the error stops the service
+
+    def _stat(self) -> tuple[tuple[int, int, int], ...]:
+        return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in (os.stat(f) for f in self._files))
+
+    def _load(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self._cert, self._key)
+        if self._ca:
+            context.load_verify_locations(self._ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def context(self) -> ssl.SSLContext:
+        try:
+            stamp = self._stat()
+        except OSError:  # mid-swap: the next connection looks again
+            return self._context
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._context = self._load()
+                log.info("SIP over TLS: certificate files reloaded")
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("SIP over TLS: certificate files not reloaded, serving the previous ones: %s", exc)
+        return self._context
 
 
 @dataclass(frozen=True)
@@ -445,7 +477,7 @@ class Endpoint:
 
     def __init__(self, host: str, port: int, rtp_ports: tuple[int, int], on_call: Callable[[Call], Awaitable[None]],
                  advertised_ip: str = "", policy: MediaPolicy = MediaPolicy(),
-                 tls: tuple[int, ssl.SSLContext] | None = None) -> None:
+                 tls: tuple[int, ServerTls] | None = None) -> None:
         self.host, self.port, self.advertised_ip, self.policy = host, port, advertised_ip, policy
         self.ports = PortAllocator(rtp_ports)
         self._on_call = on_call

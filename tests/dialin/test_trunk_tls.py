@@ -9,6 +9,7 @@ encrypted, a TLS client certificate from another CA, no client certificate."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import ssl
 from pathlib import Path
@@ -196,6 +197,24 @@ async def test_a_tls_client_with_a_foreign_or_no_certificate_is_refused_before_a
     # The trunk's own certificate is let through to SIP (a 488 here: its INVITE offers no audio).
     answer = await tls_attempt(port, pki.region_ca, pki.trunk, pki.dir)
     assert b"SIP/2.0 488" in answer, answer
+
+
+@pytest.mark.slow
+async def test_a_renewed_certificate_is_served_to_new_connections_without_a_restart(tls_world, pki):
+    """cert-manager renews the Secret and the kubelet swaps its files: the next connection gets the new
+    certificate (here from a new CA, so a client that trusts only the old one sees the change)."""
+    world = tls_world
+    port = world.component.endpoint.tls_port
+    assert b"SIP/2.0 488" in await tls_attempt(port, pki.region_ca, pki.trunk, pki.dir)
+    new_ca = make_ca("Region Test CA 2")
+    renewed = make_leaf(new_ca, "svpl-dialin", server_names=["127.0.0.1", "localhost"], mutual=True)
+    new_ca_file = pem(pki.dir, "region-ca-2", new_ca)
+    for name, text in ((pki.server_key, renewed.key_pem), (pki.server_cert, renewed.pem)):
+        Path(name + ".new").write_text(text)
+        os.replace(name + ".new", name)  # a new inode, as the kubelet's swap
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await tls_attempt(port, pki.region_ca, pki.trunk, pki.dir)
+    assert b"SIP/2.0 488" in await tls_attempt(port, new_ca_file, pki.trunk, pki.dir)
 
 
 @pytest.mark.slow
