@@ -96,6 +96,8 @@ class _UdpTransport(UdpSipTransport):
 
 # A TLS client has this long to complete its handshake.
 TLS_HANDSHAKE_SECONDS = 10.0
+# A name-addr's or addr-spec's URI that is a SIPS URI ("<sips:…>" or "sips:…").
+SIPS_URI = re.compile(r"(?:^|<)\s*sips:", re.IGNORECASE)
 
 
 class _TlsTransport(TcpSipTransport):
@@ -135,8 +137,12 @@ class _TlsTransport(TcpSipTransport):
     def send(self, message: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
         if isinstance(message, SipResponse):
             contact = message.headers.get_first("contact")
-            if contact and "transport=" not in contact.lower():
-                message.headers.set_single("Contact", contact.replace(">", ";transport=tls>", 1))
+            if contact and contact.startswith("<sip:") and "transport=" not in contact.lower():
+                # A dialog begun with a SIPS URI needs a SIPS Contact (RFC 3261 §12.1.1); otherwise
+                # sip: with transport=tls, which every TLS trunk understands.
+                secure = SIPS_URI.search(message.headers.get_first("to") or "") is not None
+                message.headers.set_single("Contact", contact.replace("<sip:", "<sips:", 1) if secure
+                                           else contact.replace(">", ";transport=tls>", 1))
         else:
             vias = message.headers.get("via")
             if vias:

@@ -158,7 +158,7 @@ INVITE = ("INVITE sip:dialin@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:509
           "CSeq: 1 INVITE\r\nContact: <sip:0709999912@127.0.0.1:5099;transport=tls>\r\nContent-Length: 0\r\n\r\n")
 
 
-async def tls_attempt(port: int, ca: str, client: Issued | None, directory: Path) -> bytes:
+async def tls_attempt(port: int, ca: str, client: Issued | None, directory: Path, invite: str = INVITE) -> bytes:
     """Connect with Python's TLS client (with `client`'s certificate, or none), send an INVITE and
     return what comes back up to the final response (b"" when the service closes the connection), or
     raise the TLS error."""
@@ -167,7 +167,7 @@ async def tls_attempt(port: int, ca: str, client: Issued | None, directory: Path
         context.load_cert_chain(pem(directory, "attacker", client, key=True))
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="127.0.0.1")
     try:
-        writer.write(INVITE.encode())
+        writer.write(invite.encode())
         await writer.drain()
         received = b""
         async with asyncio.timeout(10):
@@ -194,9 +194,13 @@ async def test_a_tls_client_with_a_foreign_or_no_certificate_is_refused_before_a
         assert not answer.startswith(b"SIP/2.0")
     assert sample("svpl_dialin_tls_handshakes_total", {"result": "refused"}) - before == 2
     assert world.component.dialin.active == 0
-    # The trunk's own certificate is let through to SIP (a 488 here: its INVITE offers no audio).
+    # The trunk's own certificate is let through to SIP (a 488 here: its INVITE offers no audio). Our
+    # Contact keeps the trunk on TLS: transport=tls, or a SIPS URI where the dialog began with one.
     answer = await tls_attempt(port, pki.region_ca, pki.trunk, pki.dir)
-    assert b"SIP/2.0 488" in answer, answer
+    assert b"SIP/2.0 488" in answer and f"<sip:127.0.0.1:{port};transport=tls>".encode() in answer, answer
+    answer = await tls_attempt(port, pki.region_ca, pki.trunk, pki.dir,
+                               INVITE.replace("sip:dialin@", "sips:dialin@").replace("attacker-1", "trunk-2"))
+    assert b"SIP/2.0 488" in answer and f"Contact: <sips:127.0.0.1:{port}>".encode() in answer, answer
 
 
 @pytest.mark.slow
