@@ -13,7 +13,8 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 # The SITHS login test puts a real nginx (as ingress-nginx configures it) in front of the gateway.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 # The dial-in tests call in with real SIP clients: SIPp (sip-tester) and baresip (its aufile, sndfile,
-# alsa modules: a WAV microphone, a recorder of what it hears, ALSA's null device as the speaker).
+# alsa modules: a WAV microphone, a recorder of what it hears, ALSA's null device as the speaker; its srtp,
+# g722 and opus modules: SRTP with SDES over SIP/TLS, and the wideband codecs).
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 # The network topology tests (tests/network): namespaces, NAT and firewall rules, rate limits, and

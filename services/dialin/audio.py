@@ -1,4 +1,5 @@
-"""Audio between the call (8 kHz mono, 20 ms frames of 16-bit PCM; the SIP stack does G.711) and
+"""Audio between the call (16 kHz mono, 20 ms frames of 16-bit PCM: wideband, so a G.722 or Opus
+caller keeps their 7 kHz; services/dialin/voice.py converts to and from the negotiated codec) and
 the room (aiortc: Opus decoded to 48 kHz frames): the prompts, the caller's track published into
 the room, and the mix of everyone else's audio the caller hears. No audio is ever written anywhere."""
 
@@ -14,8 +15,9 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-RATE = 8000
-FRAME_SAMPLES = 160  # 20 ms
+RATE = 16000
+FRAME_SAMPLES = 320  # 20 ms
+PROMPT_RATE = 8000  # the committed prompt files (espeak-ng's voice has nothing above 4 kHz worth keeping)
 FRAME_BYTES = FRAME_SAMPLES * 2
 SILENCE = bytes(FRAME_BYTES)
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
@@ -27,15 +29,16 @@ PLAYOUT_LIMIT_FRAMES = 10
 
 
 class Prompts:
-    """The Swedish voice prompts (scripts/make_dialin_prompts.py made them), as 20 ms frames."""
+    """The Swedish voice prompts (scripts/make_dialin_prompts.py made them), as 20 ms frames at RATE
+    (the 8 kHz files resampled once, at start)."""
 
     def __init__(self, directory: Path = PROMPTS_DIR) -> None:
         self._frames: dict[str, list[bytes]] = {}
         for path in sorted(directory.glob("*.wav")):
             with wave.open(str(path), "rb") as w:
-                if (w.getframerate(), w.getnchannels(), w.getsampwidth()) != (RATE, 1, 2):
+                if (w.getframerate(), w.getnchannels(), w.getsampwidth()) != (PROMPT_RATE, 1, 2):
                     raise ValueError(f"{path.name}: not 8 kHz mono 16-bit")
-                pcm = w.readframes(w.getnframes())
+                pcm = _resample(w.readframes(w.getnframes()), PROMPT_RATE)
             pcm += bytes(-len(pcm) % FRAME_BYTES)
             self._frames[path.stem] = [pcm[i:i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
 
@@ -44,6 +47,15 @@ class Prompts:
 
     def seconds(self, name: str) -> float:
         return len(self._frames[name]) * FRAME_SAMPLES / RATE
+
+
+def _resample(pcm: bytes, rate: int) -> bytes:
+    """16-bit mono PCM at `rate` as RATE (ffmpeg's swresample, flushed so the end is kept)."""
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+    frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm, np.int16).reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = rate
+    return b"".join(out.to_ndarray().reshape(-1)[:out.samples].tobytes()
+                    for out in [*resampler.resample(frame), *resampler.resample(None)])
 
 
 class PlayoutBuffer:
@@ -98,7 +110,7 @@ def mix(frames: list[bytes]) -> bytes:
 
 
 class RoomMix:
-    """Everyone else's audio in the room, each track decoded (aiortc) and resampled to 8 kHz mono
+    """Everyone else's audio in the room, each track decoded (aiortc) and resampled to 16 kHz mono
     into its own short buffer; `pull()` takes one 20 ms frame of their sum."""
 
     def __init__(self) -> None:
@@ -135,7 +147,7 @@ class RoomMix:
 
 
 class CallerTrack(MediaStreamTrack):
-    """The caller's voice as the room's audio track: 20 ms frames at 8 kHz on a steady clock (aiortc's
+    """The caller's voice as the room's audio track: 20 ms frames at 16 kHz on a steady clock (aiortc's
     Opus encoder resamples); silence when the phone side sent nothing in time."""
 
     kind = "audio"

@@ -26,7 +26,7 @@ from services.dialin.audio import Prompts
 from services.dialin.bridge import RoomBridge
 from services.dialin.peers import FINAL, Media, Meeting, Refused, Roster, WrongCode
 from services.dialin.quality import CallQuality
-from services.dialin.sip import Call, DigestCheck, SrtpOffered
+from services.dialin.sip import Call, DigestCheck, MediaRefused
 from services.runtime.errors import Unavailable
 
 log = logging.getLogger("svpl.dialin")
@@ -99,12 +99,9 @@ class Dialin:
             return
         try:
             await call.answer()
-        except SrtpOffered as exc:
+        except MediaRefused as exc:
             log.warning("INVITE refused: %s", exc)
-            metrics.CALLS.labels("srtp_offered").inc()
-            return
-        except ValueError:
-            metrics.CALLS.labels("no_audio").inc()
+            metrics.CALLS.labels(exc.outcome).inc()
             return
         self.active += 1
         self.idle.clear()

@@ -4,6 +4,7 @@ import ipaddress
 
 from pydantic import Field, field_validator, model_validator
 
+from services.dialin import voice
 from services.runtime.config import ServiceSettings
 
 
@@ -26,6 +27,20 @@ class DialinSettings(ServiceSettings):
     trunk_username: str = ""
     trunk_password: str = ""
     trunk_realm: str = "svpl-dialin"
+    # SIP over TLS (RFC 3261 §26): on when sip_tls_port is set, with this certificate and key (PEM files,
+    # the chart mounts them from a Secret). With sip_tls_client_ca_file the trunk must present a client
+    # certificate from that CA (mutual TLS); the trunk networks and digest credentials apply as over UDP.
+    sip_tls_port: int = Field(0, ge=0, le=65535)
+    sip_tls_cert_file: str = ""
+    sip_tls_key_file: str = ""
+    sip_tls_client_ca_file: str = ""
+    # Refuse plain RTP (488): the trunk must offer SRTP (RTP/SAVP with SDES a=crypto).
+    require_srtp: bool = False
+    # SDES keys travel in the SDP: accepted only over SIP over TLS, unless this documented exception is
+    # set (a trunk whose signalling is protected another way, e.g. an IPsec tunnel; docs/DIALIN.md).
+    sdes_over_insecure: bool = False
+    # Codecs towards the trunk in our order of preference (opus, G722, PCMA, PCMU; a subset is allowed).
+    codecs: list[str] = Field(default_factory=lambda: list(voice.PREFERENCE))
     # Required: the key that makes a phone connection's id from meeting + calling number (HMAC),
     # so a removed number is recognised when it calls back without roster ever seeing the number.
     connection_key: str = Field(min_length=32)
@@ -49,6 +64,15 @@ class DialinSettings(ServiceSettings):
     # Seconds to join the room (negotiate + ICE/DTLS) before the caller is told to try again.
     join_timeout_seconds: float = Field(15.0, gt=0)
 
+    @field_validator("codecs")
+    @classmethod
+    def _codecs(cls, value: list[str]) -> list[str]:
+        names = [voice.canonical(name) for name in value]
+        unknown = [given for given, name in zip(value, names, strict=True) if name is None]
+        if unknown or not value or len(set(names)) != len(names):
+            raise ValueError(f"codecs: one or more of {', '.join(voice.PREFERENCE)}, each once (not {value})")
+        return [name for name in names if name is not None]
+
     @field_validator("trunk_networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
@@ -63,6 +87,13 @@ class DialinSettings(ServiceSettings):
         if not self.trunk_networks and not self.trunk_username:
             raise ValueError("trust in the trunk needs trunk_networks (CIDR) or trunk_username/trunk_password "
                              "(SIP digest), or both")
+        if self.sip_tls_port and not (self.sip_tls_cert_file and self.sip_tls_key_file):
+            raise ValueError("sip_tls_port needs sip_tls_cert_file and sip_tls_key_file (SIP over TLS)")
+        if self.sip_tls_port and self.sip_tls_port == self.sip_port:
+            raise ValueError("sip_tls_port and sip_port must differ")
+        if self.require_srtp and not self.sip_tls_port and not self.sdes_over_insecure:
+            raise ValueError("require_srtp needs SIP over TLS (sip_tls_port): SDES keys are not sent in clear "
+                             "(or the documented sdes_over_insecure exception)")
         if self.trunk_password and len(self.trunk_password) < 16:
             raise ValueError("trunk_password must be at least 16 characters")
         return self

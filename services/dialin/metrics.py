@@ -9,9 +9,18 @@ from prometheus_client import Counter, Gauge, Histogram
 CALLS = Counter(
     "svpl_dialin_calls_total",
     "Incoming calls by how they ended (bridged, lobby_left, removed, refused, ended, not_started, "
-    "too_many_entries, rate_limited, untrusted_source, bad_credentials, busy, no_audio, srtp_offered, unavailable, hung_up).",
+    "too_many_entries, rate_limited, untrusted_source, bad_credentials, busy, no_audio, plain_rtp_refused, "
+    "sdes_insecure, srtp_unusable, unavailable, hung_up).",
     ["outcome"],
 )
+# Trunk transport security and codecs (SIP over TLS, SRTP/SDES, G.722/Opus; docs/DIALIN.md).
+ANSWERED = Counter("svpl_dialin_answered_calls_total", "Calls answered, by codec (opus, G722, PCMA, PCMU), media "
+                   "(srtp, rtp) and signalling transport (tls, udp).", ["codec", "media", "transport"])
+TLS_HANDSHAKES = Counter("svpl_dialin_tls_handshakes_total", "SIP over TLS connections by handshake result (ok; "
+                         "refused: no or a foreign client certificate, not TLS, or too slow).", ["result"])
+SRTP_REJECTED = Counter("svpl_dialin_srtp_rejected_packets_total", "SRTP and SRTCP packets dropped because "
+                        "they failed authentication (forged, replayed, wrong key, or sent in clear), by kind "
+                        "(srtp, srtcp).", ["kind"])
 ENTRIES = Counter(
     "svpl_dialin_entries_total",
     "Meeting IDs and personal codes entered on the keypad, by result (found, wrong: meeting IDs; code_found, "

@@ -18,7 +18,7 @@ from services.dialin.calls import Dialin, Limits
 from services.dialin.config import DialinSettings
 from services.dialin.peers import Media, Roster
 from services.dialin.servicer import ACCESS, DialinServicer
-from services.dialin.sip import DigestCheck, Endpoint
+from services.dialin.sip import DigestCheck, Endpoint, MediaPolicy, ServerTls
 from services.runtime import auth, clients
 from services.runtime.server import Binding, Component, Resources
 
@@ -49,8 +49,11 @@ async def build(settings: DialinSettings) -> tuple[Component, auth.KeySet]:
         roster_channel = opened.closing(clients.channel(settings.roster_address))
         media = opened.closing(Media(settings.service_token))
         dialin = make_dialin(settings, Roster(roster_channel, settings.service_token), media)
+        tls = (settings.sip_tls_port, ServerTls(settings.sip_tls_cert_file, settings.sip_tls_key_file,
+                                                settings.sip_tls_client_ca_file)) if settings.sip_tls_port else None
+        policy = MediaPolicy(tuple(settings.codecs), settings.require_srtp, settings.sdes_over_insecure)
         endpoint = Endpoint(settings.sip_host, settings.sip_port, (settings.rtp_port_min, settings.rtp_port_max),
-                            dialin.handle, settings.advertised_ip)
+                            dialin.handle, settings.advertised_ip, policy, tls)
         opened.closing(endpoint, endpoint.stop)
 
         async def drain(grace: float) -> None:

@@ -1,5 +1,6 @@
 """The only module that touches the SIP stack: aiosipua (RFC 3261 transactions and dialogs, SDP
-offer/answer) and aiortp (RTP/RTCP, its jitter buffer, G.711 A-law/µ-law, RFC 4733 telephone events).
+offer/answer, over UDP and TLS) and aiortp (RTP/RTCP, its jitter buffer and loss concealment, RFC 4733
+telephone events; the codecs are services/dialin/voice.py's, SRTP's keys services/dialin/sdes.py's).
 
 Why these (evaluated for issue #17, see docs/DIALIN.md): both are asyncio-native and pure Python,
 so a call lives in the same event loop as the aiortc peer connection it is bridged to, with no
@@ -12,7 +13,11 @@ Private names used (pinned in pyproject.toml; tests/dialin/test_sip_stack.py tri
 INFO, the DTMF fallback, which aiosipua answers 405), `SipUAS._send_error`
 (INFO outside a dialog: 481), `SipUAS._calls` (to forget a call we ended ourselves, which aiosipua keeps
 until a BYE arrives), `IncomingCall._send_response` (a 401 with its WWW-Authenticate challenge:
-aiosipua's public `reject` takes no headers) and `Call._incoming` within this module.
+aiosipua's public `reject` takes no headers) and `Call._incoming` within this module;
+`TcpSipTransport._handle_connection` / `_connections` (SIP over TLS, see _TlsTransport); aiortp's
+`RTPSession._rtp_transport` / `_rtcp_transport` and `RtpTransport._on_rtp` / `_on_rtcp` (SRTP, see
+_encrypt: aiortp has no SRTP, so each packet is protected on its way out of and unprotected on its
+way into aiortp's UDP transports).
 
 Trunk digest authentication (RFC 3261 §22, RFC 2617 with qop=auth): aiosipua implements the
 client side only (answering a challenge). The server side here reuses its parser and its response
@@ -27,30 +32,37 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
-from aiortp import PortAllocator
+from aiortp import PortAllocator, RTPSession
+from aiortp.packet import is_rtcp
 from aiosipua import (
     AuthChallenge,
-    CallSession,
     IncomingCall,
     SipDigestAuth,
     SipRequest,
+    SipResponse,
     SipUAS,
+    TcpSipTransport,
     UdpSipTransport,
+    negotiate_sdp,
     parse_auth,
 )
 from aiosipua.auth import build_credentials
 
+from services.dialin import metrics, sdes, voice
 from services.dialin.audio import FRAME_BYTES, FRAME_SAMPLES, RATE, SILENCE
 from services.dialin.entry import caller_number
 
 log = logging.getLogger("svpl.dialin.sip")
 
-PCMA, PCMU = 8, 0
 # Packets aiortp's jitter buffer holds before it delivers (its default is 4, 80 ms): 2 rides out the
 # reordering a trunk shows and keeps the bridge's added delay down (make bench-dialin).
 JITTER_PREFETCH = 2
@@ -82,8 +94,156 @@ class _UdpTransport(UdpSipTransport):
         self._udp_transport = transport
 
 
-class SrtpOffered(ValueError):
-    """The offer is SRTP only (RTP/SAVP): not supported here (docs/DIALIN.md), so 488."""
+# A TLS client has this long to complete its handshake.
+TLS_HANDSHAKE_SECONDS = 10.0
+# A name-addr's or addr-spec's URI that is a SIPS URI ("<sips:…>" or "sips:…").
+SIPS_URI = re.compile(r"(?:^|<)\s*sips:", re.IGNORECASE)
+
+
+class _TlsTransport(TcpSipTransport):
+    """SIP over TLS (RFC 3261 §26, port 5061): aiosipua's TCP transport (its Content-Length framing and
+    connection table) with each accepted connection upgraded to TLS before a byte of SIP is read.
+
+    aiosipua 0.7.1 has no TLS transport, and its TCP transport starts its server without an ssl context;
+    this subclass is the smallest way to add one (one class, no parser of our own). The handshake is
+    done here (`start_tls`) rather than by `start_server(ssl=…)` so a refused handshake (no client
+    certificate, or one from another CA) is logged and counted instead of vanishing in asyncio. It also
+    does what aiosipua leaves to the transport: the Contact of our responses says `transport=tls` and
+    our requests' Via says TLS, so the trunk sends the ACK and BYE over this connection, not over UDP."""
+
+    def __init__(self, local_addr: tuple[str, int], tls: ServerTls) -> None:
+        super().__init__(local_addr=local_addr)
+        self._tls = tls
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, host=self.local_addr[0], port=self.local_addr[1])
+        if not self.local_addr[1]:  # port 0 (tests): the one the system chose
+            self.local_addr = (self.local_addr[0], int(self._server.sockets[0].getsockname()[1]))
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        try:
+            # asyncio.timeout, not wait_for: start_tls in wait_for's own task resets the connection (Python 3.11).
+            async with asyncio.timeout(TLS_HANDSHAKE_SECONDS):
+                await writer.start_tls(self._tls.context())
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            log.warning("SIP over TLS: handshake from %s refused: %r", peer[0], exc)
+            metrics.TLS_HANDSHAKES.labels("refused").inc()
+            writer.transport.abort()
+            return
+        metrics.TLS_HANDSHAKES.labels("ok").inc()
+        await self._handle_connection(reader, writer)
+
+    def send(self, message: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
+        if isinstance(message, SipResponse):
+            contact = message.headers.get_first("contact")
+            if contact and contact.startswith("<sip:") and "transport=" not in contact.lower():
+                # A dialog begun with a SIPS URI needs a SIPS Contact (RFC 3261 §12.1.1); otherwise
+                # sip: with transport=tls, which every TLS trunk understands.
+                secure = SIPS_URI.search(message.headers.get_first("to") or "") is not None
+                message.headers.set_single("Contact", contact.replace("<sip:", "<sips:", 1) if secure
+                                           else contact.replace(">", ";transport=tls>", 1))
+        else:
+            vias = message.headers.get("via")
+            if vias:
+                rest = vias[1:]
+                message.headers.remove("Via")
+                message.headers.append("Via", re.sub(r"^SIP/2\.0/UDP", "SIP/2.0/TLS", vias[0], flags=re.IGNORECASE))
+                for via in rest:
+                    message.headers.append("Via", via)
+        if addr not in self._connections:
+            # RFC 3261 §18.2.2: a response goes back over the connection its request came in on; a Via
+            # without rport names the client's listening port, not that connection's.
+            addr = next((a for a in reversed(self._connections) if a[0] == addr[0]), addr)
+        super().send(message, addr)
+
+
+class ServerTls:
+    """TLS for the SIP listener: our certificate; with `client_ca_file`, the trunk must present a
+    certificate from that CA (mutual TLS, as most SBCs do). TLS 1.2 at least.
+
+    The files are looked at again for each new connection and the context rebuilt when one changed
+    (its stat: inode, mtime, size — the kubelet swaps a renewed Secret's files in one rename, as
+    services/runtime/tls.py relies on for gRPC). Files found unusable mid-rotation leave the previous
+    context serving, and are tried again when they change. Connections keep their handshake."""
+
+    def __init__(self, cert_file: str, key_file: str, client_ca_file: str = "") -> None:
+        self._files = [Path(f) for f in (cert_file, key_file, client_ca_file) if f]
+        self._cert, self._key, self._ca = cert_file, key_file, client_ca_file
+        self._stamp = self._stat()
+        self._context = self._load()  # unusable files at start: the error stops the service
+
+    def _stat(self) -> tuple[tuple[int, int, int], ...]:
+        return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in (os.stat(f) for f in self._files))
+
+    def _load(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self._cert, self._key)
+        if self._ca:
+            context.load_verify_locations(self._ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def context(self) -> ssl.SSLContext:
+        try:
+            stamp = self._stat()
+        except OSError:  # mid-swap: the next connection looks again
+            return self._context
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._context = self._load()
+                log.info("SIP over TLS: certificate files reloaded")
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("SIP over TLS: certificate files not reloaded, serving the previous ones: %s", exc)
+        return self._context
+
+
+@dataclass(frozen=True)
+class MediaPolicy:
+    """What the answer may agree to: the codecs in our order of preference; plain RTP or SRTP only;
+    whether SDES keys may come over signalling that is not TLS (only for a documented exception)."""
+
+    codecs: tuple[str, ...] = voice.PREFERENCE
+    require_srtp: bool = False
+    sdes_over_insecure: bool = False
+
+
+class MediaRefused(ValueError):
+    """The offer's media cannot be agreed to (488): `outcome` names why, for the calls metric."""
+
+    def __init__(self, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+def _encrypt(session: RTPSession, srtp: sdes.SrtpContext) -> None:
+    """Put SRTP between aiortp and its UDP sockets: what it sends is protected, what arrives is
+    unprotected (and dropped, counted, when it does not authenticate) before aiortp parses it."""
+    for transport in (session._rtp_transport, session._rtcp_transport):
+        if transport is None:
+            continue
+        send, on_rtp, on_rtcp = transport.send, transport._on_rtp, transport._on_rtcp
+
+        def sending(data: bytes, addr: tuple[str, int] | None = None, send=send) -> None:
+            send(srtp.protect(data, is_rtcp(data)), addr)
+
+        def receiving(data: bytes, addr: tuple[str, int], deliver: Callable[[bytes, tuple[str, int]], None],
+                      rtcp: bool) -> None:
+            plain = srtp.unprotect(data, rtcp)
+            if plain is None:
+                metrics.SRTP_REJECTED.labels("srtcp" if rtcp else "srtp").inc()
+                if srtp.rejected & (srtp.rejected - 1) == 0:  # the 1st, 2nd, 4th, 8th, … (not a log line per packet)
+                    log.warning("SRTP: %d packet(s) failed authentication (last: %s, %d bytes, PT %d)", srtp.rejected,
+                                "SRTCP" if rtcp else "SRTP", len(data),
+                                data[1] & (0xFF if rtcp else 0x7F) if len(data) > 1 else -1)
+            else:
+                deliver(plain, addr)
+
+        transport.send = sending  # type: ignore[method-assign]
+        transport._on_rtp = partial(receiving, deliver=on_rtp, rtcp=False)
+        transport._on_rtcp = partial(receiving, deliver=on_rtcp, rtcp=True)
 
 
 class Call:
@@ -101,16 +261,23 @@ class Call:
         self.ended = asyncio.Event()  # the caller hung up (BYE / CANCEL), or we did
         self.on_audio: Callable[[bytes], None] | None = None
         self.source_audio: Callable[[], bytes] | None = None  # what the caller hears when no prompt plays
-        self._session: CallSession | None = None
+        self._session: RTPSession | None = None
+        self._step = FRAME_SAMPLES * 8000 // RATE  # RTP timestamp units per 20 ms (the codec's clock)
         self._port = 0
         self._queue: list[bytes] = []
         self._played = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self.codec = ""
+        self.encrypted = False  # SRTP
 
     @property
     def call_id(self) -> str:
         return self._incoming.call_id
+
+    @property
+    def secure(self) -> bool:
+        """Whether the INVITE came over SIP over TLS (so SDES keys in its SDP were not sent in clear)."""
+        return isinstance(self._incoming.transport, _TlsTransport)
 
     @property
     def request_uri(self) -> str:
@@ -133,33 +300,60 @@ class Call:
         self._endpoint.forget(self)
         self.ended.set()
 
+    def _refuse(self, outcome: str, message: str) -> MediaRefused:
+        self.reject(488, "Not Acceptable Here")
+        return MediaRefused(outcome, message)
+
     async def answer(self) -> None:
-        """200 OK with our SDP answer (PCMA or PCMU, as the offer prefers; telephone-event at the
-        offer's payload type); then RTP both ways and the 20 ms send clock."""
+        """200 OK with our SDP answer (our most preferred codec the offer carries; telephone-event at the
+        offer's payload type; SRTP with our own key when the offer is RTP/SAVP); then RTP both ways and
+        the 20 ms send clock. Raises MediaRefused (after a 488) when nothing acceptable was offered."""
+        policy = self._endpoint.policy
         offer = self._incoming.sdp_offer
-        if offer is None or offer.audio is None:
-            self.reject(488, "Not Acceptable Here")
-            raise ValueError("INVITE without an audio offer")
-        if "SAVP" in offer.audio.proto.upper():
-            # aiosipua would echo RTP/SAVP in the answer and send plain RTP: refuse instead, clearly.
-            self.reject(488, "Not Acceptable Here")
-            raise SrtpOffered(f"the offer's audio is {offer.audio.proto} (SRTP), which this service does not speak")
-        events = [c.payload_type for c in offer.audio.codecs if c.encoding_name.lower() == "telephone-event"]
+        audio = offer.audio if offer is not None else None
+        if offer is None or audio is None or offer.rtp_address is None:
+            raise self._refuse("no_audio", "INVITE without an audio offer")
+        srtp: sdes.SrtpContext | None = None
+        if "SAVP" in audio.proto.upper():
+            if not self.secure and not policy.sdes_over_insecure:
+                raise self._refuse("sdes_insecure", "SRTP keys (a=crypto) offered over signalling that is not TLS")
+            try:
+                srtp = sdes.SrtpContext(sdes.choose(audio.attributes.get("crypto", [])))
+            except sdes.SdesError as exc:
+                raise self._refuse("srtp_unusable", str(exc)) from None
+        elif policy.require_srtp:
+            raise self._refuse("plain_rtp_refused", f"the offer's audio is {audio.proto}: this trunk must use SRTP")
+        choice = voice.choose(audio.codecs, policy.codecs)
+        if choice is None:
+            raise self._refuse("no_audio", "no codec in common: offered "
+                               + ", ".join(c.encoding_name or str(c.payload_type) for c in audio.codecs))
+        events = [c.payload_type for c in audio.codecs if c.encoding_name.lower() == "telephone-event"]
+        answer, _ = negotiate_sdp(offer, self._endpoint.advertised_ip or self._endpoint.host, 0,
+                                  supported_codecs=[choice.payload_type],
+                                  dtmf_payload_type=events[0] if events else 101)
         self._port, _ = await self._endpoint.ports.allocate()
         try:
-            self._session = CallSession(self._endpoint.host, self._port, offer, supported_codecs=[PCMA, PCMU],
-                                        advertised_ip=self._endpoint.advertised_ip or None,
-                                        dtmf_payload_type=events[0] if events else 101, symmetric_rtp=True,
-                                        jitter_prefetch=JITTER_PREFETCH)
-            await self._session.start()
-        except ValueError:  # nothing we can speak (no G.711 offered)
+            self._session = await RTPSession.create(
+                (self._endpoint.host, self._port), offer.rtp_address, choice.payload_type, codec=voice.codec(choice),
+                clock_rate=choice.clock_rate, dtmf_payload_type=events[0] if events else 101,
+                jitter_prefetch=JITTER_PREFETCH, symmetric_rtp=True)
+        except OSError as exc:
             await self._endpoint.ports.release(self._port)
-            self.reject(488, "Not Acceptable Here")
-            raise
-        self.codec = "PCMA" if self._session.chosen_payload_type == PCMA else "PCMU"
+            self.reject(503, "Service Unavailable")
+            raise MediaRefused("unavailable", f"no RTP socket: {exc}") from None
+        answered = answer.audio
+        assert answered is not None  # negotiate_sdp answers the offer's audio
+        answered.port = self._port
+        if choice.name == "opus":  # RFC 7587 §7: the rtpmap always says two channels
+            answered.attributes["rtpmap"][0] = f"{choice.payload_type} opus/48000/2"
+        if srtp is not None:
+            answered.attributes["crypto"] = [srtp.answer]
+            _encrypt(self._session, srtp)
+        self.codec, self.encrypted, self._step = choice.name, srtp is not None, choice.timestamp_step
         self._session.on_audio = lambda pcm, _ts: self.on_audio(pcm) if self.on_audio else None
         self._session.on_dtmf = lambda key, _duration: self.key(key)
-        self._incoming.accept(self._session.sdp_answer)
+        self._incoming.accept(answer)
+        metrics.ANSWERED.labels(choice.name, "srtp" if srtp else "rtp", "tls" if self.secure else "udp").inc()
         self._sender = asyncio.ensure_future(self._send())
 
     def rtp_stats(self) -> dict:
@@ -202,7 +396,7 @@ class Call:
             else:
                 pcm = self.source_audio() if self.source_audio else SILENCE
             if self._session is not None and len(pcm) == FRAME_BYTES:
-                self._session.send_audio_pcm(pcm, n * FRAME_SAMPLES)
+                self._session.send_audio_pcm(pcm, n * self._step)
             n += 1
             delay = start + n * FRAME_SAMPLES / RATE - time.monotonic()
             if delay < -0.2:  # the loop stalled: resynchronise instead of bursting to catch up
@@ -289,25 +483,38 @@ class DigestCheck:
 
 
 class Endpoint:
-    """The SIP listener (UDP): each new INVITE becomes a Call handed to `on_call` in its own task."""
+    """The SIP listeners (UDP, and TLS when a context is given): each new INVITE becomes a Call handed
+    to `on_call` in its own task."""
 
     def __init__(self, host: str, port: int, rtp_ports: tuple[int, int], on_call: Callable[[Call], Awaitable[None]],
-                 advertised_ip: str = "") -> None:
-        self.host, self.port, self.advertised_ip = host, port, advertised_ip
+                 advertised_ip: str = "", policy: MediaPolicy = MediaPolicy(),
+                 tls: tuple[int, ServerTls] | None = None) -> None:
+        self.host, self.port, self.advertised_ip, self.policy = host, port, advertised_ip, policy
         self.ports = PortAllocator(rtp_ports)
         self._on_call = on_call
-        self._transport = _UdpTransport(local_addr=(host, port))
-        self._uas = SipUAS(self._transport, user_agent=USER_AGENT)
-        self._uas.on_invite = self._invite
-        self._uas.on_bye = lambda incoming, _request: self._ended(incoming.call_id)
-        self._uas.on_cancel = lambda request, _addr: self._ended(request.call_id or "")
-        self._uas.on_ack_timeout = lambda incoming: self._ended(incoming.call_id)
-        self._uas._handlers["INFO"] = self._info  # private: the INFO fallback (see the module docstring)
+        transports: list[UdpSipTransport | TcpSipTransport] = [_UdpTransport(local_addr=(host, port))]
+        self.tls: _TlsTransport | None = None
+        if tls is not None:
+            self.tls = _TlsTransport((host, tls[0]), tls[1])
+            transports.append(self.tls)
+        self._uases = [SipUAS(transport, user_agent=USER_AGENT) for transport in transports]
+        for uas in self._uases:
+            uas.on_invite = self._invite
+            uas.on_bye = lambda incoming, _request: self._ended(incoming.call_id)
+            uas.on_cancel = lambda request, _addr: self._ended(request.call_id or "")
+            uas.on_ack_timeout = lambda incoming: self._ended(incoming.call_id)
+            uas._handlers["INFO"] = partial(self._info, uas)  # private: the INFO fallback (see the module docstring)
         self._calls: dict[str, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def tls_port(self) -> int:
+        """The SIP over TLS port (0: no TLS listener)."""
+        return self.tls.local_addr[1] if self.tls is not None else 0
+
     async def start(self) -> None:
-        await self._uas.start()
+        for uas in self._uases:
+            await uas.start()
 
     def _invite(self, incoming: IncomingCall) -> None:
         call = Call(self, incoming)
@@ -321,14 +528,14 @@ class Endpoint:
         if call is not None:
             call.ended.set()
 
-    def _info(self, request: SipRequest, addr: tuple[str, int]) -> None:
+    def _info(self, uas: SipUAS, request: SipRequest, addr: tuple[str, int]) -> None:
         """SIP INFO with application/dtmf-relay (or dtmf): a key, for trunks without RFC 4733."""
         call = self._calls.get(request.call_id or "")
         if call is None:
-            self._uas._send_error(request, 481, "Call/Transaction Does Not Exist")
+            uas._send_error(request, 481, "Call/Transaction Does Not Exist")
             return
         response = call._incoming.dialog.create_response(request, 200, "OK")
-        self._transport.send_reply(response)
+        uas.transport.send_reply(response)
         body = request.text or ""
         match = INFO_SIGNAL.search(body)
         key = match.group(1) if match else body.strip()[:1]
@@ -336,7 +543,8 @@ class Endpoint:
 
     def forget(self, call: Call) -> None:
         self._calls.pop(call.call_id, None)
-        self._uas._calls.pop(call.call_id, None)
+        for uas in self._uases:
+            uas._calls.pop(call.call_id, None)
 
     @property
     def active(self) -> int:
@@ -348,4 +556,5 @@ class Endpoint:
         for task in tuple(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._uas.stop()
+        for uas in self._uases:
+            await uas.stop()

@@ -159,3 +159,70 @@ def test_roster_gets_the_personal_code_key_from_its_secret_only_when_named(rende
     key = env([DIALIN, named])["SVPL_PERSONAL_CODE_KEY"]
     assert key["valueFrom"]["secretKeyRef"] == {"name": "svpl-codes", "key": "personal-code-key"} and "value" not in key
     assert "SVPL_PERSONAL_CODE_KEY" not in env([named])  # no dial-in service: no codes
+
+TLS = {"dialin": {"tls": {"enabled": True, "secretName": "svpl-dialin-sip-tls", "clientCaSecret": "region-sbc-ca"},
+                  "requireSrtp": True, "codecs": ["G722", "PCMA"]}}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"tls": {"enabled": True, "secretName": ""}}, "dialin.tls.secretName is required"),
+    ({"tls": {"enabled": True, "secretName": "s", "port": 5060}}, "dialin.tls.port must differ"),
+    ({"requireSrtp": True}, "dialin.requireSrtp needs dialin.tls.enabled"),
+])
+def test_tls_without_its_secret_and_srtp_without_tls_refuse_to_render(chart, change, message):
+    with pytest.raises(helm.HelmRenderError, match=message):
+        chart.render(merged(DIALIN, {"dialin": change}), name=RELEASE, namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize("codecs", [["G729"], ["PCMA", "PCMA"], []])
+def test_only_the_codecs_the_service_speaks_are_accepted(chart, codecs):
+    with pytest.raises(helm.HelmValuesError, match="/dialin/codecs"):  # the values schema
+        chart.render(merged(DIALIN, {"dialin": {"codecs": codecs}}), name=RELEASE, namespace=NAMESPACE)
+
+
+def test_sip_over_tls_srtp_and_codecs_reach_the_pod_and_only_the_trunk_reaches_5061(render):
+    plain = render(DIALIN).get("Deployment", NAME)["spec"]["template"]["spec"]["containers"][0]
+    plain_env = {e["name"]: e.get("value") for e in plain["env"]}
+    assert "SVPL_SIP_TLS_PORT" not in plain_env and plain_env["SVPL_REQUIRE_SRTP"] == "false"
+    assert plain_env["SVPL_CODECS"] == '["opus","G722","PCMA","PCMU"]'
+
+    r = render(DIALIN, TLS)
+    for m in r.manifests:
+        if "dialin" in m["metadata"]["name"]:
+            kubernetes_validate.validate(m, "1.30.0", strict=True)
+    pod = r.get("Deployment", NAME)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SVPL_SIP_TLS_PORT"] == "5061" and env["SVPL_REQUIRE_SRTP"] == "true"
+    assert env["SVPL_CODECS"] == '["G722","PCMA"]' and env["SVPL_SDES_OVER_INSECURE"] == "false"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["SVPL_SIP_TLS_CERT_FILE"] == mounts["sip-tls"] + "/tls.crt"
+    assert env["SVPL_SIP_TLS_KEY_FILE"] == mounts["sip-tls"] + "/tls.key"
+    assert env["SVPL_SIP_TLS_CLIENT_CA_FILE"] == mounts["sip-trunk-ca"] + "/ca.crt"
+    volumes = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert volumes == {"sip-tls": "svpl-dialin-sip-tls", "sip-trunk-ca": "region-sbc-ca"}
+    assert {"name": "sip-tls", "containerPort": 5061, "hostPort": 5061, "protocol": "TCP"} in container["ports"]
+
+    sip = r.get("Service", f"{NAME}-sip")
+    assert {"name": "sip-tls", "port": 5061, "targetPort": "sip-tls", "protocol": "TCP"} in sip["spec"]["ports"]
+    trunk_rule = r.get("NetworkPolicy", NAME)["spec"]["ingress"][0]
+    assert ("TCP", 5061) in {(p["protocol"], p["port"]) for p in trunk_rule["ports"]}
+    assert [p["ipBlock"]["cidr"] for p in trunk_rule["from"]] == ["192.0.2.0/28", "198.51.100.7/32"]
+    # Only the trunk's rule opens 5061.
+    assert all(p.get("port") != 5061 for rule in r.get("NetworkPolicy", NAME)["spec"]["ingress"][1:]
+               for p in rule["ports"])
+
+
+def test_tls_refusals_and_srtp_failures_are_alerted_on_in_their_own_rule(render):
+    from tests.charts.test_chart import check_prometheus_rule
+
+    assert not [m for m in render(DIALIN).manifests if m["metadata"]["name"].endswith("dialin-trunk-security")]
+    r = render(DIALIN, TLS, {"metrics": {"prometheusRule": {"enabled": True}}})
+    rule = r.get("PrometheusRule", f"{NAME}-trunk-security")
+    check_prometheus_rule(rule)
+    assert {a["alert"] for a in rule["spec"]["groups"][0]["rules"]} == {
+        "SvplDialinTlsHandshakesRefused", "SvplDialinSrtpAuthenticationFailures"}
+    metrics = (ROOT / "services" / "dialin" / "metrics.py").read_text()
+    for a in rule["spec"]["groups"][0]["rules"]:
+        for metric in re.findall(r"\b(svpl_[a-z_]+?)\{", a["expr"]):
+            assert f'"{metric}"' in metrics, metric

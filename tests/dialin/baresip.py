@@ -1,7 +1,9 @@
 """Debian's baresip as the phone caller, driven over its ctrl_tcp interface (netstring JSON):
 dial, send keys (RFC 4733 telephone events), hang up. Its `aufile` module is the microphone (a WAV
 file) and its `sndfile` module keeps what the caller heard (the decoded audio) as a WAV file in
-the test's directory — the recorder the issue's test reads the room's tone from."""
+the test's directory — the recorder the issue's test reads the room's tone from. A trunk's ways are
+options: SIP over TLS with a client certificate (`tls`), SRTP keyed by SDES (`mediaenc="srtp-mand"`:
+RTP/SAVP with a=crypto, baresip's srtp module), and the codec it offers (g711, g722, opus modules)."""
 
 from __future__ import annotations
 
@@ -19,13 +21,16 @@ sip_listen 127.0.0.1:{sip_port}
 audio_player alsa,null
 audio_source aufile,{source}
 audio_alert alsa,null
-ausrc_srate 8000
-auplay_srate 8000
+ausrc_srate {rate}
+auplay_srate {rate}
 ausrc_channels 1
 auplay_channels 1
 rtp_ports {rtp_min}-{rtp_max}
 module_path /usr/lib/baresip/modules
 module g711.so
+module g722.so
+module opus.so
+module srtp.so
 module aufile.so
 module sndfile.so
 module alsa.so
@@ -34,15 +39,18 @@ module_app menu.so
 module_app ctrl_tcp.so
 ctrl_tcp_listen 127.0.0.1:{ctrl_port}
 snd_path {records}
-"""
+{tls}"""
 
 
-def silence_wav(path: Path, seconds: float = 120.0) -> Path:
+def silence_wav(path: Path, seconds: float = 120.0, rate: int = 8000, tone: float = 0.0) -> Path:
+    """The microphone: silence, or a steady tone."""
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (np.sin(2 * np.pi * tone * t) * 6000).astype(np.int16) if tone else np.zeros(len(t), np.int16)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(bytes(int(seconds * 8000) * 2))
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
     return path
 
 
@@ -52,9 +60,12 @@ def netstring(data: dict) -> bytes:
 
 
 class Baresip:
-    def __init__(self, workdir: Path, number: str) -> None:
+    def __init__(self, workdir: Path, number: str, *, codec: str = "PCMA", rate: int = 8000, tone: float = 0.0,
+                 mediaenc: str = "", tls: tuple[str, str] | None = None) -> None:
+        """`tls`: (PEM with baresip's certificate and key, PEM of the CA the dial-in's certificate chains to)."""
         self.dir = workdir
         self.number = number
+        self.codec, self.rate, self.tone, self.mediaenc, self.tls = codec, rate, tone, mediaenc, tls
         self.records = workdir / "records"
         self.ctrl_port = free_udp_port()
         self.proc: asyncio.subprocess.Process | None = None
@@ -65,9 +76,13 @@ class Baresip:
         self.records.mkdir(exist_ok=True)
         rtp = free_udp_port() // 2 * 2
         (self.dir / "config").write_text(CONFIG.format(
-            sip_port=free_udp_port(), source=silence_wav(self.dir / "mic.wav"), rtp_min=rtp, rtp_max=rtp + 10,
-            ctrl_port=self.ctrl_port, records=self.records))
-        (self.dir / "accounts").write_text(f"<sip:{self.number}@127.0.0.1>;regint=0;audio_codecs=PCMA\n")
+            sip_port=free_udp_port(), source=silence_wav(self.dir / "mic.wav", rate=self.rate, tone=self.tone),
+            rtp_min=rtp, rtp_max=rtp + 10, ctrl_port=self.ctrl_port, records=self.records, rate=self.rate,
+            tls=f"sip_certificate {self.tls[0]}\nsip_cafile {self.tls[1]}\n" if self.tls else ""))
+        transport = ";transport=tls" if self.tls else ""
+        mediaenc = f";mediaenc={self.mediaenc}" if self.mediaenc else ""
+        (self.dir / "accounts").write_text(
+            f"<sip:{self.number}@127.0.0.1{transport}>;regint=0;audio_codecs={self.codec}{mediaenc}\n")
         (self.dir / "contacts").write_text("")
         log = open(self.dir / "baresip.log", "wb")
         self.proc = await asyncio.create_subprocess_exec("baresip", "-f", str(self.dir), stdin=asyncio.subprocess.DEVNULL,

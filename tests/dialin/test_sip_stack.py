@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
-from aiosipua import IncomingCall, SipUAS, UdpSipTransport
+from aiortp import RTPSession
+from aiortp.transport import RtpTransport
+from aiosipua import IncomingCall, SipUAS, TcpSipTransport, UdpSipTransport
 
 
 def test_the_pinned_sip_stack_still_has_what_the_adapter_reaches_into():
@@ -16,3 +18,10 @@ def test_the_pinned_sip_stack_still_has_what_the_adapter_reaches_into():
     transport = UdpSipTransport(local_addr=("127.0.0.1", 0))
     assert transport._udp_transport is None and callable(transport._dispatch)
     assert callable(IncomingCall._send_response)  # the 401 challenge's WWW-Authenticate header
+    # SIP over TLS: the TCP transport's connection handler and table (sip._TlsTransport).
+    tcp = TcpSipTransport(local_addr=("127.0.0.1", 0))
+    assert callable(tcp._handle_connection) and tcp._connections == {}
+    # SRTP (sip._encrypt): the session's two UDP transports, and the callbacks each hands packets to.
+    assert {"_rtp_transport", "_rtcp_transport"} <= set(vars(RTPSession(0)))
+    rtp = RtpTransport(on_rtp=lambda *_: None, on_rtcp=lambda *_: None)
+    assert callable(rtp._on_rtp) and callable(rtp._on_rtcp) and callable(rtp.send)

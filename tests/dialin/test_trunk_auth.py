@@ -112,16 +112,16 @@ async def test_wrong_credentials_are_refused_403_and_no_credentials_only_get_a_c
 
 
 @pytest.mark.slow
-async def test_an_srtp_only_offer_is_refused_488_not_answered_with_plain_rtp(dialin_world, tmp_path):
-    """SRTP (SDES) is not supported (docs/DIALIN.md): an RTP/SAVP offer gets 488, not an answer that
-    claims RTP/SAVP and then sends plain RTP."""
+async def test_srtp_keys_offered_over_plain_udp_are_refused_488(dialin_world, tmp_path):
+    """SDES (RFC 4568) keys travel in the SDP: offered over SIP/UDP they were readable on the way, so the
+    offer gets 488 (not an answer with our key in clear too), and no call is made."""
     world = dialin_world
-    before = REGISTRY.get_sample_value("svpl_dialin_calls_total", {"outcome": "srtp_offered"}) or 0
+    before = REGISTRY.get_sample_value("svpl_dialin_calls_total", {"outcome": "sdes_insecure"}) or 0
     scenario = sipp.scenario(tmp_path / "srtp.xml", "0709999912", [], refused=488)
     text = scenario.read_text(encoding="iso-8859-1")
     assert "RTP/AVP 8 0 101" in text
     scenario.write_text(text.replace("RTP/AVP 8 0 101", "RTP/SAVP 8 0 101\na=crypto:1 AES_CM_128_HMAC_SHA1_80 "
                                      "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"), encoding="iso-8859-1")
     assert await finished(await sipp.run(scenario, world.sip, free_udp_port(), free_udp_port()), 30) == 0
-    assert (REGISTRY.get_sample_value("svpl_dialin_calls_total", {"outcome": "srtp_offered"}) or 0) - before == 1
+    assert (REGISTRY.get_sample_value("svpl_dialin_calls_total", {"outcome": "sdes_insecure"}) or 0) - before == 1
     assert world.component.dialin.active == 0
