@@ -264,18 +264,28 @@ static PyObject *fastpath_send(PyObject *module, PyObject *const *args, Py_ssize
     long long last_timestamp = -1;
     unsigned long long octets = 0, wire = 0;
     PyObject *result = NULL;
-    for (Py_ssize_t i = 0; i < total; i++) {
+    /* The lists' sizes are checked again on every use: reading a packet's attributes may run Python code. */
+    for (Py_ssize_t i = 0; i < total && i < PyList_GET_SIZE(packets); i++) {
         PyObject *packet = PyList_GET_ITEM(packets, i);
+        Py_INCREF(packet);
         unsigned long long seq, ts;
-        if (get_uint(packet, s_sequence_number, 0xFFFF, &seq) < 0) goto done;
-        if (((seq - (unsigned long long)first) & 0xFFFF) >= 0x8000) continue;  /* before this source started here */
-        if (get_uint(packet, s_timestamp, 0xFFFFFFFFULL, &ts) < 0) goto done;
-        PyObject *marker_obj = PyObject_GetAttr(packet, s_marker);
-        if (marker_obj == NULL) goto done;
-        int marker = PyObject_IsTrue(marker_obj);
-        Py_DECREF(marker_obj);
-        if (marker < 0) goto done;
-        PyObject *payload = PyObject_GetAttr(packet, s_payload);
+        int marker = -1;
+        PyObject *payload = NULL;
+        if (get_uint(packet, s_sequence_number, 0xFFFF, &seq) == 0) {
+            if (((seq - (unsigned long long)first) & 0xFFFF) >= 0x8000) {  /* before this source started here */
+                Py_DECREF(packet);
+                continue;
+            }
+            if (get_uint(packet, s_timestamp, 0xFFFFFFFFULL, &ts) == 0) {
+                PyObject *marker_obj = PyObject_GetAttr(packet, s_marker);
+                if (marker_obj != NULL) {
+                    marker = PyObject_IsTrue(marker_obj);
+                    Py_DECREF(marker_obj);
+                }
+                if (marker >= 0) payload = PyObject_GetAttr(packet, s_payload);
+            }
+        }
+        Py_DECREF(packet);
         if (payload == NULL) goto done;
         if (!PyBytes_Check(payload)) {
             Py_DECREF(payload);
@@ -309,9 +319,7 @@ static PyObject *fastpath_send(PyObject *module, PyObject *const *args, Py_ssize
         /* Kept for retransmission on NACK, as aiortc's sender keeps it (plain: aiortc protects it again). */
         PyObject *plain = PyBytes_FromStringAndSize((const char *)slot, length);
         if (plain == NULL) goto done;
-        PyObject *old = PyList_GET_ITEM(ring, out_seq % HISTORY);
-        PyList_SET_ITEM(ring, out_seq % HISTORY, plain);
-        Py_XDECREF(old);
+        if (PyList_SetItem(ring, (Py_ssize_t)(out_seq % HISTORY), plain) < 0) goto done;  /* bounds-checked */
         int status = route->protect(route->context, slot, &length);
         if (status) {
             PyErr_Format(PyExc_ConnectionError, "SRTP protect failed (libsrtp status %d)", status);

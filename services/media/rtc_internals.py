@@ -380,6 +380,7 @@ class RtpOut:
         datas = []
         octets = 0
         timestamp = seq = None
+        next_sequence = self._sequence  # taken on only when every packet was protected (as fastpath.c does)
         for packet in packets:
             if (packet.sequence_number - first) & 0xFFFF >= 0x8000:
                 continue  # from before this source was started on this sender
@@ -393,8 +394,9 @@ class RtpOut:
             ring[seq % RTP_HISTORY_SIZE] = plain  # kept for retransmission on NACK, as aiortc's sender keeps it
             datas.append(protect(plain))
             octets += len(payload)
-            if ((seq - self._sequence) & 0xFFFF) < 0x8000:  # not before the next number: continue after it
-                self._sequence = (seq + 1) & 0xFFFF
+            if ((seq - next_sequence) & 0xFFFF) < 0x8000:  # not before the next number: continue after it
+                next_sequence = (seq + 1) & 0xFFFF
+        self._sequence = next_sequence
         if not datas:
             return None
         if len(datas) == 1:
