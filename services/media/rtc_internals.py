@@ -376,7 +376,7 @@ class RtpOut:
         protect, ring, first = self._protect, self._ring, self._first
         sequence_offset, timestamp_offset = self._sequence_offset, self._timestamp_offset
         header = self.header(0, abs_send_time)
-        pt = self.payload_type
+        pt: int = self.payload_type  # type: ignore[assignment]  # set: send checked it
         datas = []
         octets = 0
         timestamp = seq = None
@@ -415,7 +415,7 @@ class RtpOut:
             header, at = self._header, self._abs_send_time_at or -1
         direct = not transport.get_write_buffer_size() and not transport.is_closing()
         self._sequence, timestamp, count, octets, wire, rest, refused = _fastpath.send(
-            self._route_c, header, at, abs_send_time, self.payload_type, self._first, self._sequence_offset,
+            self._route_c, header, at, abs_send_time, self.payload_type or 0, self._first, self._sequence_offset,
             self._timestamp_offset, self._sequence, packets, self._ring, direct)
         if refused:
             forwarding_log.warning("UDP GSO refused; sending datagram by datagram")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
@@ -35,7 +36,7 @@ class Rig:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        sender = self.pc.addTransceiver("video").sender
+        sender: Any = self.pc.addTransceiver("video").sender
         sender._RTCRtpSender__rtp_header_extensions_map.configure(
             RTCRtpParameters(headerExtensions=HEADER_EXTENSIONS["video"]))  # MID and abs-send-time
         sender._RTCRtpSender__mid = "1"
@@ -44,6 +45,7 @@ class Rig:
         self.receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.receiver.settimeout(5)
         self.addr = self.receiver.getsockname()
+        self.transport: Any
         self.transport, _ = self.loop.run_until_complete(
             self.loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)))
         self.outs = {path: RtpOut(sender, DatagramBatch(), fastpath=path == "compiled") for path in ("compiled", "python")}
@@ -53,10 +55,10 @@ class Rig:
 
     def start(self, first: int, sequence_offset: int, timestamp_offset: int, sequence: int) -> None:
         """Fresh SRTP sessions of one key, fresh rings, the same numbering state on both paths."""
-        for path, out in self.outs.items():
+        for out in self.outs.values():
             session = Session(policy=Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
             out._protect = SrtpProtect(session)
-            out._route_c = _fastpath.Route(self.transport._sock, *self.addr, srtp_protect_function(),
+            out._route_c = _fastpath.Route(self.transport._sock, self.addr[0], self.addr[1], srtp_protect_function(),
                                            srtp_context(session), session)
             out._ring[:] = [None] * len(out._ring)
             out._first, out._sequence_offset, out._timestamp_offset, out._sequence = (
@@ -66,6 +68,7 @@ class Rig:
         """(outcome, datagrams received, ring, next sequence number) of one send on `path`."""
         out = self.outs[path]
         send = out._send_compiled if path == "compiled" else out._send_python
+        outcome: Any
         try:
             outcome = send(packets, abs_send_time)
         except (ConnectionError, ValueError) as e:
