@@ -11,6 +11,8 @@ read back off a real socket."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -23,9 +25,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pylibsrtp import Policy, Session
 
+from devstack.peers import Peer
 from services.media import _fastpath
 from services.media.forwarding import DatagramBatch
-from services.media.rtc_internals import MAX_PLAIN, RtpOut, RtpPacket, SrtpProtect, srtp_context, srtp_protect_function
+from services.media.rtc_internals import (
+    MAX_PLAIN,
+    RtpOut,
+    RtpPacket,
+    SrtpProtect,
+    negotiated_codecs,
+    srtp_context,
+    srtp_protect_function,
+)
+from tests.media.conftest import SEND_PATHS
+from tests.polling import poll
 
 KEY = bytes(range(30))  # AES_CM_128_HMAC_SHA1_80: 16-byte key + 14-byte salt
 
@@ -210,3 +223,44 @@ def test_wrong_calls_are_clear_errors():
         _fastpath.Route(None, "127.0.0.1", 70000, 1, 1, None)
     with pytest.raises(ValueError):
         _fastpath.Route(None, "127.0.0.1", 9, 0, 0, None)
+
+
+@pytest.mark.parametrize("world", SEND_PATHS, indirect=True)
+async def test_a_participant_sending_hostile_rtp_does_not_stop_the_room(world, caplog):
+    """An attacker with a valid join token publishes, next to its real video, RTP the forwarder cannot
+    use: packets too large to forward with the subscriber's header (the largest its own SRTP takes),
+    sequence numbers jumping ahead, random timestamps and marker bits, on another SSRC with the video's
+    payload type (so the source seems to switch back and forth). Nothing fails, nothing of it reaches
+    the subscriber, and the other participant keeps receiving the attacker's real video (from a
+    keyframe asked for) and audio. (Small random packets are forwarded as they are, as any SFU does:
+    see docs/MEDIA-FASTPATH.md for what aiortc's own receiver makes of them.)"""
+    caplog.set_level(logging.WARNING)
+    rng = random.Random(21)
+    meeting = await world.open_room()
+    a, b = Peer(slots=1), Peer(slots=1)
+    try:
+        await world.join(a, meeting, "pa")
+        await world.join(b, meeting, "pb")
+        await poll(lambda: a.video_received() and b.video_received(), 10, what="media")
+        t = next(t for t in a.pc.getTransceivers() if t.kind == "video" and t.sender.track is not None)
+        sender: Any = t.sender
+        payload_type = negotiated_codecs(t)[0].payloadType
+        seq = rng.randrange(0x10000)
+        for i in range(300):
+            size = rng.choice([MAX_PLAIN - 12, MAX_PLAIN - 20])
+            seq = (seq + rng.choice([1, 2, rng.randrange(1, 0x8000)])) & 0xFFFF  # ahead: a's libsrtp takes it
+            packet = RtpPacket(payload_type=payload_type, sequence_number=seq, timestamp=rng.randrange(2**32),
+                               marker=rng.randrange(2), ssrc=sender._ssrc ^ 0x5A5A, payload=rng.randbytes(size))
+            await sender.transport._send_rtp(packet.serialize())  # SRTP-protected by a's own session
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+        (video,), (audio,) = b.video_received(), b.audio_received()
+        frames, sounds = video.frames, audio.frames
+        await poll(lambda: video.frames >= frames + 15 and audio.frames >= sounds + 25, 15,
+                   what=lambda: f"b receiving a's video and audio again after the hostile packets (video frames "
+                                f"{frames} -> {video.frames}, audio {sounds} -> {audio.frames})")
+        failures = [r for r in caplog.records if r.name.startswith("svpl.media") and r.levelno >= logging.ERROR]
+        assert failures == []
+    finally:
+        await a.close()
+        await b.close()
