@@ -21,7 +21,7 @@ class MediaSettings(ServiceSettings):
     keyframe_interval_seconds: float = Field(0.3, gt=0)
     # Forwarded packets re-headed, SRTP-protected and sent by compiled code (services/media/fastpath.c, built
     # by `make install` and in the image); false: by its Python reference in rtc_internals.RtpOut (slower).
-    media_fastpath: bool = Field(True, validate_default=True)
+    compiled_forwarding: bool = Field(True, validate_default=True)
     # Kernel buffer of each peer connection's UDP socket (capped by net.core.rmem_max / wmem_max).
     socket_buffer_bytes: int = Field(4 << 20, ge=64 << 10)
     # Quality thresholds above which a participant's connection is poor.
@@ -50,12 +50,12 @@ class MediaSettings(ServiceSettings):
     # answers carry it as a candidate next to the pod's own (ports.advertise_node_address). Empty: none.
     node_ip: str = ""
 
-    @field_validator("media_fastpath")
+    @field_validator("compiled_forwarding")
     @classmethod
-    def _media_fastpath(cls, on: bool) -> bool:
+    def _compiled_forwarding(cls, on: bool) -> bool:
         if on and not fastpath_available():
             raise ValueError("services/media/_fastpath is not built (fastpath.c): run `make install`, or set"
-                             " SVPL_MEDIA_FASTPATH=false for the slower Python path")
+                             " SVPL_COMPILED_FORWARDING=false for the slower Python path")
         return on
 
     @field_validator("node_ip")

@@ -15,7 +15,7 @@ tests/media/test_aiortc_internals.py fails if an upgrade changes any of them):
   frame lets the kernel send it in one ``sendmsg`` (UDP GSO, :class:`DatagramBatch`). Late packets
   (the publisher's retransmissions after our NACKs) go on alone, at once.
 - Sending: ``rtc_internals.RtpOut`` does what aiortc's sender loop does, per subscriber (its per-packet
-  loop in compiled code, services/media/fastpath.c, unless SVPL_MEDIA_FASTPATH=0): the
+  loop in compiled code, services/media/fastpath.c, unless SVPL_COMPILED_FORWARDING=0): the
   publisher's packet keeps its payload and gets the subscriber sender's header, sequence numbers
   and timestamps (continuous when the slot changes publisher), is SRTP-protected and goes straight
   to the nominated ICE pair's socket; the sender's retransmission history, Sender Report counters

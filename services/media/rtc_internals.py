@@ -53,7 +53,7 @@ from pylibsrtp._binding import lib as srtp_lib
 
 try:  # the compiled send path (services/media/fastpath.c, built by `make install`); see RtpOut
     from services.media import _fastpath
-except ImportError:  # not built: the media service refuses to start with SVPL_MEDIA_FASTPATH on (server.py)
+except ImportError:  # not built: with SVPL_COMPILED_FORWARDING on, the media service refuses to start (config.py)
     _fastpath = None  # type: ignore[assignment]
 
 # The loggers the code below logged to before it moved here (services/media/forwarding.py, receive.py).
@@ -254,9 +254,9 @@ class RtpOut:
     def __init__(self, sender, batch, fastpath: bool = False) -> None:
         self.sender: Any = sender
         # The compiled send path (fastpath.c) does the per-packet loop of `send`; the loop below is its
-        # readable reference (SVPL_MEDIA_FASTPATH=0), and tests/media/test_fastpath.py compares the two.
+        # readable reference (SVPL_COMPILED_FORWARDING=0), and tests/media/test_fastpath.py compares the two.
         if fastpath and _fastpath is None:
-            raise RuntimeError("services/media/_fastpath is not built: run `make install` (or set SVPL_MEDIA_FASTPATH=0)")
+            raise RuntimeError("services/media/_fastpath is not built: run `make install` (or set SVPL_COMPILED_FORWARDING=0)")
         self.fastpath = fastpath
         self._route_c: Any = None  # the compiled path's Route: socket, address, SRTP context
         self.payload_type: int | None = None  # set once the sender has started (attach_rtp_out)

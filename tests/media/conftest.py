@@ -46,7 +46,7 @@ class MediaWorld:
 
 
 # The send paths a test runs on (`@pytest.mark.parametrize("world", SEND_PATHS, indirect=True)`): the
-# compiled one (services/media/fastpath.c, the default) and its Python reference (SVPL_MEDIA_FASTPATH=0).
+# compiled one (services/media/fastpath.c, the default) and its Python reference (SVPL_COMPILED_FORWARDING=0).
 SEND_PATHS = ["compiled", "python"]
 
 
@@ -54,5 +54,5 @@ SEND_PATHS = ["compiled", "python"]
 async def world(request, system_factory, keyring, service_token):
     fastpath = getattr(request, "param", "compiled") == "compiled"
     system = await system_factory(["identity", "media"],
-                                  overrides={"media": {"instance_id": INSTANCE, "media_fastpath": fastpath}})
+                                  overrides={"media": {"instance_id": INSTANCE, "compiled_forwarding": fastpath}})
     yield MediaWorld(system, keyring, service_token)
