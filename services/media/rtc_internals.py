@@ -259,6 +259,7 @@ class RtpOut:
             raise RuntimeError("services/media/_fastpath is not built: run `make install` (or set SVPL_COMPILED_FORWARDING=0)")
         self.fastpath = fastpath
         self._route_c: Any = None  # the compiled path's Route: socket, address, SRTP context
+        self._sock: Any = None  # the nominated pair's socket, when its transport is asyncio's own
         self.payload_type: int | None = None  # set once the sender has started (attach_rtp_out)
         self._sequence = random.randint(0, 0xFFFF)  # the next sequence number this sender uses
         self._timestamp_origin = random.getrandbits(32)
@@ -326,9 +327,11 @@ class RtpOut:
             self._pair, self._transport, self._addr = pair, pair.protocol.transport, pair.remote_addr
             self._protect = SrtpProtect(dtls._tx_srtp)
             if self.fastpath:
-                # asyncio's _SelectorDatagramTransport socket; None (a TURN relay's transport): through it
-                self._route_c = _fastpath.Route(getattr(self._transport, "_sock", None), self._addr[0], self._addr[1],
-                                                srtp_protect_function(), srtp_context(dtls._tx_srtp), dtls._tx_srtp)
+                # asyncio's _SelectorDatagramTransport socket; None for aioice's TurnTransport (relayed: it wraps
+                # each datagram for the TURN server, and has no write buffer to ask about): always through it
+                self._sock = getattr(self._transport, "_sock", None)
+                self._route_c = _fastpath.Route(self._sock, self._addr[0], self._addr[1], srtp_protect_function(),
+                                                srtp_context(dtls._tx_srtp), dtls._tx_srtp)
         return True
 
     def rebase(self, first: RtpPacket, clock_rate: int) -> None:
@@ -413,7 +416,8 @@ class RtpOut:
             header, at = bytes(self.header(0, abs_send_time)), -1  # serialised whole (see header)
         else:
             header, at = self._header, self._abs_send_time_at or -1
-        direct = not transport.get_write_buffer_size() and not transport.is_closing()
+        direct = (self._sock is not None and not transport.get_write_buffer_size()
+                  and not transport.is_closing())
         self._sequence, timestamp, count, octets, wire, rest, refused = _fastpath.send(
             self._route_c, header, at, abs_send_time, self.payload_type or 0, self._first, self._sequence_offset,
             self._timestamp_offset, self._sequence, packets, self._ring, direct)

@@ -66,12 +66,15 @@ class Rig:
             out.payload_type = 96
             out._transport, out._addr = self.transport, self.addr
 
-    def start(self, first: int, sequence_offset: int, timestamp_offset: int, sequence: int) -> None:
-        """Fresh SRTP sessions of one key, fresh rings, the same numbering state on both paths."""
+    def start(self, first: int, sequence_offset: int, timestamp_offset: int, sequence: int, transport: Any = None) -> None:
+        """Fresh SRTP sessions of one key, fresh rings, the same numbering state on both paths; sending on
+        asyncio's datagram transport (its socket), or on `transport` (a relay's, without a socket)."""
         for out in self.outs.values():
             session = Session(policy=Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
             out._protect = SrtpProtect(session)
-            out._route_c = _fastpath.Route(self.transport._sock, self.addr[0], self.addr[1], srtp_protect_function(),
+            out._transport = transport or self.transport
+            out._sock = None if transport else self.transport._sock
+            out._route_c = _fastpath.Route(out._sock, self.addr[0], self.addr[1], srtp_protect_function(),
                                            srtp_context(session), session)
             out._ring[:] = [None] * len(out._ring)
             out._first, out._sequence_offset, out._timestamp_offset, out._sequence = (
@@ -173,6 +176,33 @@ def test_a_socket_that_refuses_gso_gets_every_datagram_through_the_transport(rig
     finally:
         sock.setsockopt(socket.SOL_SOCKET, 11, 0)
     assert rig.drained()
+
+
+class Relayed:
+    """What aioice's TurnTransport offers for a relayed candidate pair: `sendto` only (no socket, no
+    write buffer); it wraps each datagram for the TURN server."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes, addr) -> None:
+        self.sent.append(data)
+
+
+def test_behind_a_turn_relay_both_paths_hand_the_transport_the_same_datagrams(rig):
+    import aioice.turn
+
+    assert not hasattr(aioice.turn.TurnTransport, "get_write_buffer_size")  # why the socket is None here
+    frames = [[packet(10 + i, 3000, i == 2, bytes([i]) * 1100) for i in range(3)], [packet(13, 6000, True, b"a" * 90)]]
+    sent = {}
+    for path, out in rig.outs.items():
+        relay = Relayed()
+        rig.start(first=10, sequence_offset=100, timestamp_offset=5, sequence=110, transport=relay)
+        for frame in frames:
+            (out._send_compiled if path == "compiled" else out._send_python)(frame, 7)
+        sent[path] = relay.sent
+    assert len(sent["python"]) == 4 and sent["compiled"] == sent["python"]
+    assert rig.drained()  # nothing went past the relay onto the socket
 
 
 class Odd:
