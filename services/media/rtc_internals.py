@@ -22,7 +22,9 @@ return, so no call layer is added per packet):
   ``RTCRtpSender._run_rtp`` does, on the sender's and its transports' private state, with a
   :class:`RawHistory` as the sender's retransmission history.
 - SRTP on the session buffer: :class:`SrtpProtect` (pylibsrtp's ``_binding``, ``Session._srtp``,
-  ``_cdata``, ``_buffer``).
+  ``_cdata``, ``_buffer``); for the compiled send path (services/media/fastpath.c, which `RtpOut` calls
+  unless SVPL_COMPILED_FORWARDING is off) :func:`srtp_protect_function` and :func:`srtp_context`, the
+  address of the ``srtp_protect`` pylibsrtp's libsrtp has and of a session's libsrtp context.
 - Direct receive: :func:`receive_in_callback` replaces aioice's ``datagram_received`` for SRTP/SRTCP;
   :func:`run_now` runs aiortc's handlers in place and raises :class:`HandlerSuspended` if one suspends.
 - ICE sockets: :func:`ice_sockets` (aioice ``Connection._protocols``) and
