@@ -22,6 +22,20 @@ RUN case "${SERVICE}" in ""|dev|tools|*/*) false ;; esac && test -f "requirement
  && /opt/venv/bin/pip install --no-cache-dir --require-hashes --only-binary=:all: -r "requirements/${SERVICE}.txt" \
  && python -m venv /opt/tools \
  && /opt/tools/bin/pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements/tools.txt
+# media's compiled send path (services/media/fastpath.c) for this image's Python, with gcc (this stage
+# only: the runtime stage gets the built module from ext/, which stays empty for the other services).
+# The SRTP library it calls is pylibsrtp's own (in the venv), so no libsrtp package is needed.
+COPY services/media/fastpath.c services/media/
+COPY scripts/build_fastpath.py scripts/
+# hadolint ignore=DL3008
+RUN mkdir ext \
+ && if [ "${SERVICE}" = media ]; then \
+        apt-get update \
+     && apt-get install -y --no-install-recommends gcc libc6-dev \
+     && rm -rf /var/lib/apt/lists/* \
+     && /opt/tools/bin/python scripts/build_fastpath.py --check \
+     && cp services/media/_fastpath.*.so ext/; \
+    fi
 COPY protos/ protos/
 RUN mkdir gen \
  && find protos -name '*.proto' -exec /opt/tools/bin/python -m grpc_tools.protoc -Iprotos \
@@ -45,6 +59,7 @@ COPY --from=build /src/gen gen/
 COPY services/__init__.py services/
 COPY services/runtime/ services/runtime/
 COPY services/${SERVICE}/ services/${SERVICE}/
+COPY --from=build /src/ext/ services/${SERVICE}/
 RUN python -m compileall -q services gen
 USER 10001:10001
 # The service's own port and Prometheus /metrics (SVPL_METRICS_PORT, as the chart sets it).

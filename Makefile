@@ -10,10 +10,12 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 # Generated code is produced at install time from protos/ and never committed (see README).
 GEN_STAMP := gen/.generated
 GRPC_TOOLS := $(PYTHON) -m grpc_tools.protoc
+# The media service's compiled send path (services/media/fastpath.c), built in place for this Python.
+FASTPATH := services/media/_fastpath$(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 
 .PHONY: install gen run lint test test-fast system-deps chart-test images lock pin-base-image bench bench-identity bench-booking bench-media bench-roster bench-dialin bench-load bench-network openapi clean
 
-install: $(STAMP) $(GEN_STAMP)
+install: $(STAMP) $(GEN_STAMP) $(FASTPATH)
 
 # Everything from the lock file: exact versions, each file checked against its hash (make lock writes it).
 LOCK := requirements/dev.txt
@@ -32,6 +34,11 @@ $(GEN_STAMP): $(PROTOS) $(STAMP)
 	rm -rf gen && mkdir -p gen
 	$(GRPC_TOOLS) -Iprotos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
 	touch $@
+
+# gcc and Python's headers (system-deps.sh build installs them when missing), then setuptools compiles it.
+$(FASTPATH): services/media/fastpath.c scripts/build_fastpath.py $(STAMP)
+	./scripts/system-deps.sh build
+	$(PYTHON) scripts/build_fastpath.py
 
 run: install
 	$(PYTHON) -m devstack.run

@@ -2,6 +2,26 @@
 # Install the Debian packages (and the pinned axe-core) the test suite needs, only when they are missing.
 set -euo pipefail
 need=()
+
+install_needed() {
+  if [ ${#need[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "system-deps: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+}
+
+# The media service's compiled send path (services/media/fastpath.c, `make install`): a C compiler and
+# the headers of the Python that runs it. `system-deps.sh build` installs only these.
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+[ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || need+=(python3-dev)
+if [ "${1:-}" = build ]; then
+  install_needed
+  exit 0
+fi
 command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need+=(slapd)
 command -v ldapadd >/dev/null 2>&1 || need+=(ldap-utils)
 # SAML signatures for the 1177 SAML login (pysaml2 runs xmlsec1).
@@ -23,14 +43,7 @@ command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptab
 command -v tc >/dev/null 2>&1 || [ -x /usr/sbin/tc ] || need+=(iproute2)
 command -v turnserver >/dev/null 2>&1 || [ -x /usr/bin/turnserver ] || need+=(coturn)
 command -v npm >/dev/null 2>&1 || need+=(npm)
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  echo "system-deps: installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+install_needed
 
 # axe-core (WCAG checks injected into the browser tests' pages; tests/gateway/axe.py), pinned and
 # checked: fetched once from the npm registry with npm's own client into build/ (gitignored), not

@@ -4,6 +4,7 @@ import socket
 from pydantic import Field, ValidationInfo, field_validator
 
 from services.media.ports import PortRange
+from services.media.rtc_internals import fastpath_available
 from services.runtime.config import ServiceSettings
 
 
@@ -18,6 +19,9 @@ class MediaSettings(ServiceSettings):
     capacity_participants: int = Field(60, ge=1)
     # Keyframe requests to one publisher: at most one per this many seconds.
     keyframe_interval_seconds: float = Field(0.3, gt=0)
+    # Forwarded packets re-headed, SRTP-protected and sent by compiled code (services/media/fastpath.c, built
+    # by `make install` and in the image); false: by its Python reference in rtc_internals.RtpOut (slower).
+    compiled_forwarding: bool = Field(True, validate_default=True)
     # Kernel buffer of each peer connection's UDP socket (capped by net.core.rmem_max / wmem_max).
     socket_buffer_bytes: int = Field(4 << 20, ge=64 << 10)
     # Quality thresholds above which a participant's connection is poor.
@@ -45,6 +49,14 @@ class MediaSettings(ServiceSettings):
     # The node's address when the pod's ports are published on it (hostPort, chart turn.enabled=false):
     # answers carry it as a candidate next to the pod's own (ports.advertise_node_address). Empty: none.
     node_ip: str = ""
+
+    @field_validator("compiled_forwarding")
+    @classmethod
+    def _compiled_forwarding(cls, on: bool) -> bool:
+        if on and not fastpath_available():
+            raise ValueError("services/media/_fastpath is not built (fastpath.c): run `make install`, or set"
+                             " SVPL_COMPILED_FORWARDING=false for the slower Python path")
+        return on
 
     @field_validator("node_ip")
     @classmethod

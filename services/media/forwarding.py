@@ -14,7 +14,8 @@ tests/media/test_aiortc_internals.py fails if an upgrade changes any of them):
   its last one (RTP marker) arrives: a frame cannot be decoded before that, and one batch per
   frame lets the kernel send it in one ``sendmsg`` (UDP GSO, :class:`DatagramBatch`). Late packets
   (the publisher's retransmissions after our NACKs) go on alone, at once.
-- Sending: ``rtc_internals.RtpOut`` does what aiortc's sender loop does, per subscriber: the
+- Sending: ``rtc_internals.RtpOut`` does what aiortc's sender loop does, per subscriber (its per-packet
+  loop in compiled code, services/media/fastpath.c, unless SVPL_COMPILED_FORWARDING=0): the
   publisher's packet keeps its payload and gets the subscriber sender's header, sequence numbers
   and timestamps (continuous when the slot changes publisher), is SRTP-protected and goes straight
   to the nominated ICE pair's socket; the sender's retransmission history, Sender Report counters
@@ -269,9 +270,10 @@ class ForwardTrack(MediaStreamTrack):
         self._live = True  # readyState == "live", without the property call per frame
         self._ended = asyncio.get_event_loop().create_future()
 
-    def attach_sender(self, sender: RTCRtpSender) -> None:
+    def attach_sender(self, sender: RTCRtpSender, fastpath: bool = False) -> None:
+        """Send on `sender` (`fastpath`: its per-packet work in compiled code, services/media/fastpath.c)."""
         # PLI / FIR from the subscriber: forward to the publisher instead of "encoding" a keyframe.
-        self._out = attach_rtp_out(sender, self.request_keyframe, DatagramBatch())
+        self._out = attach_rtp_out(sender, self.request_keyframe, DatagramBatch(), fastpath)
 
     def bind(self, publication: Publication) -> None:
         self.unbind()

@@ -174,8 +174,9 @@ class MediaRooms:
                  reporter: ConnectionReporter, thresholds: Thresholds, keyframe_interval: float = 0.3,
                  test_room_seconds: float = 300.0, socket_buffer_bytes: int = 4 << 20,
                  rtc_ports: ports.PortRange | None = None, test_room_share: float = 0.1,
-                 node_ip: str = "") -> None:
+                 node_ip: str = "", fastpath: bool = False) -> None:
         self._socket_buffer = socket_buffer_bytes
+        self._fastpath = fastpath  # subscribers' packets re-headed, protected and sent by fastpath.c
         # No ICE servers of its own (PeerCounter.new): behind TURN coturn relays to the pod's address;
         # without TURN the node publishes the pod's ports and answers name the node's address too.
         self._node_ip = node_ip
@@ -342,7 +343,7 @@ class MediaRooms:
                 elif offered_direction(t) == "sendonly":
                     track = ForwardTrack(t.kind, t.mid or "")
                     t.sender.replaceTrack(track)
-                    track.attach_sender(t.sender)
+                    track.attach_sender(t.sender, self._fastpath)
                     t.direction = "sendonly"
                     p.slots[t.kind].append(track)
             await self._answer(pc, self._meeting_ports, self._test_ports)
@@ -501,7 +502,7 @@ class MediaRooms:
                     pub = Publication("echo", t.kind, t.receiver, self._keyframe_interval)
                     track = ForwardTrack(t.kind)
                     t.sender.replaceTrack(track)
-                    track.attach_sender(t.sender)
+                    track.attach_sender(t.sender, self._fastpath)
                     track.bind(pub)
                     t.direction = "sendrecv"
             await self._answer(pc, self._test_ports)  # only the test rooms' own ports

@@ -22,7 +22,9 @@ return, so no call layer is added per packet):
   ``RTCRtpSender._run_rtp`` does, on the sender's and its transports' private state, with a
   :class:`RawHistory` as the sender's retransmission history.
 - SRTP on the session buffer: :class:`SrtpProtect` (pylibsrtp's ``_binding``, ``Session._srtp``,
-  ``_cdata``, ``_buffer``).
+  ``_cdata``, ``_buffer``); for the compiled send path (services/media/fastpath.c, which `RtpOut` calls
+  unless SVPL_COMPILED_FORWARDING is off) :func:`srtp_protect_function` and :func:`srtp_context`, the
+  address of the ``srtp_protect`` pylibsrtp's libsrtp has and of a session's libsrtp context.
 - Direct receive: :func:`receive_in_callback` replaces aioice's ``datagram_received`` for SRTP/SRTCP;
   :func:`run_now` runs aiortc's handlers in place and raises :class:`HandlerSuspended` if one suspends.
 - ICE sockets: :func:`ice_sockets` (aioice ``Connection._protocols``) and
@@ -51,6 +53,11 @@ from pylibsrtp import SRTP_MAX_TRAILER_LEN
 from pylibsrtp._binding import ffi as srtp_ffi
 from pylibsrtp._binding import lib as srtp_lib
 
+try:  # the compiled send path (services/media/fastpath.c, built by `make install`); see RtpOut
+    from services.media import _fastpath
+except ImportError:  # not built: with SVPL_COMPILED_FORWARDING on, the media service refuses to start (config.py)
+    _fastpath = None  # type: ignore[assignment]
+
 # The loggers the code below logged to before it moved here (services/media/forwarding.py, receive.py).
 forwarding_log = logging.getLogger("svpl.media.forwarding")
 receive_log = logging.getLogger("svpl.media.receive")
@@ -59,8 +66,8 @@ receive_log = logging.getLogger("svpl.media.receive")
 PINNED = {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}
 
 __all__ = [
-    "PINNED", "HandlerSuspended", "PacketSink", "RawHistory", "RtpOut", "RtpPacket", "SrtpProtect",
-    "VpxPayloadDescriptor", "attach_rtp_out", "current_ms", "current_ntp_time", "divert_received_packets",
+    "MAX_PLAIN", "PINNED", "HandlerSuspended", "PacketSink", "RawHistory", "RtpOut", "RtpPacket", "SrtpProtect",
+    "VpxPayloadDescriptor", "attach_rtp_out", "current_ms", "fastpath_available", "current_ntp_time", "divert_received_packets",
     "ice_sockets", "intercept_host_candidate_binds", "is_rtcp", "negotiated_codecs", "offered_direction",
     "parse_sdp", "pli_sender", "receive_in_callback", "run_now", "set_negotiated_codecs",
 ]
@@ -172,6 +179,27 @@ class RawHistory:
         self.ring[index] = packet.serialize(self.extensions_map)
 
 
+SRTP_BUFFER = 1500  # pylibsrtp.Session's buffer (``_cdata``): a protected packet must fit in it
+MAX_PLAIN = SRTP_BUFFER - SRTP_MAX_TRAILER_LEN  # the longest plain RTP packet it protects
+
+
+def fastpath_available() -> bool:
+    """Whether the compiled send path (services/media/_fastpath, from fastpath.c) is built."""
+    return _fastpath is not None
+
+
+def srtp_protect_function() -> int:
+    """The address of ``srtp_protect`` in the libsrtp pylibsrtp carries (its cffi ``_binding``): fastpath.c
+    calls it on the session's own context, so one libsrtp (and one context per session) does all SRTP."""
+    return int(srtp_ffi.cast("uintptr_t", srtp_ffi.addressof(srtp_lib, "srtp_protect")))
+
+
+def srtp_context(session) -> int:
+    """The address of a pylibsrtp ``Session``'s libsrtp context (``_srtp[0]``, an ``srtp_t``); it lives as
+    long as the session does (fastpath.Route keeps a reference to the session)."""
+    return int(srtp_ffi.cast("uintptr_t", session._srtp[0]))
+
+
 class SrtpProtect:
     """libsrtp's ``srtp_protect`` on a DTLS transport's outgoing SRTP session, without pylibsrtp's
     per-call wrapping.
@@ -225,8 +253,15 @@ class RtpOut:
     What a send needs from the connection (the nominated pair's transport and address, the SRTP
     session) is looked up again only when the DTLS transport or the nominated pair changes."""
 
-    def __init__(self, sender, batch) -> None:
+    def __init__(self, sender, batch, fastpath: bool = False) -> None:
         self.sender: Any = sender
+        # The compiled send path (fastpath.c) does the per-packet loop of `send`; the loop below is its
+        # readable reference (SVPL_COMPILED_FORWARDING=0), and tests/media/test_fastpath.py compares the two.
+        if fastpath and _fastpath is None:
+            raise RuntimeError("services/media/_fastpath is not built: run `make install` (or set SVPL_COMPILED_FORWARDING=0)")
+        self.fastpath = fastpath
+        self._route_c: Any = None  # the compiled path's Route: socket, address, SRTP context
+        self._sock: Any = None  # the nominated pair's socket, when its transport is asyncio's own
         self.payload_type: int | None = None  # set once the sender has started (attach_rtp_out)
         self._sequence = random.randint(0, 0xFFFF)  # the next sequence number this sender uses
         self._timestamp_origin = random.getrandbits(32)
@@ -293,6 +328,12 @@ class RtpOut:
         if pair is not self._pair:
             self._pair, self._transport, self._addr = pair, pair.protocol.transport, pair.remote_addr
             self._protect = SrtpProtect(dtls._tx_srtp)
+            if self.fastpath:
+                # asyncio's _SelectorDatagramTransport socket; None for aioice's TurnTransport (relayed: it wraps
+                # each datagram for the TURN server, and has no write buffer to ask about): always through it
+                self._sock = getattr(self._transport, "_sock", None)
+                self._route_c = _fastpath.Route(self._sock, self._addr[0], self._addr[1], srtp_protect_function(),
+                                                srtp_context(dtls._tx_srtp), dtls._tx_srtp)
         return True
 
     def rebase(self, first: RtpPacket, clock_rate: int) -> None:
@@ -317,45 +358,81 @@ class RtpOut:
             return False
         if (dtls is not self._dtls or self._nominated.get(1) is not self._pair) and not self._route(dtls):
             return False
-        protect, ring, first = self._protect, self._ring, self._first
-        sequence_offset, timestamp_offset = self._sequence_offset, self._timestamp_offset
-        header = self.header(0, abs_send_time)
-        pt = self.payload_type
-        datas = []
-        octets = 0
-        timestamp = seq = None
-        for packet in packets:
-            if (packet.sequence_number - first) & 0xFFFF >= 0x8000:
-                continue  # from before this source was started on this sender
-            seq = (packet.sequence_number + sequence_offset) & 0xFFFF
-            timestamp = (packet.timestamp + timestamp_offset) & 0xFFFFFFFF
-            _HEADER_FIELDS.pack_into(header, 1, pt | 0x80 if packet.marker else pt, seq, timestamp)
-            payload = packet.payload
-            plain = bytes(header) + payload
-            ring[seq % RTP_HISTORY_SIZE] = plain  # kept for retransmission on NACK, as aiortc's sender keeps it
-            datas.append(protect(plain))
-            octets += len(payload)
-            if ((seq - self._sequence) & 0xFFFF) < 0x8000:  # not before the next number: continue after it
-                self._sequence = (seq + 1) & 0xFFFF
-        if not datas:
-            return True
-        if len(datas) == 1:
-            self._batch.send_one(self._transport, datas[0], self._addr)
+        if self.fastpath:
+            sent = self._send_compiled(packets, abs_send_time)
         else:
-            self._batch.send(self._transport, datas, self._addr)
+            sent = self._send_python(packets, abs_send_time)
+        if sent is None:
+            return True
+        timestamp, count, octets, wire = sent
         self._last_timestamp, self._last_time = timestamp, time.monotonic()
         # What the sender's Sender Reports and getStats read, and the transport's counters.
-        count = len(datas)
         sender._RTCRtpSender__ntp_timestamp = ntp
         sender._RTCRtpSender__rtp_timestamp = timestamp
         sender._RTCRtpSender__octet_count += octets
         sender._RTCRtpSender__packet_count += count
-        dtls._RTCDtlsTransport__tx_bytes += sum(map(len, datas))
+        dtls._RTCDtlsTransport__tx_bytes += wire
         dtls._RTCDtlsTransport__tx_packets += count
         return True
 
+    def _send_python(self, packets: list[RtpPacket], abs_send_time: int) -> tuple[int, int, int, int] | None:
+        """The reference for fastpath.c's ``send``: re-head, keep, protect and send `packets`; (last
+        timestamp, datagrams, payload octets, bytes on the wire), or None when none was sent."""
+        protect, ring, first = self._protect, self._ring, self._first
+        sequence_offset, timestamp_offset = self._sequence_offset, self._timestamp_offset
+        header = self.header(0, abs_send_time)
+        pt: int = self.payload_type  # type: ignore[assignment]  # set: send checked it
+        datas = []
+        octets = 0
+        timestamp = seq = None
+        next_sequence = self._sequence  # taken on only when every packet was protected (as fastpath.c does)
+        for packet in packets:
+            if (packet.sequence_number - first) & 0xFFFF >= 0x8000:
+                continue  # from before this source was started on this sender
+            payload = packet.payload
+            if len(header) + len(payload) > MAX_PLAIN:
+                continue  # does not fit the SRTP buffer (a hostile or broken publisher): dropped, never cut
+            seq = (packet.sequence_number + sequence_offset) & 0xFFFF
+            timestamp = (packet.timestamp + timestamp_offset) & 0xFFFFFFFF
+            _HEADER_FIELDS.pack_into(header, 1, pt | 0x80 if packet.marker else pt, seq, timestamp)
+            plain = bytes(header) + payload
+            ring[seq % RTP_HISTORY_SIZE] = plain  # kept for retransmission on NACK, as aiortc's sender keeps it
+            datas.append(protect(plain))
+            octets += len(payload)
+            if ((seq - next_sequence) & 0xFFFF) < 0x8000:  # not before the next number: continue after it
+                next_sequence = (seq + 1) & 0xFFFF
+        self._sequence = next_sequence
+        if not datas:
+            return None
+        if len(datas) == 1:
+            self._batch.send_one(self._transport, datas[0], self._addr)
+        else:
+            self._batch.send(self._transport, datas, self._addr)
+        return timestamp, len(datas), octets, sum(map(len, datas))  # type: ignore[return-value]
 
-def attach_rtp_out(sender, on_keyframe_request: Callable[[], None], batch) -> RtpOut:
+    def _send_compiled(self, packets: list[RtpPacket], abs_send_time: int) -> tuple[int, int, int, int] | None:
+        """`_send_python` in one call of fastpath.c's ``send``; what the socket did not take now goes
+        through the transport, in order (it queues it, or reports the error to its protocol)."""
+        transport = self._transport
+        if self._header is None or not self._patchable:
+            header, at = bytes(self.header(0, abs_send_time)), -1  # serialised whole (see header)
+        else:
+            header, at = self._header, self._abs_send_time_at or -1
+        direct = (self._sock is not None and not transport.get_write_buffer_size()
+                  and not transport.is_closing())
+        self._sequence, timestamp, count, octets, wire, rest, refused = _fastpath.send(
+            self._route_c, header, at, abs_send_time, self.payload_type or 0, self._first, self._sequence_offset,
+            self._timestamp_offset, self._sequence, packets, self._ring, direct)
+        if refused:
+            forwarding_log.warning("UDP GSO refused; sending datagram by datagram")
+        if rest:
+            sendto, addr = transport.sendto, self._addr
+            for data in rest:
+                sendto(data, addr)
+        return (timestamp, count, octets, wire) if count else None
+
+
+def attach_rtp_out(sender, on_keyframe_request: Callable[[], None], batch, fastpath: bool = False) -> RtpOut:
     """Make `sender` an :class:`RtpOut`'s: keyframe requests from its remote receiver go to
     `on_keyframe_request`, and the RtpOut learns the payload type when the sender starts.
 
@@ -364,7 +441,7 @@ def attach_rtp_out(sender, on_keyframe_request: Callable[[], None], batch) -> Rt
     sends with the first negotiated codec (``_run_rtp(parameters.codecs[0])`` in ``send``), and ``send``
     configures the header extensions map :meth:`RtpOut.header` serialises with."""
     sender._send_keyframe = on_keyframe_request
-    out = RtpOut(sender, batch)
+    out = RtpOut(sender, batch, fastpath)
     start = sender.send
 
     async def send(parameters) -> None:

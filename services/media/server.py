@@ -48,6 +48,7 @@ async def build(settings: MediaSettings) -> tuple[MediaComponent, auth.KeySet]:
             rtc_ports=settings.rtc_ports,
             test_room_share=settings.test_room_share,
             node_ip=settings.node_ip,
+            fastpath=settings.compiled_forwarding,
         )
         opened.closing(rooms, rooms.shutdown)  # everyone still connected is disconnected first
         if settings.rtc_ports is not None:  # ICE host sockets inside SVPL_RTC_PORT_MIN..MAX (ports.py)

@@ -45,7 +45,14 @@ class MediaWorld:
         return response
 
 
+# The send paths a test runs on (`@pytest.mark.parametrize("world", SEND_PATHS, indirect=True)`): the
+# compiled one (services/media/fastpath.c, the default) and its Python reference (SVPL_COMPILED_FORWARDING=0).
+SEND_PATHS = ["compiled", "python"]
+
+
 @pytest.fixture
-async def world(system_factory, keyring, service_token):
-    system = await system_factory(["identity", "media"], overrides={"media": {"instance_id": INSTANCE}})
+async def world(request, system_factory, keyring, service_token):
+    fastpath = getattr(request, "param", "compiled") == "compiled"
+    system = await system_factory(["identity", "media"],
+                                  overrides={"media": {"instance_id": INSTANCE, "compiled_forwarding": fastpath}})
     yield MediaWorld(system, keyring, service_token)

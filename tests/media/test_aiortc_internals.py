@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiortc.rtcrtpreceiver
 import av
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
 from aiortc.codecs import get_encoder
 from aiortc.codecs.vpx import Vp8Encoder
@@ -326,9 +327,11 @@ def test_sender_loop_that_rtp_out_reproduces():
     assert list(inspect.signature(Vp8Encoder._packetize).parameters) == ["buffer", "picture_id"]
 
 
-async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch):
+@pytest.mark.parametrize("fastpath", [True, False], ids=["compiled", "python"])
+async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch, fastpath):
     """A ForwardTrack on a real loopback connection: frames arrive whole with their timestamps, the
-    sender's stats count them, and a NACKed packet is retransmitted from the history RtpOut keeps."""
+    sender's stats count them, and a NACKed packet is retransmitted from the history RtpOut keeps
+    (both send paths: fastpath.c and its Python reference)."""
     import aioice.ice
 
     from services.media.forwarding import ForwardTrack
@@ -348,7 +351,7 @@ async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch):
         track = ForwardTrack("video")
         st = sfu.getTransceivers()[0]
         st.sender.replaceTrack(track)
-        track.attach_sender(st.sender)
+        track.attach_sender(st.sender, fastpath)
         st.direction = "sendonly"
         await sfu.setLocalDescription(await sfu.createAnswer())
         await client.setRemoteDescription(sfu.localDescription)
@@ -394,7 +397,7 @@ async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch):
         pair = st.sender.transport.transport._connection._nominated[1]
         assert isinstance(pair.protocol.transport, _SelectorDatagramTransport)
         assert isinstance(pair.protocol.transport._sock, socket.socket)
-        assert out._batch.gso
+        assert out._route_c.gso if fastpath else out._batch.gso
         # A NACK for the last packet sent: aiortc's sender retransmits it from RtpOut's history, the
         # same packet (or its RTX wrapping, RFC 4588) as first sent.
         history = st.sender._RTCRtpSender__rtp_history
@@ -588,6 +591,24 @@ def test_srtp_protect_is_pylibsrtps_protect():
         assert receiver.unprotect(protected) == plain
     with pytest.raises(ValueError):
         ours(bytes(1500))
+
+
+def test_the_srtp_function_and_context_fastpath_calls():
+    """fastpath.c calls libsrtp 2's ``srtp_protect(srtp_t, void *, int *)`` (the one in pylibsrtp's binding,
+    by address) on a session's own context; its buffer is pylibsrtp's 1500 bytes."""
+    from pylibsrtp import Policy, Session
+    from pylibsrtp._binding import ffi, lib
+
+    from services.media.rtc_internals import MAX_PLAIN, SRTP_BUFFER, srtp_context, srtp_protect_function
+
+    function = ffi.addressof(lib, "srtp_protect")
+    assert ffi.getctype(ffi.typeof(function)) == "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
+    assert srtp_protect_function() == int(ffi.cast("uintptr_t", function)) != 0
+    assert ffi.sizeof("srtp_err_status_t") == ffi.sizeof("int")
+    session = Session(policy=Policy(key=bytes(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    assert srtp_context(session) == int(ffi.cast("uintptr_t", session._srtp[0])) != 0
+    assert len(session._cdata) == SRTP_BUFFER and MAX_PLAIN == SRTP_BUFFER - 144
+    assert "if len(data) > len(self._cdata) - trailer:" in inspect.getsource(Session._Session__process)
 
 
 def test_receive_path_that_receive_directly_reproduces():

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from svpl.media.v1 import media_pb2
 
 from devstack.peers import Peer
+from tests.media.conftest import SEND_PATHS
 from tests.polling import poll
 
 SIZES = [(160, 120), (176, 144), (192, 112)]
 
 
+@pytest.mark.parametrize("world", SEND_PATHS, indirect=True)
 async def test_three_participants_receive_each_others_audio_and_video_at_the_sent_rate(world):
     meeting = await world.open_room()
     peers = [Peer(w, h, slots=2) for w, h in SIZES]
@@ -59,6 +62,7 @@ async def test_three_participants_receive_each_others_audio_and_video_at_the_sen
             await p.close()
 
 
+@pytest.mark.parametrize("world", SEND_PATHS, indirect=True)
 async def test_keyframe_requests_from_subscribers_reach_the_publisher_throttled(world):
     meeting = await world.open_room()
     a, b = Peer(160, 120, slots=1), Peer(176, 144, slots=1)

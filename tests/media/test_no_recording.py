@@ -118,3 +118,8 @@ def test_no_rpc_or_setting_can_start_a_recording(monkeypatch):
             continue
         hits = [line for line in source.read_text().splitlines() if forbidden.search(line)]
         assert hits == [], f"{source.name}: {hits}"
+    # The compiled send path (fastpath.c) sends on sockets only: no file, no pipe, no mapping it could write to.
+    c_forbidden = re.compile(r"\b(fopen|open|openat|creat|write|writev|pwrite|fwrite|fprintf|mmap|dup2?|tmpfile)\s*\(")
+    for source in (ROOT / "services" / "media").glob("*.c"):
+        hits = [line for line in source.read_text().splitlines() if c_forbidden.search(line)]
+        assert hits == [], f"{source.name}: {hits}"

@@ -16,7 +16,7 @@ from devstack.harness import as_token
 from devstack.peers import Peer
 from services.media.quality import POOR_CONNECTION, UNEVEN, Quality, QualitySampler, Thresholds, assess
 from services.media.rooms import PeerCounter
-from tests.media.conftest import INSTANCE, MediaWorld
+from tests.media.conftest import INSTANCE, SEND_PATHS, MediaWorld
 from tests.polling import poll
 
 
@@ -31,6 +31,7 @@ async def two_talking(world) -> tuple[str, Peer, Peer]:
     return meeting, a, b
 
 
+@pytest.mark.parametrize("world", SEND_PATHS, indirect=True)  # Sender/Receiver Reports on both send paths
 async def test_quality_snapshot_reports_ms_and_bitrates(world):
     meeting, a, b = await two_talking(world)
     try:

@@ -1,0 +1,13 @@
+# Types of services/media/_fastpath, the module scripts/build_fastpath.py builds from fastpath.c.
+from typing import Any
+
+MAX_PLAIN: int
+HISTORY: int
+
+class Route:
+    gso: bool
+    def __init__(self, sock: Any, host: str, port: int, protect: int, context: int, session: Any) -> None: ...
+
+def send(route: Route, header: bytes, at: int, abs_send_time: int, payload_type: int, first: int,
+         sequence_offset: int, timestamp_offset: int, next_sequence: int, packets: list[Any], ring: list[Any],
+         direct: bool, /) -> tuple[int, int, int, int, int, list[bytes] | None, bool]: ...
