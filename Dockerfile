@@ -41,9 +41,20 @@ RUN mkdir gen \
  && find protos -name '*.proto' -exec /opt/tools/bin/python -m grpc_tools.protoc -Iprotos \
         --python_out=gen --grpc_python_out=gen {} +
 
+# The runtime's system packages, per service, and nothing to build with: identity gets Debian's
+# xmlsec1 (pysaml2 runs it to verify, decrypt and sign the 1177 login's SAML); the others get none.
+FROM ${PYTHON_IMAGE} AS system
+ARG SERVICE
+# hadolint ignore=DL3008
+RUN if [ "${SERVICE}" = identity ]; then \
+        apt-get update \
+     && apt-get install -y --no-install-recommends xmlsec1 \
+     && rm -rf /var/lib/apt/lists/*; \
+    fi
+
 # Runtime stage: the venv, the generated code, services/runtime and this one service's sources;
 # no compilers, no pip tools venv, no protos; a non-root user; a read-only root filesystem works.
-FROM ${PYTHON_IMAGE}
+FROM system
 ARG SERVICE
 ARG PORT
 ENV PATH=/opt/venv/bin:$PATH \

@@ -104,9 +104,10 @@ def test_dockerfile_is_multi_stage_pinned_non_root_and_runs_the_service(builds, 
     base = defaults["PYTHON_IMAGE"]
     # A pinned patch release, slim, and the digest of its multi-architecture index (make pin-base-image).
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", base), base
-    build, runtime = stages(args)
+    build, system, runtime = stages(args)
     assert build[0] == ("FROM", "${PYTHON_IMAGE} AS build")
-    assert runtime[0] == ("FROM", "${PYTHON_IMAGE}")
+    assert system[0] == ("FROM", "${PYTHON_IMAGE} AS system")
+    assert runtime[0] == ("FROM", "system")
     build_text = " ".join(a for _, a in build)
     assert f'-r "requirements/{service}.txt"' in build_text and "-r requirements/tools.txt" in build_text
     assert build_text.count("--require-hashes --only-binary=:all:") == 2, "every install checks the locked hashes"
@@ -151,12 +152,25 @@ def test_dockerignore_keeps_the_context_to_what_the_images_copy(builds):
                 assert source in allowed or source.split("/")[0] in allowed, (service, source)
 
 
+def test_only_the_identity_image_gets_a_system_package_and_it_is_xmlsec1_for_the_1177_saml_login(builds):
+    """The runtime's base stage installs Debian packages only where the service runs them: identity's
+    SAML path (services/identity/saml1177.py) runs xmlsec1; no compiler reaches any runtime."""
+    for service, args in builds.items():
+        _, system, _ = stages(args)
+        (step,) = [a for w, a in system if w == "RUN"]
+        assert f'if [ "{service}" = identity ]' in step
+        installed = re.findall(r"apt-get install -y --no-install-recommends ([^&;]+)", step)
+        assert [p.split() for p in installed] == [["xmlsec1"]], step
+        assert not re.search(r"\b(gcc|g\+\+|make|build-essential|pip install)\b", step)
+    assert "xmlsec1" in (ROOT / "services" / "identity" / "saml1177.py").read_text()
+
+
 def test_the_media_image_builds_its_compiled_send_path_and_ships_only_the_module(builds, tmp_path):
     """media's build stage compiles services/media/fastpath.c with gcc (installed there only) and the
     runtime stage copies the built module next to media's sources; the other images build nothing.
     The build step itself, run here on a copy of what it COPYs, gives a module that imports."""
     for service, args in builds.items():
-        build, runtime = stages(args)
+        build, _, runtime = stages(args)
         (step,) = [a for w, a in build if w == "RUN" and "build_fastpath.py" in a]
         assert "COPY --from=build /src/ext/ services/" + service + "/" in "\n".join(f"{w} {a}" for w, a in runtime)
         assert f'if [ "{service}" = media ]' in step  # gcc only where it is used
