@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Debian packages only the benchmarks need (not the tests' scripts/system-deps.sh), installed when missing:
+# Janus WebRTC Server, the compiled SFU `make bench-media` measures our media service against (bench/janus.py
+# runs it with a generated configuration; the package's own service is never started).
+set -euo pipefail
+need=()
+command -v janus >/dev/null 2>&1 || [ -x /usr/bin/janus ] || need+=(janus)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "bench-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
