@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 from aiortc import RTCSessionDescription
 
-from bench.media_peers import SOCKET_BUFFER, Participant, loopback_only, new_connection, participants, publish
+from bench.media_peers import SETUP_TIMEOUT, SOCKET_BUFFER, Participant, loopback_only, new_connection, participants, publish
 from services.media.forwarding import enlarge_socket_buffers
 
 FOLDER = Path("/usr/lib/x86_64-linux-gnu/janus")
@@ -178,7 +178,7 @@ class JanusClient:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.http = httpx.AsyncClient(timeout=60)
+        self.http = httpx.AsyncClient(timeout=SETUP_TIMEOUT)
         self.session = ""
         self.waiting: dict[str, asyncio.Future[dict]] = {}
         self.poller: asyncio.Task | None = None
@@ -204,13 +204,16 @@ class JanusClient:
             raise JanusError(reply["error"]["code"], reply["error"]["reason"])
         if reply["janus"] == "ack":  # the answer comes as an event on the long poll
             future = self.waiting.setdefault(transaction, asyncio.get_running_loop().create_future())
-            reply = await asyncio.wait_for(future, 60)
+            reply = await asyncio.wait_for(future, SETUP_TIMEOUT)
             self.waiting.pop(transaction, None)
         return reply
 
     async def poll(self) -> None:
         while True:
-            events = (await self.http.get(self.session, params={"maxev": 10})).json()
+            try:
+                events = (await self.http.get(self.session, params={"maxev": 10})).json()
+            except httpx.TransportError:  # a long poll cut short (a saturated machine): poll again
+                continue
             for event in events if isinstance(events, list) else [events]:
                 transaction = event.get("transaction")
                 if event.get("janus") == "event" and transaction:
@@ -273,7 +276,7 @@ class JanusParticipant(Participant):
             raise RuntimeError("janus answered a publish without SDP")
         await self.publisher.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
 
-    async def subscribe(self, janus: JanusClient, timeout: float = 60) -> None:
+    async def subscribe(self, janus: JanusClient, timeout: float = SETUP_TIMEOUT) -> None:
         """Every other participant's audio and video on one connection, once their publishers are up."""
         handle = await janus.attach()
         body = {"request": "join", "ptype": "subscriber", "room": self.spec["room"],
@@ -304,6 +307,8 @@ async def join(cfg: dict, stack: AsyncExitStack) -> list[JanusParticipant]:
     loopback_only(host_address())
     people = participants(cfg, JanusParticipant)
     janus = await stack.enter_async_context(JanusClient(cfg["participants"][0]["address"]))
-    await asyncio.gather(*(p.publish(janus) for p in people))
-    await asyncio.gather(*(p.subscribe(janus) for p in people))
+    for p in people:  # one after the other, as the load generator joins our media service
+        await p.publish(janus)
+    for p in people:
+        await p.subscribe(janus)
     return people

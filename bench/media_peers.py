@@ -43,6 +43,7 @@ from services.media.forwarding import enlarge_socket_buffers
 
 WIDTH, HEIGHT, FPS = 640, 360, 15
 CLIP_FRAMES = 60  # 4 s: a keyframe at the start of each loop, or on request
+SETUP_TIMEOUT = 120  # s, for connections and first media: generous, on a shared machine that may be saturated
 SOCKET_BUFFER = 4 << 20  # the peers' UDP buffers, as the media service sets its own
 
 
@@ -287,15 +288,19 @@ async def main() -> None:
     cfg = json.loads(sys.stdin.readline())
     async with contextlib.AsyncExitStack() as stack:
         people: Sequence[Participant]
-        if cfg["target"] == "janus":
-            from bench import janus
+        try:
+            if cfg["target"] == "janus":
+                from bench import janus
 
-            people = await janus.join(cfg, stack)
-        else:
-            loopback_only()
-            people = participants(cfg, Participant)
-            for p in people:
-                await negotiate(p, cfg)
+                people = await janus.join(cfg, stack)
+            else:
+                loopback_only()
+                people = participants(cfg, Participant)
+                for p in people:
+                    await negotiate(p, cfg)
+        except Exception as e:  # the orchestrator prints it, naming the case, instead of "no output"
+            print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
+            raise
         await measure(people)
 
 
@@ -315,7 +320,7 @@ def participants(cfg: dict, cls: type[P]) -> list[P]:
 
 async def measure(people: Sequence[Participant]) -> None:
     """Ready when every slot has received media; then a JSON line per "report <t0> <t1>" until "stop"."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + SETUP_TIMEOUT
     while not all(s.times for p in people for s in p.slots):
         if time.monotonic() > deadline:
             counts = [[len(s.times) for s in p.slots] for p in people]
