@@ -32,10 +32,17 @@ from typing import Any
 import httpx
 from aiortc import RTCSessionDescription
 
-from bench.media_peers import SETUP_TIMEOUT, SOCKET_BUFFER, Participant, loopback_only, new_connection, participants, publish
+from bench.media_peers import (
+    SETUP_TIMEOUT,
+    SOCKET_BUFFER,
+    Participant,
+    loopback_only,
+    new_connection,
+    participants,
+    publish,
+)
 from services.media.forwarding import enlarge_socket_buffers
 
-FOLDER = Path("/usr/lib/x86_64-linux-gnu/janus")
 NO_SUCH_FEED = 428  # JANUS_VIDEOROOM_ERROR_NO_SUCH_FEED: the publisher's PeerConnection is not up yet
 INSTALL = "scripts/bench-deps.sh"
 
@@ -67,19 +74,28 @@ def version() -> str:
     return next((line.split("(")[-1].rstrip(")") for line in out.splitlines() if line.startswith("Janus version")), "?")
 
 
+def installed() -> Path:
+    """The Debian package's module folder (/usr/lib/<multiarch>/janus)."""
+    found = next(Path("/usr/lib").glob("*/janus/plugins/libjanus_videoroom.so"), None)
+    if found is None:
+        raise RuntimeError(f"janus's videoroom plugin is not installed: run {INSTALL} (make bench-media does)")
+    return found.parent.parent
+
+
 def write_config(folder: Path, address: str, http_port: int, event_loops: int) -> Path:
     """janus.jcfg, the videoroom and the HTTP transport; every other plugin, transport, logger and
     event handler stays unloaded (an empty folder for the last two)."""
+    modules = installed()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "empty").mkdir(exist_ok=True)
 
     def others(kind: str, keep: str) -> str:
-        return ",".join(sorted(p.name for p in (FOLDER / kind).glob("*.so") if p.name != keep))
+        return ",".join(sorted(p.name for p in (modules / kind).glob("*.so") if p.name != keep))
 
     (folder / "janus.jcfg").write_text(f"""general: {{
 	configs_folder = "{folder}"
-	plugins_folder = "{FOLDER / 'plugins'}"
-	transports_folder = "{FOLDER / 'transports'}"
+	plugins_folder = "{modules / 'plugins'}"
+	transports_folder = "{modules / 'transports'}"
 	events_folder = "{folder / 'empty'}"
 	loggers_folder = "{folder / 'empty'}"
 	debug_level = 3
