@@ -288,11 +288,16 @@ async def main() -> None:
         if sys.argv[1:]:  # chosen cases, e.g. `bench/media.py relay:1x2 sfu:1x4 janus:1x4` (the relay first), `latency`
             cases = [(a.split(":")[0], int(a.split(":")[1].split("x")[0]), int(a.split("x")[1])) for a in chosen]
         results = []
+        failed: list[str] = []
         for target, rooms, n in cases:
             load = os.getloadavg()[0]  # before the server starts: what else the machine is doing
-            servers = await fresh(target)
             try:
+                servers = await fresh(target)
                 r = await run_case(target, servers, rooms, n, keyring, tokens, 1 if rooms * n <= 4 else 2)
+            except RuntimeError as e:  # one failed run (e.g. no media within the setup time) spoils no other
+                failed.append(f"{target} {rooms}x{n}")
+                print(f"  FAILED {target} {rooms}x{n}: load average before {load:.2f}: {e}", flush=True)
+                continue
             finally:
                 stop_all()  # every run on a fresh process: no state (or CPU) carried into the next
             r["load"] = load
@@ -327,6 +332,9 @@ async def main() -> None:
             print("\n".join(comparison(results)))
             print("svpl/Janus = svpl's CPU per forwarded stream / Janus's, run by run (< 1: svpl uses less);"
                   " min fps = the slowest subscriber video slot over all windows (the clip is 15 fps)")
+        if failed:
+            print(f"\nFAILED runs (not in the tables): {', '.join(failed)}")
+            sys.exit(1)
     finally:
         stop_all()
         await system.stop()

@@ -43,7 +43,8 @@ from services.media.forwarding import enlarge_socket_buffers
 
 WIDTH, HEIGHT, FPS = 640, 360, 15
 CLIP_FRAMES = 60  # 4 s: a keyframe at the start of each loop, or on request
-SETUP_TIMEOUT = 120  # s, for connections and first media: generous, on a shared machine that may be saturated
+SETUP_TIMEOUT = 120  # s, for a signalling request: generous, on a shared machine that may be saturated
+READY_TIMEOUT = 60  # s, from the last connection set up to media on every slot
 SOCKET_BUFFER = 4 << 20  # the peers' UDP buffers, as the media service sets its own
 
 
@@ -320,7 +321,7 @@ def participants(cfg: dict, cls: type[P]) -> list[P]:
 
 async def measure(people: Sequence[Participant]) -> None:
     """Ready when every slot has received media; then a JSON line per "report <t0> <t1>" until "stop"."""
-    deadline = time.monotonic() + SETUP_TIMEOUT
+    deadline = time.monotonic() + READY_TIMEOUT
     while not all(s.times for p in people for s in p.slots):
         if time.monotonic() > deadline:
             counts = [[len(s.times) for s in p.slots] for p in people]
