@@ -53,7 +53,7 @@ from services.identity.tokens import KeyRing
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 WARMUP = 2.0
-MEASURE = float(os.environ.get("BENCH_MEDIA_SECONDS", "15"))  # per case, in WINDOWS windows; longer for profiling
+MEASURE = float(os.environ.get("BENCH_MEDIA_SECONDS", "12"))  # per case, in WINDOWS windows; longer for profiling
 WINDOWS = 3
 RUNS = int(os.environ.get("BENCH_MEDIA_RUNS", "2"))  # per case and server, each on a fresh process
 COMPARED = [(1, 4), (1, 6), (1, 10), (1, 16), (8, 5)]  # rooms x participants, svpl next to Janus
