@@ -5,11 +5,4 @@
 set -euo pipefail
 need=()
 command -v janus >/dev/null 2>&1 || [ -x /usr/bin/janus ] || need+=(janus)
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  echo "bench-deps: installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+"$(dirname "$0")/apt-install.sh" ${need[@]+"${need[@]}"}
