@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -22,6 +23,8 @@ from typing import TypedDict
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+# make's echo of a recipe line (a command, perhaps after VAR=value settings), not a benchmark's output
+RECIPE = re.compile(r"(make|\.venv/bin|\./scripts|([A-Z_]+=\S* )+\S*/bin/python)")
 BENCHES = ["bench-identity", "bench-booking", "bench-roster", "bench-media", "bench-load"]
 
 
@@ -61,7 +64,7 @@ def main(names: list[str]) -> int:
     for name in names or BENCHES:
         started = time.monotonic()
         proc = subprocess.run(["make", "--no-print-directory", name], cwd=ROOT, capture_output=True, text=True)
-        output = "\n".join(line for line in proc.stdout.splitlines() if not line.startswith(("make", ".venv/bin", "./scripts")))
+        output = "\n".join(line for line in proc.stdout.splitlines() if not RECIPE.match(line))
         results[name] = {"bench": name, "exit_code": proc.returncode, "seconds": round(time.monotonic() - started, 1),
                          "output": output.strip(), "stderr_tail": proc.stderr[-2000:] if proc.returncode else "",
                          "when": when}
