@@ -13,7 +13,7 @@ GRPC_TOOLS := $(PYTHON) -m grpc_tools.protoc
 # The media service's compiled send path (services/media/fastpath.c), built in place for this Python.
 FASTPATH := services/media/_fastpath$(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 
-.PHONY: install gen run lint test test-fast system-deps chart-test images lock pin-base-image bench bench-identity bench-booking bench-media bench-roster bench-dialin bench-load bench-network openapi clean
+.PHONY: install gen run lint test test-fast system-deps bench-deps chart-test images lock pin-base-image bench bench-identity bench-booking bench-media bench-roster bench-dialin bench-load bench-network openapi clean
 
 install: $(STAMP) $(GEN_STAMP) $(FASTPATH)
 
@@ -89,9 +89,15 @@ BENCH_BOOKING_N ?= 200
 bench-booking: install
 	$(PYTHON) bench/booking.py $(BENCH_BOOKING_N)
 
-# Media forwarding vs aiortc MediaRelay (N = 2..10, 8 rooms of 5); several minutes, heavy on CPU.
-bench-media: install
-	$(PYTHON) bench/media.py
+# Debian packages only the benchmarks need (Janus for bench-media); never part of `make test`.
+bench-deps:
+	./scripts/bench-deps.sh
+
+# Media forwarding vs Janus (compiled SFU) and aiortc MediaRelay: 1x4, 1x6, 1x10, 1x16, 8x5, each
+# BENCH_MEDIA_RUNS times per server on a fresh process; about 15 minutes, heavy on CPU.
+BENCH_MEDIA_RUNS ?= 2
+bench-media: install bench-deps
+	BENCH_MEDIA_RUNS=$(BENCH_MEDIA_RUNS) $(PYTHON) bench/media.py
 
 # Identity: personnummer / HSA-id validations/s and LDAP lookups/s (a real slapd), each next to the raw library call.
 BENCH_IDENTITY_N ?= 20000

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import random
 import sys
 import time
+from collections.abc import Sequence
 from fractions import Fraction
+from typing import TypeVar
 
 import aioice.ice
 import av
@@ -40,11 +43,15 @@ from services.media.forwarding import enlarge_socket_buffers
 
 WIDTH, HEIGHT, FPS = 640, 360, 15
 CLIP_FRAMES = 60  # 4 s: a keyframe at the start of each loop, or on request
+SETUP_TIMEOUT = 120  # s, for a signalling request: generous, on a shared machine that may be saturated
+READY_TIMEOUT = 60  # s, from the last connection set up to media on every slot
+SOCKET_BUFFER = 4 << 20  # the peers' UDP buffers, as the media service sets its own
 
 
-def loopback_only() -> None:
-    """aioice skips 127.0.0.1 when gathering; the benchmark runs on loopback only."""
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+def loopback_only(address: str = "127.0.0.1") -> None:
+    """aioice skips 127.0.0.1 when gathering; the benchmark runs on loopback only (or, for Janus,
+    which never gathers loopback either, on the host's own address: still through the kernel's loopback)."""
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [address]
 
 
 def encode_clip() -> tuple[list[bytes], list[bytes]]:
@@ -169,37 +176,56 @@ def count_light(pc: RTCPeerConnection, counters: dict[int, LightCounter]) -> Non
         protocol.datagram_received = datagram_received  # type: ignore[method-assign]  # patched per socket on purpose
 
 
+def new_connection() -> RTCPeerConnection:
+    return RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+
+
+def publish(pc: RTCPeerConnection, video: list[bytes], audio: list[bytes]) -> tuple[Replay, Replay]:
+    """The clip's audio and video as tracks of `pc`; returns (video, audio)."""
+    replays = Replay("video", video, FPS, 90000 // FPS, 90000), Replay("audio", audio, 50, 960, 48000)
+    for track in reversed(replays):
+        sender = pc.addTrack(track)
+        if track.kind == "video":
+            # a PLI/FIR restarts the clip at its keyframe
+            sender._send_keyframe = track.keyframe  # type: ignore[method-assign]  # aiortc's hook, replaced
+    return replays
+
+
 class Participant:
+    """Publishes the clip and receives `spec["slots"]` audio+video slots on one connection (our
+    media service's and the MediaRelay baseline's layout; bench/janus.py has Janus's)."""
+
     def __init__(self, spec: dict, clip, decode_one: bool) -> None:
         self.spec = spec
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
-        video, audio = clip
-        self.video = Replay("video", video, FPS, 90000 // FPS, 90000)
-        self.audio = Replay("audio", audio, 50, 960, 48000)
-        for track in (self.audio, self.video):
-            sender = self.pc.addTrack(track)
-            if track.kind == "video":
-                # a PLI/FIR restarts the clip at its keyframe
-                sender._send_keyframe = track.keyframe  # type: ignore[method-assign]  # aiortc's hook, replaced
+        self.decode_one = decode_one
+        self.pc = new_connection()
+        self.video, self.audio = publish(self.pc, *clip)
         self.slots: list[Slot] = []
         self.light: dict[RTCRtpTransceiver, Slot] = {}  # transceiver -> slot counted by LightCounter
         for _ in range(spec["slots"]):
             for kind in ("audio", "video"):
-                t = self.pc.addTransceiver(kind, direction="recvonly")
-                slot = Slot(kind)
-                self.slots.append(slot)
-                if decode_one and kind == "video" and not any(s.kind == "video" for s in self.slots[:-1]):
-                    self._decode(t, slot)
-                else:
-                    self.light[t] = slot
+                self.add_slot(self.pc.addTransceiver(kind, direction="recvonly"))
 
-    def count_light(self) -> None:
-        """After negotiation: the answer names the SSRC the media server sends on each slot."""
-        answer = SessionDescription.parse(self.pc.remoteDescription.sdp)
-        ssrcs: dict[str | None, int] = {m.rtp.muxId: m.ssrc[0].ssrc for m in answer.media if m.ssrc}
+    def add_slot(self, transceiver: RTCRtpTransceiver) -> None:
+        """One receive slot: counted at the socket, or (the first video slot of a room) decoded."""
+        slot = Slot(transceiver.kind)
+        self.slots.append(slot)
+        if self.decode_one and slot.kind == "video" and not any(s.kind == "video" for s in self.slots[:-1]):
+            self._decode(transceiver, slot)
+        else:
+            self.light[transceiver] = slot
+
+    def count_light(self, sdp: str) -> None:
+        """After negotiation: the server's description names the SSRC it sends on each slot."""
+        description = SessionDescription.parse(sdp)
+        ssrcs: dict[str | None, int] = {m.rtp.muxId: m.ssrc[0].ssrc for m in description.media if m.ssrc}
         self.counters = {t: (ssrcs[t.mid], LightCounter(slot)) for t, slot in self.light.items()}
         count_light(self.pc, {ssrc: counter for ssrc, counter in self.counters.values()})
         self.reports = asyncio.ensure_future(self.report_light())
+
+    async def close(self) -> None:
+        self.reports.cancel()
+        await self.pc.close()
 
     async def report_light(self) -> None:
         """A receiver report per counted slot every 0.5-1.5 s, as aiortc's receiver sends them."""
@@ -224,6 +250,10 @@ class Participant:
             except MediaStreamError:
                 pass
 
+        if transceiver.receiver._track is not None:  # an answerer's slot: its track exists already
+            asyncio.ensure_future(consume(transceiver.receiver.track))
+            return
+
         @self.pc.on("track")
         def on_track(track) -> None:
             if transceiver.receiver.track is track:
@@ -232,7 +262,7 @@ class Participant:
 
 async def negotiate(p: Participant, cfg: dict, light: bool = True) -> None:
     await p.pc.setLocalDescription(await p.pc.createOffer())
-    enlarge_socket_buffers(p.pc, 4 << 20)  # as the media service does
+    enlarge_socket_buffers(p.pc, SOCKET_BUFFER)
     offer = p.pc.localDescription.sdp
     if cfg["target"] == "sfu":
         import grpc
@@ -252,22 +282,46 @@ async def negotiate(p: Participant, cfg: dict, light: bool = True) -> None:
         writer.close()
     await p.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     if light:
-        p.count_light()
+        p.count_light(answer)
 
 
 async def main() -> None:
-    loopback_only()
     cfg = json.loads(sys.stdin.readline())
+    async with contextlib.AsyncExitStack() as stack:
+        people: Sequence[Participant]
+        try:
+            if cfg["target"] == "janus":
+                from bench import janus
+
+                people = await janus.join(cfg, stack)
+            else:
+                loopback_only()
+                people = participants(cfg, Participant)
+                for p in people:
+                    await negotiate(p, cfg)
+        except Exception as e:  # the orchestrator prints it, naming the case, instead of "no output"
+            print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
+            raise
+        await measure(people)
+
+
+P = TypeVar("P", bound=Participant)
+
+
+def participants(cfg: dict, cls: type[P]) -> list[P]:
+    """One per spec; the first of each room decodes one video slot."""
     clip = tuple([base64.b64decode(p) for p in cfg["clip"][kind]] for kind in ("video", "audio"))
     rooms_seen: set[str] = set()
     people = []
     for spec in cfg["participants"]:
-        decode = spec["room"] not in rooms_seen
+        people.append(cls(spec, clip, spec["room"] not in rooms_seen))
         rooms_seen.add(spec["room"])
-        people.append(Participant(spec, clip, decode))
-    for p in people:
-        await negotiate(p, cfg)
-    deadline = time.monotonic() + 60
+    return people
+
+
+async def measure(people: Sequence[Participant]) -> None:
+    """Ready when every slot has received media; then a JSON line per "report <t0> <t1>" until "stop"."""
+    deadline = time.monotonic() + READY_TIMEOUT
     while not all(s.times for p in people for s in p.slots):
         if time.monotonic() > deadline:
             counts = [[len(s.times) for s in p.slots] for p in people]
@@ -286,8 +340,7 @@ async def main() -> None:
         print(json.dumps({"sent_fps": sent_fps, "video_fps": video_fps, "audio_fps": audio_fps, "decoded_fps": decoded}),
               flush=True)
     for p in people:
-        p.reports.cancel()
-        await p.pc.close()
+        await p.close()
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ async def relay_server(port: int) -> None:
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", port)
+    print("listening", flush=True)  # the orchestrator waits for this line
     async with server:
         await server.serve_forever()
 

@@ -4,14 +4,7 @@ set -euo pipefail
 need=()
 
 install_needed() {
-  if [ ${#need[@]} -gt 0 ]; then
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    echo "system-deps: installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  fi
+  "$(dirname "$0")/apt-install.sh" ${need[@]+"${need[@]}"}
 }
 
 # The media service's compiled send path (services/media/fastpath.c, `make install`): a C compiler and
