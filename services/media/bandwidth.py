@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -53,6 +54,7 @@ DROP_AT_ONCE = 0.97  # a cap below this share of the last one sent goes out at o
 LOSS_HIGH, LOSS_LOW, GROWTH_PER_SECOND = 0.10, 0.02, 1.08  # libwebrtc's loss-based thresholds and increase
 
 Clock = Callable[[], float]
+log = logging.getLogger("svpl.media.bandwidth")
 REMB_ESTIMATES = SUBSCRIBER_ESTIMATES.labels(source="remb")
 LOSS_ESTIMATES = SUBSCRIBER_ESTIMATES.labels(source="receiver_report")
 
@@ -150,6 +152,7 @@ class PublisherCap:
         self.own: float | None = None  # aiortc's estimate of the publisher's link, as last sent
         self.applied: float | None = None  # the cap now (None: none)
         self._sent: float | None = None  # the last REMB we sent ourselves while capped
+        self._logged: float | None = None  # the cap last logged
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -179,6 +182,7 @@ class PublisherCap:
                 CAPPED_PUBLICATIONS.dec()
             else:
                 CAPPED_PUBLICATIONS.inc()
+        self._log_change()
         if self.applied is None:
             self._sent = None
             return
@@ -186,6 +190,20 @@ class PublisherCap:
             self._send()
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(RESEND_SECONDS, self._tick)
+
+    def _log_change(self) -> None:
+        """A line when a cap begins or ends or moves by a quarter (no person in it: figures only)."""
+        applied, logged = self.applied, self._logged
+        if (applied is None) == (logged is None) and (applied is None or logged is None
+                                                       or 0.8 < applied / logged < 1.25):
+            return
+        self._logged = applied
+        own = "unknown" if self.own is None else f"{self.own / 1000:.0f} kbit/s"
+        if applied is None:
+            log.info("video publication no longer capped by a subscriber (own link estimate %s)", own)
+        else:
+            log.info("video publication capped at %.0f kbit/s by its weakest subscriber (own link estimate %s)",
+                     applied / 1000, own)
 
     def _tick(self) -> None:
         self._timer = None
