@@ -27,7 +27,7 @@ The rule (docs/NETWORK.md, "Holding a publisher to its weakest subscriber"):
   with). A departed subscriber no longer counts from the next evaluation (at most :data:`RESEND_SECONDS`).
 - **What the publisher gets**: aiortc's own REMB, clamped to the cap when it is lower; and while the cap
   holds, a REMB of ``min(own estimate, cap)`` every :data:`RESEND_SECONDS`, at once when the cap drops by
-  more than 3 %. A subscriber can lower a publisher to the floor at worst and never raise it above the
+  more than 3 % (at most five a second). A subscriber can lower a publisher to the floor at worst and never raise it above the
   publisher's own link's estimate (a huge REMB is no cap).
 
 No person is named in any of this: the metrics count caps and capped publications only.
@@ -50,7 +50,9 @@ CEILING_BPS = 2_500_000
 HOLD_SECONDS = 1.0
 STALE_SECONDS = 5.0
 RESEND_SECONDS = 1.0
-DROP_AT_ONCE = 0.97  # a cap below this share of the last one sent goes out at once
+DROP_AT_ONCE = 0.97  # a cap below this share of the last one sent goes out at once,
+MIN_INTERVAL = 0.2  # but not sooner than this after the previous one (libwebrtc's REMB throttle): a subscriber
+# stepping its REMB down makes media send the publisher at most five REMBs a second, not one per step
 LOSS_HIGH, LOSS_LOW, GROWTH_PER_SECOND = 0.10, 0.02, 1.08  # libwebrtc's loss-based thresholds and increase
 
 Clock = Callable[[], float]
@@ -145,7 +147,10 @@ class PublisherCap:
     gets aiortc's estimate of the publisher's link as it sends it, and :meth:`cap` is what it is clamped to."""
 
     def __init__(self, subscribers: Callable[[], Any], ssrcs: Callable[[], list[int]],
-                 send_remb: Callable[[int, list[int]], Coroutine[Any, Any, None]] | None = None) -> None:
+                 send_remb: Callable[[int, list[int]], Coroutine[Any, Any, None]] | None = None,
+                 clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._sent_at = -1e9
         self._subscribers = subscribers
         self._ssrcs = ssrcs
         self.send_remb = send_remb
@@ -186,7 +191,8 @@ class PublisherCap:
         if self.applied is None:
             self._sent = None
             return
-        if periodic or self._sent is None or self.applied < self._sent * DROP_AT_ONCE:
+        if periodic or self._sent is None or (self.applied < self._sent * DROP_AT_ONCE
+                                              and self._clock() - self._sent_at >= MIN_INTERVAL):
             self._send()
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(RESEND_SECONDS, self._tick)
@@ -215,7 +221,7 @@ class PublisherCap:
         ssrcs = self._ssrcs()
         if not ssrcs or self.send_remb is None:
             return
-        self._sent = bitrate
+        self._sent, self._sent_at = bitrate, self._clock()
         VIDEO_CAPS.observe(bitrate)
         asyncio.ensure_future(self.send_remb(int(bitrate), ssrcs))
 

@@ -40,14 +40,14 @@ class Track:
 
 
 class Publication:
-    def __init__(self) -> None:
+    def __init__(self, clock=None) -> None:
         self.subscribers: set[Track] = set()
         self.sent: list[int] = []
 
         async def send_remb(bitrate: int, ssrcs: list[int]) -> None:
             self.sent.append(bitrate)
 
-        self.bandwidth = PublisherCap(lambda: self.subscribers, lambda: [1234], send_remb)
+        self.bandwidth = PublisherCap(lambda: self.subscribers, lambda: [1234], send_remb, clock=clock or Clock())
 
     def show_to(self, link: SubscriberLink) -> Track:
         track = Track(link, self)
@@ -61,18 +61,27 @@ async def settle() -> None:
 
 async def test_the_cap_is_the_lowest_subscribers_estimate_and_goes_to_the_publisher_at_once():
     clock = Clock()
-    pub = Publication()
+    pub = Publication(clock)
     nurse, coordinator = SubscriberLink(clock), SubscriberLink(clock)
     pub.show_to(nurse), pub.show_to(coordinator)
     coordinator.on_remb(1_200_000)
     assert pub.bandwidth.applied == 1_200_000
+    clock.now += 0.25
     nurse.on_remb(300_000)
     await settle()
     assert pub.bandwidth.applied == 300_000 and pub.bandwidth.cap() == 300_000
     assert pub.sent == [1_200_000, 300_000]  # the drop went out at once
+    for step in range(1, 40):  # a subscriber stepping down: within 0.2 s no more REMBs go to the publisher
+        nurse.on_remb(300_000 - step * 5000)
+    await settle()
+    assert pub.sent == [1_200_000, 300_000], "the next one waits for the periodic REMB"
+    clock.now += HOLD_SECONDS + 0.1
+    pub.bandwidth._tick()  # the periodic REMB: the fall has lasted
+    await settle()
+    assert pub.sent[-1] == 105_000
     # aiortc's own estimate of the publisher's link: clamped to the cap when higher, kept when lower.
     pub.bandwidth.on_own_estimate(2_000_000)
-    assert pub.bandwidth.cap() == 300_000
+    assert pub.bandwidth.cap() == 105_000
     pub.bandwidth.close()
 
 
