@@ -13,8 +13,10 @@ link to the gateway: Chromium gives getUserMedia and Secure cookies to loopback 
 only (the other browser tests use loopback too; in production an HTTPS ingress is in front).
 
 What the browser itself says (RTCPeerConnection.getStats, inbound-rtp video) is the evidence:
-frames decoded in every window of the sustained period, NACKs sent, a keyframe request (PLI) after
-a burst of lost video that retransmissions cannot mend, and video again after it."""
+frames decoded in every window of the sustained period (with the coordinator's video held by media
+to what Rita's link takes: the coordinator's own getStats and media's metrics), NACKs sent, a
+keyframe request (PLI) after a burst of lost video that retransmissions cannot mend, and video
+again after it."""
 
 from __future__ import annotations
 
@@ -176,11 +178,14 @@ def stalled_windows(samples: list[dict], window: float) -> list[tuple[float, flo
 
 async def test_video_towards_a_browser_on_a_weak_link_keeps_coming_and_recovers(topology, tmp_path):
     """Rita (region staff) joins from Chromium on the weak link; the coordinator, on the cluster side,
-    publishes video. On the weak link Rita's browser decodes the coordinator's video in every 3 s of
-    30 s, asks for retransmissions (NACK), sees the poor-connection warning; after a burst that loses
-    all video (and its retransmissions) for seconds it asks for a keyframe (PLI) and plays again; when
-    the link clears the warning goes and video goes on. Rita, logged in, reads only her own
-    connection's quality, not the coordinator's."""
+    publishes video, capped by nothing in the page: media holds it to Rita's link (her browser's REMB,
+    passed on to the coordinator's Chrome), so it stays well below the link's rate. On the weak link
+    Rita's browser decodes the coordinator's video in every 3 s of 30 s, asks for retransmissions
+    (NACK), sees the poor-connection warning; after a burst that loses all video (and its
+    retransmissions) for seconds it asks for a keyframe (PLI) and plays again; when the link clears the
+    warning goes and video goes on. Rita, logged in, reads only her own connection's quality, not the
+    coordinator's.
+    """
     for tool in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
         assert shutil.which(tool), f"{tool} is needed (make system-deps)"
     started = time.monotonic()
@@ -258,9 +263,12 @@ async def test_video_towards_a_browser_on_a_weak_link_keeps_coming_and_recovers(
             allowed = [round(p["available"] / 1000) for p in published if p["available"] is not None]
             print(f"the coordinator sent {sent_kbps:.0f} kbit/s of video; its Chrome's estimate of what it may send "
                   f"(kbit/s): {min(allowed, default=None)}-{max(allowed, default=None)}, at the end {allowed[-1:]}", flush=True)
-            # Held to Rita's link by media's REMB: below the 500 kbit/s it shares with audio, RTCP and resends.
-            assert sent_kbps < LINK_KBPS * 0.8, (
-                f"the coordinator sent {sent_kbps:.0f} kbit/s of video towards a {LINK_KBPS} kbit/s link")
+            # Held to Rita's link by media's REMB: below the 500 kbit/s it shares with audio, RTCP and resends,
+            # so the link loses little more than its random 2 % (uncapped, 53-57 % of the video was lost).
+            lost = last["packetsLost"] - first["packetsLost"]
+            lost_share = lost / max(lost + last["packetsReceived"] - first["packetsReceived"], 1)
+            assert sent_kbps < LINK_KBPS, f"the coordinator sent {sent_kbps:.0f} kbit/s of video towards a {LINK_KBPS} kbit/s"
+            assert lost_share < 0.10, f"{lost_share:.0%} of the video towards Rita lost: the coordinator overran her link"
             # Media's own account (its metrics, no person in them): it had Rita's browser's REMBs and capped.
             figures = media_metrics(stack)
             rembs, losses = (figures.get(f'svpl_media_subscriber_estimates_total{{source="{source}"}}', 0.0)
