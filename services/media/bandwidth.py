@@ -6,6 +6,9 @@ own link to media and from the REMB media's receiver sends it (aiortc's estimate
 more, a coordinator on a good link sends what a nurse on 4G cannot take, and her video freezes. So, as
 single-stream SFUs do (Janus videoroom, mediasoup without simulcast), media learns each subscriber's
 available receive bandwidth and sends the publisher a REMB of ``min(its own estimate, the cap)``.
+aiortc has the REMB format (``pack_remb_fci``/``unpack_remb_fci``) and its own receive estimator but no
+SFU logic, and no library adds it for aiortc, so the rule is written here; the aiortc internals it hooks
+into are in services/media/rtc_internals.py.
 
 The rule (docs/NETWORK.md, "Holding a publisher to its weakest subscriber"):
 
@@ -27,8 +30,8 @@ The rule (docs/NETWORK.md, "Holding a publisher to its weakest subscriber"):
   with). A departed subscriber no longer counts from the next evaluation (at most :data:`RESEND_SECONDS`).
 - **What the publisher gets**: aiortc's own REMB, clamped to the cap when it is lower; and while the cap
   holds, a REMB of ``min(own estimate, cap)`` every :data:`RESEND_SECONDS`, at once when the cap drops by
-  more than 3 % (at most five a second). A subscriber can lower a publisher to the floor at worst and never raise it above the
-  publisher's own link's estimate (a huge REMB is no cap).
+  more than 3 % (at most five a second). A subscriber can lower a publisher to the floor at worst and
+  never raise it above the publisher's own link's estimate (a huge REMB is no cap).
 
 No person is named in any of this: the metrics count caps and capped publications only.
 """
