@@ -37,6 +37,7 @@ import time
 
 from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 
+from services.media.bandwidth import PublisherCap, SlotEstimate, hold_to_subscribers
 from services.media.rtc_internals import (
     RtpOut,
     RtpPacket,
@@ -123,6 +124,9 @@ class Publication:
         self._highest = 0
         self._pli = pli_sender(receiver)
         divert_received_packets(receiver, self._on_packet)
+        # Video: held to the weakest subscriber's link (bandwidth.py).
+        self.bandwidth: PublisherCap | None = (hold_to_subscribers(receiver, lambda: self.subscribers)
+                                               if kind == "video" else None)
 
     def _on_packet(self, packet: RtpPacket) -> None:
         if not packet.payload:  # padding only (bandwidth probing): nothing to forward
@@ -192,6 +196,8 @@ class Publication:
     def close(self) -> None:
         if self._pending:
             self._pending.cancel()
+        if self.bandwidth is not None:
+            self.bandwidth.close()
         for track in tuple(self.subscribers):
             track.unbind()
 
@@ -265,6 +271,7 @@ class ForwardTrack(MediaStreamTrack):
         self.mid = mid  # the subscriber's transceiver this track is sent on
         self.source: Publication | None = None
         self.sent = 0
+        self.bandwidth_slot: SlotEstimate | None = None  # video in a meeting: the subscriber's reports (bandwidth.py)
         self._out: RtpOut | None = None
         self._rebase = True  # the next packets start a source on this sender (video: at a keyframe)
         self._live = True  # readyState == "live", without the property call per frame

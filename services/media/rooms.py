@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from services.media import ports
+from services.media.bandwidth import SubscriberLink, watch_slot
 from services.media.forwarding import ForwardTrack, Publication, enlarge_socket_buffers, restrict_codecs
 from services.media.quality import Quality, QualitySampler, Thresholds
 from services.media.receive import receive_directly
@@ -113,6 +114,7 @@ class Participant:
     state: str = "new"
     connected_at: dt.datetime | None = None
     gone: bool = False
+    link: SubscriberLink = field(default_factory=SubscriberLink)  # its browser's receive estimate (bandwidth.py)
 
     def free_slot(self, kind: str) -> ForwardTrack | None:
         used = {id(t) for tracks in self.assigned.values() for t in tracks}
@@ -344,6 +346,8 @@ class MediaRooms:
                     track = ForwardTrack(t.kind, t.mid or "")
                     t.sender.replaceTrack(track)
                     track.attach_sender(t.sender, self._fastpath)
+                    if t.kind == "video":
+                        track.bandwidth_slot = watch_slot(t.sender, p.link, track)
                     t.direction = "sendonly"
                     p.slots[t.kind].append(track)
             await self._answer(pc, self._meeting_ports, self._test_ports)

@@ -29,6 +29,9 @@ return, so no call layer is added per packet):
   :func:`run_now` runs aiortc's handlers in place and raises :class:`HandlerSuspended` if one suspends.
 - ICE sockets: :func:`ice_sockets` (aioice ``Connection._protocols``) and
   :func:`intercept_host_candidate_binds` (how aioice binds its host candidates).
+- Bandwidth feedback (services/media/bandwidth.py): :func:`watch_receiver_feedback` (what a subscriber's
+  browser reports on a sender: REMB, Receiver Report loss) and :func:`cap_receiver_estimate` (the REMB a
+  publisher's receiver sends, clamped, and REMBs of our own).
 """
 
 from __future__ import annotations
@@ -47,7 +50,16 @@ from aioice.candidate import candidate_priority as candidate_priority  # (servic
 from aiortc.clock import current_ms, current_ntp_time
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtcdtlstransport import State as DtlsState
-from aiortc.rtp import RtpPacket, is_rtcp
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpSrPacket,
+    RtpPacket,
+    is_rtcp,
+    pack_remb_fci,
+    unpack_remb_fci,
+)
 from aiortc.sdp import SessionDescription
 from pylibsrtp import SRTP_MAX_TRAILER_LEN
 from pylibsrtp._binding import ffi as srtp_ffi
@@ -67,9 +79,10 @@ PINNED = {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}
 
 __all__ = [
     "MAX_PLAIN", "PINNED", "HandlerSuspended", "PacketSink", "RawHistory", "RtpOut", "RtpPacket", "SrtpProtect",
-    "VpxPayloadDescriptor", "attach_rtp_out", "current_ms", "fastpath_available", "current_ntp_time", "divert_received_packets",
-    "ice_sockets", "intercept_host_candidate_binds", "is_rtcp", "negotiated_codecs", "offered_direction",
-    "parse_sdp", "pli_sender", "receive_in_callback", "run_now", "set_negotiated_codecs",
+    "VpxPayloadDescriptor", "attach_rtp_out", "cap_receiver_estimate", "current_ms", "current_ntp_time",
+    "divert_received_packets", "fastpath_available", "ice_sockets", "intercept_host_candidate_binds", "is_rtcp",
+    "negotiated_codecs", "offered_direction", "parse_sdp", "pli_sender", "receive_in_callback", "run_now",
+    "set_negotiated_codecs", "watch_receiver_feedback",
 ]
 
 # ---------------------------------------------------------------------------------------------------------
@@ -593,3 +606,80 @@ def _direct(through_aioice, waiting: asyncio.Queue, dtls):
         through_aioice(data, addr)
 
     return datagram_received
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bandwidth feedback: subscribers' estimates in, a clamped estimate out to the publisher (bandwidth.py)
+
+
+def watch_receiver_feedback(sender, on_remb: Callable[[int, int], None], on_report: Callable[[int, int], None]) -> None:
+    """What `sender`'s remote receiver (a subscriber's browser) reports about the stream goes to these first:
+    ``on_remb(bitrate, streams)`` for a REMB (draft-alvestrand-rmcat-remb: the receiver's estimate in bit/s
+    for all the `streams` SSRCs it lists) that lists this sender's SSRC, ``on_report(fraction_lost,
+    octets_sent)`` for each report block about this sender (RFC 3550 6.4: loss since the previous report in
+    256ths, with the payload octets sent so far, ``__octet_count``).
+
+    aiortc's router hands each RTCP packet to the senders it names (``RTCDtlsTransport``'s ``route_rtcp``:
+    report blocks by SSRC, a REMB by media SSRC and by the SSRCs in its FCI) through their
+    ``_handle_rtcp_packet``, which is overridden on this sender to look first and then call aiortc's own,
+    unchanged (RTT, getStats, NACK, keyframe requests). Neither callback may raise or suspend (the handler is
+    run in place, :func:`run_now`)."""
+    handle = sender._handle_rtcp_packet
+
+    async def handle_rtcp_packet(packet) -> None:
+        ssrc = sender._ssrc
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == ssrc:
+                    on_report(report.fraction_lost, sender._RTCRtpSender__octet_count)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:  # an application-layer feedback that is not REMB: aiortc ignores it too
+                pass
+            else:
+                if ssrc in ssrcs:
+                    on_remb(bitrate, len(set(ssrcs)))
+        await handle(packet)
+
+    sender._handle_rtcp_packet = handle_rtcp_packet
+
+
+REMB_MAX_BPS = 0x3FFFF << 63  # the largest bitrate a REMB can carry (18-bit mantissa, 6-bit exponent)
+
+
+def cap_receiver_estimate(receiver, cap: Callable[[], int | None],
+                          on_estimate: Callable[[int], None]) -> Callable[[int, list[int]], Coroutine[Any, Any, None]]:
+    """Clamp the REMB `receiver` (a publisher's) sends to ``cap()`` (None: no cap), and report its own estimate
+    to `on_estimate`; returns ``send_remb(bitrate, ssrcs)``, a coroutine function that sends a REMB of our own.
+
+    aiortc's receiver estimates the publisher's bandwidth from abs-send-time (``RemoteBitrateEstimator``) and
+    sends each estimate as a REMB through ``self._send_rtcp`` (in ``_handle_rtp_packet``); there is no public
+    way to it. ``_send_rtcp`` is overridden on this receiver: a REMB goes out as ``min(estimate, cap())``, every
+    other RTCP packet (Receiver Reports, NACK, PLI) unchanged. Our own REMBs carry the receiver's RTCP SSRC
+    (``__rtcp_ssrc``, none until the receiver has started: then nothing is sent)."""
+    send = receiver._send_rtcp
+
+    async def send_rtcp(packet) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                bitrate = None
+            if bitrate is not None:
+                on_estimate(bitrate)
+                limit = cap()
+                if limit is not None and limit < bitrate:
+                    packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=packet.ssrc, media_ssrc=0,
+                                            fci=pack_remb_fci(int(limit), ssrcs))
+        await send(packet)
+
+    receiver._send_rtcp = send_rtcp
+
+    async def send_remb(bitrate: int, ssrcs: list[int]) -> None:
+        rtcp_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc
+        if rtcp_ssrc is not None and ssrcs:
+            await send(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
+                                      fci=pack_remb_fci(min(int(bitrate), REMB_MAX_BPS), ssrcs)))
+
+    return send_remb

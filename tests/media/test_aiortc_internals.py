@@ -743,3 +743,25 @@ async def test_handlers_run_in_place_never_suspend_with_real_packets(monkeypatch
         loop.set_exception_handler(previous_handler)
         await client.close()
         await server.close()
+
+
+def test_bandwidth_feedback_internals():
+    """watch_receiver_feedback and cap_receiver_estimate (services/media/bandwidth.py): the DTLS transport hands
+    RTCP to each sender its router names, a REMB by the SSRCs in its FCI, through the instance's
+    ``_handle_rtcp_packet``; the sender keeps its payload octets in ``__octet_count``; the receiver sends its
+    estimator's REMB through the instance's ``_send_rtcp``, from its ``__rtcp_ssrc``."""
+    from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
+
+    assert "await recipient._handle_rtcp_packet(packet)" in inspect.getsource(RTCDtlsTransport._handle_rtcp_data)
+    route = inspect.getsource(RtpRouter.route_rtcp)
+    assert "rtp.unpack_remb_fci(packet.fci)[1]" in route and "for report in packet.reports" in route
+    assert "self.__octet_count += len(payload)" in inspect.getsource(RTCRtpSender._run_rtp)
+    handle = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
+    remb = ["remb = self.__remote_bitrate_estimator.add(", "if self.__rtcp_ssrc is not None and remb is not None:",
+            "fci=pack_remb_fci(*remb)", "await self._send_rtcp(rtcp_packet)"]
+    assert [handle.index(step) for step in remb] == sorted(handle.index(step) for step in remb)
+    assert "self.__rtcp_ssrc = ssrc" in inspect.getsource(RTCRtpReceiver._set_rtcp_ssrc)
+    for name in ("RTCP_PSFB_APP", "RtcpPsfbPacket", "RtcpRrPacket", "RtcpSrPacket", "pack_remb_fci", "unpack_remb_fci"):
+        assert hasattr(rtc_internals, name), name
+    assert rtc_internals.unpack_remb_fci(rtc_internals.pack_remb_fci(rtc_internals.REMB_MAX_BPS, [1]))[0] == (
+        rtc_internals.REMB_MAX_BPS)
