@@ -47,7 +47,10 @@ class Rig:
     """A sender's two RtpOuts (compiled, Python) on one asyncio datagram transport, and a receiving socket."""
 
     def __init__(self) -> None:
+        # Its own loop, current while it lives (aiortc's objects take the current loop when made; a test
+        # before this one may have ended with asyncio.run, which leaves none).
         self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         sender: Any = self.pc.addTransceiver("video").sender
         sender._RTCRtpSender__rtp_header_extensions_map.configure(
@@ -106,6 +109,7 @@ class Rig:
     def close(self) -> None:
         self.transport.close()
         self.loop.run_until_complete(self.pc.close())
+        asyncio.set_event_loop(None)
         self.loop.close()
         self.receiver.close()
 
