@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 from aiosipua.sdp import Codec
 from prometheus_client import REGISTRY
-from svpl.roster.v1 import roster_pb2
 
 from devstack.embedded_db import free_port
 from devstack.pki import Issued, make_ca, make_leaf
 from services.dialin import voice
 from services.dialin.config import DialinSettings
 from tests.dialin.baresip import Baresip
-from tests.dialin.test_phone_caller import in_room, live_meeting_with_browsers, unidentified
+from tests.dialin.test_baresip_caller import let_in
+from tests.dialin.test_phone_caller import live_meeting_with_browsers, unidentified
 from tests.dialin.tones import tone_share
 from tests.polling import poll
 
@@ -78,20 +78,6 @@ def pki(tmp_path) -> Pki:
 @pytest.fixture
 async def tls_world(dialin_factory, pki):
     return await dialin_factory(**pki.settings())
-
-
-async def let_in(world, phone: Baresip, m, patient, uri: str) -> None:
-    """Dial, key the meeting ID, wait in the lobby, and be identified as the patient by the coordinator."""
-    await phone.command("dial", uri)
-    await poll(lambda: world.component.dialin.active, timeout=15, what=lambda: "the call answered\n" + phone.log())
-    await phone.command("sndcode", m.dial_in_code + "#")
-    lobby = await poll(lambda: unidentified(world, m.meeting_id), timeout=20,
-                       what=lambda: "the caller in the lobby\n" + phone.log())
-    await world.roster.IdentifyConnection(roster_pb2.IdentifyConnectionRequest(
-        meeting_id=m.meeting_id, connection_id=lobby[0].connection_id, participant_id=patient.participant_id),
-        metadata=world.who("coordinator"))
-    await poll(lambda: in_room(world, m.meeting_id), timeout=30, what="the caller bridged",
-               until=lambda ids: patient.participant_id in ids)
 
 
 def recorded_share(phone: Baresip, freq: float) -> float:
