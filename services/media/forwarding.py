@@ -60,8 +60,11 @@ CLOCK_RATES = {"audio": 48000, "video": 90000}  # Opus and VP8 RTP clocks (RFC 7
 
 
 def is_vp8_keyframe(data: bytes) -> bool:
-    """RFC 6386 9.1: bit 0 of the first byte of the frame tag is 0 for a key frame."""
-    return bool(data) and not (data[0] & 0x01)
+    """RFC 6386 9.1: bit 0 of the 3-byte frame tag is 0 for a key frame, and a key frame's tag is
+    followed by the start code 9d 01 2a and its size (7 bytes). The start code is checked too: the
+    bit alone is true for half of any random payload, and a false keyframe would restart a
+    subscriber's stream on garbage (a hostile publisher's, or a stray SSRC's)."""
+    return len(data) >= 10 and not (data[0] & 0x01) and data[3:6] == b"\x9d\x01\x2a"
 
 
 def starts_vp8_keyframe(payload: bytes) -> bool:

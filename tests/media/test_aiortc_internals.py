@@ -32,6 +32,10 @@ from services.media.forwarding import DatagramBatch, Publication, is_vp8_keyfram
 from services.media.rtc_internals import PINNED, PacketSink, RawHistory
 from tests.polling import poll
 
+# A VP8 key frame's first 10 bytes (RFC 6386 9.1): frame tag (key frame, shown, first partition size),
+# start code 9d 01 2a, 640 x 360.
+KEY_TAG = b"\x10\x02\x00\x9d\x01\x2a\x80\x02\x68\x01"
+
 
 def test_pinned_versions():
     """The installed versions are the ones the adapter is written against, and pyproject.toml pins
@@ -149,7 +153,7 @@ async def test_publication_forwards_packets_from_the_receivers_own_path():
         async def receive(receiver, packet: RtpPacket) -> None:
             await receiver._handle_rtp_packet(RtpPacket.parse(packet.serialize()), arrival_time_ms=clock.current_ms())
 
-        key = b"\x10\x02\x9d\x01\x2a" + bytes(3000)  # a key frame tag, larger than one packet
+        key = KEY_TAG + bytes(3000)  # a key frame's header, larger than one packet
         keyframe = _vp8_packets(key, 100, 9000)
         assert len(keyframe) >= 3
         for packet in keyframe[:-1]:
@@ -249,11 +253,13 @@ async def test_negotiation_through_the_adapter():
         await server.close()
 
 
-def test_vp8_keyframe_bit():
-    assert is_vp8_keyframe(b"\x10\x02") and not is_vp8_keyframe(b"\x11\x02") and not is_vp8_keyframe(b"")
-    first, second = Vp8Encoder._packetize(b"\x10\x02" + bytes(2000), 5)
+def test_vp8_keyframe_bit_and_start_code():
+    assert is_vp8_keyframe(KEY_TAG) and not is_vp8_keyframe(b"\x11\x02\x00" + KEY_TAG[3:]) and not is_vp8_keyframe(b"")
+    # The key-frame bit without the start code (half of any random payload has the bit) is no key frame.
+    assert not is_vp8_keyframe(b"\x10\x02\x00" + bytes(7)) and not is_vp8_keyframe(KEY_TAG[:9])
+    first, second = Vp8Encoder._packetize(KEY_TAG + bytes(2000), 5)
     assert starts_vp8_keyframe(first) and not starts_vp8_keyframe(second)  # the frame tag is in the first packet
-    assert not starts_vp8_keyframe(Vp8Encoder._packetize(b"\x11\x02", 6)[0])
+    assert not starts_vp8_keyframe(Vp8Encoder._packetize(b"\x11\x02\x00", 6)[0])
     assert not starts_vp8_keyframe(b"") and not starts_vp8_keyframe(b"\x90")  # truncated: no error
 
 
@@ -357,7 +363,7 @@ async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch, fa
         await client.setRemoteDescription(sfu.localDescription)
         pub = type("P", (), {"request_keyframe": lambda self: None, "subscribers": set()})()
         track.source = pub
-        key = b"\x10\x02\x9d\x01\x2a" + bytes(range(256)) * 12  # a key frame tag, four packets' worth
+        key = KEY_TAG + bytes(range(256)) * 12  # a key frame's header, four packets' worth
         payloads = Vp8Encoder._packetize(key, 7)
         deadline = asyncio.get_running_loop().time() + 10
         ts, seq = 0, 65000  # the publisher's numbering: the subscriber's sender uses its own
