@@ -31,7 +31,7 @@ from devstack import netns
 from devstack.embedded_db import EmbeddedMongo
 from devstack.harness import ORDER, System, as_token
 from devstack.peers import Peer
-from devstack.pki import make_ca, make_leaf
+from devstack.pki import turn_certificate
 from services.identity.tokens import KeyRing
 
 JOINS = int(os.environ.get("BENCH_NETWORK_JOINS", "10"))
@@ -81,16 +81,6 @@ class Bench:
 
 async def _new_peer(ice_servers: list) -> Peer:
     return Peer(ice_servers=ice_servers)
-
-
-def _certificate(directory: Path) -> Callable[[str], tuple[str, str, str]]:
-    def make(address: str) -> tuple[str, str, str]:
-        ca = make_ca("svpl TURN bench CA")
-        cert, key = make_leaf(ca, address, server_names=[address]).write(directory, "turn")
-        (directory / "ca.pem").write_text(ca.pem)
-        return str(cert), str(key), str(directory / "ca.pem")
-
-    return make
 
 
 async def _case(name: str, build: Callable[[netns.Topology], Awaitable[netns.Network] | netns.Network] | None,
@@ -146,7 +136,7 @@ async def main() -> None:
         cases: list[tuple[str, Callable | None]] = [
             ("loopback (baseline)", None),
             ("behind NAT, UDP open", netns.behind_nat),
-            ("TCP 443 only: TURN/TLS", lambda topo: netns.https_only(topo, str(turn), _certificate(turn))),
+            ("TCP 443 only: TURN/TLS", lambda topo: netns.https_only(topo, str(turn), turn_certificate(turn))),
             ("node address only", netns.node_address_only),
             ("weak link 2%/500k/+200ms", netns.weak_link),
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,3 +155,15 @@ def siths_login(ca_certificates: list[x509.Certificate]):
     return SithsLogin(ca_certificates, None, None, person_cas=s["siths_person_ca_names"],  # type: ignore[arg-type]
                       person_id_cas=s["siths_person_id_ca_names"], function_cas=s["siths_function_ca_names"],
                       loa3_policies=s["siths_loa3_policy_oids"], loa2_policies=s["siths_loa2_policy_oids"])
+
+
+def turn_certificate(directory: Path) -> Callable[[str], tuple[str, str, str]]:
+    """coturn's TLS certificate for an address, from a fresh test CA: (certificate, key, CA) files in
+    `directory` (the network tests and bench/network.py hand it to devstack.netns.https_only)."""
+    def make(address: str) -> tuple[str, str, str]:
+        ca = make_ca("svpl TURN test CA")
+        cert, key = make_leaf(ca, address, server_names=[address]).write(directory, "turn")
+        (directory / "ca.pem").write_text(ca.pem)
+        return str(cert), str(key), str(directory / "ca.pem")
+
+    return make

@@ -14,7 +14,7 @@ from svpl.media.v1 import media_pb2
 
 from devstack import netns
 from devstack.peers import Peer
-from devstack.pki import make_ca, make_leaf
+from devstack.pki import turn_certificate
 from services.gateway.routes.joining import turn_credentials
 from services.media.quality import HIGH_DELAY, POOR_CONNECTION
 from tests.media.conftest import INSTANCE, MediaWorld
@@ -82,18 +82,6 @@ def nominated(peer: Peer):
         if t.sender.transport is not None:
             return t.sender.transport.transport._connection._nominated.get(1)
     return None
-
-
-def turn_certificate(directory):
-    """coturn's TLS certificate for an address, from a test CA: (certificate, key, CA) files."""
-
-    def make(address: str) -> tuple[str, str, str]:
-        ca = make_ca("svpl TURN test CA")
-        cert, key = make_leaf(ca, address, server_names=[address]).write(directory, "turn")
-        (directory / "ca.pem").write_text(ca.pem)
-        return str(cert), str(key), str(directory / "ca.pem")
-
-    return make
 
 
 async def leave(client: netns.NetnsLoop, meeting: Meeting | None) -> None:
