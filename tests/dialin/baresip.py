@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import wave
 from pathlib import Path
 
 import numpy as np
-
-from devstack.sipp import free_udp_port
 
 CONFIG = """poll_method epoll
 sip_listen 127.0.0.1:{sip_port}
@@ -54,6 +53,31 @@ def silence_wav(path: Path, seconds: float = 120.0, rate: int = 8000, tone: floa
     return path
 
 
+def free_port(*, tcp: bool, udp: bool, also_next: bool = False, span: int = 1) -> int:
+    """A loopback port free now for the given protocols, and `span` ports from it on (baresip's RTP
+    range), and with `also_next` the next one free for TCP too: baresip's SIP listens on UDP and TCP at
+    sip_listen's port and for TLS on the one after it, and exits when any of them is taken."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        wanted = [(p, kind) for p in range(port, port + span) for kind, on in
+                  ((socket.SOCK_STREAM, tcp), (socket.SOCK_DGRAM, udp)) if on]
+        wanted += [(port + 1, socket.SOCK_STREAM)] if also_next else []
+        held: list[socket.socket] = []
+        try:
+            for p, kind in wanted:
+                s = socket.socket(socket.AF_INET, kind)
+                held.append(s)
+                s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+
+
 def netstring(data: dict) -> bytes:
     raw = json.dumps(data).encode()
     return str(len(raw)).encode() + b":" + raw + b","
@@ -67,16 +91,37 @@ class Baresip:
         self.number = number
         self.codec, self.rate, self.tone, self.mediaenc, self.tls = codec, rate, tone, mediaenc, tls
         self.records = workdir / "records"
-        self.ctrl_port = free_udp_port()
+        self.ctrl_port = 0
         self.proc: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
 
     async def start(self) -> None:
+        """Start baresip and connect to its control port. A port taken between choosing and binding
+        (another process's connection can take any ephemeral port) makes baresip exit at once: then it
+        starts again on fresh ports, up to three times."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.records.mkdir(exist_ok=True)
-        rtp = free_udp_port() // 2 * 2
+        for _ in range(3):
+            self.ctrl_port = free_port(tcp=True, udp=False)
+            self._configure(sip_port=free_port(tcp=True, udp=True, also_next=True), rtp=free_port(tcp=False, udp=True, span=10))
+            log = open(self.dir / "baresip.log", "ab")
+            self.proc = await asyncio.create_subprocess_exec("baresip", "-f", str(self.dir), stdin=asyncio.subprocess.DEVNULL,
+                                                             stdout=log, stderr=log)
+            log.close()
+            deadline = asyncio.get_running_loop().time() + 30
+            while self.proc.returncode is None and asyncio.get_running_loop().time() < deadline:
+                try:
+                    _, self._writer = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
+                    return
+                except OSError:
+                    await asyncio.sleep(0.05)
+            if self.proc.returncode is None:
+                break
+        raise RuntimeError(f"baresip did not start:\n{self.log()[-2000:]}")
+
+    def _configure(self, sip_port: int, rtp: int) -> None:
         (self.dir / "config").write_text(CONFIG.format(
-            sip_port=free_udp_port(), source=silence_wav(self.dir / "mic.wav", rate=self.rate, tone=self.tone),
+            sip_port=sip_port, source=silence_wav(self.dir / "mic.wav", rate=self.rate, tone=self.tone),
             rtp_min=rtp, rtp_max=rtp + 10, ctrl_port=self.ctrl_port, records=self.records, rate=self.rate,
             tls=f"sip_certificate {self.tls[0]}\nsip_cafile {self.tls[1]}\n" if self.tls else ""))
         transport = ";transport=tls" if self.tls else ""
@@ -84,17 +129,6 @@ class Baresip:
         (self.dir / "accounts").write_text(
             f"<sip:{self.number}@127.0.0.1{transport}>;regint=0;audio_codecs={self.codec}{mediaenc}\n")
         (self.dir / "contacts").write_text("")
-        log = open(self.dir / "baresip.log", "wb")
-        self.proc = await asyncio.create_subprocess_exec("baresip", "-f", str(self.dir), stdin=asyncio.subprocess.DEVNULL,
-                                                         stdout=log, stderr=log)
-        log.close()
-        for _ in range(100):
-            try:
-                _, self._writer = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
-                return
-            except OSError:
-                await asyncio.sleep(0.05)
-        raise RuntimeError(f"baresip did not start; see {self.dir / 'baresip.log'}")
 
     async def command(self, command: str, params: str = "") -> None:
         assert self._writer is not None

@@ -74,16 +74,24 @@ const Media = (() => {
   // How loud a stream's audio is now, 0..1 (the RMS of its last 4096 samples, about 85 ms: read every
   // 250 ms, a shorter window missed short sounds between the reads): for the who-is-speaking marks
   // and the test room's level meter. One AudioContext for the page; the analyser is dropped with the stream.
+  // A browser may start the context suspended, or suspend it later (a phone's browser without a tap
+  // yet, a page the system put to sleep): each read and the next tap or key press ask it to resume,
+  // so the marks never stay dark for the whole meeting.
   let audioContext = null;
+  function resumeAudio() {
+    if (audioContext && audioContext.state === "suspended") audioContext.resume().catch(() => {});
+  }
+  for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, resumeAudio, { capture: true, passive: true });
   function level(stream) {
     if (!stream.getAudioTracks().length) return () => 0;
     audioContext = audioContext || new AudioContext();
-    if (audioContext.state === "suspended") audioContext.resume();
+    resumeAudio();
     const analyser = audioContext.createAnalyser();
     analyser.fftSize = 4096;
     audioContext.createMediaStreamSource(stream).connect(analyser);
     const samples = new Float32Array(analyser.fftSize);
     return () => {
+      resumeAudio();
       analyser.getFloatTimeDomainData(samples);
       let sum = 0;
       for (const x of samples) sum += x * x;
