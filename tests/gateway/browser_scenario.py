@@ -393,9 +393,9 @@ def room_controls(coordinator, staff) -> None:
     click(coordinator, "#room-gear")
     for driver, who in ((coordinator, "coordinator"), (staff, STAFF[1])):
         wait(driver, f"{who}'s own speaking marked", lambda d: float(d.find_element(
-            By.CSS_SELECTOR, "#video-grid .tile.self").get_attribute("data-peak") or 0) > 0.02,)
+            By.CSS_SELECTOR, "#video-grid .tile.self").get_attribute("data-peak") or 0) > 0.02)
         wait(driver, f"{who} sees others' speaking marked", lambda d: any(float(t.get_attribute("data-peak") or 0) > 0.02
-             for t in d.find_elements(By.CSS_SELECTOR, "#video-grid .tile.remote")),)
+             for t in d.find_elements(By.CSS_SELECTOR, "#video-grid .tile.remote")))
     wait(coordinator, "the layout for three tiles", lambda d: d.find_element(By.ID, "video-grid").get_attribute(
         "data-count") == "3")
     tiles_fit_the_window(coordinator)
