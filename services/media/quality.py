@@ -28,6 +28,7 @@ PACKET_LOSS = "Ljud och bild tappas på vägen"
 UNEVEN = "Ojämn anslutning: ljud och bild kan hacka"
 BITRATE_SPAN = 1.0  # seconds: a bitrate is measured over at least this long once the connection is that old
 LOSS_SPAN = 5.0  # seconds: the participant's own loss is that of the last 5 s or a little more
+ROUND_TRIP_SPAN = 4.0  # seconds: the round trip is the longest measured in the last 4 s (reports come every ~1 s)
 
 
 @dataclass
@@ -74,6 +75,8 @@ class QualitySampler:
         self._samples: collections.deque[tuple[float, int, int]] = collections.deque([(time.monotonic(), 0, 0)],
                                                                                      maxlen=256)
         self._poor = False
+        # (monotonic time, seconds) of each round trip measured from the participant's reports (round_trip)
+        self._round_trips: collections.deque[tuple[float, float]] = collections.deque(maxlen=64)
         # Per inbound stream: (monotonic time, packets received, packets lost) of earlier samples, so
         # loss is that of the last LOSS_SPAN seconds or more (a bad first minute must not flag the
         # connection for the rest of the meeting, and one lost packet of a few must not either).
@@ -86,6 +89,10 @@ class QualitySampler:
         _, got_then, lost_then = history[0]
         history.append((time.monotonic(), got, lost))
         return max(got - got_then, 0), max(lost - lost_then, 0)
+
+    def round_trip(self, seconds: float) -> None:
+        """One round trip measured from a report of the participant (rtc_internals.watch_round_trips)."""
+        self._round_trips.append((time.monotonic(), seconds))
 
     async def sample(self, pc) -> Quality:
         rtts, losses, jitters = [], [], []
@@ -110,8 +117,11 @@ class QualitySampler:
                 elif s.type == "transport":
                     received, sent = max(received, s.bytesReceived), max(sent, s.bytesSent)
         now = time.monotonic()
+        # The round trips measured in the last few seconds where there are any (they follow the link as it
+        # is now); aiortc's smoothed figure, which lags for half a minute, only before the first of them.
+        recent = [rtt * 1000.0 for at, rtt in self._round_trips if at >= now - ROUND_TRIP_SPAN]
         q = Quality(
-            round_trip_ms=max(rtts, default=0.0),
+            round_trip_ms=max(recent or rtts, default=0.0),
             packet_loss=max(losses, default=0.0),
             jitter_ms=max(jitters, default=0.0),
         )

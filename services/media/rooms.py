@@ -25,7 +25,7 @@ from services.media.forwarding import ForwardTrack, Publication, enlarge_socket_
 from services.media.quality import Quality, QualitySampler, Thresholds
 from services.media.receive import receive_directly
 from services.media.reporter import ConnectionReporter, Report
-from services.media.rtc_internals import offered_direction, parse_sdp
+from services.media.rtc_internals import offered_direction, parse_sdp, watch_round_trips
 from services.media.storage import ClosedRooms, UsedJoinTokens
 from services.media.tokens import TokenVerifier
 from services.runtime.errors import (
@@ -346,6 +346,7 @@ class MediaRooms:
                     track = ForwardTrack(t.kind, t.mid or "")
                     t.sender.replaceTrack(track)
                     track.attach_sender(t.sender, self._fastpath)
+                    watch_round_trips(t.sender, p.sampler.round_trip)
                     if t.kind == "video":
                         track.bandwidth_slot = watch_slot(t.sender, p.link, track)
                     t.direction = "sendonly"

@@ -82,7 +82,7 @@ __all__ = [
     "VpxPayloadDescriptor", "attach_rtp_out", "cap_receiver_estimate", "current_ms", "current_ntp_time",
     "divert_received_packets", "fastpath_available", "ice_sockets", "intercept_host_candidate_binds", "is_rtcp",
     "negotiated_codecs", "offered_direction", "parse_sdp", "pli_sender", "receive_in_callback", "run_now",
-    "set_negotiated_codecs", "watch_receiver_feedback",
+    "set_negotiated_codecs", "watch_receiver_feedback", "watch_round_trips",
 ]
 
 # ---------------------------------------------------------------------------------------------------------
@@ -642,6 +642,44 @@ def watch_receiver_feedback(sender, on_remb: Callable[[int, int], None], on_repo
                     on_remb(bitrate, len(set(ssrcs)))
         await handle(packet)
 
+    sender._handle_rtcp_packet = handle_rtcp_packet
+
+
+SENDER_REPORTS_KEPT = 8  # a report block answers one of the sender's last Sender Reports (about 8 s of them)
+
+
+def watch_round_trips(sender, on_round_trip: Callable[[float], None]) -> None:
+    """``on_round_trip(seconds)`` for each report block about `sender`'s stream that answers one of its last
+    Sender Reports: the round trip that block measures (RFC 3550 6.4.1: arrival - LSR time - DLSR), as it is.
+
+    aiortc's own figure (``roundTripTime`` in getStats) keeps only its last Sender Report's LSR, so a block
+    answering an earlier one (on a slow link the next Sender Report has left before the answer is back) is
+    lost to it, and it smooths what is left (``RTT_ALPHA`` 0.85): after a link clears it took 15-35 s to fall
+    below the warning's 300 ms. ``_send_rtcp`` is overridden on this sender to note each Sender Report's LSR
+    (the middle 32 bits of its NTP time) and send time, and ``_handle_rtcp_packet`` to match the blocks; both
+    then call aiortc's own, unchanged. The callback may not raise or suspend (see :func:`run_now`)."""
+    sent: dict[int, float] = {}  # LSR -> time.time() it was sent, the last SENDER_REPORTS_KEPT
+    send, handle = sender._send_rtcp, sender._handle_rtcp_packet
+
+    async def send_rtcp(packets) -> None:
+        for packet in packets:
+            if isinstance(packet, RtcpSrPacket):
+                sent[(packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF] = time.time()
+                while len(sent) > SENDER_REPORTS_KEPT:
+                    del sent[next(iter(sent))]
+        await send(packets)
+
+    async def handle_rtcp_packet(packet) -> None:
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                at = sent.get(report.lsr) if report.ssrc == sender._ssrc and report.dlsr else None
+                if at is not None:
+                    rtt = time.time() - at - report.dlsr / 65536
+                    if 0 <= rtt < 60:  # a clock step or a forged DLSR says nothing about the path
+                        on_round_trip(rtt)
+        await handle(packet)
+
+    sender._send_rtcp = send_rtcp
     sender._handle_rtcp_packet = handle_rtcp_packet
 
 

@@ -14,8 +14,10 @@ from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
 
 from devstack.harness import as_token
 from devstack.peers import Peer
-from services.media.quality import POOR_CONNECTION, UNEVEN, Quality, QualitySampler, Thresholds, assess
+from services.media import quality as quality_module
+from services.media.quality import HIGH_DELAY, POOR_CONNECTION, UNEVEN, Quality, QualitySampler, Thresholds, assess
 from services.media.rooms import PeerCounter
+from services.media.rtc_internals import watch_round_trips
 from tests.media.conftest import INSTANCE, SEND_PATHS, MediaWorld
 from tests.polling import poll
 
@@ -108,13 +110,13 @@ class _Stats:
         return {r.id: r for r in self.reports}
 
 
-def _transceiver(kind: str, jitter_in: float, jitter_reported: float) -> SimpleNamespace:
+def _transceiver(kind: str, jitter_in: float, jitter_reported: float, round_trip: float = 0.03) -> SimpleNamespace:
     """A transceiver whose stream from the participant, and whose stream to them as they report it,
     has this jitter (in ms), at 2 % loss each way and 30 ms round trip."""
     clock = 48000 if kind == "audio" else 90000
     inbound = SimpleNamespace(type="inbound-rtp", id=f"in-{kind}", packetsReceived=98, packetsLost=2,
                               jitter=jitter_in * clock / 1000)
-    remote = SimpleNamespace(type="remote-inbound-rtp", id=f"remote-{kind}", roundTripTime=0.03, fractionLost=5,
+    remote = SimpleNamespace(type="remote-inbound-rtp", id=f"remote-{kind}", roundTripTime=round_trip, fractionLost=5,
                              jitter=jitter_reported * clock / 1000)
     return SimpleNamespace(kind=kind, _codecs=[SimpleNamespace(clockRate=clock)], receiver=_Stats(inbound),
                            sender=_Stats(remote))
@@ -132,6 +134,63 @@ async def test_jitter_is_that_of_audio_not_of_video_frames_spread_over_a_slow_li
     uneven = SimpleNamespace(getTransceivers=lambda: [_transceiver("audio", 10, 70), _transceiver("video", 5, 5)])
     quality = await QualitySampler(limits).sample(uneven)
     assert quality.jitter_ms == pytest.approx(70) and quality.warnings == [POOR_CONNECTION, UNEVEN]
+
+
+async def test_the_round_trip_follows_the_link_as_it_is_now_not_a_half_minute_average(monkeypatch):
+    """A nurse's 4G link cleared: the reports of the last seconds measure 40 ms, and the warning goes,
+    although aiortc's smoothed figure still says 900 ms. While the reports measure 900 ms it stays."""
+    limits = Thresholds(round_trip_ms=300, packet_loss=0.05, jitter_ms=50)
+    now = [1000.0]
+    monkeypatch.setattr(quality_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    lagging = SimpleNamespace(getTransceivers=lambda: [_transceiver("audio", 5, 5, round_trip=0.9)])
+    sampler = QualitySampler(limits)
+    assert (await sampler.sample(lagging)).round_trip_ms == pytest.approx(900)  # nothing measured yet: aiortc's
+    sampler.round_trip(0.9)
+    now[0] += 1
+    sampler.round_trip(0.85)
+    weak = await sampler.sample(lagging)
+    assert weak.round_trip_ms == pytest.approx(900) and weak.warnings == [POOR_CONNECTION, HIGH_DELAY]
+    now[0] += 3.5
+    sampler.round_trip(0.04)  # the link cleared
+    assert (await sampler.sample(lagging)).round_trip_ms == pytest.approx(850)  # 0.85 s, measured 3.5 s ago, still counts
+    now[0] += 1.5
+    sampler.round_trip(0.041)
+    cleared = await sampler.sample(lagging)
+    assert cleared.round_trip_ms == pytest.approx(41) and cleared.warnings == []
+
+
+async def test_a_report_answering_an_earlier_sender_report_measures_the_round_trip():
+    """On a slow link the next Sender Report leaves before the answer to the last is back: a report block
+    naming any of the last Sender Reports measures (arrival - sent - DLSR). Blocks about another stream, naming
+    a Sender Report never sent, or with a DLSR longer than the time since are no measurement; aiortc's own
+    handlers still get every packet."""
+    from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket
+
+    passed: list = []
+
+    async def send(packets):
+        passed.extend(packets)
+
+    async def handle(packet):
+        passed.append(packet)
+
+    sender = SimpleNamespace(_ssrc=1234, _send_rtcp=send, _handle_rtcp_packet=handle)
+    measured: list[float] = []
+    watch_round_trips(sender, measured.append)
+    import time as clock
+    ntp = [(int(clock.time()) + 2208988800 + i) << 32 | 0x80000000 for i in range(2)]
+    for value in ntp:
+        await sender._send_rtcp([RtcpSrPacket(ssrc=1234, sender_info=RtcpSenderInfo(
+            ntp_timestamp=value, rtp_timestamp=0, packet_count=0, octet_count=0))])
+
+    def block(ssrc, lsr, dlsr):
+        return RtcpReceiverInfo(ssrc=ssrc, fraction_lost=0, packets_lost=0, highest_sequence=0, jitter=0,
+                                lsr=lsr, dlsr=dlsr)
+    first = (ntp[0] >> 16) & 0xFFFFFFFF
+    await sender._handle_rtcp_packet(RtcpRrPacket(ssrc=9, reports=[
+        block(1234, first, 1), block(999, first, 1), block(1234, 12345, 1), block(1234, first, 65536 * 30)]))
+    assert len(measured) == 1 and 0 <= measured[0] < 1
+    assert len(passed) == 3  # two Sender Reports sent on, one Receiver Report handled by aiortc
 
 
 async def test_echo_test_room_returns_the_persons_own_tracks(world, person_token):
