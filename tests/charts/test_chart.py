@@ -597,7 +597,10 @@ def test_dashboards_ship_in_a_configmap_for_the_grafana_sidecar(render):
                    # The support desk's dashboard (issue #19): open per queue, the oldest waiting,
                    # time to first response, escalations.
                    "svpl_support_oldest_open_ticket_age_seconds", "svpl_support_first_response_seconds_bucket",
-                   "svpl_support_escalations_total"):
+                   "svpl_support_escalations_total",
+                   # Media holding video to the weakest subscriber (issue #20).
+                   "svpl_media_capped_video_publications", "svpl_media_video_cap_bps_bucket",
+                   "svpl_media_subscriber_estimates_total"):
         assert metric in exprs, metric
     assert "by (grpc_service, grpc_method)" in exprs
     assert render({"dashboards": {"enabled": False}}).of_kind("ConfigMap") == [
@@ -605,6 +608,17 @@ def test_dashboards_ship_in_a_configmap_for_the_grafana_sidecar(render):
 
 
 DASHBOARD = json.loads((CHART / "dashboards" / "svpl-overview.json").read_text())
+
+
+def test_no_two_dashboard_panels_cover_the_same_cells():
+    """Grafana pushes overlapping panels around on load: each panel has its own cells on the 24-column grid."""
+    taken: dict[tuple[int, int], str] = {}
+    for panel in DASHBOARD["panels"]:
+        g = panel["gridPos"]
+        assert g["x"] + g["w"] <= 24, panel["title"]
+        for cell in ((x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])):
+            assert cell not in taken, f"{panel['title']!r} covers {taken[cell]!r} at {cell}"
+            taken[cell] = panel["title"]
 # Metrics the dashboard shows that come from outside svpl (kube-state-metrics, cAdvisor).
 EXTERNAL_METRICS = {"kube_horizontalpodautoscaler_status_current_replicas",
                     "kube_horizontalpodautoscaler_status_desired_replicas",
