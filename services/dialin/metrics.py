@@ -16,6 +16,8 @@ CALLS = Counter(
 # Trunk transport security and codecs (SIP over TLS, SRTP/SDES, G.722/Opus; docs/DIALIN.md).
 ANSWERED = Counter("svpl_dialin_answered_calls_total", "Calls answered, by codec (opus, G722, PCMA, PCMU), media "
                    "(srtp, rtp) and signalling transport (tls, udp).", ["codec", "media", "transport"])
+BYE_RETRANSMISSIONS = Counter("svpl_dialin_bye_retransmissions_total", "BYEs sent again over UDP because the "
+                              "trunk had not answered yet (RFC 3261 Timer E): many mean a lossy trunk link.")
 TLS_HANDSHAKES = Counter("svpl_dialin_tls_handshakes_total", "SIP over TLS connections by handshake result (ok; "
                          "refused: no or a foreign client certificate, not TLS, or too slow).", ["result"])
 SRTP_REJECTED = Counter("svpl_dialin_srtp_rejected_packets_total", "SRTP and SRTCP packets dropped because "

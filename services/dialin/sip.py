@@ -9,7 +9,8 @@ SRTP, a tuned jitter buffer) but run their own worker threads and sound-device c
 a registered-thread dance for every callback into Python; `sippy` is a threaded B2BUA without RTP.
 
 Private names used (pinned in pyproject.toml; tests/dialin/test_sip_stack.py trips if they move):
-`UdpSipTransport._udp_transport` / `_dispatch` (see _UdpTransport), `SipUAS._handlers` (to add SIP
+`UdpSipTransport._udp_transport` / `_dispatch` (see _UdpTransport), the transports' `on_message` as
+`SipUAS.start` sets it (the answers to our BYEs, see Endpoint.retransmit_bye), `SipUAS._handlers` (to add SIP
 INFO, the DTMF fallback, which aiosipua answers 405), `SipUAS._send_error`
 (INFO outside a dialog: 481), `SipUAS._calls` (to forget a call we ended ourselves, which aiosipua keeps
 until a BYE arrives), `IncomingCall._send_response` (a 401 with its WWW-Authenticate challenge:
@@ -56,6 +57,7 @@ from aiosipua import (
     parse_auth,
 )
 from aiosipua.auth import build_credentials
+from aiosipua.transaction import T1, T2
 
 from services.dialin import metrics, sdes, voice
 from services.dialin.audio import FRAME_BYTES, FRAME_SAMPLES, RATE, SILENCE
@@ -405,9 +407,13 @@ class Call:
             await asyncio.sleep(max(delay, 0))
 
     async def hangup(self) -> None:
-        """BYE (if the call was answered and the caller has not hung up), then free its RTP port."""
+        """BYE (if the call was answered and the caller has not hung up), then free its RTP port. Over UDP
+        the BYE is sent again until the trunk answers it (the Endpoint's `_retransmit_bye`)."""
         if not self.ended.is_set():
-            self._incoming.hangup()
+            bye = self._incoming.hangup()
+            transport = self._incoming.transport
+            if bye is not None and isinstance(transport, UdpSipTransport):
+                self._endpoint.retransmit_bye(bye, transport, self.source)
         self.ended.set()
         self._endpoint.forget(self)
         await self.close()
@@ -506,6 +512,7 @@ class Endpoint:
             uas._handlers["INFO"] = partial(self._info, uas)  # private: the INFO fallback (see the module docstring)
         self._calls: dict[str, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._byes: dict[tuple[str, int], asyncio.Event] = {}  # (Call-ID, CSeq) of a BYE sent over UDP -> answered
 
     @property
     def tls_port(self) -> int:
@@ -515,6 +522,52 @@ class Endpoint:
     async def start(self) -> None:
         for uas in self._uases:
             await uas.start()
+            # aiosipua's UAS drops every response (it has no client transactions without a UAC): the final
+            # response to a BYE we sent stops its retransmission; everything else goes on as before.
+            handle = uas.transport.on_message
+            assert handle is not None  # set by start
+            uas.transport.on_message = partial(self._response_or, handle)
+
+    def _response_or(self, handle: Callable[[SipRequest | SipResponse, tuple[str, int]], None],
+                     message: SipRequest | SipResponse, addr: tuple[str, int]) -> None:
+        cseq = message.cseq if isinstance(message, SipResponse) else None
+        if cseq is not None and cseq.method == "BYE" and message.status_code >= 200:  # type: ignore[union-attr]
+            answered = self._byes.get((message.call_id or "", cseq.seq))
+            if answered is not None:
+                answered.set()
+                return
+        handle(message, addr)
+
+    def retransmit_bye(self, bye: SipRequest, transport: UdpSipTransport, to: tuple[str, int]) -> None:
+        """RFC 3261 17.1.2.2 for a BYE over UDP (aiosipua sends it once): again after T1, doubling up to T2,
+        until a final response or Timer F (64*T1). A lost BYE left the caller's line open, hearing silence."""
+        cseq = bye.cseq
+        if cseq is None:
+            return
+        key = (bye.call_id or "", cseq.seq)
+        answered = self._byes[key] = asyncio.Event()
+
+        async def again() -> None:
+            interval, deadline = T1, time.monotonic() + 64 * T1
+            try:
+                while time.monotonic() < deadline:
+                    try:
+                        await asyncio.wait_for(answered.wait(), min(interval, deadline - time.monotonic()))
+                        return
+                    except TimeoutError:
+                        pass
+                    if time.monotonic() < deadline:
+                        transport.send(bye, to)
+                        metrics.BYE_RETRANSMISSIONS.inc()
+                        interval = min(interval * 2, T2)
+                log.warning("a BYE over UDP got no answer in %.0f s (the trunk's end of the call may stay open)",
+                            64 * T1)
+            finally:
+                self._byes.pop(key, None)
+
+        task = asyncio.ensure_future(again())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _invite(self, incoming: IncomingCall) -> None:
         call = Call(self, incoming)

@@ -80,6 +80,66 @@ async def test_a_meeting_not_started_says_so_and_hangs_up(dialin_world, tmp_path
     assert REGISTRY.get_sample_value("svpl_dialin_calls_total", {"outcome": "not_started"}) >= 1
 
 
+class LosesFirstBye:
+    """A trunk link between SIPp and the service that loses the first BYE towards the caller (UDP: the
+    service must send it again, RFC 3261 17.1.2.2); everything else passes both ways."""
+
+    def __init__(self, service: tuple[str, int]) -> None:
+        self.service, self.byes, self.caller = service, 0, None
+        self.front: asyncio.DatagramTransport | None = None
+        self.back: asyncio.DatagramTransport | None = None
+
+    async def start(self) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        relay = self
+
+        class Front(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                relay.caller = addr
+                relay.back.sendto(data, relay.service)
+
+        class Back(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                if data.startswith(b"BYE "):
+                    relay.byes += 1
+                    if relay.byes == 1:
+                        return  # lost
+                relay.front.sendto(data, relay.caller)
+
+        self.front, _ = await loop.create_datagram_endpoint(Front, local_addr=("127.0.0.1", 0))
+        self.back, _ = await loop.create_datagram_endpoint(Back, local_addr=("127.0.0.1", 0))
+        return self.front.get_extra_info("sockname")
+
+    def close(self) -> None:
+        for transport in (self.front, self.back):
+            if transport is not None:
+                transport.close()
+
+
+def bye_retransmissions() -> float:
+    return REGISTRY.get_sample_value("svpl_dialin_bye_retransmissions_total") or 0.0
+
+
+@pytest.mark.slow
+async def test_a_bye_lost_on_the_trunk_is_sent_again_until_the_caller_answers(dialin_world, tmp_path):
+    """The caller's line must not stay open when the service's BYE is lost (UDP): it goes again half a
+    second later, the caller answers that one, and then no more are sent."""
+    world = dialin_world
+    m = await world.meeting()  # not started: the service says so and hangs up
+    link = LosesFirstBye(world.sip)
+    before = bye_retransmissions()
+    try:
+        scenario = sipp.scenario(tmp_path / "lossy.xml", "0704444411", enter(tmp_path, "lossy", m.dial_in_code + "##"),
+                                 bye_within_ms=20000)
+        proc = await sipp.run(scenario, await link.start(), free_udp_port(), free_udp_port())
+        assert await finished(proc, 40) == 0  # the second BYE reached SIPp, which answered it
+        assert link.byes == 2
+        await poll(lambda: not world.component.endpoint._byes, 5, "the BYE's retransmission over")
+        assert bye_retransmissions() - before == 1
+    finally:
+        link.close()
+
+
 @pytest.mark.slow
 async def test_an_invite_from_outside_the_trunk_networks_is_refused_403(dialin_world, tmp_path):
     """The attacker who reaches the SIP port directly (127.0.0.2 is not the trunk's 127.0.0.1/32)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from importlib.metadata import version
 
 from aiortp import RTPSession
@@ -18,6 +19,10 @@ def test_the_pinned_sip_stack_still_has_what_the_adapter_reaches_into():
     transport = UdpSipTransport(local_addr=("127.0.0.1", 0))
     assert transport._udp_transport is None and callable(transport._dispatch)
     assert callable(IncomingCall._send_response)  # the 401 challenge's WWW-Authenticate header
+    # The answers to our BYEs (Endpoint.retransmit_bye): SipUAS.start puts its handler on the transport's
+    # on_message, and hangup returns the BYE it sent.
+    assert "self.transport.on_message = self._on_message" in inspect.getsource(SipUAS.start)
+    assert "return bye" in inspect.getsource(IncomingCall.hangup)
     # SIP over TLS: the TCP transport's connection handler and table (sip._TlsTransport).
     tcp = TcpSipTransport(local_addr=("127.0.0.1", 0))
     assert callable(tcp._handle_connection) and tcp._connections == {}
