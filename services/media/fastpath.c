@@ -50,6 +50,7 @@
 #define MAX_HEADER 256       /* an RTP header with its extensions, as aiortc serialises a sender's */
 #define GSO_MAX_SEGMENTS 32  /* forwarding.GSO_MAX_SEGMENTS: 32 x ~1.3 kB stays below the kernel's 64 KiB */
 #define HISTORY 128          /* rtc_internals.RTP_HISTORY_SIZE */
+#define WINDOW 0x4000        /* rtc_internals.WINDOW: how far `first` follows behind the newest packet sent */
 
 /* libsrtp 2's srtp_protect(srtp_t, void *rtp_hdr, int *len_ptr), as pylibsrtp 1.0.0 declares it. */
 typedef int (*protect_fn)(void *ctx, void *rtp, int *len);
@@ -547,9 +548,11 @@ static int forward(Route *r, const Source *sources, Py_ssize_t n, unsigned long 
     unsigned long long octets = 0, wire = 0, last_timestamp = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         const Source *s = &sources[i];
-        if (((s->seq - first) & 0xFFFF) >= 0x8000) continue;  /* before this source started on this sender */
+        unsigned long long since = (s->seq - first) & 0xFFFF;
+        if (since >= 0x8000) continue;  /* before this source started on this sender (or half the numbering behind) */
         Py_ssize_t payload_length = PyBytes_GET_SIZE(s->payload);
         if (header_length + payload_length > MAX_PLAIN) continue;  /* does not fit the SRTP buffer: never cut */
+        if (since >= WINDOW) first = (s->seq - WINDOW) & 0xFFFF;  /* first follows the stream (rtc_internals.WINDOW) */
         unsigned long out_seq = (unsigned long)((s->seq + sequence_offset) & 0xFFFF);
         unsigned long out_ts = (unsigned long)((s->ts + timestamp_offset) & 0xFFFFFFFFULL);
         unsigned char *slot = buffer + (size_t)count * SLOT;
@@ -589,6 +592,7 @@ static int forward(Route *r, const Source *sources, Py_ssize_t n, unsigned long 
             next_sequence = (out_seq + 1) & 0xFFFF;
     }
     r->sequence = (long long)next_sequence;
+    r->first = (long long)first;
     if (count) {
         int sent = 0;
         if (direct(r)) {
@@ -827,7 +831,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddIntConstant(m, "MAX_PLAIN", MAX_PLAIN) < 0 || PyModule_AddIntConstant(m, "HISTORY", HISTORY) < 0 ||
+    if (PyModule_AddIntConstant(m, "MAX_PLAIN", MAX_PLAIN) < 0 || PyModule_AddIntConstant(m, "WINDOW", WINDOW) < 0 || PyModule_AddIntConstant(m, "HISTORY", HISTORY) < 0 ||
         PyModule_AddIntConstant(m, "FAN_PYTHON", FAN_PYTHON) < 0 || PyModule_AddIntConstant(m, "FAN_REST", FAN_REST) < 0 ||
         PyModule_AddIntConstant(m, "FAN_REFUSED", FAN_REFUSED) < 0 ||
         PyModule_AddIntConstant(m, "FAN_FAILED", FAN_FAILED) < 0) {

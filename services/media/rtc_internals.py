@@ -80,7 +80,7 @@ PINNED = {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}
 __all__ = [
     "MAX_PLAIN", "PINNED", "HandlerSuspended", "PacketSink", "RawHistory", "RtpOut", "RtpPacket", "SrtpProtect",
     "VpxPayloadDescriptor", "attach_rtp_out", "cap_receiver_estimate", "current_ms", "current_ntp_time",
-    "FAN_FAILED", "FAN_PYTHON", "FAN_REFUSED", "FAN_REST", "SendState",
+    "FAN_FAILED", "FAN_PYTHON", "FAN_REFUSED", "FAN_REST", "SendState", "WINDOW",
     "divert_received_packets", "fan_out", "fastpath_available", "ice_sockets", "intercept_host_candidate_binds", "is_rtcp",
     "negotiated_codecs", "offered_direction", "parse_sdp", "pli_sender", "receive_in_callback", "run_now",
     "set_negotiated_codecs", "watch_receiver_feedback",
@@ -250,6 +250,13 @@ class SrtpProtect:
         return buffer[0:length[0]]
 
 
+# A sender takes a source's packets from its first since rebase on (`first`: those before it are from before
+# the source started here); once the stream is this far beyond it, `first` follows, this far behind the
+# newest packet sent, so the numbering can wrap (a meeting's audio does after ~11 minutes) and still no packet
+# more than half the numbering old is taken (fastpath.c's WINDOW).
+WINDOW = 0x4000
+
+
 class SendState:
     """A sender's numbering, rebase and retransmission state as the Python reference keeps it. The compiled
     path keeps the same attributes in a ``fastpath.Route``, where fastpath.c reads and updates them."""
@@ -259,7 +266,7 @@ class SendState:
 
     def __init__(self) -> None:
         self.payload_type = -1  # -1 until the sender has started
-        self.first = 0  # the source's first sequence number sent since rebase
+        self.first = 0  # the source's first sequence number taken (since rebase; then WINDOW behind the newest)
         self.sequence_offset = self.timestamp_offset = 0  # source -> this sender (see RtpOut.rebase)
         self.sequence = 0  # the next sequence number this sender uses
         self.last_timestamp = -1  # the last RTP timestamp sent (-1: none yet), and when (time.monotonic())
@@ -435,11 +442,14 @@ class RtpOut:
         timestamp = seq = 0
         next_sequence = state.sequence  # taken on only when every packet was protected (as fastpath.c does)
         for packet in packets:
-            if (packet.sequence_number - first) & 0xFFFF >= 0x8000:
-                continue  # from before this source was started on this sender
+            since = (packet.sequence_number - first) & 0xFFFF
+            if since >= 0x8000:
+                continue  # from before this source was started on this sender (or half the numbering behind)
             payload = packet.payload
             if len(header) + len(payload) > MAX_PLAIN:
                 continue  # does not fit the SRTP buffer (a hostile or broken publisher): dropped, never cut
+            if since >= WINDOW:  # `first` follows the stream, WINDOW behind: a stream may outlast the numbering
+                first = (packet.sequence_number - WINDOW) & 0xFFFF
             seq = (packet.sequence_number + sequence_offset) & 0xFFFF
             timestamp = (packet.timestamp + timestamp_offset) & 0xFFFFFFFF
             _HEADER_FIELDS.pack_into(header, 1, pt | 0x80 if packet.marker else pt, seq, timestamp)
@@ -449,7 +459,7 @@ class RtpOut:
             octets += len(payload)
             if ((seq - next_sequence) & 0xFFFF) < 0x8000:  # not before the next number: continue after it
                 next_sequence = (seq + 1) & 0xFFFF
-        state.sequence = next_sequence
+        state.sequence, state.first = next_sequence, first
         state.sends += 1
         if not datas:
             return 0

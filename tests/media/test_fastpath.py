@@ -39,6 +39,7 @@ from services.media.rtc_internals import (
     MAX_PLAIN,
     RtpOut,
     RtpPacket,
+    WINDOW,
     SrtpProtect,
     negotiated_codecs,
     srtp_context,
@@ -329,6 +330,22 @@ def test_a_fan_out_sends_each_ready_subscriber_the_frame_and_counts_it_for_sende
     assert rig.drained()
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_a_stream_outlasts_its_numbering(rig, path):
+    """A source's sequence numbers wrap (a meeting's audio, 50 packets/s, after ~11 minutes) and its sender
+    keeps taking them: what it takes from is not fixed at the rebase but follows the stream, WINDOW behind
+    (it was fixed: after 32768 packets the subscriber got nothing for the next 32768). What is from before
+    the rebase, or half the numbering behind what was sent, is still never taken."""
+    rig.start(first=1000, sequence_offset=0, timestamp_offset=0, sequence=1000)
+    assert rig.send(path, [packet(999, 0, True, b"before")], 0)[0] == 0  # from before the source started here
+    taken = [rig.send(path, [packet(seq & 0xFFFF, seq, True, b"a")], 0)[0] for seq in range(1000, 1000 + 0x18000, 0x800)]
+    assert taken == [1] * 48
+    newest = (1000 + 47 * 0x800) & 0xFFFF
+    assert rig.outs[path].state.first == (newest - WINDOW) & 0xFFFF
+    assert rig.send(path, [packet((newest - 0x8000) & 0xFFFF, 0, True, b"old")], 0)[0] == 0
+    assert rig.drained()
+
+
 def test_what_the_compiled_path_sends_unprotects_to_the_ring_and_skips_what_does_not_fit(rig):
     """A receiver with the key gets exactly the plain packets kept for retransmission, re-headed; an
     oversized payload (a hostile publisher's) is dropped, the packets around it still go."""
@@ -505,6 +522,7 @@ def test_wrong_calls_are_clear_errors():
         route.set_header(bytes(20), 18)  # abs-send-time's 3 bytes must be inside the header
     with pytest.raises(TypeError):
         route.last_time = "now"
+    assert _fastpath.WINDOW == WINDOW
     assert (FAN_PYTHON, FAN_REST, FAN_REFUSED, FAN_FAILED) == (
         _fastpath.FAN_PYTHON, _fastpath.FAN_REST, _fastpath.FAN_REFUSED, _fastpath.FAN_FAILED)
 
