@@ -195,7 +195,7 @@ class Publication:
         compiled, routes, others = targets
         if routes:
             # Compiled: every armed, ready subscriber's send in one call (fastpath.c); the rest as `push` does.
-            todo = fan_out(routes, packets, abs_send_time, ntp)  # type: ignore[misc]  # routes: it is built
+            todo = fan_out(routes, packets, abs_send_time, ntp)  # routes only when it is built (RtpOut)
             for i, what, rest in todo or ():
                 if what == FAN_PYTHON:
                     compiled[i].push(packets, keyframe, ntp, abs_send_time)

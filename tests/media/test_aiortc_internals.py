@@ -57,6 +57,27 @@ OTHER_PRIVATE_NAMES = {("forwarding.py", "_sock")}
 LIBRARIES = ("aiortc", "aioice", "pylibsrtp")
 
 
+def test_the_private_names_fastpath_c_reads_and_writes():
+    """fastpath.c's fan_out checks a sender before sending (still on its DTLS transport, which is connected,
+    and enabled) and updates its Sender Report counters and the transport's byte counters itself, by name:
+    these are aiortc's own attributes, set where the pinned aiortc sets them, and nothing else is named."""
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    source = (Path(rtc_internals.__file__).parent / "fastpath.c").read_text()
+    names = set(re.findall(r'PyUnicode_InternFromString\("(_\w+)"\)', source))
+    sender = {"_RTCRtpSender__transport", "_enabled", "_RTCRtpSender__ntp_timestamp", "_RTCRtpSender__rtp_timestamp",
+              "_RTCRtpSender__octet_count", "_RTCRtpSender__packet_count"}
+    dtls = {"_state", "_RTCDtlsTransport__tx_bytes", "_RTCDtlsTransport__tx_packets"}
+    assert names == sender | dtls
+    for cls, attributes in ((RTCRtpSender, sender), (RTCDtlsTransport, dtls)):
+        init = inspect.getsource(cls.__init__)
+        for name in attributes:
+            short = name.replace(f"_{cls.__name__}", "")
+            assert f"self.{short} =" in init or f"self.{short}:" in init, name
+    assert "self.__transport = transport" in inspect.getsource(RTCRtpSender.setTransport)
+    assert "if not self._enabled:" in inspect.getsource(RTCRtpSender._next_encoded_frame)  # aiortc's loop skips then
+
+
 def test_only_the_adapter_touches_the_libraries_internals():
     """No other module of services/media imports from these libraries' submodules (their public API is
     the package itself: ``from aiortc import ...``), names a private attribute of anything but itself

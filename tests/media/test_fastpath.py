@@ -37,9 +37,9 @@ from services.media.rtc_internals import (
     FAN_REFUSED,
     FAN_REST,
     MAX_PLAIN,
+    WINDOW,
     RtpOut,
     RtpPacket,
-    WINDOW,
     SrtpProtect,
     negotiated_codecs,
     srtp_context,
@@ -317,7 +317,7 @@ def test_a_fan_out_sends_each_ready_subscriber_the_frame_and_counts_it_for_sende
         plain = [RtpPacket.parse(inbound.unprotect(d)) for d in datagrams]
         assert [(p.sequence_number, p.timestamp, p.marker) for p in plain] == [
             (100 + 10 * i + k, 90000 + 1000 * i, int(k == 2)) for k in range(3)]
-        sender, dtls = out.sender, out.sender._RTCRtpSender__transport
+        sender = out.sender
         assert (sender._RTCRtpSender__ntp_timestamp, sender._RTCRtpSender__rtp_timestamp) == (0xABCDEF0123456789,
                                                                                           90000 + 1000 * i)
         assert (sender._RTCRtpSender__octet_count, sender._RTCRtpSender__packet_count) == (3300, 3)
