@@ -105,31 +105,22 @@ static int Route_init(Route *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
+/* The object fields, for the garbage collector (a Route refers to the sender, whose keyframe hook refers to
+ * the track that holds the Route). */
+#define ROUTE_OBJECTS(X) \
+    X(sock) X(session) X(sender) X(dtls) X(connected) X(nominated) X(pair) X(transport) X(header) X(ring)
+
 static int Route_traverse(Route *self, visitproc visit, void *arg) {
-    Py_VISIT(self->sock);
-    Py_VISIT(self->session);
-    Py_VISIT(self->sender);
-    Py_VISIT(self->dtls);
-    Py_VISIT(self->connected);
-    Py_VISIT(self->nominated);
-    Py_VISIT(self->pair);
-    Py_VISIT(self->transport);
-    Py_VISIT(self->header);
-    Py_VISIT(self->ring);
+#define VISIT(field) Py_VISIT(self->field);
+    ROUTE_OBJECTS(VISIT)
+#undef VISIT
     return 0;
 }
 
 static int Route_clear(Route *self) {
-    Py_CLEAR(self->sock);
-    Py_CLEAR(self->session);
-    Py_CLEAR(self->sender);
-    Py_CLEAR(self->dtls);
-    Py_CLEAR(self->connected);
-    Py_CLEAR(self->nominated);
-    Py_CLEAR(self->pair);
-    Py_CLEAR(self->transport);
-    Py_CLEAR(self->header);
-    Py_CLEAR(self->ring);
+#define CLEAR(field) Py_CLEAR(self->field);
+    ROUTE_OBJECTS(CLEAR)
+#undef CLEAR
     return 0;
 }
 
@@ -177,22 +168,14 @@ static PyObject *Route_target(Route *self, PyObject *args, PyObject *kwds) {
     self->protect = (protect_fn)(uintptr_t)protect;
     self->context = (void *)(uintptr_t)context;
     self->gso = 1;
-    Py_INCREF(sock);
-    Py_XSETREF(self->sock, sock);
-    Py_INCREF(session);
-    Py_XSETREF(self->session, session);
-    Py_INCREF(sender);
-    Py_XSETREF(self->sender, sender);
-    Py_INCREF(dtls);
-    Py_XSETREF(self->dtls, dtls);
-    Py_INCREF(connected);
-    Py_XSETREF(self->connected, connected);
-    Py_INCREF(nominated);
-    Py_XSETREF(self->nominated, nominated);
-    Py_INCREF(pair);
-    Py_XSETREF(self->pair, pair);
-    Py_INCREF(transport);
-    Py_XSETREF(self->transport, transport);
+    Py_XSETREF(self->sock, Py_NewRef(sock));
+    Py_XSETREF(self->session, Py_NewRef(session));
+    Py_XSETREF(self->sender, Py_NewRef(sender));
+    Py_XSETREF(self->dtls, Py_NewRef(dtls));
+    Py_XSETREF(self->connected, Py_NewRef(connected));
+    Py_XSETREF(self->nominated, Py_NewRef(nominated));
+    Py_XSETREF(self->pair, Py_NewRef(pair));
+    Py_XSETREF(self->transport, Py_NewRef(transport));
     Py_RETURN_NONE;
 }
 
@@ -667,19 +650,43 @@ static double monotonic(void) {  /* time.monotonic()'s clock on Linux */
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* The common arguments of send and fan_out: packets (a list), abs_send_time (24 bits), ntp (an int). */
-static int check_common(PyObject *packets, PyObject *abs_send_time, PyObject *ntp, unsigned long *ast) {
+/* What send and fan_out share: the packets' fields (read once), abs_send_time, and room for the datagrams. */
+typedef struct {
+    Source *sources;
+    Py_ssize_t n;
+    unsigned long abs_send_time;
+    unsigned char *buffer;
+    int *lengths;
+} Batch;
+
+static void close_batch(Batch *batch) {
+    PyMem_Free(batch->buffer);
+    PyMem_Free(batch->lengths);
+    if (batch->sources) free_sources(batch->sources, batch->n);
+}
+
+/* packets (a list), abs_send_time (24 bits), ntp (an int of at most 64 bits); -1 with an exception. */
+static int open_batch(PyObject *packets, PyObject *abs_send_time, PyObject *ntp, Batch *batch) {
+    memset(batch, 0, sizeof *batch);
     if (!PyList_Check(packets) || !PyLong_Check(abs_send_time) || !PyLong_Check(ntp)) {
         PyErr_SetString(PyExc_TypeError, "packets must be a list, abs_send_time and ntp ints");
         return -1;
     }
-    *ast = PyLong_AsUnsignedLong(abs_send_time);
+    batch->abs_send_time = PyLong_AsUnsignedLong(abs_send_time);
     if (PyErr_Occurred()) return -1;
-    unsigned long long n = PyLong_AsUnsignedLongLong(ntp);
+    (void)PyLong_AsUnsignedLongLong(ntp);
     if (PyErr_Occurred()) return -1;
-    (void)n;
-    if (*ast > 0xFFFFFF) {
+    if (batch->abs_send_time > 0xFFFFFF) {
         PyErr_SetString(PyExc_ValueError, "abs_send_time is 24 bits");
+        return -1;
+    }
+    if ((batch->sources = read_sources(packets, &batch->n)) == NULL) return -1;
+    size_t room = (size_t)(batch->n ? batch->n : 1);
+    batch->buffer = PyMem_Malloc(room * SLOT);
+    batch->lengths = PyMem_Malloc(room * sizeof(int));
+    if (batch->buffer == NULL || batch->lengths == NULL) {
+        close_batch(batch);
+        PyErr_NoMemory();
         return -1;
     }
     return 0;
@@ -688,32 +695,22 @@ static int check_common(PyObject *packets, PyObject *abs_send_time, PyObject *nt
 /* send(route, packets, abs_send_time, ntp) -> (datagrams, rest or None, gso_refused): one route, which
  * Python has checked (RtpOut.send); ConnectionError when libsrtp refuses. */
 static PyObject *fastpath_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    unsigned long ast;
+    Batch batch;
     if (nargs != 4 || !PyObject_TypeCheck(args[0], &RouteType)) {
         PyErr_SetString(PyExc_TypeError, "send(route, packets, abs_send_time, ntp)");
         return NULL;
     }
-    if (check_common(args[1], args[2], args[3], &ast) < 0) return NULL;
-    Py_ssize_t n;
-    Source *sources = read_sources(args[1], &n);
-    if (sources == NULL) return NULL;
-    unsigned char *buffer = PyMem_Malloc((size_t)(n ? n : 1) * SLOT);
-    int *lengths = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int));
+    if (open_batch(args[1], args[2], args[3], &batch) < 0) return NULL;
     PyObject *result = NULL, *rest = NULL;
-    if (buffer == NULL || lengths == NULL) {
-        PyErr_NoMemory();
-    } else {
-        Route *route = (Route *)args[0];
-        int refused;
-        Py_INCREF(route);
-        int count = forward(route, sources, n, ast, args[3], monotonic(), buffer, lengths, &rest, &refused);
-        Py_DECREF(route);
-        if (count >= 0)
-            result = Py_BuildValue("(iNO)", count, rest ? rest : Py_NewRef(Py_None), refused ? Py_True : Py_False);
-    }
-    PyMem_Free(buffer);
-    PyMem_Free(lengths);
-    free_sources(sources, n);
+    Route *route = (Route *)args[0];
+    int refused;
+    Py_INCREF(route);
+    int count = forward(route, batch.sources, batch.n, batch.abs_send_time, args[3], monotonic(), batch.buffer,
+                        batch.lengths, &rest, &refused);
+    Py_DECREF(route);
+    if (count >= 0)
+        result = Py_BuildValue("(iNO)", count, rest ? rest : Py_NewRef(Py_None), refused ? Py_True : Py_False);
+    close_batch(&batch);
     return result;
 }
 
@@ -724,23 +721,14 @@ enum { FAN_PYTHON = 0, FAN_REST = 1, FAN_REFUSED = 2, FAN_FAILED = 3 };
  * (sent; `rest` did not fit the socket now and must go through the transport, in order), FAN_REFUSED
  * (the same, and the kernel refused GSO: say so), FAN_FAILED (libsrtp refused; nothing sent). */
 static PyObject *fastpath_fan_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    unsigned long ast;
     if (nargs != 4 || !PyList_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "fan_out(routes, packets, abs_send_time, ntp)");
         return NULL;
     }
     PyObject *routes = args[0];
-    if (check_common(args[1], args[2], args[3], &ast) < 0) return NULL;
-    Py_ssize_t n;
-    Source *sources = read_sources(args[1], &n);
-    if (sources == NULL) return NULL;
-    unsigned char *buffer = PyMem_Malloc((size_t)(n ? n : 1) * SLOT);
-    int *lengths = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int));
+    Batch batch;
+    if (open_batch(args[1], args[2], args[3], &batch) < 0) return NULL;
     PyObject *todo = NULL, *result = NULL;
-    if (buffer == NULL || lengths == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
     double now = monotonic();
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(routes); i++) {  /* re-read: Python code may run per route */
         PyObject *item = PyList_GET_ITEM(routes, i);
@@ -754,7 +742,8 @@ static PyObject *fastpath_fan_out(PyObject *module, PyObject *const *args, Py_ss
         PyObject *rest = NULL;
         if (!ready(route)) {
             what = FAN_PYTHON;
-        } else if (forward(route, sources, n, ast, args[3], now, buffer, lengths, &rest, &refused) < 0) {
+        } else if (forward(route, batch.sources, batch.n, batch.abs_send_time, args[3], now, batch.buffer,
+                           batch.lengths, &rest, &refused) < 0) {
             if (!PyErr_ExceptionMatches(PyExc_ConnectionError)) {
                 Py_DECREF(route);
                 goto done;
@@ -781,9 +770,7 @@ static PyObject *fastpath_fan_out(PyObject *module, PyObject *const *args, Py_ss
     todo = NULL;
 done:
     Py_XDECREF(todo);
-    PyMem_Free(buffer);
-    PyMem_Free(lengths);
-    free_sources(sources, n);
+    close_batch(&batch);
     return result;
 }
 

@@ -14,12 +14,15 @@ tests/media/test_aiortc_internals.py fails if an upgrade changes any of them):
   its last one (RTP marker) arrives: a frame cannot be decoded before that, and one batch per
   frame lets the kernel send it in one ``sendmsg`` (UDP GSO, :class:`DatagramBatch`). Late packets
   (the publisher's retransmissions after our NACKs) go on alone, at once.
-- Sending: ``rtc_internals.RtpOut`` does what aiortc's sender loop does, per subscriber (its per-packet
-  loop in compiled code, services/media/fastpath.c, unless SVPL_COMPILED_FORWARDING=0): the
+- Sending: ``rtc_internals.RtpOut`` does what aiortc's sender loop does, per subscriber: the
   publisher's packet keeps its payload and gets the subscriber sender's header, sequence numbers
   and timestamps (continuous when the slot changes publisher), is SRTP-protected and goes straight
   to the nominated ICE pair's socket; the sender's retransmission history, Sender Report counters
   and getStats stay right. aiortc's loop itself stays parked in :meth:`ForwardTrack.recv`.
+  Compiled (services/media/fastpath.c, unless SVPL_COMPILED_FORWARDING=0): one ``fan_out`` call per
+  packet or frame does that for every subscriber whose track is armed (no rebase pending) and whose
+  sender is still ready, checked in C; Python's :meth:`ForwardTrack.push` runs only for the others
+  (starting, rebasing, not connected), with the same semantics as the Python path's.
 - Keyframe requests (PLI, FIR) from a subscriber go to the publisher, throttled.
 - We keep only the codecs we forward (VP8, Opus) in the negotiated list.
 
