@@ -14,6 +14,7 @@ read back off real sockets."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import socket
@@ -30,7 +31,7 @@ from pylibsrtp import Policy, Session
 
 from devstack.peers import Peer
 from services.media import _fastpath
-from services.media.forwarding import DatagramBatch
+from services.media.forwarding import DatagramBatch, ForwardTrack
 from services.media.rtc_internals import (
     FAN_FAILED,
     FAN_PYTHON,
@@ -488,6 +489,28 @@ def test_hostile_arguments_never_crash_the_compiled_path(rig, header, at, fields
         assert len(r.ring) == 128
         assert all(p is None or (isinstance(p, bytes) and len(p) <= MAX_PLAIN) for p in r.ring)
     assert 0 <= route.sequence <= 0xFFFF
+
+
+async def test_a_closed_subscribers_route_is_freed():
+    """A Route refers to its sender, whose keyframe hook refers back to the track holding the Route: the
+    garbage collector must see that cycle (a media process serves subscriber after subscriber)."""
+
+    def routes() -> int:
+        gc.collect()
+        return sum(isinstance(o, _fastpath.Route) for o in gc.get_objects())
+
+    before = routes()
+    for _ in range(5):
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        sender: Any = pc.addTransceiver("video").sender
+        track = ForwardTrack("video")
+        track.attach_sender(sender, fastpath=True)
+        track.route.target(None, "127.0.0.1", 9, 1, 1, None, sender, sender.transport, None, {}, None, None)
+        assert routes() == before + 1
+        track.stop()
+        await pc.close()
+        del pc, sender, track
+    assert routes() == before
 
 
 def test_wrong_calls_are_clear_errors():
