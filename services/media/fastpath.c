@@ -611,7 +611,7 @@ done:
  * so no change in aiortc or aioice can be missed; anything else (or an error reading them) is Python's. */
 static int ready(Route *r) {
     if (!r->armed || r->header == NULL || r->session == NULL || r->payload_type < 0 || r->sender == NULL ||
-        r->nominated == NULL)
+        r->nominated == NULL || r->ring == NULL)
         return 0;
     int ok = 0;
     PyObject *sender = r->sender, *dtls = r->dtls, *nominated = r->nominated;
@@ -719,7 +719,8 @@ enum { FAN_PYTHON = 0, FAN_REST = 1, FAN_REFUSED = 2, FAN_FAILED = 3 };
 /* fan_out(routes, packets, abs_send_time, ntp) -> None, or a list of (index, what, rest) for the routes
  * Python must act on: FAN_PYTHON (not sent: not armed or not ready, Python's push decides), FAN_REST
  * (sent; `rest` did not fit the socket now and must go through the transport, in order), FAN_REFUSED
- * (the same, and the kernel refused GSO: say so), FAN_FAILED (libsrtp refused; nothing sent). */
+ * (the same, and the kernel refused GSO: say so), FAN_FAILED (`rest` is the exception: a ConnectionError when
+ * libsrtp refused, then nothing was sent on it; anything else is a bug). */
 static PyObject *fastpath_fan_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4 || !PyList_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "fan_out(routes, packets, abs_send_time, ntp)");
@@ -744,11 +745,15 @@ static PyObject *fastpath_fan_out(PyObject *module, PyObject *const *args, Py_ss
             what = FAN_PYTHON;
         } else if (forward(route, batch.sources, batch.n, batch.abs_send_time, args[3], now, batch.buffer,
                            batch.lengths, &rest, &refused) < 0) {
-            if (!PyErr_ExceptionMatches(PyExc_ConnectionError)) {
-                Py_DECREF(route);
-                goto done;
-            }
-            PyErr_Clear();
+            /* This route's error goes back with it (libsrtp refused: ConnectionError; anything else is a bug
+             * for Python to log): the other routes still send, and what they leave to Python is not lost. */
+            PyObject *type, *value, *traceback;
+            PyErr_Fetch(&type, &value, &traceback);
+            PyErr_NormalizeException(&type, &value, &traceback);
+            if (value != NULL && traceback != NULL) PyException_SetTraceback(value, traceback);
+            Py_XDECREF(type);
+            Py_XDECREF(traceback);
+            rest = value ? value : Py_NewRef(Py_None);
             what = FAN_FAILED;
         } else if (refused || rest) {
             what = refused ? FAN_REFUSED : FAN_REST;

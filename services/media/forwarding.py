@@ -202,9 +202,11 @@ class Publication:
             for i, what, rest in todo or ():
                 if what == FAN_PYTHON:
                     compiled[i].push(packets, keyframe, ntp, abs_send_time)
-                elif rest or what == FAN_REFUSED:
+                elif isinstance(rest, BaseException):  # FAN_FAILED: the route's error
+                    if not isinstance(rest, ConnectionError):  # (SRTP refused, the transport closed under us: as
+                        log.error("forwarding to a subscriber failed", exc_info=rest)  # push, the track ends soon)
+                else:
                     compiled[i].deliver(rest, what == FAN_REFUSED)
-                # FAN_FAILED (SRTP refused: the transport closed under us): as push, the track ends soon
         for track in others:
             track.push(packets, keyframe, ntp, abs_send_time)
 

@@ -503,8 +503,9 @@ class RtpOut:
 
 # What fastpath.fan_out(routes, packets, abs_send_time, ntp) reports per route Python must act on, as
 # (index, what, rest): not sent (not armed or not ready: Python's push decides, with the same semantics);
-# sent, and `rest` did not fit the socket now (RtpOut.deliver); the same and the kernel refused GSO; libsrtp
-# refused (nothing sent, as a ConnectionError from `send`). The same numbers as fastpath.c's FAN_* constants.
+# sent, and `rest` did not fit the socket now (RtpOut.deliver); the same and the kernel refused GSO; failed,
+# `rest` the exception (a ConnectionError: libsrtp refused and nothing was sent, as from `send`; anything else
+# is a bug, logged). The same numbers as fastpath.c's FAN_* constants.
 FAN_PYTHON, FAN_REST, FAN_REFUSED, FAN_FAILED = 0, 1, 2, 3
 fan_out = _fastpath.fan_out if _fastpath is not None else None
 """``fastpath.fan_out``: one publisher's packet (or video frame) to every armed subscriber sender's route

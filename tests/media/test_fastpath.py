@@ -331,6 +331,33 @@ def test_a_fan_out_sends_each_ready_subscriber_the_frame_and_counts_it_for_sende
     assert rig.drained()
 
 
+def test_one_broken_route_does_not_take_the_fan_out_with_it(rig):
+    """A route whose send fails for a reason other than libsrtp (here: its sender object cannot take the
+    Sender Report counters, a bug) reports that exception with its index; the next subscriber still gets
+    the packet, and the publication logs the error instead of losing the fan-out."""
+
+    class Broken:
+        __slots__ = ("_RTCRtpSender__transport", "_enabled")
+
+    first, second = rig.subscribers[:2]
+    for sub in (first, second):
+        sub.start(first=0, sequence_offset=0, timestamp_offset=0, sequence=0)
+        sub.outs["compiled"].arm(True)
+    broken: Any = Broken()
+    dtls = first.outs["compiled"].sender._RTCRtpSender__transport
+    broken._RTCRtpSender__transport, broken._enabled = dtls, True
+    route = first.outs["compiled"].state
+    session = first.outs["compiled"]._protect._session
+    route.target(first.transport._sock, *first.addr, srtp_protect_function(), srtp_context(session), session, broken,
+                 dtls, dtls._state, first.nominated, first.pair, first.transport)
+    todo = _fastpath.fan_out([route, second.outs["compiled"].state], [packet(5, 9, True, b"a" * 50)], 0, 0)
+    assert todo is not None and len(todo) == 1
+    ((index, what, error),) = todo
+    assert (index, what, type(error)) == (0, FAN_FAILED, AttributeError)
+    assert len(first.received(1)) == 1 and len(second.received(1)) == 1  # sent before the counters failed
+    assert rig.drained()
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_a_stream_outlasts_its_numbering(rig, path):
     """A source's sequence numbers wrap (a meeting's audio, 50 packets/s, after ~11 minutes) and its sender
@@ -474,7 +501,8 @@ def test_hostile_arguments_never_crash_the_compiled_path(rig, header, at, fields
             rests = [rest]
         else:
             assert result is None or all(what in (FAN_PYTHON, FAN_REST, FAN_REFUSED, FAN_FAILED) for _, what, _ in result)
-            rests = [rest for _, _, rest in result or ()]
+            assert all(isinstance(rest, BaseException) for _, what, rest in result or () if what == FAN_FAILED)
+            rests = [rest for _, what, rest in result or () if what != FAN_FAILED]
         for rest in rests:  # what the socket did not take (not direct): still whole datagrams
             assert all(isinstance(data, bytes) and len(data) <= 1500 for data in rest or [])
     rig.one.receiver.setblocking(False)
