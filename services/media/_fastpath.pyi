@@ -3,11 +3,31 @@ from typing import Any
 
 MAX_PLAIN: int
 HISTORY: int
+WINDOW: int
+FAN_PYTHON: int
+FAN_REST: int
+FAN_REFUSED: int
+FAN_FAILED: int
 
 class Route:
     gso: bool
-    def __init__(self, sock: Any, host: str, port: int, protect: int, context: int, session: Any) -> None: ...
+    payload_type: int
+    first: int
+    sequence_offset: int
+    timestamp_offset: int
+    sequence: int
+    last_timestamp: int
+    last_time: float
+    armed: bool
+    sends: int
+    ring: list[Any]
+    @property
+    def header(self) -> bytes | None: ...
+    def __init__(self) -> None: ...
+    def target(self, sock: Any, host: str, port: int, protect: int, context: int, session: Any, sender: Any, dtls: Any,
+               connected: Any, nominated: dict[Any, Any], pair: Any, transport: Any) -> None: ...
+    def set_header(self, header: bytes, at: int, /) -> None: ...
 
-def send(route: Route, header: bytes, at: int, abs_send_time: int, payload_type: int, first: int,
-         sequence_offset: int, timestamp_offset: int, next_sequence: int, packets: list[Any], ring: list[Any],
-         direct: bool, /) -> tuple[int, int, int, int, int, list[bytes] | None, bool]: ...
+def send(route: Route, packets: list[Any], abs_send_time: int, ntp: int, /) -> tuple[int, list[bytes] | None, bool]: ...
+def fan_out(routes: list[Route], packets: list[Any], abs_send_time: int, ntp: int,
+            /) -> list[tuple[int, int, list[bytes] | BaseException | None]] | None: ...

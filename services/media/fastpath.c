@@ -34,6 +34,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <stddef.h>
+#include <time.h>
 
 #ifndef SOL_UDP
 #define SOL_UDP 17
@@ -48,39 +50,105 @@
 #define MAX_HEADER 256       /* an RTP header with its extensions, as aiortc serialises a sender's */
 #define GSO_MAX_SEGMENTS 32  /* forwarding.GSO_MAX_SEGMENTS: 32 x ~1.3 kB stays below the kernel's 64 KiB */
 #define HISTORY 128          /* rtc_internals.RTP_HISTORY_SIZE */
+#define WINDOW 0x4000        /* rtc_internals.WINDOW: how far `first` follows behind the newest packet sent */
 
 /* libsrtp 2's srtp_protect(srtp_t, void *rtp_hdr, int *len_ptr), as pylibsrtp 1.0.0 declares it. */
 typedef int (*protect_fn)(void *ctx, void *rtp, int *len);
 
+/* One sender's route (rtc_internals.RtpOut keeps one per sender, for the sender's lifetime): where its
+ * packets go (target(): the nominated pair's socket and address, the SRTP context), the live objects a
+ * fan-out checks it against before sending (the sender, its DTLS transport, the ICE connection's
+ * nominated pairs, the datagram transport), and the sender's own state, which the C code reads and
+ * updates on every send (header, numbering, retransmission ring, Sender Report counters). Python sets
+ * the state only where it changes: rebase, the header once, the payload type at start, arming. */
 typedef struct {
     PyObject_HEAD
     PyObject *sock;       /* the transport's socket (fileno() taken per call: -1 once closed), or None */
-    PyObject *session;    /* the pylibsrtp Session: keeps the libsrtp context alive */
+    PyObject *session;    /* the pylibsrtp Session: keeps the libsrtp context alive; NULL: no target yet */
     protect_fn protect;
     void *context;
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int gso;              /* 0 once the kernel refused UDP_SEGMENT on this route */
+    /* Checked by fan_out, by identity, on every call (aiortc's RtpOut.send checks, without Python): */
+    PyObject *sender;     /* the RTCRtpSender: its __transport must still be dtls, its _enabled true */
+    PyObject *dtls;       /* its RTCDtlsTransport: _state must be `connected` */
+    PyObject *connected;  /* aiortc's DtlsState.CONNECTED */
+    PyObject *nominated;  /* the ICE connection's nominated pairs (a dict): [1] must still be `pair` */
+    PyObject *pair;
+    PyObject *transport;  /* the pair's asyncio datagram transport: nothing queued, not closing, to send direct */
+    /* The sender's state (what RtpOut's Python reference keeps in a SendState): */
+    PyObject *header;     /* the sender's serialised header (bytes), NULL until set_header() */
+    int at;               /* offset of the 3 abs-send-time bytes in it, -1: none */
+    PyObject *ring;       /* the retransmission ring: a list of HISTORY */
+    long long payload_type, first, sequence_offset, timestamp_offset, sequence, last_timestamp, armed, sends;
+    double last_time;     /* time.monotonic() of the last send (rebase reads it) */
 } Route;
 
-static PyObject *s_sequence_number, *s_timestamp, *s_marker, *s_payload;
+static PyObject *s_sequence_number, *s_timestamp, *s_marker, *s_payload, *s_transport, *s_enabled, *s_state,
+    *s_ntp_timestamp, *s_rtp_timestamp, *s_octet_count, *s_packet_count, *s_tx_bytes, *s_tx_packets,
+    *s_get_write_buffer_size, *s_is_closing, *one;
 
 static int Route_init(Route *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"sock", "host", "port", "protect", "context", "session", NULL};
-    PyObject *sock, *session;
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Route", kwlist)) return -1;
+    PyObject *ring = PyList_New(HISTORY);  /* all None: PyList_New fills NULL, set None below */
+    if (ring == NULL) return -1;
+    for (Py_ssize_t i = 0; i < HISTORY; i++) {
+        Py_INCREF(Py_None);
+        PyList_SET_ITEM(ring, i, Py_None);
+    }
+    Py_XSETREF(self->ring, ring);
+    self->at = -1;
+    self->payload_type = self->last_timestamp = -1;
+    self->gso = 1;
+    return 0;
+}
+
+/* The object fields, for the garbage collector (a Route refers to the sender, whose keyframe hook refers to
+ * the track that holds the Route). */
+#define ROUTE_OBJECTS(X) \
+    X(sock) X(session) X(sender) X(dtls) X(connected) X(nominated) X(pair) X(transport) X(header) X(ring)
+
+static int Route_traverse(Route *self, visitproc visit, void *arg) {
+#define VISIT(field) Py_VISIT(self->field);
+    ROUTE_OBJECTS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int Route_clear(Route *self) {
+#define CLEAR(field) Py_CLEAR(self->field);
+    ROUTE_OBJECTS(CLEAR)
+#undef CLEAR
+    return 0;
+}
+
+static void Route_dealloc(Route *self) {
+    PyObject_GC_UnTrack(self);
+    Route_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* target(sock, host, port, protect, context, session, sender, dtls, connected, nominated, pair, transport) */
+static PyObject *Route_target(Route *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"sock", "host", "port", "protect", "context", "session", "sender", "dtls", "connected",
+                             "nominated", "pair", "transport", NULL};
+    PyObject *sock, *session, *sender, *dtls, *connected, *nominated, *pair, *transport;
     const char *host;
     int port;
     unsigned long long protect, context;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OsiKKO", kwlist, &sock, &host, &port, &protect, &context,
-                                     &session))
-        return -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OsiKKOOOOO!OO:target", kwlist, &sock, &host, &port, &protect,
+                                     &context, &session, &sender, &dtls, &connected, &PyDict_Type, &nominated, &pair,
+                                     &transport))
+        return NULL;
     if (port < 0 || port > 65535) {
         PyErr_SetString(PyExc_ValueError, "port out of range");
-        return -1;
+        return NULL;
     }
     if (!protect || !context) {
         PyErr_SetString(PyExc_ValueError, "protect and context must be addresses");
-        return -1;
+        return NULL;
     }
     char service[8];
     snprintf(service, sizeof service, "%d", port);
@@ -92,43 +160,154 @@ static int Route_init(Route *self, PyObject *args, PyObject *kwds) {
     if (rc != 0 || found == NULL || found->ai_addrlen > sizeof self->addr) {
         if (found) freeaddrinfo(found);
         PyErr_Format(PyExc_ValueError, "not a numeric address: %s", host);
-        return -1;
+        return NULL;
     }
     memcpy(&self->addr, found->ai_addr, found->ai_addrlen);
     self->addrlen = (socklen_t)found->ai_addrlen;
     freeaddrinfo(found);
-    Py_INCREF(sock);
-    Py_XSETREF(self->sock, sock);
-    Py_INCREF(session);
-    Py_XSETREF(self->session, session);
     self->protect = (protect_fn)(uintptr_t)protect;
     self->context = (void *)(uintptr_t)context;
     self->gso = 1;
-    return 0;
+    Py_XSETREF(self->sock, Py_NewRef(sock));
+    Py_XSETREF(self->session, Py_NewRef(session));
+    Py_XSETREF(self->sender, Py_NewRef(sender));
+    Py_XSETREF(self->dtls, Py_NewRef(dtls));
+    Py_XSETREF(self->connected, Py_NewRef(connected));
+    Py_XSETREF(self->nominated, Py_NewRef(nominated));
+    Py_XSETREF(self->pair, Py_NewRef(pair));
+    Py_XSETREF(self->transport, Py_NewRef(transport));
+    Py_RETURN_NONE;
 }
 
-static void Route_dealloc(Route *self) {
-    Py_CLEAR(self->sock);
-    Py_CLEAR(self->session);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+/* set_header(header, at): the sender's serialised header (12-256 bytes) and where abs-send-time is in it. */
+static PyObject *Route_set_header(Route *self, PyObject *args) {
+    PyObject *header;
+    int at;
+    if (!PyArg_ParseTuple(args, "O!i:set_header", &PyBytes_Type, &header, &at)) return NULL;
+    Py_ssize_t length = PyBytes_GET_SIZE(header);
+    if (length < 12 || length > MAX_HEADER || at < -1 || (at >= 0 && (at < 12 || at + 3 > length))) {
+        PyErr_SetString(PyExc_ValueError, "set_header(): header of 12-256 bytes, abs-send-time inside it or -1");
+        return NULL;
+    }
+    Py_INCREF(header);
+    Py_XSETREF(self->header, header);
+    self->at = at;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Route_methods[] = {
+    {"target", (PyCFunction)(void (*)(void))Route_target, METH_VARARGS | METH_KEYWORDS,
+     "target(sock, host, port, protect, context, session, sender, dtls, connected, nominated, pair, transport)"},
+    {"set_header", (PyCFunction)Route_set_header, METH_VARARGS, "set_header(header, at)"},
+    {NULL},
+};
+
+/* The int attributes Python reads and sets, each range-checked on every set. */
+typedef struct {
+    size_t offset;
+    long long min, max;
+    int boolean;
+} Field;
+
+static Field f_payload_type = {offsetof(Route, payload_type), -1, 127, 0};
+static Field f_first = {offsetof(Route, first), 0, 0xFFFF, 0};
+static Field f_sequence_offset = {offsetof(Route, sequence_offset), 0, 0xFFFF, 0};
+static Field f_timestamp_offset = {offsetof(Route, timestamp_offset), 0, 0xFFFFFFFFLL, 0};
+static Field f_sequence = {offsetof(Route, sequence), 0, 0xFFFF, 0};
+static Field f_last_timestamp = {offsetof(Route, last_timestamp), -1, 0xFFFFFFFFLL, 0};
+static Field f_armed = {offsetof(Route, armed), 0, 1, 1};
+static Field f_sends = {offsetof(Route, sends), 0, LLONG_MAX, 0};
+
+static PyObject *Route_get_int(Route *self, void *closure) {
+    Field *f = closure;
+    long long v = *(long long *)((char *)self + f->offset);
+    return f->boolean ? PyBool_FromLong((long)v) : PyLong_FromLongLong(v);
+}
+
+static int Route_set_int(Route *self, PyObject *value, void *closure) {
+    Field *f = closure;
+    if (value == NULL || !PyLong_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "an int is required");
+        return -1;
+    }
+    long long v = PyLong_AsLongLong(value);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (v < f->min || v > f->max) {
+        PyErr_Format(PyExc_ValueError, "%lld is out of range (%lld-%lld)", v, f->min, f->max);
+        return -1;
+    }
+    *(long long *)((char *)self + f->offset) = v;
+    return 0;
 }
 
 static PyObject *Route_get_gso(Route *self, void *closure) { return PyBool_FromLong(self->gso); }
 
+static PyObject *Route_get_last_time(Route *self, void *closure) { return PyFloat_FromDouble(self->last_time); }
+
+static int Route_set_last_time(Route *self, PyObject *value, void *closure) {
+    double v = value ? PyFloat_AsDouble(value) : -1.0;
+    if (value == NULL || (v == -1.0 && PyErr_Occurred())) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a float is required");
+        return -1;
+    }
+    self->last_time = v;
+    return 0;
+}
+
+static PyObject *Route_get_ring(Route *self, void *closure) {
+    Py_INCREF(self->ring);
+    return self->ring;
+}
+
+static int Route_set_ring(Route *self, PyObject *value, void *closure) {
+    if (value == NULL || !PyList_Check(value) || PyList_GET_SIZE(value) != HISTORY) {
+        PyErr_SetString(PyExc_TypeError, "ring must be a list of 128");
+        return -1;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(self->ring, value);
+    return 0;
+}
+
+static PyObject *Route_get_header(Route *self, void *closure) {
+    PyObject *header = self->header ? self->header : Py_None;
+    Py_INCREF(header);
+    return header;
+}
+
 static PyGetSetDef Route_getset[] = {
     {"gso", (getter)Route_get_gso, NULL, "False once the kernel refused UDP GSO on this route", NULL},
+    {"payload_type", (getter)Route_get_int, (setter)Route_set_int, "the sender's payload type, -1 until it started",
+     &f_payload_type},
+    {"first", (getter)Route_get_int, (setter)Route_set_int, "the source's first sequence number since rebase", &f_first},
+    {"sequence_offset", (getter)Route_get_int, (setter)Route_set_int, "source -> sender sequence numbers",
+     &f_sequence_offset},
+    {"timestamp_offset", (getter)Route_get_int, (setter)Route_set_int, "source -> sender timestamps",
+     &f_timestamp_offset},
+    {"sequence", (getter)Route_get_int, (setter)Route_set_int, "the next sequence number this sender uses", &f_sequence},
+    {"last_timestamp", (getter)Route_get_int, (setter)Route_set_int, "the last timestamp sent, -1: none yet",
+     &f_last_timestamp},
+    {"armed", (getter)Route_get_int, (setter)Route_set_int, "fan_out may send on this route (no rebase pending)",
+     &f_armed},
+    {"sends", (getter)Route_get_int, (setter)Route_set_int, "sends that found the sender ready", &f_sends},
+    {"last_time", (getter)Route_get_last_time, (setter)Route_set_last_time, "time.monotonic() of the last send", NULL},
+    {"ring", (getter)Route_get_ring, (setter)Route_set_ring, "the retransmission ring (a list of 128)", NULL},
+    {"header", (getter)Route_get_header, NULL, "the sender's serialised header, None until set_header()", NULL},
     {NULL},
 };
 
 static PyTypeObject RouteType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "services.media._fastpath.Route",
-    .tp_doc = "Route(sock, host, port, protect, context, session): where and how one sender's packets go.",
+    .tp_doc = "Route(): one sender's route and state; target() says where, set_header() what header.",
     .tp_basicsize = sizeof(Route),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Route_init,
     .tp_dealloc = (destructor)Route_dealloc,
+    .tp_traverse = (traverseproc)Route_traverse,
+    .tp_clear = (inquiry)Route_clear,
+    .tp_methods = Route_methods,
     .tp_getset = Route_getset,
 };
 
@@ -145,6 +324,56 @@ static int get_uint(PyObject *packet, PyObject *name, unsigned long long max, un
     }
     *out = v;
     return 0;
+}
+
+/* One source packet, its fields read once per fan-out (not once per subscriber). */
+typedef struct {
+    unsigned long long seq, ts;
+    int marker;
+    PyObject *payload;  /* bytes, a reference */
+} Source;
+
+static void free_sources(Source *sources, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(sources[i].payload);
+    PyMem_Free(sources);
+}
+
+/* Reads the packets' fields; NULL with an exception when one is not a packet. The list's size is checked
+ * on every step: reading a packet's attributes may run Python code. */
+static Source *read_sources(PyObject *packets, Py_ssize_t *n) {
+    Py_ssize_t total = PyList_GET_SIZE(packets);
+    *n = 0;
+    if (total > 4096) {
+        PyErr_SetString(PyExc_ValueError, "too many packets in one call");
+        return NULL;
+    }
+    Source *sources = PyMem_Malloc((size_t)(total ? total : 1) * sizeof(Source));
+    if (sources == NULL) return (Source *)PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < total && i < PyList_GET_SIZE(packets); i++) {
+        PyObject *packet = PyList_GET_ITEM(packets, i);
+        Py_INCREF(packet);
+        Source s = {0, 0, -1, NULL};
+        if (get_uint(packet, s_sequence_number, 0xFFFF, &s.seq) == 0 &&
+            get_uint(packet, s_timestamp, 0xFFFFFFFFULL, &s.ts) == 0) {
+            PyObject *marker = PyObject_GetAttr(packet, s_marker);
+            if (marker != NULL) {
+                s.marker = PyObject_IsTrue(marker);
+                Py_DECREF(marker);
+            }
+            if (s.marker >= 0) s.payload = PyObject_GetAttr(packet, s_payload);
+        }
+        Py_DECREF(packet);
+        if (s.payload != NULL && !PyBytes_Check(s.payload)) {
+            Py_CLEAR(s.payload);
+            PyErr_SetString(PyExc_TypeError, "packet payload must be bytes");
+        }
+        if (s.payload == NULL) {
+            free_sources(sources, *n);
+            return NULL;
+        }
+        sources[(*n)++] = s;
+    }
+    return sources;
 }
 
 /* Hands datagrams [from, count) back as a list of bytes (for the transport); NULL on error. */
@@ -214,113 +443,122 @@ static int send_datagrams(Route *route, int fd, const unsigned char *buffer, con
     return done;
 }
 
-/* send(route, header, at, abs_send_time, payload_type, first, sequence_offset, timestamp_offset,
- *      next_sequence, packets, ring, direct)
- *   -> (next_sequence, last_timestamp or -1, count, octets, wire_bytes, rest or None, gso_refused) */
-static PyObject *fastpath_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 12) {
-        PyErr_SetString(PyExc_TypeError, "send() takes 12 arguments");
-        return NULL;
-    }
-    if (!PyObject_TypeCheck(args[0], &RouteType) || !PyBytes_Check(args[1]) || !PyList_Check(args[9]) ||
-        !PyList_Check(args[10])) {
-        PyErr_SetString(PyExc_TypeError, "send(Route, bytes, ..., list, list, bool)");
-        return NULL;
-    }
-    Route *route = (Route *)args[0];
-    const unsigned char *header = (const unsigned char *)PyBytes_AS_STRING(args[1]);
-    Py_ssize_t header_length = PyBytes_GET_SIZE(args[1]);
-    long at = PyLong_AsLong(args[2]);
-    unsigned long abs_send_time = PyLong_AsUnsignedLong(args[3]);
-    long payload_type = PyLong_AsLong(args[4]);
-    long first = PyLong_AsLong(args[5]);
-    long sequence_offset = PyLong_AsLong(args[6]);
-    unsigned long long timestamp_offset = PyLong_AsUnsignedLongLong(args[7]);
-    long next_sequence = PyLong_AsLong(args[8]);
-    PyObject *packets = args[9], *ring = args[10];
-    int direct = PyObject_IsTrue(args[11]);
-    if (PyErr_Occurred() || direct < 0) return NULL;
-    if (header_length < 12 || header_length > MAX_HEADER || at < -1 || (at >= 0 && at + 3 > header_length) ||
-        at == 0 || (at > 0 && at < 12) || payload_type < 0 || payload_type > 127 || first < 0 || first > 0xFFFF ||
-        sequence_offset < 0 || sequence_offset > 0xFFFF || timestamp_offset > 0xFFFFFFFFULL ||
-        next_sequence < 0 || next_sequence > 0xFFFF || abs_send_time > 0xFFFFFF ||
-        PyList_GET_SIZE(ring) != HISTORY) {
-        PyErr_SetString(PyExc_ValueError, "send(): an argument is out of range");
-        return NULL;
-    }
-    Py_ssize_t total = PyList_GET_SIZE(packets);
-    if (total > 4096) {
-        PyErr_SetString(PyExc_ValueError, "send(): too many packets in one call");
-        return NULL;
-    }
-    unsigned char *buffer = total ? PyMem_Malloc((size_t)total * SLOT) : NULL;
-    int *lengths = total ? PyMem_Malloc((size_t)total * sizeof(int)) : NULL;
-    if (total && (buffer == NULL || lengths == NULL)) {
-        PyMem_Free(buffer);
-        PyMem_Free(lengths);
-        return PyErr_NoMemory();
-    }
-    int count = 0;
-    long long last_timestamp = -1;
-    unsigned long long octets = 0, wire = 0;
-    PyObject *result = NULL;
-    /* The lists' sizes are checked again on every use: reading a packet's attributes may run Python code. */
-    for (Py_ssize_t i = 0; i < total && i < PyList_GET_SIZE(packets); i++) {
-        PyObject *packet = PyList_GET_ITEM(packets, i);
-        Py_INCREF(packet);
-        unsigned long long seq, ts;
-        int marker = -1;
-        PyObject *payload = NULL;
-        if (get_uint(packet, s_sequence_number, 0xFFFF, &seq) == 0) {
-            if (((seq - (unsigned long long)first) & 0xFFFF) >= 0x8000) {  /* before this source started here */
-                Py_DECREF(packet);
-                continue;
-            }
-            if (get_uint(packet, s_timestamp, 0xFFFFFFFFULL, &ts) == 0) {
-                PyObject *marker_obj = PyObject_GetAttr(packet, s_marker);
-                if (marker_obj != NULL) {
-                    marker = PyObject_IsTrue(marker_obj);
-                    Py_DECREF(marker_obj);
-                }
-                if (marker >= 0) payload = PyObject_GetAttr(packet, s_payload);
-            }
+/* Whether the route's datagrams may go straight on its socket: it has one (not a TURN relay's transport,
+ * which wraps each datagram) and asyncio's transport has nothing queued (order) and is not closing. */
+static int direct(Route *r) {
+    if (r->sock == NULL || r->sock == Py_None || r->transport == NULL) return 0;
+    PyObject *transport = r->transport;
+    Py_INCREF(transport);
+    int ok = 0;
+    PyObject *size = PyObject_CallMethodNoArgs(transport, s_get_write_buffer_size);
+    if (size != NULL) {
+        int queued = PyObject_IsTrue(size);
+        Py_DECREF(size);
+        PyObject *closing = queued == 0 ? PyObject_CallMethodNoArgs(transport, s_is_closing) : NULL;
+        if (closing != NULL) {
+            ok = PyObject_IsTrue(closing) == 0;
+            Py_DECREF(closing);
         }
-        Py_DECREF(packet);
-        if (payload == NULL) goto done;
-        if (!PyBytes_Check(payload)) {
-            Py_DECREF(payload);
-            PyErr_SetString(PyExc_TypeError, "packet payload must be bytes");
-            goto done;
-        }
-        Py_ssize_t payload_length = PyBytes_GET_SIZE(payload);
-        if (header_length + payload_length > MAX_PLAIN) {  /* does not fit the SRTP buffer: never truncated */
-            Py_DECREF(payload);
-            continue;
-        }
-        unsigned long out_seq = (unsigned long)((seq + (unsigned long long)sequence_offset) & 0xFFFF);
-        unsigned long out_ts = (unsigned long)((ts + timestamp_offset) & 0xFFFFFFFFULL);
+    }
+    Py_DECREF(transport);
+    if (PyErr_Occurred()) PyErr_Clear();  /* a transport that cannot say: through it, it reports its own errors */
+    return ok;
+}
+
+/* obj.name += delta (the sender's and the DTLS transport's counters, as aiortc keeps them). */
+static int add_to(PyObject *obj, PyObject *name, unsigned long long delta) {
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) return -1;
+    PyObject *d = PyLong_FromUnsignedLongLong(delta);
+    PyObject *sum = d ? PyNumber_Add(value, d) : NULL;
+    Py_DECREF(value);
+    Py_XDECREF(d);
+    if (sum == NULL) return -1;
+    int rc = PyObject_SetAttr(obj, name, sum);
+    Py_DECREF(sum);
+    return rc;
+}
+
+/* What aiortc's sender loop keeps per packet sent, once per send: the Sender Report's NTP and RTP
+ * timestamps and counts (RTCRtpSender's __ntp_timestamp, __rtp_timestamp, __octet_count, __packet_count,
+ * also getStats's) and the DTLS transport's byte and packet counters (__tx_bytes, __tx_packets). */
+static int account(PyObject *sender, PyObject *dtls, PyObject *ntp, unsigned long long timestamp, int count,
+                   unsigned long long octets, unsigned long long wire) {
+    if (sender == NULL || dtls == NULL) return 0;  /* no target yet (cannot send either) */
+    PyObject *ts = PyLong_FromUnsignedLongLong(timestamp);
+    if (ts == NULL) return -1;
+    int rc = PyObject_SetAttr(sender, s_ntp_timestamp, ntp);
+    if (rc == 0) rc = PyObject_SetAttr(sender, s_rtp_timestamp, ts);
+    Py_DECREF(ts);
+    if (rc == 0) rc = add_to(sender, s_octet_count, octets);
+    if (rc == 0) rc = add_to(sender, s_packet_count, (unsigned long long)count);
+    if (rc == 0) rc = add_to(dtls, s_tx_bytes, wire);
+    if (rc == 0) rc = add_to(dtls, s_tx_packets, (unsigned long long)count);
+    return rc;
+}
+
+/* One route's part of a send: re-head `sources` for this sender, keep each in its ring, protect and send
+ * them, account them. Returns the datagrams made (>= 0), *rest (a new list, or NULL) what the socket did
+ * not take now; -1 with an exception (ConnectionError: libsrtp refused; then nothing is sent and only the
+ * ring has changed, as in the Python reference). `buffer` has room for n datagrams. */
+static int forward(Route *r, const Source *sources, Py_ssize_t n, unsigned long abs_send_time, PyObject *ntp,
+                   double now, unsigned char *buffer, int *lengths, PyObject **rest, int *refused) {
+    *rest = NULL;
+    *refused = 0;
+    if (r->header == NULL || r->session == NULL || r->payload_type < 0 || r->ring == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the route has no target, header or payload type yet");
+        return -1;
+    }
+    /* Held here: code run below (a ring entry's finaliser, a transport's methods) may replace them on r. */
+    PyObject *header_obj = r->header, *ring = r->ring, *session = r->session, *sock = r->sock;
+    PyObject *sender = r->sender, *dtls = r->dtls;
+    Py_INCREF(header_obj);
+    Py_INCREF(ring);
+    Py_INCREF(session);
+    Py_XINCREF(sock);
+    Py_XINCREF(sender);
+    Py_XINCREF(dtls);
+    protect_fn protect = r->protect;
+    void *context = r->context;
+    const unsigned char *header = (const unsigned char *)PyBytes_AS_STRING(header_obj);
+    Py_ssize_t header_length = PyBytes_GET_SIZE(header_obj);
+    int at = r->at;
+    unsigned long payload_type = (unsigned long)r->payload_type;
+    unsigned long long first = (unsigned long long)r->first, sequence_offset = (unsigned long long)r->sequence_offset;
+    unsigned long long timestamp_offset = (unsigned long long)r->timestamp_offset;
+    unsigned long next_sequence = (unsigned long)r->sequence;
+    int count = 0, result = -1;
+    unsigned long long octets = 0, wire = 0, last_timestamp = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Source *s = &sources[i];
+        unsigned long long since = (s->seq - first) & 0xFFFF;
+        if (since >= 0x8000) continue;  /* before this source started on this sender (or half the numbering behind) */
+        Py_ssize_t payload_length = PyBytes_GET_SIZE(s->payload);
+        if (header_length + payload_length > MAX_PLAIN) continue;  /* does not fit the SRTP buffer: never cut */
+        if (since >= WINDOW) first = (s->seq - WINDOW) & 0xFFFF;  /* first follows the stream (rtc_internals.WINDOW) */
+        unsigned long out_seq = (unsigned long)((s->seq + sequence_offset) & 0xFFFF);
+        unsigned long out_ts = (unsigned long)((s->ts + timestamp_offset) & 0xFFFFFFFFULL);
         unsigned char *slot = buffer + (size_t)count * SLOT;
         memcpy(slot, header, (size_t)header_length);
-        slot[1] = (unsigned char)(payload_type | (marker ? 0x80 : 0));
+        slot[1] = (unsigned char)(payload_type | (s->marker ? 0x80 : 0));
         slot[2] = (unsigned char)(out_seq >> 8);
         slot[3] = (unsigned char)out_seq;
         slot[4] = (unsigned char)(out_ts >> 24);
         slot[5] = (unsigned char)(out_ts >> 16);
         slot[6] = (unsigned char)(out_ts >> 8);
         slot[7] = (unsigned char)out_ts;
-        if (at > 0) {
+        if (at > 0) {  /* set_header checked 12 <= at <= length - 3 */
             slot[at] = (unsigned char)(abs_send_time >> 16);
             slot[at + 1] = (unsigned char)(abs_send_time >> 8);
             slot[at + 2] = (unsigned char)abs_send_time;
         }
-        memcpy(slot + header_length, PyBytes_AS_STRING(payload), (size_t)payload_length);
-        Py_DECREF(payload);
+        memcpy(slot + header_length, PyBytes_AS_STRING(s->payload), (size_t)payload_length);
         int length = (int)(header_length + payload_length);
         /* Kept for retransmission on NACK, as aiortc's sender keeps it (plain: aiortc protects it again). */
         PyObject *plain = PyBytes_FromStringAndSize((const char *)slot, length);
         if (plain == NULL) goto done;
         if (PyList_SetItem(ring, (Py_ssize_t)(out_seq % HISTORY), plain) < 0) goto done;  /* bounds-checked */
-        int status = route->protect(route->context, slot, &length);
+        int status = protect(context, slot, &length);
         if (status) {
             PyErr_Format(PyExc_ConnectionError, "SRTP protect failed (libsrtp status %d)", status);
             goto done;
@@ -332,44 +570,220 @@ static PyObject *fastpath_send(PyObject *module, PyObject *const *args, Py_ssize
         lengths[count++] = length;
         octets += (unsigned long long)payload_length;
         wire += (unsigned long long)length;
-        last_timestamp = (long long)out_ts;
-        if (((out_seq - (unsigned long)next_sequence) & 0xFFFF) < 0x8000) /* not before the next number */
-            next_sequence = (long)((out_seq + 1) & 0xFFFF);
+        last_timestamp = out_ts;
+        if (((out_seq - next_sequence) & 0xFFFF) < 0x8000) /* not before the next number: continue after it */
+            next_sequence = (out_seq + 1) & 0xFFFF;
     }
-    PyObject *rest = Py_None;
-    int refused = 0;
+    r->sequence = (long long)next_sequence;
+    r->first = (long long)first;
     if (count) {
         int sent = 0;
-        if (direct && route->sock != Py_None) {  /* None: a TURN relay's transport, it wraps each datagram */
-            int fd = PyObject_AsFileDescriptor(route->sock);
-            if (fd < 0) {
+        if (direct(r)) {
+            int fd = PyObject_AsFileDescriptor(sock);
+            if (fd < 0)
                 PyErr_Clear();  /* closed under us: the transport reports it */
-            } else {
-                sent = send_datagrams(route, fd, buffer, lengths, count, &refused);
-            }
+            else
+                sent = send_datagrams(r, fd, buffer, lengths, count, refused);
         }
-        if (sent < count) {
-            rest = rest_of(buffer, lengths, sent, count);
-            if (rest == NULL) goto done;
-        } else {
-            Py_INCREF(rest);
+        if (sent < count && (*rest = rest_of(buffer, lengths, sent, count)) == NULL) goto done;
+        r->last_timestamp = (long long)last_timestamp;
+        r->last_time = now;
+        if (account(sender, dtls, ntp, last_timestamp, count, octets, wire) < 0) {
+            Py_CLEAR(*rest);
+            goto done;
         }
-    } else {
-        Py_INCREF(rest);
     }
-    result = Py_BuildValue("(lLiKKNO)", next_sequence, last_timestamp, count, octets, wire, rest,
-                           refused ? Py_True : Py_False);
+    r->sends++;
+    result = count;
 done:
-    PyMem_Free(buffer);
-    PyMem_Free(lengths);
+    Py_DECREF(header_obj);
+    Py_DECREF(ring);
+    Py_DECREF(session);
+    Py_XDECREF(sock);
+    Py_XDECREF(sender);
+    Py_XDECREF(dtls);
+    return result;
+}
+
+/* Whether fan_out may send on the route now: armed by Python (the track forwards, no rebase pending), set
+ * up, and what RtpOut.send checks still holds: the sender still on the same DTLS transport, which is
+ * connected, the sender enabled, the same nominated pair. Checked against the live objects on every call,
+ * so no change in aiortc or aioice can be missed; anything else (or an error reading them) is Python's. */
+static int ready(Route *r) {
+    if (!r->armed || r->header == NULL || r->session == NULL || r->payload_type < 0 || r->sender == NULL ||
+        r->nominated == NULL || r->ring == NULL)
+        return 0;
+    int ok = 0;
+    PyObject *sender = r->sender, *dtls = r->dtls, *nominated = r->nominated;
+    Py_INCREF(sender);
+    Py_INCREF(dtls);
+    Py_INCREF(nominated);
+    PyObject *transport = PyObject_GetAttr(sender, s_transport);
+    if (transport != NULL) {
+        ok = transport == dtls;
+        Py_DECREF(transport);
+    }
+    if (ok) {
+        PyObject *state = PyObject_GetAttr(dtls, s_state);
+        ok = state != NULL && state == r->connected;
+        Py_XDECREF(state);
+    }
+    if (ok) {
+        PyObject *enabled = PyObject_GetAttr(sender, s_enabled);
+        ok = enabled != NULL && PyObject_IsTrue(enabled) == 1;
+        Py_XDECREF(enabled);
+    }
+    if (ok) {
+        PyObject *pair = PyDict_GetItemWithError(nominated, one);  /* borrowed */
+        ok = pair != NULL && pair == r->pair;
+    }
+    Py_DECREF(sender);
+    Py_DECREF(dtls);
+    Py_DECREF(nominated);
+    if (PyErr_Occurred()) PyErr_Clear();  /* Python's RtpOut.send then decides, and raises what it raises */
+    return ok;
+}
+
+static double monotonic(void) {  /* time.monotonic()'s clock on Linux */
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* What send and fan_out share: the packets' fields (read once), abs_send_time, and room for the datagrams. */
+typedef struct {
+    Source *sources;
+    Py_ssize_t n;
+    unsigned long abs_send_time;
+    unsigned char *buffer;
+    int *lengths;
+} Batch;
+
+static void close_batch(Batch *batch) {
+    PyMem_Free(batch->buffer);
+    PyMem_Free(batch->lengths);
+    if (batch->sources) free_sources(batch->sources, batch->n);
+}
+
+/* packets (a list), abs_send_time (24 bits), ntp (an int of at most 64 bits); -1 with an exception. */
+static int open_batch(PyObject *packets, PyObject *abs_send_time, PyObject *ntp, Batch *batch) {
+    memset(batch, 0, sizeof *batch);
+    if (!PyList_Check(packets) || !PyLong_Check(abs_send_time) || !PyLong_Check(ntp)) {
+        PyErr_SetString(PyExc_TypeError, "packets must be a list, abs_send_time and ntp ints");
+        return -1;
+    }
+    batch->abs_send_time = PyLong_AsUnsignedLong(abs_send_time);
+    if (PyErr_Occurred()) return -1;
+    (void)PyLong_AsUnsignedLongLong(ntp);
+    if (PyErr_Occurred()) return -1;
+    if (batch->abs_send_time > 0xFFFFFF) {
+        PyErr_SetString(PyExc_ValueError, "abs_send_time is 24 bits");
+        return -1;
+    }
+    if ((batch->sources = read_sources(packets, &batch->n)) == NULL) return -1;
+    size_t room = (size_t)(batch->n ? batch->n : 1);
+    batch->buffer = PyMem_Malloc(room * SLOT);
+    batch->lengths = PyMem_Malloc(room * sizeof(int));
+    if (batch->buffer == NULL || batch->lengths == NULL) {
+        close_batch(batch);
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* send(route, packets, abs_send_time, ntp) -> (datagrams, rest or None, gso_refused): one route, which
+ * Python has checked (RtpOut.send); ConnectionError when libsrtp refuses. */
+static PyObject *fastpath_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    Batch batch;
+    if (nargs != 4 || !PyObject_TypeCheck(args[0], &RouteType)) {
+        PyErr_SetString(PyExc_TypeError, "send(route, packets, abs_send_time, ntp)");
+        return NULL;
+    }
+    if (open_batch(args[1], args[2], args[3], &batch) < 0) return NULL;
+    PyObject *result = NULL, *rest = NULL;
+    Route *route = (Route *)args[0];
+    int refused;
+    Py_INCREF(route);
+    int count = forward(route, batch.sources, batch.n, batch.abs_send_time, args[3], monotonic(), batch.buffer,
+                        batch.lengths, &rest, &refused);
+    Py_DECREF(route);
+    if (count >= 0)
+        result = Py_BuildValue("(iNO)", count, rest ? rest : Py_NewRef(Py_None), refused ? Py_True : Py_False);
+    close_batch(&batch);
+    return result;
+}
+
+enum { FAN_PYTHON = 0, FAN_REST = 1, FAN_REFUSED = 2, FAN_FAILED = 3 };
+
+/* fan_out(routes, packets, abs_send_time, ntp) -> None, or a list of (index, what, rest) for the routes
+ * Python must act on: FAN_PYTHON (not sent: not armed or not ready, Python's push decides), FAN_REST
+ * (sent; `rest` did not fit the socket now and must go through the transport, in order), FAN_REFUSED
+ * (the same, and the kernel refused GSO: say so), FAN_FAILED (`rest` is the exception: a ConnectionError when
+ * libsrtp refused, then nothing was sent on it; anything else is a bug). */
+static PyObject *fastpath_fan_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "fan_out(routes, packets, abs_send_time, ntp)");
+        return NULL;
+    }
+    PyObject *routes = args[0];
+    Batch batch;
+    if (open_batch(args[1], args[2], args[3], &batch) < 0) return NULL;
+    PyObject *todo = NULL, *result = NULL;
+    double now = monotonic();
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(routes); i++) {  /* re-read: Python code may run per route */
+        PyObject *item = PyList_GET_ITEM(routes, i);
+        if (!PyObject_TypeCheck(item, &RouteType)) {
+            PyErr_SetString(PyExc_TypeError, "fan_out(): routes must be Route objects");
+            goto done;
+        }
+        Route *route = (Route *)item;
+        Py_INCREF(route);
+        int what = -1, refused = 0;
+        PyObject *rest = NULL;
+        if (!ready(route)) {
+            what = FAN_PYTHON;
+        } else if (forward(route, batch.sources, batch.n, batch.abs_send_time, args[3], now, batch.buffer,
+                           batch.lengths, &rest, &refused) < 0) {
+            /* This route's error goes back with it (libsrtp refused: ConnectionError; anything else is a bug
+             * for Python to log): the other routes still send, and what they leave to Python is not lost. */
+            PyObject *type, *value, *traceback;
+            PyErr_Fetch(&type, &value, &traceback);
+            PyErr_NormalizeException(&type, &value, &traceback);
+            if (value != NULL && traceback != NULL) PyException_SetTraceback(value, traceback);
+            Py_XDECREF(type);
+            Py_XDECREF(traceback);
+            rest = value ? value : Py_NewRef(Py_None);
+            what = FAN_FAILED;
+        } else if (refused || rest) {
+            what = refused ? FAN_REFUSED : FAN_REST;
+        }
+        Py_DECREF(route);
+        if (what < 0) continue;
+        if (todo == NULL && (todo = PyList_New(0)) == NULL) {
+            Py_XDECREF(rest);
+            goto done;
+        }
+        PyObject *entry = Py_BuildValue("(niN)", i, what, rest ? rest : Py_NewRef(Py_None));
+        if (entry == NULL || PyList_Append(todo, entry) < 0) {
+            Py_XDECREF(entry);
+            goto done;
+        }
+        Py_DECREF(entry);
+    }
+    result = todo ? todo : Py_NewRef(Py_None);
+    todo = NULL;
+done:
+    Py_XDECREF(todo);
+    close_batch(&batch);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"send", (PyCFunction)(void (*)(void))fastpath_send, METH_FASTCALL,
-     "send(route, header, at, abs_send_time, payload_type, first, sequence_offset, timestamp_offset, "
-     "next_sequence, packets, ring, direct) -> (next_sequence, last_timestamp, count, octets, wire_bytes, rest, "
-     "gso_refused)"},
+     "send(route, packets, abs_send_time, ntp) -> (datagrams, rest, gso_refused)"},
+    {"fan_out", (PyCFunction)(void (*)(void))fastpath_fan_out, METH_FASTCALL,
+     "fan_out(routes, packets, abs_send_time, ntp) -> None or [(index, what, rest)]"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -384,7 +798,23 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     s_timestamp = PyUnicode_InternFromString("timestamp");
     s_marker = PyUnicode_InternFromString("marker");
     s_payload = PyUnicode_InternFromString("payload");
-    if (!s_sequence_number || !s_timestamp || !s_marker || !s_payload) return NULL;
+    /* aiortc 1.16's private names (rtc_internals.PINNED; tests/media/test_aiortc_internals.py checks them) */
+    s_transport = PyUnicode_InternFromString("_RTCRtpSender__transport");
+    s_enabled = PyUnicode_InternFromString("_enabled");
+    s_state = PyUnicode_InternFromString("_state");
+    s_ntp_timestamp = PyUnicode_InternFromString("_RTCRtpSender__ntp_timestamp");
+    s_rtp_timestamp = PyUnicode_InternFromString("_RTCRtpSender__rtp_timestamp");
+    s_octet_count = PyUnicode_InternFromString("_RTCRtpSender__octet_count");
+    s_packet_count = PyUnicode_InternFromString("_RTCRtpSender__packet_count");
+    s_tx_bytes = PyUnicode_InternFromString("_RTCDtlsTransport__tx_bytes");
+    s_tx_packets = PyUnicode_InternFromString("_RTCDtlsTransport__tx_packets");
+    s_get_write_buffer_size = PyUnicode_InternFromString("get_write_buffer_size");
+    s_is_closing = PyUnicode_InternFromString("is_closing");
+    one = PyLong_FromLong(1);
+    if (!s_sequence_number || !s_timestamp || !s_marker || !s_payload || !s_transport || !s_enabled || !s_state ||
+        !s_ntp_timestamp || !s_rtp_timestamp || !s_octet_count || !s_packet_count || !s_tx_bytes || !s_tx_packets ||
+        !s_get_write_buffer_size || !s_is_closing || !one)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     Py_INCREF(&RouteType);
@@ -393,7 +823,10 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddIntConstant(m, "MAX_PLAIN", MAX_PLAIN) < 0 || PyModule_AddIntConstant(m, "HISTORY", HISTORY) < 0) {
+    if (PyModule_AddIntConstant(m, "MAX_PLAIN", MAX_PLAIN) < 0 || PyModule_AddIntConstant(m, "WINDOW", WINDOW) < 0 || PyModule_AddIntConstant(m, "HISTORY", HISTORY) < 0 ||
+        PyModule_AddIntConstant(m, "FAN_PYTHON", FAN_PYTHON) < 0 || PyModule_AddIntConstant(m, "FAN_REST", FAN_REST) < 0 ||
+        PyModule_AddIntConstant(m, "FAN_REFUSED", FAN_REFUSED) < 0 ||
+        PyModule_AddIntConstant(m, "FAN_FAILED", FAN_FAILED) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -14,12 +14,15 @@ tests/media/test_aiortc_internals.py fails if an upgrade changes any of them):
   its last one (RTP marker) arrives: a frame cannot be decoded before that, and one batch per
   frame lets the kernel send it in one ``sendmsg`` (UDP GSO, :class:`DatagramBatch`). Late packets
   (the publisher's retransmissions after our NACKs) go on alone, at once.
-- Sending: ``rtc_internals.RtpOut`` does what aiortc's sender loop does, per subscriber (its per-packet
-  loop in compiled code, services/media/fastpath.c, unless SVPL_COMPILED_FORWARDING=0): the
+- Sending: ``rtc_internals.RtpOut`` does what aiortc's sender loop does, per subscriber: the
   publisher's packet keeps its payload and gets the subscriber sender's header, sequence numbers
   and timestamps (continuous when the slot changes publisher), is SRTP-protected and goes straight
   to the nominated ICE pair's socket; the sender's retransmission history, Sender Report counters
   and getStats stay right. aiortc's loop itself stays parked in :meth:`ForwardTrack.recv`.
+  Compiled (services/media/fastpath.c, unless SVPL_COMPILED_FORWARDING=0): one ``fan_out`` call per
+  packet or frame does that for every subscriber whose track is armed (no rebase pending) and whose
+  sender is still ready, checked in C; Python's :meth:`ForwardTrack.push` runs only for the others
+  (starting, rebasing, not connected), with the same semantics as the Python path's.
 - Keyframe requests (PLI, FIR) from a subscriber go to the publisher, throttled.
 - We keep only the codecs we forward (VP8, Opus) in the negotiated list.
 
@@ -34,17 +37,21 @@ import logging
 import socket
 import sys
 import time
+from typing import Any
 
 from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 
 from services.media.bandwidth import PublisherCap, SlotEstimate, hold_to_subscribers
 from services.media.rtc_internals import (
+    FAN_PYTHON,
+    FAN_REFUSED,
     RtpOut,
     RtpPacket,
     VpxPayloadDescriptor,
     attach_rtp_out,
     current_ntp_time,
     divert_received_packets,
+    fan_out,
     ice_sockets,
     negotiated_codecs,
     pli_sender,
@@ -125,6 +132,8 @@ class Publication:
         self._frame: list[RtpPacket] = []  # the video frame being received (its packets so far)
         self._ssrc: int | None = None  # the source's SSRC and highest sequence number received
         self._highest = 0
+        # The subscribers as fan_out takes them: (compiled tracks, their routes, the other tracks); None: to be made.
+        self._targets: tuple[tuple[ForwardTrack, ...], list, tuple[ForwardTrack, ...]] | None = None
         self._pli = pli_sender(receiver)
         divert_received_packets(receiver, self._on_packet)
         # Video: held to the weakest subscriber's link (bandwidth.py).
@@ -168,11 +177,37 @@ class Publication:
         self.keyframes += keyframe
         self._fan_out(frame, keyframe)
 
+    def subscribe(self, track: ForwardTrack) -> None:
+        """`track` forwards this publication (again: its sender may have changed)."""
+        self.subscribers.add(track)
+        self._targets = None
+
+    def unsubscribe(self, track: ForwardTrack) -> None:
+        self.subscribers.discard(track)
+        self._targets = None
+
     def _fan_out(self, packets: list[RtpPacket], keyframe: bool) -> None:
         # One NTP send time for the whole fan-out (aiortc's loop reads the clock twice per packet).
         ntp = current_ntp_time()
         abs_send_time = (ntp >> 14) & 0x00FFFFFF  # RTP abs-send-time: 6.18 fixed-point seconds
-        for track in tuple(self.subscribers):
+        targets = self._targets
+        if targets is None:
+            tracks = tuple(self.subscribers)
+            compiled = tuple(t for t in tracks if t.route is not None)
+            targets = self._targets = compiled, [t.route for t in compiled], tuple(t for t in tracks if t.route is None)
+        compiled, routes, others = targets
+        if routes:
+            # Compiled: every armed, ready subscriber's send in one call (fastpath.c); the rest as `push` does.
+            todo = fan_out(routes, packets, abs_send_time, ntp)  # routes only when it is built (RtpOut)
+            for i, what, rest in todo or ():
+                if what == FAN_PYTHON:
+                    compiled[i].push(packets, keyframe, ntp, abs_send_time)
+                elif isinstance(rest, BaseException):  # FAN_FAILED: the route's error
+                    if not isinstance(rest, ConnectionError):  # (SRTP refused, the transport closed under us: as
+                        log.error("forwarding to a subscriber failed", exc_info=rest)  # push, the track ends soon)
+                else:
+                    compiled[i].deliver(rest, what == FAN_REFUSED)
+        for track in others:
             track.push(packets, keyframe, ntp, abs_send_time)
 
     def request_keyframe(self) -> None:
@@ -273,9 +308,9 @@ class ForwardTrack(MediaStreamTrack):
         self.kind = kind
         self.mid = mid  # the subscriber's transceiver this track is sent on
         self.source: Publication | None = None
-        self.sent = 0
         self.bandwidth_slot: SlotEstimate | None = None  # video in a meeting: the subscriber's reports (bandwidth.py)
         self._out: RtpOut | None = None
+        self.route: Any = None  # compiled: the sender's fastpath.Route, which Publication's fan-out sends on
         self._rebase = True  # the next packets start a source on this sender (video: at a keyframe)
         self._live = True  # readyState == "live", without the property call per frame
         self._ended = asyncio.get_event_loop().create_future()
@@ -284,22 +319,37 @@ class ForwardTrack(MediaStreamTrack):
         """Send on `sender` (`fastpath`: its per-packet work in compiled code, services/media/fastpath.c)."""
         # PLI / FIR from the subscriber: forward to the publisher instead of "encoding" a keyframe.
         self._out = attach_rtp_out(sender, self.request_keyframe, DatagramBatch(), fastpath)
+        self.route = self._out.state if fastpath else None  # what Publication's fan-out sends on (compiled)
+        if self.source is not None:
+            self.source.subscribe(self)
+
+    @property
+    def sent(self) -> int:
+        """Sends (frames, audio packets) that found the subscriber's sender ready."""
+        return self._out.sends if self._out is not None else 0
 
     def bind(self, publication: Publication) -> None:
         self.unbind()
         self.source = publication
-        publication.subscribers.add(self)
-        self._rebase = True
+        self.restart()
+        publication.subscribe(self)
         publication.request_keyframe()  # a new subscriber needs a keyframe to start decoding
 
     def restart(self) -> None:
         """The source's numbering changes: map it afresh from its next packet (video: its next keyframe)."""
         self._rebase = True
+        if self._out is not None:
+            self._out.arm(False)
 
     def unbind(self) -> None:
         if self.source is not None:
-            self.source.subscribers.discard(self)
+            self.source.unsubscribe(self)
             self.source = None
+
+    def deliver(self, rest: list[bytes] | None, refused: bool) -> None:
+        """After the compiled fan-out: what the socket did not take now, through the transport."""
+        if self._out is not None:
+            self._out.deliver(rest, refused)
 
     def request_keyframe(self) -> None:
         if self.source is not None:
@@ -324,11 +374,8 @@ class ForwardTrack(MediaStreamTrack):
             sent = out.send(packets, ntp, abs_send_time)
         except ConnectionError:  # the transport closed under us (SRTP/ICE gone): the track ends soon
             return
-        if sent:
-            self._rebase = False
-            self.sent += 1
-        else:  # what is dropped now must be followed by a fresh start (for video, a keyframe)
-            self._rebase = True
+        self._rebase = not sent  # what is dropped now must be followed by a fresh start (for video, a keyframe)
+        out.arm(sent)  # compiled: from now on the fan-out sends on it in C, while the sender stays ready
 
     async def recv(self):
         """aiortc's sender loop parks here: frames never pass through it."""

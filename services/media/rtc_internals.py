@@ -80,7 +80,8 @@ PINNED = {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}
 __all__ = [
     "MAX_PLAIN", "PINNED", "HandlerSuspended", "PacketSink", "RawHistory", "RtpOut", "RtpPacket", "SrtpProtect",
     "VpxPayloadDescriptor", "attach_rtp_out", "cap_receiver_estimate", "current_ms", "current_ntp_time",
-    "divert_received_packets", "fastpath_available", "ice_sockets", "intercept_host_candidate_binds", "is_rtcp",
+    "FAN_FAILED", "FAN_PYTHON", "FAN_REFUSED", "FAN_REST", "SendState", "WINDOW",
+    "divert_received_packets", "fan_out", "fastpath_available", "ice_sockets", "intercept_host_candidate_binds", "is_rtcp",
     "negotiated_codecs", "offered_direction", "parse_sdp", "pli_sender", "receive_in_callback", "run_now",
     "set_negotiated_codecs", "watch_receiver_feedback", "watch_round_trips",
 ]
@@ -249,6 +250,32 @@ class SrtpProtect:
         return buffer[0:length[0]]
 
 
+# A sender takes a source's packets from its first since rebase on (`first`: those before it are from before
+# the source started here); once the stream is this far beyond it, `first` follows, this far behind the
+# newest packet sent, so the numbering can wrap (a meeting's audio does after ~11 minutes) and still no packet
+# more than half the numbering old is taken (fastpath.c's WINDOW).
+WINDOW = 0x4000
+
+
+class SendState:
+    """A sender's numbering, rebase and retransmission state as the Python reference keeps it. The compiled
+    path keeps the same attributes in a ``fastpath.Route``, where fastpath.c reads and updates them."""
+
+    __slots__ = ("armed", "first", "last_time", "last_timestamp", "payload_type", "ring", "sends", "sequence",
+                 "sequence_offset", "timestamp_offset")
+
+    def __init__(self) -> None:
+        self.payload_type = -1  # -1 until the sender has started
+        self.first = 0  # the source's first sequence number taken (since rebase; then WINDOW behind the newest)
+        self.sequence_offset = self.timestamp_offset = 0  # source -> this sender (see RtpOut.rebase)
+        self.sequence = 0  # the next sequence number this sender uses
+        self.last_timestamp = -1  # the last RTP timestamp sent (-1: none yet), and when (time.monotonic())
+        self.last_time = 0.0
+        self.ring: list[bytes | None] = []
+        self.armed = False  # compiled only: fastpath.fan_out may send on it (see RtpOut.arm)
+        self.sends = 0  # sends that found the sender ready (ForwardTrack.sent)
+
+
 class RtpOut:
     """Sends a source's RTP packets on one `RTCRtpSender`, re-headed as its `_run_rtp` loop would.
 
@@ -261,10 +288,15 @@ class RtpOut:
     nominated ICE pair's asyncio transport through `batch` (forwarding.DatagramBatch). It keeps the
     sender's RTP history (a :class:`RawHistory` replaces ``__rtp_history``, for NACK retransmission by
     ``_retransmit``), its Sender Report counters and the DTLS transport's byte counters as aiortc's
-    loop does.
+    loop does, after every send (aiortc's Sender Report loop and getStats read them at any time).
 
     What a send needs from the connection (the nominated pair's transport and address, the SRTP
-    session) is looked up again only when the DTLS transport or the nominated pair changes."""
+    session) is looked up again only when the DTLS transport or the nominated pair changes.
+
+    Compiled (fastpath.c): the state lives in `state`, a ``fastpath.Route``, which also holds the route
+    and the live objects to check it against, so ``fastpath.fan_out`` sends a publisher's packet to every
+    armed subscriber sender in one call (forwarding.Publication); `send` is then what runs for a sender
+    that is not armed or not ready, with the same semantics."""
 
     def __init__(self, sender, batch, fastpath: bool = False) -> None:
         self.sender: Any = sender
@@ -273,18 +305,13 @@ class RtpOut:
         if fastpath and _fastpath is None:
             raise RuntimeError("services/media/_fastpath is not built: run `make install` (or set SVPL_COMPILED_FORWARDING=0)")
         self.fastpath = fastpath
-        self._route_c: Any = None  # the compiled path's Route: socket, address, SRTP context
-        self._sock: Any = None  # the nominated pair's socket, when its transport is asyncio's own
-        self.payload_type: int | None = None  # set once the sender has started (attach_rtp_out)
-        self._sequence = random.randint(0, 0xFFFF)  # the next sequence number this sender uses
+        self.state: Any = _fastpath.Route() if fastpath else SendState()
+        self.state.sequence = random.randint(0, 0xFFFF)
         self._timestamp_origin = random.getrandbits(32)
-        self._sequence_offset = self._timestamp_offset = 0  # source -> this sender (see rebase)
-        self._first = 0  # the source's first sequence number sent since rebase
-        self._last_timestamp: int | None = None
-        self._last_time = 0.0
+        self._payload_type: int | None = None  # set once the sender has started (attach_rtp_out)
         history = RawHistory(sender._RTCRtpSender__rtp_header_extensions_map)
         sender._RTCRtpSender__rtp_history = history
-        self._ring = history.ring
+        self._ring = self.state.ring = history.ring
         self._extensions: Any = None  # MID and abs-send-time, as aiortc's loop sets them (for _serialize)
         self._header: bytes | None = None  # this sender's serialised RTP header, per frame patched
         self._abs_send_time_at: int | None = None  # offset of the 3 abs-send-time bytes in it
@@ -296,6 +323,26 @@ class RtpOut:
         self._transport: Any = None
         self._addr: Any = None
         self._protect: Any = None
+
+    @property
+    def payload_type(self) -> int | None:
+        """The sender's payload type, None until it has started."""
+        return self._payload_type
+
+    @payload_type.setter
+    def payload_type(self, value: int) -> None:
+        self._payload_type = self.state.payload_type = value
+
+    @property
+    def sends(self) -> int:
+        """Sends that found the sender ready (aiortc's loop would have sent on it)."""
+        return self.state.sends
+
+    def arm(self, armed: bool) -> None:
+        """Whether ``fastpath.fan_out`` may send on this sender without Python: the track forwards with no
+        rebase pending (compiled only; the route is checked against the connection on each fan-out)."""
+        if self.fastpath:
+            self.state.armed = armed and self._patchable and self.state.header is not None
 
     def _serialize(self, timestamp: int, abs_send_time: int) -> bytes:
         packet = RtpPacket(payload_type=self.payload_type, timestamp=timestamp, ssrc=self.sender._ssrc)  # type: ignore[arg-type]
@@ -318,6 +365,8 @@ class RtpOut:
                 self._patchable = True
             elif not changed and len(probe) == len(self._header):
                 self._patchable = True  # abs-send-time not negotiated (audio): only the timestamp changes
+            if self._patchable and self.fastpath:
+                self.state.set_header(self._header, -1 if self._abs_send_time_at is None else self._abs_send_time_at)
         if not self._patchable:
             return bytearray(self._serialize(timestamp, abs_send_time))
         header = bytearray(self._header)
@@ -343,10 +392,12 @@ class RtpOut:
             self._protect = SrtpProtect(dtls._tx_srtp)
             if self.fastpath:
                 # asyncio's _SelectorDatagramTransport socket; None for aioice's TurnTransport (relayed: it wraps
-                # each datagram for the TURN server, and has no write buffer to ask about): always through it
-                self._sock = getattr(self._transport, "_sock", None)
-                self._route_c = _fastpath.Route(self._sock, self._addr[0], self._addr[1], srtp_protect_function(),
-                                                srtp_context(dtls._tx_srtp), dtls._tx_srtp)
+                # each datagram for the TURN server, and has no write buffer to ask about): always through it.
+                # With it, what fan_out checks before each send: the sender still on this DTLS transport,
+                # connected and enabled, this pair still the nominated one.
+                self.state.target(getattr(self._transport, "_sock", None), self._addr[0], self._addr[1],
+                                  srtp_protect_function(), srtp_context(dtls._tx_srtp), dtls._tx_srtp, self.sender,
+                                  dtls, DtlsState.CONNECTED, self._nominated, pair, self._transport)
         return True
 
     def rebase(self, first: RtpPacket, clock_rate: int) -> None:
@@ -354,13 +405,14 @@ class RtpOut:
         the sequence continues where it stopped and the timestamp advances by the time that passed,
         so the subscriber's browser sees one stream whichever participant fills the slot."""
         now = time.monotonic()
-        if self._last_timestamp is None:
+        state = self.state
+        if state.last_timestamp < 0:
             timestamp = self._timestamp_origin
         else:
-            timestamp = self._last_timestamp + max(1, int((now - self._last_time) * clock_rate))
-        self._timestamp_offset = (timestamp - first.timestamp) & 0xFFFFFFFF
-        self._sequence_offset = (self._sequence - first.sequence_number) & 0xFFFF
-        self._first = first.sequence_number
+            timestamp = state.last_timestamp + max(1, int((now - state.last_time) * clock_rate))
+        state.timestamp_offset = (timestamp - first.timestamp) & 0xFFFFFFFF
+        state.sequence_offset = (state.sequence - first.sequence_number) & 0xFFFF
+        state.first = first.sequence_number
 
     def send(self, packets: list[RtpPacket], ntp: int, abs_send_time: int) -> bool:
         """Sends a source's packets (after `rebase`); False (nothing sent) while the sender is not
@@ -372,39 +424,32 @@ class RtpOut:
         if (dtls is not self._dtls or self._nominated.get(1) is not self._pair) and not self._route(dtls):
             return False
         if self.fastpath:
-            sent = self._send_compiled(packets, abs_send_time)
+            self._send_compiled(packets, ntp, abs_send_time)
         else:
-            sent = self._send_python(packets, abs_send_time)
-        if sent is None:
-            return True
-        timestamp, count, octets, wire = sent
-        self._last_timestamp, self._last_time = timestamp, time.monotonic()
-        # What the sender's Sender Reports and getStats read, and the transport's counters.
-        sender._RTCRtpSender__ntp_timestamp = ntp
-        sender._RTCRtpSender__rtp_timestamp = timestamp
-        sender._RTCRtpSender__octet_count += octets
-        sender._RTCRtpSender__packet_count += count
-        dtls._RTCDtlsTransport__tx_bytes += wire
-        dtls._RTCDtlsTransport__tx_packets += count
+            self._send_python(packets, ntp, abs_send_time)
         return True
 
-    def _send_python(self, packets: list[RtpPacket], abs_send_time: int) -> tuple[int, int, int, int] | None:
-        """The reference for fastpath.c's ``send``: re-head, keep, protect and send `packets`; (last
-        timestamp, datagrams, payload octets, bytes on the wire), or None when none was sent."""
-        protect, ring, first = self._protect, self._ring, self._first
-        sequence_offset, timestamp_offset = self._sequence_offset, self._timestamp_offset
+    def _send_python(self, packets: list[RtpPacket], ntp: int, abs_send_time: int) -> int:
+        """The reference for fastpath.c's ``send`` and ``fan_out``: re-head, keep, protect and send `packets`,
+        and count them where aiortc's Sender Reports and getStats read; returns the datagrams sent."""
+        state = self.state
+        protect, ring, first = self._protect, self._ring, state.first
+        sequence_offset, timestamp_offset = state.sequence_offset, state.timestamp_offset
         header = self.header(0, abs_send_time)
         pt: int = self.payload_type  # type: ignore[assignment]  # set: send checked it
         datas = []
         octets = 0
-        timestamp = seq = None
-        next_sequence = self._sequence  # taken on only when every packet was protected (as fastpath.c does)
+        timestamp = seq = 0
+        next_sequence = state.sequence  # taken on only when every packet was protected (as fastpath.c does)
         for packet in packets:
-            if (packet.sequence_number - first) & 0xFFFF >= 0x8000:
-                continue  # from before this source was started on this sender
+            since = (packet.sequence_number - first) & 0xFFFF
+            if since >= 0x8000:
+                continue  # from before this source was started on this sender (or half the numbering behind)
             payload = packet.payload
             if len(header) + len(payload) > MAX_PLAIN:
                 continue  # does not fit the SRTP buffer (a hostile or broken publisher): dropped, never cut
+            if since >= WINDOW:  # `first` follows the stream, WINDOW behind: a stream may outlast the numbering
+                first = (packet.sequence_number - WINDOW) & 0xFFFF
             seq = (packet.sequence_number + sequence_offset) & 0xFFFF
             timestamp = (packet.timestamp + timestamp_offset) & 0xFFFFFFFF
             _HEADER_FIELDS.pack_into(header, 1, pt | 0x80 if packet.marker else pt, seq, timestamp)
@@ -414,35 +459,58 @@ class RtpOut:
             octets += len(payload)
             if ((seq - next_sequence) & 0xFFFF) < 0x8000:  # not before the next number: continue after it
                 next_sequence = (seq + 1) & 0xFFFF
-        self._sequence = next_sequence
+        state.sequence, state.first = next_sequence, first
+        state.sends += 1
         if not datas:
-            return None
+            return 0
         if len(datas) == 1:
             self._batch.send_one(self._transport, datas[0], self._addr)
         else:
             self._batch.send(self._transport, datas, self._addr)
-        return timestamp, len(datas), octets, sum(map(len, datas))  # type: ignore[return-value]
+        state.last_timestamp, state.last_time = timestamp, time.monotonic()
+        # What the sender's Sender Reports and getStats read, and the transport's counters.
+        sender, dtls = self.sender, self.sender._RTCRtpSender__transport
+        sender._RTCRtpSender__ntp_timestamp = ntp
+        sender._RTCRtpSender__rtp_timestamp = timestamp
+        sender._RTCRtpSender__octet_count += octets
+        sender._RTCRtpSender__packet_count += len(datas)
+        dtls._RTCDtlsTransport__tx_bytes += sum(map(len, datas))
+        dtls._RTCDtlsTransport__tx_packets += len(datas)
+        return len(datas)
 
-    def _send_compiled(self, packets: list[RtpPacket], abs_send_time: int) -> tuple[int, int, int, int] | None:
-        """`_send_python` in one call of fastpath.c's ``send``; what the socket did not take now goes
-        through the transport, in order (it queues it, or reports the error to its protocol)."""
-        transport = self._transport
-        if self._header is None or not self._patchable:
-            header, at = bytes(self.header(0, abs_send_time)), -1  # serialised whole (see header)
-        else:
-            header, at = self._header, self._abs_send_time_at or -1
-        direct = (self._sock is not None and not transport.get_write_buffer_size()
-                  and not transport.is_closing())
-        self._sequence, timestamp, count, octets, wire, rest, refused = _fastpath.send(
-            self._route_c, header, at, abs_send_time, self.payload_type or 0, self._first, self._sequence_offset,
-            self._timestamp_offset, self._sequence, packets, self._ring, direct)
+    def _send_compiled(self, packets: list[RtpPacket], ntp: int, abs_send_time: int) -> int:
+        """`_send_python` in one call of fastpath.c's ``send`` (on `state`, which it updates, counters
+        included); returns the datagrams sent."""
+        if self._header is None or not self._patchable:  # serialised (once, or whole: see header)
+            header = self.header(0, abs_send_time)
+            if not self._patchable:
+                self.state.set_header(bytes(header), -1)
+        count, rest, refused = _fastpath.send(self.state, packets, abs_send_time, ntp)
+        if rest or refused:
+            self.deliver(rest, refused)
+        return count
+
+    def deliver(self, rest: list[bytes] | None, refused: bool) -> None:
+        """After a compiled send: what the socket did not take now goes through the transport, in order (it
+        queues it, or reports the error to its protocol)."""
         if refused:
             forwarding_log.warning("UDP GSO refused; sending datagram by datagram")
         if rest:
-            sendto, addr = transport.sendto, self._addr
+            sendto, addr = self._transport.sendto, self._addr
             for data in rest:
                 sendto(data, addr)
-        return (timestamp, count, octets, wire) if count else None
+
+
+# What fastpath.fan_out(routes, packets, abs_send_time, ntp) reports per route Python must act on, as
+# (index, what, rest): not sent (not armed or not ready: Python's push decides, with the same semantics);
+# sent, and `rest` did not fit the socket now (RtpOut.deliver); the same and the kernel refused GSO; failed,
+# `rest` the exception (a ConnectionError: libsrtp refused and nothing was sent, as from `send`; anything else
+# is a bug, logged). The same numbers as fastpath.c's FAN_* constants.
+FAN_PYTHON, FAN_REST, FAN_REFUSED, FAN_FAILED = 0, 1, 2, 3
+fan_out = _fastpath.fan_out if _fastpath is not None else None
+"""``fastpath.fan_out``: one publisher's packet (or video frame) to every armed subscriber sender's route
+(``RtpOut.state``) in one call: for each, what `RtpOut._send_compiled` does (after the checks of
+`RtpOut.send`, made in C against the live objects); None when every route was sent on."""
 
 
 def attach_rtp_out(sender, on_keyframe_request: Callable[[], None], batch, fastpath: bool = False) -> RtpOut:

@@ -24,6 +24,7 @@ class MediaWorld:
         self.rooms = system.running["media"].component.rooms
         self.roster_md = as_token(service_token("roster"))
         self.gateway_md = as_token(service_token("gateway"))
+        self.compiled = system.running["media"].component.rooms._fastpath  # the send path under test
 
     def join_token(self, meeting_id: str, participant_id: str, instance: str = INSTANCE,
                    ttl: dt.timedelta = dt.timedelta(minutes=10)) -> tuple[str, str]:

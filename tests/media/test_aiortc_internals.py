@@ -57,6 +57,27 @@ OTHER_PRIVATE_NAMES = {("forwarding.py", "_sock")}
 LIBRARIES = ("aiortc", "aioice", "pylibsrtp")
 
 
+def test_the_private_names_fastpath_c_reads_and_writes():
+    """fastpath.c's fan_out checks a sender before sending (still on its DTLS transport, which is connected,
+    and enabled) and updates its Sender Report counters and the transport's byte counters itself, by name:
+    these are aiortc's own attributes, set where the pinned aiortc sets them, and nothing else is named."""
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    source = (Path(rtc_internals.__file__).parent / "fastpath.c").read_text()
+    names = set(re.findall(r'PyUnicode_InternFromString\("(_\w+)"\)', source))
+    sender = {"_RTCRtpSender__transport", "_enabled", "_RTCRtpSender__ntp_timestamp", "_RTCRtpSender__rtp_timestamp",
+              "_RTCRtpSender__octet_count", "_RTCRtpSender__packet_count"}
+    dtls = {"_state", "_RTCDtlsTransport__tx_bytes", "_RTCDtlsTransport__tx_packets"}
+    assert names == sender | dtls
+    for cls, attributes in ((RTCRtpSender, sender), (RTCDtlsTransport, dtls)):
+        init = inspect.getsource(cls.__init__)
+        for name in attributes:
+            short = name.replace(f"_{cls.__name__}", "")
+            assert f"self.{short} =" in init or f"self.{short}:" in init, name
+    assert "self.__transport = transport" in inspect.getsource(RTCRtpSender.setTransport)
+    assert "if not self._enabled:" in inspect.getsource(RTCRtpSender._next_encoded_frame)  # aiortc's loop skips then
+
+
 def test_only_the_adapter_touches_the_libraries_internals():
     """No other module of services/media imports from these libraries' submodules (their public API is
     the package itself: ``from aiortc import ...``), names a private attribute of anything but itself
@@ -140,6 +161,7 @@ async def test_publication_forwards_packets_from_the_receivers_own_path():
         restarts = {"video": 0, "audio": 0}
         for pub in (vpub, apub):
             pub.subscribers.add(type("S", (), {
+                "route": None,  # not compiled: the publication calls its push
                 "push": lambda self, packets, key, ntp, ast, kind=pub.kind: got[kind].append(
                     ([(p.sequence_number, p.marker, p.payload) for p in packets], key)),
                 "restart": lambda self, kind=pub.kind: restarts.__setitem__(kind, restarts[kind] + 1)})())
@@ -361,7 +383,7 @@ async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch, fa
         st.direction = "sendonly"
         await sfu.setLocalDescription(await sfu.createAnswer())
         await client.setRemoteDescription(sfu.localDescription)
-        pub = type("P", (), {"request_keyframe": lambda self: None, "subscribers": set()})()
+        pub = type("P", (), {"request_keyframe": lambda self: None, "unsubscribe": lambda self, track: None})()
         track.source = pub
         key = KEY_TAG + bytes(range(256)) * 12  # a key frame's header, four packets' worth
         payloads = Vp8Encoder._packetize(key, 7)
@@ -403,14 +425,14 @@ async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch, fa
         pair = st.sender.transport.transport._connection._nominated[1]
         assert isinstance(pair.protocol.transport, _SelectorDatagramTransport)
         assert isinstance(pair.protocol.transport._sock, socket.socket)
-        assert out._route_c.gso if fastpath else out._batch.gso
+        assert out.state.gso if fastpath else out._batch.gso
         # A NACK for the last packet sent: aiortc's sender retransmits it from RtpOut's history, the
         # same packet (or its RTX wrapping, RFC 4588) as first sent.
         history = st.sender._RTCRtpSender__rtp_history
         assert isinstance(history, RawHistory)
         dtls = st.sender.transport
         before = dtls._RTCDtlsTransport__tx_packets
-        seq = (track._out._sequence - 1) & 0xFFFF
+        seq = (track._out.state.sequence - 1) & 0xFFFF
         original = history.ring[seq % 128]
         assert RtpPacket.parse(original).sequence_number == seq and RtpPacket.parse(original).marker
         retransmitted = []
@@ -437,10 +459,11 @@ async def test_rtp_out_delivers_frames_stats_and_retransmissions(monkeypatch, fa
         # keyframe on, the subscriber gets one continuous stream (sequence numbers go on where they
         # stopped, the timestamp moves on by the time passed).
         last_a = received[-1].timestamp
-        track.bind(type("P", (), {"request_keyframe": lambda self: None, "subscribers": set()})())
-        next_seq = out._sequence
+        track.bind(type("P", (), {"request_keyframe": lambda self: None, "subscribe": lambda self, track: None,
+                                   "unsubscribe": lambda self, track: None})())
+        next_seq = out.state.sequence
         track.push(_vp8_packets(b"\x11" + bytes(100), 7, 5000), False, clock.current_ntp_time(), 0)
-        assert out._sequence == next_seq  # a delta frame cannot start the new source
+        assert out.state.sequence == next_seq  # a delta frame cannot start the new source
         key_b = b"\x10\x02\x9d\x01\x2a" + bytes(range(200, 256)) * 40
         frames_b = [_vp8_packets(key_b, 30000, 4_000_000, 40), _vp8_packets(b"\x11" + bytes(2000), 30002, 4_003_000, 41),
                     _vp8_packets(b"\x11" + bytes(10), 30004, 4_006_000, 42)]
@@ -723,7 +746,7 @@ async def test_handlers_run_in_place_never_suspend_with_real_packets(monkeypatch
             return dtls._RTCDtlsTransport__tx_packets
 
         # A NACK for the last packet we sent: aiortc's sender retransmits it, within the first step.
-        last = (tracks["video"]._out._sequence - 1) & 0xFFFF
+        last = (tracks["video"]._out.state.sequence - 1) & 0xFFFF
         before = sent()
         first_step_ends(dtls._handle_rtcp_data(bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=ssrc,
                                                                      lost=[last]))))

@@ -9,6 +9,7 @@ import pytest
 from svpl.media.v1 import media_pb2
 
 from devstack.peers import Peer
+from services.media.forwarding import ForwardTrack
 from tests.media.conftest import SEND_PATHS
 from tests.polling import poll
 
@@ -16,7 +17,7 @@ SIZES = [(160, 120), (176, 144), (192, 112)]
 
 
 @pytest.mark.parametrize("world", SEND_PATHS, indirect=True)
-async def test_three_participants_receive_each_others_audio_and_video_at_the_sent_rate(world):
+async def test_three_participants_receive_each_others_audio_and_video_at_the_sent_rate(world, monkeypatch):
     meeting = await world.open_room()
     peers = [Peer(w, h, slots=2) for w, h in SIZES]
     try:
@@ -26,11 +27,27 @@ async def test_three_participants_receive_each_others_audio_and_video_at_the_sen
                    timeout=10, what="every peer receiving two audio and two video tracks")
         # Measure over a 3 s window once everything flows.
         await asyncio.sleep(0.5)
+        room = world.rooms.rooms[meeting]
+        tracks = [t for p in room.participants.values() for ts in p.assigned.values() for t in ts]
+        pushes, push = [0], ForwardTrack.push
+
+        def counted(track, *args):
+            pushes[0] += 1
+            return push(track, *args)
+
+        monkeypatch.setattr(ForwardTrack, "push", counted)  # per subscriber and packet in Python: the reference
+        sends = [t.sent for t in tracks]
         start = time.monotonic()
         sent_v = [p.video.sent for p in peers]
         sent_a = [p.audio.sent for p in peers]
         await asyncio.sleep(3.0)
         end = time.monotonic()
+        forwarded = sum(t.sent for t in tracks) - sum(sends)
+        assert len(tracks) == 12 and forwarded > 12 * 3 * 10
+        if world.compiled:  # one C call per packet for all its subscribers; Python only while one is not ready
+            assert all(t.route.armed for t in tracks) and pushes[0] <= forwarded // 100, (pushes, forwarded)
+        else:
+            assert pushes[0] >= forwarded
         sent_fps = min((p.video.sent - s) / (end - start) for p, s in zip(peers, sent_v))
         sent_aps = min((p.audio.sent - s) / (end - start) for p, s in zip(peers, sent_a))
         for i, peer in enumerate(peers):
@@ -51,7 +68,6 @@ async def test_three_participants_receive_each_others_audio_and_video_at_the_sen
                 video = [by_mid[m] for m in a.mids if by_mid[m].kind == "video"]
                 assert len(a.mids) == 2 and video[0].sizes == {SIZES[int(a.publisher_participant_id[1:])]}
         # The server never decoded: its receivers' tracks got no frames, every frame went out as a packet.
-        room = world.rooms.rooms[meeting]
         for p in room.participants.values():
             for pub in p.publications:
                 assert pub.frames > 0

@@ -15,6 +15,9 @@ class Source:
     def request_keyframe(self) -> None:
         self.requests += 1
 
+    def unsubscribe(self, track) -> None:
+        self.subscribers.discard(track)
+
 
 class Out:
     def __init__(self) -> None:
@@ -24,6 +27,9 @@ class Out:
 
     def ready(self) -> bool:
         return self.is_ready
+
+    def arm(self, armed: bool) -> None:
+        """Compiled only (the fan-out's route); this sender is Python's."""
 
     def rebase(self, first, clock_rate) -> None:
         self.sent.append("rebase")
