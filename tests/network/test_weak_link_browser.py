@@ -322,7 +322,7 @@ async def test_video_towards_a_browser_on_a_weak_link_keeps_coming_and_recovers(
                        until=lambda text: text == "")
             print(f"the warning went {time.monotonic() - clear_at:.1f} s after the link cleared", flush=True)
             cleared = video_in(rita)
-            await poll(lambda: video_in(rita), 10, "Rita's video after the link cleared", interval=0.5,
+            await poll(lambda: video_in(rita), 20, "Rita's video after the link cleared", interval=0.5,
                        until=lambda s: s["framesDecoded"] > cleared["framesDecoded"] + 30)
             assert video_in(rita)["connection"] == first["connection"]
 
