@@ -11,3 +11,16 @@ class Route:
 def send(route: Route, header: bytes, at: int, abs_send_time: int, payload_type: int, first: int,
          sequence_offset: int, timestamp_offset: int, next_sequence: int, packets: list[Any], ring: list[Any],
          direct: bool, /) -> tuple[int, int, int, int, int, list[bytes] | None, bool]: ...
+
+# The receive side (the section at the end of fastpath.c).
+class ReceivedRtp(tuple[Any, ...]):
+    ssrc: int
+    payload_type: int
+    marker: int
+    sequence_number: int
+    timestamp: int
+    payload: bytes
+    padding_size: int
+    abs_send_time: int | None
+
+def parse_rtp(data: bytes, abs_send_time_id: int, vp8: bool, /) -> ReceivedRtp | None: ...
