@@ -429,6 +429,8 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
  * Py_ssize_t and never negative; nothing is written but the new object.
  * =================================================================================================== */
 
+#include <math.h>  /* rint: Python's round, half to even, for RateCounter */
+
 static PyTypeObject *ReceivedRtpType;
 
 static PyStructSequence_Field received_fields[] = {
@@ -576,12 +578,201 @@ static PyObject *fastpath_parse_rtp(PyObject *module, PyObject *const *args, Py_
     return packet;
 }
 
+/* RateCounter: aiortc.rate.RateCounter (the incoming bitrate of the REMB estimator, RemoteBitrateEstimator's
+ * ``incoming_bitrate``) with the same arithmetic, in C. aiortc's erases old 1 ms buckets one Python loop
+ * iteration per millisecond passed, twice per packet (rate, then add): about two thirds of the estimator's
+ * time per packet. Here the loop stops after one full window (every bucket is empty by then; the origin
+ * moves on by the same amount), and Python's floor modulo and round-half-even are kept, so every figure is
+ * aiortc's. load() takes an aiortc counter's state over (the estimator has seen a source's first packets). */
+typedef struct {
+    PyObject_HEAD
+    long long window;
+    long long scale;
+    long long origin_index;
+    long long origin_ms;
+    int has_origin;
+    long long total_count;
+    long long total_value;
+    long long *counts;
+    long long *values;
+} RateCounter;
+
+static long long floor_mod(long long a, long long b) {
+    long long r = a % b;
+    return r < 0 ? r + b : r;
+}
+
+static int RateCounter_init(RateCounter *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"window_size", "scale", NULL};
+    long long window, scale = 8000;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "L|L", kwlist, &window, &scale)) return -1;
+    if (window < 1 || window > 100000 || scale < 0 || scale > (1LL << 40)) {
+        PyErr_SetString(PyExc_ValueError, "window_size must be 1-100000 and scale 0-2**40");
+        return -1;
+    }
+    PyMem_Free(self->counts);
+    PyMem_Free(self->values);
+    self->counts = PyMem_Calloc((size_t)window, sizeof(long long));
+    self->values = PyMem_Calloc((size_t)window, sizeof(long long));
+    if (!self->counts || !self->values) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->window = window;
+    self->scale = scale;
+    self->origin_index = 0;
+    self->has_origin = 0;
+    self->total_count = self->total_value = 0;
+    return 0;
+}
+
+static void RateCounter_dealloc(RateCounter *self) {
+    PyMem_Free(self->counts);
+    PyMem_Free(self->values);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static void erase_old(RateCounter *self, long long now_ms) {
+    long long new_origin = now_ms - self->window + 1;
+    if (self->origin_ms >= new_origin) return;
+    long long steps = new_origin - self->origin_ms;
+    long long clear = steps < self->window ? steps : self->window;
+    for (long long i = 0; i < clear; i++) {
+        long long at = (self->origin_index + i) % self->window;
+        self->total_count -= self->counts[at];
+        self->total_value -= self->values[at];
+        self->counts[at] = self->values[at] = 0;
+    }
+    self->origin_index = (self->origin_index + steps) % self->window;
+    self->origin_ms = new_origin;
+}
+
+static PyObject *RateCounter_add(RateCounter *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "add(value, now_ms)");
+        return NULL;
+    }
+    long long value = PyLong_AsLongLong(args[0]);
+    if (value == -1 && PyErr_Occurred()) return NULL;
+    long long now_ms = PyLong_AsLongLong(args[1]);
+    if (now_ms == -1 && PyErr_Occurred()) return NULL;
+    if (value < 0 || value > (1LL << 32) || now_ms < 0 || now_ms > (1LL << 52)) {
+        PyErr_SetString(PyExc_ValueError, "value or now_ms out of range");
+        return NULL;
+    }
+    if (!self->has_origin) {
+        self->origin_ms = now_ms;
+        self->has_origin = 1;
+    } else {
+        erase_old(self, now_ms);
+    }
+    long long at = floor_mod(self->origin_index + now_ms - self->origin_ms, self->window);
+    self->counts[at] += 1;
+    self->values[at] += value;
+    self->total_count += 1;
+    self->total_value += value;
+    Py_RETURN_NONE;
+}
+
+static PyObject *RateCounter_rate(RateCounter *self, PyObject *arg) {
+    long long now_ms = PyLong_AsLongLong(arg);
+    if (now_ms == -1 && PyErr_Occurred()) return NULL;
+    if (now_ms < 0 || now_ms > (1LL << 52)) {
+        PyErr_SetString(PyExc_ValueError, "now_ms out of range");
+        return NULL;
+    }
+    if (!self->has_origin) Py_RETURN_NONE;
+    erase_old(self, now_ms);
+    long long active = now_ms - self->origin_ms + 1;
+    if (self->total_count > 0 && active > 1) {
+        /* Python: round(scale * value / active), a correctly rounded true division, then half to even */
+        double rate = rint((double)(self->scale * self->total_value) / (double)active);
+        return PyLong_FromDouble(rate);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *RateCounter_reset(RateCounter *self, PyObject *unused) {
+    memset(self->counts, 0, (size_t)self->window * sizeof(long long));
+    memset(self->values, 0, (size_t)self->window * sizeof(long long));
+    self->origin_index = 0;
+    self->has_origin = 0;
+    self->total_count = self->total_value = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *RateCounter_load(RateCounter *self, PyObject *args) {
+    /* load(origin_index, origin_ms or None, counts, values): an aiortc RateCounter's state */
+    long long origin_index;
+    PyObject *origin, *counts, *values;
+    if (!PyArg_ParseTuple(args, "LOO!O!", &origin_index, &origin, &PyList_Type, &counts, &PyList_Type, &values))
+        return NULL;
+    if (origin_index < 0 || origin_index >= self->window || PyList_GET_SIZE(counts) != self->window ||
+        PyList_GET_SIZE(values) != self->window) {
+        PyErr_SetString(PyExc_ValueError, "state does not fit this counter's window");
+        return NULL;
+    }
+    long long origin_ms = 0;
+    if (origin != Py_None) {
+        origin_ms = PyLong_AsLongLong(origin);
+        if (origin_ms == -1 && PyErr_Occurred()) return NULL;
+    }
+    long long total_count = 0, total_value = 0;
+    for (Py_ssize_t i = 0; i < self->window; i++) {
+        long long c = PyLong_AsLongLong(PyList_GET_ITEM(counts, i));
+        if (c == -1 && PyErr_Occurred()) return NULL;
+        long long v = PyLong_AsLongLong(PyList_GET_ITEM(values, i));
+        if (v == -1 && PyErr_Occurred()) return NULL;
+        if (c < 0 || v < 0 || c > (1LL << 40) || v > (1LL << 50)) {
+            PyErr_SetString(PyExc_ValueError, "bucket out of range");
+            return NULL;
+        }
+        self->counts[i] = c;
+        self->values[i] = v;
+        total_count += c;
+        total_value += v;
+    }
+    self->origin_index = origin_index;
+    self->origin_ms = origin_ms;
+    self->has_origin = origin != Py_None;
+    self->total_count = total_count;
+    self->total_value = total_value;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef RateCounter_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))RateCounter_add, METH_FASTCALL, "add(value, now_ms)"},
+    {"rate", (PyCFunction)RateCounter_rate, METH_O, "rate(now_ms) -> bit/s (value x scale per ms), or None"},
+    {"reset", (PyCFunction)RateCounter_reset, METH_NOARGS, "forget everything"},
+    {"load", (PyCFunction)RateCounter_load, METH_VARARGS,
+     "load(origin_index, origin_ms, counts, values): take an aiortc RateCounter's state over"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RateCounterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "services.media._fastpath.RateCounter",
+    .tp_basicsize = sizeof(RateCounter),
+    .tp_dealloc = (destructor)RateCounter_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "RateCounter(window_size, scale=8000): aiortc.rate.RateCounter's arithmetic in C",
+    .tp_methods = RateCounter_methods,
+    .tp_init = (initproc)RateCounter_init,
+    .tp_new = PyType_GenericNew,
+};
+
 static int receive_init(PyObject *m) {
     ReceivedRtpType = PyStructSequence_NewType(&received_desc);
     if (ReceivedRtpType == NULL) return -1;
     Py_INCREF(ReceivedRtpType);
     if (PyModule_AddObject(m, "ReceivedRtp", (PyObject *)ReceivedRtpType) < 0) {
         Py_DECREF(ReceivedRtpType);
+        return -1;
+    }
+    if (PyType_Ready(&RateCounterType) < 0) return -1;
+    Py_INCREF(&RateCounterType);
+    if (PyModule_AddObject(m, "RateCounter", (PyObject *)&RateCounterType) < 0) {
+        Py_DECREF(&RateCounterType);
         return -1;
     }
     return 0;

@@ -9,6 +9,7 @@ import random
 import struct
 import types
 
+import aiortc.rtcdtlstransport
 import aiortc.rtcrtpreceiver
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
@@ -351,3 +352,75 @@ def test_received_packets_have_what_the_forwarder_reads():
     assert packet is not None
     assert (packet.ssrc, packet.sequence_number, packet.timestamp, packet.marker, packet.payload) == (7, 5, 9, 1, b"\x10abc")
     assert packet.abs_send_time is None and packet.padding_size == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(window=st.sampled_from([1, 3, 1000]), start=st.integers(0, 2**45),
+       steps=st.lists(st.tuples(st.sampled_from(["add", "rate", "reset"]), st.integers(-5, 3000), st.integers(0, 1500)),
+                      max_size=120))
+def test_the_compiled_rate_counter_is_aiortcs(window, start, steps):
+    """fastpath.c's RateCounter (the REMB estimator's incoming bitrate on the lean path) gives aiortc's
+    RateCounter's figures, whatever the times (backwards too), sizes, windows and resets; taken over
+    mid-way (load) it goes on as aiortc's would."""
+    from aiortc.rate import RateCounter
+
+    reference, compiled = RateCounter(window, 8000), _fastpath.RateCounter(window, 8000)
+    now = start
+    for i, (op, step, size) in enumerate(steps):
+        now = max(0, now + step)
+        if op == "add":
+            reference.add(size, now)
+            compiled.add(size, now)
+        elif op == "rate":
+            assert compiled.rate(now) == reference.rate(now)
+        else:
+            reference.reset()
+            compiled.reset()
+        if i == len(steps) // 2:  # as compile_incoming_bitrate takes a receiver's counter over
+            compiled = _fastpath.RateCounter(window, 8000)
+            compiled.load(reference._origin_index, reference._origin_ms, [b.count for b in reference._buckets],
+                          [b.value for b in reference._buckets])
+    assert compiled.rate(now + 1) == reference.rate(now + 1)
+
+
+def test_the_compiled_rate_counter_refuses_what_does_not_fit():
+    counter = _fastpath.RateCounter(10)
+    for bad in ((0,), (10**9,), (10, -1)):
+        with pytest.raises(ValueError):
+            _fastpath.RateCounter(*bad)
+    for args in ((-1, 5), (5, -1), (2**62, 5), (5, 2**62)):
+        with pytest.raises(ValueError):
+            counter.add(*args)
+    with pytest.raises(OverflowError):
+        counter.add(2**64, 5)
+    with pytest.raises(ValueError):
+        counter.load(0, 5, [0] * 9, [0] * 10)
+    with pytest.raises(ValueError):
+        counter.load(10, 5, [0] * 10, [0] * 10)
+    with pytest.raises(TypeError):
+        counter.load(0, 5, (0,) * 10, [0] * 10)
+    assert counter.rate(5) is None
+
+
+def test_the_aiortc_receive_steps_the_lean_path_mirrors():
+    """Tripwire for an aiortc upgrade: LeanReceive repeats RTCRtpReceiver._handle_rtp_packet's steps in this
+    order on the receiver's own state, and compile_incoming_bitrate takes RateCounter's state over."""
+    import inspect
+
+    from aiortc.rate import RateCounter, RemoteBitrateEstimator
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+    handle = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
+    steps = ["if not self._enabled:", "self.__remote_bitrate_estimator.add(",
+             "payload_size=len(packet.payload) + packet.padding_size",
+             "await self._send_rtcp(rtcp_packet)", "self.__active_ssrc[packet.ssrc] = clock.current_datetime()",
+             "codec = self.__codecs.get(packet.payload_type)", "self.__remote_streams[packet.ssrc].add(packet)",
+             "if is_rtx(codec):", "self.__nack_generator.add(packet)", "sorted(self.__nack_generator.missing)",
+             "packet._data = depayload(codec, packet.payload)", "self.__jitter_buffer.add(packet)"]
+    assert [handle.index(step) for step in steps] == sorted(handle.index(step) for step in steps)
+    assert "self.incoming_bitrate = RateCounter(1000, 8000)" in inspect.getsource(RemoteBitrateEstimator.__init__)
+    counter = inspect.getsource(RateCounter)
+    for name in ("self._origin_index", "self._origin_ms", "self._buckets", "self._window_size", "self._scale"):
+        assert name in counter
+    assert "packet = RtpPacket.parse(data, self._rtp_header_extensions_map)" in inspect.getsource(
+        aiortc.rtcdtlstransport.RTCDtlsTransport._handle_rtp_data)
