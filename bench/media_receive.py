@@ -48,8 +48,8 @@ async def receiving_end(lean: bool) -> tuple[Any, Any, Any]:
     """A connected-looking peer connection with a video and an audio Publication (BUNDLE: one transport), and
     the socket callback the media service gives its ICE sockets."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    video = pc.addTransceiver("video", direction="recvonly").receiver
-    audio = pc.addTransceiver("audio", direction="recvonly").receiver
+    video: Any = pc.addTransceiver("video", direction="recvonly").receiver
+    audio: Any = pc.addTransceiver("audio", direction="recvonly").receiver
     dtls: Any = video.transport
     audio._RTCRtpReceiver__transport = dtls  # bundled, as a browser's offer is
     for kind, receiver in (("video", video), ("audio", audio)):
