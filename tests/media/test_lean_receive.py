@@ -288,7 +288,7 @@ async def test_malformed_packets_of_a_known_source_never_break_the_lean_path():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("world", SEND_PATHS, indirect=True)
-async def test_a_subscriber_gets_what_the_publisher_retransmits_after_loss(world):
+async def test_a_subscriber_gets_what_the_publisher_retransmits_after_loss(world, request, monkeypatch):
     """What a person sees after a moment of loss on their link to the media service: the service NACKs the
     missing packets, the publisher's browser retransmits them (RTX), and they reach the subscriber, whose
     stream then shows no loss; the service's Receiver Reports tell the publisher exactly what was lost;
@@ -297,6 +297,14 @@ async def test_a_subscriber_gets_what_the_publisher_retransmits_after_loss(world
     a, b = Peer(160, 120, slots=1), Peer(176, 144, slots=1)
     dropped: set[int] = set()
     retransmitted: set[int] = set()
+    parsed = [0]  # packets the media service's lean path took
+    parse_rtp = _fastpath.parse_rtp
+
+    def counting(*args):
+        parsed[0] += 1
+        return parse_rtp(*args)
+
+    monkeypatch.setattr(_fastpath, "parse_rtp", counting)
     try:
         await world.join(a, meeting, "pa")
         await world.join(b, meeting, "pb")
@@ -342,6 +350,10 @@ async def test_a_subscriber_gets_what_the_publisher_retransmits_after_loss(world
         await poll(lambda: pub.keyframes > keyframes, 10, what="a keyframe after b asked")
         frames = b.video_received()[0].frames
         await poll(lambda: b.video_received()[0].frames > frames + 10, 10, what="b's video going on")
+        if request.node.callspec.params["world"] == "compiled":  # the lean path took the publications' RTP
+            assert parsed[0] > 200
+        else:
+            assert parsed[0] == 0  # SVPL_COMPILED_FORWARDING=false: aiortc's path only
     finally:
         await a.close()
         await b.close()
