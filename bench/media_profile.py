@@ -61,11 +61,11 @@ def part(frames: list[str]) -> str:
 def main() -> None:
     shares: collections.Counter[str] = collections.Counter()
     for line in open(sys.argv[1], encoding="utf-8"):
-        stack, _, count = line.rstrip().rpartition(" ")
+        stack, _, samples = line.rstrip().rpartition(" ")
         frames = [re.sub(r" \(.*", "", frame) for frame in stack.split(";")]
         if frames[-1].startswith("EpollSelector.select"):
             continue
-        shares[part(frames)] += int(count)
+        shares[part(frames)] += int(samples)
     total = sum(shares.values())
     print(f"busy samples: {total}")
     print("| part | share of busy |\n|---|---|")
