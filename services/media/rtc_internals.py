@@ -624,6 +624,9 @@ def _direct(through_aioice, waiting: asyncio.Queue, dtls, lean: LeanReceive | No
 
 
 ACTIVE_SSRC_REFRESH_MS = 500  # how often the lean path refreshes a source's "last seen" (getSynchronizationSources)
+# Sources one DTLS transport's lean path takes on; beyond, aiortc's path (a browser sends a few: audio, video,
+# RTX, and new SSRCs when it restarts a sender; a hostile publisher could send any number).
+MAX_LEAN_STREAMS = 32
 
 
 class _LeanStream:
@@ -738,7 +741,7 @@ class LeanReceive:
     def _learn(self, plain: bytes) -> None:
         """Take this packet's source on if aiortc's router already routes it to a diverted receiver with
         this payload type as a media codec (the packet itself still takes aiortc's path)."""
-        if len(plain) < 12:
+        if len(plain) < 12 or len(self._streams) >= MAX_LEAN_STREAMS:
             return
         ssrc, payload_type = int.from_bytes(plain[8:12], "big"), plain[1] & 0x7F
         receiver = self._router.ssrc_table.get(ssrc)

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devstack.peers import Peer
-from services.media import _fastpath
+from services.media import _fastpath, rtc_internals
 from services.media.forwarding import Publication
 from services.media.rtc_internals import LeanReceive, run_now
 from tests.media.conftest import SEND_PATHS
@@ -282,6 +282,12 @@ async def test_malformed_packets_of_a_known_source_never_break_the_lean_path():
         for i in range(3000):
             data = bytes([rng.randrange(256)]) + header[1:] + rng.randbytes(rng.randrange(0, 40))
             side.receive(data[:rng.randrange(8, len(data) + 1)], 20_000 + i, lean=True)
+        # A publisher spraying SSRCs (aiortc's router learns each): the lean path takes on a bounded number.
+        for ssrc in range(5000, 5200):
+            for seq in range(2):
+                side.receive(RtpPacket(payload_type=VP8, sequence_number=seq, timestamp=0, ssrc=ssrc,
+                                       payload=b"\x10\x00").serialize(), 30_000, lean=True)
+        assert len(side.lean["video"]._streams) == rtc_internals.MAX_LEAN_STREAMS
     finally:
         await side.pc.close()
 
