@@ -593,12 +593,14 @@ def _direct(through_aioice, waiting: asyncio.Queue, dtls, lean: LeanReceive | No
     received datagrams, which the DTLS transport's task takes from; `lean`: the lean path for RTP that
     a forwarded publication receives (None: aiortc's path for all)."""
 
+    now_ms = current_ms if lean is None else wall_ms
+
     def datagram_received(data: bytes, addr) -> None:
         if (data and 127 < data[0] < 192 and dtls._state is DtlsState.CONNECTED and dtls._rx_srtp is not None
                 and waiting.empty()):
             dtls._RTCDtlsTransport__rx_bytes += len(data)
             dtls._RTCDtlsTransport__rx_packets += 1
-            arrival_time_ms = current_ms()
+            arrival_time_ms = now_ms()
             try:
                 if is_rtcp(data):
                     handling = dtls._handle_rtcp_data(dtls._rx_srtp.unprotect_rtcp(data))
@@ -627,6 +629,16 @@ ACTIVE_SSRC_REFRESH_MS = 500  # how often the lean path refreshes a source's "la
 # Sources one DTLS transport's lean path takes on; beyond, aiortc's path (a browser sends a few: audio, video,
 # RTX, and new SSRCs when it restarts a sender; a hostile publisher could send any number).
 MAX_LEAN_STREAMS = 32
+
+
+NTP_EPOCH_MS = 2_208_988_800_000  # from the NTP epoch (1900-01-01 UTC) to the Unix epoch, in ms (RFC 5905)
+
+
+def wall_ms() -> int:
+    """``aiortc.clock.current_ms`` (ms since the NTP epoch by the UTC wall clock: the arrival times of
+    aiortc's REMB estimator) from ``time.time()``, without its two datetime objects and a timedelta per
+    call (1.3 µs against 0.1); the same value but for the last millisecond's rounding."""
+    return int(time.time() * 1000) + NTP_EPOCH_MS
 
 
 class _LeanStream:

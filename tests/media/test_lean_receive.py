@@ -443,3 +443,13 @@ def test_the_aiortc_receive_steps_the_lean_path_mirrors():
         assert name in counter
     assert "packet = RtpPacket.parse(data, self._rtp_header_extensions_map)" in inspect.getsource(
         aiortc.rtcdtlstransport.RTCDtlsTransport._handle_rtp_data)
+
+
+def test_the_lean_paths_arrival_clock_is_aiortcs():
+    """The lean path stamps arrivals (the REMB estimator's clock) with rtc_internals.wall_ms, aiortc's
+    current_ms without its datetime objects: the same milliseconds since the NTP epoch, to one."""
+    from aiortc.clock import current_ms
+
+    for _ in range(1000):
+        before, ours, after = current_ms(), rtc_internals.wall_ms(), current_ms()
+        assert before - 1 <= ours <= after + 1
