@@ -20,7 +20,9 @@ class MediaSettings(ServiceSettings):
     # Keyframe requests to one publisher: at most one per this many seconds.
     keyframe_interval_seconds: float = Field(0.3, gt=0)
     # Forwarded packets re-headed, SRTP-protected and sent by compiled code (services/media/fastpath.c, built
-    # by `make install` and in the image); false: by its Python reference in rtc_internals.RtpOut (slower).
+    # by `make install` and in the image), and a publication's RTP received by the lean path
+    # (rtc_internals.LeanReceive); false: their references, rtc_internals.RtpOut's Python loop and aiortc's
+    # own receive path (slower).
     compiled_forwarding: bool = Field(True, validate_default=True)
     # Kernel buffer of each peer connection's UDP socket (capped by net.core.rmem_max / wmem_max).
     socket_buffer_bytes: int = Field(4 << 20, ge=64 << 10)

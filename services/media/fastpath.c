@@ -779,11 +779,17 @@ done:
     return result;
 }
 
+/* The receive side (parse_rtp), defined in its own section at the end of this file. */
+static PyObject *fastpath_parse_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+static int receive_init(PyObject *m);
+
 static PyMethodDef methods[] = {
     {"send", (PyCFunction)(void (*)(void))fastpath_send, METH_FASTCALL,
      "send(route, packets, abs_send_time, ntp) -> (datagrams, rest, gso_refused)"},
     {"fan_out", (PyCFunction)(void (*)(void))fastpath_fan_out, METH_FASTCALL,
      "fan_out(routes, packets, abs_send_time, ntp) -> None or [(index, what, rest)]"},
+    {"parse_rtp", (PyCFunction)(void (*)(void))fastpath_parse_rtp, METH_FASTCALL,
+     "parse_rtp(data, abs_send_time_id, vp8) -> ReceivedRtp, or None where aiortc's receiver would not take it"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -830,5 +836,377 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
         Py_DECREF(m);
         return NULL;
     }
+    if (receive_init(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     return m;
+}
+
+/* ===================================================================================================
+ * The receive side (issue #21, the lean receive path; rtc_internals.LeanReceive calls it).
+ *
+ * parse_rtp(data, abs_send_time_id, vp8): an unprotected RTP packet's header, as aiortc's RtpPacket.parse
+ * reads it (RFC 3550 5.1, extensions RFC 8285), into a ReceivedRtp (a struct sequence: named fields, one
+ * allocation) with only what the forwarder and aiortc's receive bookkeeping read: ssrc, payload_type,
+ * marker, sequence_number, timestamp, payload, padding_size and the abs-send-time extension's value (or
+ * None). It returns None, never raising, for every packet aiortc's path would refuse or treat specially,
+ * which then goes through aiortc's own path (that drops it as before): shorter than 12 bytes, version other
+ * than 2, CSRCs or an extension header or value past the end, a one-/two-byte extension element past the
+ * end, an abs-send-time element not 3 bytes long (aiortc's unpack would fail), padding of 0 or longer than
+ * what follows the header, and with `vp8` a non-empty payload whose VP8 payload descriptor (RFC 7741 4.2)
+ * is truncated (aiortc's depayload refuses it). Hand-written: RtpPacket.parse builds a packet object, a
+ * header-extensions dataclass and a list per packet; no library parses RTP for aiortc's objects.
+ *
+ * Hostile input: every read is preceded by a bounds check against the datagram's length; lengths are
+ * Py_ssize_t and never negative; nothing is written but the new object.
+ * =================================================================================================== */
+
+#include <math.h>  /* rint: Python's round, half to even, for RateCounter */
+
+static PyTypeObject *ReceivedRtpType;
+
+static PyStructSequence_Field received_fields[] = {
+    {"ssrc", "the source's SSRC"},
+    {"payload_type", "RTP payload type"},
+    {"marker", "RTP marker bit (0 or 1)"},
+    {"sequence_number", "RTP sequence number"},
+    {"timestamp", "RTP timestamp"},
+    {"payload", "the payload (after CSRCs and extensions, without padding)"},
+    {"padding_size", "bytes of RTP padding (0 without)"},
+    {"abs_send_time", "the abs-send-time extension's 24-bit value, or None"},
+    {NULL, NULL},
+};
+
+static PyStructSequence_Desc received_desc = {
+    "services.media._fastpath.ReceivedRtp",
+    "An incoming RTP packet's fields that the forwarder and aiortc's receive bookkeeping read.",
+    received_fields, 8,
+};
+
+/* Whether a VP8 payload descriptor (RFC 7741 4.2) fits in `size` bytes, exactly as aiortc's
+ * VpxPayloadDescriptor.parse checks it. */
+static int vp8_descriptor_fits(const unsigned char *p, Py_ssize_t size) {
+    Py_ssize_t pos = 1;
+    if (size < 1) return 0;
+    if (!(p[0] & 0x80)) return 1;
+    if (size < pos + 1) return 0;
+    unsigned char ext = p[pos++];
+    if (ext & 0x80) {                 /* I: PictureID, 7 or 15 bits */
+        if (size < pos + 1) return 0;
+        if (p[pos] & 0x80) {
+            if (size < pos + 2) return 0;
+            pos += 2;
+        } else {
+            pos += 1;
+        }
+    }
+    if (ext & 0x40) {                 /* L: TL0PICIDX */
+        if (size < pos + 1) return 0;
+        pos += 1;
+    }
+    if (ext & 0x30) {                 /* T or K: TID/Y/KEYIDX */
+        if (size < pos + 1) return 0;
+    }
+    return 1;
+}
+
+/* Walks the extension elements of `value` (`length` bytes) as aiortc's unpack_header_extensions does;
+ * sets *abs to the last abs-send-time element's value. Returns 0 where aiortc would raise. */
+static int read_extensions(unsigned profile, const unsigned char *value, Py_ssize_t length, long abs_id,
+                           long *abs) {
+    Py_ssize_t pos = 0;
+    int two_byte;
+    if (profile == 0xBEDE) two_byte = 0;
+    else if (profile == 0x1000) two_byte = 1;
+    else return 1;                    /* another profile: aiortc reads no elements */
+    while (pos < length) {
+        if (value[pos] == 0) {        /* padding */
+            pos++;
+            continue;
+        }
+        long id;
+        Py_ssize_t size;
+        if (two_byte) {
+            if (length < pos + 2) return 0;
+            id = value[pos];
+            size = value[pos + 1];
+            pos += 2;
+        } else {
+            id = value[pos] >> 4;
+            size = (value[pos] & 0x0F) + 1;
+            pos += 1;
+        }
+        if (length < pos + size) return 0;
+        if (id == abs_id) {
+            if (size != 3) return 0;  /* aiortc's unpack("!L", b"\0" + value) needs exactly 3 bytes */
+            *abs = ((long)value[pos] << 16) | ((long)value[pos + 1] << 8) | value[pos + 2];
+        }
+        pos += size;
+    }
+    return 1;
+}
+
+static PyObject *fastpath_parse_rtp(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "parse_rtp(data, abs_send_time_id, vp8)");
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "data must be bytes");
+        return NULL;
+    }
+    long abs_id = PyLong_AsLong(args[1]);  /* 0: not negotiated (aiortc's None: no element has id 0) */
+    if (abs_id == -1 && PyErr_Occurred()) return NULL;
+    int vp8 = PyObject_IsTrue(args[2]);
+    if (vp8 < 0) return NULL;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+
+    if (size < 12 || (p[0] >> 6) != 2) Py_RETURN_NONE;
+    Py_ssize_t pos = 12 + 4 * (Py_ssize_t)(p[0] & 0x0F);
+    if (size < pos) Py_RETURN_NONE;
+    long abs = -1;
+    if (p[0] & 0x10) {
+        if (size < pos + 4) Py_RETURN_NONE;
+        unsigned profile = ((unsigned)p[pos] << 8) | p[pos + 1];
+        Py_ssize_t length = 4 * (Py_ssize_t)(((unsigned)p[pos + 2] << 8) | p[pos + 3]);
+        pos += 4;
+        if (size < pos + length) Py_RETURN_NONE;
+        if (!read_extensions(profile, p + pos, length, abs_id, &abs)) Py_RETURN_NONE;
+        pos += length;
+    }
+    Py_ssize_t padding = 0;
+    if (p[0] & 0x20) {
+        padding = p[size - 1];
+        if (!padding || padding > size - pos) Py_RETURN_NONE;
+    }
+    Py_ssize_t payload_size = size - pos - padding;
+    if (vp8 && payload_size > 0 && !vp8_descriptor_fits(p + pos, payload_size)) Py_RETURN_NONE;
+
+    PyObject *packet = PyStructSequence_New(ReceivedRtpType);
+    if (packet == NULL) return NULL;
+    PyObject *values[8] = {
+        PyLong_FromUnsignedLong(((unsigned long)p[8] << 24) | ((unsigned long)p[9] << 16) |
+                                ((unsigned long)p[10] << 8) | p[11]),
+        PyLong_FromLong(p[1] & 0x7F),
+        PyLong_FromLong(p[1] >> 7),
+        PyLong_FromLong(((long)p[2] << 8) | p[3]),
+        PyLong_FromUnsignedLong(((unsigned long)p[4] << 24) | ((unsigned long)p[5] << 16) |
+                                ((unsigned long)p[6] << 8) | p[7]),
+        PyBytes_FromStringAndSize((const char *)p + pos, payload_size),
+        PyLong_FromSsize_t(padding),
+        abs >= 0 ? PyLong_FromLong(abs) : Py_NewRef(Py_None),
+    };
+    int failed = 0;
+    for (int i = 0; i < 8; i++) {
+        if (values[i] == NULL) failed = 1;
+        PyStructSequence_SET_ITEM(packet, i, values[i]);  /* a NULL item is allowed: the dealloc skips it */
+    }
+    if (failed) {
+        Py_DECREF(packet);
+        return NULL;
+    }
+    return packet;
+}
+
+/* RateCounter: aiortc.rate.RateCounter (the incoming bitrate of the REMB estimator, RemoteBitrateEstimator's
+ * ``incoming_bitrate``) with the same arithmetic, in C. aiortc's erases old 1 ms buckets one Python loop
+ * iteration per millisecond passed, twice per packet (rate, then add): about two thirds of the estimator's
+ * time per packet. Here the loop stops after one full window (every bucket is empty by then; the origin
+ * moves on by the same amount), and Python's floor modulo and round-half-even are kept, so every figure is
+ * aiortc's. load() takes an aiortc counter's state over (the estimator has seen a source's first packets). */
+typedef struct {
+    PyObject_HEAD
+    long long window;
+    long long scale;
+    long long origin_index;
+    long long origin_ms;
+    int has_origin;
+    long long total_count;
+    long long total_value;
+    long long *counts;
+    long long *values;
+} RateCounter;
+
+static long long floor_mod(long long a, long long b) {
+    long long r = a % b;
+    return r < 0 ? r + b : r;
+}
+
+static int RateCounter_init(RateCounter *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"window_size", "scale", NULL};
+    long long window, scale = 8000;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "L|L", kwlist, &window, &scale)) return -1;
+    if (window < 1 || window > 100000 || scale < 0 || scale > (1LL << 40)) {
+        PyErr_SetString(PyExc_ValueError, "window_size must be 1-100000 and scale 0-2**40");
+        return -1;
+    }
+    PyMem_Free(self->counts);
+    PyMem_Free(self->values);
+    self->counts = PyMem_Calloc((size_t)window, sizeof(long long));
+    self->values = PyMem_Calloc((size_t)window, sizeof(long long));
+    if (!self->counts || !self->values) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->window = window;
+    self->scale = scale;
+    self->origin_index = 0;
+    self->has_origin = 0;
+    self->total_count = self->total_value = 0;
+    return 0;
+}
+
+static void RateCounter_dealloc(RateCounter *self) {
+    PyMem_Free(self->counts);
+    PyMem_Free(self->values);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static void erase_old(RateCounter *self, long long now_ms) {
+    long long new_origin = now_ms - self->window + 1;
+    if (self->origin_ms >= new_origin) return;
+    long long steps = new_origin - self->origin_ms;
+    long long clear = steps < self->window ? steps : self->window;
+    for (long long i = 0; i < clear; i++) {
+        long long at = (self->origin_index + i) % self->window;
+        self->total_count -= self->counts[at];
+        self->total_value -= self->values[at];
+        self->counts[at] = self->values[at] = 0;
+    }
+    self->origin_index = (self->origin_index + steps) % self->window;
+    self->origin_ms = new_origin;
+}
+
+static PyObject *RateCounter_add(RateCounter *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "add(value, now_ms)");
+        return NULL;
+    }
+    long long value = PyLong_AsLongLong(args[0]);
+    if (value == -1 && PyErr_Occurred()) return NULL;
+    long long now_ms = PyLong_AsLongLong(args[1]);
+    if (now_ms == -1 && PyErr_Occurred()) return NULL;
+    if (value < 0 || value > (1LL << 32) || now_ms < 0 || now_ms > (1LL << 52)) {
+        PyErr_SetString(PyExc_ValueError, "value or now_ms out of range");
+        return NULL;
+    }
+    if (!self->has_origin) {
+        self->origin_ms = now_ms;
+        self->has_origin = 1;
+    } else {
+        erase_old(self, now_ms);
+    }
+    long long at = floor_mod(self->origin_index + now_ms - self->origin_ms, self->window);
+    self->counts[at] += 1;
+    self->values[at] += value;
+    self->total_count += 1;
+    self->total_value += value;
+    Py_RETURN_NONE;
+}
+
+static PyObject *RateCounter_rate(RateCounter *self, PyObject *arg) {
+    long long now_ms = PyLong_AsLongLong(arg);
+    if (now_ms == -1 && PyErr_Occurred()) return NULL;
+    if (now_ms < 0 || now_ms > (1LL << 52)) {
+        PyErr_SetString(PyExc_ValueError, "now_ms out of range");
+        return NULL;
+    }
+    if (!self->has_origin) Py_RETURN_NONE;
+    erase_old(self, now_ms);
+    long long active = now_ms - self->origin_ms + 1;
+    if (self->total_count > 0 && active > 1) {
+        /* Python: round(scale * value / active), a correctly rounded true division, then half to even */
+        double rate = rint((double)(self->scale * self->total_value) / (double)active);
+        return PyLong_FromDouble(rate);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *RateCounter_reset(RateCounter *self, PyObject *unused) {
+    memset(self->counts, 0, (size_t)self->window * sizeof(long long));
+    memset(self->values, 0, (size_t)self->window * sizeof(long long));
+    self->origin_index = 0;
+    self->has_origin = 0;
+    self->total_count = self->total_value = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *RateCounter_load(RateCounter *self, PyObject *args) {
+    /* load(origin_index, origin_ms or None, counts, values): an aiortc RateCounter's state */
+    long long origin_index;
+    PyObject *origin, *counts, *values;
+    if (!PyArg_ParseTuple(args, "LOO!O!", &origin_index, &origin, &PyList_Type, &counts, &PyList_Type, &values))
+        return NULL;
+    if (origin_index < 0 || origin_index >= self->window || PyList_GET_SIZE(counts) != self->window ||
+        PyList_GET_SIZE(values) != self->window) {
+        PyErr_SetString(PyExc_ValueError, "state does not fit this counter's window");
+        return NULL;
+    }
+    long long origin_ms = 0;
+    if (origin != Py_None) {
+        origin_ms = PyLong_AsLongLong(origin);
+        if (origin_ms == -1 && PyErr_Occurred()) return NULL;
+    }
+    long long total_count = 0, total_value = 0;
+    for (Py_ssize_t i = 0; i < self->window; i++) {
+        long long c = PyLong_AsLongLong(PyList_GET_ITEM(counts, i));
+        if (c == -1 && PyErr_Occurred()) return NULL;
+        long long v = PyLong_AsLongLong(PyList_GET_ITEM(values, i));
+        if (v == -1 && PyErr_Occurred()) return NULL;
+        if (c < 0 || v < 0 || c > (1LL << 40) || v > (1LL << 50)) {
+            PyErr_SetString(PyExc_ValueError, "bucket out of range");
+            return NULL;
+        }
+        self->counts[i] = c;
+        self->values[i] = v;
+        total_count += c;
+        total_value += v;
+    }
+    self->origin_index = origin_index;
+    self->origin_ms = origin_ms;
+    self->has_origin = origin != Py_None;
+    self->total_count = total_count;
+    self->total_value = total_value;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef RateCounter_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))RateCounter_add, METH_FASTCALL, "add(value, now_ms)"},
+    {"rate", (PyCFunction)RateCounter_rate, METH_O, "rate(now_ms) -> bit/s (value x scale per ms), or None"},
+    {"reset", (PyCFunction)RateCounter_reset, METH_NOARGS, "forget everything"},
+    {"load", (PyCFunction)RateCounter_load, METH_VARARGS,
+     "load(origin_index, origin_ms, counts, values): take an aiortc RateCounter's state over"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RateCounterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "services.media._fastpath.RateCounter",
+    .tp_basicsize = sizeof(RateCounter),
+    .tp_dealloc = (destructor)RateCounter_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "RateCounter(window_size, scale=8000): aiortc.rate.RateCounter's arithmetic in C",
+    .tp_methods = RateCounter_methods,
+    .tp_init = (initproc)RateCounter_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static int receive_init(PyObject *m) {
+    ReceivedRtpType = PyStructSequence_NewType(&received_desc);
+    if (ReceivedRtpType == NULL) return -1;
+    Py_INCREF(ReceivedRtpType);
+    if (PyModule_AddObject(m, "ReceivedRtp", (PyObject *)ReceivedRtpType) < 0) {
+        Py_DECREF(ReceivedRtpType);
+        return -1;
+    }
+    if (PyType_Ready(&RateCounterType) < 0) return -1;
+    Py_INCREF(&RateCounterType);
+    if (PyModule_AddObject(m, "RateCounter", (PyObject *)&RateCounterType) < 0) {
+        Py_DECREF(&RateCounterType);
+        return -1;
+    }
+    return 0;
 }

@@ -25,8 +25,9 @@ from __future__ import annotations
 from services.media.rtc_internals import receive_in_callback
 
 
-def receive_directly(pc) -> int:
-    """Handle `pc`'s incoming SRTP/SRTCP in its sockets' callbacks; returns how many sockets were set."""
+def receive_directly(pc, lean: bool = False) -> int:
+    """Handle `pc`'s incoming SRTP/SRTCP in its sockets' callbacks; returns how many sockets were set.
+    `lean`: a forwarded publication's RTP takes the lean receive path (``rtc_internals.LeanReceive``)."""
     count = 0
     done: set[int] = set()
     for t in pc.getTransceivers():
@@ -34,5 +35,5 @@ def receive_directly(pc) -> int:
         if dtls is None or id(dtls) in done:
             continue
         done.add(id(dtls))
-        count += receive_in_callback(dtls)
+        count += receive_in_callback(dtls, lean)
     return count

@@ -382,7 +382,7 @@ class MediaRooms:
         if usage is not None and usage.exhausted:  # the caller closes the peer connection and its sockets
             raise ResourceExhausted("no free media port on this instance: join again to be placed elsewhere")
         enlarge_socket_buffers(pc, self._socket_buffer)
-        receive_directly(pc)
+        receive_directly(pc, lean=self._fastpath)  # a publication's RTP: rtc_internals.LeanReceive
 
     def _answer_sdp(self, pc: RTCPeerConnection) -> str:
         return ports.advertise_node_address(pc.localDescription.sdp, self._node_ip)

@@ -42,14 +42,16 @@ import random
 import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pylibsrtp
 from aioice.candidate import candidate_foundation as candidate_foundation  # re-exported: the node candidate
 from aioice.candidate import candidate_priority as candidate_priority  # (services/media/ports.py) is made like aioice's
-from aiortc.clock import current_ms, current_ntp_time
+from aiortc.clock import current_datetime, current_ms, current_ntp_time
+from aiortc.codecs import is_rtx
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtcdtlstransport import State as DtlsState
+from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RtcpPsfbPacket,
@@ -78,11 +80,11 @@ receive_log = logging.getLogger("svpl.media.receive")
 PINNED = {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}
 
 __all__ = [
-    "MAX_PLAIN", "PINNED", "HandlerSuspended", "PacketSink", "RawHistory", "RtpOut", "RtpPacket", "SrtpProtect",
-    "VpxPayloadDescriptor", "attach_rtp_out", "cap_receiver_estimate", "current_ms", "current_ntp_time",
-    "FAN_FAILED", "FAN_PYTHON", "FAN_REFUSED", "FAN_REST", "SendState", "WINDOW",
-    "divert_received_packets", "fan_out", "fastpath_available", "ice_sockets", "intercept_host_candidate_binds", "is_rtcp",
-    "negotiated_codecs", "offered_direction", "parse_sdp", "pli_sender", "receive_in_callback", "run_now",
+    "FAN_FAILED", "FAN_PYTHON", "FAN_REFUSED", "FAN_REST", "MAX_PLAIN", "PINNED", "WINDOW", "HandlerSuspended",
+    "LeanReceive", "PacketSink", "RawHistory", "RtpOut", "RtpPacket", "SendState", "SrtpProtect", "VpxPayloadDescriptor",
+    "attach_rtp_out", "cap_receiver_estimate", "compile_incoming_bitrate", "current_ms", "current_ntp_time",
+    "divert_received_packets", "fan_out", "fastpath_available", "ice_sockets", "intercept_host_candidate_binds",
+    "is_rtcp", "negotiated_codecs", "offered_direction", "parse_sdp", "pli_sender", "receive_in_callback", "run_now",
     "set_negotiated_codecs", "watch_receiver_feedback", "watch_round_trips",
 ]
 
@@ -631,7 +633,7 @@ async def _finish(coro: Coroutine, awaited) -> None:
             return
 
 
-def receive_in_callback(dtls) -> int:
+def receive_in_callback(dtls, lean: bool = False) -> int:
     """Handle `dtls`'s incoming SRTP/SRTCP in its sockets' callbacks; returns how many sockets were set.
 
     aiortc 1.16 receives every datagram through aioice: ``StunProtocol.datagram_received`` tries to parse
@@ -643,37 +645,192 @@ def receive_in_callback(dtls) -> int:
     counted (``__rx_bytes``, ``__rx_packets``), unprotected with ``_rx_srtp`` and given to
     ``_handle_rtp_data`` / ``_handle_rtcp_data``, run by :func:`run_now`. Everything else (STUN, DTLS
     records, media before the handshake or behind queued datagrams, so the order is kept) takes aioice's
-    own path."""
+    own path. With `lean`, RTP of a forwarded publication takes :class:`LeanReceive` instead of
+    ``_handle_rtp_data`` (fastpath.c's ``parse_rtp``; SVPL_COMPILED_FORWARDING)."""
     connection = dtls.transport._connection
+    receive = LeanReceive(dtls) if lean else None
     count = 0
     for protocol in connection._protocols:
-        protocol.datagram_received = _direct(protocol.datagram_received, connection._queue, dtls)
+        protocol.datagram_received = _direct(protocol.datagram_received, connection._queue, dtls, receive)
         count += 1
     return count
 
 
-def _direct(through_aioice, waiting: asyncio.Queue, dtls):
+def _direct(through_aioice, waiting: asyncio.Queue, dtls, lean: LeanReceive | None = None):
     """`through_aioice`: the protocol's own method, for everything else; `waiting`: aioice's queue of
-    received datagrams, which the DTLS transport's task takes from."""
+    received datagrams, which the DTLS transport's task takes from; `lean`: the lean path for RTP that
+    a forwarded publication receives (None: aiortc's path for all)."""
+
+    now_ms = current_ms if lean is None else wall_ms
 
     def datagram_received(data: bytes, addr) -> None:
         if (data and 127 < data[0] < 192 and dtls._state is DtlsState.CONNECTED and dtls._rx_srtp is not None
                 and waiting.empty()):
             dtls._RTCDtlsTransport__rx_bytes += len(data)
             dtls._RTCDtlsTransport__rx_packets += 1
-            arrival_time_ms = current_ms()
+            arrival_time_ms = now_ms()
             try:
                 if is_rtcp(data):
                     handling = dtls._handle_rtcp_data(dtls._rx_srtp.unprotect_rtcp(data))
                 else:
-                    handling = dtls._handle_rtp_data(dtls._rx_srtp.unprotect(data), arrival_time_ms=arrival_time_ms)
+                    plain = dtls._rx_srtp.unprotect(data)
+                    if lean is not None and lean(plain, arrival_time_ms):
+                        return
+                    handling = dtls._handle_rtp_data(plain, arrival_time_ms=arrival_time_ms)
             except pylibsrtp.Error:  # aiortc drops what does not authenticate (replayed, forged, corrupt)
+                return
+            except Exception:  # noqa: BLE001 - the lean path, as aiortc's receive task would: drop, keep receiving
+                receive_log.exception("handling a media datagram failed")
                 return
             run_now(handling)
             return
         through_aioice(data, addr)
 
     return datagram_received
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The lean receive path: a forwarded publication's RTP without aiortc's per-packet objects and coroutines
+
+
+ACTIVE_SSRC_REFRESH_MS = 500  # how often the lean path refreshes a source's "last seen" (getSynchronizationSources)
+# Sources one DTLS transport's lean path takes on; beyond, aiortc's path (a browser sends a few: audio, video,
+# RTX, and new SSRCs when it restarts a sender; a hostile publisher could send any number).
+MAX_LEAN_STREAMS = 32
+
+
+NTP_EPOCH_MS = 2_208_988_800_000  # from the NTP epoch (1900-01-01 UTC) to the Unix epoch, in ms (RFC 5905)
+
+
+def wall_ms() -> int:
+    """``aiortc.clock.current_ms`` (ms since the NTP epoch by the UTC wall clock: the arrival times of
+    aiortc's REMB estimator) from ``time.time()``, without its two datetime objects and a timedelta per
+    call (1.3 µs against 0.1); the same value but for the last millisecond's rounding."""
+    return int(time.time() * 1000) + NTP_EPOCH_MS
+
+
+class _LeanStream:
+    """One source SSRC of a diverted receiver (a Publication's), as the lean path handles it: the
+    receiver's own aggregated state (aiortc's objects: its REMB estimator, receive statistics and NACK
+    generator), looked up once."""
+
+    __slots__ = ("active", "clock_rate", "estimator", "nack", "payload_type", "receiver", "sink", "ssrc", "vp8",
+                 "_refresh")
+
+    def __init__(self, receiver, sink: PacketSink, ssrc: int, payload_type: int, codec) -> None:
+        self.receiver = receiver
+        self.sink = sink
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self.clock_rate = codec.clockRate
+        self.vp8 = codec.name == "VP8"  # aiortc depayloads VP8 (and drops a packet whose descriptor is cut)
+        self.estimator = receiver._RTCRtpReceiver__remote_bitrate_estimator  # video only, as aiortc sets it
+        if self.estimator is not None:
+            compile_incoming_bitrate(self.estimator)
+        self.nack = receiver._RTCRtpReceiver__nack_generator
+        self.active = receiver._RTCRtpReceiver__active_ssrc
+        self._refresh = -ACTIVE_SSRC_REFRESH_MS
+
+
+def compile_incoming_bitrate(estimator) -> None:
+    """Give aiortc's ``RemoteBitrateEstimator`` (REMB) fastpath.c's ``RateCounter`` as its incoming-bitrate
+    counter (``incoming_bitrate``), with the state aiortc's had (``_window_size``, ``_scale``,
+    ``_origin_index``, ``_origin_ms``, ``_buckets``): the same figures, without aiortc's loop of one Python
+    iteration per millisecond passed, twice per packet (two thirds of the estimator's time)."""
+    counter = estimator.incoming_bitrate
+    if isinstance(counter, _fastpath.RateCounter):
+        return
+    compiled = _fastpath.RateCounter(counter._window_size, counter._scale)
+    compiled.load(counter._origin_index, counter._origin_ms, [b.count for b in counter._buckets],
+                  [b.value for b in counter._buckets])
+    estimator.incoming_bitrate = compiled
+
+
+class LeanReceive:
+    """Handles the RTP of a forwarded publication in the socket's callback, for one DTLS transport, without
+    the per-packet objects and coroutines of aiortc's path (issue #21; docs/MEDIA-RECEIVE.md has the profile).
+
+    aiortc's path, per packet: ``RtpPacket.parse`` (a packet, a header-extensions dataclass, a list), the
+    router, the coroutine ``_handle_rtp_packet`` (REMB estimator, the source's "last seen" as a datetime,
+    receive statistics, RTX unwrap, NACK generator, VP8 depayloading for a decoder we never run), and the
+    jitter buffer, here a :class:`PacketSink`. For a packet of a source already known to belong to a
+    diverted receiver (its SSRC routed to it by aiortc's router, the payload type a media codec of it, not
+    RTX), this does the same on the same state: fastpath.c's ``parse_rtp`` reads the header and only the
+    abs-send-time extension into a ``ReceivedRtp``; the receiver's own ``RemoteBitrateEstimator`` (REMB,
+    sent through ``_send_rtcp`` as aiortc does, so bandwidth.py's cap applies), ``StreamStatistics``
+    (Receiver Reports, getStats) and ``NackGenerator`` (NACKs through ``_send_rtcp_nack``) get it, and then
+    the sink; the estimator counts the incoming bitrate with fastpath.c's ``RateCounter``
+    (:func:`compile_incoming_bitrate`). What differs: no VP8 depayloading (only its bounds check, which drops
+    what aiortc drops), and the "last seen" time of ``getSynchronizationSources`` refreshed every 500 ms instead of every packet.
+
+    Everything else takes aiortc's own path, which shares that state, so the two mix: the first packet of a
+    source (aiortc's router learns its SSRC), RTX, unknown payload types or SSRCs, a stopped receiver, and
+    every packet ``parse_rtp`` refuses (malformed: aiortc drops it as before). SVPL_COMPILED_FORWARDING=false
+    leaves all of it to aiortc's path, the readable reference; tests/media/test_lean_receive.py compares them.
+    """
+
+    __slots__ = ("_extensions", "_router", "_streams")
+
+    def __init__(self, dtls) -> None:
+        if _fastpath is None:
+            raise RuntimeError("services/media/_fastpath is not built: run `make install` (or set SVPL_COMPILED_FORWARDING=0)")
+        self._router = dtls._rtp_router
+        self._extensions = dtls._rtp_header_extensions_map._HeaderExtensionsMap__ids  # the negotiated ids
+        self._streams: dict[bytes, _LeanStream] = {}  # by the SSRC's 4 header bytes
+
+    def __call__(self, plain: bytes, arrival_time_ms: int) -> bool:
+        """Handle an unprotected RTP packet; False: it is not for this path (aiortc's path takes it)."""
+        stream = self._streams.get(plain[8:12])
+        if stream is None:
+            self._learn(plain)
+            return False
+        receiver = stream.receiver
+        if (plain[1] & 0x7F) != stream.payload_type or not receiver._enabled:
+            return False
+        if self._router.ssrc_table.get(stream.ssrc) is not receiver:  # unregistered since
+            del self._streams[plain[8:12]]
+            return False
+        packet = _fastpath.parse_rtp(plain, self._extensions.abs_send_time or 0, stream.vp8)
+        if packet is None:
+            return False
+        ssrc = stream.ssrc
+        estimator = stream.estimator
+        if estimator is not None and packet.abs_send_time is not None:
+            remb = estimator.add(abs_send_time=packet.abs_send_time, arrival_time_ms=arrival_time_ms,
+                                 payload_size=len(packet.payload) + packet.padding_size, ssrc=ssrc)
+            rtcp_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc
+            if rtcp_ssrc is not None and remb is not None:
+                run_now(receiver._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
+                                                           fci=pack_remb_fci(*remb))))
+        if arrival_time_ms - stream._refresh >= ACTIVE_SSRC_REFRESH_MS:
+            stream._refresh = arrival_time_ms
+            stream.active[ssrc] = current_datetime()
+        streams = receiver._RTCRtpReceiver__remote_streams
+        statistics = streams.get(ssrc)
+        if statistics is None:
+            statistics = streams[ssrc] = StreamStatistics(stream.clock_rate)
+        statistics.add(packet)
+        nack = stream.nack
+        if nack is not None and nack.add(packet):
+            run_now(receiver._send_rtcp_nack(ssrc, sorted(nack.missing)))
+        # A ReceivedRtp has every field of an RtpPacket the forwarder reads (ssrc, sequence_number, timestamp,
+        # marker, payload), and nothing downstream reads more (tests/media/test_lean_receive.py).
+        stream.sink.add(cast(RtpPacket, packet))
+        return True
+
+    def _learn(self, plain: bytes) -> None:
+        """Take this packet's source on if aiortc's router already routes it to a diverted receiver with
+        this payload type as a media codec (the packet itself still takes aiortc's path)."""
+        if len(plain) < 12 or len(self._streams) >= MAX_LEAN_STREAMS:
+            return
+        ssrc, payload_type = int.from_bytes(plain[8:12], "big"), plain[1] & 0x7F
+        receiver = self._router.ssrc_table.get(ssrc)
+        if receiver is None or receiver not in self._router.payload_type_table.get(payload_type, ()):
+            return
+        sink = vars(receiver).get(_JITTER_BUFFER)
+        codec = receiver._RTCRtpReceiver__codecs.get(payload_type)
+        if isinstance(sink, PacketSink) and codec is not None and not is_rtx(codec):
+            self._streams[plain[8:12]] = _LeanStream(receiver, sink, ssrc, payload_type, codec)
 
 
 # ---------------------------------------------------------------------------------------------------------
