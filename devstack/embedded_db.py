@@ -28,17 +28,27 @@ _handed_out: set[int] = set()
 _pick = random.Random(os.getpid() ^ time.time_ns())
 
 
-def free_port() -> int:
+def free_port(*, udp: bool = False, span: int = 1) -> int:
+    """A port free now for TCP (and with `udp` for UDP too), or the first of `span` consecutive ones,
+    from a range below the kernel's ephemeral ports (no outgoing connection takes it meanwhile), never
+    handed out twice in this process."""
+    kinds = [socket.SOCK_STREAM, socket.SOCK_DGRAM] if udp else [socket.SOCK_STREAM]
     for _ in range(1000):
         port = _pick.randrange(*_PORT_RANGE)
-        if port in _handed_out:
+        ports = range(port, port + span)
+        if _handed_out.intersection(ports):
             continue
-        with socket.socket() as s:
-            try:
-                s.bind(("", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
+        held: list[socket.socket] = []
+        try:
+            for p, kind in ((p, kind) for p in ports for kind in kinds):
+                held.append(socket.socket(socket.AF_INET, kind))
+                held[-1].bind(("", p))
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+        _handed_out.update(ports)
         return port
     raise RuntimeError(f"no free port in {_PORT_RANGE}")
 

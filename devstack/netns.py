@@ -215,11 +215,13 @@ class _RelayListener(asyncio.DatagramProtocol):
 class DelayRelay:
     """A user-space UDP relay with added delay (this kernel has no netem): on `address`, every port
     of `ports` forwards to the same port on `target`, each client through a socket of its own (as
-    a NAT would), both ways after `delay` seconds. Runs on the loop it is started on (a NetnsLoop's
-    for a relay inside a namespace)."""
+    a NAT would), both ways after `delay` seconds; a reply for which `lose(reply)` is true is dropped
+    (a loss on the way back). Runs on the loop it is started on (a NetnsLoop's for a relay inside a
+    namespace)."""
 
-    def __init__(self, address: str, ports: range, target: str, delay: float) -> None:
-        self.address, self.ports, self.target, self.delay = address, ports, target, delay
+    def __init__(self, address: str, ports: range, target: str, delay: float,
+                 lose: Callable[[bytes], bool] = lambda _reply: False) -> None:
+        self.address, self.ports, self.target, self.delay, self.lose = address, ports, target, delay, lose
         self._listeners: list[asyncio.DatagramTransport] = []
         self._upstream: dict[tuple[tuple[str, int], int], asyncio.Future] = {}
 
@@ -243,7 +245,8 @@ class DelayRelay:
 
             class Back(asyncio.DatagramProtocol):
                 def datagram_received(self, reply: bytes, addr) -> None:
-                    relay._later(lambda: listener.sendto(reply, client))
+                    if not relay.lose(reply):
+                        relay._later(lambda: listener.sendto(reply, client))
 
             self._upstream[key] = asyncio.ensure_future(asyncio.get_running_loop().create_datagram_endpoint(
                 Back, remote_addr=(self.target, port)))

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import wave
 from pathlib import Path
 
 import numpy as np
+
+from devstack.embedded_db import free_port
 
 CONFIG = """poll_method epoll
 sip_listen 127.0.0.1:{sip_port}
@@ -53,31 +54,6 @@ def silence_wav(path: Path, seconds: float = 120.0, rate: int = 8000, tone: floa
     return path
 
 
-def free_port(*, tcp: bool, udp: bool, also_next: bool = False, span: int = 1) -> int:
-    """A loopback port free now for the given protocols, and `span` ports from it on (baresip's RTP
-    range), and with `also_next` the next one free for TCP too: baresip's SIP listens on UDP and TCP at
-    sip_listen's port and for TLS on the one after it, and exits when any of them is taken."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        wanted = [(p, kind) for p in range(port, port + span) for kind, on in
-                  ((socket.SOCK_STREAM, tcp), (socket.SOCK_DGRAM, udp)) if on]
-        wanted += [(port + 1, socket.SOCK_STREAM)] if also_next else []
-        held: list[socket.socket] = []
-        try:
-            for p, kind in wanted:
-                s = socket.socket(socket.AF_INET, kind)
-                held.append(s)
-                s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-
-
 def netstring(data: dict) -> bytes:
     raw = json.dumps(data).encode()
     return str(len(raw)).encode() + b":" + raw + b","
@@ -96,28 +72,25 @@ class Baresip:
         self._writer: asyncio.StreamWriter | None = None
 
     async def start(self) -> None:
-        """Start baresip and connect to its control port. A port taken between choosing and binding
-        (another process's connection can take any ephemeral port) makes baresip exit at once: then it
-        starts again on fresh ports, up to three times."""
+        """Start baresip and connect to its control port. Its SIP listens on UDP and TCP at sip_listen's
+        port and for TLS on the one after it, and baresip exits when any of them is taken: so both ports,
+        from devstack's range below the ephemeral ones (an ephemeral port + 1 can be any connection's)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.records.mkdir(exist_ok=True)
-        for _ in range(3):
-            self.ctrl_port = free_port(tcp=True, udp=False)
-            self._configure(sip_port=free_port(tcp=True, udp=True, also_next=True), rtp=free_port(tcp=False, udp=True, span=10))
-            log = open(self.dir / "baresip.log", "ab")
-            self.proc = await asyncio.create_subprocess_exec("baresip", "-f", str(self.dir), stdin=asyncio.subprocess.DEVNULL,
-                                                             stdout=log, stderr=log)
-            log.close()
-            deadline = asyncio.get_running_loop().time() + 30
-            while self.proc.returncode is None and asyncio.get_running_loop().time() < deadline:
-                try:
-                    _, self._writer = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
-                    return
-                except OSError:
-                    await asyncio.sleep(0.05)
-            if self.proc.returncode is None:
-                break
-        raise RuntimeError(f"baresip did not start:\n{self.log()[-2000:]}")
+        self.ctrl_port = free_port()
+        self._configure(sip_port=free_port(udp=True, span=2), rtp=free_port(udp=True, span=11))
+        log = open(self.dir / "baresip.log", "wb")
+        self.proc = await asyncio.create_subprocess_exec("baresip", "-f", str(self.dir), stdin=asyncio.subprocess.DEVNULL,
+                                                         stdout=log, stderr=log)
+        log.close()
+        deadline = asyncio.get_running_loop().time() + 30
+        while self.proc.returncode is None and asyncio.get_running_loop().time() < deadline:
+            try:
+                _, self._writer = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"baresip did not start (exit {self.proc.returncode}):\n{self.log()[-2000:]}")
 
     def _configure(self, sip_port: int, rtp: int) -> None:
         (self.dir / "config").write_text(CONFIG.format(

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from svpl.roster.v1 import roster_pb2
 
 from devstack import sipp
+from devstack.netns import DelayRelay
 from devstack.sipp import free_udp_port
 from tests.dialin.test_phone_caller import call, enter, finished, in_room, live_meeting_with_browsers, unidentified
 from tests.polling import poll
@@ -80,42 +81,6 @@ async def test_a_meeting_not_started_says_so_and_hangs_up(dialin_world, tmp_path
     assert REGISTRY.get_sample_value("svpl_dialin_calls_total", {"outcome": "not_started"}) >= 1
 
 
-class LosesFirstBye:
-    """A trunk link between SIPp and the service that loses the first BYE towards the caller (UDP: the
-    service must send it again, RFC 3261 17.1.2.2); everything else passes both ways."""
-
-    def __init__(self, service: tuple[str, int]) -> None:
-        self.service, self.byes, self.caller = service, 0, None
-        self.front: asyncio.DatagramTransport | None = None
-        self.back: asyncio.DatagramTransport | None = None
-
-    async def start(self) -> tuple[str, int]:
-        loop = asyncio.get_running_loop()
-        relay = self
-
-        class Front(asyncio.DatagramProtocol):
-            def datagram_received(self, data, addr):
-                relay.caller = addr
-                relay.back.sendto(data, relay.service)
-
-        class Back(asyncio.DatagramProtocol):
-            def datagram_received(self, data, addr):
-                if data.startswith(b"BYE "):
-                    relay.byes += 1
-                    if relay.byes == 1:
-                        return  # lost
-                relay.front.sendto(data, relay.caller)
-
-        self.front, _ = await loop.create_datagram_endpoint(Front, local_addr=("127.0.0.1", 0))
-        self.back, _ = await loop.create_datagram_endpoint(Back, local_addr=("127.0.0.1", 0))
-        return self.front.get_extra_info("sockname")
-
-    def close(self) -> None:
-        for transport in (self.front, self.back):
-            if transport is not None:
-                transport.close()
-
-
 def bye_retransmissions() -> float:
     return REGISTRY.get_sample_value("svpl_dialin_bye_retransmissions_total") or 0.0
 
@@ -126,18 +91,28 @@ async def test_a_bye_lost_on_the_trunk_is_sent_again_until_the_caller_answers(di
     second later, the caller answers that one, and then no more are sent."""
     world = dialin_world
     m = await world.meeting()  # not started: the service says so and hangs up
-    link = LosesFirstBye(world.sip)
+    byes: list[bytes] = []
+
+    def first_bye_lost(reply: bytes) -> bool:  # every BYE towards the caller counted, the first lost
+        if reply.startswith(b"BYE "):
+            byes.append(reply)
+            return len(byes) == 1
+        return False
+
+    # The trunk's link: 127.0.0.2 at the service's port relays to the service, losing the first BYE back.
+    link = DelayRelay("127.0.0.2", range(world.sip[1], world.sip[1] + 1), world.sip[0], 0.0, lose=first_bye_lost)
+    await link.start()
     before = bye_retransmissions()
     try:
         scenario = sipp.scenario(tmp_path / "lossy.xml", "0704444411", enter(tmp_path, "lossy", m.dial_in_code + "##"),
                                  bye_within_ms=20000)
-        proc = await sipp.run(scenario, await link.start(), free_udp_port(), free_udp_port())
-        assert await finished(proc, 40) == 0  # the second BYE reached SIPp, which answered it
-        assert link.byes == 2
+        proc = await sipp.run(scenario, ("127.0.0.2", world.sip[1]), free_udp_port(), free_udp_port())
+        assert await finished(proc, 40) == 0  # a later BYE reached SIPp, which answered it
         await poll(lambda: not world.component.endpoint._byes, 5, "the BYE's retransmission over")
-        assert bye_retransmissions() - before == 1
+        # Sent again until answered (on a loaded machine the answer may cross one more), then no more.
+        assert len(byes) >= 2 and bye_retransmissions() - before == len(byes) - 1
     finally:
-        link.close()
+        await link.stop()
 
 
 @pytest.mark.slow

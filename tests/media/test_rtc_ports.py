@@ -5,13 +5,13 @@ Real aiortc peers through real media; a 4-port range so that running out is chea
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 
 import grpc
 import pytest
 from svpl.media.v1 import media_pb2
 
+from devstack.embedded_db import free_port
 from devstack.peers import Peer
 from services.media.config import MediaSettings
 from services.media.ports import advertise_node_address
@@ -23,22 +23,8 @@ SIZE = 4
 
 
 def free_udp_range(size: int) -> int:
-    """The first of `size` consecutive UDP ports free on 127.0.0.1, outside free_port's 20000-32000."""
-    for _ in range(200):
-        low = random.randrange(33000, 39000)
-        socks = []
-        try:
-            for port in range(low, low + size):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return low
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free UDP port range")
+    """The first of `size` consecutive ports free on 127.0.0.1 (devstack's, never handed out twice)."""
+    return free_port(udp=True, span=size)
 
 
 def candidate_ports(sdp: str) -> set[int]:
