@@ -39,10 +39,11 @@ AUTH = Counter(
 )
 
 # Call quality on the trunk side (quality.py), one observation per answered call that sent RTP.
+RATIO_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 LOSS = Histogram(
     "svpl_dialin_call_packet_loss_ratio",
     "Per call: the share of the phone's RTP packets that never arrived (RFC 3550 A.3).",
-    buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+    buckets=RATIO_BUCKETS,
 )
 JITTER = Histogram(
     "svpl_dialin_call_jitter_seconds",
@@ -52,7 +53,7 @@ JITTER = Histogram(
 CONCEALED = Histogram(
     "svpl_dialin_call_concealed_ratio",
     "Per call: frames the jitter buffer concealed (the packet lost, or too late to play) per frame received.",
-    buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+    buckets=RATIO_BUCKETS,
 )
 POOR_CALLS = Gauge(
     "svpl_dialin_poor_quality_calls",

@@ -71,13 +71,17 @@ LINK_KBPS = 500  # the weak link's rate each way (netns.weak_link)
 # estimate (services/media/bandwidth.py, docs/NETWORK.md).
 NOISY_ROWS = 24
 
-# What the coordinator's Chrome sends and thinks it may send: its video's bytes sent and its own
-# estimate of its link (availableOutgoingBitrate, which follows the REMB media sends it).
-VIDEO_OUT = """
+# The start of an asynchronous script on the portal's meeting connection (the one with more than the
+# test room's two transceivers, the newest: the portal makes a new one when it reconnects), as `pc`.
+MEETING_CONNECTION = """
 const done = arguments[arguments.length - 1];
 const made = window.svplPeerConnections || [];
 const pc = made.filter(p => p.getTransceivers().length > 2).pop();
-if (!pc) { done(null); return; }
+if (!pc) { done(null); return; }"""
+
+# What the coordinator's Chrome sends and thinks it may send: its video's bytes sent and its own
+# estimate of its link (availableOutgoingBitrate, which follows the REMB media sends it).
+VIDEO_OUT = MEETING_CONNECTION + """
 pc.getStats().then(report => {
   let bytesSent = 0, available = null;
   report.forEach(s => {
@@ -101,11 +105,7 @@ RECORD_PEER_CONNECTIONS = """
 
 # The meeting connection's received video as the browser counts it (summed over its receive slots),
 # the video packets it sent, and which connection it is (the portal makes a new one when it reconnects).
-VIDEO_IN = """
-const done = arguments[arguments.length - 1];
-const made = window.svplPeerConnections || [];
-const pc = made.filter(p => p.getTransceivers().length > 2).pop();
-if (!pc) { done(null); return; }
+VIDEO_IN = MEETING_CONNECTION + """
 pc.getStats().then(report => {
   const v = {bytesReceived: 0, framesDecoded: 0, keyFramesDecoded: 0, pliCount: 0, firCount: 0, nackCount: 0, packetsLost: 0,
              packetsReceived: 0, retransmittedPacketsReceived: 0, freezeCount: 0, totalFreezesDuration: 0};
