@@ -119,6 +119,10 @@ def run(artifacts: Path) -> None:
         marked = wait(coordinator, "Telefon in the coordinator's roster card", lambda d: js(d, ROSTER_PHONE), 30)
         assert marked == [[patient["participant_id"], "Telefon, slutar på …12"]], marked
         assert NUMBER not in coordinator.page_source
+        # The grid is laid out for two tiles, the phone tile's whole box in the window beside the coordinator's.
+        wait(coordinator, "two tiles laid out, the phone tile in the window", lambda d: js(
+            d, "scrollTo(0, 0); const t = document.querySelector('#video-grid .tile.phone').getBoundingClientRect();"
+               " return document.getElementById('video-grid').dataset.count === '2' && t.bottom <= innerHeight;"))
         coordinator.save_screenshot(str(artifacts / "coordinator-phone-tile.png"))
         print(f"phone tile shown at {time.monotonic() - started:.1f}s", flush=True)
 

@@ -863,6 +863,7 @@
       tile.setAttribute("aria-label", label + ": bara ljud");
       if (name) tile.dataset.name = name; else delete tile.dataset.name;
     }
+    layoutGrid(thisRoom.grid);  // at once, not at the next speaking-marks tick: a phone tile came or went
   }
 
   function watchConnection(thisRoom, pc) {
