@@ -28,7 +28,8 @@ The rule (docs/NETWORK.md, "Holding a publisher to its weakest subscriber"):
   :data:`FLOOR_BPS` (video at the portal's sizes still plays there; an absurd REMB of 0 costs the others at
   most this) and no cap at all at or above :data:`CEILING_BPS` (more than the portal's camera is ever sent
   with). A departed subscriber no longer counts from the next evaluation (at most :data:`RESEND_SECONDS`).
-- **What the publisher gets**: aiortc's own REMB, clamped to the cap when it is lower; and while the cap
+- **What the publisher gets**: aiortc's own REMB (throttled as libwebrtc's: at once when it falls by more than
+  3 %, else at most every 200 ms), clamped to the cap when it is lower; and while the cap
   holds, a REMB of ``min(own estimate, cap)`` every :data:`RESEND_SECONDS`, at once when the cap drops by
   more than 3 % (at most five a second). A subscriber can lower a publisher to the floor at worst and
   never raise it above the publisher's own link's estimate (a huge REMB is no cap).

@@ -31,7 +31,8 @@ return, so no call layer is added per packet):
   :func:`intercept_host_candidate_binds` (how aioice binds its host candidates).
 - Bandwidth feedback (services/media/bandwidth.py): :func:`watch_receiver_feedback` (what a subscriber's
   browser reports on a sender: REMB, Receiver Report loss) and :func:`cap_receiver_estimate` (the REMB a
-  publisher's receiver sends, clamped, and REMBs of our own).
+  publisher's receiver sends, clamped and throttled as libwebrtc's (:func:`throttle_estimates`), and REMBs of
+  our own).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ __all__ = [
     "attach_rtp_out", "cap_receiver_estimate", "compile_incoming_bitrate", "current_ms", "current_ntp_time",
     "divert_received_packets", "fan_out", "fastpath_available", "ice_sockets", "intercept_host_candidate_binds",
     "is_rtcp", "negotiated_codecs", "offered_direction", "parse_sdp", "pli_sender", "receive_in_callback", "run_now",
-    "set_negotiated_codecs", "watch_receiver_feedback", "watch_round_trips",
+    "set_negotiated_codecs", "throttle_estimates", "watch_receiver_feedback", "watch_round_trips",
 ]
 
 # ---------------------------------------------------------------------------------------------------------
@@ -909,6 +910,33 @@ def watch_round_trips(sender, on_round_trip: Callable[[float], None]) -> None:
 
 
 REMB_MAX_BPS = 0x3FFFF << 63  # the largest bitrate a REMB can carry (18-bit mantissa, 6-bit exponent)
+# libwebrtc's RembThrottler (modules/congestion_controller/remb_throttler.cc): an estimate goes out as a REMB at
+# once when it is more than 3 % below the last one sent, otherwise at most once per 200 ms.
+REMB_INTERVAL_MS, REMB_SEND_THRESHOLD_PERCENT = 200, 103
+
+
+def throttle_estimates(estimator) -> None:
+    """Let aiortc's ``RemoteBitrateEstimator`` hand on an estimate (for a REMB) only as libwebrtc's RembThrottler
+    sends one (:data:`REMB_INTERVAL_MS`, :data:`REMB_SEND_THRESHOLD_PERCENT`).
+
+    aiortc's receiver sends a REMB for every estimate its estimator returns, and the estimator returns one
+    for every packet while its detector sees overuse (a loaded machine, a link filling up): hundreds a second
+    per publisher, each built, SRTCP-protected and sent, although only a lower figure tells the publisher
+    anything new. The estimator's own state is updated on every packet as before; both receive paths (aiortc's
+    ``_handle_rtp_packet`` and :class:`LeanReceive`) call this ``add``."""
+    add = estimator.add
+    last_ms, last_bps = -(1 << 62), 1 << 62
+
+    def throttled(arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int):
+        nonlocal last_ms, last_bps
+        remb = add(arrival_time_ms=arrival_time_ms, abs_send_time=abs_send_time, payload_size=payload_size, ssrc=ssrc)
+        if remb is None or (remb[0] * REMB_SEND_THRESHOLD_PERCENT // 100 > last_bps
+                            and arrival_time_ms < last_ms + REMB_INTERVAL_MS):
+            return None
+        last_ms, last_bps = arrival_time_ms, remb[0]
+        return remb
+
+    estimator.add = throttled
 
 
 def cap_receiver_estimate(receiver, cap: Callable[[], int | None],
@@ -920,7 +948,11 @@ def cap_receiver_estimate(receiver, cap: Callable[[], int | None],
     sends each estimate as a REMB through ``self._send_rtcp`` (in ``_handle_rtp_packet``); there is no public
     way to it. ``_send_rtcp`` is overridden on this receiver: a REMB goes out as ``min(estimate, cap())``, every
     other RTCP packet (Receiver Reports, NACK, PLI) unchanged. Our own REMBs carry the receiver's RTCP SSRC
-    (``__rtcp_ssrc``, none until the receiver has started: then nothing is sent)."""
+    (``__rtcp_ssrc``, none until the receiver has started: then nothing is sent). The estimates themselves are
+    throttled as libwebrtc's are (:func:`throttle_estimates`)."""
+    estimator = receiver._RTCRtpReceiver__remote_bitrate_estimator
+    if estimator is not None:
+        throttle_estimates(estimator)
     send = receiver._send_rtcp
 
     async def send_rtcp(packet) -> None:

@@ -297,3 +297,48 @@ async def test_a_subscriber_cannot_freeze_others_below_the_floor_nor_lift_them_n
 
 def test_the_rule_is_documented_where_it_is_set():
     assert "weakest" in bandwidth.__doc__ and "FLOOR_BPS" in bandwidth.__doc__
+
+
+def estimates(throttled: bool, delay_growth_ms: float, seconds: float = 6.0) -> list[tuple[int, int]]:
+    """(arrival ms, bitrate) of every estimate aiortc's real estimator hands on for a 600 kbit/s, 15 fps video
+    (5 packets a frame) whose one-way delay grows by `delay_growth_ms` a frame: a link filling up, or a media
+    process that is not scheduled in time."""
+    from aiortc.rate import RemoteBitrateEstimator
+
+    from services.media.rtc_internals import throttle_estimates
+
+    estimator = RemoteBitrateEstimator()
+    if throttled:
+        throttle_estimates(estimator)
+    got = []
+    start_ms = 3_900_000_000_000
+    for frame in range(int(seconds * 15)):
+        for i in range(5):
+            sent = frame / 15 + i * 0.002
+            arrival_ms = start_ms + int(1000 * sent + frame * delay_growth_ms)
+            remb = estimator.add(arrival_time_ms=arrival_ms, abs_send_time=int(sent * (1 << 18)) & 0xFFFFFF,
+                                 payload_size=1000, ssrc=1234)
+            if remb is not None:
+                got.append((arrival_ms, remb[0]))
+    return got
+
+
+@pytest.mark.parametrize("growth", [0.0, 2.0, 6.0])
+def test_a_publisher_gets_remb_as_libwebrtc_sends_it_not_one_per_packet(growth):
+    """libwebrtc's RembThrottler: an estimate goes out at once when it is more than 3 % below the last one sent,
+    else at most every 200 ms. aiortc's receiver sent one per packet while its detector saw overuse; the
+    throttled estimator hands on a subsequence of aiortc's estimates, and withholds none it must send."""
+    every = estimates(False, growth)
+    sent = estimates(True, growth)
+    assert set(sent) <= set(every) and sent and sent[0] == every[0]
+    last_ms, last_bps = sent[0]
+    for at, bitrate in every[1:]:
+        must = bitrate * 103 // 100 <= last_bps or at >= last_ms + 200
+        assert ((at, bitrate) in sent) == must, (at, bitrate, last_ms, last_bps)
+        if must:
+            last_ms, last_bps = at, bitrate
+    span = (every[-1][0] - every[0][0]) / 1000
+    if growth:  # overuse: aiortc's estimates came with (nearly) every packet
+        assert len(every) > 30 * span, len(every)
+    lower = sum(1 for (_, a), (_, b) in zip(sent, sent[1:]) if b * 103 // 100 <= a)
+    assert len(sent) <= 5 * span + lower + 1, (len(sent), lower, span)
