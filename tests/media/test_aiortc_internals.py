@@ -794,3 +794,28 @@ def test_bandwidth_feedback_internals():
         assert hasattr(rtc_internals, name), name
     assert rtc_internals.unpack_remb_fci(rtc_internals.pack_remb_fci(rtc_internals.REMB_MAX_BPS, [1]))[0] == (
         rtc_internals.REMB_MAX_BPS)
+
+
+def test_sender_report_internals():
+    """SenderReports (per connection) and sender_report mirror aiortc's per-sender RTCP loop: ``send`` starts
+    ``self._run_rtcp()`` (looked up on the instance), ``stop`` cancels it and waits for its two events, the loop
+    sends an SR from the sender's counters and an SDES CNAME through ``self._send_rtcp``, notes ``__lsr`` and
+    ``__lsr_time`` for the round trip, and a BYE when cancelled; ``_send_rtcp`` ends in the transport's
+    ``_send_rtp``, the call SenderReports collects for one tick."""
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    assert "self.__rtcp_task = asyncio.ensure_future(self._run_rtcp())" in inspect.getsource(RTCRtpSender.send)
+    stop = inspect.getsource(RTCRtpSender.stop)
+    assert "self.__rtcp_started.wait()" in stop and "self.__rtcp_exited.wait()" in stop
+    loop = inspect.getsource(RTCRtpSender._run_rtcp)
+    steps = ["self.__rtcp_started.set()", "await asyncio.sleep(0.5 + random.random())", "ssrc=self._ssrc",
+             "ntp_timestamp=self.__ntp_timestamp", "rtp_timestamp=self.__rtp_timestamp",
+             "packet_count=self.__packet_count & 0xFFFFFFFF", "octet_count=self.__octet_count & 0xFFFFFFFF",
+             "self.__lsr = ((self.__ntp_timestamp) >> 16) & 0xFFFFFFFF", "self.__lsr_time = time.time()",
+             "if self.__cname is not None:", "items=[(1, self.__cname.encode(\"utf8\"))]",
+             "await self._send_rtcp(packets)", "except asyncio.CancelledError:",
+             "packet = RtcpByePacket(sources=[self._ssrc])", "await self._send_rtcp([packet])",
+             "self.__rtcp_exited.set()"]
+    assert [loop.index(step) for step in steps] == sorted(loop.index(step) for step in steps)
+    assert "await self.transport._send_rtp(payload)" in inspect.getsource(RTCRtpSender._send_rtcp)
+    assert "data = self._tx_srtp.protect_rtcp(data)" in inspect.getsource(RTCDtlsTransport._send_rtp)
