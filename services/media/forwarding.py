@@ -49,11 +49,11 @@ from services.media.rtc_internals import (
     RtpPacket,
     VpxPayloadDescriptor,
     attach_rtp_out,
-    current_ntp_time,
     divert_received_packets,
     fan_out,
     ice_sockets,
     negotiated_codecs,
+    ntp_time,
     pli_sender,
     set_negotiated_codecs,
 )
@@ -188,7 +188,7 @@ class Publication:
 
     def _fan_out(self, packets: list[RtpPacket], keyframe: bool) -> None:
         # One NTP send time for the whole fan-out (aiortc's loop reads the clock twice per packet).
-        ntp = current_ntp_time()
+        ntp = ntp_time()
         abs_send_time = (ntp >> 14) & 0x00FFFFFF  # RTP abs-send-time: 6.18 fixed-point seconds
         targets = self._targets
         if targets is None:

@@ -455,3 +455,14 @@ def test_the_lean_paths_arrival_clock_is_aiortcs():
     for _ in range(1000):
         before, ours, after = current_ms(), rtc_internals.wall_ms(), current_ms()
         assert before - 1 <= ours <= after + 1
+
+
+def test_the_forwarders_ntp_clock_is_aiortcs():
+    """The fan-out stamps Sender Report and abs-send-time times with rtc_internals.ntp_time, aiortc's
+    current_ntp_time without its datetime objects: the same 64-bit NTP time, to a millisecond."""
+    from aiortc.clock import current_ntp_time
+
+    ms = (1 << 32) // 1000
+    for _ in range(1000):
+        before, ours, after = current_ntp_time(), rtc_internals.ntp_time(), current_ntp_time()
+        assert before - ms <= ours <= after + ms, (before, ours, after)
