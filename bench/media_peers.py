@@ -40,6 +40,7 @@ from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 from aiortc.sdp import SessionDescription
 
 from services.media.forwarding import enlarge_socket_buffers
+from services.media.rtc_internals import throttle_estimates
 
 WIDTH, HEIGHT, FPS = 640, 360, 15
 CLIP_FRAMES = 60  # 4 s: a keyframe at the start of each loop, or on request
@@ -221,6 +222,13 @@ class Participant:
         ssrcs: dict[str | None, int] = {m.rtp.muxId: m.ssrc[0].ssrc for m in description.media if m.ssrc}
         self.counters = {t: (ssrcs[t.mid], LightCounter(slot)) for t, slot in self.light.items()}
         count_light(self.pc, {ssrc: counter for ssrc, counter in self.counters.values()})
+        # The decoded slot's receiver estimates bandwidth: its REMBs paced as a browser's (libwebrtc's
+        # RembThrottler), not aiortc's one per packet while it sees overuse, which costs the server it
+        # measures (both servers alike) work no browser asks of it.
+        for t in self.pc.getTransceivers():
+            estimator = t.receiver._RTCRtpReceiver__remote_bitrate_estimator  # type: ignore[attr-defined]
+            if estimator is not None:
+                throttle_estimates(estimator)
         self.reports = asyncio.ensure_future(self.report_light())
 
     async def close(self) -> None:
