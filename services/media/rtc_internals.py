@@ -86,9 +86,9 @@ receive_log = logging.getLogger("svpl.media.receive")
 PINNED = {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}
 
 __all__ = [
-    "FAN_FAILED", "FAN_PYTHON", "FAN_REFUSED", "FAN_REST", "MAX_PLAIN", "PINNED", "WINDOW", "HandlerSuspended",
-    "LeanReceive", "PacketSink", "RawHistory", "RtpOut", "RtpPacket", "SendState", "SenderReports", "SrtpProtect",
-    "VpxPayloadDescriptor",
+    "FAN_FAILED", "FAN_PYTHON", "FAN_REFUSED", "FAN_REST", "MAX_LEARNED_SOURCES", "MAX_PLAIN", "PINNED", "WINDOW",
+    "HandlerSuspended", "LeanReceive", "PacketSink", "RawHistory", "RtpOut", "RtpPacket", "SendState", "SenderReports",
+    "SrtpProtect", "VpxPayloadDescriptor",
     "attach_rtp_out", "cap_receiver_estimate", "compile_incoming_bitrate", "current_ms", "current_ntp_time",
     "divert_received_packets", "fan_out", "fastpath_available", "ice_sockets", "intercept_host_candidate_binds",
     "is_rtcp", "negotiated_codecs", "ntp_time", "offered_direction", "parse_sdp", "pli_sender", "receive_in_callback", "run_now",
@@ -165,7 +165,55 @@ def divert_received_packets(receiver, on_packet: Callable[[RtpPacket], None]) ->
     nothing is ever decoded, the decoder thread only sees the final ``None``."""
     sink = PacketSink(on_packet)
     setattr(receiver, _JITTER_BUFFER, sink)
+    bound_learned_sources(receiver.transport._rtp_router)
     return sink
+
+
+MAX_LEARNED_SOURCES = 16  # SSRCs a connection's router keeps learned from packets (a browser sends 2-4 at a time)
+
+
+def bound_learned_sources(router) -> None:
+    """Keep at most :data:`MAX_LEARNED_SOURCES` SSRCs that aiortc's RTP router learned from packets, forgetting the
+    oldest learned first, with the state its receiver keeps per source.
+
+    aiortc's ``RtpRouter.route_rtp`` adds every unknown SSRC whose payload type one receiver has to its table,
+    and that receiver then keeps statistics, a "last seen" time and an estimator entry per SSRC, none ever
+    dropped: a participant's own client sending under ever new SSRCs (it holds the SRTP keys) grew media's
+    memory without bound. SSRCs the description named are never forgotten; a forgotten source that is still
+    sending is learned again from its next packet, as a new one."""
+    if vars(router).get(_BOUNDED):
+        return
+    route = router.route_rtp
+    table = router.ssrc_table
+    learned: dict[int, None] = {}  # in learning order (dicts keep insertion order)
+
+    def route_rtp(packet):
+        known = packet.ssrc in table
+        receiver = route(packet)
+        if receiver is not None and not known:
+            learned[packet.ssrc] = None
+            while len(learned) > MAX_LEARNED_SOURCES:
+                old = next(iter(learned))
+                del learned[old]
+                forget_source(table.pop(old, None), old)
+        return receiver
+
+    router.route_rtp = route_rtp
+    vars(router)[_BOUNDED] = True
+
+
+def forget_source(receiver, ssrc: int) -> None:
+    """Drop what `receiver` (an ``RTCRtpReceiver``, or None) keeps about source `ssrc`."""
+    if receiver is None:
+        return
+    vars(receiver).get("_RTCRtpReceiver__remote_streams", {}).pop(ssrc, None)
+    vars(receiver).get("_RTCRtpReceiver__active_ssrc", {}).pop(ssrc, None)
+    estimator = vars(receiver).get("_RTCRtpReceiver__remote_bitrate_estimator")
+    if estimator is not None:
+        estimator.ssrcs.pop(ssrc, None)
+
+
+_BOUNDED = "_svpl_bounded_learning"
 
 
 def pli_sender(receiver) -> Callable[[int], Coroutine[Any, Any, None]]:

@@ -466,3 +466,35 @@ def test_the_forwarders_ntp_clock_is_aiortcs():
     for _ in range(1000):
         before, ours, after = current_ntp_time(), rtc_internals.ntp_time(), current_ntp_time()
         assert before - ms <= ours <= after + ms, (before, ours, after)
+
+
+async def test_a_participant_sending_under_ever_new_ssrcs_cannot_grow_medias_memory(world):
+    """A participant's own client (it holds the SRTP keys) sends its audio under 80 new SSRCs in turn: media's
+    RTP router keeps at most MAX_LEARNED_SOURCES of them learned, the receiver's per-source state likewise, and
+    the newest source still reaches the other participant."""
+    meeting = await world.open_room()
+    hostile, nurse = Peer(slots=1), Peer(slots=1)
+    try:
+        await world.join(hostile, meeting, "hostile")
+        await world.join(nurse, meeting, "nurse")
+        await poll(lambda: nurse.audio_received() and hostile.audio_received(), 10, what="audio both ways")
+        sender = next(t.sender for t in hostile.pc.getTransceivers()
+                      if t.sender.track is not None and t.sender.track.kind == "audio")
+        publication = next(p for p in world.rooms.rooms[meeting].participants["hostile"].publications
+                           if p.kind == "audio")
+        router = publication.receiver.transport._rtp_router
+        named = len(router.ssrc_table)  # the SSRCs the offer named, and the first learned
+        for _ in range(80):
+            sender._ssrc = random.getrandbits(32)  # aiortc heads every packet with it
+            await poll(lambda: publication._ssrc, 5, what="media taking the new source",
+                       until=lambda ssrc: ssrc == sender._ssrc)
+        assert len(router.ssrc_table) <= named + rtc_internals.MAX_LEARNED_SOURCES, len(router.ssrc_table)
+        streams = publication.receiver._RTCRtpReceiver__remote_streams
+        assert len(streams) <= rtc_internals.MAX_LEARNED_SOURCES + 1, len(streams)
+        assert sender._ssrc in router.ssrc_table
+        heard = nurse.audio_received()[0].frames
+        await poll(lambda: nurse.audio_received()[0].frames, 10, what="the newest source reaching the nurse",
+                   until=lambda frames: frames > heard + 25)
+    finally:
+        await hostile.close()
+        await nurse.close()
