@@ -13,7 +13,7 @@ What is here, and why (performance throughout; the hot path keeps the objects an
 return, so no call layer is added per packet):
 
 - Names from undocumented modules, re-exported as they are: :class:`RtpPacket`, :func:`is_rtcp`,
-  :class:`VpxPayloadDescriptor`, :func:`parse_sdp`, :func:`current_ntp_time`, :func:`current_ms`.
+  :class:`VpxPayloadDescriptor`, :func:`parse_sdp`, :func:`current_ms`.
 - Negotiation: :func:`negotiated_codecs` / :func:`set_negotiated_codecs` (``RTCRtpTransceiver._codecs``)
   and :func:`offered_direction` (``RTCRtpTransceiver._offerDirection``).
 - Packet forwarding, receiving side: :func:`divert_received_packets` puts a :class:`PacketSink` in place of
@@ -49,7 +49,7 @@ from typing import Any, cast
 import pylibsrtp
 from aioice.candidate import candidate_foundation as candidate_foundation  # re-exported: the node candidate
 from aioice.candidate import candidate_priority as candidate_priority  # (services/media/ports.py) is made like aioice's
-from aiortc.clock import current_datetime, current_ms, current_ntp_time
+from aiortc.clock import current_datetime, current_ms
 from aiortc.codecs import is_rtx
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtcdtlstransport import State as DtlsState
@@ -89,10 +89,10 @@ __all__ = [
     "FAN_FAILED", "FAN_PYTHON", "FAN_REFUSED", "FAN_REST", "MAX_LEARNED_SOURCES", "MAX_PLAIN", "PINNED", "WINDOW",
     "HandlerSuspended", "LeanReceive", "PacketSink", "RawHistory", "RtpOut", "RtpPacket", "SendState", "SenderReports",
     "SrtpProtect", "VpxPayloadDescriptor",
-    "attach_rtp_out", "cap_receiver_estimate", "compile_incoming_bitrate", "current_ms", "current_ntp_time",
+    "attach_rtp_out", "cap_receiver_estimate", "compile_incoming_bitrate", "current_ms",
     "divert_received_packets", "fan_out", "fastpath_available", "ice_sockets", "intercept_host_candidate_binds",
     "is_rtcp", "negotiated_codecs", "ntp_time", "offered_direction", "parse_sdp", "pli_sender", "receive_in_callback", "run_now",
-    "sender_report", "set_negotiated_codecs", "throttle_estimates", "watch_receiver_feedback", "watch_round_trips",
+    "set_negotiated_codecs", "throttle_estimates", "watch_receiver_feedback", "watch_round_trips",
 ]
 
 # ---------------------------------------------------------------------------------------------------------
@@ -101,8 +101,7 @@ __all__ = [
 # RtpPacket, is_rtcp (aiortc.rtp): the packet objects aiortc's receiver hands on, its RTP serialisation, and
 #     its RTP/RTCP demultiplexing (RFC 5761).
 # VpxPayloadDescriptor (aiortc.codecs.vpx): the VP8 payload descriptor parser (RFC 7741 4.2).
-# current_ntp_time, current_ms (aiortc.clock): the clocks aiortc stamps Sender Reports, abs-send-time and
-#     arrival times with.
+# current_ms (aiortc.clock): the clock aiortc stamps arrival times with (the fan-out's NTP time is ntp_time below).
 
 parse_sdp = SessionDescription.parse
 """aiortc.sdp's ``SessionDescription.parse``: the SDP parser aiortc itself uses, to check an offer before any

@@ -10,6 +10,8 @@ import pytest
 from svpl.media.v1 import media_pb2
 
 from devstack.harness import as_token
+from devstack.peers import Peer
+from tests.polling import poll
 
 INSTANCE = "media-test-1"
 
@@ -44,6 +46,17 @@ class MediaWorld:
             media_pb2.NegotiateRequest(join_token=token, sdp_offer=sdp), metadata=self.gateway_md)
         await peer.answer(response.sdp_answer)
         return response
+
+    async def two_in_a_room(self, first: str, second: str, kind: str = "video") -> tuple[str, Peer, Peer]:
+        """A new room, and two peers with one slot each joined as `first` and `second`, once each receives the
+        other's `kind`; the caller closes the peers."""
+        meeting = await self.open_room()
+        a, b = Peer(slots=1), Peer(slots=1)
+        await self.join(a, meeting, first)
+        await self.join(b, meeting, second)
+        received = {"video": Peer.video_received, "audio": Peer.audio_received}[kind]
+        await poll(lambda: received(a) and received(b), 10, what=f"{kind} both ways")
+        return meeting, a, b
 
 
 # The send paths a test runs on (`@pytest.mark.parametrize("world", SEND_PATHS, indirect=True)`): the

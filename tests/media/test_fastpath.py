@@ -29,7 +29,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pylibsrtp import Policy, Session
 
-from devstack.peers import Peer
 from services.media import _fastpath
 from services.media.forwarding import DatagramBatch, ForwardTrack
 from services.media.rtc_internals import (
@@ -589,12 +588,8 @@ async def test_a_participant_sending_hostile_rtp_does_not_stop_the_room(world, c
     see docs/MEDIA-FASTPATH.md for what aiortc's own receiver makes of them.)"""
     caplog.set_level(logging.WARNING)
     rng = random.Random(21)
-    meeting = await world.open_room()
-    a, b = Peer(slots=1), Peer(slots=1)
+    _, a, b = await world.two_in_a_room("pa", "pb")
     try:
-        await world.join(a, meeting, "pa")
-        await world.join(b, meeting, "pb")
-        await poll(lambda: a.video_received() and b.video_received(), 10, what="media")
         t = next(t for t in a.pc.getTransceivers() if t.kind == "video" and t.sender.track is not None)
         sender: Any = t.sender
         payload_type = negotiated_codecs(t)[0].payloadType

@@ -472,12 +472,8 @@ async def test_a_participant_sending_under_ever_new_ssrcs_cannot_grow_medias_mem
     """A participant's own client (it holds the SRTP keys) sends its audio under 80 new SSRCs in turn: media's
     RTP router keeps at most MAX_LEARNED_SOURCES of them learned, the receiver's per-source state likewise, and
     the newest source still reaches the other participant."""
-    meeting = await world.open_room()
-    hostile, nurse = Peer(slots=1), Peer(slots=1)
+    meeting, hostile, nurse = await world.two_in_a_room("hostile", "nurse", "audio")
     try:
-        await world.join(hostile, meeting, "hostile")
-        await world.join(nurse, meeting, "nurse")
-        await poll(lambda: nurse.audio_received() and hostile.audio_received(), 10, what="audio both ways")
         sender = next(t.sender for t in hostile.pc.getTransceivers()
                       if t.sender.track is not None and t.sender.track.kind == "audio")
         publication = next(p for p in world.rooms.rooms[meeting].participants["hostile"].publications
