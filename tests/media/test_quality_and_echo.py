@@ -17,6 +17,7 @@ from devstack.peers import Peer
 from services.media import quality as quality_module
 from services.media.quality import HIGH_DELAY, POOR_CONNECTION, UNEVEN, Quality, QualitySampler, Thresholds, assess
 from services.media.rooms import PeerCounter
+from services.media import rtc_internals
 from services.media.rtc_internals import watch_round_trips
 from tests.media.conftest import INSTANCE, SEND_PATHS, MediaWorld
 from tests.polling import poll
@@ -159,13 +160,17 @@ async def test_the_round_trip_follows_the_link_as_it_is_now_not_a_half_minute_av
     assert cleared.round_trip_ms == pytest.approx(41) and cleared.warnings == []
 
 
-async def test_a_report_answering_an_earlier_sender_report_measures_the_round_trip():
+async def test_a_report_answering_an_earlier_sender_report_measures_the_round_trip(monkeypatch):
     """On a slow link the next Sender Report leaves before the answer to the last is back: a report block
     naming any of the last Sender Reports measures (arrival - sent - DLSR). Blocks about another stream, naming
     a Sender Report never sent, or with a DLSR longer than the time since are no measurement; aiortc's own
     handlers still get every packet."""
     from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket
 
+    # The wrapper's own clock, set by the test: a real one made the measurement depend on how fast this
+    # machine ran the lines between the Sender Report and the answer (a CI run took less than the DLSR).
+    clock = {"now": 1_000_000.0}
+    monkeypatch.setattr(rtc_internals, "time", SimpleNamespace(time=lambda: clock["now"]))
     passed: list = []
 
     async def send(packets):
@@ -177,19 +182,20 @@ async def test_a_report_answering_an_earlier_sender_report_measures_the_round_tr
     sender = SimpleNamespace(_ssrc=1234, _send_rtcp=send, _handle_rtcp_packet=handle)
     measured: list[float] = []
     watch_round_trips(sender, measured.append)
-    import time as clock
-    ntp = [(int(clock.time()) + 2208988800 + i) << 32 | 0x80000000 for i in range(2)]
-    for value in ntp:
+    ntp = [(1_000_000 + 2208988800 + i) << 32 | 0x80000000 for i in range(2)]
+    for value in ntp:  # one a second
         await sender._send_rtcp([RtcpSrPacket(ssrc=1234, sender_info=RtcpSenderInfo(
             ntp_timestamp=value, rtp_timestamp=0, packet_count=0, octet_count=0))])
+        clock["now"] += 1.0
 
     def block(ssrc, lsr, dlsr):
         return RtcpReceiverInfo(ssrc=ssrc, fraction_lost=0, packets_lost=0, highest_sequence=0, jitter=0,
                                 lsr=lsr, dlsr=dlsr)
     first = (ntp[0] >> 16) & 0xFFFFFFFF
+    clock["now"] += 0.5  # the answer to the first arrives 2.5 s after it left, held 2.25 s by the receiver
     await sender._handle_rtcp_packet(RtcpRrPacket(ssrc=9, reports=[
-        block(1234, first, 1), block(999, first, 1), block(1234, 12345, 1), block(1234, first, 65536 * 30)]))
-    assert len(measured) == 1 and 0 <= measured[0] < 1
+        block(1234, first, 65536 * 9 // 4), block(999, first, 1), block(1234, 12345, 1), block(1234, first, 65536 * 30)]))
+    assert measured == [0.25]
     assert len(passed) == 3  # two Sender Reports sent on, one Receiver Report handled by aiortc
 
 

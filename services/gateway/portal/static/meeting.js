@@ -71,12 +71,17 @@ const Media = (() => {
     return offerAnswer(pc, negotiate);
   }
 
-  // How loud a stream's audio is now, 0..1 (the RMS of its last 4096 samples, about 85 ms: read every
-  // 250 ms, a shorter window missed short sounds between the reads): for the who-is-speaking marks
-  // and the test room's level meter. One AudioContext for the page; the analyser is dropped with the stream.
+  // How loud a stream's audio has been since the last read, 0..1: the loudest RMS of any 1024 samples
+  // (about 21 ms) in the analyser's last 16384 (about 340 ms), for the who-is-speaking marks (read every
+  // 250 ms) and the test room's level meter. The window is longer than the time between reads, so a short
+  // sound between two reads is never missed: with a window shorter than the reads (it was 85 ms) a short
+  // word could fall between them every time, and a sound repeating in step with the reads (Chromium's fake
+  // microphone beeps 20 ms twice a second) stayed unseen for a whole meeting. One AudioContext for the page;
+  // the analyser is dropped with the stream.
   // A browser may start the context suspended, or suspend it later (a phone's browser without a tap
   // yet, a page the system put to sleep): each read and the next tap or key press ask it to resume,
   // so the marks never stay dark for the whole meeting.
+  const LEVEL_WINDOW = 16384, LEVEL_CHUNK = 1024;
   let audioContext = null;
   function resumeAudio() {
     if (audioContext && audioContext.state === "suspended") audioContext.resume().catch(() => {});
@@ -87,15 +92,19 @@ const Media = (() => {
     audioContext = audioContext || new AudioContext();
     resumeAudio();
     const analyser = audioContext.createAnalyser();
-    analyser.fftSize = 4096;
+    analyser.fftSize = LEVEL_WINDOW;
     audioContext.createMediaStreamSource(stream).connect(analyser);
     const samples = new Float32Array(analyser.fftSize);
     return () => {
       resumeAudio();
       analyser.getFloatTimeDomainData(samples);
-      let sum = 0;
-      for (const x of samples) sum += x * x;
-      return Math.sqrt(sum / samples.length);
+      let loudest = 0;
+      for (let start = 0; start < samples.length; start += LEVEL_CHUNK) {
+        let sum = 0;
+        for (let i = start; i < start + LEVEL_CHUNK; i++) sum += samples[i] * samples[i];
+        loudest = Math.max(loudest, sum);
+      }
+      return Math.sqrt(loudest / LEVEL_CHUNK);
     };
   }
 
