@@ -825,15 +825,19 @@ def test_sender_report_internals():
 def test_srtp_per_source_internals():
     """rtc_internals.srtp_per_source: aiortc makes its SRTP sessions once, in ``_setup_srtp`` (called by
     ``start`` after the handshake, through the instance), through its module's name ``Session``, the outgoing
-    one from the one ``SSRC_ANY_OUTBOUND`` policy, and protects only through ``_tx_srtp``."""
+    one from the one ``SSRC_ANY_OUTBOUND`` policy, the incoming from the ``SSRC_ANY_INBOUND`` one, and
+    protects only through ``_tx_srtp``'s ``protect``/``protect_rtcp``, unprotects only through ``_rx_srtp``'s."""
     from aiortc import rtcdtlstransport
     from aiortc.rtcdtlstransport import RTCDtlsTransport
 
     setup = inspect.getsource(RTCDtlsTransport._setup_srtp)
     assert "ssrc_type=Policy.SSRC_ANY_OUTBOUND," in setup and "self._tx_srtp = Session(tx_policy)" in setup
-    assert "self._rx_srtp = Session(rx_policy)" in setup and setup.count("Session(") == 2
+    assert "ssrc_type=Policy.SSRC_ANY_INBOUND," in setup and "self._rx_srtp = Session(rx_policy)" in setup
+    assert setup.count("Session(") == 2
     assert rtcdtlstransport.Session is pylibsrtp.Session
     assert "self._setup_srtp()" in inspect.getsource(RTCDtlsTransport.start)
     source = inspect.getsource(rtcdtlstransport)
     assert source.count("self._tx_srtp") == 4  # set to None, made, and the two protects in _send_rtp
-    assert "self._tx_srtp = Session(tx_policy)" in source
+    # set to None, made, and in _recv_next: checked, and the two unprotects (the direct receive uses the same two)
+    assert source.count("self._rx_srtp") == 5
+    assert "data = self._rx_srtp.unprotect_rtcp(data)" in source and "data = self._rx_srtp.unprotect(data)" in source

@@ -15,9 +15,9 @@ from svpl.roster.v1 import roster_pb2, roster_pb2_grpc
 from devstack.harness import as_token
 from devstack.peers import Peer
 from services.media import quality as quality_module
+from services.media import rtc_internals
 from services.media.quality import HIGH_DELAY, POOR_CONNECTION, UNEVEN, Quality, QualitySampler, Thresholds, assess
 from services.media.rooms import PeerCounter
-from services.media import rtc_internals
 from services.media.rtc_internals import watch_round_trips
 from tests.media.conftest import INSTANCE, SEND_PATHS, MediaWorld
 from tests.polling import poll

@@ -1,6 +1,7 @@
-"""One libsrtp session per outgoing SSRC (services/media/rtc_internals.py, SrtpPerSource): the same bytes on the
-wire as aiortc's one session, every packet of a source in its own session, a ceiling on sessions, and real
-peers through media with it."""
+"""One libsrtp session per outgoing SSRC and one each for incoming RTP and SRTCP (services/media/rtc_internals.py,
+SrtpPerSource, SrtpInbound): the same bytes on the wire and the same packets taken and refused as aiortc's one
+session each way, every packet of a source in its own session, a ceiling on sessions, and real peers through
+media with them."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import os
 import random
 import struct
 
+import pylibsrtp
 import pytest
 from pylibsrtp import Policy, Session
 
 from services.media import rtc_internals
-from services.media.rtc_internals import SrtpPerSource, outgoing_session
+from services.media.rtc_internals import SrtpInbound, SrtpPerSource, outgoing_session
 from tests.media.conftest import SEND_PATHS
 from tests.polling import poll
 
@@ -66,6 +68,43 @@ def test_a_session_per_source_sends_the_bytes_one_session_sends(profile, seed):
     assert len(split._sessions) == 5
 
 
+@pytest.mark.parametrize("profile", PROFILES)
+def test_incoming_rtp_and_srtcp_in_two_sessions_take_and_refuse_what_one_session_does(profile):
+    """What a peer sends, with replays, forgeries and packets under a wrong key mixed in: aiortc's one inbound
+    session and the two of SrtpInbound give the same plaintext for each packet or both refuse it."""
+    key = os.urandom(PROFILES[profile])
+    peer = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
+    stranger = Session(Policy(key=os.urandom(PROFILES[profile]), ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                              srtp_profile=profile))
+    inbound = Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=profile)
+    inbound.allow_repeat_tx, inbound.window_size = True, 1024  # as aiortc's _setup_srtp sets them
+    one, two = Session(inbound), SrtpInbound(inbound)
+    rng = random.Random(7)
+    sent: list[tuple[bool, bytes]] = []
+    for packet in traffic(3):
+        rtcp = packet[1] == 200
+        wire = (peer.protect_rtcp if rtcp else peer.protect)(packet)
+        sent.append((rtcp, wire))
+        roll = rng.random()
+        if roll < 0.1:
+            sent.append(rng.choice(sent))  # a replay
+        elif roll < 0.15:
+            sent.append((rtcp, wire[:-1] + bytes([wire[-1] ^ 1])))  # a forged tag
+        elif roll < 0.2:
+            sent.append((rtcp, (stranger.protect_rtcp if rtcp else stranger.protect)(packet)))
+    outcomes = []
+    for rtcp, wire in sent:
+        results = []
+        for unprotect in ((one.unprotect_rtcp, two.unprotect_rtcp) if rtcp else (one.unprotect, two.unprotect)):
+            try:
+                results.append(unprotect(wire))
+            except pylibsrtp.Error as error:
+                results.append(type(error))
+        assert results[0] == results[1]
+        outcomes.append(isinstance(results[0], bytes))
+    assert 0 < outcomes.count(False) < len(outcomes) // 3
+
+
 def test_sources_beyond_the_ceiling_share_one_session_for_good(monkeypatch):
     """Past MAX_SRTP_SESSIONS sources the rest share one more session, and a source never changes session
     (an index used again under the key would be a nonce used twice)."""
@@ -80,21 +119,21 @@ def test_sources_beyond_the_ceiling_share_one_session_for_good(monkeypatch):
 @pytest.mark.parametrize("world", SEND_PATHS, indirect=True)
 async def test_media_protects_each_sender_in_its_own_session(world):
     """Two people in a room: media's connection to each protects what it sends with a session per outgoing
-    source, each slot's sender in its own (the send path's too), and each plays the other's video and keeps
-    getting Sender Reports it can read."""
+    source, each slot's sender in its own (the send path's too), and checks what it receives in two; each
+    plays the other's video and audio and keeps getting Sender Reports it can read."""
     meeting, nurse, patient = await world.two_in_a_room("nurse", "patient")
     try:
         for who, peer in (("nurse", nurse), ("patient", patient)):
             pc = world.rooms.rooms[meeting].participants[who].pc
             senders = [t.sender for t in pc.getTransceivers() if t.currentDirection in ("sendonly", "sendrecv")]
             dtls = senders[0].transport
-            assert isinstance(dtls._tx_srtp, SrtpPerSource)
+            assert isinstance(dtls._tx_srtp, SrtpPerSource) and isinstance(dtls._rx_srtp, SrtpInbound)
             sessions = {id(outgoing_session(dtls, s._ssrc)) for s in senders}
             assert len(sessions) == len(senders) == 2
-            for kind in ("video", "audio"):
-                got = (peer.video_received if kind == "video" else peer.audio_received)()[0].frames
-                await poll(lambda k=kind: (peer.video_received if k == "video" else peer.audio_received)()[0].frames,
-                           10, what=f"{who} getting {kind}", until=lambda frames, g=got: frames > g + 10)
+            for kind, received in (("video", peer.video_received), ("audio", peer.audio_received)):
+                got = received()[0].frames
+                await poll(lambda r=received: r()[0].frames, 10, what=f"{who} getting {kind}",
+                           until=lambda frames, g=got: frames > g + 10)
             receiver = next(t.receiver for t in peer.pc.getTransceivers() if t.kind == "video" and t.receiver.track)
             await poll(lambda r=receiver: r._RTCRtpReceiver__lsr, 10, what=f"{who} reading a Sender Report")
     finally:
