@@ -3,7 +3,8 @@
  * What it does, per subscriber and frame, is exactly what the Python reference in RtpOut.send does
  * (tests/media/test_fastpath.py compares the bytes): each source packet keeps its payload and gets the
  * sender's header (payload type and marker, sequence number and timestamp shifted into the sender's
- * spaces, abs-send-time patched), is kept as plain RTP in the sender's retransmission ring, is
+ * spaces, abs-send-time patched), is kept in the sender's retransmission ring (a Ring: references to the
+ * header and the payload, composed into the plain packet only when a NACK asks), is
  * SRTP-protected and goes to the socket of the nominated ICE pair: one sendto for one datagram, one
  * UDP GSO sendmsg for up to 32 datagrams of equal size (udp(7) UDP_SEGMENT), datagram by datagram
  * otherwise. What the socket does not take now (a full buffer, an error) is handed back, in order, for
@@ -55,12 +56,130 @@
 /* libsrtp 2's srtp_protect(srtp_t, void *rtp_hdr, int *len_ptr), as pylibsrtp 1.0.0 declares it. */
 typedef int (*protect_fn)(void *ctx, void *rtp, int *len);
 
+/* ---------------------------------------------------------------------------------------------------
+ * The retransmission ring: the last HISTORY packets a sender sent, by sequence number % HISTORY, as
+ * rtc_internals.RawHistory reads them (ring[i] -> the plain RTP bytes, or None).
+ *
+ * Why not a list of bytes: a fan-out sends each source packet to every subscriber, and copying it into a
+ * new bytes object per subscriber (and freeing the one it replaced) was 6 % of the media process at
+ * 1 room x 16 (perf). An entry the fan-out writes holds references to the sender's header and the source's
+ * payload (both immutable bytes, the payload shared by every subscriber's ring) and the fields it patched;
+ * ring[i] composes the same plain bytes that were protected (compose(), used by both). Python may also
+ * store plain bytes (RawHistory.__setitem__, aiortc's own loop) or None.
+ * --------------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *plain;            /* bytes stored from Python, or NULL */
+    PyObject *header, *payload; /* bytes, both or neither: what the fan-out sent, composed on read */
+    int at;                     /* where abs-send-time was patched into the header, -1: not */
+    unsigned char byte1;        /* marker and payload type */
+    uint16_t seq;
+    uint32_t ts, abs_send_time;
+} RingEntry;
+
+typedef struct {
+    PyObject_HEAD
+    RingEntry entries[HISTORY];
+} Ring;
+
+static void entry_set(RingEntry *e, PyObject *plain, PyObject *header, PyObject *payload) {
+    /* References are taken before the old ones go; dropping a bytes object runs no Python code. */
+    PyObject *old_plain = e->plain, *old_header = e->header, *old_payload = e->payload;
+    e->plain = Py_XNewRef(plain);
+    e->header = Py_XNewRef(header);
+    e->payload = Py_XNewRef(payload);
+    Py_XDECREF(old_plain);
+    Py_XDECREF(old_header);
+    Py_XDECREF(old_payload);
+}
+
+/* The plain RTP packet: the header with the marker and payload type, sequence number, timestamp and
+ * abs-send-time (at `at`, if >= 0) patched, then the payload. `out` has room for header + payload. */
+static size_t compose(unsigned char *out, PyObject *header, int at, unsigned char byte1, unsigned long seq,
+                      unsigned long ts, unsigned long abs_send_time, PyObject *payload) {
+    size_t header_length = (size_t)PyBytes_GET_SIZE(header), payload_length = (size_t)PyBytes_GET_SIZE(payload);
+    memcpy(out, PyBytes_AS_STRING(header), header_length);
+    out[1] = byte1;
+    out[2] = (unsigned char)(seq >> 8);
+    out[3] = (unsigned char)seq;
+    out[4] = (unsigned char)(ts >> 24);
+    out[5] = (unsigned char)(ts >> 16);
+    out[6] = (unsigned char)(ts >> 8);
+    out[7] = (unsigned char)ts;
+    if (at > 0) {  /* set_header checked 12 <= at <= length - 3 */
+        out[at] = (unsigned char)(abs_send_time >> 16);
+        out[at + 1] = (unsigned char)(abs_send_time >> 8);
+        out[at + 2] = (unsigned char)abs_send_time;
+    }
+    memcpy(out + header_length, PyBytes_AS_STRING(payload), payload_length);
+    return header_length + payload_length;
+}
+
+static void Ring_dealloc(Ring *self) {
+    for (int i = 0; i < HISTORY; i++) entry_set(&self->entries[i], NULL, NULL, NULL);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t Ring_length(Ring *self) { return HISTORY; }
+
+static PyObject *Ring_item(Ring *self, Py_ssize_t i) {
+    if (i < 0 || i >= HISTORY) {
+        PyErr_SetString(PyExc_IndexError, "ring index out of range");
+        return NULL;
+    }
+    RingEntry *e = &self->entries[i];
+    if (e->plain != NULL) return Py_NewRef(e->plain);
+    if (e->header == NULL) Py_RETURN_NONE;
+    PyObject *plain = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(e->header) + PyBytes_GET_SIZE(e->payload));
+    if (plain == NULL) return NULL;
+    compose((unsigned char *)PyBytes_AS_STRING(plain), e->header, e->at, e->byte1, e->seq, e->ts, e->abs_send_time,
+            e->payload);
+    return plain;
+}
+
+static int Ring_ass_item(Ring *self, Py_ssize_t i, PyObject *value) {
+    if (i < 0 || i >= HISTORY) {
+        PyErr_SetString(PyExc_IndexError, "ring index out of range");
+        return -1;
+    }
+    if (value != NULL && value != Py_None && !PyBytes_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "a ring entry is bytes or None");
+        return -1;
+    }
+    entry_set(&self->entries[i], value == Py_None ? NULL : value, NULL, NULL);
+    return 0;
+}
+
+static PySequenceMethods Ring_sequence = {
+    .sq_length = (lenfunc)Ring_length,
+    .sq_item = (ssizeargfunc)Ring_item,
+    .sq_ass_item = (ssizeobjargproc)Ring_ass_item,
+};
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "services.media._fastpath.Ring",
+    .tp_doc = "Ring(): a sender's last 128 RTP packets by sequence number % 128 (bytes or None).",
+    .tp_basicsize = sizeof(Ring),
+    .tp_flags = Py_TPFLAGS_DEFAULT,  /* holds only bytes: no cycles */
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Ring_dealloc,
+    .tp_as_sequence = &Ring_sequence,
+};
+
 /* One sender's route (rtc_internals.RtpOut keeps one per sender, for the sender's lifetime): where its
  * packets go (target(): the nominated pair's socket and address, the SRTP context), the live objects a
  * fan-out checks it against before sending (the sender, its DTLS transport, the ICE connection's
  * nominated pairs, the datagram transport), and the sender's own state, which the C code reads and
  * updates on every send (header, numbering, retransmission ring, Sender Report counters). Python sets
- * the state only where it changes: rebase, the header once, the payload type at start, arming. */
+ * the state only where it changes: rebase, the header once, the payload type at start, arming.
+ *
+ * The counters aiortc keeps on the sender (__ntp_timestamp, __rtp_timestamp, __octet_count, __packet_count)
+ * and its DTLS transport (__tx_bytes, __tx_packets) are added up here and settled into those attributes by
+ * settle(): by Python before it reads them (rtc_internals.settle_counters: Sender Reports, report blocks,
+ * getStats) and by the send itself once SETTLE_EVERY has passed, so nothing reads them further behind.
+ * Setting six attributes of two objects per subscriber and send was another 5.5 % of the process (perf,
+ * 1 x 16): their dictionaries, spread over memory, missed the cache. */
 typedef struct {
     PyObject_HEAD
     PyObject *sock;       /* the transport's socket (fileno() taken per call: -1 once closed), or None */
@@ -80,10 +199,16 @@ typedef struct {
     /* The sender's state (what RtpOut's Python reference keeps in a SendState): */
     PyObject *header;     /* the sender's serialised header (bytes), NULL until set_header() */
     int at;               /* offset of the 3 abs-send-time bytes in it, -1: none */
-    PyObject *ring;       /* the retransmission ring: a list of HISTORY */
+    PyObject *ring;       /* the retransmission ring: a Ring */
     long long payload_type, first, sequence_offset, timestamp_offset, sequence, last_timestamp, armed, sends;
     double last_time;     /* time.monotonic() of the last send (rebase reads it) */
+    /* Not yet settled into the sender's and its transport's counters: */
+    unsigned long long pending_octets, pending_packets, pending_wire, ntp;
+    int unsettled;
+    double settled_at;
 } Route;
+
+#define SETTLE_EVERY 0.5  /* seconds: how far aiortc's counters may lag behind what was sent */
 
 static PyObject *s_sequence_number, *s_timestamp, *s_marker, *s_payload, *s_transport, *s_enabled, *s_state,
     *s_ntp_timestamp, *s_rtp_timestamp, *s_octet_count, *s_packet_count, *s_tx_bytes, *s_tx_packets,
@@ -92,12 +217,8 @@ static PyObject *s_sequence_number, *s_timestamp, *s_marker, *s_payload, *s_tran
 static int Route_init(Route *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {NULL};
     if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Route", kwlist)) return -1;
-    PyObject *ring = PyList_New(HISTORY);  /* all None: PyList_New fills NULL, set None below */
+    PyObject *ring = PyObject_CallNoArgs((PyObject *)&RingType);
     if (ring == NULL) return -1;
-    for (Py_ssize_t i = 0; i < HISTORY; i++) {
-        Py_INCREF(Py_None);
-        PyList_SET_ITEM(ring, i, Py_None);
-    }
     Py_XSETREF(self->ring, ring);
     self->at = -1;
     self->payload_type = self->last_timestamp = -1;
@@ -128,6 +249,61 @@ static void Route_dealloc(Route *self) {
     PyObject_GC_UnTrack(self);
     Route_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static double monotonic(void) {  /* time.monotonic()'s clock on Linux */
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* obj.name += delta (the sender's and the DTLS transport's counters, as aiortc keeps them). */
+static int add_to(PyObject *obj, PyObject *name, unsigned long long delta) {
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) return -1;
+    PyObject *d = PyLong_FromUnsignedLongLong(delta);
+    PyObject *sum = d ? PyNumber_Add(value, d) : NULL;
+    Py_DECREF(value);
+    Py_XDECREF(d);
+    if (sum == NULL) return -1;
+    int rc = PyObject_SetAttr(obj, name, sum);
+    Py_DECREF(sum);
+    return rc;
+}
+
+/* What aiortc's sender loop keeps per packet sent, for what was sent since the last settle: the Sender
+ * Report's NTP and RTP timestamps (of the last send) and counts (RTCRtpSender's __ntp_timestamp,
+ * __rtp_timestamp, __octet_count, __packet_count, also getStats's) and the DTLS transport's byte and packet
+ * counters (__tx_bytes, __tx_packets). The pending figures are taken first: setting an attribute may run
+ * Python code that sends or settles again, and nothing may count twice. -1 with an exception. */
+static int settle(Route *r) {
+    r->settled_at = monotonic();
+    if (!r->unsettled) return 0;
+    unsigned long long octets = r->pending_octets, packets = r->pending_packets, wire = r->pending_wire;
+    r->pending_octets = r->pending_packets = r->pending_wire = 0;
+    r->unsettled = 0;
+    PyObject *sender = r->sender, *dtls = r->dtls;
+    if (sender == NULL || dtls == NULL) return 0;  /* no target (cannot have sent either) */
+    Py_INCREF(sender);
+    Py_INCREF(dtls);
+    PyObject *ntp = PyLong_FromUnsignedLongLong(r->ntp), *ts = PyLong_FromLongLong(r->last_timestamp);
+    int rc = ntp && ts ? 0 : -1;
+    if (rc == 0) rc = PyObject_SetAttr(sender, s_ntp_timestamp, ntp);
+    if (rc == 0) rc = PyObject_SetAttr(sender, s_rtp_timestamp, ts);
+    if (rc == 0) rc = add_to(sender, s_octet_count, octets);
+    if (rc == 0) rc = add_to(sender, s_packet_count, packets);
+    if (rc == 0) rc = add_to(dtls, s_tx_bytes, wire);
+    if (rc == 0) rc = add_to(dtls, s_tx_packets, packets);
+    Py_XDECREF(ntp);
+    Py_XDECREF(ts);
+    Py_DECREF(sender);
+    Py_DECREF(dtls);
+    return rc;
+}
+
+static PyObject *Route_settle(Route *self, PyObject *unused) {
+    if (settle(self) < 0) return NULL;
+    Py_RETURN_NONE;
 }
 
 /* target(sock, host, port, protect, context, session, sender, dtls, connected, nominated, pair, transport) */
@@ -162,6 +338,11 @@ static PyObject *Route_target(Route *self, PyObject *args, PyObject *kwds) {
         PyErr_Format(PyExc_ValueError, "not a numeric address: %s", host);
         return NULL;
     }
+    if (settle(self) < 0) {  /* what was sent so far counts on the sender and transport it went by */
+        freeaddrinfo(found);
+        return NULL;
+    }
+    self->settled_at = 0.0;  /* the first send on the new target settles at once */
     memcpy(&self->addr, found->ai_addr, found->ai_addrlen);
     self->addrlen = (socklen_t)found->ai_addrlen;
     freeaddrinfo(found);
@@ -199,6 +380,8 @@ static PyMethodDef Route_methods[] = {
     {"target", (PyCFunction)(void (*)(void))Route_target, METH_VARARGS | METH_KEYWORDS,
      "target(sock, host, port, protect, context, session, sender, dtls, connected, nominated, pair, transport)"},
     {"set_header", (PyCFunction)Route_set_header, METH_VARARGS, "set_header(header, at)"},
+    {"settle", (PyCFunction)Route_settle, METH_NOARGS,
+     "settle(): add what was sent since the last settle to the sender's and its DTLS transport's counters"},
     {NULL},
 };
 
@@ -260,8 +443,8 @@ static PyObject *Route_get_ring(Route *self, void *closure) {
 }
 
 static int Route_set_ring(Route *self, PyObject *value, void *closure) {
-    if (value == NULL || !PyList_Check(value) || PyList_GET_SIZE(value) != HISTORY) {
-        PyErr_SetString(PyExc_TypeError, "ring must be a list of 128");
+    if (value == NULL || !PyObject_TypeCheck(value, &RingType)) {
+        PyErr_SetString(PyExc_TypeError, "ring must be a Ring");
         return -1;
     }
     Py_INCREF(value);
@@ -291,7 +474,7 @@ static PyGetSetDef Route_getset[] = {
      &f_armed},
     {"sends", (getter)Route_get_int, (setter)Route_set_int, "sends that found the sender ready", &f_sends},
     {"last_time", (getter)Route_get_last_time, (setter)Route_set_last_time, "time.monotonic() of the last send", NULL},
-    {"ring", (getter)Route_get_ring, (setter)Route_set_ring, "the retransmission ring (a list of 128)", NULL},
+    {"ring", (getter)Route_get_ring, (setter)Route_set_ring, "the retransmission ring (a Ring)", NULL},
     {"header", (getter)Route_get_header, NULL, "the sender's serialised header, None until set_header()", NULL},
     {NULL},
 };
@@ -465,43 +648,11 @@ static int direct(Route *r) {
     return ok;
 }
 
-/* obj.name += delta (the sender's and the DTLS transport's counters, as aiortc keeps them). */
-static int add_to(PyObject *obj, PyObject *name, unsigned long long delta) {
-    PyObject *value = PyObject_GetAttr(obj, name);
-    if (value == NULL) return -1;
-    PyObject *d = PyLong_FromUnsignedLongLong(delta);
-    PyObject *sum = d ? PyNumber_Add(value, d) : NULL;
-    Py_DECREF(value);
-    Py_XDECREF(d);
-    if (sum == NULL) return -1;
-    int rc = PyObject_SetAttr(obj, name, sum);
-    Py_DECREF(sum);
-    return rc;
-}
-
-/* What aiortc's sender loop keeps per packet sent, once per send: the Sender Report's NTP and RTP
- * timestamps and counts (RTCRtpSender's __ntp_timestamp, __rtp_timestamp, __octet_count, __packet_count,
- * also getStats's) and the DTLS transport's byte and packet counters (__tx_bytes, __tx_packets). */
-static int account(PyObject *sender, PyObject *dtls, PyObject *ntp, unsigned long long timestamp, int count,
-                   unsigned long long octets, unsigned long long wire) {
-    if (sender == NULL || dtls == NULL) return 0;  /* no target yet (cannot send either) */
-    PyObject *ts = PyLong_FromUnsignedLongLong(timestamp);
-    if (ts == NULL) return -1;
-    int rc = PyObject_SetAttr(sender, s_ntp_timestamp, ntp);
-    if (rc == 0) rc = PyObject_SetAttr(sender, s_rtp_timestamp, ts);
-    Py_DECREF(ts);
-    if (rc == 0) rc = add_to(sender, s_octet_count, octets);
-    if (rc == 0) rc = add_to(sender, s_packet_count, (unsigned long long)count);
-    if (rc == 0) rc = add_to(dtls, s_tx_bytes, wire);
-    if (rc == 0) rc = add_to(dtls, s_tx_packets, (unsigned long long)count);
-    return rc;
-}
-
 /* One route's part of a send: re-head `sources` for this sender, keep each in its ring, protect and send
- * them, account them. Returns the datagrams made (>= 0), *rest (a new list, or NULL) what the socket did
+ * them, count them (settle). Returns the datagrams made (>= 0), *rest (a new list, or NULL) what the socket did
  * not take now; -1 with an exception (ConnectionError: libsrtp refused; then nothing is sent and only the
  * ring has changed, as in the Python reference). `buffer` has room for n datagrams. */
-static int forward(Route *r, const Source *sources, Py_ssize_t n, unsigned long abs_send_time, PyObject *ntp,
+static int forward(Route *r, const Source *sources, Py_ssize_t n, unsigned long abs_send_time, unsigned long long ntp,
                    double now, unsigned char *buffer, int *lengths, PyObject **rest, int *refused) {
     *rest = NULL;
     *refused = 0;
@@ -509,18 +660,15 @@ static int forward(Route *r, const Source *sources, Py_ssize_t n, unsigned long 
         PyErr_SetString(PyExc_RuntimeError, "the route has no target, header or payload type yet");
         return -1;
     }
-    /* Held here: code run below (a ring entry's finaliser, a transport's methods) may replace them on r. */
-    PyObject *header_obj = r->header, *ring = r->ring, *session = r->session, *sock = r->sock;
-    PyObject *sender = r->sender, *dtls = r->dtls;
+    /* Held here: code run below (a transport's methods, settle's attributes) may replace them on r. */
+    PyObject *header_obj = r->header, *ring_obj = r->ring, *session = r->session, *sock = r->sock;
     Py_INCREF(header_obj);
-    Py_INCREF(ring);
+    Py_INCREF(ring_obj);
     Py_INCREF(session);
     Py_XINCREF(sock);
-    Py_XINCREF(sender);
-    Py_XINCREF(dtls);
+    Ring *ring = (Ring *)ring_obj;  /* Route_set_ring admits only a Ring */
     protect_fn protect = r->protect;
     void *context = r->context;
-    const unsigned char *header = (const unsigned char *)PyBytes_AS_STRING(header_obj);
     Py_ssize_t header_length = PyBytes_GET_SIZE(header_obj);
     int at = r->at;
     unsigned long payload_type = (unsigned long)r->payload_type;
@@ -539,25 +687,16 @@ static int forward(Route *r, const Source *sources, Py_ssize_t n, unsigned long 
         unsigned long out_seq = (unsigned long)((s->seq + sequence_offset) & 0xFFFF);
         unsigned long out_ts = (unsigned long)((s->ts + timestamp_offset) & 0xFFFFFFFFULL);
         unsigned char *slot = buffer + (size_t)count * SLOT;
-        memcpy(slot, header, (size_t)header_length);
-        slot[1] = (unsigned char)(payload_type | (s->marker ? 0x80 : 0));
-        slot[2] = (unsigned char)(out_seq >> 8);
-        slot[3] = (unsigned char)out_seq;
-        slot[4] = (unsigned char)(out_ts >> 24);
-        slot[5] = (unsigned char)(out_ts >> 16);
-        slot[6] = (unsigned char)(out_ts >> 8);
-        slot[7] = (unsigned char)out_ts;
-        if (at > 0) {  /* set_header checked 12 <= at <= length - 3 */
-            slot[at] = (unsigned char)(abs_send_time >> 16);
-            slot[at + 1] = (unsigned char)(abs_send_time >> 8);
-            slot[at + 2] = (unsigned char)abs_send_time;
-        }
-        memcpy(slot + header_length, PyBytes_AS_STRING(s->payload), (size_t)payload_length);
-        int length = (int)(header_length + payload_length);
+        unsigned char byte1 = (unsigned char)(payload_type | (s->marker ? 0x80 : 0));
+        int length = (int)compose(slot, header_obj, at, byte1, out_seq, out_ts, abs_send_time, s->payload);
         /* Kept for retransmission on NACK, as aiortc's sender keeps it (plain: aiortc protects it again). */
-        PyObject *plain = PyBytes_FromStringAndSize((const char *)slot, length);
-        if (plain == NULL) goto done;
-        if (PyList_SetItem(ring, (Py_ssize_t)(out_seq % HISTORY), plain) < 0) goto done;  /* bounds-checked */
+        RingEntry *entry = &ring->entries[out_seq % HISTORY];
+        entry_set(entry, NULL, header_obj, s->payload);
+        entry->at = at;
+        entry->byte1 = byte1;
+        entry->seq = (uint16_t)out_seq;
+        entry->ts = (uint32_t)out_ts;
+        entry->abs_send_time = (uint32_t)abs_send_time;
         int status = protect(context, slot, &length);
         if (status) {
             PyErr_Format(PyExc_ConnectionError, "SRTP protect failed (libsrtp status %d)", status);
@@ -588,7 +727,12 @@ static int forward(Route *r, const Source *sources, Py_ssize_t n, unsigned long 
         if (sent < count && (*rest = rest_of(buffer, lengths, sent, count)) == NULL) goto done;
         r->last_timestamp = (long long)last_timestamp;
         r->last_time = now;
-        if (account(sender, dtls, ntp, last_timestamp, count, octets, wire) < 0) {
+        r->pending_octets += octets;
+        r->pending_packets += (unsigned long long)count;
+        r->pending_wire += wire;
+        r->ntp = ntp;
+        r->unsettled = 1;
+        if (!(now - r->settled_at < SETTLE_EVERY) && settle(r) < 0) {  /* (a NaN or a step back settles too) */
             Py_CLEAR(*rest);
             goto done;
         }
@@ -597,11 +741,9 @@ static int forward(Route *r, const Source *sources, Py_ssize_t n, unsigned long 
     result = count;
 done:
     Py_DECREF(header_obj);
-    Py_DECREF(ring);
+    Py_DECREF(ring_obj);
     Py_DECREF(session);
     Py_XDECREF(sock);
-    Py_XDECREF(sender);
-    Py_XDECREF(dtls);
     return result;
 }
 
@@ -644,17 +786,12 @@ static int ready(Route *r) {
     return ok;
 }
 
-static double monotonic(void) {  /* time.monotonic()'s clock on Linux */
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 /* What send and fan_out share: the packets' fields (read once), abs_send_time, and room for the datagrams. */
 typedef struct {
     Source *sources;
     Py_ssize_t n;
     unsigned long abs_send_time;
+    unsigned long long ntp;
     unsigned char *buffer;
     int *lengths;
 } Batch;
@@ -674,7 +811,7 @@ static int open_batch(PyObject *packets, PyObject *abs_send_time, PyObject *ntp,
     }
     batch->abs_send_time = PyLong_AsUnsignedLong(abs_send_time);
     if (PyErr_Occurred()) return -1;
-    (void)PyLong_AsUnsignedLongLong(ntp);
+    batch->ntp = PyLong_AsUnsignedLongLong(ntp);
     if (PyErr_Occurred()) return -1;
     if (batch->abs_send_time > 0xFFFFFF) {
         PyErr_SetString(PyExc_ValueError, "abs_send_time is 24 bits");
@@ -705,7 +842,7 @@ static PyObject *fastpath_send(PyObject *module, PyObject *const *args, Py_ssize
     Route *route = (Route *)args[0];
     int refused;
     Py_INCREF(route);
-    int count = forward(route, batch.sources, batch.n, batch.abs_send_time, args[3], monotonic(), batch.buffer,
+    int count = forward(route, batch.sources, batch.n, batch.abs_send_time, batch.ntp, monotonic(), batch.buffer,
                         batch.lengths, &rest, &refused);
     Py_DECREF(route);
     if (count >= 0)
@@ -743,7 +880,7 @@ static PyObject *fastpath_fan_out(PyObject *module, PyObject *const *args, Py_ss
         PyObject *rest = NULL;
         if (!ready(route)) {
             what = FAN_PYTHON;
-        } else if (forward(route, batch.sources, batch.n, batch.abs_send_time, args[3], now, batch.buffer,
+        } else if (forward(route, batch.sources, batch.n, batch.abs_send_time, batch.ntp, now, batch.buffer,
                            batch.lengths, &rest, &refused) < 0) {
             /* This route's error goes back with it (libsrtp refused: ConnectionError; anything else is a bug
              * for Python to log): the other routes still send, and what they leave to Python is not lost. */
@@ -799,7 +936,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
-    if (PyType_Ready(&RouteType) < 0) return NULL;
+    if (PyType_Ready(&RouteType) < 0 || PyType_Ready(&RingType) < 0) return NULL;
     s_sequence_number = PyUnicode_InternFromString("sequence_number");
     s_timestamp = PyUnicode_InternFromString("timestamp");
     s_marker = PyUnicode_InternFromString("marker");
@@ -826,6 +963,10 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     Py_INCREF(&RouteType);
     if (PyModule_AddObject(m, "Route", (PyObject *)&RouteType) < 0) {
         Py_DECREF(&RouteType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "Ring", (PyObject *)&RingType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -29,7 +29,7 @@ from aiortc.rtp import RtpPacket
 
 from services.media import rtc_internals
 from services.media.forwarding import DatagramBatch, Publication, is_vp8_keyframe, starts_vp8_keyframe
-from services.media.rtc_internals import PINNED, PacketSink, RawHistory
+from services.media.rtc_internals import PINNED, PacketSink, RawHistory, settle_counters
 from tests.polling import poll
 
 # A VP8 key frame's first 10 bytes (RFC 6386 9.1): frame tag (key frame, shown, first partition size),
@@ -742,7 +742,9 @@ async def test_handlers_run_in_place_never_suspend_with_real_packets(monkeypatch
         ssrc = sender._ssrc  # our sender's, which the client's feedback names
         (source,) = [s.source for s in video.receiver.getSynchronizationSources()]  # the client's video
 
-        def sent() -> int:
+        def sent() -> int:  # the compiled path's sends settled (as the NACK's handler does first)
+            for transceiver in server.getTransceivers():
+                settle_counters(transceiver.sender)
             return dtls._RTCDtlsTransport__tx_packets
 
         # A NACK for the last packet we sent: aiortc's sender retransmits it, within the first step.

@@ -25,6 +25,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.codecs import HEADER_EXTENSIONS
 from aiortc.rtcrtpparameters import RTCRtpParameters
+from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pylibsrtp import Policy, Session
@@ -41,7 +42,10 @@ from services.media.rtc_internals import (
     RtpOut,
     RtpPacket,
     SrtpProtect,
+    attach_rtp_out,
     negotiated_codecs,
+    sender_report,
+    settle_counters,
     srtp_context,
     srtp_protect_function,
 )
@@ -93,7 +97,8 @@ class Subscriber:
         self.transport: Any
         self.transport, _ = self.loop.run_until_complete(
             self.loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)))
-        self.outs = {path: RtpOut(rig.sender(), DatagramBatch(), fastpath=path == "compiled") for path in PATHS}
+        self.outs = {path: attach_rtp_out(rig.sender(), lambda: None, DatagramBatch(), fastpath=path == "compiled")
+                     for path in PATHS}
         for out in self.outs.values():
             out.payload_type = 96
             out.header(0, 0)  # serialised once (compiled: set on its route)
@@ -111,6 +116,7 @@ class Subscriber:
             sender = out.sender
             dtls = sender._RTCRtpSender__transport
             sender._enabled = True
+            out.settle()  # what earlier tests sent, before the counters start again
             sender._RTCRtpSender__ntp_timestamp = sender._RTCRtpSender__rtp_timestamp = 0
             sender._RTCRtpSender__octet_count = sender._RTCRtpSender__packet_count = 0
             dtls._RTCDtlsTransport__tx_bytes = dtls._RTCDtlsTransport__tx_packets = 0
@@ -119,7 +125,8 @@ class Subscriber:
                 out.state.target(getattr(out._transport, "_sock", None), self.addr[0], self.addr[1], srtp_protect_function(),
                                  srtp_context(session), session, sender, dtls, dtls._state, self.nominated, self.pair,
                                  out._transport)
-            out._ring[:] = [None] * len(out._ring)
+            for i in range(len(out._ring)):
+                out._ring[i] = None
             state = out.state
             state.first, state.sequence_offset, state.timestamp_offset, state.sequence = (
                 first, sequence_offset, timestamp_offset, sequence)
@@ -148,7 +155,9 @@ class Subscriber:
 
 
 def snapshot(out: RtpOut) -> tuple:
-    """What a send leaves behind: ring, numbering, and what aiortc's Sender Reports and getStats read."""
+    """What a send leaves behind: ring, numbering, and what aiortc's Sender Reports and getStats read (the
+    compiled path's counters settled, as those readers do first)."""
+    out.settle()
     sender, state = out.sender, out.state
     dtls = sender._RTCRtpSender__transport
     return (list(out._ring), state.sequence, state.last_timestamp, state.sends, sender._RTCRtpSender__ntp_timestamp,
@@ -291,6 +300,8 @@ def test_the_fan_out_is_the_python_reference_for_every_subscriber(rig, spec, sub
         received = [sub.received(count) for sub, count in zip(chosen, counts)]  # the reference's counts
         for sub in chosen:
             sub.transport._sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 0)
+        for sub in chosen:  # subscribers may share a DTLS transport: every route's counters settled first
+            sub.outs[path].settle()
         results[path] = [received, [snapshot(sub.outs[path]) for sub in chosen]]
     assert results["compiled"] == results["python"]
     assert rig.drained()
@@ -299,8 +310,8 @@ def test_the_fan_out_is_the_python_reference_for_every_subscriber(rig, spec, sub
 def test_a_fan_out_sends_each_ready_subscriber_the_frame_and_counts_it_for_sender_reports(rig):
     """Three subscribers of one frame: two ready, one whose track is rebasing. The ready ones get the frame
     in their own numbering (SRTP a receiver with the key unprotects), their Sender Report counters and the
-    transports' counters move as aiortc's own loop would move them, right after the call (aiortc reads them
-    whenever its RTCP loop or getStats runs); the third is untouched and left to Python."""
+    transports' counters move as aiortc's own loop would move them, once settled (as the Sender Reports,
+    report blocks and getStats do before reading them); the third is untouched and left to Python."""
     subs = rig.subscribers[:3]
     for i, sub in enumerate(subs):
         sub.start(first=100, sequence_offset=10 * i, timestamp_offset=1000 * i, sequence=100 + 10 * i)
@@ -318,6 +329,7 @@ def test_a_fan_out_sends_each_ready_subscriber_the_frame_and_counts_it_for_sende
         assert [(p.sequence_number, p.timestamp, p.marker) for p in plain] == [
             (100 + 10 * i + k, 90000 + 1000 * i, int(k == 2)) for k in range(3)]
         sender = out.sender
+        out.settle()
         assert (sender._RTCRtpSender__ntp_timestamp, sender._RTCRtpSender__rtp_timestamp) == (0xABCDEF0123456789,
                                                                                           90000 + 1000 * i)
         assert (sender._RTCRtpSender__octet_count, sender._RTCRtpSender__packet_count) == (3300, 3)
@@ -328,6 +340,63 @@ def test_a_fan_out_sends_each_ready_subscriber_the_frame_and_counts_it_for_sende
     assert sum(t._RTCDtlsTransport__tx_bytes for t in transports) == sum(map(len, sent))
     assert snapshot(outs[2])[1:8] == (120, -1, 0, 0, 0, 0, 0)
     assert rig.drained()
+
+
+def test_every_reader_of_the_counters_sees_every_packet_sent(rig):
+    """The compiled path adds a sender's counters up in its route and sets aiortc's attributes at most every
+    0.5 s; what reads them settles first, so each sees every packet sent: the Sender Report, aiortc's
+    handling of a report block (remote-inbound-rtp), getStats."""
+    sub = rig.one
+    sub.start(first=0, sequence_offset=0, timestamp_offset=0, sequence=0)
+    out = sub.outs["compiled"]
+    out.arm(True)
+    sender, sent = out.sender, 0
+
+    def fan(count: int) -> None:
+        nonlocal sent
+        frame = [packet(sent + k, 9000, k == count - 1, b"a" * 100) for k in range(count)]
+        assert _fastpath.fan_out([out.state], frame, 0, 7 << 32) is None
+        sub.received(count)
+        sent += count
+
+    fan(1)  # the first send on a new target settles at once
+    assert (sender._RTCRtpSender__packet_count, sender._RTCRtpSender__octet_count) == (1, 100)
+    fan(2)
+    assert sender._RTCRtpSender__packet_count == 1  # added up in the route: not yet on the sender
+    info = sender_report(sender)[0].sender_info
+    assert (info.packet_count, info.octet_count, info.rtp_timestamp, info.ntp_timestamp) == (3, 300, 9000, 7 << 32)
+    fan(3)
+    block = RtcpReceiverInfo(ssrc=SSRC, fraction_lost=0, packets_lost=1, highest_sequence=5, jitter=0, lsr=0, dlsr=0)
+    rig.loop.run_until_complete(sender._handle_rtcp_packet(RtcpRrPacket(ssrc=1, reports=[block])))
+    fan(4)
+    stats = list(rig.loop.run_until_complete(sender.getStats()).values())
+    assert [s.packetsReceived for s in stats if s.type == "remote-inbound-rtp"] == [6 - 1]  # at the report
+    assert [(s.packetsSent, s.bytesSent) for s in stats if s.type == "outbound-rtp"] == [(10, 1000)]
+    dtls = sender._RTCRtpSender__transport
+    assert dtls._RTCDtlsTransport__tx_packets == 10  # the transport's too (settled with the sender's)
+    settle_counters(sender)  # nothing left: settling again changes nothing
+    assert (sender._RTCRtpSender__packet_count, dtls._RTCDtlsTransport__tx_packets) == (10, 10)
+
+
+def test_the_ring_keeps_what_was_sent_and_takes_only_bytes():
+    """fastpath.c's Ring (the compiled sender's retransmission history; what a fan-out keeps in it is read back
+    in the tests above): Python may store bytes or None, nothing else, at 128 places."""
+    ring = _fastpath.Ring()
+    assert len(ring) == 128 and list(ring) == [None] * 128
+    ring[5] = b"plain"
+    assert ring[5] == b"plain" and ring[-123] == b"plain"
+    ring[5] = None
+    assert ring[5] is None
+    for bad in (bytearray(b"x"), "text", 5, memoryview(b"x")):
+        with pytest.raises(TypeError):
+            ring[1] = bad
+    for index in (128, -129, 1 << 40):
+        with pytest.raises(IndexError):
+            ring[index]
+        with pytest.raises(IndexError):
+            ring[index] = b""
+    del ring[1]
+    assert ring[1] is None
 
 
 def test_one_broken_route_does_not_take_the_fan_out_with_it(rig):
@@ -384,6 +453,11 @@ def test_what_the_compiled_path_sends_unprotects_to_the_ring_and_skips_what_does
     inbound = Session(policy=Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
     plain = [inbound.unprotect(d) for d in received]
     assert plain == [ring[105 % 128], ring[107 % 128]] and ring[106 % 128] is None
+    out = rig.outs["compiled"]
+    header, at = out.state.header, out._abs_send_time_at
+    out.state.set_header(bytes(range(12)), -1)  # a later header does not change what was kept
+    assert out._ring[105 % 128] == plain[0]
+    out.state.set_header(header, -1 if at is None else at)
     extensions_map = rig.outs["compiled"].sender._RTCRtpSender__rtp_header_extensions_map
     first, last = (RtpPacket.parse(p, extensions_map) for p in plain)
     assert (first.sequence_number, first.timestamp, first.marker, first.payload_type) == (105, 91000, 0, 96)
@@ -436,7 +510,7 @@ class Meddler:
 
     def __getattr__(self, name: str) -> Any:
         self.routes.clear()
-        self.route.ring = [b"x"] * 128
+        self.route.ring = _fastpath.Ring()
         self.route.set_header(bytes(12), -1)
         if name in ("_RTCRtpSender__transport", "_state"):  # the route's own DTLS transport, connected
             return self
