@@ -14,12 +14,12 @@
  * concatenation, the cffi call into libsrtp, the socket module's address parsing per sendto) cost more
  * than the encryption and the system calls themselves. No library does this for aiortc.
  *
- * SRTP: the sender's own libsrtp context, pylibsrtp's (aiortc's RTCDtlsTransport._tx_srtp), is used
- * through the srtp_protect function of the libsrtp pylibsrtp carries (its address, from cffi). So every
- * RTP packet of a sender's SSRC, ours and aiortc's retransmissions alike, goes through one context
- * (rollover counter and index stay right), the keys never leave pylibsrtp, and there is one libsrtp in
- * the process. rtc_internals.py takes both addresses; tests/media/test_aiortc_internals.py checks the
- * signature.
+ * SRTP: the sender's own libsrtp context, the pylibsrtp session its SSRC is protected in (aiortc's
+ * RTCDtlsTransport._tx_srtp, split per source by rtc_internals.SrtpPerSource), is used through the
+ * srtp_protect function of the libsrtp pylibsrtp carries (its address, from cffi). So every RTP packet of
+ * a sender's SSRC, ours and aiortc's retransmissions alike, goes through one context (rollover counter and
+ * index stay right), the keys never leave pylibsrtp, and there is one libsrtp in the process.
+ * rtc_internals.py takes both addresses; tests/media/test_aiortc_internals.py checks the signature.
  *
  * Hostile input: every length is checked before a copy (headers, payloads, the ring's size); a packet
  * that does not fit the SRTP buffer is skipped (as the reference does), never truncated. The GIL is

@@ -25,7 +25,7 @@ from services.media.forwarding import ForwardTrack, Publication, enlarge_socket_
 from services.media.quality import Quality, QualitySampler, Thresholds
 from services.media.receive import receive_directly
 from services.media.reporter import ConnectionReporter, Report
-from services.media.rtc_internals import offered_direction, parse_sdp, watch_round_trips
+from services.media.rtc_internals import offered_direction, parse_sdp, srtp_per_source, watch_round_trips
 from services.media.storage import ClosedRooms, UsedJoinTokens
 from services.media.tokens import TokenVerifier
 from services.runtime.errors import (
@@ -376,12 +376,14 @@ class MediaRooms:
     async def _answer(self, pc: RTCPeerConnection, port_range: ports.PortRange | None,
                       *then: ports.PortRange | None) -> None:
         """Set the local answer; its ICE host sockets are bound inside the port range (then `then`, in
-        order) when one is set, then get larger buffers and take incoming SRTP in their callbacks (receive.py)."""
+        order) when one is set, then get larger buffers, protect what they send in one SRTP session per source
+        and take incoming SRTP in their callbacks (receive.py)."""
         with ports.scope(port_range, *then) as usage:
             await pc.setLocalDescription(await pc.createAnswer())
         if usage is not None and usage.exhausted:  # the caller closes the peer connection and its sockets
             raise ResourceExhausted("no free media port on this instance: join again to be placed elsewhere")
         enlarge_socket_buffers(pc, self._socket_buffer)
+        srtp_per_source(pc)  # one libsrtp session per outgoing SSRC (rtc_internals.SrtpPerSource)
         receive_directly(pc, lean=self._fastpath)  # a publication's RTP: rtc_internals.LeanReceive
 
     def _answer_sdp(self, pc: RTCPeerConnection) -> str:

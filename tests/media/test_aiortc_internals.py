@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiortc.rtcrtpreceiver
 import av
+import pylibsrtp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
 from aiortc.codecs import get_encoder
@@ -821,3 +822,24 @@ def test_sender_report_internals():
     assert [loop.index(step) for step in steps] == sorted(loop.index(step) for step in steps)
     assert "await self.transport._send_rtp(payload)" in inspect.getsource(RTCRtpSender._send_rtcp)
     assert "data = self._tx_srtp.protect_rtcp(data)" in inspect.getsource(RTCDtlsTransport._send_rtp)
+
+
+def test_srtp_per_source_internals():
+    """rtc_internals.srtp_per_source: aiortc makes its SRTP sessions once, in ``_setup_srtp`` (called by
+    ``start`` after the handshake, through the instance), through its module's name ``Session``, the outgoing
+    one from the one ``SSRC_ANY_OUTBOUND`` policy, the incoming from the ``SSRC_ANY_INBOUND`` one, and
+    protects only through ``_tx_srtp``'s ``protect``/``protect_rtcp``, unprotects only through ``_rx_srtp``'s."""
+    from aiortc import rtcdtlstransport
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    setup = inspect.getsource(RTCDtlsTransport._setup_srtp)
+    assert "ssrc_type=Policy.SSRC_ANY_OUTBOUND," in setup and "self._tx_srtp = Session(tx_policy)" in setup
+    assert "ssrc_type=Policy.SSRC_ANY_INBOUND," in setup and "self._rx_srtp = Session(rx_policy)" in setup
+    assert setup.count("Session(") == 2
+    assert rtcdtlstransport.Session is pylibsrtp.Session
+    assert "self._setup_srtp()" in inspect.getsource(RTCDtlsTransport.start)
+    source = inspect.getsource(rtcdtlstransport)
+    assert source.count("self._tx_srtp") == 4  # set to None, made, and the two protects in _send_rtp
+    # set to None, made, and in _recv_next: checked, and the two unprotects (the direct receive uses the same two)
+    assert source.count("self._rx_srtp") == 5
+    assert "data = self._rx_srtp.unprotect_rtcp(data)" in source and "data = self._rx_srtp.unprotect(data)" in source
