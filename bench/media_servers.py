@@ -93,10 +93,10 @@ def main() -> None:
         profile.enable()
     if sys.argv[1] == "sfu":
         from services.media.config import MediaSettings
-        from services.media.server import build
+        from services.media.server import build, event_loop
         from services.runtime.server import main as serve
 
-        serve(MediaSettings, build)
+        serve(MediaSettings, build, event_loop)
     else:
         asyncio.run(relay_server(int(sys.argv[2])))
 

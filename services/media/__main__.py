@@ -1,5 +1,5 @@
 from services.media.config import MediaSettings
-from services.media.server import build
+from services.media.server import build, event_loop
 from services.runtime.server import main
 
-main(MediaSettings, build)
+main(MediaSettings, build, event_loop)

@@ -94,8 +94,8 @@ __all__ = [
     "SrtpInbound", "SrtpPerSource", "SrtpProtect", "VpxPayloadDescriptor",
     "attach_rtp_out", "cap_receiver_estimate", "compile_incoming_bitrate", "current_ms",
     "divert_received_packets", "fan_out", "fastpath_available", "ice_sockets", "intercept_host_candidate_binds",
-    "is_rtcp", "negotiated_codecs", "ntp_time", "offered_direction", "outgoing_session", "parse_sdp", "pli_sender",
-    "receive_in_callback", "run_now", "set_negotiated_codecs", "srtp_per_source", "throttle_estimates",
+    "is_rtcp", "negotiated_codecs", "ntp_time", "offered_direction", "outgoing_session", "own_socket", "parse_sdp", "pli_sender",
+    "receive_in_callback", "run_now", "set_negotiated_codecs", "settle_counters", "srtp_per_source", "throttle_estimates",
     "watch_receiver_feedback", "watch_round_trips",
 ]
 
@@ -569,11 +569,11 @@ class RtpOut:
             session = outgoing_session(dtls, self.sender._ssrc)
             self._protect = SrtpProtect(session)
             if self.fastpath:
-                # asyncio's _SelectorDatagramTransport socket; None for aioice's TurnTransport (relayed: it wraps
-                # each datagram for the TURN server, and has no write buffer to ask about): always through it.
-                # With it, what fan_out checks before each send: the sender still on this DTLS transport,
-                # connected and enabled, this pair still the nominated one.
-                self.state.target(getattr(self._transport, "_sock", None), self._addr[0], self._addr[1],
+                # The event loop's datagram socket; None for aioice's TurnTransport (relayed: it wraps each
+                # datagram for the TURN server, and has no write buffer to ask about): always through it. With
+                # it, what fan_out checks before each send: the sender still on this DTLS transport, connected
+                # and enabled, this pair still the nominated one.
+                self.state.target(own_socket(self._transport), self._addr[0], self._addr[1],
                                   srtp_protect_function(), srtp_context(session), session, self.sender,
                                   dtls, DtlsState.CONNECTED, self._nominated, pair, self._transport)
         return True
@@ -681,6 +681,18 @@ class RtpOut:
             sendto, addr = self._transport.sendto, self._addr
             for data in rest:
                 sendto(data, addr)
+
+
+def own_socket(transport) -> Any:
+    """The socket an event loop's datagram transport sends on, for fastpath.c to send on directly (it takes
+    ``fileno()`` per send): asyncio's ``_SelectorDatagramTransport`` socket, or the socket object uvloop's
+    ``UDPTransport`` gives (the media process runs on uvloop, services/media/server.py). None for a transport
+    that wraps each datagram, aioice's ``TurnTransport`` (relayed: it has no socket of its own and no write
+    buffer, though it answers ``get_extra_info``)."""
+    sock = getattr(transport, "_sock", None)
+    if sock is None and hasattr(transport, "get_write_buffer_size"):
+        sock = transport.get_extra_info("socket")
+    return sock
 
 
 _ROUTE = "_svpl_route"  # a compiled sender's fastpath.Route, in the sender's instance dict

@@ -434,11 +434,14 @@ def health_address(settings: ServiceSettings) -> str:
     return f"{settings.grpc_host}:{settings.health_port}" if settings.health_port else ""
 
 
-def main(settings_cls: type[S], build: Build[S]) -> None:
-    """Entry point of every service: `python -m services.<name>`."""
+def main(settings_cls: type[S], build: Build[S],
+         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> None:
+    """Entry point of every service: `python -m services.<name>`; `loop_factory` makes its event loop
+    (default: asyncio's)."""
     settings = load_settings(settings_cls)
     logs.setup_logging(settings.service_name, settings.log_level)
     try:
-        asyncio.run(serve(settings, build))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(settings, build))
     except tls.TlsConfigError as exc:  # start-up stops with one line naming the file, no traceback
         raise SettingsError(f"svpl: {exc}") from None

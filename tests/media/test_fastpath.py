@@ -18,10 +18,12 @@ import gc
 import logging
 import random
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import aioice.turn
 import pytest
+import uvloop
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.codecs import HEADER_EXTENSIONS
 from aiortc.rtcrtpparameters import RTCRtpParameters
@@ -44,6 +46,7 @@ from services.media.rtc_internals import (
     SrtpProtect,
     attach_rtp_out,
     negotiated_codecs,
+    own_socket,
     sender_report,
     settle_counters,
     srtp_context,
@@ -122,7 +125,7 @@ class Subscriber:
             dtls._RTCDtlsTransport__tx_bytes = dtls._RTCDtlsTransport__tx_packets = 0
             self.nominated = {1: self.pair}
             if out.fastpath:
-                out.state.target(getattr(out._transport, "_sock", None), self.addr[0], self.addr[1], srtp_protect_function(),
+                out.state.target(own_socket(out._transport), self.addr[0], self.addr[1], srtp_protect_function(),
                                  srtp_context(session), session, sender, dtls, dtls._state, self.nominated, self.pair,
                                  out._transport)
             for i in range(len(out._ring)):
@@ -168,10 +171,10 @@ def snapshot(out: RtpOut) -> tuple:
 class Rig:
     """Senders of one peer connection (each with its own DTLS transport until bundled), and subscribers."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> None:
         # Its own loop, current while it lives (aiortc's objects take the current loop when made; a test
         # before this one may have ended with asyncio.run, which leaves none).
-        self.loop = asyncio.new_event_loop()
+        self.loop = loop_factory()
         asyncio.set_event_loop(self.loop)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.subscribers = [Subscriber(self) for _ in range(4)]
@@ -378,6 +381,29 @@ def test_every_reader_of_the_counters_sees_every_packet_sent(rig):
     assert (sender._RTCRtpSender__packet_count, dtls._RTCDtlsTransport__tx_packets) == (10, 10)
 
 
+def test_on_uvloop_the_compiled_path_sends_on_the_transports_own_socket():
+    """The media process runs on uvloop (services/media/server.py), whose datagram transport has no ``_sock``:
+    the route takes the socket uvloop gives (own_socket) and sends on it directly, the same datagrams and
+    state as the Python reference sends through the transport (single packets, a GSO-sized frame, a packet
+    that does not fit); a TURN relay's transport, which answers get_extra_info too, gets no socket."""
+    rig = Rig(uvloop.new_event_loop)
+    try:
+        transport = rig.one.transport
+        assert not hasattr(transport, "_sock") and own_socket(transport).fileno() >= 0
+        assert own_socket(aioice.turn.TurnTransport(None)) is None  # type: ignore[arg-type]
+        sends = [[packet(10, 900, True, b"audio")], [packet(11 + k, 1800, k == 2, bytes([k]) * 1100) for k in range(3)],
+                 [packet(14, 2700, True, b"x" * 5000), packet(15, 2700, True, b"y" * 300)]]
+        results = {}
+        for path in PATHS:
+            rig.start(first=10, sequence_offset=100, timestamp_offset=5, sequence=110)
+            results[path] = [rig.send(path, packets, 0x10203) for packets in sends]
+        assert results["compiled"] == results["python"]
+        assert [outcome for outcome, _, _ in results["compiled"]] == [1, 3, 1]
+        assert rig.outs["compiled"].state.sends == 3 and rig.drained()
+    finally:
+        rig.close()
+
+
 def test_the_ring_keeps_what_was_sent_and_takes_only_bytes():
     """fastpath.c's Ring (the compiled sender's retransmission history; what a fan-out keeps in it is read back
     in the tests above): Python may store bytes or None, nothing else, at 128 places."""
@@ -482,8 +508,6 @@ def test_a_socket_that_refuses_gso_gets_every_datagram_through_the_transport(rig
 
 
 def test_behind_a_turn_relay_both_paths_hand_the_transport_the_same_datagrams(rig):
-    import aioice.turn
-
     assert not hasattr(aioice.turn.TurnTransport, "get_write_buffer_size")  # why the socket is None here
     frames = [[packet(10 + i, 3000, i == 2, bytes([i]) * 1100) for i in range(3)], [packet(13, 6000, True, b"a" * 90)]]
     sent = {}
