@@ -390,7 +390,7 @@ def test_on_uvloop_the_compiled_path_sends_on_the_transports_own_socket():
     try:
         transport = rig.one.transport
         assert not hasattr(transport, "_sock") and own_socket(transport).fileno() >= 0
-        assert own_socket(aioice.turn.TurnTransport(None)) is None  # type: ignore[arg-type]
+        assert own_socket(aioice.turn.TurnTransport(None)) is None
         sends = [[packet(10, 900, True, b"audio")], [packet(11 + k, 1800, k == 2, bytes([k]) * 1100) for k in range(3)],
                  [packet(14, 2700, True, b"x" * 5000), packet(15, 2700, True, b"y" * 300)]]
         results = {}
