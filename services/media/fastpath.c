@@ -202,9 +202,8 @@ typedef struct {
     PyObject *ring;       /* the retransmission ring: a Ring */
     long long payload_type, first, sequence_offset, timestamp_offset, sequence, last_timestamp, armed, sends;
     double last_time;     /* time.monotonic() of the last send (rebase reads it) */
-    /* Not yet settled into the sender's and its transport's counters: */
+    /* Not yet settled into the sender's and its transport's counters (none while pending_packets is 0): */
     unsigned long long pending_octets, pending_packets, pending_wire, ntp;
-    int unsettled;
     double settled_at;
 } Route;
 
@@ -278,10 +277,9 @@ static int add_to(PyObject *obj, PyObject *name, unsigned long long delta) {
  * Python code that sends or settles again, and nothing may count twice. -1 with an exception. */
 static int settle(Route *r) {
     r->settled_at = monotonic();
-    if (!r->unsettled) return 0;
+    if (r->pending_packets == 0) return 0;  /* a send that counts anything sends at least one packet */
     unsigned long long octets = r->pending_octets, packets = r->pending_packets, wire = r->pending_wire;
     r->pending_octets = r->pending_packets = r->pending_wire = 0;
-    r->unsettled = 0;
     PyObject *sender = r->sender, *dtls = r->dtls;
     if (sender == NULL || dtls == NULL) return 0;  /* no target (cannot have sent either) */
     Py_INCREF(sender);
@@ -731,7 +729,6 @@ static int forward(Route *r, const Source *sources, Py_ssize_t n, unsigned long 
         r->pending_packets += (unsigned long long)count;
         r->pending_wire += wire;
         r->ntp = ntp;
-        r->unsettled = 1;
         if (!(now - r->settled_at < SETTLE_EVERY) && settle(r) < 0) {  /* (a NaN or a step back settles too) */
             Py_CLEAR(*rest);
             goto done;

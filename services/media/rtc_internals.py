@@ -748,8 +748,9 @@ def attach_rtp_out(sender, on_keyframe_request: Callable[[], None], batch, fastp
         await handle(packet)
 
     sender.send = send
-    sender.getStats = getStats
-    sender._handle_rtcp_packet = handle_rtcp_packet
+    if fastpath:  # (the Python path sets the counters on every send)
+        sender.getStats = getStats
+        sender._handle_rtcp_packet = handle_rtcp_packet
     report_per_connection(sender)
     return out
 
